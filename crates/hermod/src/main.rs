@@ -1,0 +1,2 @@
+//! `hermod`: the one binary (serve | pub | sub | bench).
+fn main() {}

@@ -1,0 +1,26 @@
+//! MQTT 3.1, 3.1.1 and 5.0 wire format for Hermod: packets, properties, reason codes, and strict
+//! validation. No I/O, no logging: bytes in, packets out.
+//!
+//! # Layout
+//! - [`types`]: `ProtocolVersion`, `QoS`, `PacketId`, `ReasonCode`.
+//! - [`packet`]: one packet model for every version (v5 as the superset).
+//! - [`decode`] / [`encode`]: the codec. `decode_packet` returns `Ok(None)` until a whole packet
+//!   is buffered, and checks the maximum packet size from the fixed header before buffering.
+//! - [`topic`]: topic name and filter validation and matching.
+//! - [`error`]: `DecodeError` (with the v5 reason code to answer it with), `EncodeError`.
+
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod packet;
+pub mod topic;
+pub mod types;
+
+pub use decode::decode_packet;
+pub use encode::{encode_packet, encoded_len};
+pub use error::{DecodeError, EncodeError};
+pub use packet::*;
+pub use types::{PacketId, ProtocolVersion, QoS, ReasonCode, RetainHandling};
+
+/// Largest remaining length the 4-byte variable byte integer can express (268,435,455).
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
