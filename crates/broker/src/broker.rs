@@ -1,0 +1,201 @@
+//! `Broker`: binds the listeners, accepts connections, and owns the shared state.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::message::{ClientId, Message};
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::session::Session;
+use crate::session::registry::{ConnectionId, Registry};
+
+/// A start-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener could not bind.
+    #[error("listener[{index}] ({bind}): cannot bind: {source}")]
+    Bind {
+        /// Index of the `[[listener]]` table.
+        index: usize,
+        /// Its address.
+        bind: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every connection task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) router: Router,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Ends a session for good: removes its subscriptions, closes its mailbox, and hands its
+    /// unfinished shared-subscription deliveries to other members of their groups.
+    pub(crate) fn end_session(&self, mut session: Session) {
+        for filter in session.subscriptions.keys() {
+            self.router.unsubscribe(filter, &session.client_id);
+        }
+        let mut orphans = session.take_shared_inflight();
+        orphans.extend(session.handle.close().into_iter().filter(|d| d.shared.is_some()));
+        for d in orphans {
+            self.router.reroute_shared(&session.client_id, d);
+        }
+        debug!(client_id = %session.client_id, "session ended");
+    }
+
+    /// Arms the offline expiry timer of a persistent session left by connection `conn`.
+    pub(crate) fn arm_expiry(self: &Arc<Self>, client_id: ClientId, conn: ConnectionId, after: Duration) {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(after) => {}
+                () = shared.shutdown.cancelled() => return,
+            }
+            if let Some(session) = shared.registry.expire(&client_id, conn) {
+                info!(%client_id, "session expired");
+                shared.end_session(session);
+            }
+        });
+    }
+
+    /// Publishes a message that has no connection behind it any more (a will).
+    pub(crate) fn publish_message(&self, message: Message) {
+        Metrics::incr(&self.metrics.messages_received);
+        self.router.publish(Arc::new(message), self.config.retain_available);
+    }
+}
+
+/// A broker with its listeners bound (so their addresses are known before `run`).
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Broker {
+    /// Validates the configuration and binds every listener.
+    ///
+    /// # Errors
+    /// Invalid configuration, or an address that cannot be bound.
+    pub async fn bind(config: Config) -> Result<Self, BrokerError> {
+        config.validate("configuration")?;
+        let mut listeners = Vec::new();
+        for (index, l) in config.listeners.iter().enumerate() {
+            let listener = TcpListener::bind(&l.bind)
+                .await
+                .map_err(|source| BrokerError::Bind { index, bind: l.bind.clone(), source })?;
+            listeners.push(listener);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared {
+            router: Router::new(metrics.clone()),
+            registry: Registry::default(),
+            metrics,
+            shutdown: CancellationToken::new(),
+            next_connection: AtomicU64::new(0),
+            config,
+        });
+        Ok(Self { shared, listeners })
+    }
+
+    /// Address of the first listener.
+    ///
+    /// # Panics
+    /// Never: `bind` refuses a configuration without listeners.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs()[0]
+    }
+
+    /// Addresses of all listeners, in configuration order.
+    #[must_use]
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))))
+            .collect()
+    }
+
+    /// Counters, shared with the running broker.
+    #[must_use]
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then stops accepting, sends v5 clients DISCONNECT 0x8B,
+    /// publishes no wills for them, and returns once every connection task has finished.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let tracker = TaskTracker::new();
+        for (listener, cfg) in self.listeners.into_iter().zip(self.shared.config.listeners.clone()) {
+            let shared = self.shared.clone();
+            let t = tracker.clone();
+            let name = cfg.name.clone().unwrap_or_else(|| cfg.bind.clone());
+            tracker.spawn(accept_loop(listener, name, shared, t));
+        }
+        shutdown.await;
+        info!("shutting down: closing listeners and connections");
+        self.shared.shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+            warn!("some connections did not close within 10 s");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>, tracker: TaskTracker) {
+    let local = listener.local_addr().ok();
+    info!(listener = %name, addr = ?local, "listening");
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shared.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if Metrics::get(&shared.metrics.connections) >= shared.config.max_connections as u64 {
+                    Metrics::incr(&shared.metrics.connections_refused);
+                    debug!(%peer, "max_connections reached: connection closed");
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tracker.spawn(crate::connection::run(stream, peer, shared));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, log at most once a second,
+                // keep serving existing clients.
+                Metrics::incr(&shared.metrics.connections_refused);
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(listener = %name, error = %e, "accept failed; backing off");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

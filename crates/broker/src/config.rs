@@ -1,0 +1,297 @@
+//! Broker configuration: a TOML file whose keys take Mosquitto's names wherever Mosquitto has one,
+//! so a Mosquitto user recognises every line. Unknown keys are rejected; errors name the file,
+//! line and key. Defaults live in the `Default` impls only, and `--print-default-config` prints
+//! them, so documented and real defaults cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Whether clients without a username may connect. `None` (the default) means "yes, with a
+    /// warning at start-up"; once a password source exists (a later issue) anonymous clients are
+    /// refused unless this says `true` explicitly, as in Mosquitto 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// Largest keep alive (seconds) a client may ask for. v5 clients asking for more (or for 0)
+    /// get this value back as Server Keep Alive; v3 clients asking for more are refused with
+    /// CONNACK 0x02, as Mosquitto does. 65535 means no cap.
+    pub max_keepalive: u16,
+    /// Largest packet (bytes, fixed header included) accepted from a client; sent to v5 clients
+    /// as Maximum Packet Size. Larger packets are refused from their fixed header, before buffering.
+    pub max_packet_size: u32,
+    /// Outbound QoS 1/2 messages in flight per client (the v5 client's Receive Maximum lowers it),
+    /// and the Receive Maximum we announce for inbound QoS 2.
+    pub max_inflight_messages: u16,
+    /// Messages queued per session beyond the inflight window (online or offline). When full, new
+    /// messages for that session are dropped and counted, so a slow subscriber cannot grow memory.
+    pub max_queued_messages: usize,
+    /// Queue QoS 0 messages for offline persistent sessions (Mosquitto's `queue_qos0_messages`).
+    pub queue_qos0_messages: bool,
+    /// Expire v3.1.1 persistent sessions (and v5 ones asking for "never") after this long offline,
+    /// e.g. "2h", "14d", "1w" (Mosquitto's key). Unset: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_client_expiration: Option<String>,
+    /// Largest topic alias a v5 client may use inbound (Mosquitto's `max_topic_alias`, default 10).
+    pub max_topic_alias: u16,
+    /// Most levels (`/`-separated) in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest client identifier accepted, in bytes.
+    pub max_client_id_length: usize,
+    /// Most simultaneous client connections, over all listeners; further connections are closed
+    /// at accept and counted.
+    pub max_connections: usize,
+    /// Seconds a new connection has to send CONNECT before it is closed.
+    pub connect_timeout: u64,
+    /// Whether retained messages are supported (Mosquitto's `retain_available`).
+    pub retain_available: bool,
+    /// Listeners. With no config file: one TCP listener on 0.0.0.0:1883. Once a config file is
+    /// given, there is no implicit listener: the file lists them all.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// One `[[listener]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind, e.g. "0.0.0.0:1883" or "[::]:1883".
+    pub bind: String,
+    /// A name for logs and metrics; defaults to the bind address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: None,
+            max_keepalive: 65535,
+            max_packet_size: 1024 * 1024,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            queue_qos0_messages: false,
+            persistent_client_expiration: None,
+            max_topic_alias: 10,
+            max_topic_levels: 128,
+            max_client_id_length: 256,
+            max_connections: 100_000,
+            connect_timeout: 10,
+            retain_available: true,
+            listeners: vec![ListenerConfig { bind: "0.0.0.0:1883".into(), name: None }],
+        }
+    }
+}
+
+/// A configuration that cannot be used. The message names the file, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which carries line, column and key.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        /// The file, or "configuration" when built in code.
+        origin: String,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, and the line and key where toml knows them.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // A file without any [[listener]] table gets none: no implicit listener (mosquitto#2285).
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            listener: Option<toml::Value>,
+        }
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        let mut cfg = cfg;
+        if let Ok(probe) = toml::from_str::<Probe>(text)
+            && probe.listener.is_none()
+        {
+            cfg.listeners.clear();
+        }
+        cfg.validate(&path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// A configuration for tests: one listener on 127.0.0.1 with an OS-chosen port.
+    #[must_use]
+    pub fn for_tests() -> Self {
+        Self {
+            allow_anonymous: Some(true),
+            listeners: vec![ListenerConfig { bind: "127.0.0.1:0".into(), name: Some("mqtt".into()) }],
+            ..Self::default()
+        }
+    }
+
+    /// The defaults as TOML, for `hermod serve --print-default-config`.
+    #[must_use]
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Self::default()).unwrap_or_default()
+    }
+
+    /// Checks values that parse but cannot be used.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.listeners.is_empty() {
+            return Err(invalid("listener", "no [[listener]] table: add one, e.g. [[listener]] bind = \"0.0.0.0:1883\"".into()));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.bind.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    &format!("listener[{i}].bind"),
+                    format!("`{}` is not an address with a port, e.g. \"0.0.0.0:1883\"", l.bind),
+                ));
+            }
+        }
+        if self.max_packet_size < 64 {
+            return Err(invalid("max_packet_size", "must be at least 64 bytes".into()));
+        }
+        if self.max_packet_size as usize > hermod_proto::MAX_REMAINING_LENGTH + 5 {
+            return Err(invalid("max_packet_size", "must be at most 268435460 bytes".into()));
+        }
+        if self.max_inflight_messages == 0 {
+            return Err(invalid("max_inflight_messages", "must be at least 1".into()));
+        }
+        if self.max_queued_messages == 0 {
+            return Err(invalid("max_queued_messages", "must be at least 1".into()));
+        }
+        if self.max_topic_levels == 0 {
+            return Err(invalid("max_topic_levels", "must be at least 1".into()));
+        }
+        if self.max_client_id_length < 23 {
+            return Err(invalid("max_client_id_length", "must be at least 23 (the spec's minimum)".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        if self.connect_timeout == 0 {
+            return Err(invalid("connect_timeout", "must be at least 1 second".into()));
+        }
+        if let Some(s) = &self.persistent_client_expiration {
+            parse_duration(s).map_err(|m| invalid("persistent_client_expiration", m))?;
+        }
+        Ok(())
+    }
+
+    /// `persistent_client_expiration` as a duration (validated by [`Config::validate`]).
+    #[must_use]
+    pub fn persistent_client_expiration(&self) -> Option<Duration> {
+        self.persistent_client_expiration.as_deref().and_then(|s| parse_duration(s).ok())
+    }
+}
+
+/// Parses Mosquitto's duration syntax: a number followed by `s`, `m`, `h`, `d`, `w` or `y`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let err = || format!("`{s}` is not a duration like \"30m\", \"2h\", \"14d\" or \"1w\"");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(err()),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_print_default_config() {
+        let text = Config::default_toml();
+        let cfg = Config::parse(&text, Path::new("default.toml")).expect("defaults parse");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_file_and_key() {
+        let err = Config::parse("max_keepalive = 60\nmax_keepalvie = 5\n[[listener]]\nbind = \"127.0.0.1:1\"\n", Path::new("/etc/hermod.toml"))
+            .expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/hermod.toml"), "{msg}");
+        assert!(msg.contains("max_keepalvie"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Config::parse("max_inflight_messages = \"lots\"\n", Path::new("h.toml")).expect_err("type");
+        assert!(err.to_string().contains("max_inflight_messages"), "{err}");
+    }
+
+    #[test]
+    fn bad_bind_names_the_listener() {
+        let err = Config::parse("[[listener]]\nbind = \"localhost\"\n", Path::new("h.toml")).expect_err("bind");
+        assert!(err.to_string().contains("listener[0].bind"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_listeners_is_refused() {
+        let err = Config::parse("max_keepalive = 60\n", Path::new("h.toml")).expect_err("no listener");
+        assert!(err.to_string().contains("listener"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("2 hours").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

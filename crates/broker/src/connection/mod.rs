@@ -1,0 +1,703 @@
+//! One task per network connection: all I/O for one client.
+//!
+//! The loop reads packets (cancel-safe: partial bytes stay in `rbuf`), hands each to its handler,
+//! pulls deliveries from the session's mailbox while the inflight window has room, and writes
+//! everything produced in one pass with a single write (coalescing under load).
+
+mod handshake;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hermod_proto::{
+    ConnectAck, ConnectAckProperties, Disconnect, DisconnectProperties, LastWill, Packet, ProtocolVersion, Publish,
+    PublishAck, PublishProperties, QoS, ReasonCode, Subscribe, SubscribeAck, Unsubscribe, UnsubscribeAck, decode_packet,
+    encode_packet, encoded_len,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::broker::Shared;
+use crate::message::{ClientId, Delivery, Message};
+use crate::metrics::Metrics;
+use crate::session::registry::{Attached, ConnectionId, Detached};
+use crate::session::{OutboundState, Session, SubscriptionEntry};
+use handshake::{HandshakeError, check_connect, read_connect};
+
+/// Flush once this much is buffered, so one slow socket cannot grow the write buffer without limit.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// How long a new connection waits for a displaced one to hand its session over.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a connection ends. Decides the DISCONNECT sent (v5) and whether the will is published.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT 0x00 from the client: the will is discarded [MQTT-3.1.2-10].
+    Normal,
+    /// DISCONNECT 0x04 from the client: publish the will.
+    NormalWithWill,
+    /// The peer closed or the socket failed without DISCONNECT.
+    Lost(Option<std::io::Error>),
+    /// A malformed packet or protocol violation: DISCONNECT with this reason (v5), then close.
+    Violation(ReasonCode, String),
+    /// No packet within 1.5 × keep alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// Another connection with the same client id took over.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// Counts this connection while it lives.
+struct Counted(Arc<Metrics>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs one connection to its end. Never panics on input; errors end this connection only.
+pub(crate) async fn run<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    Metrics::incr(&shared.metrics.connections);
+    let _counted = Counted(shared.metrics.clone());
+    let max_in = shared.config.max_packet_size as usize;
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let timeout = Duration::from_secs(shared.config.connect_timeout);
+    let connect = tokio::select! {
+        r = read_connect(&mut stream, &mut rbuf, max_in, timeout) => r,
+        () = shared.shutdown.cancelled() => return,
+    };
+    let connect = match connect {
+        Ok(c) => c,
+        Err(e) => {
+            match e {
+                HandshakeError::Decode(hermod_proto::DecodeError::UnsupportedProtocolVersion(level)) => {
+                    // [MQTT-3.1.2-2] CONNACK 0x01 (unacceptable protocol version), then close. Sent in
+                    // the 3.1.1 format, as Mosquitto does: the client's level is one we do not speak.
+                    let mut w = BytesMut::new();
+                    let ack = ConnectAck { reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, ..ConnectAck::default() };
+                    let _ = encode_packet(&Packet::ConnectAck(ack), ProtocolVersion::V311, &mut w);
+                    let _ = stream.write_all(&w).await;
+                    info!(%peer, level, "refused: unsupported protocol level");
+                }
+                HandshakeError::Decode(e) => {
+                    Metrics::incr(&shared.metrics.protocol_errors);
+                    info!(%peer, error = %e, "bad CONNECT; connection closed");
+                }
+                HandshakeError::NotConnect => {
+                    Metrics::incr(&shared.metrics.protocol_errors);
+                    info!(%peer, "[MQTT-3.1.0-1] first packet was not CONNECT; connection closed");
+                }
+                HandshakeError::Timeout => debug!(%peer, "no CONNECT within connect_timeout; closed"),
+                HandshakeError::Io(e) => debug!(%peer, error = ?e, "closed before CONNECT"),
+            }
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let version = connect.protocol;
+    let accepted = match check_connect(&connect, &shared.config) {
+        Ok(a) => a,
+        Err(reason) => {
+            let mut w = BytesMut::new();
+            let ack = ConnectAck { reason, ..ConnectAck::default() };
+            let _ = encode_packet(&Packet::ConnectAck(ack), version, &mut w);
+            let _ = stream.write_all(&w).await;
+            let _ = stream.shutdown().await;
+            info!(%peer, client_id = %connect.client_id, %reason, "connection refused");
+            return;
+        }
+    };
+
+    let conn_id = shared.next_connection_id();
+    let client_id: ClientId = accepted.client_id.clone().into();
+    let kick = CancellationToken::new();
+    let previous = match shared.registry.attach(&client_id, conn_id, kick.clone()) {
+        Attached::New => None,
+        Attached::Resumed(s) => Some(s),
+        Attached::TakingOver(rx) => {
+            info!(%client_id, "session taken over by a new connection");
+            tokio::time::timeout(TAKEOVER_WAIT, rx).await.ok().and_then(Result::ok)
+        }
+    };
+    let cfg = &shared.config;
+    // Session expiry: v3 clean session = 0, persistent = never (or persistent_client_expiration);
+    // v5 from the property (0 by default; 0xFFFFFFFF = never).
+    let requested_expiry = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let expiry = match requested_expiry {
+        0 => Some(Duration::ZERO),
+        u32::MAX => cfg.persistent_client_expiration(),
+        s => Some(Duration::from_secs(u64::from(s))),
+    };
+    let (mut session, session_present) = match previous {
+        Some(old) if !connect.clean_start => (old, true),
+        Some(old) => {
+            shared.end_session(old);
+            (Session::new(client_id.clone(), cfg.max_queued_messages, cfg.queue_qos0_messages), false)
+        }
+        None => (Session::new(client_id.clone(), cfg.max_queued_messages, cfg.queue_qos0_messages), false),
+    };
+    session.expiry = expiry;
+    session.handle.set_online(true);
+
+    let mut props = ConnectAckProperties::default();
+    if version.is_v5() {
+        props.receive_maximum = Some(cfg.max_inflight_messages);
+        props.maximum_packet_size = Some(cfg.max_packet_size);
+        if cfg.max_topic_alias > 0 {
+            props.topic_alias_maximum = Some(cfg.max_topic_alias);
+        }
+        if !cfg.retain_available {
+            props.retain_available = Some(0);
+        }
+        props.server_keep_alive = accepted.server_keep_alive;
+        if accepted.assigned {
+            props.assigned_client_identifier = Some(accepted.client_id.clone());
+        }
+    }
+    let ack = ConnectAck { session_present, reason: ReasonCode::SUCCESS, properties: props };
+
+    let receive_max = if version.is_v5() {
+        usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX).min(cfg.max_inflight_messages))
+    } else {
+        usize::from(cfg.max_inflight_messages)
+    };
+    let mut conn = Connection {
+        stream,
+        rbuf,
+        wbuf: BytesMut::with_capacity(1024),
+        version,
+        shared: shared.clone(),
+        conn_id,
+        client_id: client_id.clone(),
+        peer,
+        session,
+        will: connect.will.clone(),
+        keep_alive: (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+        receive_max: receive_max.max(1),
+        client_max_packet: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        topic_aliases: HashMap::new(),
+        connect_expiry_zero: requested_expiry == 0,
+        kick,
+        batch: Vec::new(),
+    };
+    info!(%client_id, %peer, ?version, clean_start = connect.clean_start, session_present, "client connected");
+    conn.write(&Packet::ConnectAck(ack));
+    conn.resend_inflight();
+    let end = conn.serve().await;
+    conn.finish(end).await;
+}
+
+struct Connection<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    version: ProtocolVersion,
+    shared: Arc<Shared>,
+    conn_id: ConnectionId,
+    client_id: ClientId,
+    peer: SocketAddr,
+    session: Session,
+    will: Option<LastWill>,
+    /// 1.5 × the keep alive in force; `None` when keep alive is 0.
+    keep_alive: Option<Duration>,
+    /// Outbound QoS 1/2 in flight allowed: min(client Receive Maximum, max_inflight_messages).
+    receive_max: usize,
+    /// The client's Maximum Packet Size: larger PUBLISH packets are not sent to it [MQTT-3.1.2-25].
+    client_max_packet: usize,
+    /// Inbound topic aliases (v5), per connection [MQTT-3.3.2-7].
+    topic_aliases: HashMap<u16, Arc<str>>,
+    /// CONNECT had Session Expiry 0, so DISCONNECT may not set it [MQTT-3.14.2-2].
+    connect_expiry_zero: bool,
+    /// Cancelled when another connection takes the client id over.
+    kick: CancellationToken,
+    /// Reused buffer for deliveries taken from the mailbox.
+    batch: Vec<Delivery>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    async fn serve(&mut self) -> End {
+        let shutdown = self.shared.shutdown.clone();
+        let kick = self.kick.clone();
+        let handle = self.session.handle.clone();
+        let mut deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+        loop {
+            let more = self.pump(Instant::now());
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let room = self.session.inflight_out.len() < self.receive_max;
+            self.rbuf.reserve(4096);
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::Shutdown,
+                () = kick.cancelled() => return End::TakenOver,
+                r = self.stream.read_buf(&mut self.rbuf) => match r {
+                    Ok(0) => return End::Lost(None),
+                    Ok(_) => {
+                        deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+                        if let Err(end) = self.handle_input() {
+                            return end;
+                        }
+                    }
+                    Err(e) => return End::Lost(Some(e)),
+                },
+                () = std::future::ready(()), if more => {}
+                () = handle.notified(), if room => {}
+                () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => return End::KeepAliveTimeout,
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    fn handle_input(&mut self) -> Result<(), End> {
+        let max = self.shared.config.max_packet_size as usize;
+        loop {
+            match decode_packet(&mut self.rbuf, self.version, max) {
+                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Violation(e.reason_code(), e.to_string())),
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PublishAck(a) => {
+                self.session.on_publish_ack(a.packet_id);
+                Ok(())
+            }
+            Packet::PublishReceived(a) => {
+                let known = self.session.on_publish_received(a.packet_id, a.reason.is_error());
+                if !a.reason.is_error() || !known {
+                    let mut rel = PublishAck::new(a.packet_id);
+                    if !known && self.version.is_v5() {
+                        rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    self.write(&Packet::PublishRelease(rel));
+                }
+                Ok(())
+            }
+            Packet::PublishRelease(a) => {
+                let known = self.session.inflight_in.remove(&a.packet_id.get());
+                let mut comp = PublishAck::new(a.packet_id);
+                if !known && self.version.is_v5() {
+                    comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.write(&Packet::PublishComplete(comp));
+                Ok(())
+            }
+            Packet::PublishComplete(a) => {
+                self.session.on_publish_complete(a.packet_id);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingRequest => {
+                self.write(&Packet::PingResponse);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(&d),
+            Packet::Connect(_) => Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.1.0-2] second CONNECT")),
+            Packet::Auth(a) => Err(if a.properties.authentication_method.is_some() {
+                violation(ReasonCode::BAD_AUTHENTICATION_METHOD, "AUTH with an unsupported authentication method")
+            } else {
+                violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT")
+            }),
+            Packet::ConnectAck(_) | Packet::SubscribeAck(_) | Packet::UnsubscribeAck(_) | Packet::PingResponse => {
+                Err(violation(ReasonCode::PROTOCOL_ERROR, "server-to-client packet sent by a client"))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Result<(), End> {
+        Metrics::incr(&self.shared.metrics.messages_received);
+        let cfg = &self.shared.config;
+        let v5 = self.version.is_v5();
+        let topic: Arc<str> = match p.properties.topic_alias {
+            Some(alias) if v5 => {
+                if alias == 0 || alias > cfg.max_topic_alias {
+                    return Err(violation(ReasonCode::TOPIC_ALIAS_INVALID, "[MQTT-3.3.2-8/9] topic alias 0 or above Topic Alias Maximum"));
+                }
+                if p.topic.is_empty() {
+                    match self.topic_aliases.get(&alias) {
+                        Some(t) => t.clone(),
+                        None => return Err(violation(ReasonCode::PROTOCOL_ERROR, "topic alias not yet mapped to a topic")),
+                    }
+                } else {
+                    let t: Arc<str> = p.topic.as_str().into();
+                    self.topic_aliases.insert(alias, t.clone());
+                    t
+                }
+            }
+            _ => p.topic.as_str().into(),
+        };
+        if topic.split('/').count() > cfg.max_topic_levels {
+            return Err(violation(ReasonCode::TOPIC_NAME_INVALID, "topic has more levels than max_topic_levels"));
+        }
+        if v5 && !p.properties.subscription_identifiers.is_empty() {
+            return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.4-6] subscription identifier in a PUBLISH from a client"));
+        }
+        if p.retain && !cfg.retain_available {
+            return Err(violation(ReasonCode::RETAIN_NOT_SUPPORTED, "[MQTT-3.3.1-?] retain not available"));
+        }
+        if p.qos == QoS::ExactlyOnce
+            && let Some(pid) = p.packet_id
+        {
+            if self.session.inflight_in.contains(&pid.get()) {
+                // A re-sent QoS 2 PUBLISH: already routed once; only acknowledge [MQTT-4.3.3-10].
+                self.write(&Packet::PublishReceived(PublishAck::new(pid)));
+                return Ok(());
+            }
+            if v5 && self.session.inflight_in.len() >= usize::from(cfg.max_inflight_messages) {
+                return Err(violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] more QoS 2 in flight than Receive Maximum"));
+            }
+        }
+        let now = Instant::now();
+        let mut properties = p.properties;
+        properties.topic_alias = None;
+        let expires_at = properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s)));
+        let message = Message {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: if v5 { properties } else { PublishProperties::default() },
+            publisher: Some(self.client_id.clone()),
+            expires_at,
+        };
+        let delivered = self.shared.router.publish(Arc::new(message), cfg.retain_available);
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(pid)) => {
+                let mut ack = PublishAck::new(pid);
+                if v5 && delivered == 0 {
+                    ack.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+                }
+                self.write(&Packet::PublishAck(ack));
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                self.session.inflight_in.insert(pid.get());
+                let mut rec = PublishAck::new(pid);
+                if v5 && delivered == 0 {
+                    rec.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+                }
+                self.write(&Packet::PublishReceived(rec));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let cfg = &self.shared.config;
+        let v5 = self.version.is_v5();
+        let id = s.properties.subscription_identifier;
+        let now = Instant::now();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &s.filters {
+            let shared_parts = hermod_proto::topic::parse_shared(filter);
+            let valid = hermod_proto::topic::validate_topic_filter(filter).is_ok()
+                && shared_parts.is_ok()
+                && filter.split('/').count() <= cfg.max_topic_levels;
+            if !valid {
+                if v5 {
+                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+                // 3.1.1: a malformed filter is a protocol violation; Mosquitto closes the connection.
+                return Err(violation(ReasonCode::TOPIC_FILTER_INVALID, "[MQTT-4.7.1-1..3] invalid topic filter"));
+            }
+            let share = shared_parts.ok().flatten();
+            if share.is_some() && options.no_local && v5 {
+                return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.8.3-4] no local on a shared subscription"));
+            }
+            let is_new = self.shared.router.subscribe(filter, self.session.handle.clone(), *options, id);
+            self.session.subscriptions.insert(filter.clone(), SubscriptionEntry { options: *options, id });
+            reasons.push(ReasonCode(options.qos as u8));
+            // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
+            // subscriptions [MQTT-3.8.4-?/4.8.2].
+            let send_retained = match options.retain_handling {
+                hermod_proto::RetainHandling::SendAtSubscribe => true,
+                hermod_proto::RetainHandling::SendIfNew => is_new,
+                hermod_proto::RetainHandling::DoNotSend => false,
+            };
+            if share.is_none() && send_retained && cfg.retain_available {
+                for m in self.shared.router.retained_matching(filter, now) {
+                    retained.push(Delivery {
+                        qos: m.qos.min(options.qos),
+                        retain: true, // [MQTT-3.3.1-8]
+                        subscription_ids: id.into_iter().collect(),
+                        shared: None,
+                        message: m,
+                    });
+                }
+            }
+        }
+        self.write(&Packet::SubscribeAck(SubscribeAck { packet_id: s.packet_id, reasons, properties: Default::default() }));
+        for d in retained {
+            self.session.handle.push(d, &self.shared.metrics);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let reasons = u
+            .filters
+            .iter()
+            .map(|f| {
+                let in_session = self.session.subscriptions.remove(f).is_some();
+                let in_tree = self.shared.router.unsubscribe(f, &self.client_id);
+                if in_session || in_tree { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED }
+            })
+            .collect();
+        self.write(&Packet::UnsubscribeAck(UnsubscribeAck { packet_id: u.packet_id, reasons, properties: Default::default() }));
+    }
+
+    fn on_disconnect(&mut self, d: &Disconnect) -> Result<(), End> {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.connect_expiry_zero && expiry != 0 {
+                return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT after 0 on CONNECT"));
+            }
+            self.session.expiry = match expiry {
+                0 => Some(Duration::ZERO),
+                u32::MAX => self.shared.config.persistent_client_expiration(),
+                s => Some(Duration::from_secs(u64::from(s))),
+            };
+        }
+        if d.reason == ReasonCode::DISCONNECT_WITH_WILL { Err(End::NormalWithWill) } else { Err(End::Normal) }
+    }
+
+    /// Moves deliveries from the mailbox into the write buffer while the inflight window has room.
+    /// Returns true when more may be waiting (the write buffer filled up first).
+    fn pump(&mut self, now: Instant) -> bool {
+        loop {
+            if self.wbuf.len() >= WRITE_HIGH_WATER {
+                return true;
+            }
+            let room = self.receive_max.saturating_sub(self.session.inflight_out.len());
+            let mut batch = std::mem::take(&mut self.batch);
+            self.session.handle.pop_ready(room, 64, &mut batch);
+            if batch.is_empty() {
+                self.batch = batch;
+                return false;
+            }
+            for d in batch.drain(..) {
+                self.send_delivery(d, now);
+            }
+            self.batch = batch;
+        }
+    }
+
+    fn send_delivery(&mut self, d: Delivery, now: Instant) {
+        if d.message.is_expired(now) {
+            Metrics::incr(&self.shared.metrics.messages_expired);
+            return;
+        }
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            None
+        } else {
+            match self.session.next_packet_id() {
+                Some(id) => Some(id),
+                None => return,
+            }
+        };
+        let publish = self.to_publish(&d, packet_id, false, now);
+        if encoded_len(&publish, self.version) > self.client_max_packet {
+            // [MQTT-3.1.2-25]: discard, as if sent.
+            Metrics::incr(&self.shared.metrics.messages_dropped);
+            return;
+        }
+        self.write(&publish);
+        Metrics::incr(&self.shared.metrics.messages_sent);
+        if let Some(id) = packet_id {
+            self.session.track(id, d);
+        }
+    }
+
+    fn to_publish(&self, d: &Delivery, packet_id: Option<hermod_proto::PacketId>, dup: bool, now: Instant) -> Packet {
+        let m = &d.message;
+        let properties = if self.version.is_v5() {
+            let mut p = m.properties.clone();
+            p.message_expiry_interval = m.remaining_expiry(now);
+            p.subscription_identifiers.clone_from(&d.subscription_ids);
+            p
+        } else {
+            PublishProperties::default()
+        };
+        Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.to_string(),
+            packet_id,
+            payload: m.payload.clone(),
+            properties,
+        })
+    }
+
+    /// Re-sends unacknowledged deliveries after a session resumes: PUBLISH with DUP set, or
+    /// PUBREL for those already received [MQTT-4.4.0-1].
+    fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        let inflight = std::mem::take(&mut self.session.inflight_out);
+        for o in &inflight {
+            match o.state {
+                OutboundState::AwaitingComplete => self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id))),
+                _ => {
+                    let p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
+                    self.write(&p);
+                }
+            }
+        }
+        self.session.inflight_out = inflight;
+    }
+
+    fn write(&mut self, packet: &Packet) {
+        if let Err(e) = encode_packet(packet, self.version, &mut self.wbuf) {
+            warn!(client_id = %self.client_id, error = %e, "packet could not be encoded; skipped");
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let shutdown = self.shared.shutdown.clone();
+        let kick = self.kick.clone();
+        let r = tokio::select! {
+            r = self.stream.write_all(&self.wbuf) => r,
+            () = shutdown.cancelled() => return Err(End::Shutdown),
+            () = kick.cancelled() => return Err(End::TakenOver),
+        };
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+            self.wbuf = BytesMut::with_capacity(1024);
+        }
+        r.map_err(|e| End::Lost(Some(e)))
+    }
+
+    /// Sends the closing DISCONNECT (v5), publishes or schedules the will, and gives the session
+    /// back to the registry.
+    async fn finish(mut self, end: End) {
+        let v5 = self.version.is_v5();
+        let server_reason = match &end {
+            End::Violation(code, _) => Some(*code),
+            End::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            _ => None,
+        };
+        match &end {
+            End::Violation(code, why) => {
+                Metrics::incr(&self.shared.metrics.protocol_errors);
+                info!(client_id = %self.client_id, peer = %self.peer, reason = %code, "{why}; connection closed");
+            }
+            End::Lost(e) => debug!(client_id = %self.client_id, error = ?e, "connection lost"),
+            other => debug!(client_id = %self.client_id, end = ?other, "connection closed"),
+        }
+        if v5 && let Some(reason) = server_reason {
+            self.wbuf.clear();
+            let d = Disconnect { reason, properties: DisconnectProperties::default() };
+            self.write(&Packet::Disconnect(d));
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+
+        // Will: published on abnormal ends [MQTT-3.1.2-8]; discarded on DISCONNECT 0x00
+        // [MQTT-3.1.2-10] and at server shutdown. On takeover, v5 publishes it (3.1.4, subject to
+        // the will delay); for 3.1.1 Hermod does as Mosquitto does and discards it.
+        let publish_will = match end {
+            End::Normal | End::Shutdown => false,
+            End::TakenOver => v5,
+            End::NormalWithWill | End::Lost(_) | End::Violation(..) | End::KeepAliveTimeout => true,
+        };
+        let will = self.will.take().filter(|_| publish_will);
+
+        let session = self.session;
+        session.handle.set_online(false);
+        let expiry = session.expiry;
+        // Shared-subscription deliveries this member has not finished go to another member.
+        let mut session = session;
+        let mut orphans = session.take_shared_inflight();
+        orphans.extend(session.handle.take_shared());
+        for d in orphans {
+            self.shared.router.reroute_shared(&self.client_id, d);
+        }
+        match self.shared.registry.detach(&self.client_id, self.conn_id, session, Instant::now()) {
+            Detached::Offline(Some(after)) => self.shared.arm_expiry(self.client_id.clone(), self.conn_id, after),
+            Detached::Offline(None) | Detached::HandedOver => {}
+            Detached::Ended(s) => self.shared.end_session(s),
+        }
+        if let Some(will) = will {
+            schedule_will(&self.shared, &self.client_id, self.conn_id, will, expiry);
+        }
+        info!(client_id = %self.client_id, "client disconnected");
+    }
+}
+
+fn violation(code: ReasonCode, why: &str) -> End {
+    End::Violation(code, why.to_owned())
+}
+
+/// Publishes a will now, or after min(will delay, session expiry) unless a new connection for the
+/// client id arrives first [MQTT-3.1.3-9].
+fn schedule_will(shared: &Arc<Shared>, client_id: &ClientId, conn: ConnectionId, will: LastWill, expiry: Option<Duration>) {
+    let now = Instant::now();
+    let props = will.properties;
+    let message = Message {
+        topic: will.topic.as_str().into(),
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties: PublishProperties {
+            payload_format_indicator: props.payload_format_indicator,
+            message_expiry_interval: props.message_expiry_interval,
+            content_type: props.content_type,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            user_properties: props.user_properties,
+            ..PublishProperties::default()
+        },
+        publisher: Some(client_id.clone()),
+        expires_at: props.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s))),
+    };
+    let delay = Duration::from_secs(u64::from(props.will_delay_interval.unwrap_or(0)));
+    let delay = expiry.map_or(delay, |e| delay.min(e));
+    if delay.is_zero() {
+        debug!(%client_id, topic = %message.topic, "publishing will");
+        shared.publish_message(message);
+        return;
+    }
+    let task_shared = shared.clone();
+    let id = client_id.clone();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = task_shared.shutdown.cancelled() => return,
+        }
+        if task_shared.registry.take_pending_will(&id, conn) {
+            debug!(client_id = %id, "will delay passed; publishing will");
+            task_shared.publish_message(message);
+        }
+    });
+    shared.registry.add_pending_will(client_id.clone(), conn, task.abort_handle());
+}

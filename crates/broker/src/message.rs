@@ -1,0 +1,66 @@
+//! Messages and deliveries, independent of protocol version.
+
+use bytes::Bytes;
+use hermod_proto::{PublishProperties, QoS};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Client identifier: the session key. Cheap to clone.
+pub type ClientId = Arc<str>;
+
+/// An application message as the broker routes it. Shared by `Arc` among all its subscribers:
+/// the payload is a `Bytes` slice of the publisher's read buffer, never copied per subscriber.
+#[derive(Debug)]
+pub struct Message {
+    /// Topic name (aliases already resolved).
+    pub topic: Arc<str>,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS as published.
+    pub qos: QoS,
+    /// Retain flag as published (forwarded only to retain-as-published subscriptions).
+    pub retain: bool,
+    /// v5 properties forwarded unchanged (payload format, content type, response topic,
+    /// correlation data, user properties). Topic alias and subscription ids are stripped.
+    pub properties: PublishProperties,
+    /// Who published it, for the no-local option; `None` for wills published after the session ended
+    /// and for broker-internal messages.
+    pub publisher: Option<ClientId>,
+    /// When the message expires (v5 Message Expiry Interval), counted from receipt.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// True once the message's expiry has passed: it must not be delivered [MQTT-3.3.2-5].
+    #[must_use]
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// The Message Expiry Interval to send on: the received value minus time spent in the broker
+    /// [MQTT-3.3.2-6], at least 1 while not expired.
+    #[must_use]
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|t| {
+            let left = t.saturating_duration_since(now).as_secs_f64().ceil();
+            (left as u32).max(1)
+        })
+    }
+}
+
+/// One message routed to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// Granted QoS: min(published QoS, subscription QoS) [MQTT-3.8.4-8].
+    pub qos: QoS,
+    /// RETAIN flag to send: set for retained messages sent on subscribe [MQTT-3.3.1-8], and for
+    /// retain-as-published subscriptions; cleared otherwise [MQTT-3.3.1-9].
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (v5).
+    pub subscription_ids: Vec<u32>,
+    /// Set when routed through a shared subscription: `(group, filter)`. If this session goes
+    /// away before acknowledging, the delivery is handed to another member of the group.
+    pub shared: Option<Arc<(Box<str>, Box<str>)>>,
+}

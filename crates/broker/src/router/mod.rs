@@ -1,0 +1,170 @@
+//! The router: subscription matching and fan-out. No I/O and no session state: it finds the
+//! sessions a message goes to and pushes one `Delivery` into each one's mailbox.
+
+pub mod retained;
+pub mod topic_tree;
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use hermod_proto::{QoS, SubscriptionOptions};
+
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::session::mailbox::SessionHandle;
+use retained::RetainedStore;
+use topic_tree::{Matched, SubscriptionTree, Subscriber};
+
+/// Shared routing state. Locks are std locks held for short, synchronous sections only (never
+/// across an `.await`); the publish path takes the tree's read lock, so publishers run in parallel.
+#[derive(Debug, Default)]
+pub struct Router {
+    tree: RwLock<SubscriptionTree>,
+    retained: RwLock<RetainedStore>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+struct Target {
+    handle: Arc<SessionHandle>,
+    qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<u32>,
+}
+
+impl Router {
+    /// A router with its counters.
+    #[must_use]
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..Self::default() }
+    }
+
+    /// Adds or replaces a subscription; true when new. `filter` may be `$share/{group}/{filter}`
+    /// (already validated).
+    pub fn subscribe(&self, filter: &str, handle: Arc<SessionHandle>, options: SubscriptionOptions, id: Option<u32>) -> bool {
+        let (share, inner) = split_share(filter);
+        let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tree.insert(inner, share, Subscriber { handle, options, id })
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&self, filter: &str, client_id: &str) -> bool {
+        let (share, inner) = split_share(filter);
+        let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tree.remove(inner, share, client_id)
+    }
+
+    /// Number of subscriptions.
+    #[must_use]
+    pub fn subscription_count(&self) -> usize {
+        self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Number of retained messages.
+    #[must_use]
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Retained messages matching `filter` that have not expired.
+    #[must_use]
+    pub fn retained_matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        let store = self.retained.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v = store.matching(filter);
+        v.retain(|m| !m.is_expired(now));
+        v
+    }
+
+    /// Routes a message: updates the retained store when the retain flag is set, then delivers
+    /// one copy per matching session (at the highest QoS of its matching subscriptions, with all
+    /// their subscription identifiers [MQTT-3.3.4-3/4/5]) and one per matching shared group.
+    /// Returns the number of sessions it was queued for.
+    pub fn publish(&self, message: Arc<Message>, retain_enabled: bool) -> usize {
+        if message.retain && retain_enabled {
+            self.retained.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(&message);
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut shared: Vec<(Arc<SessionHandle>, QoS, Option<u32>, Arc<(Box<str>, Box<str>)>)> = Vec::new();
+        {
+            let tree = self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tree.matches(&message.topic, |m| match m {
+                Matched::Direct(s) => {
+                    if s.options.no_local && message.publisher.as_deref() == Some(&*s.handle.client_id) {
+                        return; // [MQTT-3.8.3-3] no local
+                    }
+                    let qos = message.qos.min(s.options.qos);
+                    if let Some(t) = targets.iter_mut().find(|t| Arc::ptr_eq(&t.handle, &s.handle)) {
+                        t.qos = t.qos.max(qos);
+                        t.retain_as_published |= s.options.retain_as_published;
+                        t.ids.extend(s.id);
+                    } else {
+                        targets.push(Target {
+                            handle: s.handle.clone(),
+                            qos,
+                            retain_as_published: s.options.retain_as_published,
+                            ids: s.id.into_iter().collect(),
+                        });
+                    }
+                }
+                Matched::Shared(g) => {
+                    if let Some(member) = g.pick() {
+                        shared.push((member.handle.clone(), message.qos.min(member.options.qos), member.id, g.key.clone()));
+                    }
+                }
+            });
+        }
+        let mut n = 0;
+        for t in targets {
+            let d = Delivery {
+                message: message.clone(),
+                qos: t.qos,
+                retain: t.retain_as_published && message.retain,
+                subscription_ids: t.ids,
+                shared: None,
+            };
+            if t.handle.push(d, &self.metrics) == crate::session::mailbox::PushOutcome::Queued {
+                n += 1;
+            }
+        }
+        for (handle, qos, id, key) in shared {
+            let d = Delivery {
+                message: message.clone(),
+                qos,
+                retain: false,
+                subscription_ids: id.into_iter().collect(),
+                shared: Some(key),
+            };
+            if handle.push(d, &self.metrics) == crate::session::mailbox::PushOutcome::Queued {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Hands a shared-subscription delivery that `leaving` could not complete to another member
+    /// of its group, so a member that leaves does not strand its messages. Dropped when the
+    /// group has no other member.
+    pub fn reroute_shared(&self, leaving: &str, mut delivery: Delivery) {
+        let Some(key) = delivery.shared.clone() else { return };
+        let target = {
+            let tree = self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tree.shared_group(&key.0, &key.1)
+                .and_then(|g| g.pick_other(leaving))
+                .map(|m| (m.handle.clone(), m.options.qos, m.id))
+        };
+        if let Some((handle, sub_qos, id)) = target {
+            delivery.qos = delivery.message.qos.min(sub_qos);
+            delivery.subscription_ids = id.into_iter().collect();
+            handle.push(delivery, &self.metrics);
+        } else {
+            Metrics::incr(&self.metrics.messages_dropped);
+        }
+    }
+}
+
+fn split_share(filter: &str) -> (Option<&str>, &str) {
+    match hermod_proto::topic::parse_shared(filter) {
+        Ok(Some((group, inner))) => (Some(group), inner),
+        _ => (None, filter),
+    }
+}

@@ -1,0 +1,282 @@
+//! The subscription tree: topic filters stored level by level, so a PUBLISH costs in proportion
+//! to the levels of its topic and the filters that can match, not to all subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hermod_proto::SubscriptionOptions;
+
+use crate::message::ClientId;
+use crate::session::mailbox::SessionHandle;
+
+/// One session's subscription at a node.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// Where deliveries go.
+    pub handle: Arc<SessionHandle>,
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// v5 subscription identifier.
+    pub id: Option<u32>,
+}
+
+/// A `$share/{group}/{filter}` group: each message goes to one member.
+#[derive(Debug)]
+pub struct SharedGroup {
+    /// `(group, filter)`, shared with the deliveries routed through this group.
+    pub key: Arc<(Box<str>, Box<str>)>,
+    /// Members in subscription order.
+    pub members: Vec<Subscriber>,
+    /// Round-robin cursor.
+    next: AtomicUsize,
+}
+
+impl SharedGroup {
+    /// Picks the member for the next message: round robin over online members; if none is online,
+    /// the next member in turn (its session queues the message).
+    #[must_use]
+    pub fn pick(&self) -> Option<&Subscriber> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .find(|m| m.handle.is_online())
+            .or_else(|| self.members.get(start % n))
+    }
+
+    /// Picks a member other than `not`, online first; for re-routing a leaving member's messages.
+    #[must_use]
+    pub fn pick_other(&self, not: &str) -> Option<&Subscriber> {
+        let others = || self.members.iter().filter(|m| &*m.handle.client_id != not);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let online: Vec<_> = others().filter(|m| m.handle.is_online()).collect();
+        if online.is_empty() {
+            let all: Vec<_> = others().collect();
+            if all.is_empty() { None } else { Some(all[start % all.len()]) }
+        } else {
+            Some(online[start % online.len()])
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    subscribers: HashMap<ClientId, Subscriber>,
+    shared: HashMap<Box<str>, SharedGroup>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty() && self.shared.is_empty()
+    }
+}
+
+/// What a match produced, handed to the caller's callback.
+#[derive(Debug)]
+pub enum Matched<'a> {
+    /// An ordinary subscription.
+    Direct(&'a Subscriber),
+    /// A shared group whose filter matched; the caller picks one member.
+    Shared(&'a SharedGroup),
+}
+
+/// The tree. Not synchronised itself: the router wraps it in a read-mostly lock.
+#[derive(Debug, Default)]
+pub struct SubscriptionTree {
+    root: Node,
+    count: usize,
+}
+
+impl SubscriptionTree {
+    /// Number of subscriptions (shared members included).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when there are no subscriptions.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds or replaces a subscription. `share` is the group for `$share/{group}/{filter}`
+    /// (`filter` is then the inner filter). Returns true when it did not exist before.
+    pub fn insert(&mut self, filter: &str, share: Option<&str>, sub: Subscriber) -> bool {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let is_new = match share {
+            None => node.subscribers.insert(sub.handle.client_id.clone(), sub).is_none(),
+            Some(group) => {
+                let g = node.shared.entry(group.into()).or_insert_with(|| SharedGroup {
+                    key: Arc::new((group.into(), filter.into())),
+                    members: Vec::new(),
+                    next: AtomicUsize::new(0),
+                });
+                if let Some(m) = g.members.iter_mut().find(|m| m.handle.client_id == sub.handle.client_id) {
+                    *m = sub;
+                    false
+                } else {
+                    g.members.push(sub);
+                    true
+                }
+            }
+        };
+        if is_new {
+            self.count += 1;
+        }
+        is_new
+    }
+
+    /// Removes a subscription; true if it existed. Empty nodes are pruned.
+    pub fn remove(&mut self, filter: &str, share: Option<&str>, client_id: &str) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let removed = Self::remove_at(&mut self.root, &levels, share, client_id);
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    fn remove_at(node: &mut Node, levels: &[&str], share: Option<&str>, client_id: &str) -> bool {
+        let Some((first, rest)) = levels.split_first() else {
+            return match share {
+                None => node.subscribers.remove(client_id).is_some(),
+                Some(group) => {
+                    let Some(g) = node.shared.get_mut(group) else { return false };
+                    let before = g.members.len();
+                    g.members.retain(|m| &*m.handle.client_id != client_id);
+                    let removed = g.members.len() != before;
+                    if g.members.is_empty() {
+                        node.shared.remove(group);
+                    }
+                    removed
+                }
+            };
+        };
+        let Some(child) = node.children.get_mut(*first) else { return false };
+        let removed = Self::remove_at(child, rest, share, client_id);
+        if child.is_empty() {
+            node.children.remove(*first);
+        }
+        removed
+    }
+
+    /// The shared group at `(group, filter)`, if any.
+    #[must_use]
+    pub fn shared_group(&self, group: &str, filter: &str) -> Option<&SharedGroup> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.shared.get(group)
+    }
+
+    /// Calls `f` for every subscription and shared group matching `topic`.
+    /// Wildcards at the first level do not match topics starting with `$` [MQTT-4.7.2-1].
+    pub fn matches<'a>(&'a self, topic: &str, mut f: impl FnMut(Matched<'a>)) {
+        let dollar = topic.starts_with('$');
+        let levels: Vec<&str> = topic.split('/').collect();
+        Self::walk(&self.root, &levels, 0, dollar, &mut f);
+    }
+
+    fn visit<'a>(node: &'a Node, f: &mut impl FnMut(Matched<'a>)) {
+        for s in node.subscribers.values() {
+            f(Matched::Direct(s));
+        }
+        for g in node.shared.values() {
+            f(Matched::Shared(g));
+        }
+    }
+
+    fn walk<'a>(node: &'a Node, levels: &[&str], depth: usize, dollar: bool, f: &mut impl FnMut(Matched<'a>)) {
+        let wild_ok = !(depth == 0 && dollar);
+        if wild_ok && let Some(hash) = node.children.get("#") {
+            // `a/#` matches `a` itself and everything below it [MQTT-4.7.1-2].
+            Self::visit(hash, f);
+        }
+        let Some((level, rest)) = levels.split_first() else {
+            Self::visit(node, f);
+            return;
+        };
+        if let Some(child) = node.children.get(*level) {
+            Self::walk(child, rest, depth + 1, dollar, f);
+        }
+        if wild_ok && let Some(plus) = node.children.get("+") {
+            Self::walk(plus, rest, depth + 1, dollar, f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermod_proto::topic;
+
+    fn sub(id: &str) -> Subscriber {
+        Subscriber { handle: SessionHandle::new(id.into(), 10, false), options: SubscriptionOptions::default(), id: None }
+    }
+
+    fn matched(tree: &SubscriptionTree, topic: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        tree.matches(topic, |m| match m {
+            Matched::Direct(s) => out.push(s.handle.client_id.to_string()),
+            Matched::Shared(g) => out.push(format!("share:{}", g.key.0)),
+        });
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn tree_agrees_with_the_naive_matcher() {
+        let filters = ["#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+", "+/b/#", "$SYS/#", "$SYS/+", "/+", "a//c", "a/b/c/#"];
+        let topics = ["a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/x", "$SYS", "/x", "a//c", "a/b/c/d", "x/b/y"];
+        let mut tree = SubscriptionTree::default();
+        for (i, f) in filters.iter().enumerate() {
+            tree.insert(f, None, sub(&format!("c{i:02}")));
+        }
+        for t in topics {
+            let mut want: Vec<String> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| topic::matches(f, t))
+                .map(|(i, _)| format!("c{i:02}"))
+                .collect();
+            want.sort();
+            assert_eq!(matched(&tree, t), want, "topic {t}");
+        }
+    }
+
+    #[test]
+    fn remove_prunes_and_counts() {
+        let mut tree = SubscriptionTree::default();
+        assert!(tree.insert("a/b", None, sub("x")));
+        assert!(!tree.insert("a/b", None, sub("x")), "re-subscribe replaces");
+        assert!(tree.insert("a/b", Some("g"), sub("x")));
+        assert_eq!(tree.len(), 2);
+        assert!(tree.remove("a/b", None, "x"));
+        assert!(!tree.remove("a/b", None, "x"));
+        assert_eq!(matched(&tree, "a/b"), vec!["share:g"]);
+        assert!(tree.remove("a/b", Some("g"), "x"));
+        assert!(tree.is_empty());
+        assert!(tree.root.children.is_empty(), "pruned");
+    }
+
+    #[test]
+    fn shared_group_round_robin() {
+        let mut tree = SubscriptionTree::default();
+        tree.insert("t", Some("g"), sub("m1"));
+        tree.insert("t", Some("g"), sub("m2"));
+        let g = tree.shared_group("g", "t").expect("group");
+        let picks: Vec<String> = (0..4).filter_map(|_| g.pick()).map(|m| m.handle.client_id.to_string()).collect();
+        assert_eq!(picks, ["m1", "m2", "m1", "m2"]);
+        assert_eq!(g.pick_other("m1").map(|m| m.handle.client_id.to_string()), Some("m2".into()));
+    }
+}

@@ -1,0 +1,220 @@
+//! Sessions: MQTT state for a client id that may outlive connections.
+//!
+//! `Session` is plain data with synchronous methods (no I/O, no clock of its own), so that it can
+//! be tested alone and, later, stored: subscriptions, outbound inflight messages, inbound QoS 2
+//! packet ids, and the mailbox handle the router delivers into.
+
+pub mod mailbox;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hermod_proto::{PacketId, QoS, SubscriptionOptions};
+
+use crate::message::{ClientId, Delivery};
+use mailbox::SessionHandle;
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitingAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitingReceived,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitingComplete,
+}
+
+/// One outbound message in flight.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Its packet id.
+    pub packet_id: PacketId,
+    /// What was sent.
+    pub delivery: Delivery,
+    /// Where it stands.
+    pub state: OutboundState,
+}
+
+/// A subscription as the session remembers it (to restore, list and clean up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionEntry {
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// v5 subscription identifier.
+    pub id: Option<u32>,
+}
+
+/// The MQTT state of one client id.
+#[derive(Debug)]
+pub struct Session {
+    /// The client id.
+    pub client_id: ClientId,
+    /// The mailbox the router delivers into; also held by the subscription tree.
+    pub handle: Arc<SessionHandle>,
+    /// Subscriptions by full filter (`$share/...` included).
+    pub subscriptions: HashMap<String, SubscriptionEntry>,
+    /// Outbound QoS 1/2 messages not yet fully acknowledged, in send order (resent in this
+    /// order with DUP on reconnect [MQTT-4.4.0-1], keeping per-topic order [MQTT-4.6.0-1..4]).
+    pub inflight_out: VecDeque<Outbound>,
+    /// Inbound QoS 2 packet ids that got PUBREC but not yet PUBREL: a re-sent PUBLISH with one
+    /// of these ids is not routed again (exactly once, method B of 4.3.3).
+    pub inflight_in: HashSet<u16>,
+    /// How long the session outlives its connection; `None` means never expires.
+    pub expiry: Option<Duration>,
+    next_packet_id: u16,
+}
+
+impl Session {
+    /// A new, empty session.
+    #[must_use]
+    pub fn new(client_id: ClientId, queue_limit: usize, queue_qos0_offline: bool) -> Self {
+        Self {
+            handle: SessionHandle::new(client_id.clone(), queue_limit, queue_qos0_offline),
+            client_id,
+            subscriptions: HashMap::new(),
+            inflight_out: VecDeque::new(),
+            inflight_in: HashSet::new(),
+            expiry: Some(Duration::ZERO),
+            next_packet_id: 1,
+        }
+    }
+
+    /// True when the session is kept after its connection closes.
+    #[must_use]
+    pub fn is_persistent(&self) -> bool {
+        self.expiry != Some(Duration::ZERO)
+    }
+
+    /// A packet id not used by any outbound inflight message. `None` when all 65,535 are in
+    /// use (cannot happen while inflight is bounded below that).
+    pub fn next_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if let Some(pid) = NonZeroU16::new(id)
+                && !self.inflight_out.iter().any(|o| o.packet_id == pid)
+            {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Records a sent QoS 1/2 delivery.
+    pub fn track(&mut self, packet_id: PacketId, delivery: Delivery) {
+        let state = if delivery.qos == QoS::ExactlyOnce { OutboundState::AwaitingReceived } else { OutboundState::AwaitingAck };
+        self.inflight_out.push_back(Outbound { packet_id, delivery, state });
+    }
+
+    /// PUBACK: completes a QoS 1 delivery. False if no QoS 1 delivery had that id.
+    pub fn on_publish_ack(&mut self, packet_id: PacketId) -> bool {
+        self.remove_if(packet_id, OutboundState::AwaitingAck)
+    }
+
+    /// PUBREC: moves a QoS 2 delivery to "awaiting PUBCOMP" (or drops it when the reason code is a
+    /// failure). Returns whether the id was known (a PUBREL is sent either way; v5 uses 0x92 when not).
+    pub fn on_publish_received(&mut self, packet_id: PacketId, failed: bool) -> bool {
+        let Some(pos) = self.inflight_out.iter().position(|o| o.packet_id == packet_id) else { return false };
+        match self.inflight_out[pos].state {
+            OutboundState::AwaitingReceived if failed => {
+                self.inflight_out.remove(pos);
+                true
+            }
+            OutboundState::AwaitingReceived | OutboundState::AwaitingComplete => {
+                self.inflight_out[pos].state = OutboundState::AwaitingComplete;
+                true
+            }
+            OutboundState::AwaitingAck => false,
+        }
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery.
+    pub fn on_publish_complete(&mut self, packet_id: PacketId) -> bool {
+        self.remove_if(packet_id, OutboundState::AwaitingComplete)
+    }
+
+    fn remove_if(&mut self, packet_id: PacketId, state: OutboundState) -> bool {
+        match self.inflight_out.iter().position(|o| o.packet_id == packet_id && o.state == state) {
+            Some(pos) => {
+                self.inflight_out.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every inflight delivery routed through a shared subscription, for hand-over to
+    /// another member of its group.
+    pub fn take_shared_inflight(&mut self) -> Vec<Delivery> {
+        let (shared, rest): (Vec<_>, Vec<_>) = self
+            .inflight_out
+            .drain(..)
+            .partition(|o| o.delivery.shared.is_some() && o.state != OutboundState::AwaitingComplete);
+        self.inflight_out = rest.into();
+        shared.into_iter().map(|o| o.delivery).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use hermod_proto::PublishProperties;
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(b"x"),
+                qos,
+                retain: false,
+                properties: PublishProperties::default(),
+                publisher: None,
+                expires_at: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+            shared: None,
+        }
+    }
+
+    #[test]
+    fn packet_ids_skip_those_in_flight_and_zero() {
+        let mut s = Session::new("c".into(), 10, false);
+        let a = s.next_packet_id().expect("id");
+        assert_eq!(a.get(), 1);
+        s.track(a, delivery(QoS::AtLeastOnce));
+        s.next_packet_id = u16::MAX;
+        assert_eq!(s.next_packet_id().map(NonZeroU16::get), Some(u16::MAX));
+        // wraps to 1, which is in flight, so 2; never 0 [MQTT-2.2.1-3]
+        assert_eq!(s.next_packet_id().map(NonZeroU16::get), Some(2));
+    }
+
+    #[test]
+    fn qos2_outbound_flow() {
+        let mut s = Session::new("c".into(), 10, false);
+        let id = s.next_packet_id().expect("id");
+        s.track(id, delivery(QoS::ExactlyOnce));
+        assert!(!s.on_publish_ack(id), "PUBACK does not complete QoS 2");
+        assert!(!s.on_publish_complete(id), "PUBCOMP before PUBREC does not complete");
+        assert!(s.on_publish_received(id, false));
+        assert_eq!(s.inflight_out[0].state, OutboundState::AwaitingComplete);
+        assert!(s.on_publish_complete(id));
+        assert!(s.inflight_out.is_empty());
+    }
+
+    #[test]
+    fn qos1_outbound_flow() {
+        let mut s = Session::new("c".into(), 10, false);
+        let id = s.next_packet_id().expect("id");
+        s.track(id, delivery(QoS::AtLeastOnce));
+        assert!(s.on_publish_ack(id));
+        assert!(!s.on_publish_ack(id), "second PUBACK is unknown");
+    }
+}

@@ -1,0 +1,268 @@
+//! The session registry: which client ids have a session, and whether a connection holds it.
+//!
+//! # Takeover
+//! `attach(client_id)` atomically (under the registry lock)
+//! 1. replaces an `Online` slot with the new connection and tells the old connection, through its
+//!    cancellation token, to send DISCONNECT 0x8E (v5) and close;
+//! 2. registers a one-shot hand-off so that, when the old connection detaches, its `Session`
+//!    goes to the new connection instead of into the registry;
+//! 3. the new connection waits for that hand-off (bounded), then resumes the session, or drops
+//!    it when clean start was asked for.
+//!
+//! A displaced connection finds the slot owned by another connection id when it detaches, so it
+//! can never clobber the new session.
+//!
+//! Pending wills (v5 will delay) and offline expiry timers are also kept here, under the same
+//! lock, so "a new connection arrived" and "the timer fired" cannot both win.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Session;
+use crate::message::ClientId;
+
+/// A connection's identity, unique for the broker's lifetime.
+pub type ConnectionId = u64;
+
+#[derive(Debug)]
+enum Slot {
+    Online {
+        conn: ConnectionId,
+        kick: CancellationToken,
+        /// Set while waiting for a displaced connection to hand its session over.
+        handoff: Option<(ConnectionId, oneshot::Sender<Session>)>,
+    },
+    Offline {
+        session: Session,
+        /// Connection that left it; identifies the expiry timer that may remove it.
+        generation: ConnectionId,
+        expires_at: Option<Instant>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slots: HashMap<ClientId, Slot>,
+    /// Wills waiting for their delay, by client id, with the token of the connection that left them.
+    pending_wills: HashMap<ClientId, (ConnectionId, tokio::task::AbortHandle)>,
+}
+
+/// What `attach` found.
+#[derive(Debug)]
+pub enum Attached {
+    /// No session existed.
+    New,
+    /// An offline session, now owned by the caller.
+    Resumed(Session),
+    /// A connection held it; the caller awaits the hand-off.
+    TakingOver(oneshot::Receiver<Session>),
+}
+
+/// What became of a session handed back by `detach`.
+#[derive(Debug)]
+pub enum Detached {
+    /// Kept offline; the caller arms its expiry timer when it has one.
+    Offline(Option<Duration>),
+    /// Given to the connection that took over.
+    HandedOver,
+    /// The session ended: the caller cleans it up.
+    Ended(Session),
+}
+
+/// Registry of sessions.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims `client_id` for connection `conn`, whose cancellation token is `kick`. Cancels a
+    /// pending will for the client id: a new connection arrived before its delay passed [MQTT-3.1.3-9].
+    pub fn attach(&self, client_id: &ClientId, conn: ConnectionId, kick: CancellationToken) -> Attached {
+        let mut inner = self.lock();
+        if let Some((_, will)) = inner.pending_wills.remove(client_id) {
+            will.abort();
+        }
+        let previous = inner.slots.remove(client_id);
+        let (slot, result) = match previous {
+            None => (Slot::Online { conn, kick, handoff: None }, Attached::New),
+            Some(Slot::Offline { session, .. }) => (Slot::Online { conn, kick, handoff: None }, Attached::Resumed(session)),
+            Some(Slot::Online { conn: old, kick: old_kick, .. }) => {
+                old_kick.cancel();
+                let (tx, rx) = oneshot::channel();
+                (Slot::Online { conn, kick, handoff: Some((old, tx)) }, Attached::TakingOver(rx))
+            }
+        };
+        inner.slots.insert(client_id.clone(), slot);
+        result
+    }
+
+    /// Gives the session back when connection `conn` closes. A persistent session becomes
+    /// offline (expiring after `session.expiry`); a non-persistent one is returned to the caller
+    /// to be cleaned up. If another connection took over, the session is handed to it.
+    pub fn detach(&self, client_id: &ClientId, conn: ConnectionId, session: Session, now: Instant) -> Detached {
+        let mut inner = self.lock();
+        match inner.slots.get_mut(client_id) {
+            Some(Slot::Online { conn: owner, handoff, .. }) if *owner != conn => {
+                // Displaced: hand over if the new owner waits for us, otherwise the session ends.
+                if let Some((from, _)) = handoff
+                    && *from == conn
+                    && let Some((_, tx)) = handoff.take()
+                {
+                    return match tx.send(session) {
+                        Ok(()) => Detached::HandedOver,
+                        Err(session) => Detached::Ended(session),
+                    };
+                }
+                Detached::Ended(session)
+            }
+            Some(Slot::Online { .. }) => {
+                if session.is_persistent() {
+                    let expiry = session.expiry;
+                    let expires_at = expiry.map(|d| now + d);
+                    inner.slots.insert(client_id.clone(), Slot::Offline { session, generation: conn, expires_at });
+                    Detached::Offline(expiry)
+                } else {
+                    inner.slots.remove(client_id);
+                    Detached::Ended(session)
+                }
+            }
+            _ => Detached::Ended(session),
+        }
+    }
+
+    /// Removes an offline session whose expiry has passed, if it is still the one left by
+    /// `generation`. Returns it for clean-up.
+    pub fn expire(&self, client_id: &ClientId, generation: ConnectionId) -> Option<Session> {
+        let mut inner = self.lock();
+        match inner.slots.get(client_id) {
+            Some(Slot::Offline { generation: g, .. }) if *g == generation => match inner.slots.remove(client_id) {
+                Some(Slot::Offline { session, .. }) => Some(session),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Registers a will waiting for its delay; replaces (and aborts) an older one.
+    pub fn add_pending_will(&self, client_id: ClientId, conn: ConnectionId, task: tokio::task::AbortHandle) {
+        if let Some((_, old)) = self.lock().pending_wills.insert(client_id, (conn, task)) {
+            old.abort();
+        }
+    }
+
+    /// Called by a will task when its delay passed: true if it is still pending (and now removed),
+    /// false if a new connection cancelled it.
+    pub fn take_pending_will(&self, client_id: &ClientId, conn: ConnectionId) -> bool {
+        let mut inner = self.lock();
+        match inner.pending_wills.get(client_id) {
+            Some((c, _)) if *c == conn => {
+                inner.pending_wills.remove(client_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sessions known (online and offline).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// True when no session exists.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `client_id` has a session, and whether it is online.
+    #[must_use]
+    pub fn status(&self, client_id: &str) -> Option<bool> {
+        self.lock().slots.get(client_id).map(|s| matches!(s, Slot::Online { .. }))
+    }
+
+    /// Time until the offline session of `client_id` expires, for tests and the admin API.
+    #[must_use]
+    pub fn offline_expiry(&self, client_id: &str, now: Instant) -> Option<Option<Duration>> {
+        match self.lock().slots.get(client_id) {
+            Some(Slot::Offline { expires_at, .. }) => Some(expires_at.map(|t| t.saturating_duration_since(now))),
+            _ => None,
+        }
+    }
+
+    /// Shared handle of every session, for tests.
+    #[must_use]
+    pub fn arc(self) -> Arc<Self> {
+        Arc::new(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, persistent: bool) -> Session {
+        let mut s = Session::new(id.into(), 10, false);
+        s.expiry = if persistent { None } else { Some(Duration::ZERO) };
+        s
+    }
+
+    #[tokio::test]
+    async fn takeover_hands_the_session_to_the_new_connection() {
+        let reg = Registry::default();
+        let id: ClientId = "c".into();
+        let old_kick = CancellationToken::new();
+        assert!(matches!(reg.attach(&id, 1, old_kick.clone()), Attached::New));
+        let Attached::TakingOver(rx) = reg.attach(&id, 2, CancellationToken::new()) else { panic!("expected takeover") };
+        assert!(old_kick.is_cancelled(), "old connection told to close");
+        let mut s = session("c", true);
+        s.subscriptions.insert("a".into(), super::super::SubscriptionEntry { options: Default::default(), id: None });
+        assert!(matches!(reg.detach(&id, 1, s, Instant::now()), Detached::HandedOver), "handed over, not cleaned up");
+        let got = rx.await.expect("hand-off");
+        assert!(got.subscriptions.contains_key("a"));
+        assert_eq!(reg.status("c"), Some(true), "new connection still owns the slot");
+    }
+
+    #[test]
+    fn displaced_connection_never_clobbers_the_new_session() {
+        let reg = Registry::default();
+        let id: ClientId = "c".into();
+        reg.attach(&id, 1, CancellationToken::new());
+        drop(reg.attach(&id, 2, CancellationToken::new())); // new owner gave up waiting
+        assert!(matches!(reg.detach(&id, 1, session("c", true), Instant::now()), Detached::Ended(_)));
+        assert_eq!(reg.status("c"), Some(true));
+        assert!(matches!(reg.detach(&id, 2, session("c", true), Instant::now()), Detached::Offline(None)));
+        assert_eq!(reg.status("c"), Some(false), "persistent session now offline");
+    }
+
+    #[test]
+    fn expiry_only_removes_the_generation_it_was_armed_for() {
+        let reg = Registry::default();
+        let id: ClientId = "c".into();
+        reg.attach(&id, 1, CancellationToken::new());
+        reg.detach(&id, 1, session("c", true), Instant::now());
+        reg.attach(&id, 2, CancellationToken::new());
+        reg.detach(&id, 2, session("c", true), Instant::now());
+        assert!(reg.expire(&id, 1).is_none(), "stale timer");
+        assert!(reg.expire(&id, 2).is_some());
+        assert_eq!(reg.status("c"), None);
+    }
+
+    #[test]
+    fn clean_session_ends_on_detach() {
+        let reg = Registry::default();
+        let id: ClientId = "c".into();
+        reg.attach(&id, 1, CancellationToken::new());
+        assert!(matches!(reg.detach(&id, 1, session("c", false), Instant::now()), Detached::Ended(_)));
+        assert_eq!(reg.status("c"), None);
+    }
+}
