@@ -1,9 +1,97 @@
-//! `hermod serve`.
+//! `hermod serve`: run the broker.
+
+use std::path::PathBuf;
+
+use hermod_broker::{Broker, Config};
+use tracing::{error, info, warn};
 
 /// Flags of `hermod serve`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {}
+pub(crate) struct ServeArgs {
+    /// Port to listen on. Without `-c`: 0.0.0.0:PORT; with `-c`: replaces the port of the first listener.
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// TOML configuration file (Mosquitto's key names; see --print-default-config).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Verbose logging (debug level). RUST_LOG overrides.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Print the default configuration as TOML and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
 
-pub(crate) async fn run(_args: ServeArgs) -> u8 {
+pub(crate) async fn run(args: ServeArgs) -> u8 {
+    if args.print_default_config {
+        print!("{}", Config::default_toml());
+        return 0;
+    }
+    init_logging(args.verbose);
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return 1;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(port) = args.port {
+        match config.listeners.first_mut() {
+            Some(l) => {
+                let host = l.bind.rsplit_once(':').map_or("0.0.0.0", |(h, _)| h).to_owned();
+                l.bind = format!("{host}:{port}");
+            }
+            None => config.listeners.push(hermod_broker::ListenerConfig { bind: format!("0.0.0.0:{port}"), name: None }),
+        }
+    }
+    if config.allow_anonymous.is_none() {
+        warn!(
+            "anonymous clients are allowed and every topic is open to every client. To lock this down, \
+             run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
+        );
+    }
+    let broker = match Broker::bind(config).await {
+        Ok(b) => b,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
+    info!(version = env!("CARGO_PKG_VERSION"), addrs = ?broker.local_addrs(), "hermod started");
+    broker.run(shutdown_signal()).await;
+    info!("hermod stopped");
     0
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
 }
