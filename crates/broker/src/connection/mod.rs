@@ -630,7 +630,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             End::TakenOver => v5,
             End::NormalWithWill | End::Lost(_) | End::Violation(..) | End::KeepAliveTimeout => true,
         };
-        let will = self.will.take().filter(|_| publish_will);
+        let mut will = self.will.take().filter(|_| publish_will);
+        if matches!(end, End::TakenOver)
+            && will.as_ref().is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0)
+        {
+            // The new connection for this client id already exists, which cancels a delayed will [MQTT-3.1.3-9].
+            will = None;
+        }
 
         let session = self.session;
         session.handle.set_online(false);
