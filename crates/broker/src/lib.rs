@@ -1,14 +1,14 @@
 //! The Hermod MQTT broker as a library.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration (Mosquitto's key names), defaults and validation.
-//! - [`broker`]: `Broker::bind` (listeners bound, addresses known) and `Broker::run(shutdown)`.
-//! - `connection`: one task per network connection: CONNECT handshake, packet handling, writes.
-//! - [`session`]: `Session` (synchronous MQTT state), the per-session mailbox, the registry
+//! - [`config`] — the TOML configuration (Mosquitto's key names), defaults and validation.
+//! - [`broker`] — `Broker::bind` (listeners bound, addresses known) and `Broker::run(shutdown)`.
+//! - `connection` — one task per network connection: CONNECT handshake, packet handling, writes.
+//! - [`session`] — `Session` (synchronous MQTT state), the per-session mailbox, the registry
 //!   (takeover, offline sessions, will delay).
-//! - [`router`]: subscription tree, retained messages, fan-out into mailboxes.
-//! - [`message`]: `Message` (shared by all its subscribers) and `Delivery`.
-//! - [`metrics`]: counters.
+//! - [`router`] — subscription tree, retained messages, fan-out into mailboxes.
+//! - [`message`] — `Message` (shared by all its subscribers) and `Delivery`.
+//! - [`metrics`] — counters.
 //!
 //! Data flows one way: socket → connection task → router → subscriber mailboxes → their
 //! connection tasks → sockets. No lock is held across an `.await`.

@@ -25,6 +25,9 @@ pub struct Router {
     pub metrics: Arc<Metrics>,
 }
 
+/// A shared-group member picked for a message: (member, granted QoS, subscription id, group key).
+type SharedTarget = (Arc<SessionHandle>, QoS, Option<u32>, Arc<(Box<str>, Box<str>)>);
+
 struct Target {
     handle: Arc<SessionHandle>,
     qos: QoS,
@@ -84,7 +87,7 @@ impl Router {
             self.retained.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(&message);
         }
         let mut targets: Vec<Target> = Vec::new();
-        let mut shared: Vec<(Arc<SessionHandle>, QoS, Option<u32>, Arc<(Box<str>, Box<str>)>)> = Vec::new();
+        let mut shared: Vec<SharedTarget> = Vec::new();
         {
             let tree = self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             tree.matches(&message.topic, |m| match m {
