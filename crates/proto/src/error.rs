@@ -60,4 +60,7 @@ pub enum EncodeError {
     /// The packet type does not exist in the target version (AUTH in v3).
     #[error("packet not available in this protocol version")]
     NotInVersion,
+    /// A PUBLISH with QoS 1 or 2 but no packet id [MQTT-2.2.1-2].
+    #[error("QoS > 0 PUBLISH without a packet identifier")]
+    MissingPacketId,
 }

@@ -7,14 +7,21 @@
 //! - [`decode`] / [`encode`]: the codec. `decode_packet` returns `Ok(None)` until a whole packet
 //!   is buffered, and checks the maximum packet size from the fixed header before buffering.
 //! - [`topic`]: topic name and filter validation and matching.
+//! - internal: `wire` (bounds-checked reader, counting/writing sink, varints, strings),
+//!   `properties` (v5 property ids and sets), `reason` (reason-code tables, v3 mappings) and
+//!   `codec` (one module per packet family, reading and writing side by side).
 //! - [`error`]: `DecodeError` (with the v5 reason code to answer it with), `EncodeError`.
 
+mod codec;
 pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod packet;
+mod properties;
+mod reason;
 pub mod topic;
 pub mod types;
+mod wire;
 
 pub use decode::decode_packet;
 pub use encode::{encode_packet, encoded_len};

@@ -48,12 +48,6 @@ pub struct Connect {
     pub properties: ConnectProperties,
 }
 
-impl Default for ProtocolVersion {
-    fn default() -> Self {
-        Self::V311
-    }
-}
-
 impl fmt::Debug for Connect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connect")

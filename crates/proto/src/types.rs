@@ -5,11 +5,13 @@ use std::num::NonZeroU16;
 
 /// The protocol level carried in CONNECT. One packet model serves all three; the codec reads and
 /// writes the fields each version has and ignores (or rejects, when decoding) the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Defaults to 3.1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum ProtocolVersion {
     /// MQTT 3.1: protocol name `MQIsdp`, level 3.
     V31,
     /// MQTT 3.1.1 (OASIS): protocol name `MQTT`, level 4.
+    #[default]
     V311,
     /// MQTT 5.0 (OASIS): protocol name `MQTT`, level 5.
     V5,
