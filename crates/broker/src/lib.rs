@@ -13,6 +13,7 @@
 //! Data flows one way: socket → connection task → router → subscriber mailboxes → their
 //! connection tasks → sockets. No lock is held across an `.await`.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 mod connection;
