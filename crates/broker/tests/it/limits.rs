@@ -1,1 +1,146 @@
+//! Configured limits.
+
+use std::time::Duration;
+
+use hermod_broker::metrics::Metrics;
+
 use crate::harness::*;
+
+// max_packet_size: 5.0 [MQTT-3.2.2-?]/3.1.2.11.4: the server's Maximum Packet Size is announced in
+// CONNACK; a larger packet → DISCONNECT 0x95 (Packet too large) then close; 3.1.1: close.
+async fn max_packet_size(v: ProtocolVersion) {
+    let b = TestBroker::with(|c| c.max_packet_size = 1024).await;
+    let (mut c, ack) = b.connect_with(connect_packet(v, "big")).await;
+    if v.is_v5() {
+        assert_eq!(ack.properties.maximum_packet_size, Some(1024));
+    }
+    c.publish("mps/t", &[b'a'; 900], Q1, false).await;
+    c.send(&Packet::Publish(publish("mps/t", &[b'b'; 2000], Q0, false))).await;
+    c.expect_disconnect(ReasonCode::PACKET_TOO_LARGE).await;
+    assert!(b.metric(|m| &m.protocol_errors) >= 1);
+    // The broker keeps serving.
+    let mut d = b.client(v, "after").await;
+    d.ping().await;
+    b.stop().await;
+}
+both_versions!(max_packet_size);
+
+// max_queued_messages: an offline session's queue is capped; further messages are dropped and
+// counted in metrics().messages_dropped; the oldest ones are kept, in order.
+async fn max_queued_messages(v: ProtocolVersion) {
+    let b = TestBroker::with(|c| c.max_queued_messages = 5).await;
+    let (mut s, _) = b.connect_with(persistent(v, "slow")).await;
+    s.subscribe("mq/t", Q1).await;
+    s.disconnect().await;
+    let mut p = b.client(v, "pub").await;
+    for i in 0..10 {
+        p.publish("mq/t", format!("{i}").as_bytes(), Q1, false).await;
+    }
+    assert_eq!(b.metric(|m| &m.messages_dropped), 5, "5 of 10 dropped");
+    let (mut s, _) = b.connect_with(persistent(v, "slow")).await;
+    assert_eq!(payloads(&s.drain(QUIET).await), ["0", "1", "2", "3", "4"]);
+    b.stop().await;
+}
+both_versions!(max_queued_messages);
+
+// max_topic_levels: a topic name with more levels is refused (5.0 DISCONNECT 0x90 / 3.1.1 close);
+// a filter with more levels gets SUBACK 0x8F (5.0) / close (3.1.1).
+async fn max_topic_levels(v: ProtocolVersion) {
+    let b = TestBroker::with(|c| c.max_topic_levels = 4).await;
+    let mut s = b.client(v, "s").await;
+    s.subscribe("a/b/c/d", Q0).await;
+    s.publish("a/b/c/d", b"ok", Q1, false).await;
+    assert_eq!(s.expect_publish_acked().await.payload.as_ref(), b"ok");
+    if v.is_v5() {
+        assert_eq!(s.subscribe("a/b/c/d/e", Q0).await, [ReasonCode::TOPIC_FILTER_INVALID]);
+    } else {
+        let id = s.next_packet_id();
+        s.send(&Packet::Subscribe(Subscribe { packet_id: id, filters: vec![("a/b/c/d/e".into(), opts(Q0))], properties: Default::default() }))
+            .await;
+        s.expect_closed(WAIT).await;
+    }
+    let mut c = b.client(v, "c").await;
+    c.send(&Packet::Publish(publish("a/b/c/d/e", b"deep", Q0, false))).await;
+    c.expect_disconnect(ReasonCode::TOPIC_NAME_INVALID).await;
+    b.stop().await;
+}
+both_versions!(max_topic_levels);
+
+// max_client_id_length: a longer id is refused with CONNACK 0x85 (5.0) / 0x02 (3.1.1), then close.
+async fn max_client_id_length(v: ProtocolVersion) {
+    let b = TestBroker::with(|c| c.max_client_id_length = 23).await;
+    let (mut c, ack) = b.connect_with(connect_packet(v, &"x".repeat(24))).await;
+    assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    c.expect_closed(WAIT).await;
+    let (_c, ack) = b.connect_with(connect_packet(v, &"x".repeat(23))).await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    b.stop().await;
+}
+both_versions!(max_client_id_length);
+
+// max_connections: with 2 allowed, a third connection is closed at accept (and counted); once one
+// closes, a new connection is accepted again.
+#[tokio::test]
+async fn max_connections() {
+    let b = TestBroker::with(|c| c.max_connections = 2).await;
+    let c1 = b.client(V311, "c1").await;
+    let mut c2 = b.client(V5, "c2").await;
+    let mut c3 = b.tcp(V311).await;
+    c3.send(&Packet::Connect(Box::new(connect_packet(V311, "c3")))).await;
+    c3.expect_closed(WAIT).await;
+    assert_eq!(b.metric(|m| &m.connections_refused), 1);
+    c1.disconnect().await;
+    b.wait_metric("connection count back to 1", |m| Metrics::get(&m.connections) == 1).await;
+    let mut c4 = b.client(V311, "c4").await;
+    c4.ping().await;
+    c2.ping().await;
+    b.stop().await;
+}
+
+// 5.0 [MQTT-3.3.4-7]/3.3.4: more unacknowledged inbound QoS 2 PUBLISH packets than the Receive
+// Maximum the server announced → DISCONNECT 0x93.
+#[tokio::test]
+async fn inbound_receive_maximum_exceeded() {
+    let b = TestBroker::with(|c| c.max_inflight_messages = 2).await;
+    let (mut c, ack) = b.connect_with(connect_packet(V5, "q2")).await;
+    assert_eq!(ack.properties.receive_maximum, Some(2));
+    for i in 1..=3u16 {
+        let mut m = publish("rmx/t", b"x", Q2, false);
+        m.packet_id = Some(pid(i));
+        c.send(&Packet::Publish(m)).await;
+    }
+    for i in 1..=2u16 {
+        assert!(matches!(c.expect().await, Packet::PublishReceived(a) if a.packet_id == pid(i)));
+    }
+    c.expect_disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED).await;
+    b.stop().await;
+}
+
+// A slow (non-acking) online subscriber: queue capped at max_queued_messages beyond the inflight
+// window, extra messages dropped and counted; the publisher is never blocked.
+#[tokio::test]
+async fn online_slow_subscriber_queue_capped() {
+    let b = TestBroker::with(|c| {
+        c.max_queued_messages = 3;
+        c.max_inflight_messages = 2;
+    })
+    .await;
+    let mut s = b.client(V5, "slow").await;
+    s.subscribe("sl/t", Q1).await;
+    let mut p = b.client(V5, "pub").await;
+    for i in 0..10 {
+        p.publish("sl/t", format!("{i}").as_bytes(), Q1, false).await;
+    }
+    let dropped = b.metric(|m| &m.messages_dropped);
+    assert_eq!(dropped, 5, "10 - 2 in flight - 3 queued");
+    let mut got = Vec::new();
+    while let Some(Packet::Publish(m)) = s.recv(Duration::from_millis(300)).await {
+        got.push(m);
+    }
+    assert_eq!(payloads(&got), ["0", "1"]);
+    for m in &got {
+        s.ack(m).await;
+    }
+    assert_eq!(payloads(&s.drain(QUIET).await), ["2", "3", "4"]);
+    b.stop().await;
+}

@@ -2,6 +2,7 @@
 //! Each test names the spec rule it checks; protocol-level tests run for 3.1.1 and 5.0
 //! (`both_versions!`), like mosquitto's `do_test(proto_ver=4/5)`.
 
+#![allow(unreachable_pub, missing_debug_implementations)]
 #[macro_use]
 mod harness;
 
