@@ -283,6 +283,22 @@ impl Client {
         }
     }
 
+    /// Raw bytes received within `timeout` (up to close or timeout), for answers the codec
+    /// refuses to decode. Nothing may be pending.
+    pub async fn recv_raw(&mut self, timeout: Duration) -> Vec<u8> {
+        assert!(self.pending.is_empty());
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.closed {
+            self.rbuf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
+                Err(_) => break,
+                Ok(Ok(0)) | Ok(Err(_)) => self.closed = true,
+                Ok(Ok(_)) => {}
+            }
+        }
+        self.rbuf.split().to_vec()
+    }
+
     /// The next packet within `timeout`, or `None` on timeout or close.
     pub async fn recv(&mut self, timeout: Duration) -> Option<Packet> {
         match self.read(timeout).await {
