@@ -1,6 +1,7 @@
 //! `hermod`: the one binary. `serve` runs the broker; `pub` and `sub` are command-line clients
 //! whose flags, output and exit codes follow `mosquitto_pub` / `mosquitto_sub`.
 
+mod cli_common;
 mod pub_cmd;
 mod serve;
 mod sub_cmd;
