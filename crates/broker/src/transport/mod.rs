@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 mod tls;
+mod ws;
 
 #[cfg(test)]
 mod test_pki;
@@ -369,17 +370,23 @@ impl State {
             cert_cn: None,
             use_identity_as_username: self.settings.use_identity_as_username,
         };
+        let path = self.settings.path.as_str();
+        let max = self.settings.ws_max_message_size;
         match (&self.tls, self.settings.transport) {
-            (Some(tls), Transport::Tls | Transport::Wss) => {
-                let ws = self.settings.transport.is_websocket();
-                let (stream, identity) = tls.accept(tcp, ws).await?;
+            (None, Transport::Tcp) => Ok((Box::new(tcp), info)),
+            (None, Transport::Ws) => Ok((Box::new(ws::accept(tcp, path, max).await?), info)),
+            (Some(tls), t @ (Transport::Tls | Transport::Wss)) => {
+                let (stream, identity) = tls.accept(tcp, t.is_websocket()).await?;
                 info.tls = true;
                 info.cert_cn = identity.cn;
                 info.cert_identity = identity.identity;
-                Ok((Box::new(stream), info))
+                if t.is_websocket() {
+                    Ok((Box::new(ws::accept(stream, path, max).await?), info))
+                } else {
+                    Ok((Box::new(stream), info))
+                }
             }
-            (None, Transport::Tcp) => Ok((Box::new(tcp), info)),
-            (_, t) => Err(TransportError::Invalid { key: "transport", reason: format!("\"{t}\" is not available") }),
+            (_, t) => Err(TransportError::Invalid { key: "transport", reason: format!("\"{t}\" without TLS state") }),
         }
     }
 }
