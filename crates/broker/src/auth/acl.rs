@@ -48,7 +48,8 @@ impl Access {
     fn grants(self, want: Want) -> bool {
         matches!(
             (self, want),
-            (Access::Read | Access::ReadWrite, Want::Read) | (Access::Write | Access::ReadWrite, Want::Write)
+            (Access::Read | Access::ReadWrite, Want::Read)
+                | (Access::Write | Access::ReadWrite, Want::Write)
         )
     }
 }
@@ -76,8 +77,10 @@ pub struct AclFile {
 impl AclFile {
     /// Reads and parses `path`; errors name the file and the line.
     pub fn load(path: &Path) -> Result<Self, AuthFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| AuthFileError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -124,7 +127,10 @@ impl AclFile {
                     if !topic::valid_filter(filter) {
                         return Err(err(format!("invalid ACL topic \"{filter}\"")));
                     }
-                    let rule = Rule { access, filter: filter.to_owned() };
+                    let rule = Rule {
+                        access,
+                        filter: filter.to_owned(),
+                    };
                     if keyword == "pattern" {
                         acl.patterns.push(rule);
                     } else {
@@ -155,7 +161,12 @@ impl AclFile {
 
     /// May this client subscribe to `filter`? Always `true`, as in Mosquitto 2.0 (see the
     /// module docs): the file is enforced per message by [`Self::check_receive`].
-    pub fn check_subscribe(&self, _username: Option<&str>, _client_id: &str, _filter: &str) -> bool {
+    pub fn check_subscribe(
+        &self,
+        _username: Option<&str>,
+        _client_id: &str,
+        _filter: &str,
+    ) -> bool {
         true
     }
 
@@ -164,28 +175,48 @@ impl AclFile {
         self.check(username, client_id, topic, Want::Read)
     }
 
-    fn check(&self, username: Option<&str>, client_id: &str, topic: &str, want: Want) -> bool {
-        let own: &[Rule] = match username {
+    /// Whether a `deny` rule (the user's, the anonymous block's, or a pattern) forbids `topic`
+    /// for this client. Used to let the file veto what JWT claims would grant.
+    pub fn explicitly_denied(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+        let own_denies = self
+            .own_rules(username)
+            .iter()
+            .filter(|r| r.access == Access::Deny);
+        if own_denies
+            .into_iter()
+            .any(|r| topic::matches(&r.filter, topic))
+        {
+            return true;
+        }
+        self.patterns
+            .iter()
+            .filter(|r| r.access == Access::Deny)
+            .any(|rule| {
+                match topic::substitute(&rule.filter, username, client_id) {
+                    Subst::Skip => false,
+                    // Cannot tell what the rule would cover: fail closed.
+                    Subst::Unsafe => true,
+                    Subst::Filter(f) => topic::matches(&f, topic),
+                }
+            })
+    }
+
+    fn own_rules(&self, username: Option<&str>) -> &[Rule] {
+        match username {
             Some(u) => self.users.get(u).map(Vec::as_slice).unwrap_or(&[]),
             None => &self.anonymous,
-        };
-        for rule in own.iter().filter(|r| r.access == Access::Deny) {
-            if topic::matches(&rule.filter, topic) {
-                return false;
-            }
         }
-        for rule in self.patterns.iter().filter(|r| r.access == Access::Deny) {
-            match topic::substitute(&rule.filter, username, client_id) {
-                Subst::Skip => {}
-                Subst::Unsafe => return false,
-                Subst::Filter(f) => {
-                    if topic::matches(&f, topic) {
-                        return false;
-                    }
-                }
-            }
+    }
+
+    fn check(&self, username: Option<&str>, client_id: &str, topic: &str, want: Want) -> bool {
+        if self.explicitly_denied(username, client_id, topic) {
+            return false;
         }
-        if own.iter().any(|r| r.access.grants(want) && topic::matches(&r.filter, topic)) {
+        let own = self.own_rules(username);
+        if own
+            .iter()
+            .any(|r| r.access.grants(want) && topic::matches(&r.filter, topic))
+        {
             return true;
         }
         // Mosquitto 2.0: with pattern ACLs in use, a `+`/`#` in the username or client id
@@ -193,16 +224,22 @@ impl AclFile {
         let dangerous = |s: &str| s.contains(['+', '#']);
         if username.is_some_and(dangerous) || dangerous(client_id) {
             if !self.patterns.is_empty() {
-                tracing::info!(client_id, "ACL denying access to client with '+' or '#' in username or client id");
+                tracing::info!(
+                    client_id,
+                    "ACL denying pattern access to client with '+' or '#' in username or client id"
+                );
             }
             return false;
         }
-        self.patterns.iter().filter(|r| r.access.grants(want)).any(|rule| {
-            match topic::substitute(&rule.filter, username, client_id) {
-                Subst::Filter(f) => topic::matches(&f, topic),
-                Subst::Skip | Subst::Unsafe => false,
-            }
-        })
+        self.patterns
+            .iter()
+            .filter(|r| r.access.grants(want))
+            .any(
+                |rule| match topic::substitute(&rule.filter, username, client_id) {
+                    Subst::Filter(f) => topic::matches(&f, topic),
+                    Subst::Skip | Subst::Unsafe => false,
+                },
+            )
     }
 }
 
@@ -257,44 +294,233 @@ pattern write $SYS/broker/connection/%c/state
         let ca = Some("carol");
         let cases: &[Case<'_>] = &[
             ("anon reads public", None, "c", 'r', "public/news", true),
-            ("anon cannot write public", None, "c", 'p', "public/news", false),
+            (
+                "anon cannot write public",
+                None,
+                "c",
+                'p',
+                "public/news",
+                false,
+            ),
             ("anon deny wins", None, "c", 'r', "public/private", false),
-            ("anon reads $SYS", None, "c", 'r', "$SYS/broker/uptime", true),
-            ("anon rules not for users", al, "c", 'r', "public/news", false),
+            (
+                "anon reads $SYS",
+                None,
+                "c",
+                'r',
+                "$SYS/broker/uptime",
+                true,
+            ),
+            (
+                "anon rules not for users",
+                al,
+                "c",
+                'r',
+                "public/news",
+                false,
+            ),
             ("user readwrite r", al, "c", 'r', "home/alice/t", true),
             ("user readwrite w", al, "c", 'p', "home/alice/t/x", true),
             ("user deny wins", al, "c", 'p', "home/alice/locked", false),
-            ("user write-only not readable", al, "c", 'r', "cmd/lamp/set", false),
+            (
+                "user write-only not readable",
+                al,
+                "c",
+                'r',
+                "cmd/lamp/set",
+                false,
+            ),
             ("user write + wildcard", al, "c", 'p', "cmd/lamp/set", true),
             ("+ is one level", al, "c", 'p', "cmd/a/b/set", false),
             ("read-only not writable", al, "c", 'p', "a/b", false),
             ("other user's rules", bo, "c", 'p', "home/alice/t", false),
-            ("no access word = readwrite", bo, "c", 'p', "home/bob/x", true),
-            ("no access word = readwrite r", bo, "c", 'r', "home/bob", true),
-            ("# does not match $SYS", al, "c", 'r', "$SYS/broker/uptime", false),
-            ("explicit $SYS read", bo, "c", 'r', "$SYS/broker/clients/total", true),
-            ("$SYS write refused even if allowed", bo, "c", 'p', "$SYS/broker/clients/x", false),
-            ("bridge state via %c pattern", al, "br1", 'p', "$SYS/broker/connection/br1/state", true),
-            ("bridge state other id", al, "br1", 'p', "$SYS/broker/connection/br2/state", false),
+            (
+                "no access word = readwrite",
+                bo,
+                "c",
+                'p',
+                "home/bob/x",
+                true,
+            ),
+            (
+                "no access word = readwrite r",
+                bo,
+                "c",
+                'r',
+                "home/bob",
+                true,
+            ),
+            (
+                "# does not match $SYS",
+                al,
+                "c",
+                'r',
+                "$SYS/broker/uptime",
+                false,
+            ),
+            (
+                "explicit $SYS read",
+                bo,
+                "c",
+                'r',
+                "$SYS/broker/clients/total",
+                true,
+            ),
+            (
+                "$SYS write refused even if allowed",
+                bo,
+                "c",
+                'p',
+                "$SYS/broker/clients/x",
+                false,
+            ),
+            (
+                "bridge state via %c pattern",
+                al,
+                "br1",
+                'p',
+                "$SYS/broker/connection/br1/state",
+                true,
+            ),
+            (
+                "bridge state other id",
+                al,
+                "br1",
+                'p',
+                "$SYS/broker/connection/br2/state",
+                false,
+            ),
             ("pattern %u/%c", ca, "c9", 'p', "dev/carol/c9/temp", true),
-            ("pattern wrong client id", ca, "c9", 'p', "dev/carol/c8/temp", false),
-            ("pattern wrong user", ca, "c9", 'p', "dev/alice/c9/temp", false),
-            ("pattern deny %u wins", ca, "c9", 'p', "dev/carol/blocked/x", false),
+            (
+                "pattern wrong client id",
+                ca,
+                "c9",
+                'p',
+                "dev/carol/c8/temp",
+                false,
+            ),
+            (
+                "pattern wrong user",
+                ca,
+                "c9",
+                'p',
+                "dev/alice/c9/temp",
+                false,
+            ),
+            (
+                "pattern deny %u wins",
+                ca,
+                "c9",
+                'p',
+                "dev/carol/blocked/x",
+                false,
+            ),
             ("pattern %c for anonymous", None, "c9", 'r', "in/c9", true),
-            ("pattern %u skipped for anonymous", None, "c9", 'p', "dev//c9/x", false),
+            (
+                "pattern %u skipped for anonymous",
+                None,
+                "c9",
+                'p',
+                "dev//c9/x",
+                false,
+            ),
             ("empty user block gets patterns", ca, "k", 'r', "in/k", true),
-            ("unknown user gets patterns only", Some("zed"), "k", 'r', "in/k", true),
-            ("unknown user nothing else", Some("zed"), "k", 'r', "public/news", false),
-            ("'+' in client id: no patterns", ca, "c+", 'r', "in/c+", false),
-            ("'#' in username: no patterns", Some("x#"), "k", 'r', "in/k", false),
-            ("'+' in username: patterns off", Some("a+"), "k", 'r', "in/k", false),
-            ("'/' in client id not substituted", ca, "c9/x", 'r', "in/c9/x", false),
-            ("'/' in username not substituted", Some("carol/c9"), "k", 'p', "dev/carol/c9/k/t", false),
-            ("'/' in username: deny pattern fails closed", Some("a/b"), "k", 'r', "in/k", false),
-            ("subscribe is not checked (mosquitto 2.0)", al, "c", 's', "#", true),
-            ("subscribe narrower than read rule", al, "c", 's', "a/b/+", true),
-            ("subscribe even if denied on delivery", None, "c", 's', "secret/#", true),
-            ("$share publish refused", al, "c", 'p', "$share/g/home/alice/x", false),
+            (
+                "unknown user gets patterns only",
+                Some("zed"),
+                "k",
+                'r',
+                "in/k",
+                true,
+            ),
+            (
+                "unknown user nothing else",
+                Some("zed"),
+                "k",
+                'r',
+                "public/news",
+                false,
+            ),
+            (
+                "'+' in client id: no patterns",
+                ca,
+                "c+",
+                'r',
+                "in/c+",
+                false,
+            ),
+            (
+                "'#' in username: no patterns",
+                Some("x#"),
+                "k",
+                'r',
+                "in/k",
+                false,
+            ),
+            (
+                "'+' in username: patterns off",
+                Some("a+"),
+                "k",
+                'r',
+                "in/k",
+                false,
+            ),
+            (
+                "'/' in client id not substituted",
+                ca,
+                "c9/x",
+                'r',
+                "in/c9/x",
+                false,
+            ),
+            (
+                "'/' in username not substituted",
+                Some("carol/c9"),
+                "k",
+                'p',
+                "dev/carol/c9/k/t",
+                false,
+            ),
+            (
+                "'/' in username: deny pattern fails closed",
+                Some("a/b"),
+                "k",
+                'r',
+                "in/k",
+                false,
+            ),
+            (
+                "subscribe is not checked (mosquitto 2.0)",
+                al,
+                "c",
+                's',
+                "#",
+                true,
+            ),
+            (
+                "subscribe narrower than read rule",
+                al,
+                "c",
+                's',
+                "a/b/+",
+                true,
+            ),
+            (
+                "subscribe even if denied on delivery",
+                None,
+                "c",
+                's',
+                "secret/#",
+                true,
+            ),
+            (
+                "$share publish refused",
+                al,
+                "c",
+                'p',
+                "$share/g/home/alice/x",
+                false,
+            ),
         ];
         for (name, user, cid, action, topic, expected) in cases {
             let got = match action {
@@ -302,7 +528,10 @@ pattern write $SYS/broker/connection/%c/state
                 's' => a.check_subscribe(*user, cid, topic),
                 _ => a.check_receive(*user, cid, topic),
             };
-            assert_eq!(got, *expected, "case '{name}': {user:?}/{cid} {action} {topic}");
+            assert_eq!(
+                got, *expected,
+                "case '{name}': {user:?}/{cid} {action} {topic}"
+            );
         }
     }
 
@@ -324,8 +553,11 @@ pattern write $SYS/broker/connection/%c/state
 
     #[test]
     fn topics_with_spaces_and_repeated_user_blocks() {
-        let a = AclFile::parse("user u v\ntopic read a b/c\nuser w\nuser u v\ntopic write d\n", "t")
-            .expect("parse");
+        let a = AclFile::parse(
+            "user u v\ntopic read a b/c\nuser w\nuser u v\ntopic write d\n",
+            "t",
+        )
+        .expect("parse");
         assert!(a.check_receive(Some("u v"), "c", "a b/c"));
         assert!(a.check_publish(Some("u v"), "c", "d"));
     }
@@ -343,7 +575,10 @@ pattern write $SYS/broker/connection/%c/state
         ] {
             let e = AclFile::parse(text, "/etc/acl").expect_err(text);
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("/etc/acl:{line}:")), "{text:?}: {msg}");
+            assert!(
+                msg.starts_with(&format!("/etc/acl:{line}:")),
+                "{text:?}: {msg}"
+            );
         }
         let e = AclFile::load(Path::new("/nonexistent/acl")).expect_err("error");
         assert!(e.to_string().contains("/nonexistent/acl"));

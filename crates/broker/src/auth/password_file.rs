@@ -36,34 +36,55 @@ pub struct PasswordFile {
 enum Line {
     /// Comment or blank line, written back verbatim.
     Other(String),
-    Entry { user: String, hash: Hash },
+    Entry {
+        user: String,
+        hash: Hash,
+    },
 }
 
 /// A stored password hash. Its `Debug` never shows the material.
 #[derive(Clone)]
 enum Hash {
-    Pbkdf2Sha512 { iterations: u32, salt: Vec<u8>, hash: Vec<u8>, text: String },
-    Sha512 { salt: Vec<u8>, hash: Vec<u8>, text: String },
-    Argon2 { text: String },
+    Pbkdf2Sha512 {
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+        text: String,
+    },
+    Sha512 {
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+        text: String,
+    },
+    Argon2 {
+        text: String,
+    },
 }
 
 impl fmt::Debug for PasswordFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PasswordFile").field("users", &self.index.len()).finish_non_exhaustive()
+        f.debug_struct("PasswordFile")
+            .field("users", &self.index.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl PasswordFile {
     /// Reads and parses `path`; errors name the file and the line.
     pub fn load(path: &Path) -> Result<Self, AuthFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| AuthFileError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses file contents; `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, AuthFileError> {
-        let mut file = PasswordFile { lines: Vec::new(), index: HashMap::new() };
+        let mut file = PasswordFile {
+            lines: Vec::new(),
+            index: HashMap::new(),
+        };
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
             let err = |message: String| AuthFileError::Syntax {
@@ -83,19 +104,29 @@ impl PasswordFile {
             if user.is_empty() {
                 return Err(err("empty username".into()));
             }
-            let hash = Hash::parse(hash_text.trim()).map_err(|m| err(format!("user '{user}': {m}")))?;
+            let hash =
+                Hash::parse(hash_text.trim()).map_err(|m| err(format!("user '{user}': {m}")))?;
             if let Some(&first) = file.index.get(user) {
-                return Err(err(format!("duplicate user '{user}' (first on line {})", first + 1)));
+                return Err(err(format!(
+                    "duplicate user '{user}' (first on line {})",
+                    first + 1
+                )));
             }
             file.index.insert(user.to_owned(), file.lines.len());
-            file.lines.push(Line::Entry { user: user.to_owned(), hash });
+            file.lines.push(Line::Entry {
+                user: user.to_owned(),
+                hash,
+            });
         }
         Ok(file)
     }
 
     /// An empty file (for `hermod passwd -c`).
     pub fn empty() -> Self {
-        PasswordFile { lines: Vec::new(), index: HashMap::new() }
+        PasswordFile {
+            lines: Vec::new(),
+            index: HashMap::new(),
+        }
     }
 
     /// Number of users.
@@ -140,12 +171,18 @@ impl PasswordFile {
         match self.index.get(user) {
             Some(&i) => {
                 if let Some(slot) = self.lines.get_mut(i) {
-                    *slot = Line::Entry { user: user.to_owned(), hash };
+                    *slot = Line::Entry {
+                        user: user.to_owned(),
+                        hash,
+                    };
                 }
             }
             None => {
                 self.index.insert(user.to_owned(), self.lines.len());
-                self.lines.push(Line::Entry { user: user.to_owned(), hash });
+                self.lines.push(Line::Entry {
+                    user: user.to_owned(),
+                    hash,
+                });
             }
         }
         Ok(())
@@ -153,7 +190,9 @@ impl PasswordFile {
 
     /// Removes `user`; returns whether it existed.
     pub fn remove(&mut self, user: &str) -> bool {
-        let Some(i) = self.index.remove(user) else { return false };
+        let Some(i) = self.index.remove(user) else {
+            return false;
+        };
         self.lines.remove(i);
         for v in self.index.values_mut() {
             if *v > i {
@@ -185,7 +224,9 @@ impl Hash {
     fn parse(text: &str) -> Result<Hash, String> {
         if text.starts_with("$argon2") {
             PasswordHash::new(text).map_err(|e| format!("invalid argon2 PHC string: {e}"))?;
-            return Ok(Hash::Argon2 { text: text.to_owned() });
+            return Ok(Hash::Argon2 {
+                text: text.to_owned(),
+            });
         }
         let parts: Vec<&str> = text.split('$').collect();
         match parts.as_slice() {
@@ -200,7 +241,12 @@ impl Hash {
                 if hash.len() != 64 {
                     return Err("a $7$ hash must decode to 64 bytes".into());
                 }
-                Ok(Hash::Pbkdf2Sha512 { iterations, salt, hash, text: text.to_owned() })
+                Ok(Hash::Pbkdf2Sha512 {
+                    iterations,
+                    salt,
+                    hash,
+                    text: text.to_owned(),
+                })
             }
             ["", "6", salt, hash] => {
                 let salt = b64(salt).ok_or("invalid base64 salt in $6$ hash")?;
@@ -208,11 +254,17 @@ impl Hash {
                 if hash.len() != 64 {
                     return Err("a $6$ hash must decode to 64 bytes".into());
                 }
-                Ok(Hash::Sha512 { salt, hash, text: text.to_owned() })
+                Ok(Hash::Sha512 {
+                    salt,
+                    hash,
+                    text: text.to_owned(),
+                })
             }
-            _ => Err("unsupported hash (expected $7$, $6$ or $argon2id$; plain-text passwords \
+            _ => Err(
+                "unsupported hash (expected $7$, $6$ or $argon2id$; plain-text passwords \
                       are not accepted, hash them with `hermod passwd`)"
-                .into()),
+                    .into(),
+            ),
         }
     }
 
@@ -226,7 +278,12 @@ impl Hash {
 
     fn verify(&self, password: &[u8]) -> bool {
         match self {
-            Hash::Pbkdf2Sha512 { iterations, salt, hash, .. } => {
+            Hash::Pbkdf2Sha512 {
+                iterations,
+                salt,
+                hash,
+                ..
+            } => {
                 let mut out = [0u8; 64];
                 pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
                 ct_eq(&out, hash)
@@ -256,7 +313,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
-    STANDARD.decode(s).or_else(|_| STANDARD_NO_PAD.decode(s)).ok()
+    STANDARD
+        .decode(s)
+        .or_else(|_| STANDARD_NO_PAD.decode(s))
+        .ok()
 }
 
 /// Hashes `password` as an argon2id PHC string with the argon2 crate's defaults (19 MiB,
@@ -280,7 +340,11 @@ pub fn hash_mosquitto_pbkdf2(password: &[u8]) -> Result<String, String> {
 fn pbkdf2_line(password: &[u8], salt: &[u8], iterations: u32) -> String {
     let mut out = [0u8; 64];
     pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
-    format!("$7${iterations}${}${}", STANDARD.encode(salt), STANDARD.encode(out))
+    format!(
+        "$7${iterations}${}${}",
+        STANDARD.encode(salt),
+        STANDARD.encode(out)
+    )
 }
 
 #[cfg(test)]
@@ -357,7 +421,11 @@ mod tests {
         let mut d = Sha512::new();
         d.update(b"old");
         d.update(salt);
-        let line = format!("legacy:$6${}${}", STANDARD.encode(salt), STANDARD.encode(d.finalize()));
+        let line = format!(
+            "legacy:$6${}${}",
+            STANDARD.encode(salt),
+            STANDARD.encode(d.finalize())
+        );
         let f = PasswordFile::parse(&line, "t").expect("parse");
         assert!(f.verify("legacy", b"old"));
         assert!(!f.verify("legacy", b"new"));
@@ -366,7 +434,10 @@ mod tests {
     #[test]
     fn argon2id_default_and_cheap() {
         let default_line = hash_argon2id(b"pw").expect("hash");
-        assert!(default_line.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{default_line}");
+        assert!(
+            default_line.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{default_line}"
+        );
         let cheap = cheap_argon2(b"pw2");
         let text = format!("# users\n\na:{default_line}\nb:{cheap}\n");
         let f = PasswordFile::parse(&text, "t").expect("parse");

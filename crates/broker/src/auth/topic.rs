@@ -182,12 +182,18 @@ mod tests {
 
     #[test]
     fn substitution() {
-        assert_eq!(substitute("d/%u/%c", Some("al"), "c1"), Subst::Filter("d/al/c1".into()));
+        assert_eq!(
+            substitute("d/%u/%c", Some("al"), "c1"),
+            Subst::Filter("d/al/c1".into())
+        );
         assert_eq!(substitute("d/%u", None, "c1"), Subst::Skip);
         assert_eq!(substitute("d/%c", None, "c1"), Subst::Filter("d/c1".into()));
         assert_eq!(substitute("d/%u", Some("a/b"), "c"), Subst::Unsafe);
         assert_eq!(substitute("d/%c", Some("a"), "#"), Subst::Unsafe);
-        assert_eq!(substitute("d/%x/%", Some("a"), "c"), Subst::Filter("d/%x/%".into()));
+        assert_eq!(
+            substitute("d/%x/%", Some("a"), "c"),
+            Subst::Filter("d/%x/%".into())
+        );
         assert_eq!(strip_share("$share/g/a/b"), Some("a/b"));
         assert_eq!(strip_share("$share/g"), None);
     }

@@ -1,0 +1,326 @@
+//! Tests of the glue: source order, anonymous rules, combined authorization, loading.
+
+use super::*;
+use crate::auth::http::tests::{json_reply, server};
+use crate::auth::jwt::tests::{hs_config, hs_token, now};
+
+const PW: &str = include_str!("testdata/mosquitto_passwd.txt"); // alice/"correct horse", bob/"hunter2"
+
+fn pwfile() -> PasswordFile {
+    PasswordFile::parse(PW, "pw").expect("fixture")
+}
+
+fn jwt() -> JwtVerifier {
+    JwtVerifier::new(hs_config("k"), Path::new(".")).expect("jwt")
+}
+
+fn token(sub: &str) -> String {
+    hs_token(
+        "k",
+        serde_json::json!({"sub": sub, "exp": now() + 600, "publish": ["t/%u/#"], "subscribe": ["s/#"]}),
+    )
+}
+
+fn connect(user: Option<&str>, password: Option<&str>) -> ConnectInfo {
+    ConnectInfo {
+        client_id: "cid".into(),
+        username: user.map(str::to_owned),
+        password: password.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+        peer: "127.0.0.1:5000".parse().expect("addr"),
+        cert_identity: None,
+    }
+}
+
+fn allowed_as(d: &AuthDecision) -> Option<Option<&str>> {
+    match d {
+        AuthDecision::Allow(id) => Some(id.username.as_deref()),
+        AuthDecision::Deny(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn no_sources_follow_allow_anonymous() {
+    let open = Auth::from_parts(None, None, None, None, vec![], None).expect("auth");
+    assert_eq!(
+        allowed_as(&open.authenticate(&connect(None, None)).await),
+        Some(None)
+    );
+    assert_eq!(
+        allowed_as(&open.authenticate(&connect(Some("x"), Some("y"))).await),
+        Some(Some("x"))
+    );
+    let closed = Auth::from_parts(None, None, None, None, vec![], Some(false)).expect("auth");
+    assert_eq!(
+        closed.authenticate(&connect(None, None)).await,
+        AuthDecision::Deny(DenyReason::NotAuthorized)
+    );
+}
+
+#[tokio::test]
+async fn password_file_rules() {
+    let auth = Auth::from_parts(Some(pwfile()), None, None, None, vec![], None).expect("auth");
+    assert_eq!(
+        auth.authenticate(&connect(None, None)).await,
+        AuthDecision::Deny(DenyReason::NotAuthorized)
+    );
+    assert_eq!(
+        allowed_as(
+            &auth
+                .authenticate(&connect(Some("alice"), Some("correct horse")))
+                .await
+        ),
+        Some(Some("alice"))
+    );
+    for (u, p) in [
+        ("alice", Some("hunter2")),
+        ("alice", None),
+        ("carol", Some("hunter2")),
+    ] {
+        assert_eq!(
+            auth.authenticate(&connect(Some(u), p)).await,
+            AuthDecision::Deny(DenyReason::BadCredentials),
+            "{u}"
+        );
+    }
+    let anon_ok =
+        Auth::from_parts(Some(pwfile()), None, None, None, vec![], Some(true)).expect("auth");
+    assert_eq!(
+        allowed_as(&anon_ok.authenticate(&connect(None, None)).await),
+        Some(None)
+    );
+    // allow_anonymous does not let a wrong password through.
+    assert!(allowed_as(&anon_ok.authenticate(&connect(Some("bob"), Some("x"))).await).is_none());
+}
+
+#[tokio::test]
+async fn order_and_ignore() {
+    // Default order: password_file first (unknown user ignored), then jwt.
+    let auth =
+        Auth::from_parts(Some(pwfile()), None, None, Some(jwt()), vec![], None).expect("auth");
+    let d = auth
+        .authenticate(&connect(Some("dave"), Some(&token("dave"))))
+        .await;
+    assert_eq!(allowed_as(&d), Some(Some("dave")));
+    // A plain password is not a token: jwt ignores it and the password file decides.
+    let jwt_first = Auth::from_parts(
+        Some(pwfile()),
+        None,
+        None,
+        Some(jwt()),
+        vec![AuthSource::Jwt, AuthSource::PasswordFile],
+        None,
+    )
+    .expect("auth");
+    assert!(
+        allowed_as(
+            &jwt_first
+                .authenticate(&connect(Some("bob"), Some("hunter2")))
+                .await
+        )
+        .is_some()
+    );
+    // Expired or forged token: denied, not passed on.
+    let expired = hs_token("k", serde_json::json!({"sub": "bob", "exp": now() - 600}));
+    assert_eq!(
+        jwt_first
+            .authenticate(&connect(Some("bob"), Some(&expired)))
+            .await,
+        AuthDecision::Deny(DenyReason::BadCredentials)
+    );
+    // The token's username must match the CONNECT username.
+    assert!(
+        allowed_as(
+            &jwt_first
+                .authenticate(&connect(Some("bob"), Some(&token("alice"))))
+                .await
+        )
+        .is_none()
+    );
+    // Token with no username in the CONNECT (MQTT 5 allows a password alone).
+    let d = jwt_first
+        .authenticate(&connect(None, Some(&token("erin"))))
+        .await;
+    assert_eq!(allowed_as(&d), Some(Some("erin")));
+}
+
+#[tokio::test]
+async fn http_in_the_chain() {
+    let (url, _) = server(|body| {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let result = match v["username"].as_str()? {
+            "alice" => "deny",
+            "web" => "allow",
+            _ => "ignore",
+        };
+        Some(json_reply(200, &format!("{{\"result\":\"{result}\"}}")))
+    })
+    .await;
+    let cfg = HttpAuthConfig {
+        url,
+        timeout_ms: 1000,
+        cache_ttl_secs: 0,
+        cache_size: 10,
+    };
+    let auth = Auth::from_parts(
+        Some(pwfile()),
+        None,
+        Some(cfg),
+        None,
+        vec![AuthSource::Http, AuthSource::PasswordFile],
+        None,
+    )
+    .expect("auth");
+    // http says deny: the password file is never asked.
+    assert!(
+        allowed_as(
+            &auth
+                .authenticate(&connect(Some("alice"), Some("correct horse")))
+                .await
+        )
+        .is_none()
+    );
+    assert!(allowed_as(&auth.authenticate(&connect(Some("web"), Some("x"))).await).is_some());
+    // ignore: the password file decides.
+    assert!(
+        allowed_as(
+            &auth
+                .authenticate(&connect(Some("bob"), Some("hunter2")))
+                .await
+        )
+        .is_some()
+    );
+    assert!(allowed_as(&auth.authenticate(&connect(Some("bob"), Some("nope"))).await).is_none());
+}
+
+#[test]
+fn order_validation() {
+    let e = Auth::from_parts(
+        Some(pwfile()),
+        None,
+        None,
+        None,
+        vec![AuthSource::Jwt],
+        None,
+    )
+    .expect_err("jwt");
+    assert!(e.to_string().contains("not configured"));
+    let e = Auth::from_parts(
+        Some(pwfile()),
+        None,
+        None,
+        Some(jwt()),
+        vec![AuthSource::Jwt],
+        None,
+    )
+    .expect_err("missing");
+    assert!(e.to_string().contains("not listed"));
+    let twice = vec![AuthSource::PasswordFile, AuthSource::PasswordFile];
+    assert!(Auth::from_parts(Some(pwfile()), None, None, None, twice, None).is_err());
+    let t: AuthTable =
+        toml::from_str("order = [\"jwt\", \"password_file\", \"http\"]").expect("toml");
+    assert_eq!(
+        t.order,
+        Some(vec![
+            AuthSource::Jwt,
+            AuthSource::PasswordFile,
+            AuthSource::Http
+        ])
+    );
+    let https = HttpAuthConfig {
+        url: "https://x/".into(),
+        timeout_ms: 1,
+        cache_ttl_secs: 1,
+        cache_size: 1,
+    };
+    assert!(Auth::from_parts(None, None, Some(https), None, vec![], None).is_err());
+}
+
+fn identity(user: Option<&str>, jwt_acl: Option<JwtAcl>) -> ClientIdentity {
+    ClientIdentity {
+        username: user.map(Arc::from),
+        client_id: Arc::from("cid"),
+        jwt_acl: jwt_acl.map(Arc::new),
+    }
+}
+
+#[test]
+fn authorize_combinations() {
+    let open = Auth::from_parts(None, None, None, None, vec![], None).expect("auth");
+    let anyone = identity(None, None);
+    assert!(open.authorize(&anyone, Action::Publish("a/b")));
+    assert!(open.authorize(&anyone, Action::Receive("$SYS/x")));
+    assert!(!open.authorize(&anyone, Action::Publish("$SYS/x")));
+
+    let acl =
+        AclFile::parse("user u\ntopic readwrite a/#\ntopic deny a/secret\n", "acl").expect("acl");
+    let auth = Auth::from_parts(None, Some(acl), None, Some(jwt()), vec![], None).expect("auth");
+    let u = identity(Some("u"), None);
+    assert!(auth.authorize(&u, Action::Publish("a/x")));
+    assert!(!auth.authorize(&u, Action::Publish("b/x")));
+    assert!(auth.authorize(&u, Action::Subscribe("#")));
+    assert!(!auth.authorize(&u, Action::Receive("b/x")));
+
+    let claims = JwtAcl {
+        publish: vec!["b/#".into(), "a/#".into()],
+        subscribe: vec!["b/#".into()],
+    };
+    let tok = identity(Some("u"), Some(claims.clone()));
+    assert!(auth.authorize(&tok, Action::Publish("b/x")), "token grants");
+    assert!(auth.authorize(&tok, Action::Publish("a/x")), "file grants");
+    assert!(
+        !auth.authorize(&tok, Action::Publish("a/secret")),
+        "file deny vetoes the token"
+    );
+    assert!(auth.authorize(&tok, Action::Receive("b/y")));
+    assert!(!auth.authorize(&tok, Action::Receive("c/y")));
+
+    let jwt_only = Auth::from_parts(None, None, None, Some(jwt()), vec![], None).expect("auth");
+    let tok = identity(Some("v"), Some(claims));
+    assert!(jwt_only.authorize(&tok, Action::Subscribe("b/+")));
+    assert!(!jwt_only.authorize(&tok, Action::Subscribe("#")));
+    assert!(!jwt_only.authorize(&tok, Action::Publish("c")));
+    // A password-file client on a JWT-enabled broker without acl_file: no rules apply.
+    assert!(jwt_only.authorize(&identity(Some("w"), None), Action::Publish("c")));
+}
+
+#[test]
+fn load_resolves_paths_and_reports_bad_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pw"), PW).expect("write");
+    std::fs::write(dir.path().join("acl"), "user alice\ntopic read x/#\n").expect("write");
+    let settings = AuthSettings {
+        allow_anonymous: Some(false),
+        password_file: Some("pw".into()),
+        acl_file: Some("acl".into()),
+        auth: AuthTable::default(),
+    };
+    let auth = Auth::load(&settings, dir.path()).expect("load");
+    assert!(auth.has_acl_file());
+    assert!(auth.authorize(&identity(Some("alice"), None), Action::Receive("x/1")));
+
+    std::fs::write(dir.path().join("acl"), "user alice\ntopic reed x/#\n").expect("write");
+    let e = Auth::load(&settings, dir.path()).expect_err("bad acl");
+    let msg = e.to_string();
+    assert!(msg.contains("acl:2:") && msg.contains("reed"), "{msg}");
+
+    let missing = AuthSettings {
+        password_file: Some("nope".into()),
+        ..settings
+    };
+    assert!(
+        Auth::load(&missing, dir.path())
+            .expect_err("missing")
+            .to_string()
+            .contains("nope")
+    );
+}
+
+#[test]
+fn debug_redacts_secrets() {
+    let c = connect(Some("u"), Some("hunter2"));
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let auth =
+        Auth::from_parts(Some(pwfile()), None, None, Some(jwt()), vec![], None).expect("auth");
+    let dump = format!("{auth:?}");
+    assert!(!dump.contains("$7$") && !dump.contains("\"k\""), "{dump}");
+}
