@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+mod proxy;
 mod tls;
 mod ws;
 
@@ -359,10 +360,10 @@ impl State {
 
     async fn handshake(
         &self,
-        tcp: TcpStream,
+        mut tcp: TcpStream,
         peer: SocketAddr,
     ) -> Result<(Box<dyn MqttStream>, PeerInfo), TransportError> {
-        let addr = peer;
+        let addr = if self.settings.proxy_protocol { proxy::read_header(&mut tcp, peer).await? } else { peer };
         let mut info = PeerInfo {
             addr,
             tls: false,
