@@ -2,6 +2,7 @@
 //! whose flags, output and exit codes follow `mosquitto_pub` / `mosquitto_sub`.
 
 mod cli_common;
+mod passwd_cmd;
 mod pub_cmd;
 mod serve;
 mod sub_cmd;
@@ -26,6 +27,8 @@ enum Command {
     /// Subscribe and print messages (flags follow mosquitto_sub).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Sub(sub_cmd::SubArgs),
+    /// Manage a password file (flags follow mosquitto_passwd).
+    Passwd(passwd_cmd::PasswdArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Pub(args) => runtime.block_on(pub_cmd::run(args)),
         Command::Sub(args) => runtime.block_on(sub_cmd::run(args)),
+        Command::Passwd(args) => passwd_cmd::run(args),
     };
     ExitCode::from(code)
 }
