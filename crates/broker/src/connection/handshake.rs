@@ -98,7 +98,8 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
     }
     // Authentication. There is no password source yet: `allow_anonymous = false` refuses everyone.
     if config.allow_anonymous == Some(false) {
-        return Err(if v5 { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::BAD_USER_NAME_OR_PASSWORD });
+        // 0x87 (v5) / return code 5 "not authorised" (3.1.1), as Mosquitto answers.
+        return Err(ReasonCode::NOT_AUTHORIZED);
     }
     if let Some(will) = &c.will {
         if will.retain && !config.retain_available {

@@ -317,11 +317,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             Packet::Disconnect(d) => self.on_disconnect(&d),
             Packet::Connect(_) => Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.1.0-2] second CONNECT")),
-            Packet::Auth(a) => Err(if a.properties.authentication_method.is_some() {
-                violation(ReasonCode::BAD_AUTHENTICATION_METHOD, "AUTH with an unsupported authentication method")
-            } else {
-                violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT")
-            }),
+            // No authentication method was accepted at CONNECT (one is refused there with
+            // CONNACK 0x8C), so any AUTH is a protocol error [MQTT-4.12.0-1]; 0x8C is not a
+            // DISCONNECT reason code (3.14.2.1).
+            Packet::Auth(_) => Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT")),
             Packet::ConnectAck(_) | Packet::SubscribeAck(_) | Packet::UnsubscribeAck(_) | Packet::PingResponse => {
                 Err(violation(ReasonCode::PROTOCOL_ERROR, "server-to-client packet sent by a client"))
             }
@@ -493,6 +492,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if self.wbuf.len() >= WRITE_HIGH_WATER {
                 return true;
             }
+            while self.session.inflight_out.len() < self.receive_max
+                && let Some(o) = self.session.next_resend()
+            {
+                self.resend_one(&o, now);
+            }
             let room = self.receive_max.saturating_sub(self.session.inflight_out.len());
             let mut batch = std::mem::take(&mut self.batch);
             self.session.handle.pop_ready(room, 64, &mut batch);
@@ -555,20 +559,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Re-sends unacknowledged deliveries after a session resumes: PUBLISH with DUP set, or
-    /// PUBREL for those already received [MQTT-4.4.0-1].
+    /// PUBREL for those already received [MQTT-4.4.0-1]; never more than the client's Receive
+    /// Maximum at once [MQTT-3.3.4-9] — `pump` sends the rest as acknowledgements make room.
     fn resend_inflight(&mut self) {
         let now = Instant::now();
-        let inflight = std::mem::take(&mut self.session.inflight_out);
-        for o in &inflight {
-            match o.state {
-                OutboundState::AwaitingComplete => self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id))),
-                _ => {
-                    let p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
-                    self.write(&p);
-                }
-            }
+        for o in self.session.split_resend(self.receive_max) {
+            self.resend_one(&o, now);
         }
-        self.session.inflight_out = inflight;
+    }
+
+    fn resend_one(&mut self, o: &crate::session::Outbound, now: Instant) {
+        if o.state == OutboundState::AwaitingComplete {
+            self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id)));
+        } else {
+            let p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
+            self.write(&p);
+        }
     }
 
     fn write(&mut self, packet: &Packet) {
@@ -615,7 +621,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             other => debug!(client_id = %self.client_id, end = ?other, "connection closed"),
         }
         if v5 && let Some(reason) = server_reason {
-            self.wbuf.clear();
+            // Whatever was produced before the violation (acks of pipelined packets) goes first.
             let d = Disconnect { reason, properties: DisconnectProperties::default() };
             self.write(&Packet::Disconnect(d));
             let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf)).await;

@@ -60,6 +60,10 @@ pub struct Session {
     /// Outbound QoS 1/2 messages not yet fully acknowledged, in send order (resent in this
     /// order with DUP on reconnect [MQTT-4.4.0-1], keeping per-topic order [MQTT-4.6.0-1..4]).
     pub inflight_out: VecDeque<Outbound>,
+    /// Unacknowledged deliveries of an earlier connection waiting for room in the inflight window
+    /// before they are re-sent (the client's Receive Maximum may have shrunk [MQTT-3.3.4-9]).
+    /// Older than anything in the mailbox, so they go first.
+    pub resend: VecDeque<Outbound>,
     /// Inbound QoS 2 packet ids that got PUBREC but not yet PUBREL: a re-sent PUBLISH with one
     /// of these ids is not routed again (exactly once, method B of 4.3.3).
     pub inflight_in: HashSet<u16>,
@@ -77,6 +81,7 @@ impl Session {
             client_id,
             subscriptions: HashMap::new(),
             inflight_out: VecDeque::new(),
+            resend: VecDeque::new(),
             inflight_in: HashSet::new(),
             expiry: Some(Duration::ZERO),
             next_packet_id: 1,
@@ -96,7 +101,7 @@ impl Session {
             let id = self.next_packet_id;
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
             if let Some(pid) = NonZeroU16::new(id)
-                && !self.inflight_out.iter().any(|o| o.packet_id == pid)
+                && !self.inflight_out.iter().chain(&self.resend).any(|o| o.packet_id == pid)
             {
                 return Some(pid);
             }
@@ -147,15 +152,33 @@ impl Session {
         }
     }
 
-    /// Removes every inflight delivery routed through a shared subscription, for hand-over to
-    /// another member of its group.
+    /// Removes the unacknowledged QoS 1 deliveries routed through a shared subscription, for
+    /// hand-over to another member of its group. QoS 2 deliveries stay: their delivery must be
+    /// completed to this client when it reconnects, and never go to another [MQTT-4.8.2-4/5].
     pub fn take_shared_inflight(&mut self) -> Vec<Delivery> {
-        let (shared, rest): (Vec<_>, Vec<_>) = self
-            .inflight_out
-            .drain(..)
-            .partition(|o| o.delivery.shared.is_some() && o.state != OutboundState::AwaitingComplete);
-        self.inflight_out = rest.into();
-        shared.into_iter().map(|o| o.delivery).collect()
+        let mut all: VecDeque<Outbound> = self.inflight_out.drain(..).chain(self.resend.drain(..)).collect();
+        let movable = |o: &Outbound| o.delivery.shared.is_some() && o.state == OutboundState::AwaitingAck;
+        let taken = all.iter().filter(|o| movable(o)).map(|o| o.delivery.clone()).collect();
+        all.retain(|o| !movable(o));
+        self.inflight_out = all;
+        taken
+    }
+
+    /// Prepares for a new connection: everything unacknowledged is re-sent, at most `window` now
+    /// and the rest as acknowledgements make room. Returns the ones to re-send now.
+    pub fn split_resend(&mut self, window: usize) -> Vec<Outbound> {
+        let mut all: VecDeque<Outbound> = self.inflight_out.drain(..).chain(self.resend.drain(..)).collect();
+        let later = all.split_off(window.min(all.len()));
+        self.resend = later;
+        self.inflight_out = all;
+        self.inflight_out.iter().cloned().collect()
+    }
+
+    /// Moves the next waiting re-send into the inflight window, if any.
+    pub fn next_resend(&mut self) -> Option<Outbound> {
+        let o = self.resend.pop_front()?;
+        self.inflight_out.push_back(o.clone());
+        Some(o)
     }
 }
 

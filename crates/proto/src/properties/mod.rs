@@ -136,8 +136,9 @@ pub(crate) trait Properties: Default + PartialEq {
 /// Reads a property length and the properties it covers.
 ///
 /// # Errors
-/// Truncation and unknown ids are malformed; a property not allowed in the packet, a repeated
-/// non-repeatable property and an out-of-range value are protocol errors.
+/// Truncation, unknown ids and ids not valid for the packet type are malformed (2.2.2.2: "A
+/// Control Packet which contains an Identifier which is not valid for its packet type ... is a
+/// Malformed Packet"); a repeated non-repeatable property and an out-of-range value are protocol errors.
 pub(crate) fn decode<P: Properties>(r: &mut Reader) -> Result<P, DecodeError> {
     let len = r.varint()?;
     let mut r = Reader::new(r.take(len)?);
@@ -157,7 +158,7 @@ pub(crate) fn decode<P: Properties>(r: &mut Reader) -> Result<P, DecodeError> {
         }
         seen |= bit;
         if !props.set(id, value) {
-            return Err(DecodeError::Protocol("[2.2.2.2] property not allowed in this packet"));
+            return Err(DecodeError::Malformed("[2.2.2.2] property not valid for this packet type"));
         }
     }
     Ok(props)

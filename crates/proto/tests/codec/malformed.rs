@@ -107,10 +107,10 @@ fn cases() -> Vec<(&'static str, ProtocolVersion, usize, Vec<u8>, Kind)> {
         ("[3.8.2.1.2] duplicate subscription identifier in SUBSCRIBE", V5, MAX,
             vec![0x82, 0x0B, 0x00, 0x01, 0x04, 0x0B, 0x01, 0x0B, 0x02, 0x00, 0x01, b'a', 0x00], Protocol),
         ("[2.2.2.2] session expiry interval not allowed in PUBLISH", V5, MAX,
-            vec![0x30, 0x09, 0x00, 0x01, b'a', 0x05, 0x11, 0, 0, 0, 1], Protocol),
+            vec![0x30, 0x09, 0x00, 0x01, b'a', 0x05, 0x11, 0, 0, 0, 1], Malformed),
         ("[2.2.2.2] topic alias not allowed in a will", V5, MAX,
             with_header(0x10, &[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00,
-                0x03, 0x23, 0x00, 0x01, 0x00, 0x01, b't', 0x00, 0x00]), Protocol),
+                0x03, 0x23, 0x00, 0x01, 0x00, 0x01, b't', 0x00, 0x00]), Malformed),
         ("[2.2.2.2] unknown property identifier 0x7F", V5, MAX, vec![0x30, 0x06, 0x00, 0x01, b'a', 0x02, 0x7F, 0x00], Malformed),
         ("[3.1.2.11.3] receive maximum 0", V5, MAX, connect_v5_props(&[0x21, 0x00, 0x00]), Protocol),
         ("[3.1.2.11.4] maximum packet size 0", V5, MAX, connect_v5_props(&[0x27, 0, 0, 0, 0]), Protocol),
@@ -159,7 +159,7 @@ fn cases() -> Vec<(&'static str, ProtocolVersion, usize, Vec<u8>, Kind)> {
         ("[3.15.2.1] AUTH reason 0x80", V5, MAX, vec![0xF0, 0x02, 0x80, 0x00], Protocol),
         ("[3.15.2.2] AUTH reason without property length", V5, MAX, vec![0xF0, 0x01, 0x18], Malformed),
         ("[2.2.2.2] will delay interval not allowed in AUTH", V5, MAX,
-            vec![0xF0, 0x07, 0x18, 0x05, 0x18, 0, 0, 0, 1], Protocol),
+            vec![0xF0, 0x07, 0x18, 0x05, 0x18, 0, 0, 0, 1], Malformed),
     ]
 }
 
