@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use hermod_proto::{
-    ConnectAck, ConnectProperties, DecodeError, Disconnect, EncodeError, LastWill, Packet, PacketId,
-    ProtocolVersion, ReasonCode, decode_packet, encode_packet,
+    ConnectAck, ConnectProperties, DecodeError, Disconnect, EncodeError, LastWill, Packet, PacketId, ProtocolVersion,
+    ReasonCode, decode_packet, encode_packet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -262,10 +262,7 @@ impl ConnectOptions {
 /// dropped), [`ClientError::Timeout`] when no CONNACK arrives within
 /// [`ConnectOptions::connect_timeout`], [`ClientError::Closed`] when the broker closes first,
 /// [`ClientError::Protocol`] when the first packet is not a CONNACK, and I/O or codec errors.
-pub async fn connect(
-    addr: impl ToSocketAddrs,
-    opts: &ConnectOptions,
-) -> Result<(Connection, ConnectAck), ClientError> {
+pub async fn connect(addr: impl ToSocketAddrs, opts: &ConnectOptions) -> Result<(Connection, ConnectAck), ClientError> {
     let mut conn = Connection::open(addr, opts.version).await?;
     conn.set_max_packet_size(opts.max_incoming_packet_size);
     if opts.nodelay {
@@ -319,10 +316,7 @@ impl Connection {
                 Err(ClientError::ConnectionRefused { ack: Box::new(ack) })
             }
             Some(Packet::ConnectAck(ack)) => Ok(ack),
-            Some(other) => Err(ClientError::Protocol(format!(
-                "expected CONNACK, received {}",
-                packet_name(&other)
-            ))),
+            Some(other) => Err(ClientError::Protocol(format!("expected CONNACK, received {}", packet_name(&other)))),
             None => Err(ClientError::Closed),
         }
     }

@@ -16,9 +16,8 @@ async fn listener() -> (TcpListener, SocketAddr) {
 }
 
 /// CONNECT v3.1.1, clean session, keep alive 60, client id "c1".
-const CONNECT_C1: &[u8] = &[
-    0x10, 14, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x02, b'c', b'1',
-];
+const CONNECT_C1: &[u8] =
+    &[0x10, 14, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x02, b'c', b'1'];
 
 async fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];

@@ -160,9 +160,7 @@ impl Common {
                     "mqttv311" | "311" => ProtocolVersion::V311,
                     "mqttv5" | "5" => ProtocolVersion::V5,
                     _ => {
-                        return Err(ParseStop::Usage(
-                            "Error: Invalid protocol version argument given.\n\n".to_owned(),
-                        ));
+                        return Err(ParseStop::Usage("Error: Invalid protocol version argument given.\n\n".to_owned()));
                     }
                 };
             }
@@ -459,13 +457,19 @@ impl Session {
 
     /// Queues a packet (printing its debug line first) and flushes.
     pub(crate) async fn send(&mut self, packet: &Packet) -> Result<(), ClientError> {
-        self.debug_sending(packet);
+        self.send_mid(packet, None).await
+    }
+
+    /// As `send`; `mid` is the message id shown for a QoS 0 PUBLISH (libmosquitto numbers every
+    /// message, though only QoS 1/2 carry the id on the wire).
+    pub(crate) async fn send_mid(&mut self, packet: &Packet, mid: Option<u16>) -> Result<(), ClientError> {
+        self.debug_sending(packet, mid);
         self.conn.send(packet).await?;
         self.last_out = Instant::now();
         Ok(())
     }
 
-    fn debug_sending(&self, packet: &Packet) {
+    fn debug_sending(&self, packet: &Packet, mid: Option<u16>) {
         if !self.debug || self.quiet {
             return;
         }
@@ -475,7 +479,7 @@ impl Session {
                 u8::from(p.dup),
                 p.qos as u8,
                 u8::from(p.retain),
-                p.packet_id.map_or(0, |id| id.get()),
+                p.packet_id.map_or(mid.unwrap_or(0), |id| id.get()),
                 p.topic,
                 p.payload.len()
             )),

@@ -103,7 +103,9 @@ fn parse(args: Vec<String>) -> Result<PubConfig, ParseStop> {
                     return Err(ParseStop::Plain("Error loading input from stdin.\n".to_owned()));
                 }
                 if data.is_empty() {
-                    return Err(ParseStop::Plain("Error: Zero length input.\nError loading input from stdin.\n".to_owned()));
+                    return Err(ParseStop::Plain(
+                        "Error: Zero length input.\nError loading input from stdin.\n".to_owned(),
+                    ));
                 }
                 cfg.mode = Mode::Single(Bytes::from(data));
             }
@@ -225,13 +227,8 @@ pub(crate) async fn run(args: PubArgs) -> u8 {
     if let Some(rm) = ack.properties.receive_maximum {
         max_inflight = max_inflight.min(usize::from(rm.max(1)));
     }
-    let mut publisher = Publisher {
-        topic,
-        qos: cfg.common.qos,
-        retain: cfg.retain,
-        next_mid: 1,
-        inflight: HashMap::new(),
-    };
+    let mut publisher =
+        Publisher { topic, qos: cfg.common.qos, retain: cfg.retain, next_mid: 1, inflight: HashMap::new() };
     let code = match &cfg.mode {
         Mode::Lines => publisher.run_lines(&mut session, max_inflight).await,
         Mode::Single(payload) => {
@@ -251,9 +248,9 @@ pub(crate) async fn run(args: PubArgs) -> u8 {
 /// Where a QoS 1/2 message we sent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
-    PubAck,
-    PubRec,
-    PubComp,
+    Ack,
+    Rec,
+    Comp,
 }
 
 #[derive(Debug)]
@@ -288,14 +285,14 @@ impl Publisher {
             payload,
             properties: PublishProperties::default(),
         };
-        session.send(&Packet::Publish(p)).await.map_err(|e| session.report_io(&e))?;
+        session.send_mid(&Packet::Publish(p), Some(mid)).await.map_err(|e| session.report_io(&e))?;
         match self.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                self.inflight.insert(mid, Awaiting::PubAck);
+                self.inflight.insert(mid, Awaiting::Ack);
             }
             QoS::ExactlyOnce => {
-                self.inflight.insert(mid, Awaiting::PubRec);
+                self.inflight.insert(mid, Awaiting::Rec);
             }
         }
         Ok(())
@@ -312,11 +309,9 @@ impl Publisher {
             return Ok(());
         }
         match packet {
-            Packet::PublishAck(a) => {
-                if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::PubAck) {
-                    self.inflight.remove(&a.packet_id.get());
-                    warn_failed(session, &a);
-                }
+            Packet::PublishAck(a) if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::Ack) => {
+                self.inflight.remove(&a.packet_id.get());
+                warn_failed(session, &a);
             }
             Packet::PublishReceived(a) => {
                 let id = a.packet_id.get();
@@ -325,17 +320,15 @@ impl Publisher {
                     warn_failed(session, &a);
                 } else {
                     if self.inflight.contains_key(&id) {
-                        self.inflight.insert(id, Awaiting::PubComp);
+                        self.inflight.insert(id, Awaiting::Comp);
                     }
                     let rel = Packet::PublishRelease(PublishAck::new(a.packet_id));
                     session.send(&rel).await.map_err(|e| session.report_io(&e))?;
                 }
             }
-            Packet::PublishComplete(a) => {
-                if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::PubComp) {
-                    self.inflight.remove(&a.packet_id.get());
-                    warn_failed(session, &a);
-                }
+            Packet::PublishComplete(a) if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::Comp) => {
+                self.inflight.remove(&a.packet_id.get());
+                warn_failed(session, &a);
             }
             Packet::Publish(p) => {
                 // Not subscribed, but a broker may still send (e.g. a resumed session): ack it.
@@ -498,18 +491,12 @@ mod tests {
             "Error: You must provide a client id if you are using the -c option.\n"
         );
         assert_eq!(usage_text(parse(args("-t a -m x --bogus"))), "Error: Unknown option '--bogus'.\n");
-        assert_eq!(
-            usage_text(parse(args("-t a -m x -p"))),
-            "Error: -p argument given but no port specified.\n\n"
-        );
+        assert_eq!(usage_text(parse(args("-t a -m x -p"))), "Error: -p argument given but no port specified.\n\n");
         assert_eq!(
             usage_text(parse(args("-t a -m x -k 4"))),
             "Error: Invalid keepalive given, it must be between 5 and 65535 inclusive.\n\n"
         );
-        assert_eq!(
-            usage_text(parse(args("-t a -m x -V 4"))),
-            "Error: Invalid protocol version argument given.\n\n"
-        );
+        assert_eq!(usage_text(parse(args("-t a -m x -V 4"))), "Error: Invalid protocol version argument given.\n\n");
         assert_eq!(usage_text(parse(args("--help"))), "HELP");
     }
 

@@ -251,15 +251,9 @@ impl SubState<'_> {
             }
         }
 
-        let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => Some(s),
-            Err(_) => None,
-        };
-        let will_reason = if session.version.is_v5() {
-            ReasonCode::DISCONNECT_WITH_WILL
-        } else {
-            ReasonCode::NORMAL_DISCONNECTION
-        };
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let will_reason =
+            if session.version.is_v5() { ReasonCode::DISCONNECT_WITH_WILL } else { ReasonCode::NORMAL_DISCONNECTION };
         loop {
             let ping_at = session.next_ping();
             tokio::select! {
@@ -440,6 +434,9 @@ mod tests {
         let cfg = parse(args("-t a -t b/# -v -C 3 -W 2 -R -N")).ok();
         let cfg = cfg.as_ref();
         assert_eq!(cfg.map(|c| c.topics.len()), Some(2));
-        assert_eq!(cfg.map(|c| (c.verbose, c.eol, c.no_retain, c.msg_count, c.timeout)), Some((true, false, true, 3, Some(2))));
+        assert_eq!(
+            cfg.map(|c| (c.verbose, c.eol, c.no_retain, c.msg_count, c.timeout)),
+            Some((true, false, true, 3, Some(2)))
+        );
     }
 }
