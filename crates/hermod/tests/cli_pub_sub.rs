@@ -98,9 +98,14 @@ struct Output {
 }
 
 /// Runs `hermod <args>` to completion (killed after `limit`), feeding `stdin`.
+/// Runs with a `-p` are pointed at 127.0.0.1 explicitly (not `localhost`, which may be `::1`).
 fn run(args: &[&str], stdin: &[u8], limit: Duration) -> Output {
+    let mut args: Vec<&str> = args.to_vec();
+    if args.contains(&"-p") {
+        args.splice(1..1, ["-h", "127.0.0.1"]);
+    }
     let mut child = Command::new(HERMOD)
-        .args(args)
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,7 +149,7 @@ impl Sub {
     /// Starts `hermod sub -d <args>` and waits for its SUBACK.
     fn start(port: u16, args: &[&str]) -> Sub {
         let port = port.to_string();
-        let mut all = vec!["sub", "-p", port.as_str(), "-d"];
+        let mut all = vec!["sub", "-h", "127.0.0.1", "-p", port.as_str(), "-d"];
         all.extend_from_slice(args);
         let mut child = Command::new(HERMOD)
             .args(&all)
