@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::transport::Acceptor;
 use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -24,6 +27,19 @@ pub enum BrokerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The password file, ACL file, or an auth source could not be loaded.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthLoadError),
+    /// A listener's TLS/WebSocket/PROXY settings or files are unusable.
+    #[error("listener[{index}] ({bind}): {source}")]
+    Transport {
+        /// Index of the `[[listener]]` table.
+        index: usize,
+        /// Its address.
+        bind: String,
+        /// Why.
+        source: crate::transport::TransportError,
+    },
     /// A listener could not bind.
     #[error("listener[{index}] ({bind}): cannot bind: {source}")]
     Bind {
@@ -40,11 +56,18 @@ pub enum BrokerError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// Authentication and ACLs; replaced as a whole on reload, so a check sees either the old
+    /// rules or the new ones, never a mix.
+    pub(crate) auth: ArcSwap<Auth>,
+    /// One acceptor per listener (TLS state swapped on reload).
+    acceptors: Vec<Arc<Acceptor>>,
     pub(crate) router: Router,
     pub(crate) registry: Registry,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
     next_connection: AtomicU64,
+    /// The configuration file, re-read on reload.
+    config_path: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -81,6 +104,44 @@ impl Shared {
         });
     }
 
+    /// Re-reads the configuration file (when there is one), the password and ACL files, auth
+    /// sources and TLS files, and swaps them in only if everything loads: on any error the old
+    /// configuration stays in force and the error is returned (and logged by the caller).
+    /// Other changed keys need a restart and are reported as such.
+    pub(crate) fn reload(&self) -> Result<(), String> {
+        let config = match &self.config_path {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => self.config.clone(),
+        };
+        let auth = Auth::load(&config.auth_settings(), &config.base_dir()).map_err(|e| e.to_string())?;
+        if config.listeners.len() != self.acceptors.len() {
+            return Err("the number of [[listener]] tables changed: that needs a restart; nothing was reloaded".into());
+        }
+        // Build every listener's new TLS state first; swap nothing unless all of them load.
+        let mut fresh = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let settings = l.transport_settings(Some(&config.base_dir()), config.max_packet_size);
+            Acceptor::new(&settings).map_err(|e| format!("listener[{i}] ({}): {e}", l.bind))?;
+            fresh.push(settings);
+        }
+        for (acceptor, settings) in self.acceptors.iter().zip(&fresh) {
+            acceptor.reload(settings).map_err(|e| e.to_string())?;
+        }
+        self.auth.store(Arc::new(auth));
+        let mut same = config.clone();
+        same.allow_anonymous = self.config.allow_anonymous;
+        same.password_file.clone_from(&self.config.password_file);
+        same.acl_file.clone_from(&self.config.acl_file);
+        same.auth.clone_from(&self.config.auth);
+        same.listeners.clone_from(&self.config.listeners);
+        if same != self.config {
+            warn!("configuration reloaded: access control and TLS files applied; other changed keys need a restart");
+        } else {
+            info!("configuration reloaded: access control and TLS files applied");
+        }
+        Ok(())
+    }
+
     /// Publishes a message that has no connection behind it any more (a will).
     pub(crate) fn publish_message(&self, message: Message) {
         Metrics::incr(&self.metrics.messages_received);
@@ -101,7 +162,24 @@ impl Broker {
     /// # Errors
     /// Invalid configuration, or an address that cannot be bound.
     pub async fn bind(config: Config) -> Result<Self, BrokerError> {
+        Self::bind_with_path(config, None).await
+    }
+
+    /// As [`Broker::bind`], remembering the configuration file so that [`Reloader::reload`]
+    /// (and SIGHUP in `hermod serve`) re-reads it.
+    ///
+    /// # Errors
+    /// Invalid configuration, unusable auth or TLS files, or an address that cannot be bound.
+    pub async fn bind_with_path(config: Config, config_path: Option<std::path::PathBuf>) -> Result<Self, BrokerError> {
         config.validate("configuration")?;
+        let auth = Auth::load(&config.auth_settings(), &config.base_dir())?;
+        let mut acceptors = Vec::new();
+        for (index, l) in config.listeners.iter().enumerate() {
+            let settings = l.transport_settings(Some(&config.base_dir()), config.max_packet_size);
+            let acceptor = Acceptor::new(&settings)
+                .map_err(|source| BrokerError::Transport { index, bind: l.bind.clone(), source })?;
+            acceptors.push(Arc::new(acceptor));
+        }
         let mut listeners = Vec::new();
         for (index, l) in config.listeners.iter().enumerate() {
             let listener = TcpListener::bind(&l.bind)
@@ -111,6 +189,9 @@ impl Broker {
         }
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
+            auth: ArcSwap::from_pointee(auth),
+            acceptors,
+            config_path,
             router: Router::new(metrics.clone()),
             registry: Registry::default(),
             metrics,
@@ -139,6 +220,12 @@ impl Broker {
             .collect()
     }
 
+    /// A handle that reloads access control and TLS files while the broker runs.
+    #[must_use]
+    pub fn reloader(&self) -> Reloader {
+        Reloader { shared: self.shared.clone() }
+    }
+
     /// Counters, shared with the running broker.
     #[must_use]
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -149,11 +236,12 @@ impl Broker {
     /// publishes no wills for them, and returns once every connection task has finished.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let tracker = TaskTracker::new();
-        for (listener, cfg) in self.listeners.into_iter().zip(self.shared.config.listeners.clone()) {
+        for (i, (listener, cfg)) in self.listeners.into_iter().zip(self.shared.config.listeners.clone()).enumerate() {
             let shared = self.shared.clone();
             let t = tracker.clone();
             let name = cfg.name.clone().unwrap_or_else(|| cfg.bind.clone());
-            tracker.spawn(accept_loop(listener, name, shared, t));
+            let acceptor = self.shared.acceptors[i].clone();
+            tracker.spawn(accept_loop(listener, name, acceptor, shared, t));
         }
         shutdown.await;
         info!("shutting down: closing listeners and connections");
@@ -165,7 +253,24 @@ impl Broker {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>, tracker: TaskTracker) {
+/// Reloads access control and TLS files of a running broker (SIGHUP in `hermod serve`).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// Re-reads the config file, password and ACL files, auth sources and TLS files; swaps them
+    /// in atomically, or keeps the old ones (and returns the error) if anything fails to load.
+    ///
+    /// # Errors
+    /// What failed to load, naming the file.
+    pub fn reload(&self) -> Result<(), String> {
+        self.shared.reload()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String, acceptor: Arc<Acceptor>, shared: Arc<Shared>, tracker: TaskTracker) {
     let local = listener.local_addr().ok();
     info!(listener = %name, addr = ?local, "listening");
     let mut last_error_log: Option<Instant> = None;
@@ -184,7 +289,16 @@ async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>, t
                 }
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                tracker.spawn(crate::connection::run(stream, peer, shared));
+                let acceptor = acceptor.clone();
+                // TLS / WebSocket / PROXY handshakes run in the connection's own task, with a
+                // timeout, never in the accept loop.
+                tracker.spawn(async move {
+                    let _counted = crate::connection::Counted::new(shared.metrics.clone());
+                    match acceptor.accept(stream, peer).await {
+                        Ok((stream, info)) => crate::connection::run(stream, info, shared).await,
+                        Err(e) => debug!(%peer, error = %e, "transport handshake failed"),
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, log at most once a second,

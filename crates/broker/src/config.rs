@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::{AuthSettings, AuthTable};
+use crate::transport::{Transport, TransportSettings};
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,6 +20,16 @@ pub struct Config {
     /// refused unless this says `true` explicitly, as in Mosquitto 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_anonymous: Option<bool>,
+    /// Password file: `mosquitto_passwd` lines (`$7$`, `$6$`) and Hermod's argon2id lines
+    /// (`hermod passwd`). Relative to the config file's folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto `acl_file`. Once set, whatever it does not allow is denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
+    /// `[auth]`: `[auth.http]`, `[auth.jwt]` and `order`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub auth: AuthTable,
     /// Largest keep alive (seconds) a client may ask for. v5 clients asking for more (or for 0)
     /// get this value back as Server Keep Alive; v3 clients asking for more are refused with
     /// CONNACK 0x02, as Mosquitto does. 65535 means no cap.
@@ -53,9 +66,17 @@ pub struct Config {
     /// given, there is no implicit listener: the file lists them all.
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// Folder of the config file: relative paths in it are resolved against this.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
-/// One `[[listener]]` table.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// One `[[listener]]` table. The transport keys are those of [`TransportSettings`], copied here
+/// because serde's `flatten` does not combine with `deny_unknown_fields`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
@@ -64,6 +85,77 @@ pub struct ListenerConfig {
     /// A name for logs and metrics; defaults to the bind address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `tcp` (default), `tls`, `ws`, `wss`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub transport: Transport,
+    /// PEM certificate chain (tls, wss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of `certfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates for client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cafile: Option<PathBuf>,
+    /// Clients must present a certificate signed by `cafile`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub require_certificate: bool,
+    /// PEM certificate revocation list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crlfile: Option<PathBuf>,
+    /// The client certificate's CN becomes the username (as Mosquitto).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub use_identity_as_username: bool,
+    /// WebSocket path (ws, wss); default "/mqtt".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Expect a PROXY protocol v1/v2 header (behind HAProxy or a cloud load balancer).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub proxy_protocol: bool,
+    /// Seconds for PROXY header + TLS + WebSocket handshakes; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<u64>,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener.
+    #[must_use]
+    pub fn tcp(bind: &str) -> Self {
+        Self {
+            bind: bind.into(),
+            name: None,
+            transport: Transport::Tcp,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            require_certificate: false,
+            crlfile: None,
+            use_identity_as_username: false,
+            path: None,
+            proxy_protocol: false,
+            handshake_timeout: None,
+        }
+    }
+
+    /// The transport settings, with relative paths resolved against `base`.
+    #[must_use]
+    pub fn transport_settings(&self, base: Option<&Path>, max_packet_size: u32) -> TransportSettings {
+        let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| base.map_or_else(|| p.clone(), |b| b.join(p)));
+        let defaults = TransportSettings::default();
+        TransportSettings {
+            transport: self.transport,
+            certfile: resolve(&self.certfile),
+            keyfile: resolve(&self.keyfile),
+            cafile: resolve(&self.cafile),
+            require_certificate: self.require_certificate,
+            crlfile: resolve(&self.crlfile),
+            use_identity_as_username: self.use_identity_as_username,
+            path: self.path.clone().unwrap_or(defaults.path),
+            proxy_protocol: self.proxy_protocol,
+            handshake_timeout: self.handshake_timeout.map_or(defaults.handshake_timeout, Duration::from_secs),
+            ws_max_message_size: crate::transport::ws_max_message_size_for(max_packet_size),
+        }
+    }
 }
 
 impl Default for Config {
@@ -82,7 +174,11 @@ impl Default for Config {
             max_connections: 100_000,
             connect_timeout: 10,
             retain_available: true,
-            listeners: vec![ListenerConfig { bind: "0.0.0.0:1883".into(), name: None }],
+            listeners: vec![ListenerConfig::tcp("0.0.0.0:1883")],
+            password_file: None,
+            acl_file: None,
+            auth: AuthTable::default(),
+            base_dir: None,
         }
     }
 }
@@ -148,6 +244,7 @@ impl Config {
         {
             cfg.listeners.clear();
         }
+        cfg.base_dir = Some(path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
         cfg.validate(&path.display().to_string())?;
         Ok(cfg)
     }
@@ -157,7 +254,7 @@ impl Config {
     pub fn for_tests() -> Self {
         Self {
             allow_anonymous: Some(true),
-            listeners: vec![ListenerConfig { bind: "127.0.0.1:0".into(), name: Some("mqtt".into()) }],
+            listeners: vec![ListenerConfig { name: Some("mqtt".into()), ..ListenerConfig::tcp("127.0.0.1:0") }],
             ..Self::default()
         }
     }
@@ -182,6 +279,12 @@ impl Config {
             return Err(invalid("listener", "no [[listener]] table: add one, e.g. [[listener]] bind = \"0.0.0.0:1883\"".into()));
         }
         for (i, l) in self.listeners.iter().enumerate() {
+            if let Err(e) = l.transport_settings(None, self.max_packet_size).validate() {
+                return Err(invalid(&format!("listener[{i}]"), e.to_string()));
+            }
+            if l.handshake_timeout == Some(0) {
+                return Err(invalid(&format!("listener[{i}].handshake_timeout"), "must be at least 1 second".into()));
+            }
             if l.bind.parse::<SocketAddr>().is_err() {
                 return Err(invalid(
                     &format!("listener[{i}].bind"),
@@ -217,6 +320,23 @@ impl Config {
             parse_duration(s).map_err(|m| invalid("persistent_client_expiration", m))?;
         }
         Ok(())
+    }
+
+    /// The access-control keys, for `auth::Auth::load`.
+    #[must_use]
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            allow_anonymous: self.allow_anonymous,
+            password_file: self.password_file.clone(),
+            acl_file: self.acl_file.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+
+    /// The folder relative paths are resolved against (the config file's, else the working directory).
+    #[must_use]
+    pub fn base_dir(&self) -> PathBuf {
+        self.base_dir.clone().unwrap_or_else(|| PathBuf::from("."))
     }
 
     /// `persistent_client_expiration` as a duration (validated by [`Config::validate`]).
@@ -255,7 +375,9 @@ mod tests {
     #[test]
     fn defaults_round_trip_through_print_default_config() {
         let text = Config::default_toml();
-        let cfg = Config::parse(&text, Path::new("default.toml")).expect("defaults parse");
+        let mut cfg = Config::parse(&text, Path::new("default.toml")).expect("defaults parse");
+        assert_eq!(cfg.base_dir.as_deref(), Some(Path::new("")), "relative paths resolve against the file's folder");
+        cfg.base_dir = None;
         assert_eq!(cfg, Config::default());
     }
 

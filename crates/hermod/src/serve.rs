@@ -44,16 +44,17 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
                 let host = l.bind.rsplit_once(':').map_or("0.0.0.0", |(h, _)| h).to_owned();
                 l.bind = format!("{host}:{port}");
             }
-            None => config.listeners.push(hermod_broker::ListenerConfig { bind: format!("0.0.0.0:{port}"), name: None }),
+            None => config.listeners.push(hermod_broker::ListenerConfig::tcp(&format!("0.0.0.0:{port}"))),
         }
     }
-    if config.allow_anonymous.is_none() {
+    let has_password_source = config.password_file.is_some() || config.auth.http.is_some() || config.auth.jwt.is_some();
+    if config.allow_anonymous == Some(true) || (config.allow_anonymous.is_none() && !has_password_source) {
         warn!(
             "anonymous clients are allowed and every topic is open to every client. To lock this down, \
              run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
         );
     }
-    let broker = match Broker::bind(config).await {
+    let broker = match Broker::bind_with_path(config, args.config.clone()).await {
         Ok(b) => b,
         Err(e) => {
             error!("{e}");
@@ -62,9 +63,30 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         }
     };
     info!(version = env!("CARGO_PKG_VERSION"), addrs = ?broker.local_addrs(), "hermod started");
+    spawn_reload_on_sighup(broker.reloader());
     broker.run(shutdown_signal()).await;
     info!("hermod stopped");
     0
+}
+
+/// SIGHUP re-reads the config, password, ACL and TLS files; a file that fails to load leaves the
+/// old configuration in force (and is logged), never a half-applied or empty ACL.
+fn spawn_reload_on_sighup(reloader: hermod_broker::broker::Reloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP: configuration reload disabled");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP received: reloading configuration");
+            if let Err(e) = reloader.reload() {
+                error!("reload failed, the previous configuration stays in force: {e}");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 fn init_logging(verbose: bool) {

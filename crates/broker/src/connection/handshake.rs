@@ -96,11 +96,6 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
             return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
     }
-    // Authentication. There is no password source yet: `allow_anonymous = false` refuses everyone.
-    if config.allow_anonymous == Some(false) {
-        // 0x87 (v5) / return code 5 "not authorised" (3.1.1), as Mosquitto answers.
-        return Err(ReasonCode::NOT_AUTHORIZED);
-    }
     if let Some(will) = &c.will {
         if will.retain && !config.retain_available {
             return Err(ReasonCode::RETAIN_NOT_SUPPORTED);

@@ -21,7 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
 use crate::broker::Shared;
+use crate::transport::PeerInfo;
 use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
 use crate::session::registry::{Attached, ConnectionId, Detached};
@@ -52,8 +54,16 @@ enum End {
     Shutdown,
 }
 
-/// Counts this connection while it lives.
-struct Counted(Arc<Metrics>);
+/// Counts a connection while it lives (from accept, through the transport handshake, to close).
+pub(crate) struct Counted(Arc<Metrics>);
+
+impl Counted {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Metrics::incr(&metrics.connections);
+        Self(metrics)
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -61,12 +71,11 @@ impl Drop for Counted {
 }
 
 /// Runs one connection to its end. Never panics on input; errors end this connection only.
-pub(crate) async fn run<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
+pub(crate) async fn run<S>(mut stream: S, info: PeerInfo, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    Metrics::incr(&shared.metrics.connections);
-    let _counted = Counted(shared.metrics.clone());
+    let peer = info.addr;
     let max_in = shared.config.max_packet_size as usize;
     let mut rbuf = BytesMut::with_capacity(1024);
     let timeout = Duration::from_secs(shared.config.connect_timeout);
@@ -106,15 +115,49 @@ where
     let accepted = match check_connect(&connect, &shared.config) {
         Ok(a) => a,
         Err(reason) => {
-            let mut w = BytesMut::new();
-            let ack = ConnectAck { reason, ..ConnectAck::default() };
-            let _ = encode_packet(&Packet::ConnectAck(ack), version, &mut w);
-            let _ = stream.write_all(&w).await;
-            let _ = stream.shutdown().await;
+            refuse(&mut stream, version, reason).await;
             info!(%peer, client_id = %connect.client_id, %reason, "connection refused");
             return;
         }
     };
+
+    // Authentication: the certificate identity replaces the username when the listener says so
+    // (use_identity_as_username, as Mosquitto); then the configured sources decide.
+    let username = if info.use_identity_as_username {
+        match &info.cert_identity {
+            Some(id) => Some(id.clone()),
+            None => {
+                refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
+                info!(%peer, "refused: no client certificate identity for use_identity_as_username");
+                return;
+            }
+        }
+    } else {
+        connect.username.clone()
+    };
+    let auth = shared.auth.load_full();
+    let request = ConnectInfo {
+        client_id: accepted.client_id.clone(),
+        username,
+        password: connect.password.clone(),
+        peer,
+        cert_identity: info.cert_identity.clone(),
+    };
+    let identity = match auth.authenticate(&request).await {
+        AuthDecision::Allow(identity) => identity,
+        AuthDecision::Deny(why) => {
+            // v5: 0x86 for bad credentials, 0x87 for a refused anonymous client; 3.1.1: return
+            // code 5 "not authorised" for both, as Mosquitto answers.
+            let reason = match (why, version.is_v5()) {
+                (DenyReason::BadCredentials, true) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                _ => ReasonCode::NOT_AUTHORIZED,
+            };
+            refuse(&mut stream, version, reason).await;
+            info!(%peer, client_id = %accepted.client_id, username = ?request.username, %reason, "connection refused by authentication");
+            return;
+        }
+    };
+    drop(auth);
 
     let conn_id = shared.next_connection_id();
     let client_id: ClientId = accepted.client_id.clone().into();
@@ -193,6 +236,7 @@ where
         connect_expiry_zero: requested_expiry == 0,
         kick,
         batch: Vec::new(),
+        identity,
     };
     info!(%client_id, %peer, ?version, clean_start = connect.clean_start, session_present, "client connected");
     conn.write(&Packet::ConnectAck(ack));
@@ -226,6 +270,8 @@ struct Connection<S> {
     kick: CancellationToken,
     /// Reused buffer for deliveries taken from the mailbox.
     batch: Vec<Delivery>,
+    /// Who the client authenticated as, for ACL checks.
+    identity: ClientIdentity,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -370,6 +416,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Err(violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] more QoS 2 in flight than Receive Maximum"));
             }
         }
+        if !self.shared.auth.load().authorize(&self.identity, Action::Publish(&topic)) {
+            // Denied: dropped; QoS 1/2 acknowledged with 0x87 on v5 (as the spec allows) and
+            // normally on 3.1.1, which has no way to say no (Mosquitto does the same).
+            debug!(client_id = %self.client_id, %topic, "publish denied by ACL");
+            let reason = if v5 { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::SUCCESS };
+            match (p.qos, p.packet_id) {
+                (QoS::AtLeastOnce, Some(pid)) => {
+                    self.write(&Packet::PublishAck(PublishAck { reason, ..PublishAck::new(pid) }));
+                }
+                (QoS::ExactlyOnce, Some(pid)) => {
+                    if !reason.is_error() {
+                        self.session.inflight_in.insert(pid.get());
+                    }
+                    self.write(&Packet::PublishReceived(PublishAck { reason, ..PublishAck::new(pid) }));
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
         let now = Instant::now();
         let mut properties = p.properties;
         properties.topic_alias = None;
@@ -426,6 +491,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Err(violation(ReasonCode::TOPIC_FILTER_INVALID, "[MQTT-4.7.1-1..3] invalid topic filter"));
             }
             let share = shared_parts.ok().flatten();
+            if !self.shared.auth.load().authorize(&self.identity, Action::Subscribe(filter)) {
+                reasons.push(if v5 { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::UNSPECIFIED_ERROR });
+                continue;
+            }
             if share.is_some() && options.no_local && v5 {
                 return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.8.3-4] no local on a shared subscription"));
             }
@@ -514,6 +583,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn send_delivery(&mut self, d: Delivery, now: Instant) {
         if d.message.is_expired(now) {
             Metrics::incr(&self.shared.metrics.messages_expired);
+            return;
+        }
+        // Read access is checked on delivery, live and retained alike (as Mosquitto 2.0 does),
+        // with the rules in force now: a reload applies to connected clients at once.
+        if !self.shared.auth.load().authorize(&self.identity, Action::Receive(&d.message.topic)) {
             return;
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -664,6 +738,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         info!(client_id = %self.client_id, "client disconnected");
     }
+}
+
+/// Sends a refusing CONNACK and closes.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: ProtocolVersion, reason: ReasonCode) {
+    let mut w = BytesMut::new();
+    let ack = ConnectAck { reason, ..ConnectAck::default() };
+    let _ = encode_packet(&Packet::ConnectAck(ack), version, &mut w);
+    let _ = stream.write_all(&w).await;
+    let _ = stream.shutdown().await;
 }
 
 fn violation(code: ReasonCode, why: &str) -> End {
