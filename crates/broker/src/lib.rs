@@ -21,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod transport;
 
 pub use broker::{Broker, BrokerError};

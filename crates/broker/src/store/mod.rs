@@ -1,0 +1,1109 @@
+//! Durable storage for persistent sessions: sessions, offline queues, inbound QoS 2 state and
+//! retained messages, in one [redb](https://docs.rs/redb) file.
+//!
+//! # Guarantees
+//! A [`Store::submit`] resolves only once its ops are in a committed write transaction:
+//! - [`SyncMode::Batch`]: the commit was fsynced: it survives `kill -9` and power loss.
+//! - [`SyncMode::Os`]: the commit was written to the OS (page cache) without fsync: it survives a
+//!   process crash, not a power cut. (See `backend.rs` for why this is not redb's
+//!   `Durability::None`.)
+//!
+//! `sync = "memory"` means no `Store` at all: the broker simply does not open one.
+//!
+//! # Group commit
+//! One writer thread owns all writes. Submitters append `(ops, waiter)` to a pending list and
+//! wake it; it takes everything pending (up to [`MAX_OPS_PER_TXN`] ops, whole submissions only,
+//! so a submission is always atomic), applies it in one write transaction, commits once and
+//! completes every waiter with the result. Submissions arriving during a commit wait for the
+//! next one, so under load one fsync covers many messages. Backpressure: if more than
+//! [`MAX_PENDING_OPS`] ops are pending, `submit` blocks the calling thread until the writer
+//! catches up (this only happens when the disk cannot keep up at all).
+//!
+//! # Tables
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `&str` | `u32` (`"schema_version"`) |
+//! | `sessions` | client id | [`SessionRecord`] |
+//! | `messages` | message id `u64` | [`MessageRecord`] |
+//! | `message_refs` | message id `u64` | `u32`: queue entries referencing the message |
+//! | `queue` | `(client id, seq u64)` | [`QueueEntry`] |
+//! | `inflight_in` | `(client id, packet id u16)` | `()` |
+//! | `retained` | topic | [`MessageRecord`] |
+//!
+//! The reference count lives in its own table so a dequeue rewrites 4 bytes, not the payload.
+//! At open the counts are recomputed from the queue (the source of truth) and any damage a
+//! half-finished sequence of submissions could leave is repaired: queue entries of unknown
+//! sessions or messages, `inflight_in` of unknown sessions, unreferenced messages.
+
+mod backend;
+mod records;
+#[cfg(test)]
+mod tests;
+
+pub use records::{
+    DecodeError, MessageRecord, QueueEntry, QueueState, SessionRecord, SubscriptionRecord,
+    WillRecord,
+};
+
+use backend::ModeBackend;
+use redb::backends::FileBackend;
+use redb::{
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// File name of the database inside the store directory.
+pub const DB_FILE_NAME: &str = "hermod.redb";
+/// The writer takes whole submissions into one transaction until it holds this many ops (a
+/// single larger submission gets a transaction of its own).
+pub const MAX_OPS_PER_TXN: usize = 20_000;
+/// Above this many pending (not yet taken) ops, [`Store::submit`] blocks until the writer
+/// catches up.
+pub const MAX_PENDING_OPS: usize = 1_000_000;
+/// redb page cache size.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+const META: TableDefinition<'_, &str, u32> = TableDefinition::new("meta");
+const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
+const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
+const MESSAGE_REFS: TableDefinition<'_, u64, u32> = TableDefinition::new("message_refs");
+const QUEUE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("queue");
+const INFLIGHT_IN: TableDefinition<'_, (&str, u16), ()> = TableDefinition::new("inflight_in");
+const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
+const SCHEMA_KEY: &str = "schema_version";
+
+/// `[store] sync`, for the modes that open a store (`memory` opens none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// fsync every commit (group commit shares it among concurrent writers).
+    #[default]
+    Batch,
+    /// Write every commit to the OS without fsync.
+    Os,
+}
+
+/// `[store] on_corrupt`: what to do with a store file that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCorrupt {
+    /// Refuse to start, naming the file.
+    #[default]
+    Fail,
+    /// Rename the file to `*.bad`, log an error and start empty.
+    Quarantine,
+}
+
+/// Where and how to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The store directory (created if missing); the database is `DB_FILE_NAME` inside it.
+    pub path: PathBuf,
+    /// Durability of commits.
+    pub sync: SyncMode,
+    /// Corrupt-file policy.
+    pub on_corrupt: OnCorrupt,
+}
+
+impl StoreConfig {
+    /// `batch` and `fail` at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            sync: SyncMode::Batch,
+            on_corrupt: OnCorrupt::Fail,
+        }
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn file(&self) -> PathBuf {
+        self.path.join(DB_FILE_NAME)
+    }
+}
+
+/// A store error. `Clone`, because one failed commit fails all of its waiters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened (directory not creatable, file in use, ...).
+    #[error("cannot open store {}: {detail}", file.display())]
+    Open {
+        /// The file or directory.
+        file: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An I/O error reading or writing the store.
+    #[error("store {}: I/O error: {detail}", file.display())]
+    Io {
+        /// The database file.
+        file: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The file is not a readable Hermod store.
+    #[error("store {} is corrupt: {detail}", file.display())]
+    Corrupt {
+        /// The database file.
+        file: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The file was written by a newer Hermod.
+    #[error(
+        "store {} has schema version {found}, this Hermod supports up to {supported}",
+        file.display()
+    )]
+    UnsupportedSchema {
+        /// The database file.
+        file: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this code reads.
+        supported: u32,
+    },
+    /// The store has been closed (or its writer thread is gone).
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Classifies a redb error for `file`.
+fn db_err(file: &Path, e: impl Into<redb::Error>) -> StoreError {
+    let file = file.to_path_buf();
+    match e.into() {
+        redb::Error::Corrupted(detail) => StoreError::Corrupt { file, detail },
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => StoreError::Corrupt {
+            file,
+            detail: e.to_string(),
+        },
+        e @ (redb::Error::TableTypeMismatch { .. } | redb::Error::TableIsMultimap(_)) => {
+            StoreError::Corrupt {
+                file,
+                detail: e.to_string(),
+            }
+        }
+        e @ (redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch) => {
+            StoreError::Open {
+                file,
+                detail: format!("{e} (is another Hermod using it?)"),
+            }
+        }
+        e => StoreError::Io {
+            file,
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn decode_err(file: &Path, e: DecodeError) -> StoreError {
+    StoreError::Corrupt {
+        file: file.to_path_buf(),
+        detail: e.0,
+    }
+}
+
+/// One change. Ops of one [`Store::submit`] are applied in order, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create or replace a session.
+    PutSession(String, SessionRecord),
+    /// Delete a session with its queue (decrementing its messages' references) and its
+    /// `inflight_in` entries.
+    DeleteSession(String),
+    /// Store a message referenced by `refs` queue entries (the `Enqueue`s that follow). With
+    /// `refs == 0` nothing is stored.
+    PutMessage(u64, MessageRecord, u32),
+    /// Queue a message for a session at `seq`. Does not change the message's references
+    /// (`PutMessage` counted them). A no-op for an unknown session (the reference it was counted
+    /// for is dropped) or an unknown message. Replacing an entry at the same seq releases the old
+    /// entry's reference.
+    Enqueue(String, u64, QueueEntry),
+    /// Replace an existing queue entry (state change). A no-op if the entry is gone.
+    UpdateQueueEntry(String, u64, QueueEntry),
+    /// Remove a queue entry, releasing its message reference (the message is deleted at 0).
+    /// A no-op if the entry is gone.
+    Dequeue(String, u64),
+    /// Inbound QoS 2 packet id awaiting PUBREL.
+    PutInflightIn(String, u16),
+    /// PUBREL received.
+    DeleteInflightIn(String, u16),
+    /// Set the retained message of a topic.
+    PutRetained(String, MessageRecord),
+    /// Clear the retained message of a topic.
+    DeleteRetained(String),
+}
+
+/// A session's queue as found at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// Number of entries.
+    pub len: usize,
+    /// Lowest seq.
+    pub first_seq: u64,
+    /// Highest seq + 1: where the next `Enqueue` should go.
+    pub next_seq: u64,
+}
+
+/// Everything read back at open (queues are paged in with [`Store::load_queue`]).
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// All sessions.
+    pub sessions: Vec<(String, SessionRecord)>,
+    /// Non-empty queues by client id.
+    pub queues: HashMap<String, QueueInfo>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub inflight_in: Vec<(String, u16)>,
+    /// Retained messages by topic.
+    pub retained: Vec<(String, MessageRecord)>,
+    /// Higher than any stored message id.
+    pub next_message_id: u64,
+    /// Inconsistencies repaired at open (orphan entries removed, reference counts fixed).
+    pub repairs: usize,
+    /// Where a corrupt file was moved, with `on_corrupt = "quarantine"`.
+    pub quarantined: Option<PathBuf>,
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Write transactions committed by the writer.
+    pub commits: u64,
+    /// Submissions completed successfully.
+    pub submissions: u64,
+    /// Ops applied in successful commits.
+    pub ops: u64,
+    /// fsyncs issued (always 0 with [`SyncMode::Os`]).
+    pub fsyncs: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The handle and the writer thread.
+
+struct Submission {
+    ops: Vec<Op>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    subs: VecDeque<Submission>,
+    ops: usize,
+    /// No new submissions: the writer drains what is pending and exits.
+    closing: bool,
+    /// The writer thread has exited (or panicked).
+    writer_gone: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer.
+    work: Condvar,
+    /// Wakes submitters blocked on backpressure.
+    space: Condvar,
+    commits: AtomicU64,
+    submissions: AtomicU64,
+    ops: AtomicU64,
+    fsyncs: Arc<AtomicU64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding this lock cannot leave `Pending` inconsistent in a way that
+        // matters (it is a queue and flags), so recover from poisoning.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    db: Arc<Database>,
+    file: PathBuf,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_all();
+        self.shared.space.notify_all();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!(file = %self.file.display(), "store writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The durable store: a cheap, cloneable handle to one writer thread and the database.
+///
+/// Dropping the last handle (or [`Store::close`]) commits everything submitted so far and stops
+/// the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("file", &self.inner.file)
+            .finish()
+    }
+}
+
+/// Resolves once the ops of one [`Store::submit`] are committed per the [`SyncMode`].
+#[derive(Debug)]
+#[must_use = "a Commit does nothing unless awaited; dropping it does not cancel the ops"]
+pub struct Commit {
+    inner: CommitInner,
+}
+
+#[derive(Debug)]
+enum CommitInner {
+    Waiting(oneshot::Receiver<Result<(), StoreError>>),
+    Ready(Option<Result<(), StoreError>>),
+}
+
+impl Commit {
+    fn ready(r: Result<(), StoreError>) -> Self {
+        Commit {
+            inner: CommitInner::Ready(Some(r)),
+        }
+    }
+
+    /// Blocks the calling thread until the commit completes. Must not be called from inside an
+    /// async runtime thread (await the `Commit` there).
+    pub fn wait(self) -> Result<(), StoreError> {
+        match self.inner {
+            CommitInner::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
+            CommitInner::Ready(r) => r.unwrap_or(Err(StoreError::Closed)),
+        }
+    }
+}
+
+impl Future for Commit {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().inner {
+            CommitInner::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(StoreError::Closed))),
+            CommitInner::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(StoreError::Closed))),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store directory and its database, checks the schema,
+    /// repairs inconsistencies and reads everything back.
+    ///
+    /// A corrupt file is refused ([`OnCorrupt::Fail`], error naming it) or renamed to `*.bad`
+    /// and replaced by an empty store ([`OnCorrupt::Quarantine`], logged with `tracing::error!`).
+    /// A file written by a newer schema is always refused: it is not corrupt, and renaming it
+    /// away would make a downgrade silently lose it.
+    pub fn open(cfg: &StoreConfig) -> Result<(Store, Recovered), StoreError> {
+        std::fs::create_dir_all(&cfg.path).map_err(|e| StoreError::Open {
+            file: cfg.path.clone(),
+            detail: e.to_string(),
+        })?;
+        let file = cfg.file();
+        match open_db(&file, cfg.sync) {
+            Err(StoreError::Corrupt { file, detail })
+                if cfg.on_corrupt == OnCorrupt::Quarantine =>
+            {
+                let bad = quarantine_path(&file);
+                std::fs::rename(&file, &bad).map_err(|e| StoreError::Open {
+                    file: file.clone(),
+                    detail: format!(
+                        "corrupt ({detail}), and renaming it to {} failed: {e}",
+                        bad.display()
+                    ),
+                })?;
+                tracing::error!(
+                    file = %file.display(),
+                    quarantined = %bad.display(),
+                    %detail,
+                    "STORE IS CORRUPT: moved it aside and starting with an EMPTY store; \
+                     persistent sessions, queued and retained messages in it are not loaded"
+                );
+                let (store, mut recovered) = open_db(&file, cfg.sync)?;
+                recovered.quarantined = Some(bad);
+                Ok((store, recovered))
+            }
+            r => r,
+        }
+    }
+
+    /// Queues `ops` for the next commit and returns at once (it never waits for I/O; it blocks
+    /// only under the [`MAX_PENDING_OPS`] backpressure bound). The returned [`Commit`] resolves
+    /// when the ops are committed; dropping it does not cancel them.
+    pub fn submit(&self, ops: Vec<Op>) -> Commit {
+        let shared = &self.inner.shared;
+        let (tx, rx) = oneshot::channel();
+        let mut p = shared.lock();
+        while p.ops > MAX_PENDING_OPS && !p.closing && !p.writer_gone {
+            p = shared.space.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if p.closing || p.writer_gone {
+            return Commit::ready(Err(StoreError::Closed));
+        }
+        p.ops += ops.len();
+        p.subs.push_back(Submission { ops, done: tx });
+        drop(p);
+        shared.work.notify_one();
+        Commit {
+            inner: CommitInner::Waiting(rx),
+        }
+    }
+
+    /// Up to `limit` queue entries of `client_id` after `after_seq` (from the start if `None`),
+    /// in seq order, each with its message. Reads the last committed state (not ops still
+    /// pending). Blocking I/O: call from a blocking context (e.g. `spawn_blocking`).
+    pub fn load_queue(
+        &self,
+        client_id: &str,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueEntry, Arc<MessageRecord>)>, StoreError> {
+        let file = &self.inner.file;
+        let start = match after_seq {
+            None => 0,
+            Some(u64::MAX) => return Ok(Vec::new()),
+            Some(s) => s + 1,
+        };
+        let txn = self.inner.db.begin_read().map_err(|e| db_err(file, e))?;
+        let queue = txn.open_table(QUEUE).map_err(|e| db_err(file, e))?;
+        let messages = txn.open_table(MESSAGES).map_err(|e| db_err(file, e))?;
+        let mut cache: HashMap<u64, Arc<MessageRecord>> = HashMap::new();
+        let mut out = Vec::new();
+        for item in queue
+            .range((client_id, start)..=(client_id, u64::MAX))
+            .map_err(|e| db_err(file, e))?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(|e| db_err(file, e))?;
+            let seq = k.value().1;
+            let entry = QueueEntry::decode(v.value()).map_err(|e| decode_err(file, e))?;
+            let msg = match cache.get(&entry.message_id) {
+                Some(m) => m.clone(),
+                None => {
+                    let Some(raw) = messages
+                        .get(entry.message_id)
+                        .map_err(|e| db_err(file, e))?
+                    else {
+                        tracing::warn!(
+                            client_id,
+                            seq,
+                            message_id = entry.message_id,
+                            "store: queue entry refers to a missing message; skipped"
+                        );
+                        continue;
+                    };
+                    let m = Arc::new(
+                        MessageRecord::decode(raw.value()).map_err(|e| decode_err(file, e))?,
+                    );
+                    cache.insert(entry.message_id, m.clone());
+                    m
+                }
+            };
+            out.push((seq, entry, msg));
+        }
+        Ok(out)
+    }
+
+    /// Number of committed queue entries of `client_id` (counts them: O(len)).
+    pub fn queue_len(&self, client_id: &str) -> Result<usize, StoreError> {
+        let file = &self.inner.file;
+        let txn = self.inner.db.begin_read().map_err(|e| db_err(file, e))?;
+        let queue = txn.open_table(QUEUE).map_err(|e| db_err(file, e))?;
+        let mut n = 0;
+        for item in queue
+            .range((client_id, 0)..=(client_id, u64::MAX))
+            .map_err(|e| db_err(file, e))?
+        {
+            item.map_err(|e| db_err(file, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.shared;
+        StoreStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            submissions: s.submissions.load(Ordering::Relaxed),
+            ops: s.ops.load(Ordering::Relaxed),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn file(&self) -> &Path {
+        &self.inner.file
+    }
+
+    /// Commits everything submitted so far and stops the writer thread. Other clones of this
+    /// handle get [`StoreError::Closed`] from `submit` afterwards; the file is closed when the
+    /// last clone is dropped.
+    pub fn close(self) {
+        self.inner.shutdown();
+    }
+}
+
+/// `hermod.redb` → `hermod.redb.bad`, or `hermod.redb.N.bad` if that exists.
+fn quarantine_path(file: &Path) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| DB_FILE_NAME.to_owned());
+    let mut candidate = file.with_file_name(format!("{name}.bad"));
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = file.with_file_name(format!("{name}.{n}.bad"));
+        n += 1;
+    }
+    candidate
+}
+
+fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError> {
+    let fsyncs = Arc::new(AtomicU64::new(0));
+    // redb asserts on some kinds of corruption in debug builds (and promises only an error in
+    // release builds); a panic while opening is a corrupt file either way.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = create_database(file, sync, fsyncs.clone())?;
+        let recovered = recover(&db, file)?;
+        Ok::<_, StoreError>((db, recovered))
+    }));
+    let (db, recovered) = match opened {
+        Ok(r) => r?,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            return Err(StoreError::Corrupt {
+                file: file.to_path_buf(),
+                detail: format!("reading it failed: {msg}"),
+            });
+        }
+    };
+    if recovered.repairs > 0 {
+        tracing::warn!(
+            file = %file.display(),
+            repairs = recovered.repairs,
+            "store: repaired inconsistent entries at open"
+        );
+    }
+    let db = Arc::new(db);
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending::default()),
+        work: Condvar::new(),
+        space: Condvar::new(),
+        commits: AtomicU64::new(0),
+        submissions: AtomicU64::new(0),
+        ops: AtomicU64::new(0),
+        fsyncs,
+    });
+    let writer = {
+        let shared = shared.clone();
+        let db = db.clone();
+        let path = file.to_path_buf();
+        std::thread::Builder::new()
+            .name("hermod-store".into())
+            .spawn(move || writer_loop(&shared, &db, &path))
+            .map_err(|e| StoreError::Open {
+                file: file.to_path_buf(),
+                detail: format!("cannot start the writer thread: {e}"),
+            })?
+    };
+    let store = Store {
+        inner: Arc::new(Inner {
+            shared,
+            db,
+            file: file.to_path_buf(),
+            writer: Mutex::new(Some(writer)),
+        }),
+    };
+    Ok((store, recovered))
+}
+
+fn create_database(
+    file: &Path,
+    sync: SyncMode,
+    fsyncs: Arc<AtomicU64>,
+) -> Result<Database, StoreError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)
+        .map_err(|e| StoreError::Open {
+            file: file.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let inner = FileBackend::new(f).map_err(|e| db_err(file, e))?;
+    let backend = ModeBackend {
+        inner,
+        fsync: sync == SyncMode::Batch,
+        fsyncs,
+    };
+    Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        // Verify every page checksum at every open, not only after a crash: otherwise a
+        // damaged page of a cleanly closed file is trusted (a flipped payload byte would be
+        // delivered as is). It costs one read of the file at startup.
+        .set_check_integrity_on_open(true)
+        .create_with_backend(backend)
+        .map_err(|e: DatabaseError| match e {
+            DatabaseError::UpgradeRequired(v) => StoreError::Open {
+                file: file.to_path_buf(),
+                detail: format!("redb file format {v} needs a manual upgrade"),
+            },
+            DatabaseError::RepairAborted => StoreError::Corrupt {
+                file: file.to_path_buf(),
+                detail: "crash repair failed".into(),
+            },
+            e => db_err(file, e),
+        })
+}
+
+/// Checks the schema, repairs inconsistencies and reads everything back, in one transaction.
+fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreError> {
+    let e = |err: redb::Error| db_err(file, err);
+    let mut txn = db.begin_write().map_err(|x| e(x.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|x| e(x.into()))?;
+    let mut rec = Recovered::default();
+    {
+        let mut meta = txn.open_table(META).map_err(|x| e(x.into()))?;
+        let sessions = txn.open_table(SESSIONS).map_err(|x| e(x.into()))?;
+        let mut messages = txn.open_table(MESSAGES).map_err(|x| e(x.into()))?;
+        let mut refs = txn.open_table(MESSAGE_REFS).map_err(|x| e(x.into()))?;
+        let mut queue = txn.open_table(QUEUE).map_err(|x| e(x.into()))?;
+        let mut inflight = txn.open_table(INFLIGHT_IN).map_err(|x| e(x.into()))?;
+        let retained = txn.open_table(RETAINED).map_err(|x| e(x.into()))?;
+
+        // Schema.
+        let version = meta
+            .get(SCHEMA_KEY)
+            .map_err(|x| e(x.into()))?
+            .map(|g| g.value());
+        match version {
+            None => {
+                let mut empty = true;
+                for n in [
+                    sessions.len(),
+                    messages.len(),
+                    refs.len(),
+                    queue.len(),
+                    inflight.len(),
+                    retained.len(),
+                ] {
+                    empty &= n.map_err(|x| e(x.into()))? == 0;
+                }
+                if !empty {
+                    return Err(StoreError::Corrupt {
+                        file: file.to_path_buf(),
+                        detail: "no schema version recorded in a non-empty store".into(),
+                    });
+                }
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
+                    .map_err(|x| e(x.into()))?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::UnsupportedSchema {
+                    file: file.to_path_buf(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            // Versions before 1 never existed; later versions migrate older ones here.
+            Some(v) => {
+                return Err(StoreError::Corrupt {
+                    file: file.to_path_buf(),
+                    detail: format!("invalid schema version {v}"),
+                });
+            }
+        }
+
+        // Sessions.
+        let mut known: HashSet<String> = HashSet::new();
+        for item in sessions.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let id = k.value().to_owned();
+            let s = SessionRecord::decode(v.value()).map_err(|x| decode_err(file, x))?;
+            known.insert(id.clone());
+            rec.sessions.push((id, s));
+        }
+
+        // Message ids.
+        let mut message_ids: HashSet<u64> = HashSet::new();
+        for item in messages.iter().map_err(|x| e(x.into()))? {
+            let (k, _) = item.map_err(|x| e(x.into()))?;
+            let id = k.value();
+            rec.next_message_id = rec.next_message_id.max(id.saturating_add(1));
+            message_ids.insert(id);
+        }
+
+        // Queue: lengths, true reference counts, orphans.
+        let mut counted: HashMap<u64, u32> = HashMap::new();
+        let mut drop_entries: Vec<(String, u64)> = Vec::new();
+        for item in queue.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let (client, seq) = k.value();
+            let entry = QueueEntry::decode(v.value()).map_err(|x| decode_err(file, x))?;
+            if !known.contains(client) || !message_ids.contains(&entry.message_id) {
+                drop_entries.push((client.to_owned(), seq));
+                continue;
+            }
+            *counted.entry(entry.message_id).or_default() += 1;
+            match rec.queues.get_mut(client) {
+                Some(q) => {
+                    q.len += 1;
+                    q.next_seq = seq.saturating_add(1);
+                }
+                None => {
+                    rec.queues.insert(
+                        client.to_owned(),
+                        QueueInfo {
+                            len: 1,
+                            first_seq: seq,
+                            next_seq: seq.saturating_add(1),
+                        },
+                    );
+                }
+            }
+        }
+        rec.repairs += drop_entries.len();
+        for (client, seq) in &drop_entries {
+            queue
+                .remove((client.as_str(), *seq))
+                .map_err(|x| e(x.into()))?;
+        }
+
+        // Reference counts: the queue is the truth.
+        let mut stored: HashMap<u64, u32> = HashMap::new();
+        for item in refs.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            stored.insert(k.value(), v.value());
+        }
+        for id in &message_ids {
+            let want = counted.get(id).copied().unwrap_or(0);
+            let have = stored.remove(id);
+            if want == 0 {
+                messages.remove(*id).map_err(|x| e(x.into()))?;
+                refs.remove(*id).map_err(|x| e(x.into()))?;
+                rec.repairs += 1;
+            } else if have != Some(want) {
+                refs.insert(*id, want).map_err(|x| e(x.into()))?;
+                rec.repairs += 1;
+            }
+        }
+        // Counts of messages that do not exist.
+        for id in stored.keys() {
+            refs.remove(*id).map_err(|x| e(x.into()))?;
+            rec.repairs += 1;
+        }
+
+        // Inbound QoS 2.
+        let mut drop_inflight: Vec<(String, u16)> = Vec::new();
+        for item in inflight.iter().map_err(|x| e(x.into()))? {
+            let (k, _) = item.map_err(|x| e(x.into()))?;
+            let (client, pid) = k.value();
+            if known.contains(client) {
+                rec.inflight_in.push((client.to_owned(), pid));
+            } else {
+                drop_inflight.push((client.to_owned(), pid));
+            }
+        }
+        rec.repairs += drop_inflight.len();
+        for (client, pid) in &drop_inflight {
+            inflight
+                .remove((client.as_str(), *pid))
+                .map_err(|x| e(x.into()))?;
+        }
+
+        // Retained.
+        for item in retained.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let m = MessageRecord::decode(v.value()).map_err(|x| decode_err(file, x))?;
+            rec.retained.push((k.value().to_owned(), m));
+        }
+    }
+    txn.commit().map_err(|x| e(x.into()))?;
+    Ok(rec)
+}
+
+/// Guarantees waiters never hang: when the writer exits (normally or by panic), mark it gone
+/// and drop whatever is still pending (their `Commit`s resolve to `Closed`).
+struct WriterGone<'a>(&'a Shared);
+
+impl Drop for WriterGone<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.lock();
+        p.writer_gone = true;
+        p.subs.clear();
+        p.ops = 0;
+        drop(p);
+        self.0.space.notify_all();
+    }
+}
+
+fn writer_loop(shared: &Shared, db: &Database, file: &Path) {
+    let _gone = WriterGone(shared);
+    loop {
+        let batch: Vec<Submission> = {
+            let mut p = shared.lock();
+            while p.subs.is_empty() && !p.closing {
+                p = shared.work.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.subs.is_empty() {
+                return; // closing, and everything is committed
+            }
+            let mut batch = Vec::new();
+            let mut n = 0;
+            while let Some(s) = p.subs.front() {
+                if !batch.is_empty() && n + s.ops.len() > MAX_OPS_PER_TXN {
+                    break;
+                }
+                n += s.ops.len();
+                if let Some(s) = p.subs.pop_front() {
+                    batch.push(s);
+                }
+            }
+            p.ops -= n;
+            batch
+        };
+        shared.space.notify_all();
+        let result = commit_batch(db, file, &batch);
+        if result.is_ok() {
+            let n_ops: usize = batch.iter().map(|s| s.ops.len()).sum();
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            shared
+                .submissions
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            shared.ops.fetch_add(n_ops as u64, Ordering::Relaxed);
+        } else if let Err(err) = &result {
+            tracing::error!(error = %err, submissions = batch.len(), "store commit failed");
+        }
+        for s in batch {
+            let _ = s.done.send(result.clone());
+        }
+    }
+}
+
+fn commit_batch(db: &Database, file: &Path, batch: &[Submission]) -> Result<(), StoreError> {
+    let e = |err: redb::Error| db_err(file, err);
+    let mut txn = db.begin_write().map_err(|x| e(x.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|x| e(x.into()))?;
+    apply_ops(&txn, file, batch.iter().flat_map(|s| s.ops.iter()))?;
+    txn.commit().map_err(|x| e(x.into()))
+}
+
+struct Tables<'t> {
+    sessions: redb::Table<'t, &'static str, &'static [u8]>,
+    messages: redb::Table<'t, u64, &'static [u8]>,
+    refs: redb::Table<'t, u64, u32>,
+    queue: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    inflight: redb::Table<'t, (&'static str, u16), ()>,
+    retained: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+fn apply_ops<'o>(
+    txn: &WriteTransaction,
+    file: &Path,
+    ops: impl Iterator<Item = &'o Op>,
+) -> Result<(), StoreError> {
+    let e = |err: redb::Error| db_err(file, err);
+    let mut t = Tables {
+        sessions: txn.open_table(SESSIONS).map_err(|x| e(x.into()))?,
+        messages: txn.open_table(MESSAGES).map_err(|x| e(x.into()))?,
+        refs: txn.open_table(MESSAGE_REFS).map_err(|x| e(x.into()))?,
+        queue: txn.open_table(QUEUE).map_err(|x| e(x.into()))?,
+        inflight: txn.open_table(INFLIGHT_IN).map_err(|x| e(x.into()))?,
+        retained: txn.open_table(RETAINED).map_err(|x| e(x.into()))?,
+    };
+    for op in ops {
+        apply_op(&mut t, file, op)?;
+    }
+    Ok(())
+}
+
+fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> {
+    let e = |err: redb::StorageError| db_err(file, err);
+    match op {
+        Op::PutSession(id, s) => {
+            t.sessions
+                .insert(id.as_str(), s.encode().as_slice())
+                .map_err(e)?;
+        }
+        Op::DeleteSession(id) => {
+            t.sessions.remove(id.as_str()).map_err(e)?;
+            let mut entries = Vec::new();
+            for item in t
+                .queue
+                .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
+                .map_err(e)?
+            {
+                let (k, v) = item.map_err(e)?;
+                let entry = QueueEntry::decode(v.value()).map_err(|x| decode_err(file, x))?;
+                entries.push((k.value().1, entry.message_id));
+            }
+            for (seq, message_id) in entries {
+                t.queue.remove((id.as_str(), seq)).map_err(e)?;
+                release(t, message_id).map_err(e)?;
+            }
+            t.inflight
+                .retain_in((id.as_str(), 0)..=(id.as_str(), u16::MAX), |_, _| false)
+                .map_err(e)?;
+        }
+        Op::PutMessage(mid, m, refs) => {
+            if *refs == 0 {
+                tracing::debug!(message_id = mid, "store: PutMessage with 0 refs ignored");
+            } else {
+                t.messages.insert(*mid, m.encode().as_slice()).map_err(e)?;
+                t.refs.insert(*mid, *refs).map_err(e)?;
+            }
+        }
+        Op::Enqueue(id, seq, entry) => {
+            if t.sessions.get(id.as_str()).map_err(e)?.is_none() {
+                tracing::debug!(client_id = %id, seq, "store: Enqueue for unknown session ignored");
+                release(t, entry.message_id).map_err(e)?;
+                return Ok(());
+            }
+            if t.messages.get(entry.message_id).map_err(e)?.is_none() {
+                tracing::warn!(
+                    client_id = %id,
+                    seq,
+                    message_id = entry.message_id,
+                    "store: Enqueue of an unknown message ignored"
+                );
+                return Ok(());
+            }
+            let old = t
+                .queue
+                .insert((id.as_str(), *seq), entry.encode().as_slice())
+                .map_err(e)?
+                .map(|g| QueueEntry::decode(g.value()));
+            if let Some(old) = old {
+                let old = old.map_err(|x| decode_err(file, x))?;
+                release(t, old.message_id).map_err(e)?;
+            }
+        }
+        Op::UpdateQueueEntry(id, seq, entry) => {
+            let old = t
+                .queue
+                .get((id.as_str(), *seq))
+                .map_err(e)?
+                .map(|g| QueueEntry::decode(g.value()));
+            let Some(old) = old else {
+                tracing::debug!(client_id = %id, seq, "store: update of a missing queue entry ignored");
+                return Ok(());
+            };
+            let old = old.map_err(|x| decode_err(file, x))?;
+            if old.message_id != entry.message_id {
+                // Not expected from the broker; keep the counts right anyway.
+                if !acquire(t, entry.message_id).map_err(e)? {
+                    tracing::warn!(
+                        client_id = %id,
+                        seq,
+                        "store: update to an unknown message ignored"
+                    );
+                    return Ok(());
+                }
+                release(t, old.message_id).map_err(e)?;
+            }
+            t.queue
+                .insert((id.as_str(), *seq), entry.encode().as_slice())
+                .map_err(e)?;
+        }
+        Op::Dequeue(id, seq) => {
+            let old = t
+                .queue
+                .remove((id.as_str(), *seq))
+                .map_err(e)?
+                .map(|g| QueueEntry::decode(g.value()));
+            match old {
+                None => {
+                    tracing::debug!(client_id = %id, seq, "store: Dequeue of a missing entry ignored")
+                }
+                Some(old) => {
+                    let old = old.map_err(|x| decode_err(file, x))?;
+                    release(t, old.message_id).map_err(e)?;
+                }
+            }
+        }
+        Op::PutInflightIn(id, pid) => {
+            t.inflight.insert((id.as_str(), *pid), ()).map_err(e)?;
+        }
+        Op::DeleteInflightIn(id, pid) => {
+            t.inflight.remove((id.as_str(), *pid)).map_err(e)?;
+        }
+        Op::PutRetained(topic, m) => {
+            t.retained
+                .insert(topic.as_str(), m.encode().as_slice())
+                .map_err(e)?;
+        }
+        Op::DeleteRetained(topic) => {
+            t.retained.remove(topic.as_str()).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops one reference to a message, deleting it at 0.
+fn release(t: &mut Tables<'_>, message_id: u64) -> Result<(), redb::StorageError> {
+    let n = t.refs.get(message_id)?.map(|g| g.value());
+    match n {
+        None => {
+            tracing::debug!(message_id, "store: release of an unknown message ignored");
+        }
+        Some(0 | 1) => {
+            t.refs.remove(message_id)?;
+            t.messages.remove(message_id)?;
+        }
+        Some(n) => {
+            t.refs.insert(message_id, n - 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds one reference to an existing message; false if it does not exist.
+fn acquire(t: &mut Tables<'_>, message_id: u64) -> Result<bool, redb::StorageError> {
+    let n = t.refs.get(message_id)?.map(|g| g.value());
+    match n {
+        None => Ok(false),
+        Some(n) => {
+            t.refs.insert(message_id, n.saturating_add(1))?;
+            Ok(true)
+        }
+    }
+}
