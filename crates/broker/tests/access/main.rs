@@ -1,0 +1,10 @@
+//! End-to-end tests of Hermod's transports and access control: TLS with client certificates,
+//! WebSocket and WSS, password files, ACLs, reload, HTTP and JWT auth, PROXY protocol. Each
+//! broker runs from a TOML file in a temporary folder (the configuration example), so
+//! relative-path resolution is exercised too. Certificates are generated at run time (rcgen).
+
+#![allow(unreachable_pub, missing_debug_implementations)]
+
+mod harness;
+
+mod tls;
