@@ -9,3 +9,5 @@ mod harness;
 
 mod tls;
 mod websocket;
+mod passwords;
+mod acl;
