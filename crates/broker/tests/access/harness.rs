@@ -781,3 +781,76 @@ pub async fn example_broker(pki: &Pki, acl: &str) -> TestBroker {
 pub fn login(v: ProtocolVersion, id: &str, user: &str) -> Connect {
     connect_packet(v, id, Some(user), Some(password_of(user).as_bytes()))
 }
+
+// ---------------------------------------------------------------------------------------------
+// A small HTTP auth service
+
+/// An HTTP service for `[auth.http]`: one response per connection (then close), the answer
+/// chosen by `decide(request JSON)`: `Some((status, body))`, or `None` to never answer. Every
+/// request body is recorded.
+pub struct AuthServer {
+    pub url: String,
+    pub requests: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    task: JoinHandle<()>,
+}
+
+impl AuthServer {
+    pub async fn start(decide: impl Fn(&serde_json::Value) -> Option<(u16, String)> + Send + Sync + 'static) -> AuthServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind auth server");
+        let url = format!("http://{}/mqtt/auth", listener.local_addr().expect("addr"));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let decide = Arc::new(decide);
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                let decide = decide.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let body = loop {
+                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            assert!(head.starts_with("post /mqtt/auth "), "request line: {head}");
+                            break buf[end + 4..end + 4 + len].to_vec();
+                        }
+                    };
+                    let json: serde_json::Value = serde_json::from_slice(&body).expect("request body is JSON");
+                    log.lock().expect("log").push(json.clone());
+                    let Some((status, body)) = decide(&json) else {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(response.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        AuthServer { url, requests, task }
+    }
+
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.requests.lock().expect("log").clone()
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

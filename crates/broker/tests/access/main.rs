@@ -11,3 +11,7 @@ mod tls;
 mod websocket;
 mod passwords;
 mod acl;
+mod http_auth;
+mod jwt;
+mod proxy;
+mod reload;
