@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 
-const WAIT_MS = 10000;
+const WAIT_MS = 5000;
 
 function parseArgs(argv) {
   const out = { host: '127.0.0.1', path: '/mqtt' };

@@ -14,7 +14,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-WAIT = 10.0
+WAIT = 5.0
 
 
 def client(scheme, protocol, args, tag):
