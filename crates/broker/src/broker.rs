@@ -14,12 +14,12 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::transport::Acceptor;
 use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::session::Session;
 use crate::session::registry::{ConnectionId, Registry};
+use crate::transport::Acceptor;
 
 /// A start-up failure.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,13 @@ impl Shared {
             self.router.unsubscribe(filter, &session.client_id);
         }
         let mut orphans = session.take_shared_inflight();
-        orphans.extend(session.handle.close().into_iter().filter(|d| d.shared.is_some()));
+        orphans.extend(
+            session
+                .handle
+                .close()
+                .into_iter()
+                .filter(|d| d.shared.is_some()),
+        );
         for d in orphans {
             self.router.reroute_shared(&session.client_id, d);
         }
@@ -90,7 +96,12 @@ impl Shared {
     }
 
     /// Arms the offline expiry timer of a persistent session left by connection `conn`.
-    pub(crate) fn arm_expiry(self: &Arc<Self>, client_id: ClientId, conn: ConnectionId, after: Duration) {
+    pub(crate) fn arm_expiry(
+        self: &Arc<Self>,
+        client_id: ClientId,
+        conn: ConnectionId,
+        after: Duration,
+    ) {
         let shared = Arc::clone(self);
         tokio::spawn(async move {
             tokio::select! {
@@ -113,7 +124,8 @@ impl Shared {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
             None => self.config.clone(),
         };
-        let auth = Auth::load(&config.auth_settings(), &config.base_dir()).map_err(|e| e.to_string())?;
+        let auth =
+            Auth::load(&config.auth_settings(), &config.base_dir()).map_err(|e| e.to_string())?;
         if config.listeners.len() != self.acceptors.len() {
             return Err("the number of [[listener]] tables changed: that needs a restart; nothing was reloaded".into());
         }
@@ -135,7 +147,9 @@ impl Shared {
         same.auth.clone_from(&self.config.auth);
         same.listeners.clone_from(&self.config.listeners);
         if same != self.config {
-            warn!("configuration reloaded: access control and TLS files applied; other changed keys need a restart");
+            warn!(
+                "configuration reloaded: access control and TLS files applied; other changed keys need a restart"
+            );
         } else {
             info!("configuration reloaded: access control and TLS files applied");
         }
@@ -145,7 +159,12 @@ impl Shared {
     /// Publishes a message that has no connection behind it any more (a will).
     pub(crate) fn publish_message(&self, message: Message) {
         Metrics::incr(&self.metrics.messages_received);
-        self.router.publish(Arc::new(message), self.config.retain_available);
+        // Wills have no publisher left to slow down: busy mailboxes are ignored.
+        self.router.publish(
+            Arc::new(message),
+            self.config.retain_available,
+            &mut Vec::new(),
+        );
     }
 }
 
@@ -170,21 +189,32 @@ impl Broker {
     ///
     /// # Errors
     /// Invalid configuration, unusable auth or TLS files, or an address that cannot be bound.
-    pub async fn bind_with_path(config: Config, config_path: Option<std::path::PathBuf>) -> Result<Self, BrokerError> {
+    pub async fn bind_with_path(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> Result<Self, BrokerError> {
         config.validate("configuration")?;
         let auth = Auth::load(&config.auth_settings(), &config.base_dir())?;
         let mut acceptors = Vec::new();
         for (index, l) in config.listeners.iter().enumerate() {
             let settings = l.transport_settings(Some(&config.base_dir()), config.max_packet_size);
-            let acceptor = Acceptor::new(&settings)
-                .map_err(|source| BrokerError::Transport { index, bind: l.bind.clone(), source })?;
+            let acceptor = Acceptor::new(&settings).map_err(|source| BrokerError::Transport {
+                index,
+                bind: l.bind.clone(),
+                source,
+            })?;
             acceptors.push(Arc::new(acceptor));
         }
         let mut listeners = Vec::new();
         for (index, l) in config.listeners.iter().enumerate() {
-            let listener = TcpListener::bind(&l.bind)
-                .await
-                .map_err(|source| BrokerError::Bind { index, bind: l.bind.clone(), source })?;
+            let listener =
+                TcpListener::bind(&l.bind)
+                    .await
+                    .map_err(|source| BrokerError::Bind {
+                        index,
+                        bind: l.bind.clone(),
+                        source,
+                    })?;
             listeners.push(listener);
         }
         let metrics = Arc::new(Metrics::default());
@@ -216,14 +246,19 @@ impl Broker {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .map(|l| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))))
+            .map(|l| {
+                l.local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+            })
             .collect()
     }
 
     /// A handle that reloads access control and TLS files while the broker runs.
     #[must_use]
     pub fn reloader(&self) -> Reloader {
-        Reloader { shared: self.shared.clone() }
+        Reloader {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Counters, shared with the running broker.
@@ -236,7 +271,12 @@ impl Broker {
     /// publishes no wills for them, and returns once every connection task has finished.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let tracker = TaskTracker::new();
-        for (i, (listener, cfg)) in self.listeners.into_iter().zip(self.shared.config.listeners.clone()).enumerate() {
+        for (i, (listener, cfg)) in self
+            .listeners
+            .into_iter()
+            .zip(self.shared.config.listeners.clone())
+            .enumerate()
+        {
             let shared = self.shared.clone();
             let t = tracker.clone();
             let name = cfg.name.clone().unwrap_or_else(|| cfg.bind.clone());
@@ -247,7 +287,10 @@ impl Broker {
         info!("shutting down: closing listeners and connections");
         self.shared.shutdown.cancel();
         tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("some connections did not close within 10 s");
         }
     }
@@ -270,7 +313,13 @@ impl Reloader {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: String, acceptor: Arc<Acceptor>, shared: Arc<Shared>, tracker: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    acceptor: Arc<Acceptor>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
     let local = listener.local_addr().ok();
     info!(listener = %name, addr = ?local, "listening");
     let mut last_error_log: Option<Instant> = None;
@@ -281,7 +330,8 @@ async fn accept_loop(listener: TcpListener, name: String, acceptor: Arc<Acceptor
         };
         match accepted {
             Ok((stream, peer)) => {
-                if Metrics::get(&shared.metrics.connections) >= shared.config.max_connections as u64 {
+                if Metrics::get(&shared.metrics.connections) >= shared.config.max_connections as u64
+                {
                     Metrics::incr(&shared.metrics.connections_refused);
                     debug!(%peer, "max_connections reached: connection closed");
                     drop(stream);

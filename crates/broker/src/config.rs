@@ -139,8 +139,15 @@ impl ListenerConfig {
 
     /// The transport settings, with relative paths resolved against `base`.
     #[must_use]
-    pub fn transport_settings(&self, base: Option<&Path>, max_packet_size: u32) -> TransportSettings {
-        let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| base.map_or_else(|| p.clone(), |b| b.join(p)));
+    pub fn transport_settings(
+        &self,
+        base: Option<&Path>,
+        max_packet_size: u32,
+    ) -> TransportSettings {
+        let resolve = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| base.map_or_else(|| p.clone(), |b| b.join(p)))
+        };
         let defaults = TransportSettings::default();
         TransportSettings {
             transport: self.transport,
@@ -152,7 +159,9 @@ impl ListenerConfig {
             use_identity_as_username: self.use_identity_as_username,
             path: self.path.clone().unwrap_or(defaults.path),
             proxy_protocol: self.proxy_protocol,
-            handshake_timeout: self.handshake_timeout.map_or(defaults.handshake_timeout, Duration::from_secs),
+            handshake_timeout: self
+                .handshake_timeout
+                .map_or(defaults.handshake_timeout, Duration::from_secs),
             ws_max_message_size: crate::transport::ws_max_message_size_for(max_packet_size),
         }
     }
@@ -220,8 +229,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the file, and the line and key where toml knows them.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -236,15 +247,20 @@ impl Config {
             #[serde(default)]
             listener: Option<toml::Value>,
         }
-        let cfg: Self = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
         let mut cfg = cfg;
         if let Ok(probe) = toml::from_str::<Probe>(text)
             && probe.listener.is_none()
         {
             cfg.listeners.clear();
         }
-        cfg.base_dir = Some(path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+        cfg.base_dir = Some(
+            path.parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        );
         cfg.validate(&path.display().to_string())?;
         Ok(cfg)
     }
@@ -254,7 +270,10 @@ impl Config {
     pub fn for_tests() -> Self {
         Self {
             allow_anonymous: Some(true),
-            listeners: vec![ListenerConfig { name: Some("mqtt".into()), ..ListenerConfig::tcp("127.0.0.1:0") }],
+            listeners: vec![ListenerConfig {
+                name: Some("mqtt".into()),
+                ..ListenerConfig::tcp("127.0.0.1:0")
+            }],
             ..Self::default()
         }
     }
@@ -276,30 +295,48 @@ impl Config {
             message,
         };
         if self.listeners.is_empty() {
-            return Err(invalid("listener", "no [[listener]] table: add one, e.g. [[listener]] bind = \"0.0.0.0:1883\"".into()));
+            return Err(invalid(
+                "listener",
+                "no [[listener]] table: add one, e.g. [[listener]] bind = \"0.0.0.0:1883\"".into(),
+            ));
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if let Err(e) = l.transport_settings(None, self.max_packet_size).validate() {
                 return Err(invalid(&format!("listener[{i}]"), e.to_string()));
             }
             if l.handshake_timeout == Some(0) {
-                return Err(invalid(&format!("listener[{i}].handshake_timeout"), "must be at least 1 second".into()));
+                return Err(invalid(
+                    &format!("listener[{i}].handshake_timeout"),
+                    "must be at least 1 second".into(),
+                ));
             }
             if l.bind.parse::<SocketAddr>().is_err() {
                 return Err(invalid(
                     &format!("listener[{i}].bind"),
-                    format!("`{}` is not an address with a port, e.g. \"0.0.0.0:1883\"", l.bind),
+                    format!(
+                        "`{}` is not an address with a port, e.g. \"0.0.0.0:1883\"",
+                        l.bind
+                    ),
                 ));
             }
         }
         if self.max_packet_size < 64 {
-            return Err(invalid("max_packet_size", "must be at least 64 bytes".into()));
+            return Err(invalid(
+                "max_packet_size",
+                "must be at least 64 bytes".into(),
+            ));
         }
         if self.max_packet_size as usize > hermod_proto::MAX_REMAINING_LENGTH + 5 {
-            return Err(invalid("max_packet_size", "must be at most 268435460 bytes".into()));
+            return Err(invalid(
+                "max_packet_size",
+                "must be at most 268435460 bytes".into(),
+            ));
         }
         if self.max_inflight_messages == 0 {
-            return Err(invalid("max_inflight_messages", "must be at least 1".into()));
+            return Err(invalid(
+                "max_inflight_messages",
+                "must be at least 1".into(),
+            ));
         }
         if self.max_queued_messages == 0 {
             return Err(invalid("max_queued_messages", "must be at least 1".into()));
@@ -308,13 +345,19 @@ impl Config {
             return Err(invalid("max_topic_levels", "must be at least 1".into()));
         }
         if self.max_client_id_length < 23 {
-            return Err(invalid("max_client_id_length", "must be at least 23 (the spec's minimum)".into()));
+            return Err(invalid(
+                "max_client_id_length",
+                "must be at least 23 (the spec's minimum)".into(),
+            ));
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
         }
         if self.connect_timeout == 0 {
-            return Err(invalid("connect_timeout", "must be at least 1 second".into()));
+            return Err(invalid(
+                "connect_timeout",
+                "must be at least 1 second".into(),
+            ));
         }
         if let Some(s) = &self.persistent_client_expiration {
             parse_duration(s).map_err(|m| invalid("persistent_client_expiration", m))?;
@@ -342,7 +385,9 @@ impl Config {
     /// `persistent_client_expiration` as a duration (validated by [`Config::validate`]).
     #[must_use]
     pub fn persistent_client_expiration(&self) -> Option<Duration> {
-        self.persistent_client_expiration.as_deref().and_then(|s| parse_duration(s).ok())
+        self.persistent_client_expiration
+            .as_deref()
+            .and_then(|s| parse_duration(s).ok())
     }
 }
 
@@ -376,15 +421,22 @@ mod tests {
     fn defaults_round_trip_through_print_default_config() {
         let text = Config::default_toml();
         let mut cfg = Config::parse(&text, Path::new("default.toml")).expect("defaults parse");
-        assert_eq!(cfg.base_dir.as_deref(), Some(Path::new("")), "relative paths resolve against the file's folder");
+        assert_eq!(
+            cfg.base_dir.as_deref(),
+            Some(Path::new("")),
+            "relative paths resolve against the file's folder"
+        );
         cfg.base_dir = None;
         assert_eq!(cfg, Config::default());
     }
 
     #[test]
     fn unknown_key_is_rejected_with_file_and_key() {
-        let err = Config::parse("max_keepalive = 60\nmax_keepalvie = 5\n[[listener]]\nbind = \"127.0.0.1:1\"\n", Path::new("/etc/hermod.toml"))
-            .expect_err("unknown key");
+        let err = Config::parse(
+            "max_keepalive = 60\nmax_keepalvie = 5\n[[listener]]\nbind = \"127.0.0.1:1\"\n",
+            Path::new("/etc/hermod.toml"),
+        )
+        .expect_err("unknown key");
         let msg = err.to_string();
         assert!(msg.contains("/etc/hermod.toml"), "{msg}");
         assert!(msg.contains("max_keepalvie"), "{msg}");
@@ -393,19 +445,22 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = Config::parse("max_inflight_messages = \"lots\"\n", Path::new("h.toml")).expect_err("type");
+        let err = Config::parse("max_inflight_messages = \"lots\"\n", Path::new("h.toml"))
+            .expect_err("type");
         assert!(err.to_string().contains("max_inflight_messages"), "{err}");
     }
 
     #[test]
     fn bad_bind_names_the_listener() {
-        let err = Config::parse("[[listener]]\nbind = \"localhost\"\n", Path::new("h.toml")).expect_err("bind");
+        let err = Config::parse("[[listener]]\nbind = \"localhost\"\n", Path::new("h.toml"))
+            .expect_err("bind");
         assert!(err.to_string().contains("listener[0].bind"), "{err}");
     }
 
     #[test]
     fn a_file_without_listeners_is_refused() {
-        let err = Config::parse("max_keepalive = 60\n", Path::new("h.toml")).expect_err("no listener");
+        let err =
+            Config::parse("max_keepalive = 60\n", Path::new("h.toml")).expect_err("no listener");
         assert!(err.to_string().contains("listener"), "{err}");
     }
 

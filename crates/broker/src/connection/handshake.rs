@@ -104,14 +104,23 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
     }
-    Ok(Accepted { client_id, assigned, keep_alive, server_keep_alive })
+    Ok(Accepted {
+        client_id,
+        assigned,
+        keep_alive,
+        server_keep_alive,
+    })
 }
 
 /// A server-assigned client id: "hermod-" and 16 random hex digits (random keys of std's hasher,
 /// which are seeded from the OS).
 fn assign_client_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
     format!("hermod-{:016x}", h.finish())
 }
 
@@ -120,7 +129,13 @@ mod tests {
     use super::*;
 
     fn connect(v: ProtocolVersion, id: &str, clean: bool) -> Connect {
-        Connect { protocol: v, client_id: id.into(), clean_start: clean, keep_alive: 60, ..Connect::default() }
+        Connect {
+            protocol: v,
+            client_id: id.into(),
+            clean_start: clean,
+            keep_alive: 60,
+            ..Connect::default()
+        }
     }
 
     #[test]
@@ -130,9 +145,16 @@ mod tests {
         let a = check_connect(&connect(ProtocolVersion::V311, "", true), &cfg).expect("accepted");
         assert!(a.assigned && a.client_id.starts_with("hermod-"));
         // [MQTT-3.1.3-8] 3.1.1 without clean session → 0x02 (mapped from 0x85)
-        assert_eq!(check_connect(&connect(ProtocolVersion::V311, "", false), &cfg), Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID));
+        assert_eq!(
+            check_connect(&connect(ProtocolVersion::V311, "", false), &cfg),
+            Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+        );
         // 5.0 assigns whatever clean start says (3.1.3.1)
-        assert!(check_connect(&connect(ProtocolVersion::V5, "", false), &cfg).expect("v5").assigned);
+        assert!(
+            check_connect(&connect(ProtocolVersion::V5, "", false), &cfg)
+                .expect("v5")
+                .assigned
+        );
         // 3.1 requires an id
         assert!(check_connect(&connect(ProtocolVersion::V31, "", true), &cfg).is_err());
         let a = check_connect(&connect(ProtocolVersion::V311, "", true), &cfg).expect("a");
@@ -142,7 +164,10 @@ mod tests {
 
     #[test]
     fn keep_alive_cap() {
-        let cfg = Config { max_keepalive: 30, ..Config::default() };
+        let cfg = Config {
+            max_keepalive: 30,
+            ..Config::default()
+        };
         let a = check_connect(&connect(ProtocolVersion::V5, "c", true), &cfg).expect("v5");
         assert_eq!((a.keep_alive, a.server_keep_alive), (30, Some(30)));
         assert!(check_connect(&connect(ProtocolVersion::V311, "c", true), &cfg).is_err());
@@ -155,13 +180,23 @@ mod tests {
     fn auth_method_is_refused() {
         let mut c = connect(ProtocolVersion::V5, "c", true);
         c.properties.authentication_method = Some("SCRAM-SHA-1".into());
-        assert_eq!(check_connect(&c, &Config::default()), Err(ReasonCode::BAD_AUTHENTICATION_METHOD));
+        assert_eq!(
+            check_connect(&c, &Config::default()),
+            Err(ReasonCode::BAD_AUTHENTICATION_METHOD)
+        );
     }
 
     #[test]
     fn client_id_length_limit() {
-        let cfg = Config { max_client_id_length: 23, ..Config::default() };
-        assert!(check_connect(&connect(ProtocolVersion::V311, &"x".repeat(24), true), &cfg).is_err());
-        assert!(check_connect(&connect(ProtocolVersion::V311, &"x".repeat(23), true), &cfg).is_ok());
+        let cfg = Config {
+            max_client_id_length: 23,
+            ..Config::default()
+        };
+        assert!(
+            check_connect(&connect(ProtocolVersion::V311, &"x".repeat(24), true), &cfg).is_err()
+        );
+        assert!(
+            check_connect(&connect(ProtocolVersion::V311, &"x".repeat(23), true), &cfg).is_ok()
+        );
     }
 }

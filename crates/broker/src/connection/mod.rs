@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hermod_proto::{
-    ConnectAck, ConnectAckProperties, Disconnect, DisconnectProperties, LastWill, Packet, ProtocolVersion, Publish,
-    PublishAck, PublishProperties, QoS, ReasonCode, Subscribe, SubscribeAck, Unsubscribe, UnsubscribeAck, decode_packet,
-    encode_packet, encoded_len,
+    ConnectAck, ConnectAckProperties, Disconnect, DisconnectProperties, LastWill, Packet,
+    ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, ReasonCode, Subscribe,
+    SubscribeAck, Unsubscribe, UnsubscribeAck, decode_packet, encode_packet, encoded_len,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -23,15 +23,18 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
 use crate::broker::Shared;
-use crate::transport::PeerInfo;
 use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
 use crate::session::registry::{Attached, ConnectionId, Detached};
 use crate::session::{OutboundState, Session, SubscriptionEntry};
+use crate::transport::PeerInfo;
 use handshake::{HandshakeError, check_connect, read_connect};
 
 /// Flush once this much is buffered, so one slow socket cannot grow the write buffer without limit.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// How long a publisher waits for a busy subscriber's mailbox to drain before marking it
+/// stalled and going on (its messages are then dropped at the limit and counted).
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(500);
 /// How long a new connection waits for a displaced one to hand its session over.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
@@ -66,7 +69,9 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -87,13 +92,19 @@ where
         Ok(c) => c,
         Err(e) => {
             match e {
-                HandshakeError::Decode(hermod_proto::DecodeError::UnsupportedProtocolVersion(level)) => {
+                HandshakeError::Decode(hermod_proto::DecodeError::UnsupportedProtocolVersion(
+                    level,
+                )) => {
                     // [MQTT-3.1.2-2] CONNACK 0x01 (unacceptable protocol version), then close. Sent in
                     // the 3.1.1 format, as Mosquitto does: the client's level is one we do not speak.
                     let mut w = BytesMut::new();
-                    let ack = ConnectAck { reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, ..ConnectAck::default() };
+                    let ack = ConnectAck {
+                        reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                        ..ConnectAck::default()
+                    };
                     let _ = encode_packet(&Packet::ConnectAck(ack), ProtocolVersion::V311, &mut w);
                     let _ = stream.write_all(&w).await;
+                    let _ = stream.flush().await;
                     info!(%peer, level, "refused: unsupported protocol level");
                 }
                 HandshakeError::Decode(e) => {
@@ -104,7 +115,9 @@ where
                     Metrics::incr(&shared.metrics.protocol_errors);
                     info!(%peer, "[MQTT-3.1.0-1] first packet was not CONNECT; connection closed");
                 }
-                HandshakeError::Timeout => debug!(%peer, "no CONNECT within connect_timeout; closed"),
+                HandshakeError::Timeout => {
+                    debug!(%peer, "no CONNECT within connect_timeout; closed")
+                }
                 HandshakeError::Io(e) => debug!(%peer, error = ?e, "closed before CONNECT"),
             }
             let _ = stream.shutdown().await;
@@ -121,11 +134,16 @@ where
         }
     };
 
-    // Authentication: the certificate identity replaces the username when the listener says so
-    // (use_identity_as_username, as Mosquitto); then the configured sources decide.
-    let username = if info.use_identity_as_username {
+    // Authentication. With `use_identity_as_username` the verified client certificate is the
+    // credential: its identity becomes the username and no password source is asked, as in
+    // Mosquitto (handle_connect.c skips the password check for certificate identities).
+    let identity = if info.use_identity_as_username {
         match &info.cert_identity {
-            Some(id) => Some(id.clone()),
+            Some(id) => ClientIdentity {
+                username: Some(id.as_str().into()),
+                client_id: accepted.client_id.as_str().into(),
+                jwt_acl: None,
+            },
             None => {
                 refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
                 info!(%peer, "refused: no client certificate identity for use_identity_as_username");
@@ -133,31 +151,29 @@ where
             }
         }
     } else {
-        connect.username.clone()
-    };
-    let auth = shared.auth.load_full();
-    let request = ConnectInfo {
-        client_id: accepted.client_id.clone(),
-        username,
-        password: connect.password.clone(),
-        peer,
-        cert_identity: info.cert_identity.clone(),
-    };
-    let identity = match auth.authenticate(&request).await {
-        AuthDecision::Allow(identity) => identity,
-        AuthDecision::Deny(why) => {
-            // v5: 0x86 for bad credentials, 0x87 for a refused anonymous client; 3.1.1: return
-            // code 5 "not authorised" for both, as Mosquitto answers.
-            let reason = match (why, version.is_v5()) {
-                (DenyReason::BadCredentials, true) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-                _ => ReasonCode::NOT_AUTHORIZED,
-            };
-            refuse(&mut stream, version, reason).await;
-            info!(%peer, client_id = %accepted.client_id, username = ?request.username, %reason, "connection refused by authentication");
-            return;
+        let auth = shared.auth.load_full();
+        let request = ConnectInfo {
+            client_id: accepted.client_id.clone(),
+            username: connect.username.clone(),
+            password: connect.password.clone(),
+            peer,
+            cert_identity: info.cert_identity.clone(),
+        };
+        match auth.authenticate(&request).await {
+            AuthDecision::Allow(identity) => identity,
+            AuthDecision::Deny(why) => {
+                // v5: 0x86 for bad credentials, 0x87 for a refused anonymous client; 3.1.1:
+                // return code 5 "not authorised" for both, as Mosquitto answers.
+                let reason = match (why, version.is_v5()) {
+                    (DenyReason::BadCredentials, true) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    _ => ReasonCode::NOT_AUTHORIZED,
+                };
+                refuse(&mut stream, version, reason).await;
+                info!(%peer, client_id = %accepted.client_id, username = ?request.username, %reason, "connection refused by authentication");
+                return;
+            }
         }
     };
-    drop(auth);
 
     let conn_id = shared.next_connection_id();
     let client_id: ClientId = accepted.client_id.clone().into();
@@ -167,7 +183,10 @@ where
         Attached::Resumed(s) => Some(s),
         Attached::TakingOver(rx) => {
             info!(%client_id, "session taken over by a new connection");
-            tokio::time::timeout(TAKEOVER_WAIT, rx).await.ok().and_then(Result::ok)
+            tokio::time::timeout(TAKEOVER_WAIT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
         }
     };
     let cfg = &shared.config;
@@ -189,9 +208,23 @@ where
         Some(old) if !connect.clean_start => (old, true),
         Some(old) => {
             shared.end_session(old);
-            (Session::new(client_id.clone(), cfg.max_queued_messages, cfg.queue_qos0_messages), false)
+            (
+                Session::new(
+                    client_id.clone(),
+                    cfg.max_queued_messages,
+                    cfg.queue_qos0_messages,
+                ),
+                false,
+            )
         }
-        None => (Session::new(client_id.clone(), cfg.max_queued_messages, cfg.queue_qos0_messages), false),
+        None => (
+            Session::new(
+                client_id.clone(),
+                cfg.max_queued_messages,
+                cfg.queue_qos0_messages,
+            ),
+            false,
+        ),
     };
     session.expiry = expiry;
     session.handle.set_online(true);
@@ -211,10 +244,20 @@ where
             props.assigned_client_identifier = Some(accepted.client_id.clone());
         }
     }
-    let ack = ConnectAck { session_present, reason: ReasonCode::SUCCESS, properties: props };
+    let ack = ConnectAck {
+        session_present,
+        reason: ReasonCode::SUCCESS,
+        properties: props,
+    };
 
     let receive_max = if version.is_v5() {
-        usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX).min(cfg.max_inflight_messages))
+        usize::from(
+            connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(cfg.max_inflight_messages),
+        )
     } else {
         usize::from(cfg.max_inflight_messages)
     };
@@ -229,14 +272,19 @@ where
         peer,
         session,
         will: connect.will.clone(),
-        keep_alive: (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+        keep_alive: (accepted.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
         receive_max: receive_max.max(1),
-        client_max_packet: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        client_max_packet: connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
         topic_aliases: HashMap::new(),
         connect_expiry_zero: requested_expiry == 0,
         kick,
         batch: Vec::new(),
         identity,
+        busy: Vec::new(),
     };
     info!(%client_id, %peer, ?version, clean_start = connect.clean_start, session_present, "client connected");
     conn.write(&Packet::ConnectAck(ack));
@@ -272,6 +320,9 @@ struct Connection<S> {
     batch: Vec<Delivery>,
     /// Who the client authenticated as, for ACL checks.
     identity: ClientIdentity,
+    /// Subscriber mailboxes that filled up while routing this client's messages: reading from
+    /// this client pauses until they drain (bounded; see `session::mailbox`).
+    busy: Vec<Arc<crate::session::mailbox::SessionHandle>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -280,10 +331,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let kick = self.kick.clone();
         let handle = self.session.handle.clone();
         let mut deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+        // Packets that arrived with CONNECT, in the same read, are already buffered.
+        if let Err(end) = self.handle_input() {
+            return end;
+        }
         loop {
             let more = self.pump(Instant::now());
             if let Err(end) = self.flush().await {
                 return end;
+            }
+            if !self.busy.is_empty() {
+                // Backpressure: wait for busy subscribers to drain, then go on with the packets
+                // already buffered before reading more.
+                if let Err(end) = self.wait_for_subscribers().await {
+                    return end;
+                }
+                if let Err(end) = self.handle_input() {
+                    return end;
+                }
+                continue;
             }
             let room = self.session.inflight_out.len() < self.receive_max;
             self.rbuf.reserve(4096);
@@ -309,10 +375,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    /// Decodes and handles every whole packet in the read buffer.
+    async fn wait_for_subscribers(&mut self) -> Result<(), End> {
+        let shutdown = self.shared.shutdown.clone();
+        let kick = self.kick.clone();
+        let own = self.session.handle.clone();
+        for handle in std::mem::take(&mut self.busy) {
+            if Arc::ptr_eq(&handle, &own) {
+                continue; // our own mailbox drains only when we write: never wait for it
+            }
+            tokio::select! {
+                _ = handle.wait_for_space(BACKPRESSURE_WAIT) => {}
+                () = shutdown.cancelled() => return Err(End::Shutdown),
+                () = kick.cancelled() => return Err(End::TakenOver),
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and handles the whole packets in the read buffer; stops early when a subscriber
+    /// mailbox is busy (backpressure), leaving the rest buffered.
     fn handle_input(&mut self) -> Result<(), End> {
         let max = self.shared.config.max_packet_size as usize;
         loop {
+            if !self.busy.is_empty() {
+                return Ok(());
+            }
             match decode_packet(&mut self.rbuf, self.version, max) {
                 Ok(Some(packet)) => self.handle_packet(packet)?,
                 Ok(None) => return Ok(()),
@@ -329,7 +416,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Packet::PublishReceived(a) => {
-                let known = self.session.on_publish_received(a.packet_id, a.reason.is_error());
+                let known = self
+                    .session
+                    .on_publish_received(a.packet_id, a.reason.is_error());
                 if !a.reason.is_error() || !known {
                     let mut rel = PublishAck::new(a.packet_id);
                     if !known && self.version.is_v5() {
@@ -362,14 +451,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(&d),
-            Packet::Connect(_) => Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.1.0-2] second CONNECT")),
+            Packet::Connect(_) => Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.1.0-2] second CONNECT",
+            )),
             // No authentication method was accepted at CONNECT (one is refused there with
             // CONNACK 0x8C), so any AUTH is a protocol error [MQTT-4.12.0-1]; 0x8C is not a
             // DISCONNECT reason code (3.14.2.1).
-            Packet::Auth(_) => Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT")),
-            Packet::ConnectAck(_) | Packet::SubscribeAck(_) | Packet::UnsubscribeAck(_) | Packet::PingResponse => {
-                Err(violation(ReasonCode::PROTOCOL_ERROR, "server-to-client packet sent by a client"))
-            }
+            Packet::Auth(_) => Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT",
+            )),
+            Packet::ConnectAck(_)
+            | Packet::SubscribeAck(_)
+            | Packet::UnsubscribeAck(_)
+            | Packet::PingResponse => Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "server-to-client packet sent by a client",
+            )),
         }
     }
 
@@ -380,12 +479,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let topic: Arc<str> = match p.properties.topic_alias {
             Some(alias) if v5 => {
                 if alias == 0 || alias > cfg.max_topic_alias {
-                    return Err(violation(ReasonCode::TOPIC_ALIAS_INVALID, "[MQTT-3.3.2-8/9] topic alias 0 or above Topic Alias Maximum"));
+                    return Err(violation(
+                        ReasonCode::TOPIC_ALIAS_INVALID,
+                        "[MQTT-3.3.2-8/9] topic alias 0 or above Topic Alias Maximum",
+                    ));
                 }
                 if p.topic.is_empty() {
                     match self.topic_aliases.get(&alias) {
                         Some(t) => t.clone(),
-                        None => return Err(violation(ReasonCode::PROTOCOL_ERROR, "topic alias not yet mapped to a topic")),
+                        None => {
+                            return Err(violation(
+                                ReasonCode::PROTOCOL_ERROR,
+                                "topic alias not yet mapped to a topic",
+                            ));
+                        }
                     }
                 } else {
                     let t: Arc<str> = p.topic.as_str().into();
@@ -396,13 +503,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             _ => p.topic.as_str().into(),
         };
         if topic.split('/').count() > cfg.max_topic_levels {
-            return Err(violation(ReasonCode::TOPIC_NAME_INVALID, "topic has more levels than max_topic_levels"));
+            return Err(violation(
+                ReasonCode::TOPIC_NAME_INVALID,
+                "topic has more levels than max_topic_levels",
+            ));
         }
         if v5 && !p.properties.subscription_identifiers.is_empty() {
-            return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.4-6] subscription identifier in a PUBLISH from a client"));
+            return Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.3.4-6] subscription identifier in a PUBLISH from a client",
+            ));
         }
         if p.retain && !cfg.retain_available {
-            return Err(violation(ReasonCode::RETAIN_NOT_SUPPORTED, "[MQTT-3.3.1-?] retain not available"));
+            return Err(violation(
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "[MQTT-3.3.1-?] retain not available",
+            ));
         }
         if p.qos == QoS::ExactlyOnce
             && let Some(pid) = p.packet_id
@@ -413,23 +529,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Ok(());
             }
             if v5 && self.session.inflight_in.len() >= usize::from(cfg.max_inflight_messages) {
-                return Err(violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] more QoS 2 in flight than Receive Maximum"));
+                return Err(violation(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "[MQTT-3.3.4-7] more QoS 2 in flight than Receive Maximum",
+                ));
             }
         }
-        if !self.shared.auth.load().authorize(&self.identity, Action::Publish(&topic)) {
+        if !self
+            .shared
+            .auth
+            .load()
+            .authorize(&self.identity, Action::Publish(&topic))
+        {
             // Denied: dropped; QoS 1/2 acknowledged with 0x87 on v5 (as the spec allows) and
             // normally on 3.1.1, which has no way to say no (Mosquitto does the same).
             debug!(client_id = %self.client_id, %topic, "publish denied by ACL");
-            let reason = if v5 { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::SUCCESS };
+            let reason = if v5 {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
             match (p.qos, p.packet_id) {
                 (QoS::AtLeastOnce, Some(pid)) => {
-                    self.write(&Packet::PublishAck(PublishAck { reason, ..PublishAck::new(pid) }));
+                    self.write(&Packet::PublishAck(PublishAck {
+                        reason,
+                        ..PublishAck::new(pid)
+                    }));
                 }
                 (QoS::ExactlyOnce, Some(pid)) => {
                     if !reason.is_error() {
                         self.session.inflight_in.insert(pid.get());
                     }
-                    self.write(&Packet::PublishReceived(PublishAck { reason, ..PublishAck::new(pid) }));
+                    self.write(&Packet::PublishReceived(PublishAck {
+                        reason,
+                        ..PublishAck::new(pid)
+                    }));
                 }
                 _ => {}
             }
@@ -438,17 +572,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let now = Instant::now();
         let mut properties = p.properties;
         properties.topic_alias = None;
-        let expires_at = properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s)));
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
         let message = Message {
             topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: if v5 { properties } else { PublishProperties::default() },
+            properties: if v5 {
+                properties
+            } else {
+                PublishProperties::default()
+            },
             publisher: Some(self.client_id.clone()),
             expires_at,
         };
-        let delivered = self.shared.router.publish(Arc::new(message), cfg.retain_available);
+        let delivered =
+            self.shared
+                .router
+                .publish(Arc::new(message), cfg.retain_available, &mut self.busy);
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
                 let mut ack = PublishAck::new(pid);
@@ -488,18 +631,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     continue;
                 }
                 // 3.1.1: a malformed filter is a protocol violation; Mosquitto closes the connection.
-                return Err(violation(ReasonCode::TOPIC_FILTER_INVALID, "[MQTT-4.7.1-1..3] invalid topic filter"));
+                return Err(violation(
+                    ReasonCode::TOPIC_FILTER_INVALID,
+                    "[MQTT-4.7.1-1..3] invalid topic filter",
+                ));
             }
             let share = shared_parts.ok().flatten();
-            if !self.shared.auth.load().authorize(&self.identity, Action::Subscribe(filter)) {
-                reasons.push(if v5 { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::UNSPECIFIED_ERROR });
+            if !self
+                .shared
+                .auth
+                .load()
+                .authorize(&self.identity, Action::Subscribe(filter))
+            {
+                reasons.push(if v5 {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
                 continue;
             }
             if share.is_some() && options.no_local && v5 {
-                return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.8.3-4] no local on a shared subscription"));
+                return Err(violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.8.3-4] no local on a shared subscription",
+                ));
             }
-            let is_new = self.shared.router.subscribe(filter, self.session.handle.clone(), *options, id);
-            self.session.subscriptions.insert(filter.clone(), SubscriptionEntry { options: *options, id });
+            let is_new =
+                self.shared
+                    .router
+                    .subscribe(filter, self.session.handle.clone(), *options, id);
+            self.session.subscriptions.insert(
+                filter.clone(),
+                SubscriptionEntry {
+                    options: *options,
+                    id,
+                },
+            );
             reasons.push(ReasonCode(options.qos as u8));
             // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
             // subscriptions [MQTT-3.8.4-?/4.8.2].
@@ -520,7 +687,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
-        self.write(&Packet::SubscribeAck(SubscribeAck { packet_id: s.packet_id, reasons, properties: Default::default() }));
+        self.write(&Packet::SubscribeAck(SubscribeAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: Default::default(),
+        }));
         for d in retained {
             self.session.handle.push(d, &self.shared.metrics);
         }
@@ -534,16 +705,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .map(|f| {
                 let in_session = self.session.subscriptions.remove(f).is_some();
                 let in_tree = self.shared.router.unsubscribe(f, &self.client_id);
-                if in_session || in_tree { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED }
+                if in_session || in_tree {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
             })
             .collect();
-        self.write(&Packet::UnsubscribeAck(UnsubscribeAck { packet_id: u.packet_id, reasons, properties: Default::default() }));
+        self.write(&Packet::UnsubscribeAck(UnsubscribeAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: Default::default(),
+        }));
     }
 
     fn on_disconnect(&mut self, d: &Disconnect) -> Result<(), End> {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.connect_expiry_zero && expiry != 0 {
-                return Err(violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT after 0 on CONNECT"));
+                return Err(violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.14.2-2] session expiry set on DISCONNECT after 0 on CONNECT",
+                ));
             }
             self.session.expiry = match expiry {
                 0 => Some(Duration::ZERO),
@@ -551,7 +733,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 s => Some(Duration::from_secs(u64::from(s))),
             };
         }
-        if d.reason == ReasonCode::DISCONNECT_WITH_WILL { Err(End::NormalWithWill) } else { Err(End::Normal) }
+        if d.reason == ReasonCode::DISCONNECT_WITH_WILL {
+            Err(End::NormalWithWill)
+        } else {
+            Err(End::Normal)
+        }
     }
 
     /// Moves deliveries from the mailbox into the write buffer while the inflight window has room.
@@ -566,7 +752,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             {
                 self.resend_one(&o, now);
             }
-            let room = self.receive_max.saturating_sub(self.session.inflight_out.len());
+            let room = self
+                .receive_max
+                .saturating_sub(self.session.inflight_out.len());
             let mut batch = std::mem::take(&mut self.batch);
             self.session.handle.pop_ready(room, 64, &mut batch);
             if batch.is_empty() {
@@ -587,7 +775,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         // Read access is checked on delivery, live and retained alike (as Mosquitto 2.0 does),
         // with the rules in force now: a reload applies to connected clients at once.
-        if !self.shared.auth.load().authorize(&self.identity, Action::Receive(&d.message.topic)) {
+        if !self
+            .shared
+            .auth
+            .load()
+            .authorize(&self.identity, Action::Receive(&d.message.topic))
+        {
             return;
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -611,7 +804,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    fn to_publish(&self, d: &Delivery, packet_id: Option<hermod_proto::PacketId>, dup: bool, now: Instant) -> Packet {
+    fn to_publish(
+        &self,
+        d: &Delivery,
+        packet_id: Option<hermod_proto::PacketId>,
+        dup: bool,
+        now: Instant,
+    ) -> Packet {
         let m = &d.message;
         let properties = if self.version.is_v5() {
             let mut p = m.properties.clone();
@@ -663,8 +862,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let shutdown = self.shared.shutdown.clone();
         let kick = self.kick.clone();
+        // flush: TLS and WebSocket streams buffer until flushed (a WebSocket message is sent on flush).
         let r = tokio::select! {
-            r = self.stream.write_all(&self.wbuf) => r,
+            r = async { self.stream.write_all(&self.wbuf).await?; self.stream.flush().await } => r,
             () = shutdown.cancelled() => return Err(End::Shutdown),
             () = kick.cancelled() => return Err(End::TakenOver),
         };
@@ -696,9 +896,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         if v5 && let Some(reason) = server_reason {
             // Whatever was produced before the violation (acks of pipelined packets) goes first.
-            let d = Disconnect { reason, properties: DisconnectProperties::default() };
+            let d = Disconnect {
+                reason,
+                properties: DisconnectProperties::default(),
+            };
             self.write(&Packet::Disconnect(d));
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                self.stream.write_all(&self.wbuf).await?;
+                self.stream.flush().await
+            })
+            .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
 
@@ -712,7 +919,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let mut will = self.will.take().filter(|_| publish_will);
         if matches!(end, End::TakenOver)
-            && will.as_ref().is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0)
+            && will
+                .as_ref()
+                .is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0)
         {
             // The new connection for this client id already exists, which cancels a delayed will [MQTT-3.1.3-9].
             will = None;
@@ -728,8 +937,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         for d in orphans {
             self.shared.router.reroute_shared(&self.client_id, d);
         }
-        match self.shared.registry.detach(&self.client_id, self.conn_id, session, Instant::now()) {
-            Detached::Offline(Some(after)) => self.shared.arm_expiry(self.client_id.clone(), self.conn_id, after),
+        match self
+            .shared
+            .registry
+            .detach(&self.client_id, self.conn_id, session, Instant::now())
+        {
+            Detached::Offline(Some(after)) => {
+                self.shared
+                    .arm_expiry(self.client_id.clone(), self.conn_id, after)
+            }
             Detached::Offline(None) | Detached::HandedOver => {}
             Detached::Ended(s) => self.shared.end_session(s),
         }
@@ -741,11 +957,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 }
 
 /// Sends a refusing CONNACK and closes.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: ProtocolVersion, reason: ReasonCode) {
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    version: ProtocolVersion,
+    reason: ReasonCode,
+) {
     let mut w = BytesMut::new();
-    let ack = ConnectAck { reason, ..ConnectAck::default() };
+    let ack = ConnectAck {
+        reason,
+        ..ConnectAck::default()
+    };
     let _ = encode_packet(&Packet::ConnectAck(ack), version, &mut w);
     let _ = stream.write_all(&w).await;
+    let _ = stream.flush().await;
     let _ = stream.shutdown().await;
 }
 
@@ -755,7 +979,13 @@ fn violation(code: ReasonCode, why: &str) -> End {
 
 /// Publishes a will now, or after min(will delay, session expiry) unless a new connection for the
 /// client id arrives first [MQTT-3.1.3-9].
-fn schedule_will(shared: &Arc<Shared>, client_id: &ClientId, conn: ConnectionId, will: LastWill, expiry: Option<Duration>) {
+fn schedule_will(
+    shared: &Arc<Shared>,
+    client_id: &ClientId,
+    conn: ConnectionId,
+    will: LastWill,
+    expiry: Option<Duration>,
+) {
     let now = Instant::now();
     let props = will.properties;
     let message = Message {
@@ -773,7 +1003,9 @@ fn schedule_will(shared: &Arc<Shared>, client_id: &ClientId, conn: ConnectionId,
             ..PublishProperties::default()
         },
         publisher: Some(client_id.clone()),
-        expires_at: props.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s))),
+        expires_at: props
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s))),
     };
     let delay = Duration::from_secs(u64::from(props.will_delay_interval.unwrap_or(0)));
     let delay = expiry.map_or(delay, |e| delay.min(e));
@@ -794,5 +1026,7 @@ fn schedule_will(shared: &Arc<Shared>, client_id: &ClientId, conn: ConnectionId,
             task_shared.publish_message(message);
         }
     });
-    shared.registry.add_pending_will(client_id.clone(), conn, task.abort_handle());
+    shared
+        .registry
+        .add_pending_will(client_id.clone(), conn, task.abort_handle());
 }

@@ -11,9 +11,9 @@ use hermod_proto::{QoS, SubscriptionOptions};
 
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
-use crate::session::mailbox::SessionHandle;
+use crate::session::mailbox::{PushOutcome, SessionHandle};
 use retained::RetainedStore;
-use topic_tree::{Matched, SubscriptionTree, Subscriber};
+use topic_tree::{Matched, Subscriber, SubscriptionTree};
 
 /// Shared routing state. Locks are std locks held for short, synchronous sections only (never
 /// across an `.await`); the publish path takes the tree's read lock, so publishers run in parallel.
@@ -26,7 +26,12 @@ pub struct Router {
 }
 
 /// A shared-group member picked for a message: (member, granted QoS, subscription id, group key).
-type SharedTarget = (Arc<SessionHandle>, QoS, Option<u32>, Arc<(Box<str>, Box<str>)>);
+type SharedTarget = (
+    Arc<SessionHandle>,
+    QoS,
+    Option<u32>,
+    Arc<(Box<str>, Box<str>)>,
+);
 
 struct Target {
     handle: Arc<SessionHandle>,
@@ -39,40 +44,72 @@ impl Router {
     /// A router with its counters.
     #[must_use]
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics, ..Self::default() }
+        Self {
+            metrics,
+            ..Self::default()
+        }
     }
 
     /// Adds or replaces a subscription; true when new. `filter` may be `$share/{group}/{filter}`
     /// (already validated).
-    pub fn subscribe(&self, filter: &str, handle: Arc<SessionHandle>, options: SubscriptionOptions, id: Option<u32>) -> bool {
+    pub fn subscribe(
+        &self,
+        filter: &str,
+        handle: Arc<SessionHandle>,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
         let (share, inner) = split_share(filter);
-        let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tree.insert(inner, share, Subscriber { handle, options, id })
+        let mut tree = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tree.insert(
+            inner,
+            share,
+            Subscriber {
+                handle,
+                options,
+                id,
+            },
+        )
     }
 
     /// Removes a subscription; true if it existed.
     pub fn unsubscribe(&self, filter: &str, client_id: &str) -> bool {
         let (share, inner) = split_share(filter);
-        let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tree = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tree.remove(inner, share, client_id)
     }
 
     /// Number of subscriptions.
     #[must_use]
     pub fn subscription_count(&self) -> usize {
-        self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.tree
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Number of retained messages.
     #[must_use]
     pub fn retained_count(&self) -> usize {
-        self.retained.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.retained
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Retained messages matching `filter` that have not expired.
     #[must_use]
     pub fn retained_matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        let store = self.retained.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = self
+            .retained
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut v = store.matching(filter);
         v.retain(|m| !m.is_expired(now));
         v
@@ -81,22 +118,39 @@ impl Router {
     /// Routes a message: updates the retained store when the retain flag is set, then delivers
     /// one copy per matching session (at the highest QoS of its matching subscriptions, with all
     /// their subscription identifiers [MQTT-3.3.4-3/4/5]) and one per matching shared group.
-    /// Returns the number of sessions it was queued for.
-    pub fn publish(&self, message: Arc<Message>, retain_enabled: bool) -> usize {
+    /// Returns the number of sessions it was queued for, and adds to `busy` the mailboxes that
+    /// are filling up (the publisher should wait for them; see `session::mailbox`).
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        retain_enabled: bool,
+        busy: &mut Vec<Arc<SessionHandle>>,
+    ) -> usize {
         if message.retain && retain_enabled {
-            self.retained.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(&message);
+            self.retained
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(&message);
         }
         let mut targets: Vec<Target> = Vec::new();
         let mut shared: Vec<SharedTarget> = Vec::new();
         {
-            let tree = self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tree = self
+                .tree
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             tree.matches(&message.topic, |m| match m {
                 Matched::Direct(s) => {
-                    if s.options.no_local && message.publisher.as_deref() == Some(&*s.handle.client_id) {
+                    if s.options.no_local
+                        && message.publisher.as_deref() == Some(&*s.handle.client_id)
+                    {
                         return; // [MQTT-3.8.3-3] no local
                     }
                     let qos = message.qos.min(s.options.qos);
-                    if let Some(t) = targets.iter_mut().find(|t| Arc::ptr_eq(&t.handle, &s.handle)) {
+                    if let Some(t) = targets
+                        .iter_mut()
+                        .find(|t| Arc::ptr_eq(&t.handle, &s.handle))
+                    {
                         t.qos = t.qos.max(qos);
                         t.retain_as_published |= s.options.retain_as_published;
                         t.ids.extend(s.id);
@@ -111,7 +165,12 @@ impl Router {
                 }
                 Matched::Shared(g) => {
                     if let Some(member) = g.pick() {
-                        shared.push((member.handle.clone(), message.qos.min(member.options.qos), member.id, g.key.clone()));
+                        shared.push((
+                            member.handle.clone(),
+                            message.qos.min(member.options.qos),
+                            member.id,
+                            g.key.clone(),
+                        ));
                     }
                 }
             });
@@ -125,8 +184,13 @@ impl Router {
                 subscription_ids: t.ids,
                 shared: None,
             };
-            if t.handle.push(d, &self.metrics) == crate::session::mailbox::PushOutcome::Queued {
-                n += 1;
+            match t.handle.push(d, &self.metrics) {
+                PushOutcome::Queued => n += 1,
+                PushOutcome::Busy => {
+                    n += 1;
+                    busy.push(t.handle);
+                }
+                PushOutcome::Dropped => {}
             }
         }
         for (handle, qos, id, key) in shared {
@@ -137,8 +201,13 @@ impl Router {
                 subscription_ids: id.into_iter().collect(),
                 shared: Some(key),
             };
-            if handle.push(d, &self.metrics) == crate::session::mailbox::PushOutcome::Queued {
-                n += 1;
+            match handle.push(d, &self.metrics) {
+                PushOutcome::Queued => n += 1,
+                PushOutcome::Busy => {
+                    n += 1;
+                    busy.push(handle);
+                }
+                PushOutcome::Dropped => {}
             }
         }
         n
@@ -148,9 +217,14 @@ impl Router {
     /// of its group, so a member that leaves does not strand its messages. Dropped when the
     /// group has no other member.
     pub fn reroute_shared(&self, leaving: &str, mut delivery: Delivery) {
-        let Some(key) = delivery.shared.clone() else { return };
+        let Some(key) = delivery.shared.clone() else {
+            return;
+        };
         let target = {
-            let tree = self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tree = self
+                .tree
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             tree.shared_group(&key.0, &key.1)
                 .and_then(|g| g.pick_other(leaving))
                 .map(|m| (m.handle.clone(), m.options.qos, m.id))

@@ -27,7 +27,11 @@ impl RetainedStore {
     /// Retained messages matching `filter`.
     #[must_use]
     pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
-        self.by_topic.values().filter(|m| hermod_proto::topic::matches(filter, &m.topic)).cloned().collect()
+        self.by_topic
+            .values()
+            .filter(|m| hermod_proto::topic::matches(filter, &m.topic))
+            .cloned()
+            .collect()
     }
 
     /// Number of retained messages.

@@ -56,7 +56,11 @@ impl SharedGroup {
         let online: Vec<_> = others().filter(|m| m.handle.is_online()).collect();
         if online.is_empty() {
             let all: Vec<_> = others().collect();
-            if all.is_empty() { None } else { Some(all[start % all.len()]) }
+            if all.is_empty() {
+                None
+            } else {
+                Some(all[start % all.len()])
+            }
         } else {
             Some(online[start % online.len()])
         }
@@ -113,14 +117,24 @@ impl SubscriptionTree {
             node = node.children.entry(level.into()).or_default();
         }
         let is_new = match share {
-            None => node.subscribers.insert(sub.handle.client_id.clone(), sub).is_none(),
+            None => node
+                .subscribers
+                .insert(sub.handle.client_id.clone(), sub)
+                .is_none(),
             Some(group) => {
-                let g = node.shared.entry(group.into()).or_insert_with(|| SharedGroup {
-                    key: Arc::new((group.into(), filter.into())),
-                    members: Vec::new(),
-                    next: AtomicUsize::new(0),
-                });
-                if let Some(m) = g.members.iter_mut().find(|m| m.handle.client_id == sub.handle.client_id) {
+                let g = node
+                    .shared
+                    .entry(group.into())
+                    .or_insert_with(|| SharedGroup {
+                        key: Arc::new((group.into(), filter.into())),
+                        members: Vec::new(),
+                        next: AtomicUsize::new(0),
+                    });
+                if let Some(m) = g
+                    .members
+                    .iter_mut()
+                    .find(|m| m.handle.client_id == sub.handle.client_id)
+                {
                     *m = sub;
                     false
                 } else {
@@ -150,7 +164,9 @@ impl SubscriptionTree {
             return match share {
                 None => node.subscribers.remove(client_id).is_some(),
                 Some(group) => {
-                    let Some(g) = node.shared.get_mut(group) else { return false };
+                    let Some(g) = node.shared.get_mut(group) else {
+                        return false;
+                    };
                     let before = g.members.len();
                     g.members.retain(|m| &*m.handle.client_id != client_id);
                     let removed = g.members.len() != before;
@@ -161,7 +177,9 @@ impl SubscriptionTree {
                 }
             };
         };
-        let Some(child) = node.children.get_mut(*first) else { return false };
+        let Some(child) = node.children.get_mut(*first) else {
+            return false;
+        };
         let removed = Self::remove_at(child, rest, share, client_id);
         if child.is_empty() {
             node.children.remove(*first);
@@ -196,7 +214,13 @@ impl SubscriptionTree {
         }
     }
 
-    fn walk<'a>(node: &'a Node, levels: &[&str], depth: usize, dollar: bool, f: &mut impl FnMut(Matched<'a>)) {
+    fn walk<'a>(
+        node: &'a Node,
+        levels: &[&str],
+        depth: usize,
+        dollar: bool,
+        f: &mut impl FnMut(Matched<'a>),
+    ) {
         let wild_ok = !(depth == 0 && dollar);
         if wild_ok && let Some(hash) = node.children.get("#") {
             // `a/#` matches `a` itself and everything below it [MQTT-4.7.1-2].
@@ -221,7 +245,11 @@ mod tests {
     use hermod_proto::topic;
 
     fn sub(id: &str) -> Subscriber {
-        Subscriber { handle: SessionHandle::new(id.into(), 10, false), options: SubscriptionOptions::default(), id: None }
+        Subscriber {
+            handle: SessionHandle::new(id.into(), 10, false),
+            options: SubscriptionOptions::default(),
+            id: None,
+        }
     }
 
     fn matched(tree: &SubscriptionTree, topic: &str) -> Vec<String> {
@@ -236,8 +264,13 @@ mod tests {
 
     #[test]
     fn tree_agrees_with_the_naive_matcher() {
-        let filters = ["#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+", "+/b/#", "$SYS/#", "$SYS/+", "/+", "a//c", "a/b/c/#"];
-        let topics = ["a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/x", "$SYS", "/x", "a//c", "a/b/c/d", "x/b/y"];
+        let filters = [
+            "#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+", "+/b/#", "$SYS/#", "$SYS/+", "/+",
+            "a//c", "a/b/c/#",
+        ];
+        let topics = [
+            "a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/x", "$SYS", "/x", "a//c", "a/b/c/d", "x/b/y",
+        ];
         let mut tree = SubscriptionTree::default();
         for (i, f) in filters.iter().enumerate() {
             tree.insert(f, None, sub(&format!("c{i:02}")));
@@ -275,8 +308,14 @@ mod tests {
         tree.insert("t", Some("g"), sub("m1"));
         tree.insert("t", Some("g"), sub("m2"));
         let g = tree.shared_group("g", "t").expect("group");
-        let picks: Vec<String> = (0..4).filter_map(|_| g.pick()).map(|m| m.handle.client_id.to_string()).collect();
+        let picks: Vec<String> = (0..4)
+            .filter_map(|_| g.pick())
+            .map(|m| m.handle.client_id.to_string())
+            .collect();
         assert_eq!(picks, ["m1", "m2", "m1", "m2"]);
-        assert_eq!(g.pick_other("m1").map(|m| m.handle.client_id.to_string()), Some("m2".into()));
+        assert_eq!(
+            g.pick_other("m1").map(|m| m.handle.client_id.to_string()),
+            Some("m2".into())
+        );
     }
 }

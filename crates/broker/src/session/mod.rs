@@ -101,7 +101,11 @@ impl Session {
             let id = self.next_packet_id;
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
             if let Some(pid) = NonZeroU16::new(id)
-                && !self.inflight_out.iter().chain(&self.resend).any(|o| o.packet_id == pid)
+                && !self
+                    .inflight_out
+                    .iter()
+                    .chain(&self.resend)
+                    .any(|o| o.packet_id == pid)
             {
                 return Some(pid);
             }
@@ -111,8 +115,16 @@ impl Session {
 
     /// Records a sent QoS 1/2 delivery.
     pub fn track(&mut self, packet_id: PacketId, delivery: Delivery) {
-        let state = if delivery.qos == QoS::ExactlyOnce { OutboundState::AwaitingReceived } else { OutboundState::AwaitingAck };
-        self.inflight_out.push_back(Outbound { packet_id, delivery, state });
+        let state = if delivery.qos == QoS::ExactlyOnce {
+            OutboundState::AwaitingReceived
+        } else {
+            OutboundState::AwaitingAck
+        };
+        self.inflight_out.push_back(Outbound {
+            packet_id,
+            delivery,
+            state,
+        });
     }
 
     /// PUBACK: completes a QoS 1 delivery. False if no QoS 1 delivery had that id.
@@ -123,7 +135,13 @@ impl Session {
     /// PUBREC: moves a QoS 2 delivery to "awaiting PUBCOMP" (or drops it when the reason code is a
     /// failure). Returns whether the id was known (a PUBREL is sent either way; v5 uses 0x92 when not).
     pub fn on_publish_received(&mut self, packet_id: PacketId, failed: bool) -> bool {
-        let Some(pos) = self.inflight_out.iter().position(|o| o.packet_id == packet_id) else { return false };
+        let Some(pos) = self
+            .inflight_out
+            .iter()
+            .position(|o| o.packet_id == packet_id)
+        else {
+            return false;
+        };
         match self.inflight_out[pos].state {
             OutboundState::AwaitingReceived if failed => {
                 self.inflight_out.remove(pos);
@@ -143,7 +161,11 @@ impl Session {
     }
 
     fn remove_if(&mut self, packet_id: PacketId, state: OutboundState) -> bool {
-        match self.inflight_out.iter().position(|o| o.packet_id == packet_id && o.state == state) {
+        match self
+            .inflight_out
+            .iter()
+            .position(|o| o.packet_id == packet_id && o.state == state)
+        {
             Some(pos) => {
                 self.inflight_out.remove(pos);
                 true
@@ -156,9 +178,18 @@ impl Session {
     /// hand-over to another member of its group. QoS 2 deliveries stay: their delivery must be
     /// completed to this client when it reconnects, and never go to another [MQTT-4.8.2-4/5].
     pub fn take_shared_inflight(&mut self) -> Vec<Delivery> {
-        let mut all: VecDeque<Outbound> = self.inflight_out.drain(..).chain(self.resend.drain(..)).collect();
-        let movable = |o: &Outbound| o.delivery.shared.is_some() && o.state == OutboundState::AwaitingAck;
-        let taken = all.iter().filter(|o| movable(o)).map(|o| o.delivery.clone()).collect();
+        let mut all: VecDeque<Outbound> = self
+            .inflight_out
+            .drain(..)
+            .chain(self.resend.drain(..))
+            .collect();
+        let movable =
+            |o: &Outbound| o.delivery.shared.is_some() && o.state == OutboundState::AwaitingAck;
+        let taken = all
+            .iter()
+            .filter(|o| movable(o))
+            .map(|o| o.delivery.clone())
+            .collect();
         all.retain(|o| !movable(o));
         self.inflight_out = all;
         taken
@@ -167,7 +198,11 @@ impl Session {
     /// Prepares for a new connection: everything unacknowledged is re-sent, at most `window` now
     /// and the rest as acknowledgements make room. Returns the ones to re-send now.
     pub fn split_resend(&mut self, window: usize) -> Vec<Outbound> {
-        let mut all: VecDeque<Outbound> = self.inflight_out.drain(..).chain(self.resend.drain(..)).collect();
+        let mut all: VecDeque<Outbound> = self
+            .inflight_out
+            .drain(..)
+            .chain(self.resend.drain(..))
+            .collect();
         let later = all.split_off(window.min(all.len()));
         self.resend = later;
         self.inflight_out = all;
@@ -225,7 +260,10 @@ mod tests {
         let id = s.next_packet_id().expect("id");
         s.track(id, delivery(QoS::ExactlyOnce));
         assert!(!s.on_publish_ack(id), "PUBACK does not complete QoS 2");
-        assert!(!s.on_publish_complete(id), "PUBCOMP before PUBREC does not complete");
+        assert!(
+            !s.on_publish_complete(id),
+            "PUBCOMP before PUBREC does not complete"
+        );
         assert!(s.on_publish_received(id, false));
         assert_eq!(s.inflight_out[0].state, OutboundState::AwaitingComplete);
         assert!(s.on_publish_complete(id));

@@ -81,24 +81,56 @@ pub struct Registry {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Claims `client_id` for connection `conn`, whose cancellation token is `kick`. Cancels a
     /// pending will for the client id: a new connection arrived before its delay passed [MQTT-3.1.3-9].
-    pub fn attach(&self, client_id: &ClientId, conn: ConnectionId, kick: CancellationToken) -> Attached {
+    pub fn attach(
+        &self,
+        client_id: &ClientId,
+        conn: ConnectionId,
+        kick: CancellationToken,
+    ) -> Attached {
         let mut inner = self.lock();
         if let Some((_, will)) = inner.pending_wills.remove(client_id) {
             will.abort();
         }
         let previous = inner.slots.remove(client_id);
         let (slot, result) = match previous {
-            None => (Slot::Online { conn, kick, handoff: None }, Attached::New),
-            Some(Slot::Offline { session, .. }) => (Slot::Online { conn, kick, handoff: None }, Attached::Resumed(session)),
-            Some(Slot::Online { conn: old, kick: old_kick, .. }) => {
+            None => (
+                Slot::Online {
+                    conn,
+                    kick,
+                    handoff: None,
+                },
+                Attached::New,
+            ),
+            Some(Slot::Offline { session, .. }) => (
+                Slot::Online {
+                    conn,
+                    kick,
+                    handoff: None,
+                },
+                Attached::Resumed(session),
+            ),
+            Some(Slot::Online {
+                conn: old,
+                kick: old_kick,
+                ..
+            }) => {
                 old_kick.cancel();
                 let (tx, rx) = oneshot::channel();
-                (Slot::Online { conn, kick, handoff: Some((old, tx)) }, Attached::TakingOver(rx))
+                (
+                    Slot::Online {
+                        conn,
+                        kick,
+                        handoff: Some((old, tx)),
+                    },
+                    Attached::TakingOver(rx),
+                )
             }
         };
         inner.slots.insert(client_id.clone(), slot);
@@ -108,10 +140,20 @@ impl Registry {
     /// Gives the session back when connection `conn` closes. A persistent session becomes
     /// offline (expiring after `session.expiry`); a non-persistent one is returned to the caller
     /// to be cleaned up. If another connection took over, the session is handed to it.
-    pub fn detach(&self, client_id: &ClientId, conn: ConnectionId, session: Session, now: Instant) -> Detached {
+    pub fn detach(
+        &self,
+        client_id: &ClientId,
+        conn: ConnectionId,
+        session: Session,
+        now: Instant,
+    ) -> Detached {
         let mut inner = self.lock();
         match inner.slots.get_mut(client_id) {
-            Some(Slot::Online { conn: owner, handoff, .. }) if *owner != conn => {
+            Some(Slot::Online {
+                conn: owner,
+                handoff,
+                ..
+            }) if *owner != conn => {
                 // Displaced: hand over if the new owner waits for us, otherwise the session ends.
                 if let Some((from, _)) = handoff
                     && *from == conn
@@ -128,7 +170,14 @@ impl Registry {
                 if session.is_persistent() {
                     let expiry = session.expiry;
                     let expires_at = expiry.map(|d| now + d);
-                    inner.slots.insert(client_id.clone(), Slot::Offline { session, generation: conn, expires_at });
+                    inner.slots.insert(
+                        client_id.clone(),
+                        Slot::Offline {
+                            session,
+                            generation: conn,
+                            expires_at,
+                        },
+                    );
                     Detached::Offline(expiry)
                 } else {
                     inner.slots.remove(client_id);
@@ -144,16 +193,23 @@ impl Registry {
     pub fn expire(&self, client_id: &ClientId, generation: ConnectionId) -> Option<Session> {
         let mut inner = self.lock();
         match inner.slots.get(client_id) {
-            Some(Slot::Offline { generation: g, .. }) if *g == generation => match inner.slots.remove(client_id) {
-                Some(Slot::Offline { session, .. }) => Some(session),
-                _ => None,
-            },
+            Some(Slot::Offline { generation: g, .. }) if *g == generation => {
+                match inner.slots.remove(client_id) {
+                    Some(Slot::Offline { session, .. }) => Some(session),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
 
     /// Registers a will waiting for its delay; replaces (and aborts) an older one.
-    pub fn add_pending_will(&self, client_id: ClientId, conn: ConnectionId, task: tokio::task::AbortHandle) {
+    pub fn add_pending_will(
+        &self,
+        client_id: ClientId,
+        conn: ConnectionId,
+        task: tokio::task::AbortHandle,
+    ) {
         if let Some((_, old)) = self.lock().pending_wills.insert(client_id, (conn, task)) {
             old.abort();
         }
@@ -187,14 +243,19 @@ impl Registry {
     /// Whether `client_id` has a session, and whether it is online.
     #[must_use]
     pub fn status(&self, client_id: &str) -> Option<bool> {
-        self.lock().slots.get(client_id).map(|s| matches!(s, Slot::Online { .. }))
+        self.lock()
+            .slots
+            .get(client_id)
+            .map(|s| matches!(s, Slot::Online { .. }))
     }
 
     /// Time until the offline session of `client_id` expires, for tests and the admin API.
     #[must_use]
     pub fn offline_expiry(&self, client_id: &str, now: Instant) -> Option<Option<Duration>> {
         match self.lock().slots.get(client_id) {
-            Some(Slot::Offline { expires_at, .. }) => Some(expires_at.map(|t| t.saturating_duration_since(now))),
+            Some(Slot::Offline { expires_at, .. }) => {
+                Some(expires_at.map(|t| t.saturating_duration_since(now)))
+            }
             _ => None,
         }
     }
@@ -212,7 +273,11 @@ mod tests {
 
     fn session(id: &str, persistent: bool) -> Session {
         let mut s = Session::new(id.into(), 10, false);
-        s.expiry = if persistent { None } else { Some(Duration::ZERO) };
+        s.expiry = if persistent {
+            None
+        } else {
+            Some(Duration::ZERO)
+        };
         s
     }
 
@@ -221,15 +286,33 @@ mod tests {
         let reg = Registry::default();
         let id: ClientId = "c".into();
         let old_kick = CancellationToken::new();
-        assert!(matches!(reg.attach(&id, 1, old_kick.clone()), Attached::New));
-        let Attached::TakingOver(rx) = reg.attach(&id, 2, CancellationToken::new()) else { panic!("expected takeover") };
+        assert!(matches!(
+            reg.attach(&id, 1, old_kick.clone()),
+            Attached::New
+        ));
+        let Attached::TakingOver(rx) = reg.attach(&id, 2, CancellationToken::new()) else {
+            panic!("expected takeover")
+        };
         assert!(old_kick.is_cancelled(), "old connection told to close");
         let mut s = session("c", true);
-        s.subscriptions.insert("a".into(), super::super::SubscriptionEntry { options: Default::default(), id: None });
-        assert!(matches!(reg.detach(&id, 1, s, Instant::now()), Detached::HandedOver), "handed over, not cleaned up");
+        s.subscriptions.insert(
+            "a".into(),
+            super::super::SubscriptionEntry {
+                options: Default::default(),
+                id: None,
+            },
+        );
+        assert!(
+            matches!(reg.detach(&id, 1, s, Instant::now()), Detached::HandedOver),
+            "handed over, not cleaned up"
+        );
         let got = rx.await.expect("hand-off");
         assert!(got.subscriptions.contains_key("a"));
-        assert_eq!(reg.status("c"), Some(true), "new connection still owns the slot");
+        assert_eq!(
+            reg.status("c"),
+            Some(true),
+            "new connection still owns the slot"
+        );
     }
 
     #[test]
@@ -238,10 +321,20 @@ mod tests {
         let id: ClientId = "c".into();
         reg.attach(&id, 1, CancellationToken::new());
         drop(reg.attach(&id, 2, CancellationToken::new())); // new owner gave up waiting
-        assert!(matches!(reg.detach(&id, 1, session("c", true), Instant::now()), Detached::Ended(_)));
+        assert!(matches!(
+            reg.detach(&id, 1, session("c", true), Instant::now()),
+            Detached::Ended(_)
+        ));
         assert_eq!(reg.status("c"), Some(true));
-        assert!(matches!(reg.detach(&id, 2, session("c", true), Instant::now()), Detached::Offline(None)));
-        assert_eq!(reg.status("c"), Some(false), "persistent session now offline");
+        assert!(matches!(
+            reg.detach(&id, 2, session("c", true), Instant::now()),
+            Detached::Offline(None)
+        ));
+        assert_eq!(
+            reg.status("c"),
+            Some(false),
+            "persistent session now offline"
+        );
     }
 
     #[test]
@@ -262,7 +355,10 @@ mod tests {
         let reg = Registry::default();
         let id: ClientId = "c".into();
         reg.attach(&id, 1, CancellationToken::new());
-        assert!(matches!(reg.detach(&id, 1, session("c", false), Instant::now()), Detached::Ended(_)));
+        assert!(matches!(
+            reg.detach(&id, 1, session("c", false), Instant::now()),
+            Detached::Ended(_)
+        ));
         assert_eq!(reg.status("c"), None);
     }
 }

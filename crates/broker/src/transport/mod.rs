@@ -156,13 +156,20 @@ mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.subsec_nanos() == 0 { s.serialize_u64(d.as_secs()) } else { s.serialize_f64(d.as_secs_f64()) }
+        if d.subsec_nanos() == 0 {
+            s.serialize_u64(d.as_secs())
+        } else {
+            s.serialize_f64(d.as_secs_f64())
+        }
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| serde::de::Error::custom(format!("handshake_timeout: {secs} is not a number of seconds >= 0")))
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "handshake_timeout: {secs} is not a number of seconds >= 0"
+            ))
+        })
     }
 }
 
@@ -175,10 +182,16 @@ impl TransportSettings {
         let t = self.transport;
         if t.is_tls() {
             if self.certfile.is_none() {
-                return Err(invalid("certfile", format!("required for transport = \"{t}\"")));
+                return Err(invalid(
+                    "certfile",
+                    format!("required for transport = \"{t}\""),
+                ));
             }
             if self.keyfile.is_none() {
-                return Err(invalid("keyfile", format!("required for transport = \"{t}\"")));
+                return Err(invalid(
+                    "keyfile",
+                    format!("required for transport = \"{t}\""),
+                ));
             }
         } else {
             let tls_keys = [
@@ -190,26 +203,47 @@ impl TransportSettings {
                 ("use_identity_as_username", self.use_identity_as_username),
             ];
             if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set) {
-                return Err(invalid(key, format!("only applies to transport = \"tls\" or \"wss\", not \"{t}\"")));
+                return Err(invalid(
+                    key,
+                    format!("only applies to transport = \"tls\" or \"wss\", not \"{t}\""),
+                ));
             }
         }
         if self.require_certificate && self.cafile.is_none() {
-            return Err(invalid("require_certificate", "needs cafile (the CA that signs client certificates)".into()));
+            return Err(invalid(
+                "require_certificate",
+                "needs cafile (the CA that signs client certificates)".into(),
+            ));
         }
         if self.crlfile.is_some() && self.cafile.is_none() {
-            return Err(invalid("crlfile", "needs cafile (client certificates are only checked against a CA)".into()));
+            return Err(invalid(
+                "crlfile",
+                "needs cafile (client certificates are only checked against a CA)".into(),
+            ));
         }
         if self.use_identity_as_username && !self.require_certificate {
-            return Err(invalid("use_identity_as_username", "needs require_certificate = true".into()));
+            return Err(invalid(
+                "use_identity_as_username",
+                "needs require_certificate = true".into(),
+            ));
         }
         if t.is_websocket() && !self.path.starts_with('/') {
-            return Err(invalid("path", format!("{:?} must start with '/'", self.path)));
+            return Err(invalid(
+                "path",
+                format!("{:?} must start with '/'", self.path),
+            ));
         }
         if self.handshake_timeout.is_zero() {
-            return Err(invalid("handshake_timeout", "must be more than 0 seconds".into()));
+            return Err(invalid(
+                "handshake_timeout",
+                "must be more than 0 seconds".into(),
+            ));
         }
         if self.ws_max_message_size == 0 {
-            return Err(invalid("max_packet_size", "WebSocket message bound must be > 0".into()));
+            return Err(invalid(
+                "max_packet_size",
+                "WebSocket message bound must be > 0".into(),
+            ));
         }
         Ok(())
     }
@@ -254,15 +288,23 @@ impl fmt::Display for FileProblem {
             FileProblem::Missing => f.write_str("file not found"),
             FileProblem::Unreadable(e) => write!(f, "cannot read: {e}"),
             FileProblem::NotPem(e) => write!(f, "not PEM: {e}"),
-            FileProblem::NoCertificate => f.write_str("no certificate (-----BEGIN CERTIFICATE-----) in file"),
-            FileProblem::NoPrivateKey => f.write_str("no private key (-----BEGIN PRIVATE KEY----- / RSA / EC) in file"),
+            FileProblem::NoCertificate => {
+                f.write_str("no certificate (-----BEGIN CERTIFICATE-----) in file")
+            }
+            FileProblem::NoPrivateKey => {
+                f.write_str("no private key (-----BEGIN PRIVATE KEY----- / RSA / EC) in file")
+            }
             FileProblem::EncryptedKey => {
                 f.write_str("private key is encrypted; passphrase-protected keys are not supported")
             }
             FileProblem::BadKey(e) => write!(f, "unusable private key: {e}"),
-            FileProblem::KeyMismatch => f.write_str("private key does not match the certificate (certfile)"),
+            FileProblem::KeyMismatch => {
+                f.write_str("private key does not match the certificate (certfile)")
+            }
             FileProblem::BadCertificate(e) => write!(f, "invalid certificate: {e}"),
-            FileProblem::NoCaCertificates => f.write_str("no CA certificate (-----BEGIN CERTIFICATE-----) in file"),
+            FileProblem::NoCaCertificates => {
+                f.write_str("no CA certificate (-----BEGIN CERTIFICATE-----) in file")
+            }
             FileProblem::NoCrl => f.write_str("no CRL (-----BEGIN X509 CRL-----) in file"),
             FileProblem::BadCrl(e) => write!(f, "CRL cannot be parsed: {e}"),
         }
@@ -313,7 +355,11 @@ pub enum TransportError {
 
 impl TransportError {
     fn file(key: &'static str, path: &Path, problem: FileProblem) -> Self {
-        TransportError::File { key, path: path.to_owned(), problem }
+        TransportError::File {
+            key,
+            path: path.to_owned(),
+            problem,
+        }
     }
 }
 
@@ -354,8 +400,15 @@ struct State {
 impl State {
     fn build(settings: &TransportSettings) -> Result<Self, TransportError> {
         settings.validate()?;
-        let tls = if settings.transport.is_tls() { Some(tls::TlsConfigs::load(settings)?) } else { None };
-        Ok(State { settings: settings.clone(), tls })
+        let tls = if settings.transport.is_tls() {
+            Some(tls::TlsConfigs::load(settings)?)
+        } else {
+            None
+        };
+        Ok(State {
+            settings: settings.clone(),
+            tls,
+        })
     }
 
     async fn handshake(
@@ -363,7 +416,11 @@ impl State {
         mut tcp: TcpStream,
         peer: SocketAddr,
     ) -> Result<(Box<dyn MqttStream>, PeerInfo), TransportError> {
-        let addr = if self.settings.proxy_protocol { proxy::read_header(&mut tcp, peer).await? } else { peer };
+        let addr = if self.settings.proxy_protocol {
+            proxy::read_header(&mut tcp, peer).await?
+        } else {
+            peer
+        };
         let mut info = PeerInfo {
             addr,
             tls: false,
@@ -387,7 +444,10 @@ impl State {
                     Ok((Box::new(stream), info))
                 }
             }
-            (_, t) => Err(TransportError::Invalid { key: "transport", reason: format!("\"{t}\" without TLS state") }),
+            (_, t) => Err(TransportError::Invalid {
+                key: "transport",
+                reason: format!("\"{t}\" without TLS state"),
+            }),
         }
     }
 }
@@ -401,7 +461,9 @@ pub struct Acceptor {
 impl fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.load();
-        f.debug_struct("Acceptor").field("settings", &state.settings).finish_non_exhaustive()
+        f.debug_struct("Acceptor")
+            .field("settings", &state.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -410,7 +472,9 @@ impl Acceptor {
     /// checking that the key matches the certificate. Errors name the key, the file and the
     /// problem.
     pub fn new(settings: &TransportSettings) -> Result<Acceptor, TransportError> {
-        Ok(Acceptor { state: ArcSwap::from_pointee(State::build(settings)?) })
+        Ok(Acceptor {
+            state: ArcSwap::from_pointee(State::build(settings)?),
+        })
     }
 
     /// Rebuilds everything from `settings` (re-reading certificate, key, CA and CRL files) and
@@ -489,10 +553,14 @@ mod tests {
         assert_eq!(s.path, "/ws");
         assert_eq!(s.handshake_timeout, Duration::from_millis(2500));
         s.validate().expect("valid");
-        let back: TransportSettings = toml::from_str(&toml::to_string(&s).expect("ser")).expect("roundtrip");
+        let back: TransportSettings =
+            toml::from_str(&toml::to_string(&s).expect("ser")).expect("roundtrip");
         assert_eq!(back, s);
         assert!(toml::from_str::<TransportSettings>("transport = \"quic\"").is_err());
-        assert!(toml::from_str::<TransportSettings>("cerfile = \"x\"").is_err(), "typo refused");
+        assert!(
+            toml::from_str::<TransportSettings>("cerfile = \"x\"").is_err(),
+            "typo refused"
+        );
     }
 
     #[test]
@@ -506,21 +574,43 @@ mod tests {
         assert_eq!(key_of(s.validate().expect_err("no keyfile")), "keyfile");
         let mut s = tls_settings();
         s.require_certificate = true;
-        assert_eq!(key_of(s.validate().expect_err("no cafile")), "require_certificate");
+        assert_eq!(
+            key_of(s.validate().expect_err("no cafile")),
+            "require_certificate"
+        );
         let mut s = tls_settings();
         s.crlfile = Some("c.crl".into());
         assert_eq!(key_of(s.validate().expect_err("crl without ca")), "crlfile");
         let mut s = tls_settings();
         s.cafile = Some("ca.pem".into());
         s.use_identity_as_username = true;
-        assert_eq!(key_of(s.validate().expect_err("identity without require")), "use_identity_as_username");
+        assert_eq!(
+            key_of(s.validate().expect_err("identity without require")),
+            "use_identity_as_username"
+        );
         s.require_certificate = true;
         s.validate().expect("complete mTLS");
-        let s = TransportSettings { certfile: Some("s.pem".into()), ..Default::default() };
-        assert_eq!(key_of(s.validate().expect_err("certfile on tcp")), "certfile");
-        let s = TransportSettings { transport: Transport::Ws, path: "mqtt".into(), ..Default::default() };
+        let s = TransportSettings {
+            certfile: Some("s.pem".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            key_of(s.validate().expect_err("certfile on tcp")),
+            "certfile"
+        );
+        let s = TransportSettings {
+            transport: Transport::Ws,
+            path: "mqtt".into(),
+            ..Default::default()
+        };
         assert_eq!(key_of(s.validate().expect_err("relative path")), "path");
-        let s = TransportSettings { handshake_timeout: Duration::ZERO, ..Default::default() };
-        assert_eq!(key_of(s.validate().expect_err("zero timeout")), "handshake_timeout");
+        let s = TransportSettings {
+            handshake_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(
+            key_of(s.validate().expect_err("zero timeout")),
+            "handshake_timeout"
+        );
     }
 }

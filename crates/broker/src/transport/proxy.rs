@@ -38,7 +38,9 @@ pub(super) async fn read_header<R: AsyncRead + Unpin>(
     if buf.starts_with(V1_PREFIX) {
         read_v1_rest(io, &mut buf).await?;
         parse_v1(&buf, socket_peer)
-    } else if buf.starts_with(&ppp::v2::PROTOCOL_PREFIX[..V1_MIN_LEN.min(ppp::v2::PROTOCOL_PREFIX.len())]) {
+    } else if buf
+        .starts_with(&ppp::v2::PROTOCOL_PREFIX[..V1_MIN_LEN.min(ppp::v2::PROTOCOL_PREFIX.len())])
+    {
         buf.resize(V2_FIXED_LEN, 0);
         read_exact(io, &mut buf[V1_MIN_LEN..]).await?;
         let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
@@ -46,27 +48,37 @@ pub(super) async fn read_header<R: AsyncRead + Unpin>(
         read_exact(io, &mut buf[V2_FIXED_LEN..]).await?;
         parse_v2(&buf, socket_peer)
     } else {
-        Err(refused("connection does not start with a PROXY protocol header (proxy_protocol = true)"))
+        Err(refused(
+            "connection does not start with a PROXY protocol header (proxy_protocol = true)",
+        ))
     }
 }
 
-async fn read_exact<R: AsyncRead + Unpin>(io: &mut R, buf: &mut [u8]) -> Result<(), TransportError> {
+async fn read_exact<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut [u8],
+) -> Result<(), TransportError> {
     match io.read_exact(buf).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(refused("connection closed inside the PROXY protocol header"))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(refused(
+            "connection closed inside the PROXY protocol header",
+        )),
         Err(e) => Err(TransportError::Io(e)),
     }
 }
 
 /// Reads up to and including the CRLF. While the last byte is not CR at least two bytes ("\r\n")
 /// remain, so two are read; after a CR only one.
-async fn read_v1_rest<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> Result<(), TransportError> {
+async fn read_v1_rest<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<(), TransportError> {
     loop {
         match buf.iter().position(|&b| b == b'\r' || b == b'\n') {
             Some(pos) if buf[pos] == b'\n' => {
-                return Err(refused("PROXY v1 header: line feed without carriage return"));
+                return Err(refused(
+                    "PROXY v1 header: line feed without carriage return",
+                ));
             }
             Some(pos) if pos + 1 < buf.len() => {
                 return if buf[pos + 1] == b'\n' && pos + 2 == buf.len() {
@@ -78,7 +90,9 @@ async fn read_v1_rest<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> Re
             _ => {}
         }
         if buf.len() >= V1_MAX_LEN {
-            return Err(refused(format!("PROXY v1 header: no CRLF within {V1_MAX_LEN} bytes")));
+            return Err(refused(format!(
+                "PROXY v1 header: no CRLF within {V1_MAX_LEN} bytes"
+            )));
         }
         let step = if buf.last() == Some(&b'\r') { 1 } else { 2 };
         let start = buf.len();
@@ -88,7 +102,8 @@ async fn read_v1_rest<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> Re
 }
 
 fn parse_v1(buf: &[u8], socket_peer: SocketAddr) -> Result<SocketAddr, TransportError> {
-    let header = ppp::v1::Header::try_from(buf).map_err(|e| refused(format!("invalid PROXY v1 header: {e}")))?;
+    let header = ppp::v1::Header::try_from(buf)
+        .map_err(|e| refused(format!("invalid PROXY v1 header: {e}")))?;
     if header.header.len() != buf.len() {
         return Err(refused("invalid PROXY v1 header: trailing bytes"));
     }
@@ -100,7 +115,8 @@ fn parse_v1(buf: &[u8], socket_peer: SocketAddr) -> Result<SocketAddr, Transport
 }
 
 fn parse_v2(buf: &[u8], socket_peer: SocketAddr) -> Result<SocketAddr, TransportError> {
-    let header = ppp::v2::Header::try_from(buf).map_err(|e| refused(format!("invalid PROXY v2 header: {e}")))?;
+    let header = ppp::v2::Header::try_from(buf)
+        .map_err(|e| refused(format!("invalid PROXY v2 header: {e}")))?;
     if header.command == ppp::v2::Command::Local {
         return Ok(socket_peer);
     }
@@ -122,13 +138,21 @@ mod tests {
     use tokio_rustls::TlsConnector;
 
     use super::super::test_pki::{Pki, client_config};
-    use super::super::{Acceptor, MqttStream, PeerInfo, Transport, TransportError, TransportSettings};
+    use super::super::{
+        Acceptor, MqttStream, PeerInfo, Transport, TransportError, TransportSettings,
+    };
     use super::*;
 
-    const CONNECT: &[u8] = &[0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00];
+    const CONNECT: &[u8] = &[
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00,
+    ];
 
     fn proxied(transport: Transport) -> TransportSettings {
-        TransportSettings { transport, proxy_protocol: true, ..Default::default() }
+        TransportSettings {
+            transport,
+            proxy_protocol: true,
+            ..Default::default()
+        }
     }
 
     /// Sends `chunks` (with small pauses, so the header may arrive in pieces) on a fresh
@@ -136,7 +160,11 @@ mod tests {
     async fn send(
         settings: &TransportSettings,
         chunks: &[&[u8]],
-    ) -> (Result<(Box<dyn MqttStream>, PeerInfo), TransportError>, TcpStream, SocketAddr) {
+    ) -> (
+        Result<(Box<dyn MqttStream>, PeerInfo), TransportError>,
+        TcpStream,
+        SocketAddr,
+    ) {
         let acceptor = Arc::new(Acceptor::new(settings).expect("acceptor"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -148,7 +176,9 @@ mod tests {
             client.write_all(chunk).await.expect("write");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let result = tokio::time::timeout(Duration::from_secs(5), server).await.expect("accept timed out");
+        let result = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("accept timed out");
         (result.expect("join"), client, client_addr)
     }
 
@@ -158,29 +188,46 @@ mod tests {
             .await
             .expect("read timed out")
             .expect("read");
-        assert_eq!(buf, CONNECT, "the MQTT bytes after the header are untouched");
+        assert_eq!(
+            buf, CONNECT,
+            "the MQTT bytes after the header are untouched"
+        );
     }
 
     #[tokio::test]
     async fn v1_tcp4_and_tcp6_give_the_real_address() {
-        let (result, _c, _) =
-            send(&proxied(Transport::Tcp), &[b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 1883\r\n", CONNECT]).await;
+        let (result, _c, _) = send(
+            &proxied(Transport::Tcp),
+            &[b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 1883\r\n", CONNECT],
+        )
+        .await;
         let (mut stream, info) = result.expect("accepted");
-        assert_eq!(info.addr, "203.0.113.7:51234".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            info.addr,
+            "203.0.113.7:51234".parse::<SocketAddr>().expect("addr")
+        );
         rest_is_connect(&mut stream).await;
 
         // Header and CONNECT in one segment, header split oddly.
         let mut one = b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 1883\r\n".to_vec();
         one.extend_from_slice(CONNECT);
-        let (result, _c, _) = send(&proxied(Transport::Tcp), &[&one[..3], &one[3..20], &one[20..]]).await;
+        let (result, _c, _) = send(
+            &proxied(Transport::Tcp),
+            &[&one[..3], &one[3..20], &one[20..]],
+        )
+        .await;
         let (mut stream, info) = result.expect("accepted");
-        assert_eq!(info.addr, "[2001:db8::1]:4000".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            info.addr,
+            "[2001:db8::1]:4000".parse::<SocketAddr>().expect("addr")
+        );
         rest_is_connect(&mut stream).await;
     }
 
     #[tokio::test]
     async fn v1_unknown_keeps_the_socket_address() {
-        let (result, _c, client_addr) = send(&proxied(Transport::Tcp), &[b"PROXY UNKNOWN\r\n", CONNECT]).await;
+        let (result, _c, client_addr) =
+            send(&proxied(Transport::Tcp), &[b"PROXY UNKNOWN\r\n", CONNECT]).await;
         let (mut stream, info) = result.expect("accepted");
         assert_eq!(info.addr, client_addr);
         rest_is_connect(&mut stream).await;
@@ -190,21 +237,30 @@ mod tests {
     async fn v2_gives_the_real_address_and_skips_tlvs() {
         let src: SocketAddr = "198.51.100.9:61000".parse().expect("src");
         let dst: SocketAddr = "10.0.0.1:1883".parse().expect("dst");
-        let header = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst))
-            .write_tlv(ppp::v2::Type::Authority, b"mqtt.example.com")
-            .expect("tlv")
-            .build()
-            .expect("header");
-        let (result, _c, _) = send(&proxied(Transport::Tcp), &[&header[..10], &header[10..], CONNECT]).await;
+        let header =
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst))
+                .write_tlv(ppp::v2::Type::Authority, b"mqtt.example.com")
+                .expect("tlv")
+                .build()
+                .expect("header");
+        let (result, _c, _) = send(
+            &proxied(Transport::Tcp),
+            &[&header[..10], &header[10..], CONNECT],
+        )
+        .await;
         let (mut stream, info) = result.expect("accepted");
         assert_eq!(info.addr, src);
         rest_is_connect(&mut stream).await;
 
         let src6: SocketAddr = "[2001:db8::7]:5555".parse().expect("src6");
         let dst6: SocketAddr = "[2001:db8::1]:1883".parse().expect("dst6");
-        let mut header = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src6, dst6))
-            .build()
-            .expect("header");
+        let mut header = Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            (src6, dst6),
+        )
+        .build()
+        .expect("header");
         header.extend_from_slice(CONNECT);
         let (result, _c, _) = send(&proxied(Transport::Tcp), &[&header]).await;
         let (mut stream, info) = result.expect("accepted");
@@ -214,7 +270,9 @@ mod tests {
 
     #[tokio::test]
     async fn v2_local_keeps_the_socket_address() {
-        let header = Builder::new(Version::Two | Command::Local, 0).build().expect("header");
+        let header = Builder::new(Version::Two | Command::Local, 0)
+            .build()
+            .expect("header");
         let (result, _c, client_addr) = send(&proxied(Transport::Tcp), &[&header, CONNECT]).await;
         let (mut stream, info) = result.expect("accepted");
         assert_eq!(info.addr, client_addr);
@@ -231,12 +289,23 @@ mod tests {
 
     #[tokio::test]
     async fn missing_or_garbage_header_is_refused() {
-        let (result, _c, _) = send(&proxied(Transport::Tcp), &[CONNECT, b"more bytes to reach 15"]).await;
+        let (result, _c, _) = send(
+            &proxied(Transport::Tcp),
+            &[CONNECT, b"more bytes to reach 15"],
+        )
+        .await;
         assert!(proxy_error(result).contains("does not start"));
-        let (result, _c, _) =
-            send(&proxied(Transport::Tcp), &[b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\n", CONNECT]).await;
+        let (result, _c, _) = send(
+            &proxied(Transport::Tcp),
+            &[b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\n", CONNECT],
+        )
+        .await;
         assert!(proxy_error(result).contains("v1"));
-        let (result, _c, _) = send(&proxied(Transport::Tcp), &[b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", CONNECT]).await;
+        let (result, _c, _) = send(
+            &proxied(Transport::Tcp),
+            &[b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", CONNECT],
+        )
+        .await;
         proxy_error(result);
         let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
         let (result, _c, _) = send(&proxied(Transport::Tcp), &[&long]).await;
@@ -244,7 +313,10 @@ mod tests {
         let mut bad_v2 = Builder::with_addresses(
             Version::Two | Command::Proxy,
             Protocol::Stream,
-            ("1.2.3.4:1".parse::<SocketAddr>().expect("a"), "5.6.7.8:2".parse::<SocketAddr>().expect("b")),
+            (
+                "1.2.3.4:1".parse::<SocketAddr>().expect("a"),
+                "5.6.7.8:2".parse::<SocketAddr>().expect("b"),
+            ),
         )
         .build()
         .expect("header");
@@ -257,8 +329,13 @@ mod tests {
     async fn closed_inside_the_header_is_refused() {
         let acceptor = Acceptor::new(&proxied(Transport::Tcp)).expect("acceptor");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
-        client.write_all(b"PROXY TCP4 1.2.3.4").await.expect("write");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        client
+            .write_all(b"PROXY TCP4 1.2.3.4")
+            .await
+            .expect("write");
         client.shutdown().await.expect("shutdown");
         let (tcp, peer) = listener.accept().await.expect("accept");
         let err = acceptor.accept(tcp, peer).await.expect_err("refused");
@@ -279,7 +356,10 @@ mod tests {
     #[tokio::test]
     async fn proxy_header_then_tls() {
         let pki = Pki::new();
-        let settings = TransportSettings { proxy_protocol: true, ..pki.tls_settings(false) };
+        let settings = TransportSettings {
+            proxy_protocol: true,
+            ..pki.tls_settings(false)
+        };
         let acceptor = Arc::new(Acceptor::new(&settings).expect("acceptor"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -291,7 +371,9 @@ mod tests {
             (info, buf)
         });
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        tcp.write_all(b"PROXY TCP4 192.0.2.55 10.0.0.1 40000 8883\r\n").await.expect("header");
+        tcp.write_all(b"PROXY TCP4 192.0.2.55 10.0.0.1 40000 8883\r\n")
+            .await
+            .expect("header");
         let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
         let mut tls = TlsConnector::from(Arc::new(client_config(&pki.ca_pem, None, &[b"mqtt"])))
             .connect(name, tcp)
@@ -299,9 +381,15 @@ mod tests {
             .expect("tls after proxy header");
         tls.write_all(b"mqtt").await.expect("write");
         tls.flush().await.expect("flush");
-        let (info, buf) = tokio::time::timeout(Duration::from_secs(5), server).await.expect("timeout").expect("join");
+        let (info, buf) = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("timeout")
+            .expect("join");
         assert_eq!(&buf, b"mqtt");
-        assert_eq!(info.addr, "192.0.2.55:40000".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            info.addr,
+            "192.0.2.55:40000".parse::<SocketAddr>().expect("addr")
+        );
         assert!(info.tls);
     }
 
@@ -318,12 +406,18 @@ mod tests {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
         let src: SocketAddr = "[2001:db8::99]:1234".parse().expect("src");
         let dst: SocketAddr = "[2001:db8::1]:8083".parse().expect("dst");
-        let header = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst))
-            .build()
-            .expect("header");
+        let header =
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst))
+                .build()
+                .expect("header");
         tcp.write_all(&header).await.expect("header");
-        let (_ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/mqtt"), tcp).await.expect("ws handshake");
-        let info = tokio::time::timeout(Duration::from_secs(5), server).await.expect("timeout").expect("join");
+        let (_ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/mqtt"), tcp)
+            .await
+            .expect("ws handshake");
+        let info = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("timeout")
+            .expect("join");
         assert_eq!(info.addr, src);
     }
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber, date_time_ymd,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    date_time_ymd,
 };
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
@@ -58,21 +59,30 @@ fn leaf(
     expired: bool,
 ) -> Leaf {
     let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).expect("params");
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .expect("params");
     params.distinguished_name = rcgen::DistinguishedName::new();
     if let Some(cn) = cn {
         params.distinguished_name.push(DnType::CommonName, cn);
     }
     params.serial_number = Some(SerialNumber::from(serial));
-    params.extended_key_usages =
-        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
     params.use_authority_key_identifier_extension = true;
     if expired {
         params.not_before = date_time_ymd(2000, 1, 1);
         params.not_after = date_time_ymd(2001, 1, 1);
     }
     let cert = params.signed_by(&key, issuer).expect("sign");
-    Leaf { cert_der: cert.der().clone(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    Leaf {
+        cert_der: cert.der().clone(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
 }
 
 impl Pki {
@@ -80,8 +90,22 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ca_pem, issuer) = ca("Hermod Test CA");
         let (other_ca_pem, other_issuer) = ca("Some Other CA");
-        let server = leaf(&issuer, Some("localhost"), &["localhost", "127.0.0.1"], 1, true, false);
-        let other_server = leaf(&other_issuer, Some("localhost"), &["localhost", "127.0.0.1"], 2, true, false);
+        let server = leaf(
+            &issuer,
+            Some("localhost"),
+            &["localhost", "127.0.0.1"],
+            1,
+            true,
+            false,
+        );
+        let other_server = leaf(
+            &other_issuer,
+            Some("localhost"),
+            &["localhost", "127.0.0.1"],
+            2,
+            true,
+            false,
+        );
         let client = leaf(&issuer, Some("device-42"), &[], 10, false, false);
         let foreign_client = leaf(&other_issuer, Some("intruder"), &[], 11, false, false);
         let expired_client = leaf(&issuer, Some("old-device"), &[], 12, false, true);
@@ -173,10 +197,11 @@ pub(crate) fn client_config(ca_pem: &str, cert: Option<&Leaf>, alpn: &[&[u8]]) -
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(ca.expect("ca pem")).expect("add root");
     }
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("versions")
-        .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("versions")
+            .with_root_certificates(roots);
     let mut config = match cert {
         Some(leaf) => builder
             .with_client_auth_cert(

@@ -13,8 +13,8 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer,
-    PrivateSec1KeyDer,
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer,
+    PrivatePkcs8KeyDer, PrivateSec1KeyDer,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -57,7 +57,11 @@ impl TlsConfigs {
         let provider = provider();
         let (certfile, keyfile) = match (&settings.certfile, &settings.keyfile) {
             (Some(c), Some(k)) => (c.as_path(), k.as_path()),
-            _ => return Err(TransportError::TlsConfig("certfile and keyfile are required".into())),
+            _ => {
+                return Err(TransportError::TlsConfig(
+                    "certfile and keyfile are required".into(),
+                ));
+            }
         };
         let chain = load_cert_chain(certfile)?;
         let key = load_private_key(keyfile)?;
@@ -71,17 +75,24 @@ impl TlsConfigs {
                     Some(crlfile) => load_crls(crlfile, &roots.1)?,
                     None => Vec::new(),
                 };
-                let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots.0), provider.clone())
-                    // Mosquitto sets X509_V_FLAG_CRL_CHECK (leaf only), not CRL_CHECK_ALL; a leaf
-                    // whose issuer has no CRL in crlfile is refused (unknown status), as OpenSSL does.
-                    .with_crls(crls)
-                    .only_check_end_entity_revocation();
+                let mut builder = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots.0),
+                    provider.clone(),
+                )
+                // Mosquitto sets X509_V_FLAG_CRL_CHECK (leaf only), not CRL_CHECK_ALL; a leaf
+                // whose issuer has no CRL in crlfile is refused (unknown status), as OpenSSL does.
+                .with_crls(crls)
+                .only_check_end_entity_revocation();
                 if !settings.require_certificate {
                     builder = builder.allow_unauthenticated();
                 }
                 builder.build().map_err(|e| match (e, &settings.crlfile) {
                     (rustls::server::VerifierBuilderError::InvalidCrl(e), Some(crlfile)) => {
-                        TransportError::file("crlfile", crlfile, FileProblem::BadCrl(format!("{e:?}")))
+                        TransportError::file(
+                            "crlfile",
+                            crlfile,
+                            FileProblem::BadCrl(format!("{e:?}")),
+                        )
                     }
                     (e, _) => TransportError::TlsConfig(e.to_string()),
                 })?
@@ -99,12 +110,20 @@ impl TlsConfigs {
             c.alpn_protocols = vec![proto.to_vec()];
             Arc::new(c)
         };
-        Ok(TlsConfigs { mqtt: with_alpn(ALPN_MQTT), http11: with_alpn(ALPN_HTTP11), plain: Arc::new(base) })
+        Ok(TlsConfigs {
+            mqtt: with_alpn(ALPN_MQTT),
+            http11: with_alpn(ALPN_HTTP11),
+            plain: Arc::new(base),
+        })
     }
 
     /// Picks the configuration for this ClientHello's ALPN offer: "mqtt" for `tls` when offered,
     /// "http/1.1" for `wss` when offered, else none (ALPN is optional for MQTT).
-    fn choose<'a>(&self, offered: Option<impl Iterator<Item = &'a [u8]>>, websocket: bool) -> Arc<ServerConfig> {
+    fn choose<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+        websocket: bool,
+    ) -> Arc<ServerConfig> {
         let wanted = if websocket { ALPN_HTTP11 } else { ALPN_MQTT };
         let selected = offered.is_some_and(|mut protocols| protocols.any(|p| p == wanted));
         match (selected, websocket) {
@@ -124,7 +143,10 @@ impl TlsConfigs {
             .await
             .map_err(TransportError::TlsHandshake)?;
         let config = self.choose(start.client_hello().alpn(), websocket);
-        let stream = start.into_stream(config).await.map_err(TransportError::TlsHandshake)?;
+        let stream = start
+            .into_stream(config)
+            .await
+            .map_err(TransportError::TlsHandshake)?;
         let identity = stream
             .get_ref()
             .1
@@ -149,17 +171,25 @@ pub(super) fn client_identity(der: &[u8]) -> ClientIdentity {
         .and_then(|a| a.as_str().ok())
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
-    let san = cert.subject_alternative_name().ok().flatten().and_then(|ext| {
-        ext.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::DNSName(s) | x509_parser::extensions::GeneralName::RFC822Name(s)
-                if !s.is_empty() =>
-            {
-                Some((*s).to_owned())
-            }
-            _ => None,
-        })
-    });
-    ClientIdentity { identity: cn.clone().or(san), cn }
+    let san = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|ext| {
+            ext.value.general_names.iter().find_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(s)
+                | x509_parser::extensions::GeneralName::RFC822Name(s)
+                    if !s.is_empty() =>
+                {
+                    Some((*s).to_owned())
+                }
+                _ => None,
+            })
+        });
+    ClientIdentity {
+        identity: cn.clone().or(san),
+        cn,
+    }
 }
 
 /// A file's PEM sections (all kinds), in order.
@@ -182,7 +212,9 @@ fn read_pem(key: &'static str, path: &Path) -> Result<(Vec<u8>, Sections), Trans
         return Err(TransportError::file(
             key,
             path,
-            FileProblem::NotPem("no \"-----BEGIN\" line (a DER file must be converted to PEM)".into()),
+            FileProblem::NotPem(
+                "no \"-----BEGIN\" line (a DER file must be converted to PEM)".into(),
+            ),
         ));
     }
     Ok((data, sections))
@@ -204,11 +236,19 @@ fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Transpor
     let (_, sections) = read_pem("certfile", path)?;
     let chain = certificates(sections);
     let Some(leaf) = chain.first() else {
-        return Err(TransportError::file("certfile", path, FileProblem::NoCertificate));
+        return Err(TransportError::file(
+            "certfile",
+            path,
+            FileProblem::NoCertificate,
+        ));
     };
     for cert in &chain {
         if let Err(e) = x509_parser::parse_x509_certificate(cert.as_ref()) {
-            return Err(TransportError::file("certfile", path, FileProblem::BadCertificate(e.to_string())));
+            return Err(TransportError::file(
+                "certfile",
+                path,
+                FileProblem::BadCertificate(e.to_string()),
+            ));
         }
     }
     if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf.as_ref())
@@ -229,8 +269,16 @@ fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TransportErro
     });
     match key {
         Some(key) => Ok(key),
-        None if contains(&data, b"ENCRYPTED") => Err(TransportError::file("keyfile", path, FileProblem::EncryptedKey)),
-        None => Err(TransportError::file("keyfile", path, FileProblem::NoPrivateKey)),
+        None if contains(&data, b"ENCRYPTED") => Err(TransportError::file(
+            "keyfile",
+            path,
+            FileProblem::EncryptedKey,
+        )),
+        None => Err(TransportError::file(
+            "keyfile",
+            path,
+            FileProblem::NoPrivateKey,
+        )),
     }
 }
 
@@ -243,13 +291,19 @@ fn check_key_matches(
     let signing_key = provider
         .key_provider
         .load_private_key(key.clone_key())
-        .map_err(|e| TransportError::file("keyfile", keyfile, FileProblem::BadKey(e.to_string())))?;
+        .map_err(|e| {
+            TransportError::file("keyfile", keyfile, FileProblem::BadKey(e.to_string()))
+        })?;
     match CertifiedKey::new(chain.to_vec(), signing_key).keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(TransportError::file("keyfile", keyfile, FileProblem::KeyMismatch))
-        }
-        Err(e) => Err(TransportError::file("keyfile", keyfile, FileProblem::BadKey(e.to_string()))),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(
+            TransportError::file("keyfile", keyfile, FileProblem::KeyMismatch),
+        ),
+        Err(e) => Err(TransportError::file(
+            "keyfile",
+            keyfile,
+            FileProblem::BadKey(e.to_string()),
+        )),
     }
 }
 
@@ -258,18 +312,28 @@ fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<Vec<u8>>), TransportErr
     let (_, sections) = read_pem("cafile", path)?;
     let certs = certificates(sections);
     if certs.is_empty() {
-        return Err(TransportError::file("cafile", path, FileProblem::NoCaCertificates));
+        return Err(TransportError::file(
+            "cafile",
+            path,
+            FileProblem::NoCaCertificates,
+        ));
     }
     let mut roots = RootCertStore::empty();
     let mut subjects = Vec::with_capacity(certs.len());
     for cert in certs {
         match x509_parser::parse_x509_certificate(cert.as_ref()) {
             Ok((_, parsed)) => subjects.push(parsed.subject().as_raw().to_vec()),
-            Err(e) => return Err(TransportError::file("cafile", path, FileProblem::BadCertificate(e.to_string()))),
+            Err(e) => {
+                return Err(TransportError::file(
+                    "cafile",
+                    path,
+                    FileProblem::BadCertificate(e.to_string()),
+                ));
+            }
         }
-        roots
-            .add(cert)
-            .map_err(|e| TransportError::file("cafile", path, FileProblem::BadCertificate(e.to_string())))?;
+        roots.add(cert).map_err(|e| {
+            TransportError::file("cafile", path, FileProblem::BadCertificate(e.to_string()))
+        })?;
     }
     Ok((roots, subjects))
 }
@@ -288,9 +352,13 @@ fn load_crls(
         return Err(TransportError::file("crlfile", path, FileProblem::NoCrl));
     }
     for crl in &crls {
-        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
-            .map_err(|e| TransportError::file("crlfile", path, FileProblem::BadCrl(e.to_string())))?;
-        if !ca_subjects.iter().any(|s| s.as_slice() == parsed.issuer().as_raw()) {
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| {
+            TransportError::file("crlfile", path, FileProblem::BadCrl(e.to_string()))
+        })?;
+        if !ca_subjects
+            .iter()
+            .any(|s| s.as_slice() == parsed.issuer().as_raw())
+        {
             // Could be the CRL of an intermediate CA that clients send in their chain; but if it
             // is a mistake every client of that CA is refused (revocation status unknown).
             warn!(crlfile = %path.display(), issuer = %parsed.issuer(), "CRL issuer is not a certificate of cafile");
@@ -319,14 +387,25 @@ mod tests {
     use super::*;
 
     /// Serves one connection with `acceptor`, echoing 4 bytes back; returns what accept said.
-    async fn serve_one(acceptor: Arc<Acceptor>) -> (SocketAddr, tokio::task::JoinHandle<Result<PeerInfo, String>>) {
+    async fn serve_one(
+        acceptor: Arc<Acceptor>,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<PeerInfo, String>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.map_err(|e| e.to_string())?;
-            let (mut stream, info) = acceptor.accept(tcp, peer).await.map_err(|e| e.to_string())?;
+            let (mut stream, info) = acceptor
+                .accept(tcp, peer)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = [0u8; 4];
-            stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            stream
+                .read_exact(&mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
             stream.write_all(&buf).await.map_err(|e| e.to_string())?;
             stream.flush().await.map_err(|e| e.to_string())?;
             Ok(info)
@@ -335,10 +414,19 @@ mod tests {
     }
 
     /// Connects with `config`, sends 4 bytes and expects them back.
-    async fn client_roundtrip(addr: SocketAddr, config: ClientConfig) -> Result<Option<Vec<u8>>, String> {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-        let mut tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    async fn client_roundtrip(
+        addr: SocketAddr,
+        config: ClientConfig,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name =
+            rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let mut tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
@@ -360,15 +448,25 @@ mod tests {
         let client = tokio::time::timeout(Duration::from_secs(10), client_roundtrip(addr, config))
             .await
             .expect("client timed out");
-        let server = tokio::time::timeout(Duration::from_secs(10), server).await.expect("server timed out");
+        let server = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server timed out");
         (client, server.expect("join"))
     }
 
     #[tokio::test]
     async fn tls_handshake_without_client_certificates() {
         let pki = Pki::new();
-        let (client, server) = run(&pki.tls_settings(false), client_config(&pki.ca_pem, None, &[])).await;
-        assert_eq!(client.expect("client ok"), None, "no ALPN offered, none selected");
+        let (client, server) = run(
+            &pki.tls_settings(false),
+            client_config(&pki.ca_pem, None, &[]),
+        )
+        .await;
+        assert_eq!(
+            client.expect("client ok"),
+            None,
+            "no ALPN offered, none selected"
+        );
         let info = server.expect("server ok");
         assert!(info.tls);
         assert_eq!(info.cert_identity, None);
@@ -379,10 +477,17 @@ mod tests {
     #[tokio::test]
     async fn alpn_mqtt_selected_when_offered_and_not_required() {
         let pki = Pki::new();
-        let (client, _) = run(&pki.tls_settings(false), client_config(&pki.ca_pem, None, &[b"mqtt"])).await;
+        let (client, _) = run(
+            &pki.tls_settings(false),
+            client_config(&pki.ca_pem, None, &[b"mqtt"]),
+        )
+        .await;
         assert_eq!(client.expect("mqtt offered"), Some(b"mqtt".to_vec()));
-        let (client, _) =
-            run(&pki.tls_settings(false), client_config(&pki.ca_pem, None, &[b"x-amzn-mqtt-ca", b"h2"])).await;
+        let (client, _) = run(
+            &pki.tls_settings(false),
+            client_config(&pki.ca_pem, None, &[b"x-amzn-mqtt-ca", b"h2"]),
+        )
+        .await;
         assert_eq!(client.expect("other ALPN offered: still accepted"), None);
     }
 
@@ -390,7 +495,11 @@ mod tests {
     async fn client_certificate_accepted_and_identity_extracted() {
         let pki = Pki::new();
         let settings = pki.mtls_settings(true);
-        let (client, server) = run(&settings, client_config(&pki.ca_pem, Some(&pki.client), &[])).await;
+        let (client, server) = run(
+            &settings,
+            client_config(&pki.ca_pem, Some(&pki.client), &[]),
+        )
+        .await;
         client.expect("client ok");
         let info = server.expect("server ok");
         assert_eq!(info.cert_cn.as_deref(), Some("device-42"));
@@ -401,7 +510,11 @@ mod tests {
     #[tokio::test]
     async fn require_certificate_refuses_no_certificate() {
         let pki = Pki::new();
-        let (client, server) = run(&pki.mtls_settings(true), client_config(&pki.ca_pem, None, &[])).await;
+        let (client, server) = run(
+            &pki.mtls_settings(true),
+            client_config(&pki.ca_pem, None, &[]),
+        )
+        .await;
         assert!(client.is_err(), "client without certificate must fail");
         let err = server.expect_err("server must refuse");
         assert!(err.contains("TLS handshake"), "{err}");
@@ -410,10 +523,16 @@ mod tests {
     #[tokio::test]
     async fn require_certificate_refuses_unknown_ca_expired_and_revoked() {
         let pki = Pki::new();
-        for (what, cert) in
-            [("other CA", &pki.foreign_client), ("expired", &pki.expired_client), ("revoked", &pki.revoked_client)]
-        {
-            let (client, server) = run(&pki.mtls_settings(true), client_config(&pki.ca_pem, Some(cert), &[])).await;
+        for (what, cert) in [
+            ("other CA", &pki.foreign_client),
+            ("expired", &pki.expired_client),
+            ("revoked", &pki.revoked_client),
+        ] {
+            let (client, server) = run(
+                &pki.mtls_settings(true),
+                client_config(&pki.ca_pem, Some(cert), &[]),
+            )
+            .await;
             assert!(client.is_err(), "{what}: client must fail");
             let err = server.expect_err("server must refuse");
             assert!(err.contains("TLS handshake"), "{what}: {err}");
@@ -421,7 +540,11 @@ mod tests {
         // The same revoked certificate passes without the CRL: the CRL is what refuses it.
         let mut no_crl = pki.mtls_settings(true);
         no_crl.crlfile = None;
-        let (client, _) = run(&no_crl, client_config(&pki.ca_pem, Some(&pki.revoked_client), &[])).await;
+        let (client, _) = run(
+            &no_crl,
+            client_config(&pki.ca_pem, Some(&pki.revoked_client), &[]),
+        )
+        .await;
         client.expect("revoked cert accepted without a CRL");
     }
 
@@ -432,10 +555,21 @@ mod tests {
         let (client, server) = run(&settings, client_config(&pki.ca_pem, None, &[])).await;
         client.expect("no cert is fine when not required");
         assert_eq!(server.expect("server ok").cert_identity, None);
-        let (client, server) = run(&settings, client_config(&pki.ca_pem, Some(&pki.client), &[])).await;
+        let (client, server) = run(
+            &settings,
+            client_config(&pki.ca_pem, Some(&pki.client), &[]),
+        )
+        .await;
         client.expect("valid cert");
-        assert_eq!(server.expect("server ok").cert_cn.as_deref(), Some("device-42"));
-        let (client, _) = run(&settings, client_config(&pki.ca_pem, Some(&pki.foreign_client), &[])).await;
+        assert_eq!(
+            server.expect("server ok").cert_cn.as_deref(),
+            Some("device-42")
+        );
+        let (client, _) = run(
+            &settings,
+            client_config(&pki.ca_pem, Some(&pki.foreign_client), &[]),
+        )
+        .await;
         assert!(client.is_err(), "a presented cert must still verify");
     }
 
@@ -472,15 +606,24 @@ mod tests {
         let garbage = pki.write("garbage.pem", "this is not a certificate\n");
         let mut s = base.clone();
         s.certfile = Some(garbage.clone());
-        assert!(matches!(file_problem(Acceptor::new(&s).expect_err("not pem")), ("certfile", FileProblem::NotPem(_))));
+        assert!(matches!(
+            file_problem(Acceptor::new(&s).expect_err("not pem")),
+            ("certfile", FileProblem::NotPem(_))
+        ));
 
         let mut s = base.clone();
         s.certfile = Some(pki.key_path.clone());
-        assert_eq!(file_problem(Acceptor::new(&s).expect_err("key as cert")), ("certfile", FileProblem::NoCertificate));
+        assert_eq!(
+            file_problem(Acceptor::new(&s).expect_err("key as cert")),
+            ("certfile", FileProblem::NoCertificate)
+        );
 
         let mut s = base.clone();
         s.keyfile = Some(pki.cert_path.clone());
-        assert_eq!(file_problem(Acceptor::new(&s).expect_err("cert as key")), ("keyfile", FileProblem::NoPrivateKey));
+        assert_eq!(
+            file_problem(Acceptor::new(&s).expect_err("cert as key")),
+            ("keyfile", FileProblem::NoPrivateKey)
+        );
 
         let mut s = base.clone();
         s.keyfile = Some(pki.write("other.key", &pki.client.key_pem));
@@ -493,19 +636,34 @@ mod tests {
             "enc.key",
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
         ));
-        assert_eq!(file_problem(Acceptor::new(&s).expect_err("encrypted")), ("keyfile", FileProblem::EncryptedKey));
+        assert_eq!(
+            file_problem(Acceptor::new(&s).expect_err("encrypted")),
+            ("keyfile", FileProblem::EncryptedKey)
+        );
 
         let mut s = base.clone();
         s.cafile = Some(pki.key_path.clone());
-        assert_eq!(file_problem(Acceptor::new(&s).expect_err("ca empty")), ("cafile", FileProblem::NoCaCertificates));
+        assert_eq!(
+            file_problem(Acceptor::new(&s).expect_err("ca empty")),
+            ("cafile", FileProblem::NoCaCertificates)
+        );
 
         let mut s = base.clone();
         s.crlfile = Some(pki.cert_path.clone());
-        assert_eq!(file_problem(Acceptor::new(&s).expect_err("no crl")), ("crlfile", FileProblem::NoCrl));
+        assert_eq!(
+            file_problem(Acceptor::new(&s).expect_err("no crl")),
+            ("crlfile", FileProblem::NoCrl)
+        );
 
         let mut s = base.clone();
-        s.crlfile = Some(pki.write("bad.crl", "-----BEGIN X509 CRL-----\nAAECAwQF\n-----END X509 CRL-----\n"));
-        assert!(matches!(file_problem(Acceptor::new(&s).expect_err("bad crl")), ("crlfile", FileProblem::BadCrl(_))));
+        s.crlfile = Some(pki.write(
+            "bad.crl",
+            "-----BEGIN X509 CRL-----\nAAECAwQF\n-----END X509 CRL-----\n",
+        ));
+        assert!(matches!(
+            file_problem(Acceptor::new(&s).expect_err("bad crl")),
+            ("crlfile", FileProblem::BadCrl(_))
+        ));
 
         let mut s = base.clone();
         s.crlfile = Some(garbage);
@@ -514,10 +672,16 @@ mod tests {
             ("crlfile", FileProblem::NotPem(_))
         ));
 
-        let s = TransportSettings { transport: Transport::Tls, ..Default::default() };
+        let s = TransportSettings {
+            transport: Transport::Tls,
+            ..Default::default()
+        };
         assert!(matches!(
             Acceptor::new(&s).expect_err("validate first"),
-            TransportError::Invalid { key: "certfile", .. }
+            TransportError::Invalid {
+                key: "certfile",
+                ..
+            }
         ));
 
         Acceptor::new(&base).expect("the good files load");
@@ -532,10 +696,15 @@ mod tests {
         // A broken reload is refused and the old server certificate stays.
         let mut broken = first.clone();
         broken.keyfile = Some(pki.write("other.key", &pki.client.key_pem));
-        assert!(matches!(acceptor.reload(&broken), Err(TransportError::File { key: "keyfile", .. })));
+        assert!(matches!(
+            acceptor.reload(&broken),
+            Err(TransportError::File { key: "keyfile", .. })
+        ));
         assert_eq!(acceptor.settings(), first);
         let (addr, server) = serve_one(acceptor.clone()).await;
-        client_roundtrip(addr, client_config(&pki.ca_pem, None, &[])).await.expect("old config serves");
+        client_roundtrip(addr, client_config(&pki.ca_pem, None, &[]))
+            .await
+            .expect("old config serves");
         server.await.expect("join").expect("server ok");
 
         // A good reload with a certificate from another CA: clients trusting only the first CA
@@ -545,18 +714,28 @@ mod tests {
         assert_eq!(acceptor.settings(), second);
         let (addr, server) = serve_one(acceptor.clone()).await;
         assert!(
-            client_roundtrip(addr, client_config(&pki.ca_pem, None, &[])).await.is_err(),
+            client_roundtrip(addr, client_config(&pki.ca_pem, None, &[]))
+                .await
+                .is_err(),
             "old CA no longer matches"
         );
         let _ = server.await;
         let (addr, server) = serve_one(acceptor.clone()).await;
-        client_roundtrip(addr, client_config(&pki.other_ca_pem, None, &[])).await.expect("new cert served");
+        client_roundtrip(addr, client_config(&pki.other_ca_pem, None, &[]))
+            .await
+            .expect("new cert served");
         server.await.expect("join").expect("server ok");
 
         // Reload can turn on client certificates.
-        acceptor.reload(&pki.mtls_settings(true)).expect("reload mtls");
+        acceptor
+            .reload(&pki.mtls_settings(true))
+            .expect("reload mtls");
         let (addr, server) = serve_one(acceptor.clone()).await;
-        assert!(client_roundtrip(addr, client_config(&pki.ca_pem, None, &[])).await.is_err());
+        assert!(
+            client_roundtrip(addr, client_config(&pki.ca_pem, None, &[]))
+                .await
+                .is_err()
+        );
         assert!(server.await.expect("join").is_err());
     }
 

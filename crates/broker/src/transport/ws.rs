@@ -34,7 +34,9 @@ const BUFFER_SIZE: usize = 8 * 1024;
 fn choose_subprotocol(request: &Request) -> Result<Option<&'static str>, String> {
     let mut offered = Vec::new();
     for value in request.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL) {
-        let value = value.to_str().map_err(|_| "Sec-WebSocket-Protocol is not ASCII".to_owned())?;
+        let value = value
+            .to_str()
+            .map_err(|_| "Sec-WebSocket-Protocol is not ASCII".to_owned())?;
         offered.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()));
     }
     if offered.is_empty() {
@@ -56,7 +58,11 @@ fn refuse(status: StatusCode, body: String) -> ErrorResponse {
 /// Runs the server side of the WebSocket upgrade on `stream`: the request path must be `path`
 /// (else 404, query string ignored), the subprotocol is chosen as described in the module doc.
 /// Messages and frames larger than `max_message_size` are refused (the connection fails).
-pub(super) async fn accept<S>(stream: S, path: &str, max_message_size: usize) -> Result<WsStream<S>, TransportError>
+pub(super) async fn accept<S>(
+    stream: S,
+    path: &str,
+    max_message_size: usize,
+) -> Result<WsStream<S>, TransportError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -76,7 +82,10 @@ where
         }
         match choose_subprotocol(request) {
             Ok(Some(protocol)) => {
-                response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(protocol),
+                );
                 Ok(response)
             }
             Ok(None) => Ok(response),
@@ -86,7 +95,11 @@ where
     let inner = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
         .await
         .map_err(|e| TransportError::WebSocket(e.to_string()))?;
-    Ok(WsStream { inner, read_buf: Bytes::new(), read_state: ReadState::Open })
+    Ok(WsStream {
+        inner,
+        read_buf: Bytes::new(),
+        read_state: ReadState::Open,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +125,10 @@ pub(crate) struct WsStream<S> {
 
 impl<S> std::fmt::Debug for WsStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsStream").field("buffered", &self.read_buf.len()).field("state", &self.read_state).finish()
+        f.debug_struct("WsStream")
+            .field("buffered", &self.read_buf.len())
+            .field("state", &self.read_state)
+            .finish()
     }
 }
 
@@ -126,14 +142,20 @@ fn text_frame_error() -> io::Error {
 fn to_io(e: WsError) -> io::Error {
     match e {
         WsError::Io(e) => e,
-        WsError::ConnectionClosed | WsError::AlreadyClosed => io::Error::from(io::ErrorKind::BrokenPipe),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            io::Error::from(io::ErrorKind::BrokenPipe)
+        }
         WsError::Capacity(e) => io::Error::new(io::ErrorKind::InvalidData, e),
         other => io::Error::new(io::ErrorKind::InvalidData, other),
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -159,7 +181,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                     return Poll::Ready(Err(text_frame_error()));
                 }
                 // tungstenite queues the close reply; it goes out on the next write / flush / shutdown.
-                Some(Ok(Message::Close(_))) | None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                Some(Ok(Message::Close(_)))
+                | None
+                | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                     this.read_state = ReadState::Eof;
                 }
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
@@ -169,22 +193,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         let mut inner = Pin::new(&mut self.get_mut().inner);
         ready!(inner.as_mut().poll_ready(cx)).map_err(to_io)?;
-        inner.start_send(Message::Binary(Bytes::copy_from_slice(buf))).map_err(to_io)?;
+        inner
+            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .map_err(to_io)?;
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx).map_err(to_io)
+        Pin::new(&mut self.get_mut().inner)
+            .poll_flush(cx)
+            .map_err(to_io)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx).map_err(to_io)
+        Pin::new(&mut self.get_mut().inner)
+            .poll_close(cx)
+            .map_err(to_io)
     }
 }
 
@@ -200,12 +234,16 @@ mod tests {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     use super::super::test_pki::{Pki, client_config};
-    use super::super::{Acceptor, MqttStream, PeerInfo, Transport, TransportError, TransportSettings};
+    use super::super::{
+        Acceptor, MqttStream, PeerInfo, Transport, TransportError, TransportSettings,
+    };
     use super::*;
 
     type Accepted = Result<(Box<dyn MqttStream>, PeerInfo), TransportError>;
 
-    async fn server(settings: &TransportSettings) -> (SocketAddr, tokio::task::JoinHandle<Accepted>) {
+    async fn server(
+        settings: &TransportSettings,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Accepted>) {
         let acceptor = Arc::new(Acceptor::new(settings).expect("acceptor"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -217,13 +255,21 @@ mod tests {
     }
 
     fn ws_settings() -> TransportSettings {
-        TransportSettings { transport: Transport::Ws, ..Default::default() }
+        TransportSettings {
+            transport: Transport::Ws,
+            ..Default::default()
+        }
     }
 
     fn request(addr: SocketAddr, path: &str, protocols: Option<&str>) -> Request {
-        let mut req = format!("ws://{addr}{path}").into_client_request().expect("request");
+        let mut req = format!("ws://{addr}{path}")
+            .into_client_request()
+            .expect("request");
         if let Some(p) = protocols {
-            req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(p).expect("header"));
+            req.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(p).expect("header"),
+            );
         }
         req
     }
@@ -240,21 +286,33 @@ mod tests {
         let (addr, server) = server(settings).await;
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let (client, response) =
-            tokio_tungstenite::client_async(request(addr, path, protocols), tcp).await.expect("ws handshake");
-        let chosen =
-            response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).map(|v| v.to_str().expect("ascii").to_owned());
+            tokio_tungstenite::client_async(request(addr, path, protocols), tcp)
+                .await
+                .expect("ws handshake");
+        let chosen = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .map(|v| v.to_str().expect("ascii").to_owned());
         let (stream, info) = server.await.expect("join").expect("server accept");
         assert!(!info.tls);
         (client, chosen, stream)
     }
 
-    async fn refused_status(settings: &TransportSettings, path: &str, protocols: Option<&str>) -> (StatusCode, String) {
+    async fn refused_status(
+        settings: &TransportSettings,
+        path: &str,
+        protocols: Option<&str>,
+    ) -> (StatusCode, String) {
         let (addr, server) = server(settings).await;
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let err =
-            tokio_tungstenite::client_async(request(addr, path, protocols), tcp).await.expect_err("must be refused");
+        let err = tokio_tungstenite::client_async(request(addr, path, protocols), tcp)
+            .await
+            .expect_err("must be refused");
         let server_err = server.await.expect("join").expect_err("server must refuse");
-        assert!(matches!(server_err, TransportError::WebSocket(_)), "{server_err}");
+        assert!(
+            matches!(server_err, TransportError::WebSocket(_)),
+            "{server_err}"
+        );
         match err {
             WsError::Http(response) => (response.status(), server_err.to_string()),
             other => panic!("expected an HTTP error response, got {other}"),
@@ -274,22 +332,40 @@ mod tests {
     async fn subprotocol_mqtt_is_echoed_and_bytes_flow_both_ways() {
         let (mut client, chosen, mut stream) = connect(&ws_settings(), "/mqtt", Some("mqtt")).await;
         assert_eq!(chosen.as_deref(), Some("mqtt"));
-        client.send(Message::binary(vec![0x10, 0x02])).await.expect("send");
+        client
+            .send(Message::binary(vec![0x10, 0x02]))
+            .await
+            .expect("send");
         assert_eq!(read_n(&mut stream, 2).await, [0x10, 0x02]);
-        stream.write_all(&[0x20, 0x02, 0x00, 0x00]).await.expect("write");
+        stream
+            .write_all(&[0x20, 0x02, 0x00, 0x00])
+            .await
+            .expect("write");
         stream.flush().await.expect("flush");
-        let msg = tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("timeout");
-        assert_eq!(msg.expect("message").expect("ok"), Message::binary(vec![0x20, 0x02, 0x00, 0x00]));
+        let msg = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("timeout");
+        assert_eq!(
+            msg.expect("message").expect("ok"),
+            Message::binary(vec![0x20, 0x02, 0x00, 0x00])
+        );
     }
 
     #[tokio::test]
     async fn subprotocol_negotiation() {
         let (_, chosen, _) = connect(&ws_settings(), "/mqtt", Some("foo, mqttv3.1, mqtt")).await;
-        assert_eq!(chosen.as_deref(), Some("mqtt"), "mqtt preferred wherever it is in the list");
+        assert_eq!(
+            chosen.as_deref(),
+            Some("mqtt"),
+            "mqtt preferred wherever it is in the list"
+        );
         let (_, chosen, _) = connect(&ws_settings(), "/mqtt", Some("mqttv3.1")).await;
         assert_eq!(chosen.as_deref(), Some("mqttv3.1"));
         let (_, chosen, _) = connect(&ws_settings(), "/mqtt?x=1", None).await;
-        assert_eq!(chosen, None, "no subprotocol offered: accepted, none answered");
+        assert_eq!(
+            chosen, None,
+            "no subprotocol offered: accepted, none answered"
+        );
         let (status, err) = refused_status(&ws_settings(), "/mqtt", Some("chat, superchat")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(err.contains("400"), "{err}");
@@ -299,7 +375,10 @@ mod tests {
     async fn wrong_path_is_404() {
         let (status, _) = refused_status(&ws_settings(), "/", Some("mqtt")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let custom = TransportSettings { path: "/broker/ws".into(), ..ws_settings() };
+        let custom = TransportSettings {
+            path: "/broker/ws".into(),
+            ..ws_settings()
+        };
         let (status, _) = refused_status(&custom, "/mqtt", Some("mqtt")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (_, chosen, _) = connect(&custom, "/broker/ws", Some("mqtt")).await;
@@ -310,53 +389,94 @@ mod tests {
     async fn packets_are_not_aligned_on_frames() {
         let (mut client, _, mut stream) = connect(&ws_settings(), "/mqtt", Some("mqtt")).await;
         // One packet split over two binary messages.
-        client.send(Message::binary(vec![0x30, 0x05, b't'])).await.expect("send 1");
-        client.send(Message::binary(vec![b'/', b'a', b'b', b'c'])).await.expect("send 2");
-        assert_eq!(read_n(&mut stream, 7).await, [0x30, 0x05, b't', b'/', b'a', b'b', b'c']);
+        client
+            .send(Message::binary(vec![0x30, 0x05, b't']))
+            .await
+            .expect("send 1");
+        client
+            .send(Message::binary(vec![b'/', b'a', b'b', b'c']))
+            .await
+            .expect("send 2");
+        assert_eq!(
+            read_n(&mut stream, 7).await,
+            [0x30, 0x05, b't', b'/', b'a', b'b', b'c']
+        );
         // Two packets in one message, read as two separate reads.
-        client.send(Message::binary(vec![0xC0, 0x00, 0xE0, 0x00])).await.expect("send 3");
+        client
+            .send(Message::binary(vec![0xC0, 0x00, 0xE0, 0x00]))
+            .await
+            .expect("send 3");
         assert_eq!(read_n(&mut stream, 2).await, [0xC0, 0x00]);
         assert_eq!(read_n(&mut stream, 2).await, [0xE0, 0x00]);
         // A ping in between is answered and does not show up in the byte stream.
-        client.send(Message::Ping(Bytes::from_static(b"hi"))).await.expect("ping");
-        client.send(Message::binary(vec![0xC0, 0x00])).await.expect("send 4");
+        client
+            .send(Message::Ping(Bytes::from_static(b"hi")))
+            .await
+            .expect("ping");
+        client
+            .send(Message::binary(vec![0xC0, 0x00]))
+            .await
+            .expect("send 4");
         assert_eq!(read_n(&mut stream, 2).await, [0xC0, 0x00]);
         stream.write_all(&[0xD0, 0x00]).await.expect("write");
         stream.flush().await.expect("flush");
         let pong = client.next().await.expect("message").expect("ok");
         assert_eq!(pong, Message::Pong(Bytes::from_static(b"hi")));
-        assert_eq!(client.next().await.expect("message").expect("ok"), Message::binary(vec![0xD0, 0x00]));
+        assert_eq!(
+            client.next().await.expect("message").expect("ok"),
+            Message::binary(vec![0xD0, 0x00])
+        );
     }
 
     #[tokio::test]
     async fn each_write_is_one_binary_message() {
         let (mut client, _, mut stream) = connect(&ws_settings(), "/mqtt", Some("mqtt")).await;
         stream.write_all(&[0xD0, 0x00]).await.expect("write 1");
-        stream.write_all(&[0x30, 0x01, b'x']).await.expect("write 2");
+        stream
+            .write_all(&[0x30, 0x01, b'x'])
+            .await
+            .expect("write 2");
         stream.flush().await.expect("flush");
-        assert_eq!(client.next().await.expect("m1").expect("ok"), Message::binary(vec![0xD0, 0x00]));
-        assert_eq!(client.next().await.expect("m2").expect("ok"), Message::binary(vec![0x30, 0x01, b'x']));
+        assert_eq!(
+            client.next().await.expect("m1").expect("ok"),
+            Message::binary(vec![0xD0, 0x00])
+        );
+        assert_eq!(
+            client.next().await.expect("m2").expect("ok"),
+            Message::binary(vec![0x30, 0x01, b'x'])
+        );
     }
 
     #[tokio::test]
     async fn text_frame_fails_the_stream() {
         let (mut client, _, mut stream) = connect(&ws_settings(), "/mqtt", Some("mqtt")).await;
-        client.send(Message::text("CONNECT")).await.expect("send text");
+        client
+            .send(Message::text("CONNECT"))
+            .await
+            .expect("send text");
         let mut buf = [0u8; 4];
-        let err = stream.read(&mut buf).await.expect_err("text frame must fail");
+        let err = stream
+            .read(&mut buf)
+            .await
+            .expect_err("text frame must fail");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("MQTT-6.0.0-1"), "{err}");
         assert!(stream.read(&mut buf).await.is_err(), "stays failed");
         drop(stream);
         // The server side dropping the stream closes the connection.
-        let end = tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("timeout");
+        let end = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("timeout");
         assert!(!matches!(end, Some(Ok(Message::Binary(_)))), "{end:?}");
     }
 
     #[tokio::test]
     async fn close_is_eof_and_shutdown_sends_close() {
         let (mut client, _, mut stream) = connect(&ws_settings(), "/mqtt", Some("mqtt")).await;
-        client.send(Message::binary(vec![0xE0])).await.expect("send");
+        client
+            .send(Message::binary(vec![0xE0]))
+            .await
+            .expect("send");
         client.close(None).await.expect("client close");
         let mut rest = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
@@ -367,19 +487,33 @@ mod tests {
 
         let (mut client, _, mut stream) = connect(&ws_settings(), "/mqtt", Some("mqtt")).await;
         stream.shutdown().await.expect("shutdown");
-        let msg = tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("timeout");
+        let msg = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("timeout");
         assert!(matches!(msg, Some(Ok(Message::Close(_)))), "{msg:?}");
     }
 
     #[tokio::test]
     async fn oversized_message_is_refused() {
-        let settings = TransportSettings { ws_max_message_size: 1024, ..ws_settings() };
+        let settings = TransportSettings {
+            ws_max_message_size: 1024,
+            ..ws_settings()
+        };
         let (mut client, _, mut stream) = connect(&settings, "/mqtt", Some("mqtt")).await;
-        client.send(Message::binary(vec![0u8; 512])).await.expect("send ok");
+        client
+            .send(Message::binary(vec![0u8; 512]))
+            .await
+            .expect("send ok");
         assert_eq!(read_n(&mut stream, 512).await.len(), 512);
-        client.send(Message::binary(vec![0u8; 2048])).await.expect("send big");
+        client
+            .send(Message::binary(vec![0u8; 2048]))
+            .await
+            .expect("send big");
         let mut buf = [0u8; 16];
-        assert!(stream.read(&mut buf).await.is_err(), "message over the bound must fail the stream");
+        assert!(
+            stream.read(&mut buf).await.is_err(),
+            "message over the bound must fail the stream"
+        );
     }
 
     #[tokio::test]
@@ -389,30 +523,57 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let config = client_config(&pki.ca_pem, None, &[b"h2", b"http/1.1"]);
         let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("tls");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("tls");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-        let mut req = format!("wss://localhost:{}/mqtt", addr.port()).into_client_request().expect("request");
-        req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("mqtt"));
-        let (mut client, response) = tokio_tungstenite::client_async(req, tls).await.expect("ws handshake");
-        assert_eq!(response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).map(|v| v.as_bytes()), Some(&b"mqtt"[..]));
+        let mut req = format!("wss://localhost:{}/mqtt", addr.port())
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("mqtt"),
+        );
+        let (mut client, response) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .expect("ws handshake");
+        assert_eq!(
+            response
+                .headers()
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .map(|v| v.as_bytes()),
+            Some(&b"mqtt"[..])
+        );
         let (mut stream, info) = server.await.expect("join").expect("server accept");
         assert!(info.tls);
-        client.send(Message::binary(vec![0x10, 0x00])).await.expect("send");
+        client
+            .send(Message::binary(vec![0x10, 0x00]))
+            .await
+            .expect("send");
         assert_eq!(read_n(&mut stream, 2).await, [0x10, 0x00]);
         stream.write_all(&[0x20, 0x00]).await.expect("write");
         stream.flush().await.expect("flush");
-        assert_eq!(client.next().await.expect("msg").expect("ok"), Message::binary(vec![0x20, 0x00]));
+        assert_eq!(
+            client.next().await.expect("msg").expect("ok"),
+            Message::binary(vec![0x20, 0x00])
+        );
     }
 
     #[tokio::test]
     async fn plain_tcp_to_a_ws_listener_fails_the_handshake() {
         let (addr, server) = server(&ws_settings()).await;
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        tcp.write_all(&[0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00])
-            .await
-            .expect("write");
+        tcp.write_all(&[
+            0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00,
+        ])
+        .await
+        .expect("write");
         tcp.shutdown().await.expect("shutdown");
-        let err = server.await.expect("join").expect_err("MQTT CONNECT is not an HTTP upgrade");
+        let err = server
+            .await
+            .expect("join")
+            .expect_err("MQTT CONNECT is not an HTTP upgrade");
         assert!(matches!(err, TransportError::WebSocket(_)), "{err}");
     }
 }

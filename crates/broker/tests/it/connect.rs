@@ -11,10 +11,17 @@ async fn unsupported_protocol_level() {
     let b = TestBroker::start().await;
     let mut c = b.tcp(V311).await;
     // CONNECT, "MQTT", level 6, clean session, keep alive 60, client id "x".
-    c.send_raw(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'x']).await;
+    c.send_raw(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'x',
+    ])
+    .await;
     match c.expect().await {
         Packet::ConnectAck(a) => {
-            assert_eq!(a.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, "CONNACK return code 0x01");
+            assert_eq!(
+                a.reason,
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                "CONNACK return code 0x01"
+            );
             assert!(!a.session_present);
         }
         other => panic!("expected CONNACK 0x01, got {other:?}"),
@@ -28,8 +35,14 @@ async fn unsupported_protocol_level() {
 async fn bad_protocol_name_closes() {
     let b = TestBroker::start().await;
     let mut c = b.tcp(V311).await;
-    c.send_raw(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'X', 4, 0x02, 0, 60, 0, 1, b'x']).await;
-    assert!(c.is_closed_within(WAIT).await, "closed after a bad protocol name");
+    c.send_raw(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'X', 4, 0x02, 0, 60, 0, 1, b'x',
+    ])
+    .await;
+    assert!(
+        c.is_closed_within(WAIT).await,
+        "closed after a bad protocol name"
+    );
     b.stop().await;
 }
 
@@ -41,7 +54,8 @@ async fn first_packet_not_connect() {
     c.send(&Packet::PingRequest).await;
     c.expect_closed(WAIT).await;
     let mut c = b.tcp(V311).await;
-    c.send(&Packet::Publish(publish("t", b"x", Q0, false))).await;
+    c.send(&Packet::Publish(publish("t", b"x", Q0, false)))
+        .await;
     c.expect_closed(WAIT).await;
     assert!(b.metric(|m| &m.protocol_errors) >= 2);
     b.stop().await;
@@ -51,7 +65,8 @@ async fn first_packet_not_connect() {
 async fn second_connect(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut c = b.client(v, "twice").await;
-    c.send(&Packet::Connect(Box::new(connect_packet(v, "twice")))).await;
+    c.send(&Packet::Connect(Box::new(connect_packet(v, "twice"))))
+        .await;
     c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
     b.stop().await;
 }
@@ -66,7 +81,10 @@ async fn connect_timeout() {
     let t0 = Instant::now();
     c.expect_closed(Duration::from_secs(3)).await;
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(800), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed too early: {took:?}"
+    );
     // A partial CONNECT does not extend the deadline either.
     let mut c = b.tcp(V311).await;
     c.send_raw(&[0x10, 13, 0, 4, b'M']).await;
@@ -89,13 +107,25 @@ async fn zero_length_client_id() {
     let mut p = connect_packet(V311, "");
     p.clean_start = false;
     let (mut c2, ack) = b.connect_with(p).await;
-    assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "3.1.1 CONNACK return code 0x02");
+    assert_eq!(
+        ack.reason,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "3.1.1 CONNACK return code 0x02"
+    );
     c2.expect_closed(WAIT).await;
     // 5.0: assigned, unique, usable.
     let (mut a, ack_a) = b.connect_with(connect_packet(V5, "")).await;
     let (_b2, ack_b) = b.connect_with(persistent(V5, "")).await;
-    let id_a = ack_a.properties.assigned_client_identifier.clone().expect("Assigned Client Identifier [MQTT-3.2.2-16]");
-    let id_b = ack_b.properties.assigned_client_identifier.clone().expect("Assigned Client Identifier");
+    let id_a = ack_a
+        .properties
+        .assigned_client_identifier
+        .clone()
+        .expect("Assigned Client Identifier [MQTT-3.2.2-16]");
+    let id_b = ack_b
+        .properties
+        .assigned_client_identifier
+        .clone()
+        .expect("Assigned Client Identifier");
     assert_eq!(ack_a.reason, ReasonCode::SUCCESS);
     assert!(!id_a.is_empty());
     assert_ne!(id_a, id_b, "assigned identifiers are unique");
@@ -117,10 +147,14 @@ async fn mqtt31_pub_sub() {
     let (mut s, ack) = b.connect_with(connect_packet(V31, "old-sub")).await;
     assert_eq!(ack.reason, ReasonCode::SUCCESS);
     assert!(!ack.session_present);
-    assert_eq!(s.subscribe("v31/#", Q2).await, vec![ReasonCode::GRANTED_QOS_2]);
+    assert_eq!(
+        s.subscribe("v31/#", Q2).await,
+        vec![ReasonCode::GRANTED_QOS_2]
+    );
     let mut p = b.client(V31, "old-pub").await;
     for q in [Q0, Q1, Q2] {
-        p.publish("v31/t", format!("q{}", q as u8).as_bytes(), q, false).await;
+        p.publish("v31/t", format!("q{}", q as u8).as_bytes(), q, false)
+            .await;
     }
     let got = s.collect(3).await;
     assert_eq!(payloads(&got), ["q0", "q1", "q2"]);
@@ -153,8 +187,15 @@ async fn anonymous_refused(v: ProtocolVersion) {
     let b = TestBroker::with(|c| c.allow_anonymous = Some(false)).await;
     let (mut c, ack) = b.connect_with(connect_packet(v, "anon")).await;
     // The codec maps the v3 return code 5 to 0x87 when decoding.
-    assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED, "{v:?}: expected not authorized (v3 5 / v5 0x87), got {ack:?}");
-    assert!(!ack.session_present, "[MQTT-3.2.2-4/6] session present 0 on refusal");
+    assert_eq!(
+        ack.reason,
+        ReasonCode::NOT_AUTHORIZED,
+        "{v:?}: expected not authorized (v3 5 / v5 0x87), got {ack:?}"
+    );
+    assert!(
+        !ack.session_present,
+        "[MQTT-3.2.2-4/6] session present 0 on refusal"
+    );
     c.expect_closed(WAIT).await;
     b.stop().await;
 }
@@ -197,12 +238,21 @@ both_versions!(clean_start_session_present_zero);
 #[tokio::test]
 async fn bad_connect_flags_close() {
     let b = TestBroker::start().await;
-    for (name, flags) in [("reserved bit", 0x03u8), ("will qos without will", 0x0A), ("will qos 3", 0x1E)] {
+    for (name, flags) in [
+        ("reserved bit", 0x03u8),
+        ("will qos without will", 0x0A),
+        ("will qos 3", 0x1E),
+    ] {
         let mut c = b.tcp(V311).await;
-        c.send_raw(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 1, b'x']).await;
+        c.send_raw(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 1, b'x',
+        ])
+        .await;
         match c.recv(WAIT).await {
             None => {}
-            Some(Packet::ConnectAck(a)) if a.reason != ReasonCode::SUCCESS => c.expect_closed(WAIT).await,
+            Some(Packet::ConnectAck(a)) if a.reason != ReasonCode::SUCCESS => {
+                c.expect_closed(WAIT).await
+            }
             Some(other) => panic!("{name}: expected close, got {other:?}"),
         }
         assert!(c.is_closed_within(WAIT).await, "{name}: connection closed");

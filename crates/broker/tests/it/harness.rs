@@ -15,9 +15,10 @@ use bytes::{Bytes, BytesMut};
 use hermod_broker::metrics::Metrics;
 use hermod_broker::{Broker, Config};
 pub use hermod_proto::{
-    Connect, ConnectAck, Disconnect, DisconnectProperties, LastWill, Packet, PacketId, ProtocolVersion, Publish,
-    PublishAck, PublishProperties, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeAck, SubscribeProperties,
-    SubscriptionOptions, Unsubscribe, UnsubscribeAck, WillProperties,
+    Connect, ConnectAck, Disconnect, DisconnectProperties, LastWill, Packet, PacketId,
+    ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, ReasonCode, RetainHandling,
+    Subscribe, SubscribeAck, SubscribeProperties, SubscriptionOptions, Unsubscribe, UnsubscribeAck,
+    WillProperties,
 };
 use hermod_proto::{decode_packet, encode_packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +66,10 @@ fn install_panic_counter() {
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let file = info.location().map(|l| l.file().to_owned()).unwrap_or_default();
+            let file = info
+                .location()
+                .map(|l| l.file().to_owned())
+                .unwrap_or_default();
             if file.contains("broker/src") || file.contains("proto/src") {
                 BROKER_PANICS.with(|c| c.set(c.get() + 1));
             }
@@ -103,7 +107,12 @@ impl TestBroker {
         let task = tokio::spawn(broker.run(async move {
             stop_rx.await.ok();
         }));
-        Self { addr, metrics, stop_tx: Some(stop_tx), task: Some(task) }
+        Self {
+            addr,
+            metrics,
+            stop_tx: Some(stop_tx),
+            task: Some(task),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -118,7 +127,10 @@ impl TestBroker {
     pub async fn wait_metric(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
         let deadline = Instant::now() + WAIT;
         while !f(&self.metrics) {
-            assert!(Instant::now() < deadline, "metric condition never held: {what}");
+            assert!(
+                Instant::now() < deadline,
+                "metric condition never held: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -145,7 +157,11 @@ impl TestBroker {
             assert!(r.is_ok(), "broker did not stop within 15 s");
             assert!(r.expect("in time").is_ok(), "broker run task panicked");
         }
-        assert_eq!(broker_panics(), 0, "broker or codec code panicked during this test");
+        assert_eq!(
+            broker_panics(),
+            0,
+            "broker or codec code panicked during this test"
+        );
     }
 }
 
@@ -159,7 +175,13 @@ impl Drop for TestBroker {
 
 /// A CONNECT with clean start, keep alive 60 and no will.
 pub fn connect_packet(v: ProtocolVersion, id: &str) -> Connect {
-    Connect { protocol: v, client_id: id.into(), clean_start: true, keep_alive: 60, ..Connect::default() }
+    Connect {
+        protocol: v,
+        client_id: id.into(),
+        clean_start: true,
+        keep_alive: 60,
+        ..Connect::default()
+    }
 }
 
 /// A persistent-session CONNECT: clean start 0 and, for v5, session expiry 300 s.
@@ -177,7 +199,10 @@ pub fn pid(n: u16) -> PacketId {
 }
 
 pub fn opts(qos: QoS) -> SubscriptionOptions {
-    SubscriptionOptions { qos, ..SubscriptionOptions::default() }
+    SubscriptionOptions {
+        qos,
+        ..SubscriptionOptions::default()
+    }
 }
 
 /// A PUBLISH; packet id 1 when QoS > 0 (override as needed).
@@ -222,9 +247,19 @@ pub struct Client {
 impl Client {
     /// A TCP connection, nothing sent yet.
     pub async fn tcp(addr: SocketAddr, version: ProtocolVersion) -> Self {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.expect("connect in time").expect("tcp connect");
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("tcp connect");
         stream.set_nodelay(true).ok();
-        Self { version, stream, rbuf: BytesMut::with_capacity(4096), pending: VecDeque::new(), next_pid: 100, closed: false }
+        Self {
+            version,
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+            pending: VecDeque::new(),
+            next_pid: 100,
+            closed: false,
+        }
     }
 
     /// Connects with clean start and asserts CONNACK success.
@@ -269,7 +304,10 @@ impl Client {
             match decode_packet(&mut self.rbuf, self.version, usize::MAX) {
                 Ok(Some(p)) => return Recv::Packet(p),
                 Ok(None) => {}
-                Err(e) => panic!("broker sent bytes the codec cannot decode ({:?}): {e}", self.version),
+                Err(e) => panic!(
+                    "broker sent bytes the codec cannot decode ({:?}): {e}",
+                    self.version
+                ),
             }
             if self.closed {
                 return Recv::Closed;
@@ -398,7 +436,12 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<ReasonCode> {
-        self.subscribe_with(vec![(filter.into(), opts(qos))], SubscribeProperties::default()).await.reasons
+        self.subscribe_with(
+            vec![(filter.into(), opts(qos))],
+            SubscribeProperties::default(),
+        )
+        .await
+        .reasons
     }
 
     pub async fn subscribe_with(
@@ -407,8 +450,16 @@ impl Client {
         properties: SubscribeProperties,
     ) -> SubscribeAck {
         let id = self.next_packet_id();
-        self.send(&Packet::Subscribe(Subscribe { packet_id: id, filters, properties })).await;
-        match self.wait_for("SUBACK", |p| matches!(p, Packet::SubscribeAck(_))).await {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: id,
+            filters,
+            properties,
+        }))
+        .await;
+        match self
+            .wait_for("SUBACK", |p| matches!(p, Packet::SubscribeAck(_)))
+            .await
+        {
             Packet::SubscribeAck(a) => {
                 assert_eq!(a.packet_id, id, "SUBACK packet id [MQTT-3.8.4-2]");
                 a
@@ -419,9 +470,16 @@ impl Client {
 
     pub async fn unsubscribe(&mut self, filters: &[&str]) -> UnsubscribeAck {
         let id = self.next_packet_id();
-        let u = Unsubscribe { packet_id: id, filters: filters.iter().map(|s| s.to_string()).collect(), user_properties: vec![] };
+        let u = Unsubscribe {
+            packet_id: id,
+            filters: filters.iter().map(|s| s.to_string()).collect(),
+            user_properties: vec![],
+        };
         self.send(&Packet::Unsubscribe(u)).await;
-        match self.wait_for("UNSUBACK", |p| matches!(p, Packet::UnsubscribeAck(_))).await {
+        match self
+            .wait_for("UNSUBACK", |p| matches!(p, Packet::UnsubscribeAck(_)))
+            .await
+        {
             Packet::UnsubscribeAck(a) => {
                 assert_eq!(a.packet_id, id, "UNSUBACK packet id [MQTT-3.10.4-4]");
                 a
@@ -433,7 +491,8 @@ impl Client {
     /// Publishes and completes the QoS flow (PUBACK, or PUBREC/PUBREL/PUBCOMP). QoS 0 is followed
     /// by a PINGREQ round trip, so the broker has routed the message when this returns.
     pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
-        self.publish_packet(publish(topic, payload, qos, retain)).await;
+        self.publish_packet(publish(topic, payload, qos, retain))
+            .await;
     }
 
     /// Publishes `p` (its packet id replaced by a fresh one for QoS > 0) and completes the flow.
@@ -451,7 +510,10 @@ impl Client {
                 ReasonCode::SUCCESS
             }
             QoS::AtLeastOnce => match self
-                .wait_for("PUBACK", |p| matches!(p, Packet::PublishAck(a) if Some(a.packet_id) == id))
+                .wait_for(
+                    "PUBACK",
+                    |p| matches!(p, Packet::PublishAck(a) if Some(a.packet_id) == id),
+                )
                 .await
             {
                 Packet::PublishAck(a) => a.reason,
@@ -460,15 +522,27 @@ impl Client {
             QoS::ExactlyOnce => {
                 let id = id.expect("id");
                 let rec = match self
-                    .wait_for("PUBREC", |p| matches!(p, Packet::PublishReceived(a) if a.packet_id == id))
+                    .wait_for(
+                        "PUBREC",
+                        |p| matches!(p, Packet::PublishReceived(a) if a.packet_id == id),
+                    )
                     .await
                 {
                     Packet::PublishReceived(a) => a.reason,
                     _ => unreachable!(),
                 };
-                self.send(&Packet::PublishRelease(PublishAck::new(id))).await;
-                match self.wait_for("PUBCOMP", |p| matches!(p, Packet::PublishComplete(a) if a.packet_id == id)).await {
-                    Packet::PublishComplete(a) => assert_eq!(a.reason, ReasonCode::SUCCESS, "PUBCOMP reason"),
+                self.send(&Packet::PublishRelease(PublishAck::new(id)))
+                    .await;
+                match self
+                    .wait_for(
+                        "PUBCOMP",
+                        |p| matches!(p, Packet::PublishComplete(a) if a.packet_id == id),
+                    )
+                    .await
+                {
+                    Packet::PublishComplete(a) => {
+                        assert_eq!(a.reason, ReasonCode::SUCCESS, "PUBCOMP reason")
+                    }
                     _ => unreachable!(),
                 }
                 rec
@@ -486,22 +560,32 @@ impl Client {
             }
             QoS::ExactlyOnce => {
                 let id = p.packet_id.expect("QoS 2 PUBLISH has a packet id");
-                self.send(&Packet::PublishReceived(PublishAck::new(id))).await;
-                self.wait_for("PUBREL", |q| matches!(q, Packet::PublishRelease(a) if a.packet_id == id)).await;
-                self.send(&Packet::PublishComplete(PublishAck::new(id))).await;
+                self.send(&Packet::PublishReceived(PublishAck::new(id)))
+                    .await;
+                self.wait_for(
+                    "PUBREL",
+                    |q| matches!(q, Packet::PublishRelease(a) if a.packet_id == id),
+                )
+                .await;
+                self.send(&Packet::PublishComplete(PublishAck::new(id)))
+                    .await;
             }
         }
     }
 
     pub async fn ping(&mut self) {
         self.send(&Packet::PingRequest).await;
-        self.wait_for("PINGRESP", |p| matches!(p, Packet::PingResponse)).await;
+        self.wait_for("PINGRESP", |p| matches!(p, Packet::PingResponse))
+            .await;
     }
 
     /// Normal DISCONNECT, then waits for the broker to close.
     pub async fn disconnect(mut self) {
         self.send(&Packet::Disconnect(Disconnect::default())).await;
-        assert!(self.is_closed_within(WAIT).await, "broker closes after DISCONNECT [MQTT-3.14.4-1]");
+        assert!(
+            self.is_closed_within(WAIT).await,
+            "broker closes after DISCONNECT [MQTT-3.14.4-1]"
+        );
     }
 
     /// Collects `n` PUBLISH packets (acking each), panicking if they do not arrive in time.
@@ -530,7 +614,9 @@ impl Client {
 }
 
 pub fn payloads(v: &[Publish]) -> Vec<String> {
-    v.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+    v.iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
 }
 
 pub fn sorted(mut v: Vec<String>) -> Vec<String> {

@@ -34,7 +34,11 @@ mod v311 {
                 }
             }
         });
-        let mut p = Peer { client, events: rx, task };
+        let mut p = Peer {
+            client,
+            events: rx,
+            task,
+        };
         match p.next().await {
             P::ConnAck(a) => assert_eq!(a.code, rumqttc::ConnectReturnCode::Success),
             other => panic!("expected CONNACK, got {other:?}"),
@@ -44,7 +48,10 @@ mod v311 {
 
     impl Peer {
         pub(super) async fn next(&mut self) -> P {
-            tokio::time::timeout(WAIT, self.events.recv()).await.expect("rumqttc event in time").expect("event loop alive")
+            tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("rumqttc event in time")
+                .expect("event loop alive")
         }
         pub(super) async fn next_publish(&mut self) -> rumqttc::Publish {
             loop {
@@ -72,14 +79,24 @@ mod v311 {
         sub.subscribed("i4/#", RQ::ExactlyOnce).await;
         let publ = peer(&b, "rp", None).await;
         for q in [RQ::AtMostOnce, RQ::AtLeastOnce, RQ::ExactlyOnce] {
-            publ.client.publish("i4/t", q, false, format!("q{}", q as u8)).await.expect("publish");
+            publ.client
+                .publish("i4/t", q, false, format!("q{}", q as u8))
+                .await
+                .expect("publish");
         }
         let mut got = Vec::new();
         for _ in 0..3 {
             let p = sub.next_publish().await;
             got.push((String::from_utf8_lossy(&p.payload).into_owned(), p.qos));
         }
-        assert_eq!(got, [("q0".into(), RQ::AtMostOnce), ("q1".into(), RQ::AtLeastOnce), ("q2".into(), RQ::ExactlyOnce)]);
+        assert_eq!(
+            got,
+            [
+                ("q0".into(), RQ::AtMostOnce),
+                ("q1".into(), RQ::AtLeastOnce),
+                ("q2".into(), RQ::ExactlyOnce)
+            ]
+        );
         b.stop().await;
     }
 
@@ -88,12 +105,18 @@ mod v311 {
     async fn retained() {
         let b = TestBroker::start().await;
         let publ = peer(&b, "rp", None).await;
-        publ.client.publish("i4/ret", RQ::AtLeastOnce, true, "kept").await.expect("publish");
+        publ.client
+            .publish("i4/ret", RQ::AtLeastOnce, true, "kept")
+            .await
+            .expect("publish");
         let mut raw = b.client(V311, "sync").await;
         raw.subscribe("i4/ret", Q1).await;
         assert_eq!(raw.expect_publish_acked().await.payload.as_ref(), b"kept");
         let mut sub = peer(&b, "rs", None).await;
-        sub.client.subscribe("i4/ret", RQ::AtLeastOnce).await.expect("subscribe");
+        sub.client
+            .subscribe("i4/ret", RQ::AtLeastOnce)
+            .await
+            .expect("subscribe");
         let p = sub.next_publish().await;
         assert!(p.retain);
         assert_eq!(p.payload.as_ref(), b"kept");
@@ -106,7 +129,12 @@ mod v311 {
         let b = TestBroker::start().await;
         let mut obs = peer(&b, "obs", None).await;
         obs.subscribed("i4/will", RQ::AtLeastOnce).await;
-        let dying = peer(&b, "dying", Some(LastWill::new("i4/will", "gone", RQ::AtLeastOnce, false))).await;
+        let dying = peer(
+            &b,
+            "dying",
+            Some(LastWill::new("i4/will", "gone", RQ::AtLeastOnce, false)),
+        )
+        .await;
         dying.task.abort();
         let p = obs.next_publish().await;
         assert_eq!(p.payload.as_ref(), b"gone");
@@ -144,9 +172,16 @@ mod v5 {
                 }
             }
         });
-        let mut p = Peer { client, events: rx, task };
+        let mut p = Peer {
+            client,
+            events: rx,
+            task,
+        };
         match p.next().await {
-            P::ConnAck(a) => assert_eq!(a.code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success),
+            P::ConnAck(a) => assert_eq!(
+                a.code,
+                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+            ),
             other => panic!("expected CONNACK, got {other:?}"),
         }
         p
@@ -154,7 +189,10 @@ mod v5 {
 
     impl Peer {
         pub(super) async fn next(&mut self) -> P {
-            tokio::time::timeout(WAIT, self.events.recv()).await.expect("rumqttc event in time").expect("event loop alive")
+            tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("rumqttc event in time")
+                .expect("event loop alive")
         }
         pub(super) async fn next_publish(&mut self) -> Publish {
             loop {
@@ -182,19 +220,38 @@ mod v5 {
         sub.subscribed("i5/#", RQ::ExactlyOnce).await;
         let publ = peer(&b, "rp", None).await;
         for q in [RQ::AtMostOnce, RQ::AtLeastOnce, RQ::ExactlyOnce] {
-            publ.client.publish("i5/t", q, false, format!("q{}", q as u8)).await.expect("publish");
+            publ.client
+                .publish("i5/t", q, false, format!("q{}", q as u8))
+                .await
+                .expect("publish");
         }
         let mut got = Vec::new();
         for _ in 0..3 {
             let p = sub.next_publish().await;
-            got.push((String::from_utf8_lossy(&p.payload).into_owned(), p.qos, p.topic.clone()));
+            got.push((
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.qos,
+                p.topic.clone(),
+            ));
         }
         assert_eq!(
             got,
             [
-                ("q0".into(), RQ::AtMostOnce, bytes::Bytes::from_static(b"i5/t")),
-                ("q1".into(), RQ::AtLeastOnce, bytes::Bytes::from_static(b"i5/t")),
-                ("q2".into(), RQ::ExactlyOnce, bytes::Bytes::from_static(b"i5/t"))
+                (
+                    "q0".into(),
+                    RQ::AtMostOnce,
+                    bytes::Bytes::from_static(b"i5/t")
+                ),
+                (
+                    "q1".into(),
+                    RQ::AtLeastOnce,
+                    bytes::Bytes::from_static(b"i5/t")
+                ),
+                (
+                    "q2".into(),
+                    RQ::ExactlyOnce,
+                    bytes::Bytes::from_static(b"i5/t")
+                )
             ]
         );
         b.stop().await;
@@ -205,12 +262,18 @@ mod v5 {
     async fn retained() {
         let b = TestBroker::start().await;
         let publ = peer(&b, "rp", None).await;
-        publ.client.publish("i5/ret", RQ::AtLeastOnce, true, "kept").await.expect("publish");
+        publ.client
+            .publish("i5/ret", RQ::AtLeastOnce, true, "kept")
+            .await
+            .expect("publish");
         let mut raw = b.client(V5, "sync").await;
         raw.subscribe("i5/ret", Q1).await;
         assert_eq!(raw.expect_publish_acked().await.payload.as_ref(), b"kept");
         let mut sub = peer(&b, "rs", None).await;
-        sub.client.subscribe("i5/ret", RQ::AtLeastOnce).await.expect("subscribe");
+        sub.client
+            .subscribe("i5/ret", RQ::AtLeastOnce)
+            .await
+            .expect("subscribe");
         let p = sub.next_publish().await;
         assert!(p.retain);
         assert_eq!(p.payload.as_ref(), b"kept");
@@ -223,7 +286,18 @@ mod v5 {
         let b = TestBroker::start().await;
         let mut obs = peer(&b, "obs", None).await;
         obs.subscribed("i5/will", RQ::AtLeastOnce).await;
-        let dying = peer(&b, "dying", Some(LastWill::new("i5/will", "gone", RQ::AtLeastOnce, false, None))).await;
+        let dying = peer(
+            &b,
+            "dying",
+            Some(LastWill::new(
+                "i5/will",
+                "gone",
+                RQ::AtLeastOnce,
+                false,
+                None,
+            )),
+        )
+        .await;
         dying.task.abort();
         let p = obs.next_publish().await;
         assert_eq!(p.payload.as_ref(), b"gone");

@@ -22,8 +22,14 @@ async fn closed_after_one_and_a_half(v: ProtocolVersion) {
     }
     assert!(c.is_closed_within(WAIT).await, "closed");
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(1400), "closed after {took:?}, before 1.5 × keep alive");
-    assert!(took <= Duration::from_millis(2600), "closed after {took:?}, long after 1.5 × keep alive");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "closed after {took:?}, before 1.5 × keep alive"
+    );
+    assert!(
+        took <= Duration::from_millis(2600),
+        "closed after {took:?}, long after 1.5 × keep alive"
+    );
     b.stop().await;
 }
 both_versions!(closed_after_one_and_a_half);
@@ -67,7 +73,11 @@ async fn server_keep_alive_v5() {
     let (mut c, _) = b.connect_with(p).await;
     let t0 = Instant::now();
     assert!(c.is_closed_within(Duration::from_secs(4)).await);
-    assert!(t0.elapsed() >= Duration::from_millis(1400), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t0.elapsed()
+    );
     b.stop().await;
 }
 
@@ -78,7 +88,11 @@ async fn keep_alive_above_cap_refused_v311() {
     let mut p = connect_packet(V311, "big");
     p.keep_alive = 11;
     let (mut c, ack) = b.connect_with(p).await;
-    assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "v3 return code 0x02");
+    assert_eq!(
+        ack.reason,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "v3 return code 0x02"
+    );
     c.expect_closed(WAIT).await;
     let mut p = connect_packet(V311, "ok");
     p.keep_alive = 10;

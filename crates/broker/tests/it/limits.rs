@@ -15,7 +15,8 @@ async fn max_packet_size(v: ProtocolVersion) {
         assert_eq!(ack.properties.maximum_packet_size, Some(1024));
     }
     c.publish("mps/t", &[b'a'; 900], Q1, false).await;
-    c.send(&Packet::Publish(publish("mps/t", &[b'b'; 2000], Q0, false))).await;
+    c.send(&Packet::Publish(publish("mps/t", &[b'b'; 2000], Q0, false)))
+        .await;
     c.expect_disconnect(ReasonCode::PACKET_TOO_LARGE).await;
     assert!(b.metric(|m| &m.protocol_errors) >= 1);
     // The broker keeps serving.
@@ -34,7 +35,8 @@ async fn max_queued_messages(v: ProtocolVersion) {
     s.disconnect().await;
     let mut p = b.client(v, "pub").await;
     for i in 0..10 {
-        p.publish("mq/t", format!("{i}").as_bytes(), Q1, false).await;
+        p.publish("mq/t", format!("{i}").as_bytes(), Q1, false)
+            .await;
     }
     assert_eq!(b.metric(|m| &m.messages_dropped), 5, "5 of 10 dropped");
     let (mut s, _) = b.connect_with(persistent(v, "slow")).await;
@@ -52,15 +54,23 @@ async fn max_topic_levels(v: ProtocolVersion) {
     s.publish("a/b/c/d", b"ok", Q1, false).await;
     assert_eq!(s.expect_publish_acked().await.payload.as_ref(), b"ok");
     if v.is_v5() {
-        assert_eq!(s.subscribe("a/b/c/d/e", Q0).await, [ReasonCode::TOPIC_FILTER_INVALID]);
+        assert_eq!(
+            s.subscribe("a/b/c/d/e", Q0).await,
+            [ReasonCode::TOPIC_FILTER_INVALID]
+        );
     } else {
         let id = s.next_packet_id();
-        s.send(&Packet::Subscribe(Subscribe { packet_id: id, filters: vec![("a/b/c/d/e".into(), opts(Q0))], properties: Default::default() }))
-            .await;
+        s.send(&Packet::Subscribe(Subscribe {
+            packet_id: id,
+            filters: vec![("a/b/c/d/e".into(), opts(Q0))],
+            properties: Default::default(),
+        }))
+        .await;
         s.expect_closed(WAIT).await;
     }
     let mut c = b.client(v, "c").await;
-    c.send(&Packet::Publish(publish("a/b/c/d/e", b"deep", Q0, false))).await;
+    c.send(&Packet::Publish(publish("a/b/c/d/e", b"deep", Q0, false)))
+        .await;
     c.expect_disconnect(ReasonCode::TOPIC_NAME_INVALID).await;
     b.stop().await;
 }
@@ -86,11 +96,15 @@ async fn max_connections() {
     let c1 = b.client(V311, "c1").await;
     let mut c2 = b.client(V5, "c2").await;
     let mut c3 = b.tcp(V311).await;
-    c3.send(&Packet::Connect(Box::new(connect_packet(V311, "c3")))).await;
+    c3.send(&Packet::Connect(Box::new(connect_packet(V311, "c3"))))
+        .await;
     c3.expect_closed(WAIT).await;
     assert_eq!(b.metric(|m| &m.connections_refused), 1);
     c1.disconnect().await;
-    b.wait_metric("connection count back to 1", |m| Metrics::get(&m.connections) == 1).await;
+    b.wait_metric("connection count back to 1", |m| {
+        Metrics::get(&m.connections) == 1
+    })
+    .await;
     let mut c4 = b.client(V311, "c4").await;
     c4.ping().await;
     c2.ping().await;
@@ -114,7 +128,8 @@ async fn inbound_receive_maximum_exceeded() {
     let mut m = publish("rmx/t", b"x", Q2, false);
     m.packet_id = Some(pid(3));
     c.send(&Packet::Publish(m)).await;
-    c.expect_disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED).await;
+    c.expect_disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+        .await;
     b.stop().await;
 }
 
@@ -131,7 +146,8 @@ async fn online_slow_subscriber_queue_capped() {
     s.subscribe("sl/t", Q1).await;
     let mut p = b.client(V5, "pub").await;
     for i in 0..10 {
-        p.publish("sl/t", format!("{i}").as_bytes(), Q1, false).await;
+        p.publish("sl/t", format!("{i}").as_bytes(), Q1, false)
+            .await;
     }
     let dropped = b.metric(|m| &m.messages_dropped);
     assert_eq!(dropped, 5, "10 - 2 in flight - 3 queued");

@@ -7,16 +7,36 @@ use crate::harness::*;
 async fn wildcards(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut s = b.client(v, "sub").await;
-    assert_eq!(s.subscribe("a/+/c", Q0).await, vec![ReasonCode::GRANTED_QOS_0]);
-    assert_eq!(s.subscribe("x/#", Q0).await, vec![ReasonCode::GRANTED_QOS_0]);
+    assert_eq!(
+        s.subscribe("a/+/c", Q0).await,
+        vec![ReasonCode::GRANTED_QOS_0]
+    );
+    assert_eq!(
+        s.subscribe("x/#", Q0).await,
+        vec![ReasonCode::GRANTED_QOS_0]
+    );
     assert_eq!(s.subscribe("+", Q0).await, vec![ReasonCode::GRANTED_QOS_0]);
     let mut p = b.client(v, "pub").await;
-    for t in ["a/b/c", "a/b/d", "x", "x/y/z", "a/b/c/d", "a//c", "single", "two/levels", "/c"] {
+    for t in [
+        "a/b/c",
+        "a/b/d",
+        "x",
+        "x/y/z",
+        "a/b/c/d",
+        "a//c",
+        "single",
+        "two/levels",
+        "/c",
+    ] {
         p.publish(t, t.as_bytes(), Q1, false).await;
     }
     let got = s.drain(QUIET).await;
     let topics: Vec<&str> = got.iter().map(|p| p.topic.as_str()).collect();
-    assert_eq!(topics, ["a/b/c", "x", "x/y/z", "a//c", "single"], "wildcard matching");
+    assert_eq!(
+        topics,
+        ["a/b/c", "x", "x/y/z", "a//c", "single"],
+        "wildcard matching"
+    );
     for p in &got {
         assert_eq!(p.payload.as_ref(), p.topic.as_bytes());
     }
@@ -52,10 +72,16 @@ both_versions!(wildcard_does_not_match_dollar_topics);
 async fn overlapping_subscriptions(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut s = b.client(v, "sub").await;
-    let id_props = |id| SubscribeProperties { subscription_identifier: if v.is_v5() { Some(id) } else { None }, ..Default::default() };
-    s.subscribe_with(vec![("o/#".into(), opts(Q0))], id_props(1)).await;
-    s.subscribe_with(vec![("o/+".into(), opts(Q2))], id_props(2)).await;
-    s.subscribe_with(vec![("+/t".into(), opts(Q1))], id_props(3)).await;
+    let id_props = |id| SubscribeProperties {
+        subscription_identifier: if v.is_v5() { Some(id) } else { None },
+        ..Default::default()
+    };
+    s.subscribe_with(vec![("o/#".into(), opts(Q0))], id_props(1))
+        .await;
+    s.subscribe_with(vec![("o/+".into(), opts(Q2))], id_props(2))
+        .await;
+    s.subscribe_with(vec![("+/t".into(), opts(Q1))], id_props(3))
+        .await;
     let mut p = b.client(v, "pub").await;
     p.publish("o/t", b"once", Q2, false).await;
     let got = s.drain(QUIET).await;
@@ -79,13 +105,20 @@ async fn unsubscribe(v: ProtocolVersion) {
     s.subscribe("u/2", Q1).await;
     let ack = s.unsubscribe(&["u/1", "never"]).await;
     if v.is_v5() {
-        assert_eq!(ack.reasons, [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]);
+        assert_eq!(
+            ack.reasons,
+            [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+        );
     } else {
         assert!(ack.reasons.is_empty(), "3.1.1 UNSUBACK has no payload");
     }
     let ack = s.unsubscribe(&["u/1"]).await;
     if v.is_v5() {
-        assert_eq!(ack.reasons, [ReasonCode::NO_SUBSCRIPTION_EXISTED], "second unsubscribe");
+        assert_eq!(
+            ack.reasons,
+            [ReasonCode::NO_SUBSCRIPTION_EXISTED],
+            "second unsubscribe"
+        );
     }
     let mut p = b.client(v, "pub").await;
     p.publish("u/1", b"gone", Q1, false).await;
@@ -100,21 +133,36 @@ both_versions!(unsubscribe);
 async fn invalid_filter(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut s = b.client(v, "sub").await;
-    let filters: Vec<(String, SubscriptionOptions)> =
-        vec![("ok/+".into(), opts(Q1)), ("bad/#/x".into(), opts(Q1)), ("a+/b".into(), opts(Q0)), ("$share/g".into(), opts(Q0))];
+    let filters: Vec<(String, SubscriptionOptions)> = vec![
+        ("ok/+".into(), opts(Q1)),
+        ("bad/#/x".into(), opts(Q1)),
+        ("a+/b".into(), opts(Q0)),
+        ("$share/g".into(), opts(Q0)),
+    ];
     if v.is_v5() {
-        let ack = s.subscribe_with(filters, SubscribeProperties::default()).await;
+        let ack = s
+            .subscribe_with(filters, SubscribeProperties::default())
+            .await;
         assert_eq!(
             ack.reasons,
-            [ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID, ReasonCode::TOPIC_FILTER_INVALID, ReasonCode::TOPIC_FILTER_INVALID]
+            [
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::TOPIC_FILTER_INVALID
+            ]
         );
         let mut p = b.client(v, "pub").await;
         p.publish("ok/1", b"fine", Q1, false).await;
         assert_eq!(s.expect_publish_acked().await.payload.as_ref(), b"fine");
     } else {
         let id = s.next_packet_id();
-        s.send(&Packet::Subscribe(Subscribe { packet_id: id, filters: vec![("bad/#/x".into(), opts(Q1))], properties: Default::default() }))
-            .await;
+        s.send(&Packet::Subscribe(Subscribe {
+            packet_id: id,
+            filters: vec![("bad/#/x".into(), opts(Q1))],
+            properties: Default::default(),
+        }))
+        .await;
         s.expect_closed(WAIT).await;
     }
     b.stop().await;
@@ -127,9 +175,23 @@ async fn suback_per_filter(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut s = b.client(v, "sub").await;
     let ack = s
-        .subscribe_with(vec![("s/0".into(), opts(Q0)), ("s/1".into(), opts(Q1)), ("s/2".into(), opts(Q2))], Default::default())
+        .subscribe_with(
+            vec![
+                ("s/0".into(), opts(Q0)),
+                ("s/1".into(), opts(Q1)),
+                ("s/2".into(), opts(Q2)),
+            ],
+            Default::default(),
+        )
         .await;
-    assert_eq!(ack.reasons, [ReasonCode::GRANTED_QOS_0, ReasonCode::GRANTED_QOS_1, ReasonCode::GRANTED_QOS_2]);
+    assert_eq!(
+        ack.reasons,
+        [
+            ReasonCode::GRANTED_QOS_0,
+            ReasonCode::GRANTED_QOS_1,
+            ReasonCode::GRANTED_QOS_2
+        ]
+    );
     // [MQTT-3.8.4-3]: re-subscribing replaces the subscription (new QoS applies), no duplicate.
     s.subscribe("s/0", Q2).await;
     let mut p = b.client(v, "pub").await;

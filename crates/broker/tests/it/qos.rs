@@ -13,7 +13,13 @@ async fn granted_qos_is_min(v: ProtocolVersion) {
     let mut p = b.client(v, "pub").await;
     for pq in [Q0, Q1, Q2] {
         for sq in [Q0, Q1, Q2] {
-            p.publish(&format!("m/{}", sq as u8), format!("{}{}", pq as u8, sq as u8).as_bytes(), pq, false).await;
+            p.publish(
+                &format!("m/{}", sq as u8),
+                format!("{}{}", pq as u8, sq as u8).as_bytes(),
+                pq,
+                false,
+            )
+            .await;
         }
     }
     let got = s.collect(9).await;
@@ -22,8 +28,16 @@ async fn granted_qos_is_min(v: ProtocolVersion) {
         let tag = String::from_utf8_lossy(&m.payload).into_owned();
         let pq = tag.as_bytes()[0] - b'0';
         let sq = tag.as_bytes()[1] - b'0';
-        assert_eq!(m.qos as u8, pq.min(sq), "message {tag}: published QoS {pq}, subscribed {sq}");
-        assert_eq!(m.packet_id.is_some(), m.qos != Q0, "packet id presence for {tag}");
+        assert_eq!(
+            m.qos as u8,
+            pq.min(sq),
+            "message {tag}: published QoS {pq}, subscribed {sq}"
+        );
+        assert_eq!(
+            m.packet_id.is_some(),
+            m.qos != Q0,
+            "packet id presence for {tag}"
+        );
         assert!(!m.dup, "first delivery has DUP=0 [MQTT-3.3.1-3]");
         assert!(!m.retain);
     }
@@ -55,7 +69,8 @@ async fn publisher_acks(v: ProtocolVersion) {
         Packet::PublishReceived(a) => assert_eq!(a.packet_id, pid(777)),
         other => panic!("expected PUBREC, got {other:?}"),
     }
-    p.send(&Packet::PublishRelease(PublishAck::new(pid(777)))).await;
+    p.send(&Packet::PublishRelease(PublishAck::new(pid(777))))
+        .await;
     match p.expect().await {
         Packet::PublishComplete(a) => {
             assert_eq!(a.packet_id, pid(777));
@@ -83,19 +98,28 @@ async fn qos2_duplicate_routed_once(v: ProtocolVersion) {
     m.dup = true;
     p.send(&Packet::Publish(m.clone())).await;
     p.send(&Packet::Publish(m.clone())).await;
-    assert!(matches!(p.expect().await, Packet::PublishReceived(a) if a.packet_id == pid(9)), "PUBREC for the re-sent PUBLISH");
+    assert!(
+        matches!(p.expect().await, Packet::PublishReceived(a) if a.packet_id == pid(9)),
+        "PUBREC for the re-sent PUBLISH"
+    );
     assert!(matches!(p.expect().await, Packet::PublishReceived(a) if a.packet_id == pid(9)));
-    p.send(&Packet::PublishRelease(PublishAck::new(pid(9)))).await;
+    p.send(&Packet::PublishRelease(PublishAck::new(pid(9))))
+        .await;
     assert!(matches!(p.expect().await, Packet::PublishComplete(a) if a.packet_id == pid(9)));
     // Same id, new message.
     m.dup = false;
     m.payload = bytes::Bytes::from_static(b"second");
     p.send(&Packet::Publish(m)).await;
     assert!(matches!(p.expect().await, Packet::PublishReceived(a) if a.packet_id == pid(9)));
-    p.send(&Packet::PublishRelease(PublishAck::new(pid(9)))).await;
+    p.send(&Packet::PublishRelease(PublishAck::new(pid(9))))
+        .await;
     assert!(matches!(p.expect().await, Packet::PublishComplete(_)));
     let got = s.drain(QUIET).await;
-    assert_eq!(payloads(&got), ["only-once", "second"], "duplicate QoS 2 PUBLISH must not be routed twice");
+    assert_eq!(
+        payloads(&got),
+        ["only-once", "second"],
+        "duplicate QoS 2 PUBLISH must not be routed twice"
+    );
     b.stop().await;
 }
 both_versions!(qos2_duplicate_routed_once);
@@ -105,11 +129,16 @@ both_versions!(qos2_duplicate_routed_once);
 async fn pubrel_unknown_id(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut c = b.client(v, "c").await;
-    c.send(&Packet::PublishRelease(PublishAck::new(pid(31)))).await;
+    c.send(&Packet::PublishRelease(PublishAck::new(pid(31))))
+        .await;
     match c.expect().await {
         Packet::PublishComplete(a) => {
             assert_eq!(a.packet_id, pid(31));
-            let want = if v.is_v5() { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND } else { ReasonCode::SUCCESS };
+            let want = if v.is_v5() {
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+            } else {
+                ReasonCode::SUCCESS
+            };
             assert_eq!(a.reason, want);
         }
         other => panic!("expected PUBCOMP, got {other:?}"),
@@ -178,7 +207,8 @@ async fn qos2_resumed_on_reconnect(v: ProtocolVersion) {
     p.publish("re2/a", b"recd", Q2, false).await;
     let a = s.expect_publish().await;
     let a_id = a.packet_id.expect("id");
-    s.send(&Packet::PublishReceived(PublishAck::new(a_id))).await;
+    s.send(&Packet::PublishReceived(PublishAck::new(a_id)))
+        .await;
     assert!(matches!(s.expect().await, Packet::PublishRelease(r) if r.packet_id == a_id));
     p.publish("re2/b", b"unrecd", Q2, false).await;
     let bm = s.expect_publish().await;
@@ -194,20 +224,31 @@ async fn qos2_resumed_on_reconnect(v: ProtocolVersion) {
                 saw_rel = true;
             }
             Packet::Publish(m) => {
-                assert_eq!(m.payload.as_ref(), b"unrecd", "only the un-PUBREC'd message is re-sent");
+                assert_eq!(
+                    m.payload.as_ref(),
+                    b"unrecd",
+                    "only the un-PUBREC'd message is re-sent"
+                );
                 assert!(m.dup);
                 assert_eq!(m.packet_id, bm.packet_id);
                 saw_pub = true;
-                s.send(&Packet::PublishReceived(PublishAck::new(m.packet_id.expect("id")))).await;
+                s.send(&Packet::PublishReceived(PublishAck::new(
+                    m.packet_id.expect("id"),
+                )))
+                .await;
             }
             other => panic!("unexpected {other:?}"),
         }
     }
     assert!(saw_rel && saw_pub);
-    s.send(&Packet::PublishComplete(PublishAck::new(a_id))).await;
-    let rel = s.wait_for("PUBREL", |q| matches!(q, Packet::PublishRelease(_))).await;
+    s.send(&Packet::PublishComplete(PublishAck::new(a_id)))
+        .await;
+    let rel = s
+        .wait_for("PUBREL", |q| matches!(q, Packet::PublishRelease(_)))
+        .await;
     if let Packet::PublishRelease(r) = rel {
-        s.send(&Packet::PublishComplete(PublishAck::new(r.packet_id))).await;
+        s.send(&Packet::PublishComplete(PublishAck::new(r.packet_id)))
+            .await;
     }
     s.expect_nothing(QUIET).await;
     b.stop().await;
@@ -230,7 +271,10 @@ async fn ordering_per_topic(v: ProtocolVersion) {
     let want: Vec<String> = (1..=100).map(|i: u32| i.to_string()).collect();
     assert_eq!(payloads(&got), want);
     for i in 1..=100u16 {
-        assert!(matches!(p.expect().await, Packet::PublishAck(a) if a.packet_id == pid(i)), "PUBACKs in order [MQTT-4.6.0-2]");
+        assert!(
+            matches!(p.expect().await, Packet::PublishAck(a) if a.packet_id == pid(i)),
+            "PUBACKs in order [MQTT-4.6.0-2]"
+        );
     }
     // Mixed QoS on one topic.
     for i in 0..30u16 {
@@ -239,8 +283,10 @@ async fn ordering_per_topic(v: ProtocolVersion) {
         m.packet_id = (q != Q0).then(|| pid(1000 + i));
         p.send(&Packet::Publish(m)).await;
         if q == Q2 {
-            p.wait_for("PUBREC", |x| matches!(x, Packet::PublishReceived(_))).await;
-            p.send(&Packet::PublishRelease(PublishAck::new(pid(1000 + i)))).await;
+            p.wait_for("PUBREC", |x| matches!(x, Packet::PublishReceived(_)))
+                .await;
+            p.send(&Packet::PublishRelease(PublishAck::new(pid(1000 + i))))
+                .await;
         }
     }
     let got = s.collect(30).await;

@@ -3,7 +3,12 @@
 use crate::harness::*;
 
 fn rh(qos: QoS, retain_handling: RetainHandling, rap: bool) -> SubscriptionOptions {
-    SubscriptionOptions { qos, no_local: false, retain_as_published: rap, retain_handling }
+    SubscriptionOptions {
+        qos,
+        no_local: false,
+        retain_as_published: rap,
+        retain_handling,
+    }
 }
 
 // [MQTT-3.3.1-5] the retained message is stored; [MQTT-3.3.1-8] (3.1.1) / [MQTT-3.3.1-9]? sent to
@@ -23,7 +28,10 @@ async fn stored_and_flagged(v: ProtocolVersion) {
     let got = late.expect_publish_acked().await;
     assert_eq!(got.topic, "r/a");
     assert_eq!(got.payload.as_ref(), b"kept");
-    assert!(got.retain, "RETAIN=1 when sent because of a new subscription");
+    assert!(
+        got.retain,
+        "RETAIN=1 when sent because of a new subscription"
+    );
     assert_eq!(got.qos, Q1);
     late.expect_nothing(QUIET).await;
     b.stop().await;
@@ -42,7 +50,11 @@ async fn replaced_and_deleted(v: ProtocolVersion) {
     let mut s = b.client(v, "s1").await;
     s.subscribe("rd/#", Q1).await;
     let got = s.drain(QUIET).await;
-    assert_eq!(sorted(payloads(&got)), ["2", "b"], "only the latest retained message per topic");
+    assert_eq!(
+        sorted(payloads(&got)),
+        ["2", "b"],
+        "only the latest retained message per topic"
+    );
     p.publish("rd/a", b"", Q1, true).await;
     // The deletion is forwarded to the existing subscriber as an ordinary (empty) message.
     let del = s.expect_publish_acked().await;
@@ -65,7 +77,12 @@ async fn retained_qos_downgraded(v: ProtocolVersion) {
     s.subscribe("rq/#", Q1).await;
     let mut got = s.drain(QUIET).await;
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
-    assert_eq!(got.iter().map(|m| (m.topic.as_str(), m.qos)).collect::<Vec<_>>(), [("rq/0", Q0), ("rq/2", Q1)]);
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.topic.as_str(), m.qos))
+            .collect::<Vec<_>>(),
+        [("rq/0", Q0), ("rq/2", Q1)]
+    );
     b.stop().await;
 }
 both_versions!(retained_qos_downgraded);
@@ -75,16 +92,27 @@ both_versions!(retained_qos_downgraded);
 async fn retain_as_published() {
     let b = TestBroker::start().await;
     let mut rap = b.client(V5, "rap").await;
-    rap.subscribe_with(vec![("rp/t".into(), rh(Q1, RetainHandling::SendAtSubscribe, true))], Default::default()).await;
+    rap.subscribe_with(
+        vec![("rp/t".into(), rh(Q1, RetainHandling::SendAtSubscribe, true))],
+        Default::default(),
+    )
+    .await;
     let mut plain = b.client(V5, "plain").await;
     plain.subscribe("rp/t", Q1).await;
     let mut p = b.client(V5, "pub").await;
     p.publish("rp/t", b"r", Q1, true).await;
     p.publish("rp/t", b"n", Q1, false).await;
     let got = rap.collect(2).await;
-    assert_eq!(got.iter().map(|m| m.retain).collect::<Vec<_>>(), [true, false], "retain as published");
+    assert_eq!(
+        got.iter().map(|m| m.retain).collect::<Vec<_>>(),
+        [true, false],
+        "retain as published"
+    );
     let got = plain.collect(2).await;
-    assert_eq!(got.iter().map(|m| m.retain).collect::<Vec<_>>(), [false, false]);
+    assert_eq!(
+        got.iter().map(|m| m.retain).collect::<Vec<_>>(),
+        [false, false]
+    );
     b.stop().await;
 }
 
@@ -102,12 +130,24 @@ async fn retain_handling() {
         (RetainHandling::DoNotSend, 0, 0),
     ] {
         s.unsubscribe(&["rh/t"]).await;
-        s.subscribe_with(vec![("rh/t".into(), rh(Q1, handling, false))], Default::default()).await;
+        s.subscribe_with(
+            vec![("rh/t".into(), rh(Q1, handling, false))],
+            Default::default(),
+        )
+        .await;
         let got = s.drain(QUIET).await;
         assert_eq!(got.len(), first, "{handling:?}, new subscription");
         assert!(got.iter().all(|m| m.retain && m.payload.as_ref() == b"ret"));
-        s.subscribe_with(vec![("rh/t".into(), rh(Q1, handling, false))], Default::default()).await;
-        assert_eq!(s.drain(QUIET).await.len(), again, "{handling:?}, existing subscription");
+        s.subscribe_with(
+            vec![("rh/t".into(), rh(Q1, handling, false))],
+            Default::default(),
+        )
+        .await;
+        assert_eq!(
+            s.drain(QUIET).await.len(),
+            again,
+            "{handling:?}, existing subscription"
+        );
     }
     b.stop().await;
 }
@@ -119,7 +159,10 @@ async fn not_sent_to_shared_subscriptions(v: ProtocolVersion) {
     let mut p = b.client(v, "pub").await;
     p.publish("rs/t", b"ret", Q1, true).await;
     let mut s = b.client(v, "sub").await;
-    assert_eq!(s.subscribe("$share/g/rs/t", Q1).await, vec![ReasonCode::GRANTED_QOS_1]);
+    assert_eq!(
+        s.subscribe("$share/g/rs/t", Q1).await,
+        vec![ReasonCode::GRANTED_QOS_1]
+    );
     s.expect_nothing(QUIET).await;
     // But live messages flow.
     p.publish("rs/t", b"live", Q1, false).await;

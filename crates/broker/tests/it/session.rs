@@ -40,7 +40,11 @@ async fn persistent_session_queues(v: ProtocolVersion) {
     let (mut c, ack) = b.connect_with(persistent(v, "ps")).await;
     assert!(ack.session_present, "[MQTT-3.2.2-2]");
     let got = c.drain(QUIET).await;
-    assert_eq!(payloads(&got), ["q1", "q2"], "QoS 1/2 queued in order, QoS 0 not");
+    assert_eq!(
+        payloads(&got),
+        ["q1", "q2"],
+        "QoS 1/2 queued in order, QoS 0 not"
+    );
     assert_eq!(got.iter().map(|m| m.qos).collect::<Vec<_>>(), [Q1, Q2]);
     // The subscription is still active.
     p.publish("ps/live", b"live", Q1, false).await;
@@ -131,7 +135,10 @@ async fn disconnect_sets_expiry_after_zero() {
     let (mut c, _) = b.connect_with(v5_expiry("d", None, true)).await;
     c.send(&Packet::Disconnect(Disconnect {
         reason: ReasonCode::NORMAL_DISCONNECTION,
-        properties: DisconnectProperties { session_expiry_interval: Some(30), ..Default::default() },
+        properties: DisconnectProperties {
+            session_expiry_interval: Some(30),
+            ..Default::default()
+        },
     }))
     .await;
     c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
@@ -146,7 +153,10 @@ async fn disconnect_changes_expiry() {
     c.subscribe("dc/t", Q1).await;
     c.send(&Packet::Disconnect(Disconnect {
         reason: ReasonCode::NORMAL_DISCONNECTION,
-        properties: DisconnectProperties { session_expiry_interval: Some(0), ..Default::default() },
+        properties: DisconnectProperties {
+            session_expiry_interval: Some(0),
+            ..Default::default()
+        },
     }))
     .await;
     assert!(c.is_closed_within(WAIT).await);

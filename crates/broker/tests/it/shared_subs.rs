@@ -17,16 +17,23 @@ async fn spread_exactly_once(v: ProtocolVersion) {
     normal.subscribe("sh/t", Q1).await;
     let mut p = b.client(v, "pub").await;
     for i in 0..20 {
-        p.publish("sh/t", format!("{i:02}").as_bytes(), Q1, false).await;
+        p.publish("sh/t", format!("{i:02}").as_bytes(), Q1, false)
+            .await;
     }
     let a = payloads(&m1.drain(QUIET).await);
     let c = payloads(&m2.drain(Duration::from_millis(100)).await);
-    assert!(!a.is_empty() && !c.is_empty(), "both members get messages: {a:?} / {c:?}");
+    assert!(
+        !a.is_empty() && !c.is_empty(),
+        "both members get messages: {a:?} / {c:?}"
+    );
     let mut all: Vec<String> = a.iter().chain(c.iter()).cloned().collect();
     all.sort();
     let want: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
     assert_eq!(all, want, "each message exactly once over the group");
-    assert_eq!(payloads(&normal.drain(Duration::from_millis(100)).await), want);
+    assert_eq!(
+        payloads(&normal.drain(Duration::from_millis(100)).await),
+        want
+    );
     b.stop().await;
 }
 both_versions!(spread_exactly_once);
@@ -41,7 +48,8 @@ async fn two_groups_each_get_all() {
     c.subscribe("$share/gb/gg/+", Q1).await;
     let mut p = b.client(V5, "pub").await;
     for i in 0..5 {
-        p.publish("gg/x", format!("{i}").as_bytes(), Q1, false).await;
+        p.publish("gg/x", format!("{i}").as_bytes(), Q1, false)
+            .await;
     }
     assert_eq!(payloads(&a.collect(5).await), ["0", "1", "2", "3", "4"]);
     assert_eq!(payloads(&c.collect(5).await), ["0", "1", "2", "3", "4"]);
@@ -58,7 +66,8 @@ async fn unacked_go_to_other_member(v: ProtocolVersion) {
     m2.subscribe("$share/g/un/t", Q1).await;
     let mut p = b.client(v, "pub").await;
     for i in 0..6 {
-        p.publish("un/t", format!("{i}").as_bytes(), Q1, false).await;
+        p.publish("un/t", format!("{i}").as_bytes(), Q1, false)
+            .await;
     }
     // m1 receives its share but never acknowledges; m2 acknowledges.
     let mut m1_got = Vec::new();
@@ -91,7 +100,8 @@ async fn qos2_stays_with_its_member_v5() {
     // Publish until m1 has one (round robin: at most two).
     let mut first = None;
     for i in 0..2 {
-        p.publish("q2/t", format!("{i}").as_bytes(), Q2, false).await;
+        p.publish("q2/t", format!("{i}").as_bytes(), Q2, false)
+            .await;
         if let Some(Packet::Publish(m)) = m1.recv(Duration::from_millis(300)).await {
             first = Some(m);
             break;
@@ -108,7 +118,10 @@ async fn qos2_stays_with_its_member_v5() {
     let (mut m1, ack) = b.connect_with(persistent(V5, "m1")).await;
     assert!(ack.session_present);
     let again = m1.expect_publish().await;
-    assert_eq!(again.payload, first.payload, "[MQTT-4.8.2-4] delivery completed to the same member");
+    assert_eq!(
+        again.payload, first.payload,
+        "[MQTT-4.8.2-4] delivery completed to the same member"
+    );
     assert!(again.dup);
     b.stop().await;
 }
@@ -125,7 +138,8 @@ async fn unsubscribed_member_leaves_group() {
     assert_eq!(ack.reasons, [ReasonCode::SUCCESS]);
     let mut p = b.client(V5, "pub").await;
     for i in 0..4 {
-        p.publish("ul/t", format!("{i}").as_bytes(), Q1, false).await;
+        p.publish("ul/t", format!("{i}").as_bytes(), Q1, false)
+            .await;
     }
     assert_eq!(payloads(&m2.collect(4).await), ["0", "1", "2", "3"]);
     m1.expect_nothing(Duration::from_millis(100)).await;

@@ -12,7 +12,9 @@ async fn second_connection_closes_first(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut first = b.client(v, "same").await;
     let mut second = b.client(v, "same").await;
-    first.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    first
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER)
+        .await;
     second.ping().await;
     b.stop().await;
 }
@@ -30,13 +32,19 @@ async fn session_passes_to_new_connection(v: ProtocolVersion) {
     let m = first.expect_publish().await; // not acked
     let (mut second, ack) = b.connect_with(persistent(v, "tk")).await;
     assert!(ack.session_present, "session present after takeover");
-    first.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    first
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER)
+        .await;
     let again = second.expect_publish_acked().await;
     assert_eq!(again.payload.as_ref(), b"inflight");
     assert!(again.dup);
     assert_eq!(again.packet_id, m.packet_id);
     p.publish("tk/2", b"after", Q1, false).await;
-    assert_eq!(second.expect_publish_acked().await.payload.as_ref(), b"after", "subscription taken over");
+    assert_eq!(
+        second.expect_publish_acked().await.payload.as_ref(),
+        b"after",
+        "subscription taken over"
+    );
     second.expect_nothing(QUIET).await;
     b.stop().await;
 }
@@ -56,7 +64,10 @@ async fn displaced_does_not_clobber(v: ProtocolVersion) {
     }
     let mut last = olds.pop().expect("last");
     for mut o in olds {
-        assert!(o.is_closed_within(WAIT).await, "displaced connection closed");
+        assert!(
+            o.is_closed_within(WAIT).await,
+            "displaced connection closed"
+        );
     }
     let mut p = b.client(v, "pub").await;
     p.publish("cl/t", b"1", Q1, false).await;
@@ -100,12 +111,18 @@ async fn takeover_will_v5() {
             payload: Bytes::from_static(b"w"),
             qos: Q1,
             retain: false,
-            properties: WillProperties { will_delay_interval: Some(delay), ..Default::default() },
+            properties: WillProperties {
+                will_delay_interval: Some(delay),
+                ..Default::default()
+            },
         });
         let (_first, _) = b.connect_with(c).await;
         let (_second, _) = b.connect_with(persistent(V5, id)).await;
     }
     let got = o.drain(Duration::from_millis(1500)).await;
-    assert_eq!(got.iter().map(|m| m.topic.as_str()).collect::<Vec<_>>(), ["tw/nodelay"]);
+    assert_eq!(
+        got.iter().map(|m| m.topic.as_str()).collect::<Vec<_>>(),
+        ["tw/nodelay"]
+    );
     b.stop().await;
 }

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use crate::harness::*;
 
 fn users(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 // 5.0 [MQTT-3.3.2-4] payload format indicator, [MQTT-3.3.2-15] response topic, [MQTT-3.3.2-16]
@@ -31,11 +33,17 @@ async fn properties_forwarded_unchanged() {
     let sent = m.properties.clone();
     p.publish_packet(m).await;
     let got = s.expect_publish_acked().await;
-    assert_eq!(got.properties.payload_format_indicator, sent.payload_format_indicator);
+    assert_eq!(
+        got.properties.payload_format_indicator,
+        sent.payload_format_indicator
+    );
     assert_eq!(got.properties.content_type, sent.content_type);
     assert_eq!(got.properties.response_topic, sent.response_topic);
     assert_eq!(got.properties.correlation_data, sent.correlation_data);
-    assert_eq!(got.properties.user_properties, sent.user_properties, "user properties in order");
+    assert_eq!(
+        got.properties.user_properties, sent.user_properties,
+        "user properties in order"
+    );
     assert_eq!(got.properties.topic_alias, None);
     assert_eq!(got.properties.message_expiry_interval, None);
     // A 3.1.1 subscriber gets the same message without properties.
@@ -57,8 +65,14 @@ async fn message_expiry_decremented() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (mut s, _) = b.connect_with(persistent(V5, "sub")).await;
     let got = s.expect_publish_acked().await;
-    let left = got.properties.message_expiry_interval.expect("expiry forwarded");
-    assert!((1..=9).contains(&left), "expiry decremented by the time spent queued: {left}");
+    let left = got
+        .properties
+        .message_expiry_interval
+        .expect("expiry forwarded");
+    assert!(
+        (1..=9).contains(&left),
+        "expiry decremented by the time spent queued: {left}"
+    );
     b.stop().await;
 }
 
@@ -80,7 +94,11 @@ async fn expired_messages_not_delivered() {
     p.publish("exp/q", b"fresh", Q1, false).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let (mut s, _) = b.connect_with(persistent(V5, "sub")).await;
-    assert_eq!(payloads(&s.drain(QUIET).await), ["fresh"], "expired message not delivered");
+    assert_eq!(
+        payloads(&s.drain(QUIET).await),
+        ["fresh"],
+        "expired message not delivered"
+    );
     let mut n = b.client(V5, "new").await;
     n.subscribe("exp/#", Q1).await;
     n.expect_nothing(QUIET).await;
@@ -108,8 +126,18 @@ async fn topic_alias_inbound() {
     p.publish_packet(with_alias("", b"4", 1)).await;
     let got = s.collect(4).await;
     assert_eq!(
-        got.iter().map(|m| (m.topic.as_str(), String::from_utf8_lossy(&m.payload).into_owned())).collect::<Vec<_>>(),
-        [("ta/x", "1".into()), ("ta/x", "2".into()), ("ta/y", "3".into()), ("ta/y", "4".into())]
+        got.iter()
+            .map(|m| (
+                m.topic.as_str(),
+                String::from_utf8_lossy(&m.payload).into_owned()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("ta/x", "1".into()),
+            ("ta/x", "2".into()),
+            ("ta/y", "3".into()),
+            ("ta/y", "4".into())
+        ]
     );
     assert!(got.iter().all(|m| m.properties.topic_alias.is_none()));
     // Aliases do not leak to another connection: an unmapped alias there is a protocol error.
@@ -149,7 +177,13 @@ async fn receive_maximum_respected() {
     s.subscribe("rm/t", Q2).await;
     let mut p = b.client(V5, "pub").await;
     for i in 0..6 {
-        p.publish("rm/t", format!("{i}").as_bytes(), if i % 2 == 0 { Q1 } else { Q2 }, false).await;
+        p.publish(
+            "rm/t",
+            format!("{i}").as_bytes(),
+            if i % 2 == 0 { Q1 } else { Q2 },
+            false,
+        )
+        .await;
     }
     let mut inflight = Vec::new();
     while let Some(pk) = s.recv(QUIET).await {
@@ -158,7 +192,11 @@ async fn receive_maximum_respected() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(inflight.len(), 2, "only Receive Maximum (2) unacknowledged in flight: {inflight:?}");
+    assert_eq!(
+        inflight.len(),
+        2,
+        "only Receive Maximum (2) unacknowledged in flight: {inflight:?}"
+    );
     let mut seen = payloads(&inflight);
     // Each acknowledgement frees one slot.
     let first = inflight.remove(0);
@@ -175,7 +213,11 @@ async fn receive_maximum_respected() {
         s.ack(&m).await;
     }
     seen.extend(payloads(&s.drain(QUIET).await));
-    assert_eq!(seen, ["0", "1", "2", "3", "4", "5"], "all delivered, in order");
+    assert_eq!(
+        seen,
+        ["0", "1", "2", "3", "4", "5"],
+        "all delivered, in order"
+    );
     b.stop().await;
 }
 
@@ -193,8 +235,16 @@ async fn client_maximum_packet_size() {
     let mut p = b.client(V5, "pub").await;
     p.publish("mp/t", &[b'x'; 200], Q1, false).await;
     p.publish("mp/t", b"small", Q1, false).await;
-    assert_eq!(payloads(&s.drain(QUIET).await), ["small"], "oversized message not sent");
-    assert_eq!(big.collect(2).await.len(), 2, "other subscribers unaffected");
+    assert_eq!(
+        payloads(&s.drain(QUIET).await),
+        ["small"],
+        "oversized message not sent"
+    );
+    assert_eq!(
+        big.collect(2).await.len(),
+        2,
+        "other subscribers unaffected"
+    );
     b.stop().await;
 }
 
@@ -204,7 +254,14 @@ async fn no_local() {
     let b = TestBroker::start().await;
     let mut c = b.client(V5, "nl").await;
     c.subscribe_with(
-        vec![("nl/t".into(), SubscriptionOptions { qos: Q1, no_local: true, ..Default::default() })],
+        vec![(
+            "nl/t".into(),
+            SubscriptionOptions {
+                qos: Q1,
+                no_local: true,
+                ..Default::default()
+            },
+        )],
         Default::default(),
     )
     .await;
@@ -222,8 +279,12 @@ async fn no_local() {
 async fn subscription_identifier() {
     let b = TestBroker::start().await;
     let mut s = b.client(V5, "sid").await;
-    let with_id = |id| SubscribeProperties { subscription_identifier: Some(id), ..Default::default() };
-    s.subscribe_with(vec![("sid/a".into(), opts(Q1))], with_id(7)).await;
+    let with_id = |id| SubscribeProperties {
+        subscription_identifier: Some(id),
+        ..Default::default()
+    };
+    s.subscribe_with(vec![("sid/a".into(), opts(Q1))], with_id(7))
+        .await;
     s.subscribe("sid/b", Q1).await;
     let mut p = b.client(V5, "pub").await;
     p.publish("sid/a", b"a", Q1, false).await;
@@ -231,9 +292,16 @@ async fn subscription_identifier() {
     let got = s.collect(2).await;
     assert_eq!(got[0].properties.subscription_identifiers, [7]);
     assert!(got[1].properties.subscription_identifiers.is_empty());
-    s.subscribe_with(vec![("sid/a".into(), opts(Q1))], with_id(268_435_455)).await;
+    s.subscribe_with(vec![("sid/a".into(), opts(Q1))], with_id(268_435_455))
+        .await;
     p.publish("sid/a", b"a2", Q1, false).await;
-    assert_eq!(s.expect_publish_acked().await.properties.subscription_identifiers, [268_435_455]);
+    assert_eq!(
+        s.expect_publish_acked()
+            .await
+            .properties
+            .subscription_identifiers,
+        [268_435_455]
+    );
     b.stop().await;
 }
 
@@ -245,8 +313,16 @@ async fn request_problem_information_zero() {
     let mut c = connect_packet(V5, "rpi");
     c.properties.request_problem_information = Some(0);
     let (mut c, _) = b.connect_with(c).await;
-    let ack = c.subscribe_with(vec![("ok".into(), opts(Q1)), ("bad/#/x".into(), opts(Q1))], Default::default()).await;
-    assert_eq!(ack.reasons, [ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID]);
+    let ack = c
+        .subscribe_with(
+            vec![("ok".into(), opts(Q1)), ("bad/#/x".into(), opts(Q1))],
+            Default::default(),
+        )
+        .await;
+    assert_eq!(
+        ack.reasons,
+        [ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID]
+    );
     assert_eq!(ack.properties.reason_string, None);
     assert!(ack.properties.user_properties.is_empty());
     let un = c.unsubscribe(&["nothing"]).await;
@@ -256,7 +332,11 @@ async fn request_problem_information_zero() {
     c.send(&Packet::Publish(m)).await;
     match c.expect().await {
         Packet::PublishAck(a) => {
-            assert_eq!(a.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS, "3.4.2.1: 0x10 no matching subscribers");
+            assert_eq!(
+                a.reason,
+                ReasonCode::NO_MATCHING_SUBSCRIBERS,
+                "3.4.2.1: 0x10 no matching subscribers"
+            );
             assert_eq!(a.properties.reason_string, None);
         }
         other => panic!("expected PUBACK, got {other:?}"),
@@ -274,13 +354,23 @@ async fn auth_after_connect() {
     c.send(&Packet::Auth(Default::default())).await;
     c.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
     let mut c = b.client(V5, "b").await;
-    let mut auth = hermod_proto::Auth { reason: ReasonCode::CONTINUE_AUTHENTICATION, ..Default::default() };
+    let mut auth = hermod_proto::Auth {
+        reason: ReasonCode::CONTINUE_AUTHENTICATION,
+        ..Default::default()
+    };
     auth.properties.authentication_method = Some("SCRAM-SHA-1".into());
     c.send(&Packet::Auth(auth)).await;
     // Read the raw DISCONNECT: the codec (rightly) refuses to decode a DISCONNECT with 0x8C.
     let raw = c.recv_raw(WAIT).await;
-    assert!(raw.len() >= 3 && raw[0] == 0xE0, "expected a DISCONNECT, got {raw:02X?}");
-    assert_eq!(raw[2], 0x82, "DISCONNECT reason after AUTH with a method CONNECT did not announce: got 0x{:02X}", raw[2]);
+    assert!(
+        raw.len() >= 3 && raw[0] == 0xE0,
+        "expected a DISCONNECT, got {raw:02X?}"
+    );
+    assert_eq!(
+        raw[2], 0x82,
+        "DISCONNECT reason after AUTH with a method CONNECT did not announce: got 0x{:02X}",
+        raw[2]
+    );
     b.stop().await;
 }
 
@@ -294,7 +384,8 @@ async fn receive_maximum_on_resume() {
     s.subscribe("rr/t", Q1).await;
     let mut p = b.client(V5, "pub").await;
     for i in 0..5 {
-        p.publish("rr/t", format!("{i}").as_bytes(), Q1, false).await;
+        p.publish("rr/t", format!("{i}").as_bytes(), Q1, false)
+            .await;
     }
     for _ in 0..5 {
         s.expect_publish().await; // not acknowledged
@@ -309,7 +400,10 @@ async fn receive_maximum_on_resume() {
         assert!(matches!(pk, Packet::Publish(_)), "{pk:?}");
         n += 1;
     }
-    assert!(n <= 2, "{n} unacknowledged PUBLISH packets re-sent to a client with Receive Maximum 2");
+    assert!(
+        n <= 2,
+        "{n} unacknowledged PUBLISH packets re-sent to a client with Receive Maximum 2"
+    );
     b.stop().await;
 }
 
@@ -318,10 +412,19 @@ async fn receive_maximum_on_resume() {
 async fn no_matching_subscribers_reason() {
     let b = TestBroker::start().await;
     let mut c = b.client(V5, "c").await;
-    assert_eq!(c.publish_packet(publish("nm/t", b"x", Q1, false)).await, ReasonCode::NO_MATCHING_SUBSCRIBERS);
-    assert_eq!(c.publish_packet(publish("nm/t", b"x", Q2, false)).await, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+    assert_eq!(
+        c.publish_packet(publish("nm/t", b"x", Q1, false)).await,
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    );
+    assert_eq!(
+        c.publish_packet(publish("nm/t", b"x", Q2, false)).await,
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    );
     c.subscribe("nm/t", Q0).await;
-    assert_eq!(c.publish_packet(publish("nm/t", b"x", Q1, false)).await, ReasonCode::SUCCESS);
+    assert_eq!(
+        c.publish_packet(publish("nm/t", b"x", Q1, false)).await,
+        ReasonCode::SUCCESS
+    );
     b.stop().await;
 }
 

@@ -8,7 +8,13 @@ use crate::harness::*;
 
 fn with_will(v: ProtocolVersion, id: &str, topic: &str, qos: QoS, retain: bool) -> Connect {
     let mut c = connect_packet(v, id);
-    c.will = Some(LastWill { topic: topic.into(), payload: Bytes::from_static(b"bye"), qos, retain, properties: Default::default() });
+    c.will = Some(LastWill {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"bye"),
+        qos,
+        retain,
+        properties: Default::default(),
+    });
     c
 }
 
@@ -50,8 +56,14 @@ both_versions!(not_on_normal_disconnect);
 async fn on_disconnect_with_will_v5() {
     let b = TestBroker::start().await;
     let mut o = observer(&b, V5, Q1).await;
-    let (mut c, _) = b.connect_with(with_will(V5, "w", "will/w", Q1, false)).await;
-    c.send(&Packet::Disconnect(Disconnect { reason: ReasonCode::DISCONNECT_WITH_WILL, properties: Default::default() })).await;
+    let (mut c, _) = b
+        .connect_with(with_will(V5, "w", "will/w", Q1, false))
+        .await;
+    c.send(&Packet::Disconnect(Disconnect {
+        reason: ReasonCode::DISCONNECT_WITH_WILL,
+        properties: Default::default(),
+    }))
+    .await;
     assert_eq!(o.expect_publish_acked().await.payload.as_ref(), b"bye");
     assert!(c.is_closed_within(WAIT).await);
     b.stop().await;
@@ -67,7 +79,11 @@ async fn on_keepalive_timeout(v: ProtocolVersion) {
     let t0 = Instant::now();
     let m = o.expect_publish_acked().await;
     assert_eq!(m.topic, "will/ka");
-    assert!(t0.elapsed() >= Duration::from_millis(900), "not before 1.5 × keep alive: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "not before 1.5 × keep alive: {:?}",
+        t0.elapsed()
+    );
     b.stop().await;
 }
 both_versions!(on_keepalive_timeout);
@@ -76,7 +92,9 @@ both_versions!(on_keepalive_timeout);
 async fn on_protocol_violation(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut o = observer(&b, v, Q1).await;
-    let (mut c, _) = b.connect_with(with_will(v, "w", "will/pv", Q1, false)).await;
+    let (mut c, _) = b
+        .connect_with(with_will(v, "w", "will/pv", Q1, false))
+        .await;
     c.send_raw(&[0x00, 0x00]).await; // packet type 0
     c.expect_disconnect(ReasonCode::MALFORMED_PACKET).await;
     assert_eq!(o.expect_publish_acked().await.topic, "will/pv");
@@ -88,12 +106,19 @@ both_versions!(on_protocol_violation);
 // retained message; [MQTT-3.1.2-16]: Will Retain = 0 does not retain it.
 async fn will_retain(v: ProtocolVersion) {
     let b = TestBroker::start().await;
-    let (c, _) = b.connect_with(with_will(v, "w1", "will/ret", Q1, true)).await;
+    let (c, _) = b
+        .connect_with(with_will(v, "w1", "will/ret", Q1, true))
+        .await;
     c.drop_connection();
-    let (c, _) = b.connect_with(with_will(v, "w2", "will/noret", Q1, false)).await;
+    let (c, _) = b
+        .connect_with(with_will(v, "w2", "will/noret", Q1, false))
+        .await;
     c.drop_connection();
     // Wait for both wills to have been published.
-    b.wait_metric("two wills published", |m| hermod_broker::metrics::Metrics::get(&m.messages_received) >= 2).await;
+    b.wait_metric("two wills published", |m| {
+        hermod_broker::metrics::Metrics::get(&m.messages_received) >= 2
+    })
+    .await;
     let mut s = b.client(v, "late").await;
     s.subscribe("will/#", Q1).await;
     let got = s.drain(QUIET).await;
@@ -155,7 +180,11 @@ async fn will_delay_published_after_delay() {
     let t0 = Instant::now();
     let m = o.expect_publish_acked().await;
     assert_eq!(m.topic, "will/d");
-    assert!(t0.elapsed() >= Duration::from_millis(900), "published after {:?}, before the 1 s delay", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "published after {:?}, before the 1 s delay",
+        t0.elapsed()
+    );
     b.stop().await;
 }
 
@@ -170,7 +199,11 @@ async fn will_delay_capped_by_session_expiry() {
     let t0 = Instant::now();
     let m = o.expect_publish_acked().await;
     assert_eq!(m.topic, "will/d");
-    assert!(t0.elapsed() >= Duration::from_millis(800), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t0.elapsed()
+    );
     b.stop().await;
 }
 
@@ -193,8 +226,17 @@ async fn will_properties_forwarded() {
     let m = o.expect_publish_acked().await;
     assert_eq!(m.properties.content_type.as_deref(), Some("text/plain"));
     assert_eq!(m.properties.response_topic.as_deref(), Some("resp/t"));
-    assert_eq!(m.properties.correlation_data.as_deref(), Some(&b"\x01\x02"[..]));
+    assert_eq!(
+        m.properties.correlation_data.as_deref(),
+        Some(&b"\x01\x02"[..])
+    );
     assert_eq!(m.properties.payload_format_indicator, Some(1));
-    assert_eq!(m.properties.user_properties, [("k".to_string(), "v1".to_string()), ("k".to_string(), "v2".to_string())]);
+    assert_eq!(
+        m.properties.user_properties,
+        [
+            ("k".to_string(), "v1".to_string()),
+            ("k".to_string(), "v2".to_string())
+        ]
+    );
     b.stop().await;
 }
