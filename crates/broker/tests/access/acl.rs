@@ -62,7 +62,15 @@ const fn case(
     read: Option<bool>,
     write: bool,
 ) -> Case {
-    Case { name, user, cid, topic, read, write, writer: ROOT }
+    Case {
+        name,
+        user,
+        cid,
+        topic,
+        read,
+        write,
+        writer: ROOT,
+    }
 }
 
 const R: Option<bool> = Some(true);
@@ -71,32 +79,199 @@ const NR: Option<bool> = Some(false);
 fn cases() -> Vec<Case> {
     vec![
         case("user readwrite", "alice", "a1", "home/alice/x", R, true),
-        case("user readwrite, # matches several levels", "alice", "a1", "home/alice/deep/er", R, true),
-        case("user readwrite, # matches the parent level", "alice", "a1", "home/alice", R, true),
-        case("user deny beats readwrite", "alice", "a1", "home/alice/locked", NR, false),
+        case(
+            "user readwrite, # matches several levels",
+            "alice",
+            "a1",
+            "home/alice/deep/er",
+            R,
+            true,
+        ),
+        case(
+            "user readwrite, # matches the parent level",
+            "alice",
+            "a1",
+            "home/alice",
+            R,
+            true,
+        ),
+        case(
+            "user deny beats readwrite",
+            "alice",
+            "a1",
+            "home/alice/locked",
+            NR,
+            false,
+        ),
         case("user read-only", "alice", "a1", "news/today", R, false),
-        case("user write-only with +", "alice", "a1", "cmd/lamp/set", NR, true),
-        case("+ is exactly one level", "alice", "a1", "cmd/lamp/x/set", NR, false),
-        case("another user's rules do not apply", "alice", "a1", "home/bob/x", NR, false),
-        case("no access word means readwrite", "bob", "b1", "home/bob/x", R, true),
-        case("read of another user's topic", "bob", "b1", "home/alice/shared", R, false),
-        case("nothing else of alice's", "bob", "b1", "home/alice/x", NR, false),
-        case("user deny beats read #", "bob", "b1", "news/secret", NR, false),
+        case(
+            "user write-only with +",
+            "alice",
+            "a1",
+            "cmd/lamp/set",
+            NR,
+            true,
+        ),
+        case(
+            "+ is exactly one level",
+            "alice",
+            "a1",
+            "cmd/lamp/x/set",
+            NR,
+            false,
+        ),
+        case(
+            "another user's rules do not apply",
+            "alice",
+            "a1",
+            "home/bob/x",
+            NR,
+            false,
+        ),
+        case(
+            "no access word means readwrite",
+            "bob",
+            "b1",
+            "home/bob/x",
+            R,
+            true,
+        ),
+        case(
+            "read of another user's topic",
+            "bob",
+            "b1",
+            "home/alice/shared",
+            R,
+            false,
+        ),
+        case(
+            "nothing else of alice's",
+            "bob",
+            "b1",
+            "home/alice/x",
+            NR,
+            false,
+        ),
+        case(
+            "user deny beats read #",
+            "bob",
+            "b1",
+            "news/secret",
+            NR,
+            false,
+        ),
         case("user read #", "bob", "b1", "news/today", R, false),
-        case("pattern %u and %c", "carol", "c9", "dev/carol/c9/temp", R, true),
-        case("pattern %c must match the client id", "carol", "c9", "dev/carol/c8/temp", NR, false),
-        case("pattern %u must match the username", "carol", "c9", "dev/alice/c9/temp", NR, false),
-        case("pattern deny beats pattern readwrite", "carol", "blocked", "dev/carol/blocked/x", NR, false),
+        case(
+            "pattern %u and %c",
+            "carol",
+            "c9",
+            "dev/carol/c9/temp",
+            R,
+            true,
+        ),
+        case(
+            "pattern %c must match the client id",
+            "carol",
+            "c9",
+            "dev/carol/c8/temp",
+            NR,
+            false,
+        ),
+        case(
+            "pattern %u must match the username",
+            "carol",
+            "c9",
+            "dev/alice/c9/temp",
+            NR,
+            false,
+        ),
+        case(
+            "pattern deny beats pattern readwrite",
+            "carol",
+            "blocked",
+            "dev/carol/blocked/x",
+            NR,
+            false,
+        ),
         case("pattern read %c", "carol", "c9", "in/c9", R, false),
-        case("pattern read %c, other id", "carol", "c9", "in/c8", NR, false),
-        case("user without a block gets patterns", "zed", "z1", "in/z1", R, false),
-        case("user without a block gets nothing else", "zed", "z1", "home/alice/x", NR, false),
-        case("pattern %u/%c for a user without a block", "zed", "z1", "dev/zed/z1/a/b", R, true),
-        Case { writer: BRIDGE, ..case("$SYS read by an explicit rule", "alice", "a1", "$SYS/broker/connection/br1/state", R, false) },
-        Case { writer: BRIDGE, ..case("# rules do not cover $SYS", "bob", "b1", "$SYS/broker/connection/br1/state", NR, false) },
-        case("bridge state via pattern %c", "alice", "a1", "$SYS/broker/connection/a1/state", None, true),
-        case("bridge state of another client id", "alice", "a1", "$SYS/broker/connection/a2/state", None, false),
-        case("publishing into $SYS is refused even when the ACL allows it", "root", "r1", "$SYS/broker/uptime", None, false),
+        case(
+            "pattern read %c, other id",
+            "carol",
+            "c9",
+            "in/c8",
+            NR,
+            false,
+        ),
+        case(
+            "user without a block gets patterns",
+            "zed",
+            "z1",
+            "in/z1",
+            R,
+            false,
+        ),
+        case(
+            "user without a block gets nothing else",
+            "zed",
+            "z1",
+            "home/alice/x",
+            NR,
+            false,
+        ),
+        case(
+            "pattern %u/%c for a user without a block",
+            "zed",
+            "z1",
+            "dev/zed/z1/a/b",
+            R,
+            true,
+        ),
+        Case {
+            writer: BRIDGE,
+            ..case(
+                "$SYS read by an explicit rule",
+                "alice",
+                "a1",
+                "$SYS/broker/connection/br1/state",
+                R,
+                false,
+            )
+        },
+        Case {
+            writer: BRIDGE,
+            ..case(
+                "# rules do not cover $SYS",
+                "bob",
+                "b1",
+                "$SYS/broker/connection/br1/state",
+                NR,
+                false,
+            )
+        },
+        case(
+            "bridge state via pattern %c",
+            "alice",
+            "a1",
+            "$SYS/broker/connection/a1/state",
+            None,
+            true,
+        ),
+        case(
+            "bridge state of another client id",
+            "alice",
+            "a1",
+            "$SYS/broker/connection/a2/state",
+            None,
+            false,
+        ),
+        case(
+            "publishing into $SYS is refused even when the ACL allows it",
+            "root",
+            "r1",
+            "$SYS/broker/uptime",
+            None,
+            false,
+        ),
     ]
 }
 
@@ -129,7 +304,10 @@ async fn connect(b: &TestBroker, user: &str, cid: &str) -> Client {
 
 async fn ok_publish(c: &mut Client, topic: &str, payload: &str, retain: bool, what: &str) {
     let r = c.publish(topic, payload.as_bytes(), Q1, retain).await;
-    assert!(r == ReasonCode::SUCCESS || r == ReasonCode::NO_MATCHING_SUBSCRIBERS, "{what}: setup publish to {topic} refused: {r:?}");
+    assert!(
+        r == ReasonCode::SUCCESS || r == ReasonCode::NO_MATCHING_SUBSCRIBERS,
+        "{what}: setup publish to {topic} refused: {r:?}"
+    );
 }
 
 #[tokio::test]
@@ -157,19 +335,29 @@ async fn acl_table_end_to_end() {
             let granted = c.subscribe(k.topic, Q1).await;
             // Mosquitto 2.0 semantics: the subscription itself is granted.
             if granted != ReasonCode(1) {
-                problems.push(format!("SUBACK {granted:?}, expected 0x01 (acl_file does not check SUBSCRIBE)"));
+                problems.push(format!(
+                    "SUBACK {granted:?}, expected 0x01 (acl_file does not check SUBSCRIBE)"
+                ));
             }
-            assert_eq!(c.subscribe(&fence_topic, Q1).await, ReasonCode(1), "{what}: fence subscription");
+            assert_eq!(
+                c.subscribe(&fence_topic, Q1).await,
+                ReasonCode(1),
+                "{what}: fence subscription"
+            );
             let retained = until_fence(&mut c, k.topic, &format!("rfence-{i}"), &what).await;
             if (retained == vec![format!("retained-{i}")]) != may_read {
-                problems.push(format!("retained delivery: got {retained:?}, may read = {may_read}"));
+                problems.push(format!(
+                    "retained delivery: got {retained:?}, may read = {may_read}"
+                ));
             }
             // Live delivery.
             ok_publish(&mut w, k.topic, &format!("live-{i}"), false, &what).await;
             ok_publish(&mut w, &fence_topic, &format!("lfence-{i}"), false, &what).await;
             let live = until_fence(&mut c, k.topic, &format!("lfence-{i}"), &what).await;
             if (live == vec![format!("live-{i}")]) != may_read {
-                problems.push(format!("live delivery: got {live:?}, may read = {may_read}"));
+                problems.push(format!(
+                    "live delivery: got {live:?}, may read = {may_read}"
+                ));
             }
             c.disconnect().await;
             writer = Some(w);
@@ -178,12 +366,21 @@ async fn acl_table_end_to_end() {
         // Publish by the client: PUBACK 0x87 when denied, and the observer (root, reads # and
         // $SYS/#) sees the message only when allowed.
         let mut c = connect(&b, k.user, k.cid).await;
-        let r = c.publish(k.topic, format!("write-{i}").as_bytes(), Q1, false).await;
+        let r = c
+            .publish(k.topic, format!("write-{i}").as_bytes(), Q1, false)
+            .await;
         let denied = r == ReasonCode::NOT_AUTHORIZED;
         if denied == k.write {
             problems.push(format!("PUBACK {r:?}, may write = {}", k.write));
         }
-        ok_publish(&mut c, "fence/observer", &format!("wfence-{i}"), false, &what).await;
+        ok_publish(
+            &mut c,
+            "fence/observer",
+            &format!("wfence-{i}"),
+            false,
+            &what,
+        )
+        .await;
         let seen = until_fence(&mut observer, k.topic, &format!("wfence-{i}"), &what).await;
         let delivered = seen.contains(&format!("write-{i}"));
         if delivered != k.write {
@@ -201,7 +398,13 @@ async fn acl_table_end_to_end() {
             failures.push(format!("{what}:\n    {}", problems.join("\n    ")));
         }
     }
-    assert!(failures.is_empty(), "{} of {} ACL cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} ACL cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     b.stop().await;
 }
 
@@ -233,19 +436,31 @@ async fn collect_until(c: &mut Client, fence: &str) -> Vec<(String, String)> {
 async fn wildcard_subscription_is_filtered_per_delivery() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
-    let topics = ["home/alice/x", "home/bob/x", "home/alice/shared", "home/carol/x"];
+    let topics = [
+        "home/alice/x",
+        "home/bob/x",
+        "home/alice/shared",
+        "home/carol/x",
+    ];
     let mut root = connect(&b, "root", "writer").await;
     for t in topics {
         ok_publish(&mut root, t, &format!("retained {t}"), true, "setup").await;
     }
     ok_publish(&mut root, "fence/b1", "rf", true, "setup").await;
     let mut bob = connect(&b, "bob", "b1").await;
-    assert_eq!(bob.subscribe("home/#", Q1).await, ReasonCode(1), "SUBACK grants home/# (not checked against acl_file)");
+    assert_eq!(
+        bob.subscribe("home/#", Q1).await,
+        ReasonCode(1),
+        "SUBACK grants home/# (not checked against acl_file)"
+    );
     assert_eq!(bob.subscribe("fence/b1", Q1).await, ReasonCode(1));
     let retained = collect_until(&mut bob, "rf").await;
     let want = |prefix: &str| {
         vec![
-            ("home/alice/shared".to_owned(), format!("{prefix} home/alice/shared")),
+            (
+                "home/alice/shared".to_owned(),
+                format!("{prefix} home/alice/shared"),
+            ),
             ("home/bob/x".to_owned(), format!("{prefix} home/bob/x")),
         ]
     };
@@ -254,6 +469,10 @@ async fn wildcard_subscription_is_filtered_per_delivery() {
         ok_publish(&mut root, t, &format!("live {t}"), false, "live").await;
     }
     ok_publish(&mut root, "fence/b1", "lf", false, "fence").await;
-    assert_eq!(collect_until(&mut bob, "lf").await, want("live"), "live: only readable topics");
+    assert_eq!(
+        collect_until(&mut bob, "lf").await,
+        want("live"),
+        "live: only readable topics"
+    );
     b.stop().await;
 }

@@ -16,13 +16,14 @@ use futures_util::{SinkExt, StreamExt};
 use hermod_broker::broker::Reloader;
 use hermod_broker::{Broker, Config};
 pub use hermod_proto::{
-    Connect, ConnectAck, Disconnect, Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties, QoS,
-    ReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions,
+    Connect, ConnectAck, Disconnect, Packet, PacketId, ProtocolVersion, Publish, PublishAck,
+    PublishProperties, QoS, ReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions,
 };
 use hermod_proto::{decode_packet, encode_packet};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber, date_time_ymd,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    date_time_ymd,
 };
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
@@ -84,21 +85,36 @@ fn make_ca(cn: &str) -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
-fn make_leaf(issuer: &Issuer<'_, KeyPair>, cn: &str, sans: &[&str], serial: u64, server: bool, expired: bool) -> Leaf {
+fn make_leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    sans: &[&str],
+    serial: u64,
+    server: bool,
+    expired: bool,
+) -> Leaf {
     let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).expect("params");
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .expect("params");
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.serial_number = Some(SerialNumber::from(serial));
-    params.extended_key_usages =
-        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
     params.use_authority_key_identifier_extension = true;
     if expired {
         params.not_before = date_time_ymd(2000, 1, 1);
         params.not_after = date_time_ymd(2001, 1, 1);
     }
     let cert = params.signed_by(&key, issuer).expect("sign");
-    Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    Leaf {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
 }
 
 impl Pki {
@@ -121,7 +137,14 @@ impl Pki {
         .signed_by(&issuer)
         .expect("crl");
         Pki {
-            server: make_leaf(&issuer, "localhost", &["localhost", "127.0.0.1"], 1, true, false),
+            server: make_leaf(
+                &issuer,
+                "localhost",
+                &["localhost", "127.0.0.1"],
+                1,
+                true,
+                false,
+            ),
             client: make_leaf(&issuer, "device-42", &[], 10, false, false),
             client2: make_leaf(&issuer, "device-43", &[], 15, false, false),
             foreign: make_leaf(&other, "intruder", &[], 11, false, false),
@@ -136,7 +159,9 @@ impl Pki {
     pub fn write_to(&self, dir: &Path) {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).expect("mkdir certs");
-        let w = |name: &str, text: &str| std::fs::write(certs.join(name), text).expect("write cert file");
+        let w = |name: &str, text: &str| {
+            std::fs::write(certs.join(name), text).expect("write cert file")
+        };
         w("ca.pem", &self.ca_pem);
         w("ca.crl", &self.crl_pem);
         w("server.pem", &self.server.cert_pem);
@@ -160,16 +185,22 @@ pub fn tls_client_config(ca_pem: &str, cert: Option<&Leaf>) -> Arc<ClientConfig>
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(ca.expect("ca pem")).expect("add root");
     }
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("versions")
-        .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("versions")
+            .with_root_certificates(roots);
     let config = match cert {
         Some(leaf) => {
             let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).map(|c| c.expect("cert pem")).collect();
+                CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                    .map(|c| c.expect("cert pem"))
+                    .collect();
             builder
-                .with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key pem"))
+                .with_client_auth_cert(
+                    chain,
+                    PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key pem"),
+                )
                 .expect("client cert")
         }
         None => builder.with_no_client_auth(),
@@ -192,7 +223,10 @@ pub struct TestBroker {
 
 /// A fresh temporary folder.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("hermod-access-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("hermod-access-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Writes `text` to `dir/name` (creating parent folders).
@@ -209,7 +243,8 @@ impl TestBroker {
     /// Writes `config` as `dir/hermod.toml`, loads it with `Config::load` and starts the broker.
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestBroker {
         let config_path = write(dir.path(), "hermod.toml", config);
-        let cfg = Config::load(&config_path).unwrap_or_else(|e| panic!("config loads: {e}\n{config}"));
+        let cfg =
+            Config::load(&config_path).unwrap_or_else(|e| panic!("config loads: {e}\n{config}"));
         let broker = Broker::bind_with_path(cfg, Some(config_path.clone()))
             .await
             .unwrap_or_else(|e| panic!("broker binds: {e}\n{config}"));
@@ -219,7 +254,14 @@ impl TestBroker {
         let task = tokio::spawn(broker.run(async move {
             stop_rx.await.ok();
         }));
-        TestBroker { dir, config_path, addrs, reloader, stop_tx: Some(stop_tx), task: Some(task) }
+        TestBroker {
+            dir,
+            config_path,
+            addrs,
+            reloader,
+            stop_tx: Some(stop_tx),
+            task: Some(task),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -292,14 +334,25 @@ async fn open(addr: SocketAddr, via: &Via) -> Result<Conn, String> {
         .map_err(|e| format!("TCP connect: {e}"))?;
     tcp.set_nodelay(true).ok();
     let ws = |stream: Box<dyn Io>, scheme: &'static str, path: &'static str| async move {
-        let mut request = format!("{scheme}://localhost:{}{path}", addr.port()).into_client_request().expect("request");
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        let mut request = format!("{scheme}://localhost:{}{path}", addr.port())
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
         match tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream)).await {
             Err(_) => Err("WebSocket handshake timed out".to_owned()),
             Ok(Err(e)) => Err(format!("WebSocket handshake: {e}")),
             Ok(Ok((s, response))) => {
-                let proto = response.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().unwrap_or("?").to_owned());
-                assert_eq!(proto.as_deref(), Some("mqtt"), "server answers the offered subprotocol [MQTT-6.0.0-4]");
+                let proto = response
+                    .headers()
+                    .get("Sec-WebSocket-Protocol")
+                    .map(|v| v.to_str().unwrap_or("?").to_owned());
+                assert_eq!(
+                    proto.as_deref(),
+                    Some("mqtt"),
+                    "server answers the offered subprotocol [MQTT-6.0.0-4]"
+                );
                 Ok(Conn::Ws(Box::new(s)))
             }
         }
@@ -334,7 +387,12 @@ pub struct Client {
 }
 
 /// A CONNECT with clean start, keep alive 60, and optional credentials.
-pub fn connect_packet(v: ProtocolVersion, id: &str, user: Option<&str>, pass: Option<&[u8]>) -> Connect {
+pub fn connect_packet(
+    v: ProtocolVersion,
+    id: &str,
+    user: Option<&str>,
+    pass: Option<&[u8]>,
+) -> Connect {
     Connect {
         protocol: v,
         client_id: id.into(),
@@ -370,13 +428,28 @@ pub fn encode(p: &Packet, v: ProtocolVersion) -> Vec<u8> {
 
 impl Client {
     /// The transport is up, nothing MQTT sent yet.
-    pub async fn open(addr: SocketAddr, via: &Via, version: ProtocolVersion) -> Result<Client, String> {
+    pub async fn open(
+        addr: SocketAddr,
+        via: &Via,
+        version: ProtocolVersion,
+    ) -> Result<Client, String> {
         let conn = open(addr, via).await?;
-        Ok(Client { version, conn, rbuf: BytesMut::with_capacity(4096), pending: VecDeque::new(), next_pid: 100, closed: false })
+        Ok(Client {
+            version,
+            conn,
+            rbuf: BytesMut::with_capacity(4096),
+            pending: VecDeque::new(),
+            next_pid: 100,
+            closed: false,
+        })
     }
 
     /// Sends CONNECT; Ok(CONNACK) or Err(what happened instead: refused handshake, close...).
-    pub async fn try_connect(addr: SocketAddr, via: &Via, c: Connect) -> Result<(Client, ConnectAck), String> {
+    pub async fn try_connect(
+        addr: SocketAddr,
+        via: &Via,
+        c: Connect,
+    ) -> Result<(Client, ConnectAck), String> {
         let mut client = Client::open(addr, via, c.protocol).await?;
         client.send(&Packet::Connect(Box::new(c))).await;
         match client.read(WAIT).await {
@@ -403,7 +476,10 @@ impl Client {
         match Client::try_connect(addr, via, c).await {
             Ok((mut client, ack)) => {
                 if ack.reason != ReasonCode::SUCCESS {
-                    assert!(client.is_closed_within(WAIT).await, "{id}: the broker closes after a refusing CONNACK [MQTT-3.2.2-5]");
+                    assert!(
+                        client.is_closed_within(WAIT).await,
+                        "{id}: the broker closes after a refusing CONNACK [MQTT-3.2.2-5]"
+                    );
                 }
                 ack.reason
             }
@@ -425,7 +501,9 @@ impl Client {
                 let _ = s.flush().await;
             }
             Conn::Ws(ws) => {
-                let _ = ws.send(Message::Binary(Bytes::copy_from_slice(bytes))).await;
+                let _ = ws
+                    .send(Message::Binary(Bytes::copy_from_slice(bytes)))
+                    .await;
             }
         }
     }
@@ -439,7 +517,10 @@ impl Client {
             match decode_packet(&mut self.rbuf, self.version, usize::MAX) {
                 Ok(Some(p)) => return Recv::Packet(p),
                 Ok(None) => {}
-                Err(e) => panic!("broker sent bytes the codec cannot decode ({:?}): {e}", self.version),
+                Err(e) => panic!(
+                    "broker sent bytes the codec cannot decode ({:?}): {e}",
+                    self.version
+                ),
             }
             if self.closed {
                 return Recv::Closed;
@@ -455,9 +536,13 @@ impl Client {
                 }
                 Conn::Ws(ws) => match tokio::time::timeout_at(deadline, ws.next()).await {
                     Err(_) => return Recv::Timeout,
-                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => self.closed = true,
+                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                        self.closed = true
+                    }
                     Ok(Some(Ok(Message::Binary(b)))) => self.rbuf.extend_from_slice(&b),
-                    Ok(Some(Ok(Message::Text(t)))) => panic!("broker sent a text frame [MQTT-6.0.0-1]: {t}"),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        panic!("broker sent a text frame [MQTT-6.0.0-1]: {t}")
+                    }
                     Ok(Some(Ok(_))) => {}
                 },
             }
@@ -533,14 +618,20 @@ impl Client {
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> ReasonCode {
         let id = self.next_packet_id();
-        let options = SubscriptionOptions { qos, ..SubscriptionOptions::default() };
+        let options = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: id,
             filters: vec![(filter.into(), options)],
             properties: SubscribeProperties::default(),
         }))
         .await;
-        match self.wait_for("SUBACK", |p| matches!(p, Packet::SubscribeAck(_))).await {
+        match self
+            .wait_for("SUBACK", |p| matches!(p, Packet::SubscribeAck(_)))
+            .await
+        {
             Packet::SubscribeAck(a) => {
                 assert_eq!(a.packet_id, id, "SUBACK packet id");
                 assert_eq!(a.reasons.len(), 1, "one reason per filter");
@@ -552,7 +643,13 @@ impl Client {
 
     /// Publishes and waits for PUBACK (QoS 1; returns its reason) or a PINGRESP (QoS 0, so the
     /// broker has routed the message when this returns; returns SUCCESS).
-    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> ReasonCode {
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> ReasonCode {
         let mut p = publish(topic, payload, qos, retain);
         if qos != Q0 {
             p.packet_id = Some(self.next_packet_id());
@@ -563,7 +660,13 @@ impl Client {
             self.ping().await;
             return ReasonCode::SUCCESS;
         }
-        match self.wait_for("PUBACK", |p| matches!(p, Packet::PublishAck(a) if Some(a.packet_id) == id)).await {
+        match self
+            .wait_for(
+                "PUBACK",
+                |p| matches!(p, Packet::PublishAck(a) if Some(a.packet_id) == id),
+            )
+            .await
+        {
             Packet::PublishAck(a) => a.reason,
             _ => unreachable!(),
         }
@@ -571,7 +674,8 @@ impl Client {
 
     pub async fn ping(&mut self) {
         self.send(&Packet::PingRequest).await;
-        self.wait_for("PINGRESP", |p| matches!(p, Packet::PingResponse)).await;
+        self.wait_for("PINGRESP", |p| matches!(p, Packet::PingResponse))
+            .await;
     }
 
     /// Every PUBLISH arriving until `quiet` passes with none (QoS 1 ones acked).
@@ -599,7 +703,14 @@ impl Client {
 
 /// (topic, payload) pairs, for assertions.
 pub fn got(v: &[Publish]) -> Vec<(String, String)> {
-    v.iter().map(|p| (p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned())).collect()
+    v.iter()
+        .map(|p| {
+            (
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -608,7 +719,9 @@ pub fn got(v: &[Publish]) -> Vec<(String, String)> {
 /// The path of `name` on PATH, or None (the caller prints a skip message).
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A child process whose stdout/stderr go to files; killed on drop.
@@ -678,7 +791,12 @@ impl Drop for Bg {
 }
 
 /// Runs a command to its end, bounded by `limit`: (exit code, None on timeout; stdout; stderr).
-pub async fn run(cmd: &mut std::process::Command, dir: &Path, tag: &str, limit: Duration) -> (Option<i32>, String, String) {
+pub async fn run(
+    cmd: &mut std::process::Command,
+    dir: &Path,
+    tag: &str,
+    limit: Duration,
+) -> (Option<i32>, String, String) {
     let mut bg = Bg::spawn(cmd, dir, tag);
     let code = bg.wait(limit).await;
     (code, bg.stdout(), bg.stderr())
@@ -741,8 +859,15 @@ path = "/mqtt"
 
 /// [`EXAMPLE`] on loopback ports chosen by the OS, plus `extra` appended.
 pub fn example_config(extra: &str) -> String {
-    let mut text = EXAMPLE.replace("0.0.0.0:1883", "127.0.0.1:0").replace("0.0.0.0:8883", "127.0.0.1:0").replace("0.0.0.0:8083", "127.0.0.1:0");
-    assert_eq!(text.matches("127.0.0.1:0").count(), 3, "the example's three listeners");
+    let mut text = EXAMPLE
+        .replace("0.0.0.0:1883", "127.0.0.1:0")
+        .replace("0.0.0.0:8883", "127.0.0.1:0")
+        .replace("0.0.0.0:8083", "127.0.0.1:0");
+    assert_eq!(
+        text.matches("127.0.0.1:0").count(),
+        3,
+        "the example's three listeners"
+    );
     text.push_str(extra);
     text
 }
@@ -763,7 +888,11 @@ pub const USERS: &[(&str, &str)] = &[
 ];
 
 pub fn password_of(user: &str) -> &'static str {
-    USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).unwrap_or_else(|| panic!("no user {user}"))
+    USERS
+        .iter()
+        .find(|(u, _)| *u == user)
+        .map(|(_, p)| *p)
+        .unwrap_or_else(|| panic!("no user {user}"))
 }
 
 /// A folder with the PKI, a password file with [`USERS`], `acl` as the ACL file, and the example
@@ -795,8 +924,12 @@ pub struct AuthServer {
 }
 
 impl AuthServer {
-    pub async fn start(decide: impl Fn(&serde_json::Value) -> Option<(u16, String)> + Send + Sync + 'static) -> AuthServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind auth server");
+    pub async fn start(
+        decide: impl Fn(&serde_json::Value) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) -> AuthServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind auth server");
         let url = format!("http://{}/mqtt/auth", listener.local_addr().expect("addr"));
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = requests.clone();
@@ -809,12 +942,16 @@ impl AuthServer {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     let body = loop {
-                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
                         buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
                         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                         let len = head
                             .lines()
@@ -826,7 +963,8 @@ impl AuthServer {
                             break buf[end + 4..end + 4 + len].to_vec();
                         }
                     };
-                    let json: serde_json::Value = serde_json::from_slice(&body).expect("request body is JSON");
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&body).expect("request body is JSON");
                     log.lock().expect("log").push(json.clone());
                     let Some((status, body)) = decide(&json) else {
                         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -841,7 +979,11 @@ impl AuthServer {
                 });
             }
         });
-        AuthServer { url, requests, task }
+        AuthServer {
+            url,
+            requests,
+            task,
+        }
     }
 
     pub fn requests(&self) -> Vec<serde_json::Value> {

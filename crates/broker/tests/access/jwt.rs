@@ -10,7 +10,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use crate::harness::*;
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64
 }
 
 fn claims(exp_offset: i64) -> serde_json::Value {
@@ -23,16 +26,28 @@ fn claims(exp_offset: i64) -> serde_json::Value {
 }
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/auth/testdata").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/auth/testdata")
+        .join(name)
 }
 
 fn hs(secret: &str, claims: &serde_json::Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).expect("sign")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
 }
 
 fn rs(private: &str, claims: &serde_json::Value) -> String {
     let pem = std::fs::read(testdata(private)).expect("test key");
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &EncodingKey::from_rsa_pem(&pem).expect("rsa pem")).expect("sign")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        claims,
+        &EncodingKey::from_rsa_pem(&pem).expect("rsa pem"),
+    )
+    .expect("sign")
 }
 
 async fn broker(jwt: &str) -> TestBroker {
@@ -40,7 +55,9 @@ async fn broker(jwt: &str) -> TestBroker {
     if let Ok(key) = std::fs::read_to_string(testdata("test_rsa_public.pem")) {
         write(dir.path(), "keys/jwt.pub.pem", &key);
     }
-    let config = format!("allow_anonymous = false\n[auth.jwt]\n{jwt}\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n");
+    let config = format!(
+        "allow_anonymous = false\n[auth.jwt]\n{jwt}\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n"
+    );
     TestBroker::start_in(dir, &config).await
 }
 
@@ -52,23 +69,63 @@ fn with_token(v: ProtocolVersion, id: &str, token: &str) -> Connect {
 async fn check(b: &TestBroker, valid: &str, expired: &str, bad_signature: &str, alg: &str) {
     let addr = b.addr(0);
     for (what, token) in [("expired", expired), ("wrongly signed", bad_signature)] {
-        assert_eq!(Client::connack(addr, &Via::Tcp, with_token(V5, "x", token)).await, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "{alg} {what}");
-        assert_eq!(Client::connack(addr, &Via::Tcp, with_token(V311, "x", token)).await, ReasonCode::NOT_AUTHORIZED, "{alg} {what}, 3.1.1");
+        assert_eq!(
+            Client::connack(addr, &Via::Tcp, with_token(V5, "x", token)).await,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            "{alg} {what}"
+        );
+        assert_eq!(
+            Client::connack(addr, &Via::Tcp, with_token(V311, "x", token)).await,
+            ReasonCode::NOT_AUTHORIZED,
+            "{alg} {what}, 3.1.1"
+        );
     }
     // A username differing from the token's claim is refused.
     let other_user = connect_packet(V5, "x", Some("mallory"), Some(valid.as_bytes()));
-    assert_eq!(Client::connack(addr, &Via::Tcp, other_user).await, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "{alg}: username ≠ sub");
+    assert_eq!(
+        Client::connack(addr, &Via::Tcp, other_user).await,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        "{alg}: username ≠ sub"
+    );
 
     let mut c = Client::connect(addr, &Via::Tcp, with_token(V5, "jwt-client", valid)).await;
-    assert_eq!(c.subscribe("jwt/jwt-user/#", Q1).await, ReasonCode(1), "{alg}: covered by a subscribe claim");
-    assert_eq!(c.subscribe("secret/#", Q1).await, ReasonCode::NOT_AUTHORIZED, "{alg}: SUBACK 0x87 outside the claims");
-    assert_eq!(c.subscribe("#", Q1).await, ReasonCode::NOT_AUTHORIZED, "{alg}: # is wider than the claims");
+    assert_eq!(
+        c.subscribe("jwt/jwt-user/#", Q1).await,
+        ReasonCode(1),
+        "{alg}: covered by a subscribe claim"
+    );
+    assert_eq!(
+        c.subscribe("secret/#", Q1).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "{alg}: SUBACK 0x87 outside the claims"
+    );
+    assert_eq!(
+        c.subscribe("#", Q1).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "{alg}: # is wider than the claims"
+    );
     assert_eq!(c.subscribe("public/news", Q1).await, ReasonCode(1), "{alg}");
-    assert_ne!(c.publish("jwt/jwt-user/t", b"mine", Q1, false).await, ReasonCode::NOT_AUTHORIZED, "{alg}: publish claim with %u");
-    assert_eq!(c.publish("jwt/other/t", b"no", Q1, false).await, ReasonCode::NOT_AUTHORIZED, "{alg}: outside the publish claim");
-    assert_eq!(c.publish("public/news", b"no", Q1, false).await, ReasonCode::NOT_AUTHORIZED, "{alg}: subscribe claim does not grant publish");
+    assert_ne!(
+        c.publish("jwt/jwt-user/t", b"mine", Q1, false).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "{alg}: publish claim with %u"
+    );
+    assert_eq!(
+        c.publish("jwt/other/t", b"no", Q1, false).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "{alg}: outside the publish claim"
+    );
+    assert_eq!(
+        c.publish("public/news", b"no", Q1, false).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "{alg}: subscribe claim does not grant publish"
+    );
     let got = got(&c.drain(QUIET).await);
-    assert_eq!(got, vec![("jwt/jwt-user/t".to_owned(), "mine".to_owned())], "{alg}: only the allowed publish is delivered");
+    assert_eq!(
+        got,
+        vec![("jwt/jwt-user/t".to_owned(), "mine".to_owned())],
+        "{alg}: only the allowed publish is delivered"
+    );
     c.disconnect().await;
 }
 
@@ -84,7 +141,9 @@ async fn hs256_valid_expired_wrongly_signed() {
 
 #[tokio::test]
 async fn rs256_valid_expired_wrongly_signed() {
-    if !testdata("test_rsa_private.pem").is_file() || !testdata("test_rsa_other_private.pem").is_file() {
+    if !testdata("test_rsa_private.pem").is_file()
+        || !testdata("test_rsa_other_private.pem").is_file()
+    {
         eprintln!("SKIP: RS256 test keys not in crates/broker/src/auth/testdata");
         return;
     }

@@ -7,11 +7,11 @@
 
 mod harness;
 
-mod tls;
-mod websocket;
-mod passwords;
 mod acl;
 mod http_auth;
 mod jwt;
+mod passwords;
 mod proxy;
 mod reload;
+mod tls;
+mod websocket;

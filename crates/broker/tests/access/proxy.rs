@@ -37,22 +37,44 @@ async fn read_all(s: &mut TcpStream) -> Vec<u8> {
 async fn v1_header_then_connect_is_served() {
     let server = AuthServer::start(|_| Some((200, r#"{"result":"allow"}"#.into()))).await;
     let b = broker(&server).await;
-    let connect = encode(&Packet::Connect(Box::new(connect_packet(V311, "proxied", Some("u"), Some(b"p")))), V311);
+    let connect = encode(
+        &Packet::Connect(Box::new(connect_packet(
+            V311,
+            "proxied",
+            Some("u"),
+            Some(b"p"),
+        ))),
+        V311,
+    );
 
     let mut s = TcpStream::connect(b.addr(0)).await.expect("tcp");
-    s.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 1883\r\n").await.expect("write");
+    s.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 1883\r\n")
+        .await
+        .expect("write");
     s.write_all(&connect).await.expect("write");
-    assert_eq!(read_all(&mut s).await, vec![0x20, 0x02, 0x00, 0x00], "CONNACK accepted after a PROXY v1 header");
+    assert_eq!(
+        read_all(&mut s).await,
+        vec![0x20, 0x02, 0x00, 0x00],
+        "CONNACK accepted after a PROXY v1 header"
+    );
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0]["peer_address"], "203.0.113.7:5555", "the header's address is the client's: {}", requests[0]);
+    assert_eq!(
+        requests[0]["peer_address"], "203.0.113.7:5555",
+        "the header's address is the client's: {}",
+        requests[0]
+    );
 
     // Header and CONNECT in one write (as HAProxy does) works too.
     let mut s = TcpStream::connect(b.addr(0)).await.expect("tcp");
     let mut bytes = b"PROXY TCP4 198.51.100.1 127.0.0.1 4000 1883\r\n".to_vec();
     bytes.extend(&connect);
     s.write_all(&bytes).await.expect("write");
-    assert_eq!(read_all(&mut s).await, vec![0x20, 0x02, 0x00, 0x00], "header + CONNECT in one segment");
+    assert_eq!(
+        read_all(&mut s).await,
+        vec![0x20, 0x02, 0x00, 0x00],
+        "header + CONNECT in one segment"
+    );
     b.stop().await;
 }
 
@@ -60,13 +82,27 @@ async fn v1_header_then_connect_is_served() {
 async fn without_the_header_the_connection_is_closed() {
     let server = AuthServer::start(|_| Some((200, r#"{"result":"allow"}"#.into()))).await;
     let b = broker(&server).await;
-    let connect = encode(&Packet::Connect(Box::new(connect_packet(V311, "direct", Some("u"), Some(b"p")))), V311);
+    let connect = encode(
+        &Packet::Connect(Box::new(connect_packet(
+            V311,
+            "direct",
+            Some("u"),
+            Some(b"p"),
+        ))),
+        V311,
+    );
     let mut s = TcpStream::connect(b.addr(0)).await.expect("tcp");
     s.write_all(&connect).await.expect("write");
     let t = std::time::Instant::now();
     let got = read_all(&mut s).await;
-    assert!(got.is_empty(), "no CONNACK without a PROXY header, got {got:?}");
-    assert!(t.elapsed() < WAIT, "closed promptly, not left open until the handshake timeout");
+    assert!(
+        got.is_empty(),
+        "no CONNACK without a PROXY header, got {got:?}"
+    );
+    assert!(
+        t.elapsed() < WAIT,
+        "closed promptly, not left open until the handshake timeout"
+    );
     assert!(server.requests().is_empty(), "never authenticated");
     b.stop().await;
 }

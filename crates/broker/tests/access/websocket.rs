@@ -25,34 +25,57 @@ fn wss(pki: &Pki) -> Via {
 async fn round_trip_over_ws_and_wss() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
-    for (name, addr, via) in [("ws", b.addr(WS), Via::Ws("/mqtt")), ("wss", b.addr(WSS), wss(&pki))] {
+    for (name, addr, via) in [
+        ("ws", b.addr(WS), Via::Ws("/mqtt")),
+        ("wss", b.addr(WSS), wss(&pki)),
+    ] {
         for v in [V311, V5] {
-            let mut ws = Client::connect(addr, &via, login(v, &format!("alice-{name}"), "alice")).await;
-            assert_eq!(ws.subscribe("home/alice/#", Q1).await, ReasonCode(1), "{name}");
-            let mut tcp = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "alice-tcp", "alice")).await;
+            let mut ws =
+                Client::connect(addr, &via, login(v, &format!("alice-{name}"), "alice")).await;
+            assert_eq!(
+                ws.subscribe("home/alice/#", Q1).await,
+                ReasonCode(1),
+                "{name}"
+            );
+            let mut tcp =
+                Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "alice-tcp", "alice")).await;
             tcp.subscribe("home/alice/#", Q1).await;
             // ws → tcp and tcp → ws.
-            ws.publish("home/alice/from-ws", name.as_bytes(), Q1, false).await;
+            ws.publish("home/alice/from-ws", name.as_bytes(), Q1, false)
+                .await;
             tcp.publish("home/alice/from-tcp", b"tcp", Q1, false).await;
             let mut at_ws = got(&ws.drain(QUIET).await);
             at_ws.sort();
             assert_eq!(
                 at_ws,
-                vec![("home/alice/from-tcp".into(), "tcp".into()), ("home/alice/from-ws".into(), name.into())],
+                vec![
+                    ("home/alice/from-tcp".into(), "tcp".into()),
+                    ("home/alice/from-ws".into(), name.into())
+                ],
                 "{name} {v:?}"
             );
             let mut at_tcp = got(&tcp.drain(QUIET).await);
             at_tcp.sort();
             assert_eq!(at_tcp.len(), 2, "{name} {v:?}: {at_tcp:?}");
             // The ACL applies on WebSocket listeners too.
-            assert_eq!(ws.publish("home/bob/x", b"no", Q1, false).await, if v == V5 { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::SUCCESS });
+            assert_eq!(
+                ws.publish("home/bob/x", b"no", Q1, false).await,
+                if v == V5 {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::SUCCESS
+                }
+            );
             ws.disconnect().await;
             tcp.disconnect().await;
         }
     }
     // Password checks on ws: wrong password refused.
     let bad = connect_packet(V5, "x", Some("alice"), Some(b"nope"));
-    assert_eq!(Client::connack(b.addr(WS), &Via::Ws("/mqtt"), bad).await, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    assert_eq!(
+        Client::connack(b.addr(WS), &Via::Ws("/mqtt"), bad).await,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
     b.stop().await;
 }
 
@@ -62,7 +85,10 @@ async fn round_trip_over_ws_and_wss() {
 async fn one_packet_split_over_two_frames() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
-    for (name, addr, via) in [("ws", b.addr(WS), Via::Ws("/mqtt")), ("wss", b.addr(WSS), wss(&pki))] {
+    for (name, addr, via) in [
+        ("ws", b.addr(WS), Via::Ws("/mqtt")),
+        ("wss", b.addr(WSS), wss(&pki)),
+    ] {
         let mut spy = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "spy", "root")).await;
         spy.subscribe("home/#", Q1).await;
         let mut c = Client::open(addr, &via, V5).await.expect("ws open");
@@ -86,7 +112,11 @@ async fn one_packet_split_over_two_frames() {
             other => panic!("{name}: expected PUBACK, got {other:?}"),
         }
         let m = spy.expect_publish().await;
-        assert_eq!((m.topic.as_str(), &m.payload[..]), ("home/alice/split", &b"0123456789abcdef"[..]), "{name}");
+        assert_eq!(
+            (m.topic.as_str(), &m.payload[..]),
+            ("home/alice/split", &b"0123456789abcdef"[..]),
+            "{name}"
+        );
         c.disconnect().await;
         spy.disconnect().await;
     }
@@ -96,7 +126,13 @@ async fn one_packet_split_over_two_frames() {
 fn subscribe_packet(id: u16, filter: &str) -> Packet {
     Packet::Subscribe(Subscribe {
         packet_id: pid(id),
-        filters: vec![(filter.into(), SubscriptionOptions { qos: Q1, ..SubscriptionOptions::default() })],
+        filters: vec![(
+            filter.into(),
+            SubscriptionOptions {
+                qos: Q1,
+                ..SubscriptionOptions::default()
+            },
+        )],
         properties: SubscribeProperties::default(),
     })
 }
@@ -118,7 +154,11 @@ async fn next_packets(c: &mut Client, n: usize, what: &str) -> Vec<String> {
                 if let Some(id) = m.packet_id {
                     c.send(&Packet::PublishAck(PublishAck::new(id))).await;
                 }
-                format!("PUBLISH {} {}", m.topic, String::from_utf8_lossy(&m.payload))
+                format!(
+                    "PUBLISH {} {}",
+                    m.topic,
+                    String::from_utf8_lossy(&m.payload)
+                )
             }
             other => format!("{other:?}"),
         });
@@ -133,7 +173,10 @@ async fn next_packets(c: &mut Client, n: usize, what: &str) -> Vec<String> {
 async fn several_packets_in_one_frame() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
-    for (name, addr, via) in [("ws", b.addr(WS), Via::Ws("/mqtt")), ("wss", b.addr(WSS), wss(&pki))] {
+    for (name, addr, via) in [
+        ("ws", b.addr(WS), Via::Ws("/mqtt")),
+        ("wss", b.addr(WSS), wss(&pki)),
+    ] {
         let mut c = Client::connect(addr, &via, login(V5, "batch", "alice")).await;
         let mut p = publish("home/alice/batch", b"in one frame", Q1, false);
         p.packet_id = Some(pid(9));
@@ -143,7 +186,12 @@ async fn several_packets_in_one_frame() {
         c.send_raw(&frame).await;
         assert_eq!(
             next_packets(&mut c, 4, name).await,
-            vec!["PINGRESP", "PUBACK 9", "PUBLISH home/alice/batch in one frame", "SUBACK 3 [ReasonCode(0x01)]"],
+            vec![
+                "PINGRESP",
+                "PUBACK 9",
+                "PUBLISH home/alice/batch in one frame",
+                "SUBACK 3 [ReasonCode(0x01)]"
+            ],
             "{name}"
         );
         c.disconnect().await;
@@ -159,9 +207,16 @@ async fn several_packets_in_one_frame() {
 async fn connect_and_subscribe_in_one_frame_or_write() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
-    for (name, addr, via) in [("tcp", b.addr(TCP), Via::Tcp), ("ws", b.addr(WS), Via::Ws("/mqtt")), ("wss", b.addr(WSS), wss(&pki))] {
+    for (name, addr, via) in [
+        ("tcp", b.addr(TCP), Via::Tcp),
+        ("ws", b.addr(WS), Via::Ws("/mqtt")),
+        ("wss", b.addr(WSS), wss(&pki)),
+    ] {
         let mut c = Client::open(addr, &via, V5).await.expect("open");
-        let mut bytes = encode(&Packet::Connect(Box::new(login(V5, "pipelined", "alice"))), V5);
+        let mut bytes = encode(
+            &Packet::Connect(Box::new(login(V5, "pipelined", "alice"))),
+            V5,
+        );
         bytes.extend(encode(&subscribe_packet(3, "home/alice/#"), V5));
         c.send_raw(&bytes).await;
         assert_eq!(
@@ -198,7 +253,9 @@ async fn paho_websockets() {
         eprintln!("SKIP: python3 not found");
         return;
     };
-    let probe = Command::new(&python).args(["-c", "import paho.mqtt.client"]).output();
+    let probe = Command::new(&python)
+        .args(["-c", "import paho.mqtt.client"])
+        .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         eprintln!("SKIP: paho-mqtt not installed (pip install -r interop/requirements.txt)");
         return;
@@ -209,10 +266,22 @@ async fn paho_websockets() {
     let (code, out, err) = run(
         Command::new(&python)
             .arg(interop_dir().join("ws_paho.py"))
-            .args(["--host", "127.0.0.1", "--ws-port", &b.addr(WS).port().to_string()])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--ws-port",
+                &b.addr(WS).port().to_string(),
+            ])
             .args(["--wss-port", &b.addr(WSS).port().to_string(), "--cafile"])
             .arg(&ca)
-            .args(["--username", "alice", "--password", "alice-pw", "--topic", "home/alice/paho"]),
+            .args([
+                "--username",
+                "alice",
+                "--password",
+                "alice-pw",
+                "--topic",
+                "home/alice/paho",
+            ]),
         b.path(),
         "paho",
         Duration::from_secs(30),
@@ -240,10 +309,22 @@ async fn mqttjs_websockets() {
     let (code, out, err) = run(
         Command::new(&node)
             .arg(interop_dir().join("ws_mqttjs.mjs"))
-            .args(["--host", "127.0.0.1", "--ws-port", &b.addr(WS).port().to_string()])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--ws-port",
+                &b.addr(WS).port().to_string(),
+            ])
             .args(["--wss-port", &b.addr(WSS).port().to_string(), "--cafile"])
             .arg(&ca)
-            .args(["--username", "alice", "--password", "alice-pw", "--topic", "home/alice/mqttjs"]),
+            .args([
+                "--username",
+                "alice",
+                "--password",
+                "alice-pw",
+                "--topic",
+                "home/alice/mqttjs",
+            ]),
         b.path(),
         "mqttjs",
         Duration::from_secs(30),
