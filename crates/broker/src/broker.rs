@@ -40,6 +40,9 @@ pub enum BrokerError {
         /// Why.
         source: crate::transport::TransportError,
     },
+    /// The store could not be opened (corrupt, unreadable, newer schema).
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// A listener could not bind.
     #[error("listener[{index}] ({bind}): cannot bind: {source}")]
     Bind {
@@ -78,6 +81,11 @@ impl Shared {
     /// Ends a session for good: removes its subscriptions, closes its mailbox, and hands its
     /// unfinished shared-subscription deliveries to other members of their groups.
     pub(crate) fn end_session(&self, mut session: Session) {
+        if session.handle.is_durable()
+            && let Some(p) = &self.router.persistence
+        {
+            p.submit_detached(crate::persist::delete_session(&session.client_id));
+        }
         for filter in session.subscriptions.keys() {
             self.router.unsubscribe(filter, &session.client_id);
         }
@@ -156,15 +164,94 @@ impl Shared {
         Ok(())
     }
 
+    /// Puts back what the store recovered: retained messages, and persistent sessions as offline
+    /// sessions with their subscriptions and queue positions. Expiry keeps counting across the
+    /// restart (wall-clock disconnect time + session expiry; a session that was online when the
+    /// broker stopped counts from now). Returns the expiry timers to arm.
+    fn recover(
+        self: &Arc<Self>,
+        r: crate::store::Recovered,
+    ) -> Vec<(ClientId, ConnectionId, Duration)> {
+        let Some(p) = self.router.persistence.clone() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let now_ms = crate::persist::unix_ms_now();
+        let mut drop_ops = Vec::new();
+        for (topic, rec) in &r.retained {
+            let m = crate::persist::message_from_record(rec, now, now_ms);
+            if m.is_expired(now) {
+                drop_ops.push(crate::store::Op::DeleteRetained(topic.clone()));
+            } else {
+                self.router.restore_retained(Arc::new(m));
+            }
+        }
+        let mut inflight_in: std::collections::HashMap<&str, Vec<u16>> =
+            std::collections::HashMap::new();
+        for (cid, pid) in &r.inflight_in {
+            inflight_in.entry(cid.as_str()).or_default().push(*pid);
+        }
+        let mut expiring = Vec::new();
+        let mut restored = 0usize;
+        for (cid, rec) in &r.sessions {
+            let client_id: ClientId = cid.as_str().into();
+            let expiry = rec.expiry.map(|s| Duration::from_secs(u64::from(s)));
+            let offline_for = rec.disconnected_at_unix_ms.map_or(Duration::ZERO, |t| {
+                Duration::from_millis(now_ms.saturating_sub(t))
+            });
+            let remaining = expiry.map(|e| e.saturating_sub(offline_for));
+            if remaining == Some(Duration::ZERO) {
+                drop_ops.extend(crate::persist::delete_session(&client_id));
+                continue;
+            }
+            let cfg = &self.config;
+            let mut session = Session::new(
+                client_id.clone(),
+                cfg.max_queued_messages,
+                cfg.queue_qos0_messages,
+            );
+            session.expiry = expiry;
+            session.handle.set_online(false);
+            match r.queues.get(cid) {
+                Some(q) => session.handle.restore_queue(q.next_seq, q.first_seq),
+                None => session.handle.set_durable(true),
+            }
+            for sub in &rec.subscriptions {
+                let entry = crate::persist::subscription_from_record(sub);
+                self.router
+                    .subscribe(&sub.filter, session.handle.clone(), entry.options, entry.id);
+                session.subscriptions.insert(sub.filter.clone(), entry);
+            }
+            if let Some(pids) = inflight_in.get(cid.as_str()) {
+                session.inflight_in.extend(pids.iter().copied());
+            }
+            let generation = self.next_connection_id();
+            self.registry
+                .restore(session, generation, remaining.map(|d| now + d));
+            if let Some(d) = remaining {
+                expiring.push((client_id, generation, d));
+            }
+            restored += 1;
+        }
+        p.submit_detached(drop_ops);
+        if restored > 0 || !r.retained.is_empty() {
+            info!(
+                sessions = restored,
+                retained = self.router.retained_count(),
+                "restored from the store"
+            );
+        }
+        expiring
+    }
+
     /// Publishes a message that has no connection behind it any more (a will).
     pub(crate) fn publish_message(&self, message: Message) {
         Metrics::incr(&self.metrics.messages_received);
-        // Wills have no publisher left to slow down: busy mailboxes are ignored.
-        self.router.publish(
-            Arc::new(message),
-            self.config.retain_available,
-            &mut Vec::new(),
-        );
+        // Wills have no publisher left to slow down or acknowledge: busy mailboxes and the store
+        // commit are not waited for.
+        let mut sink = crate::router::PublishSink::default();
+        self.router
+            .publish(Arc::new(message), self.config.retain_available, &mut sink);
     }
 }
 
@@ -173,6 +260,8 @@ impl Shared {
 pub struct Broker {
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
+    /// Restored offline sessions whose expiry timers start with `run`.
+    expiring: Vec<(ClientId, ConnectionId, Duration)>,
 }
 
 impl Broker {
@@ -218,18 +307,39 @@ impl Broker {
             listeners.push(listener);
         }
         let metrics = Arc::new(Metrics::default());
+        let (persistence, recovered) = match config.store_config() {
+            Some(sc) => {
+                let (store, recovered) = crate::store::Store::open(&sc)?;
+                info!(file = %store.file().display(), sync = ?sc.sync, sessions = recovered.sessions.len(),
+                      retained = recovered.retained.len(), "store opened");
+                let next = recovered.next_message_id;
+                (
+                    Some(Arc::new(crate::persist::Persistence::new(store, next))),
+                    Some(recovered),
+                )
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             auth: ArcSwap::from_pointee(auth),
             acceptors,
             config_path,
-            router: Router::new(metrics.clone()),
+            router: Router::new(metrics.clone(), persistence),
             registry: Registry::default(),
             metrics,
             shutdown: CancellationToken::new(),
             next_connection: AtomicU64::new(0),
             config,
         });
-        Ok(Self { shared, listeners })
+        let expiring = match recovered {
+            Some(r) => shared.recover(r),
+            None => Vec::new(),
+        };
+        Ok(Self {
+            shared,
+            listeners,
+            expiring,
+        })
     }
 
     /// Address of the first listener.
@@ -270,6 +380,9 @@ impl Broker {
     /// Runs until `shutdown` resolves, then stops accepting, sends v5 clients DISCONNECT 0x8B,
     /// publishes no wills for them, and returns once every connection task has finished.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        for (client_id, generation, after) in self.expiring {
+            self.shared.arm_expiry(client_id, generation, after);
+        }
         let tracker = TaskTracker::new();
         for (i, (listener, cfg)) in self
             .listeners
@@ -292,6 +405,13 @@ impl Broker {
             .is_err()
         {
             warn!("some connections did not close within 10 s");
+        }
+        if let Some(p) = &self.shared.router.persistence {
+            // Everything submitted so far (session records of the connections just closed) is
+            // committed once this barrier resolves.
+            if let Err(e) = p.store.submit(Vec::new()).await {
+                warn!(error = %e, "store: final commit failed");
+            }
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Config {
     /// given, there is no implicit listener: the file lists them all.
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// `[store]`: durable storage.
+    pub store: StoreSection,
     /// Folder of the config file: relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -73,6 +75,55 @@ pub struct Config {
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
+}
+
+/// `[store]`: where and how durably sessions, queues and retained messages are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Data directory (relative to the config file's folder; without a config file, to the
+    /// working directory).
+    pub path: PathBuf,
+    /// `batch` (default): a QoS 1/2 message for a persistent session is acknowledged only once
+    /// it is in a committed, fsynced transaction (survives kill -9 and power loss; concurrent
+    /// writers share commits). `os`: committed to the OS without fsync (survives a process crash,
+    /// not a power cut). `memory`: nothing is written; everything is lost at exit.
+    pub sync: SyncSetting,
+    /// What to do with a corrupt or unreadable store: `fail` (default: refuse to start, naming
+    /// the file) or `quarantine` (rename it to `*.bad`, log loudly, start empty).
+    pub on_corrupt: CorruptSetting,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("hermod-data"),
+            sync: SyncSetting::Batch,
+            on_corrupt: CorruptSetting::Fail,
+        }
+    }
+}
+
+/// `[store] sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncSetting {
+    /// fsync before acknowledging (group commit).
+    Batch,
+    /// Written to the OS before acknowledging, no fsync.
+    Os,
+    /// No persistence.
+    Memory,
+}
+
+/// `[store] on_corrupt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorruptSetting {
+    /// Refuse to start.
+    Fail,
+    /// Rename to `*.bad` and start empty.
+    Quarantine,
 }
 
 /// One `[[listener]]` table. The transport keys are those of [`TransportSettings`], copied here
@@ -187,6 +238,7 @@ impl Default for Config {
             password_file: None,
             acl_file: None,
             auth: AuthTable::default(),
+            store: StoreSection::default(),
             base_dir: None,
         }
     }
@@ -270,6 +322,10 @@ impl Config {
     pub fn for_tests() -> Self {
         Self {
             allow_anonymous: Some(true),
+            store: StoreSection {
+                sync: SyncSetting::Memory,
+                ..StoreSection::default()
+            },
             listeners: vec![ListenerConfig {
                 name: Some("mqtt".into()),
                 ..ListenerConfig::tcp("127.0.0.1:0")
@@ -374,6 +430,25 @@ impl Config {
             acl_file: self.acl_file.clone(),
             auth: self.auth.clone(),
         }
+    }
+
+    /// The store settings for `store::Store::open`, or `None` for `sync = "memory"`.
+    #[must_use]
+    pub fn store_config(&self) -> Option<crate::store::StoreConfig> {
+        let sync = match self.store.sync {
+            SyncSetting::Batch => crate::store::SyncMode::Batch,
+            SyncSetting::Os => crate::store::SyncMode::Os,
+            SyncSetting::Memory => return None,
+        };
+        let on_corrupt = match self.store.on_corrupt {
+            CorruptSetting::Fail => crate::store::OnCorrupt::Fail,
+            CorruptSetting::Quarantine => crate::store::OnCorrupt::Quarantine,
+        };
+        Some(crate::store::StoreConfig {
+            path: self.base_dir().join(&self.store.path),
+            sync,
+            on_corrupt,
+        })
     }
 
     /// The folder relative paths are resolved against (the config file's, else the working directory).

@@ -19,6 +19,7 @@ pub mod config;
 mod connection;
 pub mod message;
 pub mod metrics;
+pub mod persist;
 pub mod router;
 pub mod session;
 pub mod store;

@@ -63,4 +63,7 @@ pub struct Delivery {
     /// Set when routed through a shared subscription: `(group, filter)`. If this session goes
     /// away before acknowledging, the delivery is handed to another member of the group.
     pub shared: Option<Arc<(Box<str>, Box<str>)>>,
+    /// Position in the session's durable queue when the delivery is stored (QoS 1/2 to a
+    /// persistent session with a store): acknowledging it removes that queue entry.
+    pub seq: Option<u64>,
 }

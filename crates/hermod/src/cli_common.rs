@@ -61,8 +61,11 @@ impl ArgIter {
 
     /// The value of a flag, or mosquitto's "Error: -x argument given but no ... specified." text.
     pub(crate) fn value(&mut self, flag: &str, what: &str) -> Result<String, ParseStop> {
-        self.next_arg()
-            .ok_or_else(|| ParseStop::Usage(format!("Error: {flag} argument given but no {what} specified.\n\n")))
+        self.next_arg().ok_or_else(|| {
+            ParseStop::Usage(format!(
+                "Error: {flag} argument given but no {what} specified.\n\n"
+            ))
+        })
     }
 }
 
@@ -143,7 +146,12 @@ fn parse_qos(v: &str, what: &str) -> Result<QoS, ParseStop> {
 
 impl Common {
     /// Handles `arg` if it is a shared flag. `Ok(false)` when it is not one of ours.
-    pub(crate) fn parse_flag(&mut self, arg: &str, it: &mut ArgIter, tool: Tool) -> Result<bool, ParseStop> {
+    pub(crate) fn parse_flag(
+        &mut self,
+        arg: &str,
+        it: &mut ArgIter,
+        tool: Tool,
+    ) -> Result<bool, ParseStop> {
         match arg {
             "-h" | "--host" => self.host = it.value("-h", "host")?,
             "-p" | "--port" => {
@@ -160,19 +168,25 @@ impl Common {
                     "mqttv311" | "311" => ProtocolVersion::V311,
                     "mqttv5" | "5" => ProtocolVersion::V5,
                     _ => {
-                        return Err(ParseStop::Usage("Error: Invalid protocol version argument given.\n\n".to_owned()));
+                        return Err(ParseStop::Usage(
+                            "Error: Invalid protocol version argument given.\n\n".to_owned(),
+                        ));
                     }
                 };
             }
             "-i" | "--id" => {
                 if self.id_prefix.is_some() {
-                    return Err(ParseStop::Usage("Error: -i and -I argument cannot be used together.\n\n".to_owned()));
+                    return Err(ParseStop::Usage(
+                        "Error: -i and -I argument cannot be used together.\n\n".to_owned(),
+                    ));
                 }
                 self.id = Some(it.value("-i", "id")?);
             }
             "-I" | "--id-prefix" => {
                 if self.id.is_some() {
-                    return Err(ParseStop::Usage("Error: -i and -I argument cannot be used together.\n\n".to_owned()));
+                    return Err(ParseStop::Usage(
+                        "Error: -i and -I argument cannot be used together.\n\n".to_owned(),
+                    ));
                 }
                 self.id_prefix = Some(it.value("-I", "id prefix")?);
             }
@@ -205,7 +219,9 @@ impl Common {
                 }
                 self.will_topic = Some(v);
             }
-            "--will-payload" => self.will_payload = Some(it.value("--will-payload", "will payload")?),
+            "--will-payload" => {
+                self.will_payload = Some(it.value("--will-payload", "will payload")?)
+            }
             "--will-qos" => {
                 let v = atoi(&it.value("--will-qos", "will QoS")?);
                 self.will_qos = u8::try_from(v)
@@ -226,19 +242,28 @@ impl Common {
     /// Checks run once every flag is read (mosquitto's `client_config_load` tail).
     pub(crate) fn finish(&mut self) -> Result<(), ParseStop> {
         if self.will_payload.is_some() && self.will_topic.is_none() {
-            return Err(ParseStop::Usage("Error: Will payload given, but no will topic given.\n".to_owned()));
+            return Err(ParseStop::Usage(
+                "Error: Will payload given, but no will topic given.\n".to_owned(),
+            ));
         }
         if self.will_retain && self.will_topic.is_none() {
-            return Err(ParseStop::Usage("Error: Will retain given, but no will topic given.\n".to_owned()));
+            return Err(ParseStop::Usage(
+                "Error: Will retain given, but no will topic given.\n".to_owned(),
+            ));
         }
         if self.password.is_some() && self.username.is_none() {
-            return Err(ParseStop::Plain("Error: Problem setting username and/or password.\n".to_owned()));
+            return Err(ParseStop::Plain(
+                "Error: Problem setting username and/or password.\n".to_owned(),
+            ));
         }
         if self.version.is_v5() {
             if !self.clean_session && self.session_expiry.is_none() {
                 self.session_expiry = Some(u32::MAX);
             }
-            if self.session_expiry == Some(u32::MAX) && self.id.is_none() && self.id_prefix.is_none() {
+            if self.session_expiry == Some(u32::MAX)
+                && self.id.is_none()
+                && self.id_prefix.is_none()
+            {
                 return Err(ParseStop::Usage(
                     "Error: You must provide a client id if you are using an infinite session expiry interval.\n"
                         .to_owned(),
@@ -278,7 +303,12 @@ impl Common {
             .keep_alive(self.keepalive);
         o.nodelay = self.nodelay;
         if let Some(u) = &self.username {
-            o = o.credentials(u.clone(), self.password.as_ref().map(|p| Bytes::from(p.clone().into_bytes())));
+            o = o.credentials(
+                u.clone(),
+                self.password
+                    .as_ref()
+                    .map(|p| Bytes::from(p.clone().into_bytes())),
+            );
         }
         if let Some(t) = &self.will_topic {
             o = o.will(LastWill {
@@ -300,11 +330,12 @@ fn parse_session_expiry(v: &str) -> Result<u32, ParseStop> {
     if v == "∞" || v == "-1" {
         return Ok(u32::MAX);
     }
-    let n: i128 = v
-        .trim()
-        .parse()
-        .map_err(|_| ParseStop::Usage("Error: session-expiry-interval not a number.\n\n".to_owned()))?;
-    u32::try_from(n).map_err(|_| ParseStop::Usage("Error: session-expiry-interval out of range.\n\n".to_owned()))
+    let n: i128 = v.trim().parse().map_err(|_| {
+        ParseStop::Usage("Error: session-expiry-interval not a number.\n\n".to_owned())
+    })?;
+    u32::try_from(n).map_err(|_| {
+        ParseStop::Usage("Error: session-expiry-interval out of range.\n\n".to_owned())
+    })
 }
 
 /// Pseudo-random alphanumerics for a generated client id (uniqueness, not secrecy).
@@ -317,7 +348,11 @@ fn random_alnum(n: usize) -> String {
         let mut h = state.build_hasher();
         h.write_usize(i);
         h.write_u32(std::process::id());
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
         let idx = usize::try_from(h.finish() % CHARS.len() as u64).unwrap_or(0);
         out.push(char::from(CHARS[idx]));
     }
@@ -462,7 +497,11 @@ impl Session {
 
     /// As `send`; `mid` is the message id shown for a QoS 0 PUBLISH (libmosquitto numbers every
     /// message, though only QoS 1/2 carry the id on the wire).
-    pub(crate) async fn send_mid(&mut self, packet: &Packet, mid: Option<u16>) -> Result<(), ClientError> {
+    pub(crate) async fn send_mid(
+        &mut self,
+        packet: &Packet,
+        mid: Option<u16>,
+    ) -> Result<(), ClientError> {
         self.debug_sending(packet, mid);
         self.conn.send(packet).await?;
         self.last_out = Instant::now();
@@ -483,12 +522,22 @@ impl Session {
                 p.topic,
                 p.payload.len()
             )),
-            Packet::PublishAck(a) => self.dbg(format_args!("sending PUBACK (m{}, rc{})", a.packet_id, a.reason.0)),
+            Packet::PublishAck(a) => self.dbg(format_args!(
+                "sending PUBACK (m{}, rc{})",
+                a.packet_id, a.reason.0
+            )),
             Packet::PublishReceived(a) => {
-                self.dbg(format_args!("sending PUBREC (m{}, rc{})", a.packet_id, a.reason.0));
+                self.dbg(format_args!(
+                    "sending PUBREC (m{}, rc{})",
+                    a.packet_id, a.reason.0
+                ));
             }
-            Packet::PublishRelease(a) => self.dbg(format_args!("sending PUBREL (m{})", a.packet_id)),
-            Packet::PublishComplete(a) => self.dbg(format_args!("sending PUBCOMP (m{})", a.packet_id)),
+            Packet::PublishRelease(a) => {
+                self.dbg(format_args!("sending PUBREL (m{})", a.packet_id))
+            }
+            Packet::PublishComplete(a) => {
+                self.dbg(format_args!("sending PUBCOMP (m{})", a.packet_id))
+            }
             Packet::Subscribe(s) => {
                 for (filter, opts) in &s.filters {
                     let options = u8::from(opts.no_local) << 2
@@ -502,14 +551,20 @@ impl Session {
             }
             Packet::Unsubscribe(u) => {
                 for f in &u.filters {
-                    self.dbg(format_args!("sending UNSUBSCRIBE (Mid: {}, Topic: {})", u.packet_id, f));
+                    self.dbg(format_args!(
+                        "sending UNSUBSCRIBE (Mid: {}, Topic: {})",
+                        u.packet_id, f
+                    ));
                 }
             }
             Packet::PingRequest => self.dbg(format_args!("sending PINGREQ")),
             Packet::PingResponse => self.dbg(format_args!("sending PINGRESP")),
             Packet::Disconnect(_) => self.dbg(format_args!("sending DISCONNECT")),
             Packet::Connect(_) => self.dbg(format_args!("sending CONNECT")),
-            other => self.dbg(format_args!("sending {}", hermod_client::packet_name(other))),
+            other => self.dbg(format_args!(
+                "sending {}",
+                hermod_client::packet_name(other)
+            )),
         }
     }
 
@@ -529,15 +584,28 @@ impl Session {
                 p.payload.len()
             )),
             Packet::PublishAck(a) => {
-                self.dbg(format_args!("received PUBACK (Mid: {}, RC:{})", a.packet_id, a.reason.0));
+                self.dbg(format_args!(
+                    "received PUBACK (Mid: {}, RC:{})",
+                    a.packet_id, a.reason.0
+                ));
             }
             Packet::PublishComplete(a) => {
-                self.dbg(format_args!("received PUBCOMP (Mid: {}, RC:{})", a.packet_id, a.reason.0));
+                self.dbg(format_args!(
+                    "received PUBCOMP (Mid: {}, RC:{})",
+                    a.packet_id, a.reason.0
+                ));
             }
-            Packet::PublishReceived(a) => self.dbg(format_args!("received PUBREC (Mid: {})", a.packet_id)),
-            Packet::PublishRelease(a) => self.dbg(format_args!("received PUBREL (Mid: {})", a.packet_id)),
+            Packet::PublishReceived(a) => {
+                self.dbg(format_args!("received PUBREC (Mid: {})", a.packet_id))
+            }
+            Packet::PublishRelease(a) => {
+                self.dbg(format_args!("received PUBREL (Mid: {})", a.packet_id))
+            }
             Packet::Disconnect(_) => {}
-            other => self.dbg(format_args!("received {}", hermod_client::packet_name(other))),
+            other => self.dbg(format_args!(
+                "received {}",
+                hermod_client::packet_name(other)
+            )),
         }
     }
 
@@ -606,7 +674,10 @@ impl Session {
 
     /// Sends DISCONNECT (with `reason` in v5) and closes; errors are ignored, as at exit.
     pub(crate) async fn disconnect(&mut self, reason: ReasonCode) {
-        let d = Disconnect { reason, ..Disconnect::default() };
+        let d = Disconnect {
+            reason,
+            ..Disconnect::default()
+        };
         self.dbg(format_args!("sending DISCONNECT"));
         if self.conn.disconnect_with(d).await.is_err() {
             return;
@@ -624,17 +695,22 @@ impl Session {
 pub(crate) async fn open_session(common: &Common, tool: Tool) -> Result<(Session, ConnectAck), u8> {
     let client_id = common.client_id();
     let opts = common.connect_options(&client_id);
-    let mut session_debug_id = if client_id.is_empty() { "(null)".to_owned() } else { client_id.clone() };
-
-    let addrs: Vec<std::net::SocketAddr> = match (common.host.as_str(), common.port).to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(_) => {
-            if !common.quiet {
-                eprintln!("Error: Lookup error.");
-            }
-            return Err(1);
-        }
+    let mut session_debug_id = if client_id.is_empty() {
+        "(null)".to_owned()
+    } else {
+        client_id.clone()
     };
+
+    let addrs: Vec<std::net::SocketAddr> =
+        match (common.host.as_str(), common.port).to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(_) => {
+                if !common.quiet {
+                    eprintln!("Error: Lookup error.");
+                }
+                return Err(1);
+            }
+        };
     let mut conn = None;
     let mut last_err = None;
     for a in &addrs {
@@ -684,7 +760,11 @@ pub(crate) async fn open_session(common: &Common, tool: Tool) -> Result<(Session
             Ok((session, ack))
         }
         Err(ClientError::ConnectionRefused { ack }) => {
-            let code = if common.version.is_v5() { ack.reason.0 } else { v3_return_code(ack.reason) };
+            let code = if common.version.is_v5() {
+                ack.reason.0
+            } else {
+                v3_return_code(ack.reason)
+            };
             session.dbg(format_args!("received CONNACK ({code})"));
             if common.version.is_v5() {
                 if ack.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
@@ -699,7 +779,11 @@ pub(crate) async fn open_session(common: &Common, tool: Tool) -> Result<(Session
                 session.err(format_args!("Connection error: {}", connack_string(code)));
             }
             if tool == Tool::Pub {
-                let follow = if common.version.is_v5() { MOSQ_ERR_PROTOCOL } else { 5 };
+                let follow = if common.version.is_v5() {
+                    MOSQ_ERR_PROTOCOL
+                } else {
+                    5
+                };
                 session.err(format_args!("Error: {}", mosq_strerror(follow)));
             }
             Err(code)
@@ -747,7 +831,10 @@ mod tests {
 
     #[test]
     fn v31_generates_an_id() {
-        let c = Common { version: ProtocolVersion::V31, ..Common::default() };
+        let c = Common {
+            version: ProtocolVersion::V31,
+            ..Common::default()
+        };
         let id = c.client_id();
         assert!(id.starts_with("mosq-") && id.len() == 23, "{id}");
         let c = Common::default();

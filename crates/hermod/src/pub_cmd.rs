@@ -6,7 +6,9 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hermod_client::hermod_proto::{Packet, PacketId, Publish, PublishAck, PublishProperties, QoS, ReasonCode};
+use hermod_client::hermod_proto::{
+    Packet, PacketId, Publish, PublishAck, PublishProperties, QoS, ReasonCode,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -45,7 +47,9 @@ fn ensure_no_mode(cfg: &PubConfig) -> Result<(), ParseStop> {
     if cfg.mode == Mode::None {
         Ok(())
     } else {
-        Err(ParseStop::Usage("Error: Only one type of message can be sent at once.\n\n".to_owned()))
+        Err(ParseStop::Usage(
+            "Error: Only one type of message can be sent at once.\n\n".to_owned(),
+        ))
     }
 }
 
@@ -100,7 +104,9 @@ fn parse(args: Vec<String>) -> Result<PubConfig, ParseStop> {
                 ensure_no_mode(&cfg)?;
                 let mut data = Vec::new();
                 if std::io::stdin().lock().read_to_end(&mut data).is_err() {
-                    return Err(ParseStop::Plain("Error loading input from stdin.\n".to_owned()));
+                    return Err(ParseStop::Plain(
+                        "Error loading input from stdin.\n".to_owned(),
+                    ));
                 }
                 if data.is_empty() {
                     return Err(ParseStop::Plain(
@@ -115,7 +121,9 @@ fn parse(args: Vec<String>) -> Result<PubConfig, ParseStop> {
             "--repeat" => {
                 let v = cli_common::atoi(&it.value("--repeat", "count")?);
                 if v < 1 {
-                    return Err(ParseStop::Usage("Error: --repeat argument must be >0.\n\n".to_owned()));
+                    return Err(ParseStop::Usage(
+                        "Error: --repeat argument must be >0.\n\n".to_owned(),
+                    ));
                 }
                 cfg.repeat = u32::try_from(v).unwrap_or(u32::MAX);
             }
@@ -123,7 +131,9 @@ fn parse(args: Vec<String>) -> Result<PubConfig, ParseStop> {
                 let v = it.value("--repeat-delay", "time")?;
                 let secs: f64 = v.trim().parse().unwrap_or(0.0);
                 if !(secs >= 0.0 && secs.is_finite()) {
-                    return Err(ParseStop::Usage("Error: --repeat-delay argument must be >=0.0.\n\n".to_owned()));
+                    return Err(ParseStop::Usage(
+                        "Error: --repeat-delay argument must be >=0.0.\n\n".to_owned(),
+                    ));
                 }
                 cfg.repeat_delay = Duration::from_secs_f64(secs.min(1e9));
             }
@@ -136,7 +146,11 @@ fn parse(args: Vec<String>) -> Result<PubConfig, ParseStop> {
                 }
                 cfg.max_inflight = u16::try_from(v).unwrap_or(u16::MAX);
             }
-            _ => return Err(ParseStop::Usage(format!("Error: Unknown option '{arg}'.\n"))),
+            _ => {
+                return Err(ParseStop::Usage(format!(
+                    "Error: Unknown option '{arg}'.\n"
+                )));
+            }
         }
     }
     cfg.common.finish()?;
@@ -144,7 +158,8 @@ fn parse(args: Vec<String>) -> Result<PubConfig, ParseStop> {
 }
 
 fn hermod_proto_topic_invalid(t: &str) -> bool {
-    hermod_client::hermod_proto::topic::validate_topic_name(t).is_err() || t.len() > usize::from(u16::MAX)
+    hermod_client::hermod_proto::topic::validate_topic_name(t).is_err()
+        || t.len() > usize::from(u16::MAX)
 }
 
 fn print_usage() {
@@ -227,12 +242,19 @@ pub(crate) async fn run(args: PubArgs) -> u8 {
     if let Some(rm) = ack.properties.receive_maximum {
         max_inflight = max_inflight.min(usize::from(rm.max(1)));
     }
-    let mut publisher =
-        Publisher { topic, qos: cfg.common.qos, retain: cfg.retain, next_mid: 1, inflight: HashMap::new() };
+    let mut publisher = Publisher {
+        topic,
+        qos: cfg.common.qos,
+        retain: cfg.retain,
+        next_mid: 1,
+        inflight: HashMap::new(),
+    };
     let code = match &cfg.mode {
         Mode::Lines => publisher.run_lines(&mut session, max_inflight).await,
         Mode::Single(payload) => {
-            publisher.run_repeat(&mut session, payload.clone(), cfg.repeat, cfg.repeat_delay).await
+            publisher
+                .run_repeat(&mut session, payload.clone(), cfg.repeat, cfg.repeat_delay)
+                .await
         }
         Mode::None => Ok(()),
     };
@@ -275,7 +297,11 @@ impl Publisher {
 
     async fn publish(&mut self, session: &mut Session, payload: Bytes) -> Result<(), u8> {
         let mid = self.take_mid();
-        let packet_id = if self.qos == QoS::AtMostOnce { None } else { PacketId::new(mid) };
+        let packet_id = if self.qos == QoS::AtMostOnce {
+            None
+        } else {
+            PacketId::new(mid)
+        };
         let p = Publish {
             dup: false,
             qos: self.qos,
@@ -285,7 +311,10 @@ impl Publisher {
             payload,
             properties: PublishProperties::default(),
         };
-        session.send_mid(&Packet::Publish(p), Some(mid)).await.map_err(|e| session.report_io(&e))?;
+        session
+            .send_mid(&Packet::Publish(p), Some(mid))
+            .await
+            .map_err(|e| session.report_io(&e))?;
         match self.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
@@ -301,7 +330,10 @@ impl Publisher {
     /// Handles one packet from the broker. `Err(exit code)` to stop.
     async fn on_packet(&mut self, session: &mut Session, packet: Option<Packet>) -> Result<(), u8> {
         let Some(packet) = packet else {
-            session.err(format_args!("Error: {}", cli_common::mosq_strerror(cli_common::MOSQ_ERR_CONN_LOST)));
+            session.err(format_args!(
+                "Error: {}",
+                cli_common::mosq_strerror(cli_common::MOSQ_ERR_CONN_LOST)
+            ));
             return Err(cli_common::MOSQ_ERR_CONN_LOST);
         };
         session.debug_received(&packet);
@@ -309,7 +341,9 @@ impl Publisher {
             return Ok(());
         }
         match packet {
-            Packet::PublishAck(a) if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::Ack) => {
+            Packet::PublishAck(a)
+                if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::Ack) =>
+            {
                 self.inflight.remove(&a.packet_id.get());
                 warn_failed(session, &a);
             }
@@ -323,10 +357,15 @@ impl Publisher {
                         self.inflight.insert(id, Awaiting::Comp);
                     }
                     let rel = Packet::PublishRelease(PublishAck::new(a.packet_id));
-                    session.send(&rel).await.map_err(|e| session.report_io(&e))?;
+                    session
+                        .send(&rel)
+                        .await
+                        .map_err(|e| session.report_io(&e))?;
                 }
             }
-            Packet::PublishComplete(a) if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::Comp) => {
+            Packet::PublishComplete(a)
+                if self.inflight.get(&a.packet_id.get()) == Some(&Awaiting::Comp) =>
+            {
                 self.inflight.remove(&a.packet_id.get());
                 warn_failed(session, &a);
             }
@@ -337,12 +376,18 @@ impl Publisher {
                         QoS::ExactlyOnce => Packet::PublishReceived(PublishAck::new(id)),
                         _ => Packet::PublishAck(PublishAck::new(id)),
                     };
-                    session.send(&ack).await.map_err(|e| session.report_io(&e))?;
+                    session
+                        .send(&ack)
+                        .await
+                        .map_err(|e| session.report_io(&e))?;
                 }
             }
             Packet::PublishRelease(a) => {
                 let comp = Packet::PublishComplete(PublishAck::new(a.packet_id));
-                session.send(&comp).await.map_err(|e| session.report_io(&e))?;
+                session
+                    .send(&comp)
+                    .await
+                    .map_err(|e| session.report_io(&e))?;
             }
             Packet::Disconnect(d) => return Err(session.report_server_disconnect(&d)),
             _ => {}
@@ -351,7 +396,11 @@ impl Publisher {
     }
 
     /// Waits for broker traffic (acks, ping) until `until` returns true; pings on keep alive.
-    async fn pump_until(&mut self, session: &mut Session, until: impl Fn(&Self) -> bool) -> Result<(), u8> {
+    async fn pump_until(
+        &mut self,
+        session: &mut Session,
+        until: impl Fn(&Self) -> bool,
+    ) -> Result<(), u8> {
         while !until(self) {
             let ping_at = session.next_ping();
             tokio::select! {
@@ -434,25 +483,27 @@ fn warn_failed(session: &Session, a: &PublishAck) {
 /// open at exit while the read blocks) and hands over lines without their `\n`.
 fn spawn_stdin_lines() -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let spawned = std::thread::Builder::new().name("stdin-lines".to_owned()).spawn(move || {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match input.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                    }
-                    if tx.blocking_send(Bytes::copy_from_slice(&buf)).is_err() {
-                        break;
+    let spawned = std::thread::Builder::new()
+        .name("stdin-lines".to_owned())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match input.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        if tx.blocking_send(Bytes::copy_from_slice(&buf)).is_err() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     if spawned.is_err() {
         eprintln!("Error loading input from stdin.");
     }
@@ -477,7 +528,10 @@ mod tests {
 
     #[test]
     fn errors_match_mosquitto() {
-        assert_eq!(usage_text(parse(args("-t a -m x -q 3"))), "Error: Invalid QoS given: 3\n");
+        assert_eq!(
+            usage_text(parse(args("-t a -m x -q 3"))),
+            "Error: Invalid QoS given: 3\n"
+        );
         assert_eq!(
             usage_text(parse(args("-t a/# -m x"))),
             "Error: Invalid publish topic 'a/#', does it contain '+' or '#'?\n"
@@ -490,13 +544,22 @@ mod tests {
             usage_text(parse(args("-t a -m x -c"))),
             "Error: You must provide a client id if you are using the -c option.\n"
         );
-        assert_eq!(usage_text(parse(args("-t a -m x --bogus"))), "Error: Unknown option '--bogus'.\n");
-        assert_eq!(usage_text(parse(args("-t a -m x -p"))), "Error: -p argument given but no port specified.\n\n");
+        assert_eq!(
+            usage_text(parse(args("-t a -m x --bogus"))),
+            "Error: Unknown option '--bogus'.\n"
+        );
+        assert_eq!(
+            usage_text(parse(args("-t a -m x -p"))),
+            "Error: -p argument given but no port specified.\n\n"
+        );
         assert_eq!(
             usage_text(parse(args("-t a -m x -k 4"))),
             "Error: Invalid keepalive given, it must be between 5 and 65535 inclusive.\n\n"
         );
-        assert_eq!(usage_text(parse(args("-t a -m x -V 4"))), "Error: Invalid protocol version argument given.\n\n");
+        assert_eq!(
+            usage_text(parse(args("-t a -m x -V 4"))),
+            "Error: Invalid protocol version argument given.\n\n"
+        );
         assert_eq!(usage_text(parse(args("--help"))), "HELP");
     }
 
@@ -506,7 +569,10 @@ mod tests {
             ("31", hermod_client::hermod_proto::ProtocolVersion::V31),
             ("mqttv31", hermod_client::hermod_proto::ProtocolVersion::V31),
             ("311", hermod_client::hermod_proto::ProtocolVersion::V311),
-            ("mqttv311", hermod_client::hermod_proto::ProtocolVersion::V311),
+            (
+                "mqttv311",
+                hermod_client::hermod_proto::ProtocolVersion::V311,
+            ),
             ("5", hermod_client::hermod_proto::ProtocolVersion::V5),
             ("mqttv5", hermod_client::hermod_proto::ProtocolVersion::V5),
         ] {

@@ -17,6 +17,9 @@ pub(crate) struct ServeArgs {
     /// Verbose logging (debug level). RUST_LOG overrides.
     #[arg(short, long)]
     verbose: bool,
+    /// Keep everything in memory (`[store] sync = "memory"`): nothing is written to disk.
+    #[arg(long)]
+    memory: bool,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -38,17 +41,31 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         },
         None => Config::default(),
     };
+    if args.memory {
+        config.store.sync = hermod_broker::config::SyncSetting::Memory;
+    }
     if let Some(port) = args.port {
         match config.listeners.first_mut() {
             Some(l) => {
-                let host = l.bind.rsplit_once(':').map_or("0.0.0.0", |(h, _)| h).to_owned();
+                let host = l
+                    .bind
+                    .rsplit_once(':')
+                    .map_or("0.0.0.0", |(h, _)| h)
+                    .to_owned();
                 l.bind = format!("{host}:{port}");
             }
-            None => config.listeners.push(hermod_broker::ListenerConfig::tcp(&format!("0.0.0.0:{port}"))),
+            None => config
+                .listeners
+                .push(hermod_broker::ListenerConfig::tcp(&format!(
+                    "0.0.0.0:{port}"
+                ))),
         }
     }
-    let has_password_source = config.password_file.is_some() || config.auth.http.is_some() || config.auth.jwt.is_some();
-    if config.allow_anonymous == Some(true) || (config.allow_anonymous.is_none() && !has_password_source) {
+    let has_password_source =
+        config.password_file.is_some() || config.auth.http.is_some() || config.auth.jwt.is_some();
+    if config.allow_anonymous == Some(true)
+        || (config.allow_anonymous.is_none() && !has_password_source)
+    {
         warn!(
             "anonymous clients are allowed and every topic is open to every client. To lock this down, \
              run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
@@ -74,7 +91,8 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
 fn spawn_reload_on_sighup(reloader: hermod_broker::broker::Reloader) {
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             warn!("cannot listen for SIGHUP: configuration reload disabled");
             return;
         };
@@ -93,7 +111,10 @@ fn init_logging(verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// Resolves on SIGINT or SIGTERM.

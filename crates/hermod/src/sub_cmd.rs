@@ -6,8 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use hermod_client::hermod_proto::{
-    Packet, PacketId, Publish, PublishAck, QoS, ReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions,
-    Unsubscribe, topic,
+    Packet, PacketId, Publish, PublishAck, QoS, ReasonCode, Subscribe, SubscribeProperties,
+    SubscriptionOptions, Unsubscribe, topic,
 };
 use tokio::time::Instant;
 
@@ -87,14 +87,18 @@ fn parse(args: Vec<String>) -> Result<SubConfig, ParseStop> {
             "-C" => {
                 let v = cli_common::atoi(&it.value("-C", "count")?);
                 if v < 1 {
-                    return Err(ParseStop::Usage(format!("Error: Invalid message count \"{v}\".\n\n")));
+                    return Err(ParseStop::Usage(format!(
+                        "Error: Invalid message count \"{v}\".\n\n"
+                    )));
                 }
                 cfg.msg_count = u64::try_from(v).unwrap_or(u64::MAX);
             }
             "-W" => {
                 let v = cli_common::atoi(&it.value("-W", "timeout")?);
                 if v < 1 {
-                    return Err(ParseStop::Usage(format!("Error: Invalid timeout \"{v}\".\n\n")));
+                    return Err(ParseStop::Usage(format!(
+                        "Error: Invalid timeout \"{v}\".\n\n"
+                    )));
                 }
                 cfg.timeout = Some(u64::try_from(v).unwrap_or(u64::MAX));
             }
@@ -103,12 +107,18 @@ fn parse(args: Vec<String>) -> Result<SubConfig, ParseStop> {
             "-v" | "--verbose" => cfg.verbose = true,
             "-N" => cfg.eol = false,
             "-E" => cfg.exit_after_sub = true,
-            _ => return Err(ParseStop::Usage(format!("Error: Unknown option '{arg}'.\n"))),
+            _ => {
+                return Err(ParseStop::Usage(format!(
+                    "Error: Unknown option '{arg}'.\n"
+                )));
+            }
         }
     }
     cfg.common.finish()?;
     if cfg.topics.is_empty() {
-        return Err(ParseStop::Usage("Error: You must specify a topic to subscribe to.\n".to_owned()));
+        return Err(ParseStop::Usage(
+            "Error: You must specify a topic to subscribe to.\n".to_owned(),
+        ));
     }
     Ok(cfg)
 }
@@ -195,15 +205,18 @@ pub(crate) async fn run(args: SubArgs) -> u8 {
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
 
     let opened = match deadline {
-        Some(d) => match tokio::time::timeout_at(d, cli_common::open_session(&cfg.common, Tool::Sub)).await {
-            Ok(r) => r,
-            Err(_) => {
-                if !cfg.common.quiet {
-                    eprintln!("Timed out");
+        Some(d) => {
+            match tokio::time::timeout_at(d, cli_common::open_session(&cfg.common, Tool::Sub)).await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    if !cfg.common.quiet {
+                        eprintln!("Timed out");
+                    }
+                    return cli_common::MOSQ_ERR_TIMEOUT;
                 }
-                return cli_common::MOSQ_ERR_TIMEOUT;
             }
-        },
+        }
         None => cli_common::open_session(&cfg.common, Tool::Sub).await,
     };
     let mut session = match opened {
@@ -211,7 +224,11 @@ pub(crate) async fn run(args: SubArgs) -> u8 {
         Err(code) => return code,
     };
 
-    let mut state = SubState { cfg: &cfg, received: 0, qos2: HashMap::new() };
+    let mut state = SubState {
+        cfg: &cfg,
+        received: 0,
+        qos2: HashMap::new(),
+    };
     let stop = state.run(&mut session, deadline.unwrap_or_else(far)).await;
     match stop {
         Stop::Disconnect(reason, code) => {
@@ -234,26 +251,45 @@ struct SubState<'a> {
 
 impl SubState<'_> {
     async fn run(&mut self, session: &mut Session, deadline: Instant) -> Stop {
-        let sub_opts = SubscriptionOptions { qos: self.cfg.common.qos, ..SubscriptionOptions::default() };
+        let sub_opts = SubscriptionOptions {
+            qos: self.cfg.common.qos,
+            ..SubscriptionOptions::default()
+        };
         let subscribe = Subscribe {
             packet_id: PacketId::MIN,
-            filters: self.cfg.topics.iter().map(|t| (t.clone(), sub_opts)).collect(),
+            filters: self
+                .cfg
+                .topics
+                .iter()
+                .map(|t| (t.clone(), sub_opts))
+                .collect(),
             properties: SubscribeProperties::default(),
         };
         if let Err(e) = session.send(&Packet::Subscribe(subscribe)).await {
             return Stop::Exit(session.report_io(&e));
         }
         for (i, t) in self.cfg.unsub_topics.iter().enumerate() {
-            let id = u16::try_from(i + 2).ok().and_then(PacketId::new).unwrap_or(PacketId::MIN);
-            let u = Unsubscribe { packet_id: id, filters: vec![t.clone()], user_properties: Vec::new() };
+            let id = u16::try_from(i + 2)
+                .ok()
+                .and_then(PacketId::new)
+                .unwrap_or(PacketId::MIN);
+            let u = Unsubscribe {
+                packet_id: id,
+                filters: vec![t.clone()],
+                user_properties: Vec::new(),
+            };
             if let Err(e) = session.send(&Packet::Unsubscribe(u)).await {
                 return Stop::Exit(session.report_io(&e));
             }
         }
 
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let will_reason =
-            if session.version.is_v5() { ReasonCode::DISCONNECT_WITH_WILL } else { ReasonCode::NORMAL_DISCONNECTION };
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let will_reason = if session.version.is_v5() {
+            ReasonCode::DISCONNECT_WITH_WILL
+        } else {
+            ReasonCode::NORMAL_DISCONNECTION
+        };
         loop {
             let ping_at = session.next_ping();
             tokio::select! {
@@ -301,7 +337,10 @@ impl SubState<'_> {
                     self.deliver(&p)
                 }
                 (QoS::ExactlyOnce, Some(id)) => {
-                    if let Err(e) = session.send(&Packet::PublishReceived(PublishAck::new(id))).await {
+                    if let Err(e) = session
+                        .send(&Packet::PublishReceived(PublishAck::new(id)))
+                        .await
+                    {
                         return Some(Stop::Exit(session.report_io(&e)));
                     }
                     self.qos2.insert(id.get(), p);
@@ -309,7 +348,10 @@ impl SubState<'_> {
                 }
             },
             Packet::PublishRelease(a) => {
-                if let Err(e) = session.send(&Packet::PublishComplete(PublishAck::new(a.packet_id))).await {
+                if let Err(e) = session
+                    .send(&Packet::PublishComplete(PublishAck::new(a.packet_id)))
+                    .await
+                {
                     return Some(Stop::Exit(session.report_io(&e)));
                 }
                 let p = self.qos2.remove(&a.packet_id.get())?;
@@ -319,7 +361,12 @@ impl SubState<'_> {
                 if session.debug && !session.quiet {
                     let codes: Vec<String> = s.reasons.iter().map(|r| r.0.to_string()).collect();
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "Subscribed (mid: {}): {}", s.packet_id, codes.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "Subscribed (mid: {}): {}",
+                        s.packet_id,
+                        codes.join(", ")
+                    );
                     let _ = out.flush();
                 }
                 if !s.reasons.iter().any(|r| r.0 < 0x80) {
@@ -413,11 +460,26 @@ mod tests {
 
     #[test]
     fn errors_match_mosquitto() {
-        assert_eq!(msg(parse(args(""))), "Error: You must specify a topic to subscribe to.\n");
-        assert_eq!(msg(parse(args("-t a -W 0"))), "Error: Invalid timeout \"0\".\n\n");
-        assert_eq!(msg(parse(args("-t a -W x"))), "Error: Invalid timeout \"0\".\n\n");
-        assert_eq!(msg(parse(args("-t a -C 0"))), "Error: Invalid message count \"0\".\n\n");
-        assert_eq!(msg(parse(args("-t a -q 3"))), "Error: Invalid QoS given: 3\n");
+        assert_eq!(
+            msg(parse(args(""))),
+            "Error: You must specify a topic to subscribe to.\n"
+        );
+        assert_eq!(
+            msg(parse(args("-t a -W 0"))),
+            "Error: Invalid timeout \"0\".\n\n"
+        );
+        assert_eq!(
+            msg(parse(args("-t a -W x"))),
+            "Error: Invalid timeout \"0\".\n\n"
+        );
+        assert_eq!(
+            msg(parse(args("-t a -C 0"))),
+            "Error: Invalid message count \"0\".\n\n"
+        );
+        assert_eq!(
+            msg(parse(args("-t a -q 3"))),
+            "Error: Invalid QoS given: 3\n"
+        );
         assert_eq!(
             msg(parse(args("-t a/#/b"))),
             "Error: Invalid subscription topic 'a/#/b', are all '+' and '#' wildcards correct?\n"

@@ -39,17 +39,31 @@ impl Drop for Broker {
 }
 
 fn mosquitto_installed() -> bool {
-    Command::new("mosquitto").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn unique(tag: &str) -> String {
-    format!("hermod-cli-{}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed), tag)
+    format!(
+        "hermod-cli-{}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
 }
 
 /// Starts a broker, or returns `None` (after saying why) when the test must be skipped.
@@ -57,10 +71,16 @@ fn unique(tag: &str) -> String {
 fn broker(allow_anonymous: bool) -> Option<Broker> {
     if let Ok(p) = std::env::var("HERMOD_CLI_TEST_PORT") {
         if !allow_anonymous {
-            eprintln!("skipped: needs a mosquitto with allow_anonymous false (HERMOD_CLI_TEST_PORT is set)");
+            eprintln!(
+                "skipped: needs a mosquitto with allow_anonymous false (HERMOD_CLI_TEST_PORT is set)"
+            );
             return None;
         }
-        return Some(Broker { port: p.parse().unwrap(), child: None, dir: None });
+        return Some(Broker {
+            port: p.parse().unwrap(),
+            child: None,
+            dir: None,
+        });
     }
     if !mosquitto_installed() {
         eprintln!("skipped: `mosquitto` is not installed (apt-get install mosquitto)");
@@ -71,10 +91,23 @@ fn broker(allow_anonymous: bool) -> Option<Broker> {
         let dir = std::env::temp_dir().join(unique("broker"));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous {allow_anonymous}\n")).unwrap();
-        let child =
-            Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let mut b = Broker { port, child: Some(child), dir: Some(dir) };
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous {allow_anonymous}\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut b = Broker {
+            port,
+            child: Some(child),
+            dir: Some(dir),
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -168,7 +201,11 @@ impl Sub {
                 }
             }
         });
-        let mut s = Sub { child: Some(child), lines: rx, seen: Vec::new() };
+        let mut s = Sub {
+            child: Some(child),
+            lines: rx,
+            seen: Vec::new(),
+        };
         s.wait_line(|l| l.starts_with("Subscribed (mid: 1)"));
         s
     }
@@ -225,29 +262,65 @@ fn qos_0_1_2_round_trip() {
     for qos in ["0", "1", "2"] {
         let topic = unique(&format!("qos{qos}"));
         let sub = Sub::start(b.port, &["-t", &topic, "-q", qos, "-C", "1", "-v"]);
-        let out = publish(b.port, &["-t", &topic, "-m", "hello world", "-q", qos, "-d"]);
+        let out = publish(
+            b.port,
+            &["-t", &topic, "-m", "hello world", "-q", qos, "-d"],
+        );
         assert_eq!(out.code, Some(0), "pub: {}{}", out.stdout, out.stderr);
-        assert!(out.stdout.contains(&format!("sending PUBLISH (d0, q{qos}, r0, m1, '{topic}', ... (11 bytes))")));
+        assert!(out.stdout.contains(&format!(
+            "sending PUBLISH (d0, q{qos}, r0, m1, '{topic}', ... (11 bytes))"
+        )));
         match qos {
-            "1" => assert!(out.stdout.contains("received PUBACK (Mid: 1, RC:0)"), "{}", out.stdout),
+            "1" => assert!(
+                out.stdout.contains("received PUBACK (Mid: 1, RC:0)"),
+                "{}",
+                out.stdout
+            ),
             "2" => {
-                assert!(out.stdout.contains("received PUBREC (Mid: 1)"), "{}", out.stdout);
+                assert!(
+                    out.stdout.contains("received PUBREC (Mid: 1)"),
+                    "{}",
+                    out.stdout
+                );
                 assert!(out.stdout.contains("sending PUBREL (m1)"), "{}", out.stdout);
-                assert!(out.stdout.contains("received PUBCOMP (Mid: 1, RC:0)"), "{}", out.stdout);
+                assert!(
+                    out.stdout.contains("received PUBCOMP (Mid: 1, RC:0)"),
+                    "{}",
+                    out.stdout
+                );
             }
             _ => {}
         }
-        assert!(out.stdout.trim_end().ends_with("sending DISCONNECT"), "{}", out.stdout);
+        assert!(
+            out.stdout.trim_end().ends_with("sending DISCONNECT"),
+            "{}",
+            out.stdout
+        );
         let (code, lines, err) = sub.finish(STEP);
         assert_eq!(code, Some(0), "sub stderr: {err}");
-        assert!(lines.contains(&format!("{topic} hello world")), "{lines:#?}");
+        assert!(
+            lines.contains(&format!("{topic} hello world")),
+            "{lines:#?}"
+        );
         if qos == "2" {
-            assert!(lines.iter().any(|l| l.ends_with("sending PUBCOMP (m1)")), "{lines:#?}");
+            assert!(
+                lines.iter().any(|l| l.ends_with("sending PUBCOMP (m1)")),
+                "{lines:#?}"
+            );
         }
         if qos == "1" {
-            assert!(lines.iter().any(|l| l.ends_with("sending PUBACK (m1, rc0)")), "{lines:#?}");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.ends_with("sending PUBACK (m1, rc0)")),
+                "{lines:#?}"
+            );
         }
-        assert_eq!(lines.last().map(|l| l.ends_with("sending DISCONNECT")), Some(true), "{lines:#?}");
+        assert_eq!(
+            lines.last().map(|l| l.ends_with("sending DISCONNECT")),
+            Some(true),
+            "{lines:#?}"
+        );
     }
 }
 
@@ -259,17 +332,31 @@ fn retained_messages_and_dash_r_filter() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 
     let port = b.port.to_string();
-    let out = run(&["sub", "-p", &port, "-t", &topic, "-C", "1", "-v", "-d"], b"", STEP);
+    let out = run(
+        &["sub", "-p", &port, "-t", &topic, "-C", "1", "-v", "-d"],
+        b"",
+        STEP,
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stdout.contains(&format!("received PUBLISH (d0, q0, r1, m0, '{topic}', ... (4 bytes))")),
+        out.stdout.contains(&format!(
+            "received PUBLISH (d0, q0, r1, m0, '{topic}', ... (4 bytes))"
+        )),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains(&format!("{topic} kept\n")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("{topic} kept\n")),
+        "{}",
+        out.stdout
+    );
 
     // -R skips it; -W then ends the run with mosquitto's timeout exit code.
-    let out = run(&["sub", "-p", &port, "-t", &topic, "-R", "-W", "1"], b"", STEP);
+    let out = run(
+        &["sub", "-p", &port, "-t", &topic, "-R", "-W", "1"],
+        b"",
+        STEP,
+    );
     assert_eq!(out.code, Some(27));
     assert_eq!(out.stdout, "");
     assert_eq!(out.stderr, "Timed out\n");
@@ -294,7 +381,11 @@ fn timeout_exit_code_and_count() {
 
     // -C 3 with three stdin lines (-l), -N without newlines, plain (non -v) output.
     let sub = Sub::start(b.port, &["-t", &topic, "-C", "3", "-N", "-q", "1"]);
-    let out = run(&["pub", "-p", &port, "-t", &topic, "-l", "-q", "1"], b"one\ntwo\nthree\nfour\n", STEP);
+    let out = run(
+        &["pub", "-p", &port, "-t", &topic, "-l", "-q", "1"],
+        b"one\ntwo\nthree\nfour\n",
+        STEP,
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let (code, lines, _) = sub.finish(STEP);
     assert_eq!(code, Some(0));
@@ -318,7 +409,10 @@ fn protocol_versions_5_and_31() {
         assert_eq!(out.code, Some(0), "-V {v}: {}", out.stderr);
         let (code, lines, err) = sub.finish(STEP);
         assert_eq!(code, Some(0), "-V {v}: {err}");
-        assert!(lines.contains(&format!("{topic} payload")), "-V {v}: {lines:#?}");
+        assert!(
+            lines.contains(&format!("{topic} payload")),
+            "-V {v}: {lines:#?}"
+        );
         if v.ends_with("31") {
             // MQTT 3.1 cannot ask the broker for an id: one is generated, as libmosquitto does.
             assert!(lines[0].starts_with("Client mosq-"), "{lines:#?}");
@@ -377,13 +471,20 @@ fn refused_connections_match_mosquitto() {
     let port = b.port.to_string();
     let out = run(&["pub", "-p", &port, "-t", "a", "-m", "x", "-d"], b"", STEP);
     assert_eq!(out.code, Some(5));
-    assert_eq!(out.stdout, "Client (null) sending CONNECT\nClient (null) received CONNACK (5)\n");
+    assert_eq!(
+        out.stdout,
+        "Client (null) sending CONNECT\nClient (null) received CONNACK (5)\n"
+    );
     assert_eq!(
         out.stderr,
         "Connection error: Connection Refused: not authorised.\nError: The connection was refused.\n"
     );
 
-    let out = run(&["pub", "-p", &port, "-t", "a", "-m", "x", "-V", "5"], b"", STEP);
+    let out = run(
+        &["pub", "-p", &port, "-t", "a", "-m", "x", "-V", "5"],
+        b"",
+        STEP,
+    );
     assert_eq!(out.code, Some(135));
     assert_eq!(
         out.stderr,
@@ -392,7 +493,10 @@ fn refused_connections_match_mosquitto() {
 
     let out = run(&["sub", "-p", &port, "-t", "a"], b"", STEP);
     assert_eq!(out.code, Some(5));
-    assert_eq!(out.stderr, "Connection error: Connection Refused: not authorised.\n");
+    assert_eq!(
+        out.stderr,
+        "Connection error: Connection Refused: not authorised.\n"
+    );
 
     let out = run(&["sub", "-p", &port, "-t", "a", "-V", "mqttv5"], b"", STEP);
     assert_eq!(out.code, Some(135));
@@ -415,7 +519,10 @@ fn usage_errors_need_no_broker() {
     );
     let out = run(&["pub", "-t", "a"], b"", STEP);
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.starts_with("Error: Both topic and message must be supplied.\n"));
+    assert!(
+        out.stderr
+            .starts_with("Error: Both topic and message must be supplied.\n")
+    );
     assert!(out.stdout.contains("Usage: hermod pub"));
     let out = run(&["sub", "--help"], b"", STEP);
     assert_eq!(out.code, Some(1));
@@ -423,5 +530,8 @@ fn usage_errors_need_no_broker() {
     // Nothing listens on this port: the OS error, exit code 1.
     let port = free_port().to_string();
     let out = run(&["pub", "-p", &port, "-t", "a", "-m", "x"], b"", STEP);
-    assert_eq!((out.code, out.stderr.as_str()), (Some(1), "Error: Connection refused\n"));
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(1), "Error: Connection refused\n")
+    );
 }

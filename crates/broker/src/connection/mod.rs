@@ -25,8 +25,10 @@ use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason}
 use crate::broker::Shared;
 use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
+use crate::router::PublishSink;
 use crate::session::registry::{Attached, ConnectionId, Detached};
 use crate::session::{OutboundState, Session, SubscriptionEntry};
+use crate::store::Op;
 use crate::transport::PeerInfo;
 use handshake::{HandshakeError, check_connect, read_connect};
 
@@ -227,6 +229,8 @@ where
         ),
     };
     session.expiry = expiry;
+    let durable = shared.router.persistence.is_some() && session.is_persistent();
+    session.handle.set_durable(durable);
     session.handle.set_online(true);
 
     let mut props = ConnectAckProperties::default();
@@ -285,7 +289,11 @@ where
         batch: Vec::new(),
         identity,
         busy: Vec::new(),
+        durable,
+        pending_commits: Vec::new(),
+        deferred: Vec::new(),
     };
+    conn.persist_session(true);
     info!(%client_id, %peer, ?version, clean_start = connect.clean_start, session_present, "client connected");
     conn.write(&Packet::ConnectAck(ack));
     conn.resend_inflight();
@@ -323,6 +331,13 @@ struct Connection<S> {
     /// Subscriber mailboxes that filled up while routing this client's messages: reading from
     /// this client pauses until they drain (bounded; see `session::mailbox`).
     busy: Vec<Arc<crate::session::mailbox::SessionHandle>>,
+    /// The session is persistent and a store is open: its QoS 1/2 deliveries, inbound QoS 2
+    /// ids and record are written.
+    durable: bool,
+    /// Store commits the next acknowledgements wait for.
+    pending_commits: Vec<crate::store::Commit>,
+    /// Acknowledgements waiting for `pending_commits`.
+    deferred: Vec<Packet>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -336,6 +351,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return end;
         }
         loop {
+            if !self.pending_commits.is_empty()
+                && let Err(end) = self.settle().await
+            {
+                return end;
+            }
+            self.maybe_load();
             let more = self.pump(Instant::now());
             if let Err(end) = self.flush().await {
                 return end;
@@ -412,13 +433,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PublishAck(a) => {
-                self.session.on_publish_ack(a.packet_id);
+                let done = self.session.on_publish_ack(a.packet_id);
+                self.dequeue(done.and_then(|o| o.delivery.seq));
                 Ok(())
             }
             Packet::PublishReceived(a) => {
-                let known = self
+                let (known, dropped) = self
                     .session
                     .on_publish_received(a.packet_id, a.reason.is_error());
+                self.dequeue(dropped.and_then(|o| o.delivery.seq));
                 if !a.reason.is_error() || !known {
                     let mut rel = PublishAck::new(a.packet_id);
                     if !known && self.version.is_v5() {
@@ -430,6 +453,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             Packet::PublishRelease(a) => {
                 let known = self.session.inflight_in.remove(&a.packet_id.get());
+                if known && self.durable {
+                    self.store_detached(vec![Op::DeleteInflightIn(
+                        self.client_id.to_string(),
+                        a.packet_id.get(),
+                    )]);
+                }
                 let mut comp = PublishAck::new(a.packet_id);
                 if !known && self.version.is_v5() {
                     comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -438,7 +467,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Packet::PublishComplete(a) => {
-                self.session.on_publish_complete(a.packet_id);
+                let done = self.session.on_publish_complete(a.packet_id);
+                self.dequeue(done.and_then(|o| o.delivery.seq));
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -551,7 +581,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             match (p.qos, p.packet_id) {
                 (QoS::AtLeastOnce, Some(pid)) => {
-                    self.write(&Packet::PublishAck(PublishAck {
+                    self.ack(Packet::PublishAck(PublishAck {
                         reason,
                         ..PublishAck::new(pid)
                     }));
@@ -560,7 +590,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     if !reason.is_error() {
                         self.session.inflight_in.insert(pid.get());
                     }
-                    self.write(&Packet::PublishReceived(PublishAck {
+                    self.ack(Packet::PublishReceived(PublishAck {
                         reason,
                         ..PublishAck::new(pid)
                     }));
@@ -588,25 +618,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             publisher: Some(self.client_id.clone()),
             expires_at,
         };
-        let delivered =
-            self.shared
-                .router
-                .publish(Arc::new(message), cfg.retain_available, &mut self.busy);
+        let mut sink = PublishSink::default();
+        self.shared
+            .router
+            .publish(Arc::new(message), cfg.retain_available, &mut sink);
+        self.busy.append(&mut sink.busy);
+        if let Some(commit) = sink.commit {
+            // The ack waits for the durable copies [issue: nothing acknowledged is lost].
+            self.pending_commits.push(commit);
+        }
+        let delivered = sink.delivered;
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
                 let mut ack = PublishAck::new(pid);
                 if v5 && delivered == 0 {
                     ack.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
                 }
-                self.write(&Packet::PublishAck(ack));
+                self.ack(Packet::PublishAck(ack));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 self.session.inflight_in.insert(pid.get());
+                if self.durable {
+                    self.store_awaited(vec![Op::PutInflightIn(
+                        self.client_id.to_string(),
+                        pid.get(),
+                    )]);
+                }
                 let mut rec = PublishAck::new(pid);
                 if v5 && delivered == 0 {
                     rec.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
                 }
-                self.write(&Packet::PublishReceived(rec));
+                self.ack(Packet::PublishReceived(rec));
             }
             _ => {}
         }
@@ -682,6 +724,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         retain: true, // [MQTT-3.3.1-8]
                         subscription_ids: id.into_iter().collect(),
                         shared: None,
+                        seq: None,
                         message: m,
                     });
                 }
@@ -695,6 +738,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         for d in retained {
             self.session.handle.push(d, &self.shared.metrics);
         }
+        self.persist_session(true);
         Ok(())
     }
 
@@ -717,6 +761,117 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             reasons,
             properties: Default::default(),
         }));
+        self.persist_session(true);
+    }
+
+    /// Writes the session record (persistent sessions with a store only; not waited for).
+    fn persist_session(&self, online: bool) {
+        if self.durable {
+            let record =
+                crate::persist::session_record(&self.session, self.version.level(), online);
+            self.store_detached(vec![Op::PutSession(self.client_id.to_string(), record)]);
+        }
+    }
+
+    /// Submits store ops without waiting for them.
+    fn store_detached(&self, ops: Vec<Op>) {
+        if let Some(p) = &self.shared.router.persistence {
+            p.submit_detached(ops);
+        }
+    }
+
+    /// Submits store ops that the next acknowledgement must wait for.
+    fn store_awaited(&mut self, ops: Vec<Op>) {
+        if let Some(p) = &self.shared.router.persistence {
+            self.pending_commits.push(p.store.submit(ops));
+        }
+    }
+
+    /// Removes an acknowledged (or dropped) stored delivery from the session's durable queue.
+    fn dequeue(&self, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.store_detached(vec![Op::Dequeue(self.client_id.to_string(), seq)]);
+        }
+    }
+
+    /// Queues a PUBACK/PUBREC: written now, or after the pending store commits when there are
+    /// any (acks keep the order of their PUBLISH packets [MQTT-4.6.0-2]).
+    fn ack(&mut self, packet: Packet) {
+        if self.pending_commits.is_empty() {
+            self.write(&packet);
+        } else {
+            self.deferred.push(packet);
+        }
+    }
+
+    /// Waits for the pending store commits, then writes the acknowledgements that waited for them.
+    async fn settle(&mut self) -> Result<(), End> {
+        let shutdown = self.shared.shutdown.clone();
+        for commit in std::mem::take(&mut self.pending_commits) {
+            let r = tokio::select! {
+                r = commit => r,
+                () = shutdown.cancelled() => return Err(End::Shutdown),
+            };
+            if let Err(e) = r {
+                tracing::error!(client_id = %self.client_id, error = %e, "store commit failed: not acknowledging");
+                return Err(violation(
+                    ReasonCode::UNSPECIFIED_ERROR,
+                    "store commit failed",
+                ));
+            }
+        }
+        for packet in std::mem::take(&mut self.deferred) {
+            self.write(&packet);
+        }
+        Ok(())
+    }
+
+    /// Starts paging the next part of the session's on-disk queue into memory, when the
+    /// in-memory window has room and entries wait on disk.
+    fn maybe_load(&self) {
+        let Some(p) = self.shared.router.persistence.clone() else {
+            return;
+        };
+        let handle = self.session.handle.clone();
+        let Some((from, n)) = handle.needs_load(256) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let upto = handle.reserved_upto();
+            // A barrier: every reservation below `upto` is committed once this resolves (the
+            // writer commits in submission order), so a short page means "nothing more".
+            if p.store.submit(Vec::new()).await.is_err() {
+                handle.load_failed();
+                return;
+            }
+            let store = p.store.clone();
+            let cid = handle.client_id.to_string();
+            let res = tokio::task::spawn_blocking(move || {
+                store.load_queue(&cid, Some(from.saturating_sub(1)), n)
+            })
+            .await;
+            match res {
+                Ok(Ok(entries)) => {
+                    let complete = entries.len() < n;
+                    let (now, now_ms) = (Instant::now(), crate::persist::unix_ms_now());
+                    let page = entries
+                        .iter()
+                        .map(|(seq, e, m)| {
+                            let message =
+                                Arc::new(crate::persist::message_from_record(m, now, now_ms));
+                            crate::persist::delivery_from_entry(*seq, e, message)
+                        })
+                        .collect();
+                    handle.loaded(page, complete.then_some(upto));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(client_id = %handle.client_id, error = %e, "cannot load queued messages");
+                    handle.load_failed();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(_) => handle.load_failed(),
+            }
+        });
     }
 
     fn on_disconnect(&mut self, d: &Disconnect) -> Result<(), End> {
@@ -769,8 +924,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     fn send_delivery(&mut self, d: Delivery, now: Instant) {
+        if let Some(seq) = d.seq
+            && self.session.has_inflight_seq(seq)
+        {
+            return; // paged in again from disk while already in flight
+        }
         if d.message.is_expired(now) {
             Metrics::incr(&self.shared.metrics.messages_expired);
+            self.dequeue(d.seq);
             return;
         }
         // Read access is checked on delivery, live and retained alike (as Mosquitto 2.0 does),
@@ -781,6 +942,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .load()
             .authorize(&self.identity, Action::Receive(&d.message.topic))
         {
+            self.dequeue(d.seq);
             return;
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -795,6 +957,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if encoded_len(&publish, self.version) > self.client_max_packet {
             // [MQTT-3.1.2-25]: discard, as if sent.
             Metrics::incr(&self.shared.metrics.messages_dropped);
+            self.dequeue(d.seq);
             return;
         }
         self.write(&publish);
@@ -927,6 +1090,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             will = None;
         }
 
+        let offline_record = self
+            .durable
+            .then(|| crate::persist::session_record(&self.session, self.version.level(), false));
         let session = self.session;
         session.handle.set_online(false);
         let expiry = session.expiry;
@@ -935,6 +1101,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let mut orphans = session.take_shared_inflight();
         orphans.extend(session.handle.take_shared());
         for d in orphans {
+            if let Some(seq) = d.seq
+                && let Some(p) = &self.shared.router.persistence
+            {
+                // Handed to another member: no longer this session's to deliver.
+                p.submit_detached(vec![Op::Dequeue(self.client_id.to_string(), seq)]);
+            }
             self.shared.router.reroute_shared(&self.client_id, d);
         }
         match self
@@ -943,10 +1115,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .detach(&self.client_id, self.conn_id, session, Instant::now())
         {
             Detached::Offline(Some(after)) => {
+                store_offline(&self.shared, &self.client_id, offline_record);
                 self.shared
                     .arm_expiry(self.client_id.clone(), self.conn_id, after)
             }
-            Detached::Offline(None) | Detached::HandedOver => {}
+            Detached::Offline(None) => store_offline(&self.shared, &self.client_id, offline_record),
+            Detached::HandedOver => {}
             Detached::Ended(s) => self.shared.end_session(s),
         }
         if let Some(will) = will {
@@ -971,6 +1145,18 @@ async fn refuse<S: AsyncWrite + Unpin>(
     let _ = stream.write_all(&w).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
+}
+
+/// Writes the record of a session that just went offline (with its disconnect time, so
+/// expiry keeps counting across a restart).
+fn store_offline(
+    shared: &Shared,
+    client_id: &ClientId,
+    record: Option<crate::store::SessionRecord>,
+) {
+    if let (Some(record), Some(p)) = (record, &shared.router.persistence) {
+        p.submit_detached(vec![Op::PutSession(client_id.to_string(), record)]);
+    }
 }
 
 fn violation(code: ReasonCode, why: &str) -> End {

@@ -7,11 +7,24 @@ pub mod topic_tree;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// What routing one message produced for its publisher.
+#[derive(Debug, Default)]
+pub struct PublishSink {
+    /// Mailboxes that are filling up: the publisher should wait for them to drain.
+    pub busy: Vec<Arc<SessionHandle>>,
+    /// The store commit of this message's durable copies; the publisher's ack waits for it.
+    pub commit: Option<Commit>,
+    /// Number of sessions the message was queued for.
+    pub delivered: usize,
+}
+
 use hermod_proto::{QoS, SubscriptionOptions};
 
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
-use crate::session::mailbox::{PushOutcome, SessionHandle};
+use crate::persist::Persistence;
+use crate::session::mailbox::{PushOutcome, Reserved, SessionHandle};
+use crate::store::{Commit, Op};
 use retained::RetainedStore;
 use topic_tree::{Matched, Subscriber, SubscriptionTree};
 
@@ -23,6 +36,8 @@ pub struct Router {
     retained: RwLock<RetainedStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The store, when persistence is on.
+    pub persistence: Option<Arc<Persistence>>,
 }
 
 /// A shared-group member picked for a message: (member, granted QoS, subscription id, group key).
@@ -43,9 +58,10 @@ struct Target {
 impl Router {
     /// A router with its counters.
     #[must_use]
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, persistence: Option<Arc<Persistence>>) -> Self {
         Self {
             metrics,
+            persistence,
             ..Self::default()
         }
     }
@@ -118,15 +134,14 @@ impl Router {
     /// Routes a message: updates the retained store when the retain flag is set, then delivers
     /// one copy per matching session (at the highest QoS of its matching subscriptions, with all
     /// their subscription identifiers [MQTT-3.3.4-3/4/5]) and one per matching shared group.
-    /// Returns the number of sessions it was queued for, and adds to `busy` the mailboxes that
-    /// are filling up (the publisher should wait for them; see `session::mailbox`).
-    pub fn publish(
-        &self,
-        message: Arc<Message>,
-        retain_enabled: bool,
-        busy: &mut Vec<Arc<SessionHandle>>,
-    ) -> usize {
-        if message.retain && retain_enabled {
+    /// With a store, QoS 1/2 deliveries to persistent sessions are written (one `PutMessage`,
+    /// one `Enqueue` each, plus the retained update) in one submission made before any of them
+    /// becomes visible to a subscriber; `sink.commit` resolves once it is durable, and the
+    /// publisher's PUBACK/PUBREC waits for it.
+    /// Adds to `sink.busy` the mailboxes that are filling up (see `session::mailbox`).
+    pub fn publish(&self, message: Arc<Message>, retain_enabled: bool, sink: &mut PublishSink) {
+        let retained_change = message.retain && retain_enabled;
+        if retained_change {
             self.retained
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -175,42 +190,97 @@ impl Router {
                 }
             });
         }
-        let mut n = 0;
-        for t in targets {
-            let d = Delivery {
-                message: message.clone(),
-                qos: t.qos,
-                retain: t.retain_as_published && message.retain,
-                subscription_ids: t.ids,
-                shared: None,
-            };
-            match t.handle.push(d, &self.metrics) {
-                PushOutcome::Queued => n += 1,
-                PushOutcome::Busy => {
-                    n += 1;
-                    busy.push(t.handle);
+        let store = self.persistence.as_deref();
+        let deliveries = targets
+            .into_iter()
+            .map(|t| {
+                let d = Delivery {
+                    message: message.clone(),
+                    qos: t.qos,
+                    retain: t.retain_as_published && message.retain,
+                    subscription_ids: t.ids,
+                    shared: None,
+                    seq: None,
+                };
+                (t.handle, d)
+            })
+            .chain(shared.into_iter().map(|(handle, qos, id, key)| {
+                let d = Delivery {
+                    message: message.clone(),
+                    qos,
+                    retain: false,
+                    subscription_ids: id.into_iter().collect(),
+                    shared: Some(key),
+                    seq: None,
+                };
+                (handle, d)
+            }));
+        // Reserve every delivery's place (and durable sequence number) first...
+        let mut placed = Vec::new();
+        for (handle, mut d) in deliveries {
+            let r = handle.reserve(d.qos, store.is_some(), &self.metrics);
+            match r {
+                Reserved::Dropped => continue,
+                Reserved::Memory => {}
+                Reserved::MemoryDurable(seq) | Reserved::DiskOnly(seq) => d.seq = Some(seq),
+            }
+            placed.push((handle, d, r));
+        }
+        sink.delivered += placed.len();
+        // ...then store them, in one submission...
+        if let Some(p) = store {
+            let mut ops = Vec::new();
+            let (now, now_ms) = (Instant::now(), crate::persist::unix_ms_now());
+            if retained_change {
+                if message.payload.is_empty() {
+                    ops.push(Op::DeleteRetained(message.topic.to_string()));
+                } else {
+                    ops.push(Op::PutRetained(
+                        message.topic.to_string(),
+                        crate::persist::message_record(&message, now, now_ms),
+                    ));
                 }
-                PushOutcome::Dropped => {}
+            }
+            let durable = placed.iter().filter(|(_, d, _)| d.seq.is_some()).count();
+            if durable > 0 {
+                let id = p.next_message_id();
+                let record = crate::persist::message_record(&message, now, now_ms);
+                ops.push(Op::PutMessage(
+                    id,
+                    record,
+                    u32::try_from(durable).unwrap_or(u32::MAX),
+                ));
+                for (h, d, _) in &placed {
+                    if let Some(seq) = d.seq {
+                        ops.push(Op::Enqueue(
+                            h.client_id.to_string(),
+                            seq,
+                            crate::persist::queue_entry(d, id),
+                        ));
+                    }
+                }
+            }
+            if !ops.is_empty() {
+                sink.commit = Some(p.store.submit(ops));
             }
         }
-        for (handle, qos, id, key) in shared {
-            let d = Delivery {
-                message: message.clone(),
-                qos,
-                retain: false,
-                subscription_ids: id.into_iter().collect(),
-                shared: Some(key),
-            };
-            match handle.push(d, &self.metrics) {
-                PushOutcome::Queued => n += 1,
-                PushOutcome::Busy => {
-                    n += 1;
-                    busy.push(handle);
-                }
-                PushOutcome::Dropped => {}
+        // ...and only then let the subscribers see them.
+        for (handle, d, r) in placed {
+            if matches!(r, Reserved::DiskOnly(_)) {
+                continue;
+            }
+            if handle.push_reserved(d) == PushOutcome::Busy {
+                sink.busy.push(handle);
             }
         }
-        n
+    }
+
+    /// Restores a retained message read back from the store at start-up.
+    pub fn restore_retained(&self, message: Arc<Message>) {
+        self.retained
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&message);
     }
 
     /// Hands a shared-subscription delivery that `leaving` could not complete to another member

@@ -14,6 +14,14 @@
 //! (or a short timeout passes). A subscriber that does not drain within that timeout is marked
 //! stalled and no longer holds publishers back: its messages are dropped at the limit and counted,
 //! so one slow subscriber cannot stall a fan-out, nor grow memory.
+//!
+//! # Durable sessions
+//! With a store, a persistent session's QoS 1/2 deliveries are written to its on-disk queue
+//! (each gets a sequence number, `seq`) before any acknowledgement goes to the publisher. The
+//! mailbox then keeps only a bounded window of them in memory: while the session is offline, or
+//! its in-memory window is full, deliveries live on disk only ("spilled"), and the connection
+//! pages them back in order when the window drains (`needs_load` / `loaded`). The limit
+//! (`max_queued_messages`) counts memory and disk together.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +58,34 @@ struct Inner {
     /// A publisher waited for this mailbox to drain and it did not: stop reporting `Busy`
     /// until it drains again.
     stalled: bool,
+    /// QoS 1/2 deliveries are stored (persistent session, store enabled).
+    durable: bool,
+    /// Next sequence number of the durable queue.
+    next_seq: u64,
+    /// Every reserved sequence number `>= load_from` is on disk only, not in memory; so
+    /// `next_seq - load_from` entries wait on disk (and count against the limit).
+    load_from: u64,
+    /// A page is being loaded from disk.
+    loading: bool,
+}
+
+/// Where a reserved delivery goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Over the limit (or the session ended, or QoS 0 while offline): drop and count.
+    Dropped,
+    /// Into the in-memory queue, not stored.
+    Memory,
+    /// Stored under this sequence number and kept in memory: push it after submitting the store op.
+    MemoryDurable(u64),
+    /// Stored under this sequence number, on disk only (the connection pages it in later).
+    DiskOnly(u64),
+}
+
+impl Inner {
+    fn disk_only(&self) -> usize {
+        usize::try_from(self.next_seq.saturating_sub(self.load_from)).unwrap_or(usize::MAX)
+    }
 }
 
 /// What happened to a pushed delivery.
@@ -76,6 +112,10 @@ impl SessionHandle {
                 queue_qos0_offline,
                 closed: false,
                 stalled: false,
+                durable: false,
+                next_seq: 1,
+                load_from: 1,
+                loading: false,
             }),
             notify: Notify::new(),
             space: Notify::new(),
@@ -91,19 +131,59 @@ impl SessionHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues a delivery. Returns `Dropped` when the queue is full: the newest message is dropped,
-    /// as Mosquitto does, and counted.
+    /// Queues a delivery that is not to be stored (retained messages on subscribe, wills,
+    /// re-routed shared deliveries). Returns `Dropped` when the queue is full: the newest message
+    /// is dropped, as Mosquitto does, and counted.
     pub fn push(&self, delivery: Delivery, metrics: &Metrics) -> PushOutcome {
+        match self.reserve(delivery.qos, false, metrics) {
+            Reserved::Dropped => PushOutcome::Dropped,
+            _ => self.push_reserved(delivery),
+        }
+    }
+
+    /// First half of routing a delivery: counts it against the limit and decides where it goes.
+    /// With `store_ok` and a durable session, QoS 1/2 deliveries get a sequence number: the
+    /// caller submits the store op, then `push_reserved`s the `MemoryDurable` ones (in that
+    /// order, so the entry is in the store's queue before anyone can acknowledge it).
+    pub fn reserve(&self, qos: QoS, store_ok: bool, metrics: &Metrics) -> Reserved {
         let mut inner = self.lock();
+        let total = inner.queue.len() + inner.disk_only();
+        let durable = store_ok && inner.durable && qos != QoS::AtMostOnce;
         let drop = inner.closed
-            || inner.queue.len() >= inner.limit
-            || (!inner.online && delivery.qos == QoS::AtMostOnce && !inner.queue_qos0_offline);
+            || total >= inner.limit
+            || (!inner.online && qos == QoS::AtMostOnce && !inner.queue_qos0_offline);
         if drop {
             drop_guard(inner);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             Metrics::incr(&metrics.messages_dropped);
-            return PushOutcome::Dropped;
+            return Reserved::Dropped;
         }
+        if !durable {
+            return Reserved::Memory;
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let spill = !inner.online
+            || inner.disk_only() > 0
+            || inner.loading
+            || inner.queue.len() >= inner.limit / 2;
+        if spill {
+            let online = inner.online;
+            drop_guard(inner);
+            if online {
+                self.notify.notify_one();
+            }
+            Reserved::DiskOnly(seq)
+        } else {
+            inner.load_from = inner.next_seq;
+            Reserved::MemoryDurable(seq)
+        }
+    }
+
+    /// Second half of routing: puts a reserved delivery into the in-memory queue. Returns
+    /// `Busy` when the queue is more than half full (see the module docs).
+    pub fn push_reserved(&self, delivery: Delivery) -> PushOutcome {
+        let mut inner = self.lock();
         inner.queue.push_back(delivery);
         let online = inner.online;
         let busy = online && !inner.stalled && inner.queue.len() > inner.limit / 2;
@@ -116,6 +196,75 @@ impl SessionHandle {
         } else {
             PushOutcome::Queued
         }
+    }
+
+    /// Makes the mailbox durable (or not): `next_seq`, `load_from` and `disk_only` describe the
+    /// on-disk queue (from the store at start-up; `(1, 1, 0)` for a new session).
+    pub fn set_durable(&self, durable: bool) {
+        self.lock().durable = durable;
+    }
+
+    /// Restores the on-disk queue position after a restart.
+    pub fn restore_queue(&self, next_seq: u64, first_seq: u64) {
+        let mut inner = self.lock();
+        inner.durable = true;
+        inner.next_seq = next_seq.max(1);
+        inner.load_from = first_seq.max(1).min(inner.next_seq);
+    }
+
+    /// Whether QoS 1/2 deliveries to this session are stored.
+    #[must_use]
+    pub fn is_durable(&self) -> bool {
+        self.lock().durable
+    }
+
+    /// When the in-memory window has room and entries wait on disk, claims the next page to
+    /// load: returns the first sequence number to load and how many. The caller loads them and
+    /// calls `loaded`.
+    pub fn needs_load(&self, page: usize) -> Option<(u64, usize)> {
+        let mut inner = self.lock();
+        if inner.loading
+            || inner.disk_only() == 0
+            || !inner.online
+            || inner.queue.len() >= inner.limit / 4
+        {
+            return None;
+        }
+        inner.loading = true;
+        Some((inner.load_from, page.min(inner.limit / 2).max(1)))
+    }
+
+    /// The next sequence number to be reserved (the loader reads up to it).
+    #[must_use]
+    pub fn reserved_upto(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Puts a page loaded from disk (entries with `seq >= from`, in order) into memory.
+    /// `complete_upto`: the store held no entry in `[last loaded + 1, complete_upto)` when it was
+    /// read after every reservation below `complete_upto` had been committed (missing ones were
+    /// deleted, e.g. expired): skip past them.
+    pub fn loaded(&self, page: Vec<Delivery>, complete_upto: Option<u64>) {
+        let mut inner = self.lock();
+        inner.loading = false;
+        for d in page {
+            let Some(seq) = d.seq else { continue };
+            if seq < inner.load_from {
+                continue;
+            }
+            inner.load_from = seq + 1;
+            inner.queue.push_back(d);
+        }
+        if let Some(upto) = complete_upto {
+            inner.load_from = inner.load_from.max(upto.min(inner.next_seq));
+        }
+        drop_guard(inner);
+        self.notify.notify_one();
+    }
+
+    /// A load failed or found nothing yet (entries reserved but not committed): try later.
+    pub fn load_failed(&self) {
+        self.lock().loading = false;
     }
 
     /// Waits until the mailbox has drained below a quarter of its limit, the session goes
@@ -194,7 +343,19 @@ impl SessionHandle {
 
     /// Marks the session online (a connection is attached) or offline.
     pub fn set_online(&self, online: bool) {
-        self.lock().online = online;
+        let mut inner = self.lock();
+        inner.online = online;
+        if !online && inner.durable {
+            // Stored deliveries leave memory: they are on disk, and will be paged back in order.
+            let first = inner.queue.iter().filter_map(|d| d.seq).min();
+            if let Some(first) = first {
+                let before = inner.queue.len();
+                inner.queue.retain(|d| d.seq.is_none());
+                let _moved = before - inner.queue.len();
+                inner.load_from = inner.load_from.min(first);
+            }
+        }
+        drop_guard(inner);
         if online {
             self.notify.notify_one();
         } else {
@@ -216,8 +377,11 @@ impl SessionHandle {
     /// offline they are handed to another member of the group).
     pub fn take_shared(&self) -> Vec<Delivery> {
         let mut inner = self.lock();
-        let (shared, rest): (Vec<_>, Vec<_>) =
-            inner.queue.drain(..).partition(|d| d.shared.is_some());
+        // Stored ones stay: they belong to this session's durable queue.
+        let (shared, rest): (Vec<_>, Vec<_>) = inner
+            .queue
+            .drain(..)
+            .partition(|d| d.shared.is_some() && d.seq.is_none());
         inner.queue = rest.into();
         shared
     }

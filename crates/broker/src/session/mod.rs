@@ -127,51 +127,57 @@ impl Session {
         });
     }
 
-    /// PUBACK: completes a QoS 1 delivery. False if no QoS 1 delivery had that id.
-    pub fn on_publish_ack(&mut self, packet_id: PacketId) -> bool {
+    /// PUBACK: completes a QoS 1 delivery and returns it; `None` if no QoS 1 delivery had that id.
+    pub fn on_publish_ack(&mut self, packet_id: PacketId) -> Option<Outbound> {
         self.remove_if(packet_id, OutboundState::AwaitingAck)
     }
 
     /// PUBREC: moves a QoS 2 delivery to "awaiting PUBCOMP" (or drops it when the reason code is a
-    /// failure). Returns whether the id was known (a PUBREL is sent either way; v5 uses 0x92 when not).
-    pub fn on_publish_received(&mut self, packet_id: PacketId, failed: bool) -> bool {
+    /// failure, returning it). Returns whether the id was known (a PUBREL is sent either way; v5
+    /// uses 0x92 when not).
+    pub fn on_publish_received(
+        &mut self,
+        packet_id: PacketId,
+        failed: bool,
+    ) -> (bool, Option<Outbound>) {
         let Some(pos) = self
             .inflight_out
             .iter()
             .position(|o| o.packet_id == packet_id)
         else {
-            return false;
+            return (false, None);
         };
         match self.inflight_out[pos].state {
-            OutboundState::AwaitingReceived if failed => {
-                self.inflight_out.remove(pos);
-                true
-            }
+            OutboundState::AwaitingReceived if failed => (true, self.inflight_out.remove(pos)),
             OutboundState::AwaitingReceived | OutboundState::AwaitingComplete => {
                 self.inflight_out[pos].state = OutboundState::AwaitingComplete;
-                true
+                (true, None)
             }
-            OutboundState::AwaitingAck => false,
+            OutboundState::AwaitingAck => (false, None),
         }
     }
 
-    /// PUBCOMP: completes a QoS 2 delivery.
-    pub fn on_publish_complete(&mut self, packet_id: PacketId) -> bool {
+    /// True when a stored delivery with this sequence number is already in flight (it can be
+    /// paged in again from disk after the session went offline and came back).
+    #[must_use]
+    pub fn has_inflight_seq(&self, seq: u64) -> bool {
+        self.inflight_out
+            .iter()
+            .chain(&self.resend)
+            .any(|o| o.delivery.seq == Some(seq))
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery and returns it.
+    pub fn on_publish_complete(&mut self, packet_id: PacketId) -> Option<Outbound> {
         self.remove_if(packet_id, OutboundState::AwaitingComplete)
     }
 
-    fn remove_if(&mut self, packet_id: PacketId, state: OutboundState) -> bool {
-        match self
+    fn remove_if(&mut self, packet_id: PacketId, state: OutboundState) -> Option<Outbound> {
+        let pos = self
             .inflight_out
             .iter()
-            .position(|o| o.packet_id == packet_id && o.state == state)
-        {
-            Some(pos) => {
-                self.inflight_out.remove(pos);
-                true
-            }
-            None => false,
-        }
+            .position(|o| o.packet_id == packet_id && o.state == state)?;
+        self.inflight_out.remove(pos)
     }
 
     /// Removes the unacknowledged QoS 1 deliveries routed through a shared subscription, for
@@ -239,6 +245,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             shared: None,
+            seq: None,
         }
     }
 
@@ -259,14 +266,17 @@ mod tests {
         let mut s = Session::new("c".into(), 10, false);
         let id = s.next_packet_id().expect("id");
         s.track(id, delivery(QoS::ExactlyOnce));
-        assert!(!s.on_publish_ack(id), "PUBACK does not complete QoS 2");
         assert!(
-            !s.on_publish_complete(id),
+            s.on_publish_ack(id).is_none(),
+            "PUBACK does not complete QoS 2"
+        );
+        assert!(
+            s.on_publish_complete(id).is_none(),
             "PUBCOMP before PUBREC does not complete"
         );
-        assert!(s.on_publish_received(id, false));
+        assert!(s.on_publish_received(id, false).0);
         assert_eq!(s.inflight_out[0].state, OutboundState::AwaitingComplete);
-        assert!(s.on_publish_complete(id));
+        assert!(s.on_publish_complete(id).is_some());
         assert!(s.inflight_out.is_empty());
     }
 
@@ -275,7 +285,7 @@ mod tests {
         let mut s = Session::new("c".into(), 10, false);
         let id = s.next_packet_id().expect("id");
         s.track(id, delivery(QoS::AtLeastOnce));
-        assert!(s.on_publish_ack(id));
-        assert!(!s.on_publish_ack(id), "second PUBACK is unknown");
+        assert!(s.on_publish_ack(id).is_some());
+        assert!(s.on_publish_ack(id).is_none(), "second PUBACK is unknown");
     }
 }

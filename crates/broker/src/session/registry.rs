@@ -188,6 +188,19 @@ impl Registry {
         }
     }
 
+    /// Puts a session read back from the store at start-up in place, offline.
+    pub fn restore(&self, session: Session, generation: ConnectionId, expires_at: Option<Instant>) {
+        let client_id = session.client_id.clone();
+        self.lock().slots.insert(
+            client_id,
+            Slot::Offline {
+                session,
+                generation,
+                expires_at,
+            },
+        );
+    }
+
     /// Removes an offline session whose expiry has passed, if it is still the one left by
     /// `generation`. Returns it for clean-up.
     pub fn expire(&self, client_id: &ClientId, generation: ConnectionId) -> Option<Session> {

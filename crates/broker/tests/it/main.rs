@@ -11,6 +11,7 @@ mod interop_rumqttc;
 mod keepalive;
 mod limits;
 mod malformed;
+mod persistence;
 mod publish_subscribe;
 mod qos;
 mod retained;

@@ -1,0 +1,271 @@
+//! Glue between the broker's in-memory model and the durable store: record conversions,
+//! message ids, and what the broker writes when.
+//!
+//! # What is written when
+//! - A QoS 1/2 message routed to persistent sessions: `PutMessage` (once, with one reference per
+//!   session) and an `Enqueue` per session, submitted before the deliveries become visible to
+//!   the subscribers, and awaited before the PUBACK/PUBREC goes to the publisher.
+//! - A retained message (or its deletion), in the same submission.
+//! - Inbound QoS 2 packet ids of persistent sessions: before PUBREC; removed on PUBREL.
+//! - A persistent session's record: on connect, on (un)subscribe, on disconnect; deleted (with
+//!   its queue) when the session ends.
+//! - A delivery acknowledged by the subscriber (PUBACK / PUBCOMP), or dropped as expired:
+//!   `Dequeue`. These need no wait: losing one in a crash only means a redelivery.
+//!
+//! Clean sessions are never written.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use hermod_proto::{Packet, ProtocolVersion, Publish, PublishProperties, QoS, SubscriptionOptions};
+
+use crate::message::{ClientId, Delivery, Message};
+use crate::session::{Session, SubscriptionEntry};
+use crate::store::{
+    MessageRecord, Op, QueueEntry, QueueState, SessionRecord, Store, SubscriptionRecord,
+};
+
+/// The store and the broker's counters for it.
+#[derive(Debug)]
+pub struct Persistence {
+    /// The store.
+    pub store: Store,
+    next_message_id: AtomicU64,
+}
+
+impl Persistence {
+    /// Wraps an opened store; message ids continue from `next_message_id`.
+    #[must_use]
+    pub fn new(store: Store, next_message_id: u64) -> Self {
+        Self {
+            store,
+            next_message_id: AtomicU64::new(next_message_id.max(1)),
+        }
+    }
+
+    /// A fresh message id.
+    pub fn next_message_id(&self) -> u64 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Submits ops without waiting for their commit (they are applied in submission order).
+    pub fn submit_detached(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        drop(self.store.submit(ops));
+    }
+}
+
+/// Wall-clock now, ms since the Unix epoch.
+#[must_use]
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Encodes v5 publish properties (minus topic alias and subscription ids) as the opaque
+/// property bytes of a record: the body of a v5 PUBLISH, decoded back with our own codec.
+#[must_use]
+pub fn encode_properties(p: &PublishProperties) -> Bytes {
+    if *p == PublishProperties::default() {
+        return Bytes::new();
+    }
+    let mut props = p.clone();
+    props.topic_alias = None;
+    props.subscription_identifiers.clear();
+    let packet = Packet::Publish(Publish {
+        topic: "p".into(),
+        properties: props,
+        ..Publish::default()
+    });
+    let mut buf = BytesMut::new();
+    match hermod_proto::encode_packet(&packet, ProtocolVersion::V5, &mut buf) {
+        Ok(()) => buf.freeze(),
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// Decodes what [`encode_properties`] wrote; a damaged block yields no properties.
+#[must_use]
+pub fn decode_properties(b: &Bytes) -> PublishProperties {
+    if b.is_empty() {
+        return PublishProperties::default();
+    }
+    let mut buf = BytesMut::from(&b[..]);
+    match hermod_proto::decode_packet(&mut buf, ProtocolVersion::V5, usize::MAX) {
+        Ok(Some(Packet::Publish(p))) => p.properties,
+        _ => PublishProperties::default(),
+    }
+}
+
+/// The stored form of a message.
+#[must_use]
+pub fn message_record(m: &Message, now: Instant, now_ms: u64) -> MessageRecord {
+    MessageRecord {
+        topic: m.topic.to_string(),
+        payload: m.payload.clone(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        properties: encode_properties(&m.properties),
+        received_at_unix_ms: now_ms,
+        expiry_at_unix_ms: m.expires_at.map(|t| {
+            now_ms.saturating_add(
+                u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
+            )
+        }),
+    }
+}
+
+/// A message read back from the store. Expiry keeps counting across restarts: it is the
+/// wall-clock expiry time mapped onto the monotonic clock.
+#[must_use]
+pub fn message_from_record(r: &MessageRecord, now: Instant, now_ms: u64) -> Message {
+    Message {
+        topic: r.topic.as_str().into(),
+        payload: r.payload.clone(),
+        qos: QoS::from_u8(r.qos).unwrap_or(QoS::AtLeastOnce),
+        retain: r.retain,
+        properties: decode_properties(&r.properties),
+        publisher: None,
+        expires_at: r
+            .expiry_at_unix_ms
+            .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
+    }
+}
+
+/// The queue entry for a delivery of stored message `message_id`.
+#[must_use]
+pub fn queue_entry(d: &Delivery, message_id: u64) -> QueueEntry {
+    QueueEntry {
+        message_id,
+        qos: d.qos as u8,
+        retain: d.retain,
+        subscription_ids: d.subscription_ids.clone(),
+        shared: d
+            .shared
+            .as_ref()
+            .map(|k| (k.0.to_string(), k.1.to_string())),
+        state: QueueState::Queued,
+    }
+}
+
+/// A delivery read back from a session's stored queue.
+#[must_use]
+pub fn delivery_from_entry(seq: u64, e: &QueueEntry, message: Arc<Message>) -> Delivery {
+    Delivery {
+        message,
+        qos: QoS::from_u8(e.qos).unwrap_or(QoS::AtLeastOnce),
+        retain: e.retain,
+        subscription_ids: e.subscription_ids.clone(),
+        shared: e
+            .shared
+            .as_ref()
+            .map(|(g, f)| Arc::new((g.as_str().into(), f.as_str().into()))),
+        seq: Some(seq),
+    }
+}
+
+/// The stored form of a session.
+#[must_use]
+pub fn session_record(s: &Session, protocol_level: u8, online: bool) -> SessionRecord {
+    SessionRecord {
+        expiry: s
+            .expiry
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
+        disconnected_at_unix_ms: if online { None } else { Some(unix_ms_now()) },
+        protocol_level,
+        subscriptions: s
+            .subscriptions
+            .iter()
+            .map(|(filter, e)| SubscriptionRecord {
+                filter: filter.clone(),
+                qos: e.options.qos as u8,
+                no_local: e.options.no_local,
+                retain_as_published: e.options.retain_as_published,
+                retain_handling: e.options.retain_handling as u8,
+                subscription_id: e.id,
+            })
+            .collect(),
+        will: None,
+    }
+}
+
+/// A subscription read back from a session record.
+#[must_use]
+pub fn subscription_from_record(r: &SubscriptionRecord) -> SubscriptionEntry {
+    SubscriptionEntry {
+        options: SubscriptionOptions {
+            qos: QoS::from_u8(r.qos).unwrap_or(QoS::AtMostOnce),
+            no_local: r.no_local,
+            retain_as_published: r.retain_as_published,
+            retain_handling: match r.retain_handling {
+                1 => hermod_proto::RetainHandling::SendIfNew,
+                2 => hermod_proto::RetainHandling::DoNotSend,
+                _ => hermod_proto::RetainHandling::SendAtSubscribe,
+            },
+        },
+        id: r.subscription_id,
+    }
+}
+
+/// Ops for a session going away for good.
+#[must_use]
+pub fn delete_session(client_id: &ClientId) -> Vec<Op> {
+    vec![Op::DeleteSession(client_id.to_string())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_round_trip_through_the_record_block() {
+        let p = PublishProperties {
+            content_type: Some("text/plain".into()),
+            user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+            message_expiry_interval: Some(30),
+            topic_alias: Some(3),
+            ..PublishProperties::default()
+        };
+        let back = decode_properties(&encode_properties(&p));
+        assert_eq!(back.user_properties, p.user_properties);
+        assert_eq!(back.content_type, p.content_type);
+        assert_eq!(back.correlation_data, p.correlation_data);
+        assert_eq!(
+            back.topic_alias, None,
+            "aliases are per connection, never stored"
+        );
+        assert_eq!(
+            decode_properties(&Bytes::from_static(b"garbage")),
+            PublishProperties::default()
+        );
+    }
+
+    #[test]
+    fn expiry_keeps_counting_across_the_record() {
+        let now = Instant::now();
+        let m = Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            publisher: None,
+            expires_at: Some(now + Duration::from_secs(10)),
+        };
+        let r = message_record(&m, now, 1_000_000);
+        assert_eq!(r.expiry_at_unix_ms, Some(1_010_000));
+        // read back 4 s of wall clock later: 6 s left
+        let later = message_from_record(&r, now, 1_004_000);
+        let left = later
+            .expires_at
+            .expect("expiry")
+            .saturating_duration_since(now);
+        assert_eq!(left.as_secs(), 6);
+    }
+}

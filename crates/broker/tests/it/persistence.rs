@@ -1,0 +1,268 @@
+//! Durable storage: what a persistent session, its queue, inbound QoS 2 state and retained
+//! messages look like after the broker restarts on the same data directory. (The `kill -9`
+//! crash test runs the broker as a separate process: `tests/crash.rs`.)
+
+use std::path::Path;
+use std::time::Duration;
+
+use hermod_broker::config::{CorruptSetting, StoreSection, SyncSetting};
+use hermod_proto::{Packet, ProtocolVersion, PublishAck, QoS, ReasonCode};
+
+use crate::harness::*;
+
+async fn start_on(dir: &Path, sync: SyncSetting) -> TestBroker {
+    let path = dir.to_path_buf();
+    TestBroker::with(move |c| {
+        c.store = StoreSection {
+            path,
+            sync,
+            on_corrupt: CorruptSetting::Fail,
+        };
+    })
+    .await
+}
+
+async fn queue_survives_restart(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut sub, ack) = b.connect_with(persistent(v, "durable-sub")).await;
+    assert!(!ack.session_present);
+    sub.subscribe("d/#", QoS::ExactlyOnce).await;
+    sub.disconnect().await;
+    let mut publisher = b.client(v, "durable-pub").await;
+    for i in 0..5 {
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        publisher
+            .publish("d/x", format!("m{i}").as_bytes(), qos, false)
+            .await;
+    }
+    publisher.disconnect().await;
+    b.stop().await;
+
+    // Restart: the session, its subscription and its queue come back.
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut sub, ack) = b.connect_with(persistent(v, "durable-sub")).await;
+    assert!(
+        ack.session_present,
+        "[MQTT-3.2.2-3] session present after restart"
+    );
+    let got = sub.collect(5).await;
+    assert_eq!(
+        payloads(&got),
+        ["m0", "m1", "m2", "m3", "m4"],
+        "in order [MQTT-4.6.0-5]"
+    );
+    assert_eq!(got[1].qos, QoS::ExactlyOnce);
+    sub.expect_nothing(Duration::from_millis(300)).await;
+    // The subscription itself survived: a new message is routed.
+    let mut publisher = b.client(v, "durable-pub").await;
+    publisher
+        .publish("d/y", b"after", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(payloads(&sub.collect(1).await), ["after"]);
+    sub.disconnect().await;
+    publisher.disconnect().await;
+    b.stop().await;
+
+    // Acknowledged messages were removed from the store: nothing is redelivered.
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut sub, ack) = b.connect_with(persistent(v, "durable-sub")).await;
+    assert!(ack.session_present);
+    sub.expect_nothing(Duration::from_millis(400)).await;
+    sub.disconnect().await;
+    b.stop().await;
+}
+
+async fn retained_survives_restart(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Batch).await;
+    let mut c = b.client(v, "ret-pub").await;
+    c.publish("r/keep", b"kept", QoS::AtLeastOnce, true).await;
+    c.publish("r/gone", b"soon gone", QoS::AtLeastOnce, true)
+        .await;
+    c.publish("r/gone", b"", QoS::AtLeastOnce, true).await; // [MQTT-3.3.1-6] delete
+    c.disconnect().await;
+    b.stop().await;
+
+    let b = start_on(dir.path(), SyncSetting::Batch).await;
+    let mut s = b.client(v, "ret-sub").await;
+    s.subscribe("r/#", QoS::AtLeastOnce).await;
+    let got = s.drain(Duration::from_millis(400)).await;
+    assert_eq!(payloads(&got), ["kept"]);
+    assert!(
+        got[0].retain,
+        "[MQTT-3.3.1-8] retained flag on subscribe delivery"
+    );
+    s.disconnect().await;
+    b.stop().await;
+}
+
+async fn inbound_qos2_state_survives_restart(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut watcher, _) = b.connect_with(persistent(v, "q2-watch")).await;
+    watcher.subscribe("q2/#", QoS::AtLeastOnce).await;
+    watcher.disconnect().await;
+    let (mut publisher, _) = b.connect_with(persistent(v, "q2-pub")).await;
+    let mut p = publish("q2/t", b"once", QoS::ExactlyOnce, false);
+    p.packet_id = Some(pid(7));
+    publisher.send(&Packet::Publish(p.clone())).await;
+    publisher
+        .wait_for(
+            "PUBREC",
+            |p| matches!(p, Packet::PublishReceived(a) if a.packet_id == pid(7)),
+        )
+        .await;
+    publisher.drop_connection(); // no PUBREL: the broker restarts in between
+    b.stop().await;
+
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut publisher, ack) = b.connect_with(persistent(v, "q2-pub")).await;
+    assert!(ack.session_present);
+    // The client re-sends the PUBLISH (DUP) as [MQTT-4.4.0-1] requires: not routed a second time.
+    p.dup = true;
+    publisher.send(&Packet::Publish(p)).await;
+    publisher
+        .wait_for(
+            "PUBREC",
+            |p| matches!(p, Packet::PublishReceived(a) if a.packet_id == pid(7)),
+        )
+        .await;
+    publisher
+        .send(&Packet::PublishRelease(PublishAck::new(pid(7))))
+        .await;
+    match publisher
+        .wait_for("PUBCOMP", |p| matches!(p, Packet::PublishComplete(_)))
+        .await
+    {
+        Packet::PublishComplete(c) => {
+            assert_eq!(c.reason, ReasonCode::SUCCESS, "packet id was known")
+        }
+        _ => unreachable!(),
+    }
+    let (mut watcher, _) = b.connect_with(persistent(v, "q2-watch")).await;
+    let got = watcher.drain(Duration::from_millis(500)).await;
+    assert_eq!(
+        payloads(&got),
+        ["once"],
+        "exactly once across a restart [MQTT-4.3.3]"
+    );
+    watcher.disconnect().await;
+    publisher.disconnect().await;
+    b.stop().await;
+}
+
+async fn clean_sessions_are_not_stored(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let mut c = b.client(v, "clean-one").await;
+    c.subscribe("c/#", QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    b.stop().await;
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (c, ack) = b.connect_with(persistent(v, "clean-one")).await;
+    assert!(!ack.session_present, "a clean session left nothing behind");
+    c.disconnect().await;
+    b.stop().await;
+}
+
+async fn long_offline_queue_is_paged_back_in_order(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let b = TestBroker::with(move |c| {
+        c.store = StoreSection {
+            path,
+            sync: SyncSetting::Os,
+            on_corrupt: CorruptSetting::Fail,
+        };
+        c.max_queued_messages = 2000;
+    })
+    .await;
+    let (mut sub, _) = b.connect_with(persistent(v, "pager")).await;
+    sub.subscribe("p/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = b.client(v, "pager-pub").await;
+    for i in 0..700 {
+        publisher
+            .publish("p/x", format!("{i:04}").as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    publisher.disconnect().await;
+    // Offline: the queue lives on disk, paged in (256 at a time) once the client is back.
+    let (mut sub, ack) = b.connect_with(persistent(v, "pager")).await;
+    assert!(ack.session_present);
+    let got = sub.collect(700).await;
+    let want: Vec<String> = (0..700).map(|i| format!("{i:04}")).collect();
+    assert_eq!(payloads(&got), want);
+    sub.expect_nothing(Duration::from_millis(300)).await;
+    sub.disconnect().await;
+    b.stop().await;
+}
+
+async fn session_expiry_counts_while_the_broker_is_down(v: ProtocolVersion) {
+    if !v.is_v5() {
+        return; // v3.1.1 sessions expire by persistent_client_expiration (tested in the unit tests)
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let mut c = persistent(v, "short-lived");
+    c.properties.session_expiry_interval = Some(1);
+    let (cl, _) = b.connect_with(c.clone()).await;
+    cl.disconnect().await;
+    b.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (cl, ack) = b.connect_with(c).await;
+    assert!(
+        !ack.session_present,
+        "the session expired while the broker was down"
+    );
+    cl.disconnect().await;
+    b.stop().await;
+}
+
+both_versions!(
+    queue_survives_restart,
+    retained_survives_restart,
+    inbound_qos2_state_survives_restart,
+    clean_sessions_are_not_stored,
+    long_offline_queue_is_paged_back_in_order,
+    session_expiry_counts_while_the_broker_is_down,
+);
+
+#[tokio::test]
+async fn corrupt_store_is_refused_or_quarantined() {
+    use hermod_broker::{Broker, Config};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hermod.redb"),
+        b"this is not a database, just garbage bytes",
+    )
+    .expect("write");
+    let mut cfg = Config::for_tests();
+    cfg.store = StoreSection {
+        path: dir.path().to_path_buf(),
+        sync: SyncSetting::Batch,
+        on_corrupt: CorruptSetting::Fail,
+    };
+    let err = Broker::bind(cfg.clone())
+        .await
+        .expect_err("corrupt store refused");
+    assert!(
+        err.to_string().contains("hermod.redb"),
+        "error names the file: {err}"
+    );
+    cfg.store.on_corrupt = CorruptSetting::Quarantine;
+    let b = Broker::bind(cfg)
+        .await
+        .expect("quarantined and started empty");
+    drop(b);
+    assert!(
+        dir.path().join("hermod.redb.bad").exists(),
+        "renamed to *.bad"
+    );
+}
