@@ -1,6 +1,7 @@
 //! `hermod`: the one binary. `serve` runs the broker; `pub` and `sub` are command-line clients
 //! whose flags, output and exit codes follow `mosquitto_pub` / `mosquitto_sub`.
 
+mod bench;
 mod cli_common;
 mod passwd_cmd;
 mod pub_cmd;
@@ -29,6 +30,8 @@ enum Command {
     Sub(sub_cmd::SubArgs),
     /// Manage a password file (flags follow mosquitto_passwd).
     Passwd(passwd_cmd::PasswdArgs),
+    /// Load generator for any MQTT broker (pairs, fanin, fanout, shared, conn).
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => runtime.block_on(pub_cmd::run(args)),
         Command::Sub(args) => runtime.block_on(sub_cmd::run(args)),
         Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Bench(args) => runtime.block_on(bench::run(*args)),
     };
     ExitCode::from(code)
 }
