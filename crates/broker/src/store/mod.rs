@@ -888,6 +888,13 @@ impl Drop for WriterGone<'_> {
 
 fn writer_loop(shared: &Shared, db: &Database, file: &Path) {
     let _gone = WriterGone(shared);
+    // Fault injection for the crash test (`crates/hermod/tests/crash.rs`): a delay before each
+    // commit widens the window in which acknowledged-but-uncommitted data would be lost, so the
+    // test fails if an acknowledgement ever goes out before its commit. Unset in production.
+    let commit_delay = std::env::var("HERMOD_TEST_COMMIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
     loop {
         let batch: Vec<Submission> = {
             let mut p = shared.lock();
@@ -912,6 +919,9 @@ fn writer_loop(shared: &Shared, db: &Database, file: &Path) {
             batch
         };
         shared.space.notify_all();
+        if let Some(d) = commit_delay {
+            std::thread::sleep(d);
+        }
         let result = commit_batch(db, file, &batch);
         if result.is_ok() {
             let n_ops: usize = batch.iter().map(|s| s.ops.len()).sum();
