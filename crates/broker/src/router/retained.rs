@@ -1,48 +1,186 @@
-//! Retained messages: the last retained message per topic name.
+//! Retained messages: the last retained message per topic name, in a tree of topic levels.
 //!
-//! Stored in a map and matched by scanning on subscribe. That costs in proportion to all retained
-//! messages; the durable-storage issue replaces it with a topic-indexed store.
+//! A wildcard subscribe walks only the branches its filter can match, so its cost follows what
+//! matches, not the number of retained messages (with 100,000 retained messages under `a/...`,
+//! subscribing to `b/#` touches none of them). `#` and `+` at the first level skip topics that
+//! start with `$` [MQTT-4.7.2-1].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::message::Message;
 
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    message: Option<Arc<Message>>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.message.is_none()
+    }
+
+    fn collect_all(&self, out: &mut Vec<Arc<Message>>) {
+        out.extend(self.message.iter().cloned());
+        for c in self.children.values() {
+            c.collect_all(out);
+        }
+    }
+}
+
 /// Retained messages by topic.
 #[derive(Debug, Default)]
 pub struct RetainedStore {
-    by_topic: HashMap<Arc<str>, Arc<Message>>,
+    root: Node,
+    len: usize,
 }
 
 impl RetainedStore {
     /// Stores or replaces; an empty payload deletes [MQTT-3.3.1-6/7] (3.1.1: [MQTT-3.3.1-10/11]).
     pub fn apply(&mut self, message: &Arc<Message>) {
+        let levels: Vec<&str> = message.topic.split('/').collect();
         if message.payload.is_empty() {
-            self.by_topic.remove(&message.topic);
-        } else {
-            self.by_topic.insert(message.topic.clone(), message.clone());
+            if Self::remove(&mut self.root, &levels) {
+                self.len -= 1;
+            }
+            return;
+        }
+        let mut node = &mut self.root;
+        for level in levels {
+            node = node.children.entry(level.into()).or_default();
+        }
+        if node.message.replace(message.clone()).is_none() {
+            self.len += 1;
         }
     }
 
-    /// Retained messages matching `filter`.
+    fn remove(node: &mut Node, levels: &[&str]) -> bool {
+        let Some((first, rest)) = levels.split_first() else {
+            return node.message.take().is_some();
+        };
+        let Some(child) = node.children.get_mut(*first) else { return false };
+        let removed = Self::remove(child, rest);
+        if child.is_empty() {
+            node.children.remove(*first);
+        }
+        removed
+    }
+
+    /// Retained messages matching `filter` (a valid filter, not `$share/...`).
     #[must_use]
     pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
-        self.by_topic
-            .values()
-            .filter(|m| hermod_proto::topic::matches(filter, &m.topic))
-            .cloned()
-            .collect()
+        let levels: Vec<&str> = filter.split('/').collect();
+        let mut out = Vec::new();
+        Self::walk(&self.root, &levels, true, &mut out);
+        out
+    }
+
+    fn walk(node: &Node, levels: &[&str], first: bool, out: &mut Vec<Arc<Message>>) {
+        let Some((level, rest)) = levels.split_first() else {
+            out.extend(node.message.iter().cloned());
+            return;
+        };
+        let visible = |name: &str| !(first && name.starts_with('$'));
+        match *level {
+            "#" => {
+                // `a/#` also matches `a` itself [MQTT-4.7.1-2].
+                if !first {
+                    out.extend(node.message.iter().cloned());
+                }
+                for (name, c) in &node.children {
+                    if visible(name) {
+                        c.collect_all(out);
+                    }
+                }
+            }
+            "+" => {
+                for (name, c) in &node.children {
+                    if visible(name) {
+                        Self::walk(c, rest, false, out);
+                    }
+                }
+            }
+            exact => {
+                if let Some(c) = node.children.get(exact) {
+                    Self::walk(c, rest, false, out);
+                }
+            }
+        }
     }
 
     /// Number of retained messages.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.by_topic.len()
+        self.len
     }
 
     /// True when empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.by_topic.is_empty()
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hermod_proto::{PublishProperties, QoS, topic};
+
+    fn msg(topic: &str, payload: &'static [u8]) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            publisher: None,
+            expires_at: None,
+        })
+    }
+
+    #[test]
+    fn tree_agrees_with_the_naive_matcher() {
+        let topics = ["a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/x", "$SYS", "/x", "a//c", "a/b/c/d", "x/b/y", "/"];
+        let filters = ["#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+", "+/b/#", "$SYS/#", "$SYS/+", "/+", "a//c", "+/#", "#/"];
+        let mut store = RetainedStore::default();
+        for t in topics {
+            store.apply(&msg(t, b"x"));
+        }
+        assert_eq!(store.len(), topics.len());
+        for f in filters.iter().filter(|f| topic::validate_topic_filter(f).is_ok()) {
+            let mut got: Vec<String> = store.matching(f).iter().map(|m| m.topic.to_string()).collect();
+            got.sort();
+            let mut want: Vec<String> = topics.iter().filter(|t| topic::matches(f, t)).map(|t| (*t).to_owned()).collect();
+            want.sort();
+            assert_eq!(got, want, "filter {f}");
+        }
+    }
+
+    #[test]
+    fn replace_and_delete() {
+        let mut store = RetainedStore::default();
+        store.apply(&msg("a/b", b"1"));
+        store.apply(&msg("a/b", b"2"));
+        assert_eq!(store.len(), 1);
+        assert_eq!(&store.matching("a/b")[0].payload[..], b"2");
+        store.apply(&msg("a/b", b""));
+        assert!(store.is_empty());
+        assert!(store.root.children.is_empty(), "pruned");
+    }
+
+    #[test]
+    fn a_narrow_filter_does_not_visit_unrelated_branches() {
+        let mut store = RetainedStore::default();
+        for i in 0..20_000 {
+            store.apply(&msg(&format!("fleet/{i}/temp"), b"x"));
+        }
+        store.apply(&msg("other/1", b"y"));
+        // Matching `other/#` must not walk the 20,000 fleet entries: it returns only its own.
+        let got = store.matching("other/#");
+        assert_eq!(got.len(), 1);
+        assert_eq!(store.matching("fleet/+/temp").len(), 20_000);
+        assert_eq!(store.matching("fleet/7/+").len(), 1);
     }
 }
