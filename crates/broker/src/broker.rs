@@ -74,6 +74,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A new, empty session with the configured queue limits.
+    pub(crate) fn new_session(&self, client_id: ClientId) -> Session {
+        let cfg = &self.config;
+        let s = Session::new(client_id, cfg.max_queued_messages, cfg.queue_qos0_messages);
+        s.handle.set_limits(
+            cfg.max_queued_bytes,
+            cfg.queue_overflow == crate::config::QueueOverflow::DropOldest,
+        );
+        s
+    }
+
     pub(crate) fn next_connection_id(&self) -> ConnectionId {
         self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -204,12 +215,7 @@ impl Shared {
                 drop_ops.extend(crate::persist::delete_session(&client_id));
                 continue;
             }
-            let cfg = &self.config;
-            let mut session = Session::new(
-                client_id.clone(),
-                cfg.max_queued_messages,
-                cfg.queue_qos0_messages,
-            );
+            let mut session = self.new_session(client_id.clone());
             session.expiry = expiry;
             session.handle.set_online(false);
             match r.queues.get(cid) {
@@ -314,7 +320,11 @@ impl Broker {
                       retained = recovered.retained.len(), "store opened");
                 let next = recovered.next_message_id;
                 (
-                    Some(Arc::new(crate::persist::Persistence::new(store, next))),
+                    Some(Arc::new({
+                        let mut p = crate::persist::Persistence::new(store, next);
+                        p.max_disk_bytes = config.store.max_disk_bytes;
+                        p
+                    })),
                     Some(recovered),
                 )
             }

@@ -43,6 +43,13 @@ pub struct Config {
     /// Messages queued per session beyond the inflight window (online or offline). When full, new
     /// messages for that session are dropped and counted, so a slow subscriber cannot grow memory.
     pub max_queued_messages: usize,
+    /// Payload bytes a session may hold in memory (Mosquitto's `max_queued_bytes`; 0 = no byte
+    /// limit, `max_queued_messages` still applies). Stored queues are bounded on disk by
+    /// `max_queued_messages` and `[store] max_disk_bytes`.
+    pub max_queued_bytes: usize,
+    /// What to drop when a session's queue is full: `drop_new` (default, as Mosquitto) or
+    /// `drop_oldest`. Either way the drop is counted (`messages_dropped`).
+    pub queue_overflow: QueueOverflow,
     /// Queue QoS 0 messages for offline persistent sessions (Mosquitto's `queue_qos0_messages`).
     pub queue_qos0_messages: bool,
     /// Expire v3.1.1 persistent sessions (and v5 ones asking for "never") after this long offline,
@@ -92,6 +99,19 @@ pub struct StoreSection {
     /// What to do with a corrupt or unreadable store: `fail` (default: refuse to start, naming
     /// the file) or `quarantine` (rename it to `*.bad`, log loudly, start empty).
     pub on_corrupt: CorruptSetting,
+    /// Global budget for stored queued messages, in bytes (0 = none). Above it, new messages
+    /// for persistent sessions are dropped and counted instead of stored.
+    pub max_disk_bytes: u64,
+}
+
+/// `queue_overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOverflow {
+    /// Drop the new message (as Mosquitto does).
+    DropNew,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
 }
 
 impl Default for StoreSection {
@@ -100,6 +120,7 @@ impl Default for StoreSection {
             path: PathBuf::from("hermod-data"),
             sync: SyncSetting::Batch,
             on_corrupt: CorruptSetting::Fail,
+            max_disk_bytes: 0,
         }
     }
 }
@@ -226,6 +247,8 @@ impl Default for Config {
             max_packet_size: 1024 * 1024,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_overflow: QueueOverflow::DropNew,
             queue_qos0_messages: false,
             persistent_client_expiration: None,
             max_topic_alias: 10,

@@ -33,6 +33,9 @@ pub struct Persistence {
     /// The store.
     pub store: Store,
     next_message_id: AtomicU64,
+    /// `[store] max_disk_bytes` (0 = none): above it, new deliveries to persistent sessions are
+    /// dropped and counted rather than stored.
+    pub max_disk_bytes: u64,
 }
 
 impl Persistence {
@@ -42,7 +45,14 @@ impl Persistence {
         Self {
             store,
             next_message_id: AtomicU64::new(next_message_id.max(1)),
+            max_disk_bytes: 0,
         }
+    }
+
+    /// True when stored messages exceed the disk budget.
+    #[must_use]
+    pub fn over_budget(&self) -> bool {
+        self.max_disk_bytes > 0 && self.store.message_bytes() >= self.max_disk_bytes
     }
 
     /// A fresh message id.

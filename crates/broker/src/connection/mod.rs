@@ -210,23 +210,9 @@ where
         Some(old) if !connect.clean_start => (old, true),
         Some(old) => {
             shared.end_session(old);
-            (
-                Session::new(
-                    client_id.clone(),
-                    cfg.max_queued_messages,
-                    cfg.queue_qos0_messages,
-                ),
-                false,
-            )
+            (shared.new_session(client_id.clone()), false)
         }
-        None => (
-            Session::new(
-                client_id.clone(),
-                cfg.max_queued_messages,
-                cfg.queue_qos0_messages,
-            ),
-            false,
-        ),
+        None => (shared.new_session(client_id.clone()), false),
     };
     session.expiry = expiry;
     let durable = shared.router.persistence.is_some() && session.is_persistent();

@@ -217,8 +217,14 @@ impl Router {
             }));
         // Reserve every delivery's place (and durable sequence number) first...
         let mut placed = Vec::new();
+        let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();
+        let disk_full = store.is_some_and(Persistence::over_budget);
+        let size = message.payload.len();
         for (handle, mut d) in deliveries {
-            let r = handle.reserve(d.qos, store.is_some(), &self.metrics);
+            let (r, gone) = handle.reserve(d.qos, size, store.is_some(), disk_full, &self.metrics);
+            if let Some(seq) = gone {
+                evicted.push((handle.clone(), seq));
+            }
             match r {
                 Reserved::Dropped => continue,
                 Reserved::Memory => {}
@@ -240,6 +246,9 @@ impl Router {
                         crate::persist::message_record(&message, now, now_ms),
                     ));
                 }
+            }
+            for (h, seq) in &evicted {
+                ops.push(Op::Dequeue(h.client_id.to_string(), *seq));
             }
             let durable = placed.iter().filter(|(_, d, _)| d.seq.is_some()).count();
             if durable > 0 {

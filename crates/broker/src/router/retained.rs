@@ -59,7 +59,9 @@ impl RetainedStore {
         let Some((first, rest)) = levels.split_first() else {
             return node.message.take().is_some();
         };
-        let Some(child) = node.children.get_mut(*first) else { return false };
+        let Some(child) = node.children.get_mut(*first) else {
+            return false;
+        };
         let removed = Self::remove(child, rest);
         if child.is_empty() {
             node.children.remove(*first);
@@ -142,17 +144,34 @@ mod tests {
 
     #[test]
     fn tree_agrees_with_the_naive_matcher() {
-        let topics = ["a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/x", "$SYS", "/x", "a//c", "a/b/c/d", "x/b/y", "/"];
-        let filters = ["#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+", "+/b/#", "$SYS/#", "$SYS/+", "/+", "a//c", "+/#", "#/"];
+        let topics = [
+            "a", "a/b", "a/b/c", "a/x/c", "b", "$SYS/x", "$SYS", "/x", "a//c", "a/b/c/d", "x/b/y",
+            "/",
+        ];
+        let filters = [
+            "#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+", "+/b/#", "$SYS/#", "$SYS/+", "/+",
+            "a//c", "+/#", "#/",
+        ];
         let mut store = RetainedStore::default();
         for t in topics {
             store.apply(&msg(t, b"x"));
         }
         assert_eq!(store.len(), topics.len());
-        for f in filters.iter().filter(|f| topic::validate_topic_filter(f).is_ok()) {
-            let mut got: Vec<String> = store.matching(f).iter().map(|m| m.topic.to_string()).collect();
+        for f in filters
+            .iter()
+            .filter(|f| topic::validate_topic_filter(f).is_ok())
+        {
+            let mut got: Vec<String> = store
+                .matching(f)
+                .iter()
+                .map(|m| m.topic.to_string())
+                .collect();
             got.sort();
-            let mut want: Vec<String> = topics.iter().filter(|t| topic::matches(f, t)).map(|t| (*t).to_owned()).collect();
+            let mut want: Vec<String> = topics
+                .iter()
+                .filter(|t| topic::matches(f, t))
+                .map(|t| (*t).to_owned())
+                .collect();
             want.sort();
             assert_eq!(got, want, "filter {f}");
         }

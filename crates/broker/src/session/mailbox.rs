@@ -67,6 +67,12 @@ struct Inner {
     load_from: u64,
     /// A page is being loaded from disk.
     loading: bool,
+    /// Payload bytes of the in-memory queue, and their limit (`max_queued_bytes`; 0 = none).
+    bytes: usize,
+    max_bytes: usize,
+    /// When full: drop the oldest queued message to make room (`queue_overflow = "drop_oldest"`)
+    /// instead of the new one.
+    drop_oldest: bool,
 }
 
 /// Where a reserved delivery goes.
@@ -116,6 +122,9 @@ impl SessionHandle {
                 next_seq: 1,
                 load_from: 1,
                 loading: false,
+                bytes: 0,
+                max_bytes: 0,
+                drop_oldest: false,
             }),
             notify: Notify::new(),
             space: Notify::new(),
@@ -135,31 +144,72 @@ impl SessionHandle {
     /// re-routed shared deliveries). Returns `Dropped` when the queue is full: the newest message
     /// is dropped, as Mosquitto does, and counted.
     pub fn push(&self, delivery: Delivery, metrics: &Metrics) -> PushOutcome {
-        match self.reserve(delivery.qos, false, metrics) {
+        let size = delivery.message.payload.len();
+        match self.reserve(delivery.qos, size, false, false, metrics).0 {
             Reserved::Dropped => PushOutcome::Dropped,
             _ => self.push_reserved(delivery),
         }
+    }
+
+    /// Sets the byte limit of the in-memory queue (0 = none) and the overflow policy.
+    pub fn set_limits(&self, max_bytes: usize, drop_oldest: bool) {
+        let mut inner = self.lock();
+        inner.max_bytes = max_bytes;
+        inner.drop_oldest = drop_oldest;
     }
 
     /// First half of routing a delivery: counts it against the limit and decides where it goes.
     /// With `store_ok` and a durable session, QoS 1/2 deliveries get a sequence number: the
     /// caller submits the store op, then `push_reserved`s the `MemoryDurable` ones (in that
     /// order, so the entry is in the store's queue before anyone can acknowledge it).
-    pub fn reserve(&self, qos: QoS, store_ok: bool, metrics: &Metrics) -> Reserved {
+    ///
+    /// `size` is the payload size (for `max_queued_bytes`); `disk_full` says the store is over
+    /// its disk budget (stored deliveries are then dropped and counted). The second value is the
+    /// sequence number of a stored delivery evicted by `drop_oldest`, which the caller dequeues.
+    pub fn reserve(
+        &self,
+        qos: QoS,
+        size: usize,
+        store_ok: bool,
+        disk_full: bool,
+        metrics: &Metrics,
+    ) -> (Reserved, Option<u64>) {
         let mut inner = self.lock();
-        let total = inner.queue.len() + inner.disk_only();
         let durable = store_ok && inner.durable && qos != QoS::AtMostOnce;
-        let drop = inner.closed
-            || total >= inner.limit
+        let refused = inner.closed
+            || (durable && disk_full)
             || (!inner.online && qos == QoS::AtMostOnce && !inner.queue_qos0_offline);
-        if drop {
+        let full = |i: &Inner| {
+            i.queue.len() + i.disk_only() >= i.limit
+                || (i.max_bytes > 0 && i.bytes + size > i.max_bytes && !i.queue.is_empty())
+        };
+        let mut evicted = None;
+        if !refused && full(&inner) && inner.drop_oldest {
+            // Make room by dropping the oldest queued messages (memory first: they are older).
+            while full(&inner) {
+                if let Some(old) = inner.queue.pop_front() {
+                    inner.bytes = inner.bytes.saturating_sub(old.message.payload.len());
+                    if old.seq.is_some() {
+                        evicted = old.seq;
+                    }
+                } else if inner.disk_only() > 0 {
+                    evicted = Some(inner.load_from);
+                    inner.load_from += 1;
+                } else {
+                    break;
+                }
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Metrics::incr(&metrics.messages_dropped);
+            }
+        }
+        if refused || full(&inner) {
             drop_guard(inner);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             Metrics::incr(&metrics.messages_dropped);
-            return Reserved::Dropped;
+            return (Reserved::Dropped, evicted);
         }
         if !durable {
-            return Reserved::Memory;
+            return (Reserved::Memory, evicted);
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -173,10 +223,10 @@ impl SessionHandle {
             if online {
                 self.notify.notify_one();
             }
-            Reserved::DiskOnly(seq)
+            (Reserved::DiskOnly(seq), evicted)
         } else {
             inner.load_from = inner.next_seq;
-            Reserved::MemoryDurable(seq)
+            (Reserved::MemoryDurable(seq), evicted)
         }
     }
 
@@ -184,6 +234,7 @@ impl SessionHandle {
     /// `Busy` when the queue is more than half full (see the module docs).
     pub fn push_reserved(&self, delivery: Delivery) -> PushOutcome {
         let mut inner = self.lock();
+        inner.bytes += delivery.message.payload.len();
         inner.queue.push_back(delivery);
         let online = inner.online;
         let busy = online && !inner.stalled && inner.queue.len() > inner.limit / 2;
@@ -253,6 +304,7 @@ impl SessionHandle {
                 continue;
             }
             inner.load_from = seq + 1;
+            inner.bytes += d.message.payload.len();
             inner.queue.push_back(d);
         }
         if let Some(upto) = complete_upto {
@@ -307,7 +359,10 @@ impl SessionHandle {
     pub fn pop_up_to(&self, max: usize, out: &mut Vec<Delivery>) {
         let mut inner = self.lock();
         let n = max.min(inner.queue.len());
+        let start = out.len();
         out.extend(inner.queue.drain(..n));
+        let freed: usize = out[start..].iter().map(|d| d.message.payload.len()).sum();
+        inner.bytes = inner.bytes.saturating_sub(freed);
         self.after_pop(inner);
     }
 
@@ -323,6 +378,7 @@ impl SessionHandle {
                 _ => break,
             }
             if let Some(d) = inner.queue.pop_front() {
+                inner.bytes = inner.bytes.saturating_sub(d.message.payload.len());
                 out.push(d);
             }
         }
@@ -351,6 +407,7 @@ impl SessionHandle {
             if let Some(first) = first {
                 let before = inner.queue.len();
                 inner.queue.retain(|d| d.seq.is_none());
+                inner.bytes = inner.queue.iter().map(|d| d.message.payload.len()).sum();
                 let _moved = before - inner.queue.len();
                 inner.load_from = inner.load_from.min(first);
             }
@@ -368,6 +425,7 @@ impl SessionHandle {
         let mut inner = self.lock();
         inner.closed = true;
         let rest = inner.queue.drain(..).collect();
+        inner.bytes = 0;
         drop_guard(inner);
         self.space.notify_waiters();
         rest
@@ -383,6 +441,7 @@ impl SessionHandle {
             .drain(..)
             .partition(|d| d.shared.is_some() && d.seq.is_none());
         inner.queue = rest.into();
+        inner.bytes = inner.queue.iter().map(|d| d.message.payload.len()).sum();
         shared
     }
 

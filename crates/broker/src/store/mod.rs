@@ -282,6 +282,8 @@ pub struct Recovered {
     pub repairs: usize,
     /// Where a corrupt file was moved, with `on_corrupt = "quarantine"`.
     pub quarantined: Option<PathBuf>,
+    /// Bytes of stored queued messages (encoded records), for the disk budget.
+    pub message_bytes: u64,
 }
 
 /// Counters, for metrics and tests.
@@ -325,6 +327,8 @@ struct Shared {
     submissions: AtomicU64,
     ops: AtomicU64,
     fsyncs: Arc<AtomicU64>,
+    /// Bytes of stored queued messages (encoded records), kept up to date by the writer.
+    message_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -558,7 +562,14 @@ impl Store {
         Ok(n)
     }
 
-    /// Counters.
+    /// Bytes of queued messages in the store (encoded records, not counting B-tree overhead or
+    /// free pages), for a disk budget.
+    #[must_use]
+    pub fn message_bytes(&self) -> u64 {
+        self.inner.shared.message_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counters of the writer.
     #[must_use]
     pub fn stats(&self) -> StoreStats {
         let s = &self.inner.shared;
@@ -638,6 +649,7 @@ fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError
         submissions: AtomicU64::new(0),
         ops: AtomicU64::new(0),
         fsyncs,
+        message_bytes: AtomicU64::new(recovered.message_bytes),
     });
     let writer = {
         let shared = shared.clone();
@@ -776,8 +788,9 @@ fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreError> {
         // Message ids.
         let mut message_ids: HashSet<u64> = HashSet::new();
         for item in messages.iter().map_err(|x| e(x.into()))? {
-            let (k, _) = item.map_err(|x| e(x.into()))?;
+            let (k, v) = item.map_err(|x| e(x.into()))?;
             let id = k.value();
+            rec.message_bytes += v.value().len() as u64;
             rec.next_message_id = rec.next_message_id.max(id.saturating_add(1));
             message_ids.insert(id);
         }
@@ -923,6 +936,21 @@ fn writer_loop(shared: &Shared, db: &Database, file: &Path) {
             std::thread::sleep(d);
         }
         let result = commit_batch(db, file, &batch);
+        if let Ok(delta) = result {
+            if delta >= 0 {
+                shared
+                    .message_bytes
+                    .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+            } else {
+                let _ =
+                    shared
+                        .message_bytes
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                            Some(b.saturating_sub(delta.unsigned_abs()))
+                        });
+            }
+        }
+        let result = result.map(|_| ());
         if result.is_ok() {
             let n_ops: usize = batch.iter().map(|s| s.ops.len()).sum();
             shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -939,13 +967,15 @@ fn writer_loop(shared: &Shared, db: &Database, file: &Path) {
     }
 }
 
-fn commit_batch(db: &Database, file: &Path, batch: &[Submission]) -> Result<(), StoreError> {
+/// Applies and commits one batch; returns the change in stored message bytes.
+fn commit_batch(db: &Database, file: &Path, batch: &[Submission]) -> Result<i64, StoreError> {
     let e = |err: redb::Error| db_err(file, err);
     let mut txn = db.begin_write().map_err(|x| e(x.into()))?;
     txn.set_durability(Durability::Immediate)
         .map_err(|x| e(x.into()))?;
-    apply_ops(&txn, file, batch.iter().flat_map(|s| s.ops.iter()))?;
-    txn.commit().map_err(|x| e(x.into()))
+    let delta = apply_ops(&txn, file, batch.iter().flat_map(|s| s.ops.iter()))?;
+    txn.commit().map_err(|x| e(x.into()))?;
+    Ok(delta)
 }
 
 struct Tables<'t> {
@@ -955,13 +985,15 @@ struct Tables<'t> {
     queue: redb::Table<'t, (&'static str, u64), &'static [u8]>,
     inflight: redb::Table<'t, (&'static str, u16), ()>,
     retained: redb::Table<'t, &'static str, &'static [u8]>,
+    /// Change in stored message bytes by the ops applied so far.
+    bytes_delta: i64,
 }
 
 fn apply_ops<'o>(
     txn: &WriteTransaction,
     file: &Path,
     ops: impl Iterator<Item = &'o Op>,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let e = |err: redb::Error| db_err(file, err);
     let mut t = Tables {
         sessions: txn.open_table(SESSIONS).map_err(|x| e(x.into()))?,
@@ -970,11 +1002,12 @@ fn apply_ops<'o>(
         queue: txn.open_table(QUEUE).map_err(|x| e(x.into()))?,
         inflight: txn.open_table(INFLIGHT_IN).map_err(|x| e(x.into()))?,
         retained: txn.open_table(RETAINED).map_err(|x| e(x.into()))?,
+        bytes_delta: 0,
     };
     for op in ops {
         apply_op(&mut t, file, op)?;
     }
-    Ok(())
+    Ok(t.bytes_delta)
 }
 
 fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> {
@@ -1009,7 +1042,11 @@ fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> 
             if *refs == 0 {
                 tracing::debug!(message_id = mid, "store: PutMessage with 0 refs ignored");
             } else {
-                t.messages.insert(*mid, m.encode().as_slice()).map_err(e)?;
+                let encoded = m.encode();
+                t.bytes_delta += encoded.len() as i64;
+                if let Some(old) = t.messages.insert(*mid, encoded.as_slice()).map_err(e)? {
+                    t.bytes_delta -= old.value().len() as i64;
+                }
                 t.refs.insert(*mid, *refs).map_err(e)?;
             }
         }
@@ -1108,7 +1145,9 @@ fn release(t: &mut Tables<'_>, message_id: u64) -> Result<(), redb::StorageError
         }
         Some(0 | 1) => {
             t.refs.remove(message_id)?;
-            t.messages.remove(message_id)?;
+            if let Some(old) = t.messages.remove(message_id)? {
+                t.bytes_delta -= old.value().len() as i64;
+            }
         }
         Some(n) => {
             t.refs.insert(message_id, n - 1)?;

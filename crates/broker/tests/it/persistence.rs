@@ -17,6 +17,7 @@ async fn start_on(dir: &Path, sync: SyncSetting) -> TestBroker {
             path,
             sync,
             on_corrupt: CorruptSetting::Fail,
+            max_disk_bytes: 0,
         };
     })
     .await
@@ -178,6 +179,7 @@ async fn long_offline_queue_is_paged_back_in_order(v: ProtocolVersion) {
             path,
             sync: SyncSetting::Os,
             on_corrupt: CorruptSetting::Fail,
+            max_disk_bytes: 0,
         };
         c.max_queued_messages = 2000;
     })
@@ -248,6 +250,7 @@ async fn corrupt_store_is_refused_or_quarantined() {
         path: dir.path().to_path_buf(),
         sync: SyncSetting::Batch,
         on_corrupt: CorruptSetting::Fail,
+        max_disk_bytes: 0,
     };
     let err = Broker::bind(cfg.clone())
         .await
@@ -265,4 +268,104 @@ async fn corrupt_store_is_refused_or_quarantined() {
         dir.path().join("hermod.redb.bad").exists(),
         "renamed to *.bad"
     );
+}
+
+/// Fills the offline queue of a persistent session with `n` messages m0..m{n-1} and returns what
+/// it receives on reconnect.
+async fn overflow_run(
+    store: Option<&Path>,
+    tweak: impl FnOnce(&mut hermod_broker::Config) + Send + 'static,
+    n: usize,
+) -> (Vec<String>, u64) {
+    let store = store.map(Path::to_path_buf);
+    let b = TestBroker::with(move |c| {
+        if let Some(path) = store {
+            c.store = StoreSection {
+                path,
+                sync: SyncSetting::Os,
+                on_corrupt: CorruptSetting::Fail,
+                max_disk_bytes: 0,
+            };
+        }
+        tweak(c);
+    })
+    .await;
+    let v = hermod_proto::ProtocolVersion::V5;
+    let (mut sub, _) = b.connect_with(persistent(v, "ovf-sub")).await;
+    sub.subscribe("o/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = b.client(v, "ovf-pub").await;
+    for i in 0..n {
+        publisher
+            .publish(
+                "o/t",
+                format!("m{i}:{}", "x".repeat(15)).as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await;
+    }
+    publisher.disconnect().await;
+    let (mut sub, _) = b.connect_with(persistent(v, "ovf-sub")).await;
+    let got = sub.drain(Duration::from_millis(500)).await;
+    let dropped = b.metric(|m| &m.messages_dropped);
+    sub.disconnect().await;
+    b.stop().await;
+    let names = payloads(&got)
+        .into_iter()
+        .map(|p| p.split(':').next().unwrap_or_default().to_owned())
+        .collect();
+    (names, dropped)
+}
+
+#[tokio::test]
+async fn queue_overflow_drop_new_and_drop_oldest() {
+    use hermod_broker::config::QueueOverflow;
+    // In memory, and stored: the same policy.
+    for with_store in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = with_store.then(|| dir.path());
+        let (got, dropped) = overflow_run(store, |c| c.max_queued_messages = 5, 8).await;
+        assert_eq!(
+            got,
+            ["m0", "m1", "m2", "m3", "m4"],
+            "drop_new keeps the first (store: {with_store})"
+        );
+        assert_eq!(dropped, 3, "drops are counted");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = with_store.then(|| dir.path());
+        let (got, dropped) = overflow_run(
+            store,
+            |c| {
+                c.max_queued_messages = 5;
+                c.queue_overflow = QueueOverflow::DropOldest;
+            },
+            8,
+        )
+        .await;
+        assert_eq!(
+            got,
+            ["m3", "m4", "m5", "m6", "m7"],
+            "drop_oldest keeps the newest (store: {with_store})"
+        );
+        assert_eq!(dropped, 3);
+    }
+}
+
+#[tokio::test]
+async fn max_queued_bytes_bounds_the_memory_queue() {
+    // Payloads are 18 bytes: 40 bytes hold two.
+    let (got, dropped) = overflow_run(None, |c| c.max_queued_bytes = 40, 4).await;
+    assert_eq!(got, ["m0", "m1"]);
+    assert_eq!(dropped, 2);
+}
+
+#[tokio::test]
+async fn disk_budget_drops_instead_of_storing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    // A 1-byte budget: the first stored message already exceeds it.
+    let (got, dropped) = overflow_run(Some(&path), |c| c.store.max_disk_bytes = 1, 3).await;
+    assert_eq!(got, ["m0"]);
+    assert_eq!(dropped, 2);
 }
