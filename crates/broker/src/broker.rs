@@ -21,6 +21,20 @@ use crate::session::Session;
 use crate::session::registry::{ConnectionId, Registry};
 use crate::transport::Acceptor;
 
+/// Timers to start once the broker runs: offline sessions' expiry, and wills still waiting for
+/// their delay, as restored from the store.
+#[derive(Debug, Default)]
+struct Recovery {
+    expiring: Vec<(ClientId, ConnectionId, Duration)>,
+    wills: Vec<(
+        ClientId,
+        ConnectionId,
+        Message,
+        Duration,
+        crate::store::SessionRecord,
+    )>,
+}
+
 /// A start-up failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -179,12 +193,9 @@ impl Shared {
     /// sessions with their subscriptions and queue positions. Expiry keeps counting across the
     /// restart (wall-clock disconnect time + session expiry; a session that was online when the
     /// broker stopped counts from now). Returns the expiry timers to arm.
-    fn recover(
-        self: &Arc<Self>,
-        r: crate::store::Recovered,
-    ) -> Vec<(ClientId, ConnectionId, Duration)> {
+    fn recover(self: &Arc<Self>, r: crate::store::Recovered) -> Recovery {
         let Some(p) = self.router.persistence.clone() else {
-            return Vec::new();
+            return Recovery::default();
         };
         let now = Instant::now();
         let now_ms = crate::persist::unix_ms_now();
@@ -203,6 +214,7 @@ impl Shared {
             inflight_in.entry(cid.as_str()).or_default().push(*pid);
         }
         let mut expiring = Vec::new();
+        let mut wills = Vec::new();
         let mut restored = 0usize;
         for (cid, rec) in &r.sessions {
             let client_id: ClientId = cid.as_str().into();
@@ -212,6 +224,10 @@ impl Shared {
             });
             let remaining = expiry.map(|e| e.saturating_sub(offline_for));
             if remaining == Some(Duration::ZERO) {
+                if let (Some(w), Some(_)) = (&rec.will, rec.disconnected_at_unix_ms) {
+                    // The session ended while the broker was down: its pending will is due.
+                    self.publish_message(crate::persist::will_message(w, &client_id, now));
+                }
                 drop_ops.extend(crate::persist::delete_session(&client_id));
                 continue;
             }
@@ -232,6 +248,22 @@ impl Shared {
                 session.inflight_in.extend(pids.iter().copied());
             }
             let generation = self.next_connection_id();
+            if let (Some(w), Some(_)) = (&rec.will, rec.disconnected_at_unix_ms) {
+                // A will that was waiting for its delay when the broker stopped: still published
+                // once the rest of the delay (bounded by the session's remaining life) passes.
+                let delay =
+                    Duration::from_secs(u64::from(w.delay_secs)).saturating_sub(offline_for);
+                let delay = remaining.map_or(delay, |r| delay.min(r));
+                let mut clear = rec.clone();
+                clear.will = None;
+                wills.push((
+                    client_id.clone(),
+                    generation,
+                    crate::persist::will_message(w, &client_id, now),
+                    delay,
+                    clear,
+                ));
+            }
             self.registry
                 .restore(session, generation, remaining.map(|d| now + d));
             if let Some(d) = remaining {
@@ -247,7 +279,44 @@ impl Shared {
                 "restored from the store"
             );
         }
-        expiring
+        Recovery { expiring, wills }
+    }
+
+    /// Publishes a will now, or after `delay` unless a new connection for the client id arrives
+    /// first [MQTT-3.1.3-9]. `clear` is the session's record without the will, written back once
+    /// the will is published (the pending will was stored with the offline session).
+    pub(crate) fn schedule_will(
+        self: &Arc<Self>,
+        client_id: &ClientId,
+        conn: ConnectionId,
+        message: Message,
+        delay: Duration,
+        clear: Option<crate::store::SessionRecord>,
+    ) {
+        if delay.is_zero() {
+            debug!(%client_id, topic = %message.topic, "publishing will");
+            self.publish_message(message);
+            return;
+        }
+        let shared = Arc::clone(self);
+        let id = client_id.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shared.shutdown.cancelled() => return,
+            }
+            if shared.registry.take_pending_will(&id, conn) {
+                debug!(client_id = %id, "will delay passed; publishing will");
+                shared.publish_message(message);
+                if let (Some(rec), Some(p)) = (clear, &shared.router.persistence)
+                    && shared.registry.status(&id) == Some(false)
+                {
+                    p.submit_detached(vec![crate::store::Op::PutSession(id.to_string(), rec)]);
+                }
+            }
+        });
+        self.registry
+            .add_pending_will(client_id.clone(), conn, task.abort_handle());
     }
 
     /// Publishes a message that has no connection behind it any more (a will).
@@ -267,7 +336,7 @@ pub struct Broker {
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
     /// Restored offline sessions whose expiry timers start with `run`.
-    expiring: Vec<(ClientId, ConnectionId, Duration)>,
+    recovery: Recovery,
 }
 
 impl Broker {
@@ -341,14 +410,14 @@ impl Broker {
             next_connection: AtomicU64::new(0),
             config,
         });
-        let expiring = match recovered {
+        let recovery = match recovered {
             Some(r) => shared.recover(r),
-            None => Vec::new(),
+            None => Recovery::default(),
         };
         Ok(Self {
             shared,
             listeners,
-            expiring,
+            recovery,
         })
     }
 
@@ -390,7 +459,11 @@ impl Broker {
     /// Runs until `shutdown` resolves, then stops accepting, sends v5 clients DISCONNECT 0x8B,
     /// publishes no wills for them, and returns once every connection task has finished.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        for (client_id, generation, after) in self.expiring {
+        for (client_id, generation, message, delay, clear) in self.recovery.wills {
+            self.shared
+                .schedule_will(&client_id, generation, message, delay, Some(clear));
+        }
+        for (client_id, generation, after) in self.recovery.expiring {
             self.shared.arm_expiry(client_id, generation, after);
         }
         let tracker = TaskTracker::new();

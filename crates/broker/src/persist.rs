@@ -19,10 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use hermod_proto::{Packet, ProtocolVersion, Publish, PublishProperties, QoS, SubscriptionOptions};
+use hermod_proto::{
+    LastWill, Packet, ProtocolVersion, Publish, PublishProperties, QoS, SubscriptionOptions,
+};
 
 use crate::message::{ClientId, Delivery, Message};
 use crate::session::{Session, SubscriptionEntry};
+use crate::store::WillRecord;
 use crate::store::{
     MessageRecord, Op, QueueEntry, QueueState, SessionRecord, Store, SubscriptionRecord,
 };
@@ -219,6 +222,46 @@ pub fn subscription_from_record(r: &SubscriptionRecord) -> SubscriptionEntry {
             },
         },
         id: r.subscription_id,
+    }
+}
+
+/// The stored form of a pending will.
+#[must_use]
+pub fn will_record(w: &LastWill) -> WillRecord {
+    let p = &w.properties;
+    let props = PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type.clone(),
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        ..PublishProperties::default()
+    };
+    WillRecord {
+        topic: w.topic.clone(),
+        payload: w.payload.clone(),
+        qos: w.qos as u8,
+        retain: w.retain,
+        properties: encode_properties(&props),
+        delay_secs: p.will_delay_interval.unwrap_or(0),
+    }
+}
+
+/// A pending will read back from the store, as the message to publish.
+#[must_use]
+pub fn will_message(r: &WillRecord, client_id: &ClientId, now: Instant) -> Message {
+    let properties = decode_properties(&r.properties);
+    Message {
+        topic: r.topic.as_str().into(),
+        payload: r.payload.clone(),
+        qos: QoS::from_u8(r.qos).unwrap_or(QoS::AtMostOnce),
+        retain: r.retain,
+        expires_at: properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s))),
+        properties,
+        publisher: Some(client_id.clone()),
     }
 }
 

@@ -1079,6 +1079,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let offline_record = self
             .durable
             .then(|| crate::persist::session_record(&self.session, self.version.level(), false));
+        // A will waiting for its delay is stored with the offline session, so that it is still
+        // published (once) if the broker restarts in between; the record without it is written
+        // back when it has been published.
+        let delayed = will.as_ref().filter(|w| {
+            let d = Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0)));
+            !self.session.expiry.map_or(d, |e| d.min(e)).is_zero()
+        });
+        let (offline_record, will_clear) = match (offline_record, delayed) {
+            (Some(rec), Some(w)) => {
+                let mut with_will = rec.clone();
+                with_will.will = Some(crate::persist::will_record(w));
+                (Some(with_will), Some(rec))
+            }
+            (rec, _) => (rec, None),
+        };
         let session = self.session;
         session.handle.set_online(false);
         let expiry = session.expiry;
@@ -1110,7 +1125,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Detached::Ended(s) => self.shared.end_session(s),
         }
         if let Some(will) = will {
-            schedule_will(&self.shared, &self.client_id, self.conn_id, will, expiry);
+            schedule_will(
+                &self.shared,
+                &self.client_id,
+                self.conn_id,
+                will,
+                expiry,
+                will_clear,
+            );
         }
         info!(client_id = %self.client_id, "client disconnected");
     }
@@ -1157,6 +1179,7 @@ fn schedule_will(
     conn: ConnectionId,
     will: LastWill,
     expiry: Option<Duration>,
+    clear: Option<crate::store::SessionRecord>,
 ) {
     let now = Instant::now();
     let props = will.properties;
@@ -1181,24 +1204,5 @@ fn schedule_will(
     };
     let delay = Duration::from_secs(u64::from(props.will_delay_interval.unwrap_or(0)));
     let delay = expiry.map_or(delay, |e| delay.min(e));
-    if delay.is_zero() {
-        debug!(%client_id, topic = %message.topic, "publishing will");
-        shared.publish_message(message);
-        return;
-    }
-    let task_shared = shared.clone();
-    let id = client_id.clone();
-    let task = tokio::spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = task_shared.shutdown.cancelled() => return,
-        }
-        if task_shared.registry.take_pending_will(&id, conn) {
-            debug!(client_id = %id, "will delay passed; publishing will");
-            task_shared.publish_message(message);
-        }
-    });
-    shared
-        .registry
-        .add_pending_will(client_id.clone(), conn, task.abort_handle());
+    shared.schedule_will(client_id, conn, message, delay, clear);
 }

@@ -369,3 +369,50 @@ async fn disk_budget_drops_instead_of_storing() {
     assert_eq!(got, ["m0"]);
     assert_eq!(dropped, 2);
 }
+
+/// [MQTT-3.1.3-9] A will waiting for its delay survives a restart: it is published once the rest
+/// of the delay passes, unless the client reconnects first.
+#[tokio::test]
+async fn delayed_will_survives_restart() {
+    use hermod_proto::{LastWill, WillProperties};
+    let v = hermod_proto::ProtocolVersion::V5;
+    for reconnect in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = start_on(dir.path(), SyncSetting::Os).await;
+        let mut c = persistent(v, "will-holder");
+        c.will = Some(LastWill {
+            topic: "wills/holder".into(),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: WillProperties {
+                will_delay_interval: Some(2),
+                ..WillProperties::default()
+            },
+        });
+        let (holder, _) = b.connect_with(c.clone()).await;
+        holder.drop_connection(); // abnormal: the will is pending for 2 s
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.stop().await;
+
+        let b = start_on(dir.path(), SyncSetting::Os).await;
+        let mut watcher = b.client(v, "will-watch").await;
+        watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+        if reconnect {
+            c.will = None;
+            let (holder, ack) = b.connect_with(c.clone()).await;
+            assert!(ack.session_present);
+            watcher.expect_nothing(Duration::from_millis(2500)).await;
+            holder.disconnect().await;
+        } else {
+            let got = watcher.drain(Duration::from_millis(3000)).await;
+            assert_eq!(
+                payloads(&got),
+                ["gone"],
+                "the pending will was published after the restart"
+            );
+        }
+        watcher.disconnect().await;
+        b.stop().await;
+    }
+}
