@@ -1,45 +1,17 @@
-//! Topic-filter helpers shared by the ACL file and JWT claims.
-//!
-//! Kept separate from the router's matcher on purpose: access control must not change
-//! behaviour when the router is optimised, and these functions are small enough to be checked
-//! by eye against Mosquitto's `mosquitto_topic_matches_sub`.
+//! Topic-filter helpers shared by the ACL file and JWT claims. Validation and matching are the
+//! codec's own (`hermod_proto::topic`), the one definition of the MQTT rules in Hermod, which
+//! behaves as Mosquitto's `mosquitto_topic_matches_sub`.
 
 /// Whether `filter` is a valid subscription filter (`+` and `#` occupy a whole level, `#` only
 /// last). This is the check Mosquitto applies to every ACL topic when it reads the file.
 pub(crate) fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.len() > 65535 || filter.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    let last = levels.len() - 1;
-    levels.iter().enumerate().all(|(i, level)| {
-        if level.contains('#') {
-            *level == "#" && i == last
-        } else if level.contains('+') {
-            *level == "+"
-        } else {
-            true
-        }
-    })
+    filter.len() <= 65535 && hermod_proto::topic::validate_topic_filter(filter).is_ok()
 }
 
 /// Whether a concrete `topic` matches `filter` (MQTT rules, including: a filter starting with a
 /// wildcard does not match a topic starting with `$`).
 pub(crate) fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    hermod_proto::topic::matches(filter, topic)
 }
 
 /// Whether every topic matched by `filter` is also matched by `rule` (the subscription is
