@@ -59,8 +59,12 @@ pub(crate) struct Counters {
     pub(crate) connect_failed: AtomicU64,
     /// Connections lost or broken while running.
     pub(crate) errors: AtomicU64,
-    /// Delivery units written off by the stall detector (QoS 0 losses).
+    /// Delivery units written off by the stall detector (losses at the tail of a stream).
     pub(crate) written_off: AtomicU64,
+    /// Messages a subscriber saw skipped in a publisher's sequence (dropped by the broker).
+    pub(crate) gaps: AtomicU64,
+    /// Messages that arrived with an older sequence number than one already seen.
+    pub(crate) reordered: AtomicU64,
 }
 
 /// What every connection task shares.
@@ -89,6 +93,9 @@ pub(crate) struct Role {
     pub(crate) publish: Option<PublishRole>,
     /// Records latency of what it receives.
     pub(crate) subscriber: bool,
+    /// Checks each publisher's sequence numbers (not for shared subscriptions, where every
+    /// member sees only part of each sequence): a gap gives its window credits back at once.
+    pub(crate) track_gaps: bool,
 }
 
 /// A publisher's topic and schedule.
@@ -236,6 +243,8 @@ async fn drive_inner(
     if role.subscriber {
         outcome.latency = Some(new_histogram());
     }
+    // Next sequence number expected from each publisher.
+    let mut next_seq: Option<Vec<u32>> = role.track_gaps.then(Vec::new);
     let fanout = shared.fanout;
     let mut phase = *phase_rx.borrow();
     // Window credits (messages) taken but not yet used.
@@ -277,6 +286,7 @@ async fn drive_inner(
                 shared,
                 &mut ids,
                 &mut outcome.latency,
+                &mut next_seq,
                 &mut wbuf,
             )?;
             rbuf.copy_within(consumed..rlen, 0);
@@ -349,7 +359,7 @@ async fn drive_inner(
                         }
                         None => now_ns,
                     };
-                    p.template.write(&mut wbuf, pkid, stamp);
+                    p.template.write(&mut wbuf, pkid, stamp, seq as u32);
                     seq += 1;
                 }
                 reserved -= n;
@@ -437,8 +447,11 @@ fn process(
     shared: &Shared,
     ids: &mut Option<IdMap>,
     latency: &mut Option<Histogram<u64>>,
+    next_seq: &mut Option<Vec<u32>>,
     wbuf: &mut Vec<u8>,
 ) -> io::Result<usize> {
+    let mut gaps = 0u64;
+    let mut reordered = 0u64;
     let mut pos = 0;
     let mut received = 0u64;
     let mut acked = 0u64;
@@ -449,8 +462,27 @@ fn process(
     {
         pos += len;
         match packet {
-            Scanned::Publish { qos, pkid, stamp } => {
+            Scanned::Publish {
+                qos,
+                pkid,
+                stamp,
+                origin,
+            } => {
                 received += 1;
+                if let (Some(next), Some((o, seq))) = (next_seq.as_mut(), origin)
+                    && o < 1 << 20
+                {
+                    let o = o as usize;
+                    if next.len() <= o {
+                        next.resize(o + 1, 0);
+                    }
+                    if seq >= next[o] {
+                        gaps += u64::from(seq - next[o]);
+                        next[o] = seq.wrapping_add(1);
+                    } else {
+                        reordered += 1;
+                    }
+                }
                 if let (Some(h), Some(stamp)) = (latency.as_mut(), stamp) {
                     let now = *now_ns.get_or_insert_with(|| shared.now_ns());
                     h.saturating_record(now.saturating_sub(stamp));
@@ -498,8 +530,14 @@ fn process(
     let c = &shared.counters;
     if received > 0 {
         c.received.fetch_add(received, Ordering::Relaxed);
+        if gaps > 0 {
+            c.gaps.fetch_add(gaps, Ordering::Relaxed);
+        }
+        if reordered > 0 {
+            c.reordered.fetch_add(reordered, Ordering::Relaxed);
+        }
         if let Some(sem) = &shared.window {
-            sem.add_permits(received as usize);
+            sem.add_permits((received + gaps) as usize);
         }
     }
     if acked > 0 {

@@ -88,6 +88,10 @@ pub(crate) struct Summary {
     pub(crate) expected: u64,
     /// Expected deliveries that did not arrive by the end of the drain.
     pub(crate) lost: u64,
+    /// Of the lost, those seen as gaps in a publisher's sequence numbers (dropped mid-stream).
+    pub(crate) gaps: u64,
+    /// Messages that arrived after a later one of the same publisher.
+    pub(crate) reordered: u64,
     /// PUBACK/PUBCOMP received by publishers (QoS > 0).
     pub(crate) acked: u64,
     /// Acks with a failure reason code.
@@ -160,8 +164,15 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "lost         {} of {} expected deliveries",
-            self.lost, self.expected
+            "lost         {} of {} expected deliveries ({} seen as sequence gaps){}",
+            self.lost,
+            self.expected,
+            self.gaps,
+            if self.reordered > 0 {
+                format!(", {} out of order", self.reordered)
+            } else {
+                String::new()
+            }
         );
         if self.qos > 0 {
             let _ = writeln!(s, "acked        {} ({} refused)", self.acked, self.nacked);

@@ -31,12 +31,46 @@ pub(crate) async fn open(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<T
         TcpSocket::new_v6()?
     };
     if let Some(ip) = bind {
-        sock.set_reuseaddr(true)?;
+        // Without IP_BIND_ADDRESS_NO_PORT, bind() picks the port alone, scanning for one that is
+        // free for every destination: slow with thousands in use or in TIME_WAIT, and capped at
+        // the ephemeral range per source address.
+        #[cfg(target_os = "linux")]
+        if ip.is_ipv4() {
+            bind_address_no_port(&sock);
+        }
         sock.bind(SocketAddr::new(ip, 0))?;
     }
     let stream = sock.connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Lets connect() choose the source port for the whole 4-tuple (Linux 4.2+); best effort.
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(sock: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn setsockopt(
+            fd: i32,
+            level: i32,
+            name: i32,
+            value: *const std::ffi::c_void,
+            len: u32,
+        ) -> i32;
+    }
+    const SOL_IP: i32 = 0;
+    const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
+    let one: i32 = 1;
+    // SAFETY: a valid open socket, and a pointer to a live i32 with its size.
+    let _ = unsafe {
+        setsockopt(
+            sock.as_raw_fd(),
+            SOL_IP,
+            IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast(),
+            4,
+        )
+    };
 }
 
 /// Sends CONNECT and waits for a successful CONNACK. Bytes that arrive after the CONNACK stay in `rbuf`.
@@ -138,7 +172,9 @@ pub(crate) struct PublishTemplate {
     head: Vec<u8>,
     qos: u8,
     v5: bool,
-    /// Payload bytes after the 8-byte timestamp.
+    /// Publisher index written after the timestamp (`None`: payload too small for it).
+    origin: Option<u32>,
+    /// Payload bytes after the timestamp (and origin and sequence number).
     filler: Vec<u8>,
     /// Whole packet size.
     pub(crate) len: usize,
@@ -146,9 +182,18 @@ pub(crate) struct PublishTemplate {
 
 /// Size of the timestamp at the start of every payload.
 pub(crate) const STAMP: usize = 8;
+/// Timestamp, publisher index (u32) and sequence number (u32), when the payload has room.
+pub(crate) const STAMP_SEQ: usize = 16;
 
 impl PublishTemplate {
-    pub(crate) fn new(topic: &str, qos: u8, version: ProtocolVersion, payload_size: usize) -> Self {
+    /// A template for publisher number `origin`.
+    pub(crate) fn new(
+        topic: &str,
+        qos: u8,
+        version: ProtocolVersion,
+        payload_size: usize,
+        origin: u32,
+    ) -> Self {
         let v5 = version.is_v5();
         let payload_size = payload_size.max(STAMP);
         let remaining =
@@ -171,7 +216,12 @@ impl PublishTemplate {
         head.extend_from_slice(&tl.to_be_bytes());
         head.extend_from_slice(topic.as_bytes());
         // A recognisable, incompressible-enough pattern rather than zeros.
-        let filler = (0..payload_size - STAMP)
+        let (origin, header) = if payload_size >= STAMP_SEQ {
+            (Some(origin), STAMP_SEQ)
+        } else {
+            (None, STAMP)
+        };
+        let filler = (0..payload_size - header)
             .map(|i| b'a' + (i % 26) as u8)
             .collect();
         // head = fixed header byte + remaining-length varint + topic length + topic.
@@ -180,14 +230,16 @@ impl PublishTemplate {
             head,
             qos,
             v5,
+            origin,
             filler,
             len,
         }
     }
 
-    /// Appends one PUBLISH with packet id `pkid` (ignored at QoS 0) and timestamp `stamp_ns`.
+    /// Appends one PUBLISH with packet id `pkid` (ignored at QoS 0), timestamp `stamp_ns` and
+    /// sequence number `seq`.
     #[inline]
-    pub(crate) fn write(&self, out: &mut Vec<u8>, pkid: u16, stamp_ns: u64) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>, pkid: u16, stamp_ns: u64, seq: u32) {
         out.extend_from_slice(&self.head);
         if self.qos > 0 {
             out.extend_from_slice(&pkid.to_be_bytes());
@@ -196,6 +248,10 @@ impl PublishTemplate {
             out.push(0);
         }
         out.extend_from_slice(&stamp_ns.to_be_bytes());
+        if let Some(origin) = self.origin {
+            out.extend_from_slice(&origin.to_be_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
+        }
         out.extend_from_slice(&self.filler);
     }
 }
@@ -208,6 +264,8 @@ pub(crate) enum Scanned {
         qos: u8,
         pkid: u16,
         stamp: Option<u64>,
+        /// Publisher index and sequence number, when the payload carries them.
+        origin: Option<(u32, u32)>,
     },
     /// PUBACK, PUBREC, PUBREL or PUBCOMP (packet type 4..=7), with the v5 reason code (0 when absent).
     Ack { kind: u8, pkid: u16, reason: u8 },
@@ -268,7 +326,18 @@ pub(crate) fn scan(buf: &[u8], v5: bool) -> Result<Option<(Scanned, usize)>, &'s
                 a.copy_from_slice(s);
                 u64::from_be_bytes(a)
             });
-            Scanned::Publish { qos, pkid, stamp }
+            let origin = body.get(p + STAMP..p + STAMP_SEQ).map(|s| {
+                (
+                    u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
+                    u32::from_be_bytes([s[4], s[5], s[6], s[7]]),
+                )
+            });
+            Scanned::Publish {
+                qos,
+                pkid,
+                stamp,
+                origin,
+            }
         }
         4..=7 => {
             if body.len() < 2 {
@@ -311,9 +380,9 @@ mod tests {
         for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
             for qos in 0..=2u8 {
                 for size in [0usize, 8, 64, 300] {
-                    let t = PublishTemplate::new("bench/3", qos, version, size);
+                    let t = PublishTemplate::new("bench/3", qos, version, size, 5);
                     let mut out = Vec::new();
-                    t.write(&mut out, 7, 0x0102_0304_0506_0708);
+                    t.write(&mut out, 7, 0x0102_0304_0506_0708, 9);
                     assert_eq!(out.len(), t.len);
                     let mut b = BytesMut::from(&out[..]);
                     let Some(Packet::Publish(p)) =
@@ -342,7 +411,8 @@ mod tests {
                         Scanned::Publish {
                             qos,
                             pkid: if qos > 0 { 7 } else { 0 },
-                            stamp: Some(0x0102_0304_0506_0708)
+                            stamp: Some(0x0102_0304_0506_0708),
+                            origin: (size >= 16).then_some((5, 9)),
                         }
                     );
                     assert_eq!(scan(&out[..n - 1], version.is_v5()), Ok(None));
