@@ -88,7 +88,16 @@ pub enum Reserved {
     DiskOnly(u64),
 }
 
+/// Most stored deliveries an online session keeps in memory: the rest wait on disk and are paged
+/// in as this window drains. Independent of `max_queued_messages`, which bounds the whole queue
+/// (memory and disk), so a large disk queue does not mean a large memory one.
+const MEMORY_WINDOW: usize = 512;
+
 impl Inner {
+    fn memory_window(&self) -> usize {
+        (self.limit / 2).clamp(1, MEMORY_WINDOW)
+    }
+
     fn disk_only(&self) -> usize {
         usize::try_from(self.next_seq.saturating_sub(self.load_from)).unwrap_or(usize::MAX)
     }
@@ -216,7 +225,7 @@ impl SessionHandle {
         let spill = !inner.online
             || inner.disk_only() > 0
             || inner.loading
-            || inner.queue.len() >= inner.limit / 2;
+            || inner.queue.len() >= inner.memory_window();
         if spill {
             let online = inner.online;
             drop_guard(inner);
@@ -277,12 +286,12 @@ impl SessionHandle {
         if inner.loading
             || inner.disk_only() == 0
             || !inner.online
-            || inner.queue.len() >= inner.limit / 4
+            || inner.queue.len() >= inner.memory_window() / 2
         {
             return None;
         }
         inner.loading = true;
-        Some((inner.load_from, page.min(inner.limit / 2).max(1)))
+        Some((inner.load_from, page.min(inner.memory_window()).max(1)))
     }
 
     /// The next sequence number to be reserved (the loader reads up to it).
