@@ -17,6 +17,7 @@
 #   HERMOD_BIN=path             use this hermod binary instead of building one
 #   RUMQTTD_BIN=path            rumqttd binary (default: rumqttd in PATH or ~/.cargo/bin)
 #   HERMOD_ARGS="--memory"      extra `hermod serve` flags
+#   MOSQUITTO_EXTRA="set_tcp_nodelay true"   extra mosquitto.conf lines (\n-separated)
 #   OUT=dir                     where results go (default: a new /tmp/hermod-compare.XXXXXX)
 #
 # Only loopback addresses are used. Every loop is bounded in count and time, every bench run is
@@ -31,6 +32,7 @@ SCENARIOS=${SCENARIOS:-"pairs-q1 fanin-q0 fanin-q1 fanout-q0 lat-fanin-q0 lat-pa
 BROKERS=${BROKERS:-"hermod mosquitto rumqttd"}
 BIND_ADDRS=${BIND_ADDRS:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}
 HERMOD_ARGS=${HERMOD_ARGS:-}
+MOSQUITTO_EXTRA=${MOSQUITTO_EXTRA:-}
 OUT=${OUT:-$(mktemp -d /tmp/hermod-compare.XXXXXX)}
 mkdir -p "$OUT/runs"
 RESULTS=$OUT/results.jsonl
@@ -115,6 +117,7 @@ start_broker() {
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n' \
         "$port" >"$dir/mosquitto.conf"
+      [[ -n "$MOSQUITTO_EXTRA" ]] && printf '%b\n' "$MOSQUITTO_EXTRA" >>"$dir/mosquitto.conf"
       "$MOSQUITTO_BIN" -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
       ;;
     rumqttd)
@@ -157,6 +160,20 @@ EOF
   return 1
 }
 
+# Stops a broker this script started (by PID, bounded wait) and starts a fresh one.
+restart_broker() {
+  local b=$1 old=${PID[$1]} i keep=()
+  kill -TERM "$old" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 "$old" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$old" 2>/dev/null && kill -KILL "$old" 2>/dev/null || true
+  for i in "${STARTED[@]}"; do [[ "$i" != "$old" ]] && keep+=("$i"); done
+  STARTED=("${keep[@]}")
+  start_broker "$b"
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -170,6 +187,12 @@ run_one() {
     log "$b died: restarting it"
     start_broker "$b"
     pid=${PID[$b]}
+  elif [[ $s == conn ]]; then
+    # A fresh process, so that RSS per connection is not hidden by memory the allocator kept
+    # from earlier runs.
+    restart_broker "$b"
+    pid=${PID[$b]}
+    sleep 0.5
   fi
   port=${PORT[$b]}
   args=$(bench_args "$s")
