@@ -7,8 +7,10 @@
 mod handshake;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -372,6 +374,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         if let Err(end) = self.handle_input() {
                             return end;
                         }
+                        // Take whatever else is already readable before writing, so that the
+                        // answers to many packets go out in one write.
+                        if let Err(end) = self.drain_readable() {
+                            return end;
+                        }
                     }
                     Err(e) => return End::Lost(Some(e)),
                 },
@@ -380,6 +387,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => return End::KeepAliveTimeout,
             }
         }
+    }
+
+    /// Reads and handles what the socket has ready without waiting (a few times at most).
+    fn drain_readable(&mut self) -> Result<(), End> {
+        for _ in 0..8 {
+            if !self.busy.is_empty() || !self.pending_commits.is_empty() {
+                return Ok(());
+            }
+            self.rbuf.reserve(4096);
+            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+            let mut read = std::pin::pin!(stream.read_buf(rbuf));
+            let waker = std::task::Waker::noop();
+            match read
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker))
+            {
+                Poll::Ready(Ok(0)) => return Err(End::Lost(None)),
+                Poll::Ready(Ok(_)) => self.handle_input()?,
+                Poll::Ready(Err(e)) => return Err(End::Lost(Some(e))),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     async fn wait_for_subscribers(&mut self) -> Result<(), End> {
@@ -585,12 +615,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             return Ok(());
         }
-        let now = Instant::now();
         let mut properties = p.properties;
         properties.topic_alias = None;
+        // The clock is read only when the message expires (it is a syscall per message otherwise).
         let expires_at = properties
             .message_expiry_interval
-            .map(|s| now + Duration::from_secs(u64::from(s)));
+            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
         let message = Message {
             topic,
             payload: p.payload,
@@ -1009,13 +1039,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let shutdown = self.shared.shutdown.clone();
-        let kick = self.kick.clone();
+        let (stream, wbuf) = (&mut self.stream, &self.wbuf);
         // flush: TLS and WebSocket streams buffer until flushed (a WebSocket message is sent on flush).
-        let r = tokio::select! {
-            r = async { self.stream.write_all(&self.wbuf).await?; self.stream.flush().await } => r,
-            () = shutdown.cancelled() => return Err(End::Shutdown),
-            () = kick.cancelled() => return Err(End::TakenOver),
+        let mut write = std::pin::pin!(async move {
+            stream.write_all(wbuf).await?;
+            stream.flush().await
+        });
+        // Fast path: the socket usually takes it all at once; only a slow reader needs the
+        // select (so that shutdown and takeover still get through while the write waits).
+        let r = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r,
+            Poll::Pending => tokio::select! {
+                r = &mut write => r,
+                () = self.shared.shutdown.cancelled() => return Err(End::Shutdown),
+                () = self.kick.cancelled() => return Err(End::TakenOver),
+            },
         };
         self.wbuf.clear();
         if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {

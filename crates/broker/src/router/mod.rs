@@ -234,7 +234,8 @@ impl Router {
         }
         sink.delivered += placed.len();
         // ...then store them, in one submission...
-        if let Some(p) = store {
+        let durable = placed.iter().filter(|(_, d, _)| d.seq.is_some()).count();
+        if let Some(p) = store.filter(|_| retained_change || durable > 0 || !evicted.is_empty()) {
             let mut ops = Vec::new();
             let (now, now_ms) = (Instant::now(), crate::persist::unix_ms_now());
             if retained_change {
@@ -250,7 +251,6 @@ impl Router {
             for (h, seq) in &evicted {
                 ops.push(Op::Dequeue(h.client_id.to_string(), *seq));
             }
-            let durable = placed.iter().filter(|(_, d, _)| d.seq.is_some()).count();
             if durable > 0 {
                 let id = p.next_message_id();
                 let record = crate::persist::message_record(&message, now, now_ms);

@@ -69,14 +69,58 @@ impl SharedGroup {
 
 #[derive(Debug, Default)]
 struct Node {
+    /// Literal levels. (std's SipHash on purpose: level names come from clients, so the map must
+    /// not be open to collision flooding.)
     children: HashMap<Box<str>, Node>,
+    /// The `+` and `#` children, apart from the literal ones so that matching a topic costs one
+    /// hash lookup per level, not three.
+    plus: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
     subscribers: HashMap<ClientId, Subscriber>,
     shared: HashMap<Box<str>, SharedGroup>,
 }
 
 impl Node {
+    fn child(&self, level: &str) -> Option<&Node> {
+        match level {
+            "+" => self.plus.as_deref(),
+            "#" => self.hash.as_deref(),
+            l => self.children.get(l),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            l => self.children.get_mut(l),
+        }
+    }
+
+    fn child_or_insert(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_with(Box::default),
+            "#" => self.hash.get_or_insert_with(Box::default),
+            l => self.children.entry(l.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            l => {
+                self.children.remove(l);
+            }
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty() && self.shared.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.subscribers.is_empty()
+            && self.shared.is_empty()
     }
 }
 
@@ -114,7 +158,7 @@ impl SubscriptionTree {
     pub fn insert(&mut self, filter: &str, share: Option<&str>, sub: Subscriber) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_insert(level);
         }
         let is_new = match share {
             None => node
@@ -177,12 +221,12 @@ impl SubscriptionTree {
                 }
             };
         };
-        let Some(child) = node.children.get_mut(*first) else {
+        let Some(child) = node.child_mut(first) else {
             return false;
         };
         let removed = Self::remove_at(child, rest, share, client_id);
         if child.is_empty() {
-            node.children.remove(*first);
+            node.remove_child(first);
         }
         removed
     }
@@ -192,7 +236,7 @@ impl SubscriptionTree {
     pub fn shared_group(&self, group: &str, filter: &str) -> Option<&SharedGroup> {
         let mut node = &self.root;
         for level in filter.split('/') {
-            node = node.children.get(level)?;
+            node = node.child(level)?;
         }
         node.shared.get(group)
     }
@@ -201,8 +245,7 @@ impl SubscriptionTree {
     /// Wildcards at the first level do not match topics starting with `$` [MQTT-4.7.2-1].
     pub fn matches<'a>(&'a self, topic: &str, mut f: impl FnMut(Matched<'a>)) {
         let dollar = topic.starts_with('$');
-        let levels: Vec<&str> = topic.split('/').collect();
-        Self::walk(&self.root, &levels, 0, dollar, &mut f);
+        Self::walk(&self.root, topic.split('/'), true, dollar, &mut f);
     }
 
     fn visit<'a>(node: &'a Node, f: &mut impl FnMut(Matched<'a>)) {
@@ -216,25 +259,25 @@ impl SubscriptionTree {
 
     fn walk<'a>(
         node: &'a Node,
-        levels: &[&str],
-        depth: usize,
+        mut levels: std::str::Split<'_, char>,
+        first: bool,
         dollar: bool,
         f: &mut impl FnMut(Matched<'a>),
     ) {
-        let wild_ok = !(depth == 0 && dollar);
-        if wild_ok && let Some(hash) = node.children.get("#") {
+        let wild_ok = !(first && dollar);
+        if wild_ok && let Some(hash) = &node.hash {
             // `a/#` matches `a` itself and everything below it [MQTT-4.7.1-2].
             Self::visit(hash, f);
         }
-        let Some((level, rest)) = levels.split_first() else {
+        let Some(level) = levels.next() else {
             Self::visit(node, f);
             return;
         };
-        if let Some(child) = node.children.get(*level) {
-            Self::walk(child, rest, depth + 1, dollar, f);
+        if let Some(child) = node.children.get(level) {
+            Self::walk(child, levels.clone(), false, dollar, f);
         }
-        if wild_ok && let Some(plus) = node.children.get("+") {
-            Self::walk(plus, rest, depth + 1, dollar, f);
+        if wild_ok && let Some(plus) = &node.plus {
+            Self::walk(plus, levels, false, dollar, f);
         }
     }
 }
@@ -299,7 +342,7 @@ mod tests {
         assert_eq!(matched(&tree, "a/b"), vec!["share:g"]);
         assert!(tree.remove("a/b", Some("g"), "x"));
         assert!(tree.is_empty());
-        assert!(tree.root.children.is_empty(), "pruned");
+        assert!(tree.root.is_empty(), "pruned");
     }
 
     #[test]
