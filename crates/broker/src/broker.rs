@@ -477,7 +477,14 @@ impl Broker {
             let t = tracker.clone();
             let name = cfg.name.clone().unwrap_or_else(|| cfg.bind.clone());
             let acceptor = self.shared.acceptors[i].clone();
-            tracker.spawn(accept_loop(listener, name, acceptor, shared, t));
+            tracker.spawn(accept_loop(
+                listener,
+                name,
+                acceptor,
+                shared,
+                t,
+                cfg.max_connections,
+            ));
         }
         shutdown.await;
         info!("shutting down: closing listeners and connections");
@@ -516,13 +523,24 @@ impl Reloader {
     }
 }
 
+/// Counts the open connections of one listener, for its own `max_connections`.
+struct ListenerSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ListenerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     name: String,
     acceptor: Arc<Acceptor>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    listener_max: Option<usize>,
 ) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let local = listener.local_addr().ok();
     info!(listener = %name, addr = ?local, "listening");
     let mut last_error_log: Option<Instant> = None;
@@ -540,6 +558,14 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
+                if listener_max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
+                    Metrics::incr(&shared.metrics.connections_refused);
+                    debug!(%peer, listener = %name, "listener max_connections reached: connection closed");
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let slot = ListenerSlot(open.clone());
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let acceptor = acceptor.clone();
@@ -547,6 +573,7 @@ async fn accept_loop(
                 // timeout, never in the accept loop.
                 tracker.spawn(async move {
                     let _counted = crate::connection::Counted::new(shared.metrics.clone());
+                    let _slot = slot;
                     match acceptor.accept(stream, peer).await {
                         Ok((stream, info)) => crate::connection::run(stream, info, shared).await,
                         Err(e) => debug!(%peer, error = %e, "transport handshake failed"),

@@ -187,6 +187,10 @@ pub struct ListenerConfig {
     /// Seconds for PROXY header + TLS + WebSocket handshakes; default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Option<u64>,
+    /// Most simultaneous connections on this listener (Mosquitto's listener `max_connections`);
+    /// the global `max_connections` applies as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerConfig {
@@ -206,6 +210,7 @@ impl ListenerConfig {
             path: None,
             proxy_protocol: false,
             handshake_timeout: None,
+            max_connections: None,
         }
     }
 

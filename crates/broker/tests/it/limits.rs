@@ -111,6 +111,26 @@ async fn max_connections() {
     b.stop().await;
 }
 
+// A listener's own max_connections (Mosquitto's listener-level key): with 1 allowed on the
+// listener, a second connection is closed at accept even though the global limit has room.
+#[tokio::test]
+async fn listener_max_connections() {
+    let b = TestBroker::with(|c| c.listeners[0].max_connections = Some(1)).await;
+    let mut c1 = b.client(V311, "l1").await;
+    let mut c2 = b.tcp(V311).await;
+    c2.send(&Packet::Connect(Box::new(connect_packet(V311, "l2"))))
+        .await;
+    c2.expect_closed(WAIT).await;
+    assert_eq!(b.metric(|m| &m.connections_refused), 1);
+    c1.ping().await;
+    c1.disconnect().await;
+    b.wait_metric("listener slot free", |m| Metrics::get(&m.connections) == 0)
+        .await;
+    let mut c3 = b.client(V311, "l3").await;
+    c3.ping().await;
+    b.stop().await;
+}
+
 // 5.0 [MQTT-3.3.4-7]/3.3.4: more unacknowledged inbound QoS 2 PUBLISH packets than the Receive
 // Maximum the server announced → DISCONNECT 0x93.
 #[tokio::test]
