@@ -86,7 +86,7 @@ where
 {
     let peer = info.addr;
     let max_in = shared.config.max_packet_size as usize;
-    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut rbuf = BytesMut::with_capacity(256);
     let timeout = Duration::from_secs(shared.config.connect_timeout);
     let connect = tokio::select! {
         r = read_connect(&mut stream, &mut rbuf, max_in, timeout) => r,
@@ -256,7 +256,7 @@ where
     let mut conn = Connection {
         stream,
         rbuf,
-        wbuf: BytesMut::with_capacity(1024),
+        wbuf: BytesMut::new(),
         version,
         shared: shared.clone(),
         conn_id,
@@ -276,6 +276,8 @@ where
         kick,
         batch: Vec::new(),
         identity,
+        read_size: 256,
+        last_read: 0,
         busy: Vec::new(),
         durable,
         pending_commits: Vec::new(),
@@ -316,6 +318,10 @@ struct Connection<S> {
     batch: Vec<Delivery>,
     /// Who the client authenticated as, for ACL checks.
     identity: ClientIdentity,
+    /// Bytes to make room for before the next read (adapts to the traffic; see `prepare_read`).
+    read_size: usize,
+    /// Bytes the last read returned.
+    last_read: usize,
     /// Subscriber mailboxes that filled up while routing this client's messages: reading from
     /// this client pauses until they drain (bounded; see `session::mailbox`).
     busy: Vec<Arc<crate::session::mailbox::SessionHandle>>,
@@ -361,7 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 continue;
             }
             let room = self.session.inflight_out.len() < self.receive_max;
-            self.rbuf.reserve(4096);
+            self.prepare_read();
             let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
             tokio::select! {
                 biased;
@@ -369,7 +375,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 () = kick.cancelled() => return End::TakenOver,
                 r = self.stream.read_buf(&mut self.rbuf) => match r {
                     Ok(0) => return End::Lost(None),
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.note_read(n);
                         deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
                         if let Err(end) = self.handle_input() {
                             return end;
@@ -389,13 +396,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
+    /// Makes room for the next read. Idle connections are most of a broker's connections, so an
+    /// empty read buffer that grew for a burst is given back, and reads start small (256 bytes)
+    /// and grow with the traffic (the spare room doubles while reads fill it, up to 64 KiB).
+    fn prepare_read(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 8 * 1024 && self.last_read < 1024 {
+            self.rbuf = BytesMut::new();
+            self.read_size = 256;
+        }
+        self.rbuf.reserve(self.read_size);
+    }
+
+    /// Records how much a read returned, to size the next one.
+    fn note_read(&mut self, n: usize) {
+        self.last_read = n;
+        if n >= self.read_size {
+            self.read_size = (self.read_size * 2).min(64 * 1024);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(256);
+        }
+    }
+
     /// Reads and handles what the socket has ready without waiting (a few times at most).
     fn drain_readable(&mut self) -> Result<(), End> {
         for _ in 0..8 {
             if !self.busy.is_empty() || !self.pending_commits.is_empty() {
                 return Ok(());
             }
-            self.rbuf.reserve(4096);
+            self.prepare_read();
             let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
             let mut read = std::pin::pin!(stream.read_buf(rbuf));
             let waker = std::task::Waker::noop();
@@ -404,7 +432,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .poll(&mut std::task::Context::from_waker(waker))
             {
                 Poll::Ready(Ok(0)) => return Err(End::Lost(None)),
-                Poll::Ready(Ok(_)) => self.handle_input()?,
+                Poll::Ready(Ok(n)) => {
+                    self.note_read(n);
+                    self.handle_input()?;
+                }
                 Poll::Ready(Err(e)) => return Err(End::Lost(Some(e))),
                 Poll::Pending => return Ok(()),
             }
@@ -1057,7 +1088,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         self.wbuf.clear();
         if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
-            self.wbuf = BytesMut::with_capacity(1024);
+            self.wbuf = BytesMut::new();
         }
         r.map_err(|e| End::Lost(Some(e)))
     }
