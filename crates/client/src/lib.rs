@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use hermod_proto::{
-    ConnectAck, ConnectProperties, DecodeError, Disconnect, EncodeError, LastWill, Packet, PacketId, ProtocolVersion,
-    ReasonCode, decode_packet, encode_packet,
+    ConnectAck, ConnectProperties, DecodeError, Disconnect, EncodeError, LastWill, Packet,
+    PacketId, ProtocolVersion, ReasonCode, decode_packet, encode_packet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -178,7 +178,10 @@ impl ConnectOptions {
     /// Defaults (v3.1.1, clean start, keep alive 60) with this client id.
     #[must_use]
     pub fn new(client_id: impl Into<String>) -> Self {
-        Self { client_id: client_id.into(), ..Self::default() }
+        Self {
+            client_id: client_id.into(),
+            ..Self::default()
+        }
     }
 
     /// Sets the protocol version.
@@ -262,7 +265,10 @@ impl ConnectOptions {
 /// dropped), [`ClientError::Timeout`] when no CONNACK arrives within
 /// [`ConnectOptions::connect_timeout`], [`ClientError::Closed`] when the broker closes first,
 /// [`ClientError::Protocol`] when the first packet is not a CONNACK, and I/O or codec errors.
-pub async fn connect(addr: impl ToSocketAddrs, opts: &ConnectOptions) -> Result<(Connection, ConnectAck), ClientError> {
+pub async fn connect(
+    addr: impl ToSocketAddrs,
+    opts: &ConnectOptions,
+) -> Result<(Connection, ConnectAck), ClientError> {
     let mut conn = Connection::open(addr, opts.version).await?;
     conn.set_max_packet_size(opts.max_incoming_packet_size);
     if opts.nodelay {
@@ -287,7 +293,10 @@ impl Connection {
     ///
     /// # Errors
     /// The TCP connect failure.
-    pub async fn open(addr: impl ToSocketAddrs, version: ProtocolVersion) -> Result<Self, ClientError> {
+    pub async fn open(
+        addr: impl ToSocketAddrs,
+        version: ProtocolVersion,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         Ok(Self::from_stream(stream, version))
     }
@@ -316,7 +325,10 @@ impl Connection {
                 Err(ClientError::ConnectionRefused { ack: Box::new(ack) })
             }
             Some(Packet::ConnectAck(ack)) => Ok(ack),
-            Some(other) => Err(ClientError::Protocol(format!("expected CONNACK, received {}", packet_name(&other)))),
+            Some(other) => Err(ClientError::Protocol(format!(
+                "expected CONNACK, received {}",
+                packet_name(&other)
+            ))),
             None => Err(ClientError::Closed),
         }
     }
@@ -446,8 +458,16 @@ impl Connection {
     pub fn into_split(self) -> (PacketReader, PacketWriter) {
         let (r, w) = self.stream.into_split();
         (
-            PacketReader { half: r, reader: self.reader, version: self.version },
-            PacketWriter { half: w, write_buf: self.write_buf, version: self.version },
+            PacketReader {
+                half: r,
+                reader: self.reader,
+                version: self.version,
+            },
+            PacketWriter {
+                half: w,
+                write_buf: self.write_buf,
+                version: self.version,
+            },
         )
     }
 }
@@ -545,7 +565,10 @@ struct PacketBuf {
 
 impl PacketBuf {
     fn new(max_packet_size: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(8 * 1024), max_packet_size }
+        Self {
+            buf: BytesMut::with_capacity(8 * 1024),
+            max_packet_size,
+        }
     }
 
     fn decode(&mut self, version: ProtocolVersion) -> Result<Option<Packet>, ClientError> {
@@ -570,13 +593,20 @@ impl PacketBuf {
             // read_buf is cancel safe: either it read bytes into the buffer or it did nothing.
             let n = io.read_buf(&mut self.buf).await?;
             if n == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(ClientError::Closed) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ClientError::Closed)
+                };
             }
         }
     }
 }
 
-async fn flush_buf<W: tokio::io::AsyncWrite + Unpin>(io: &mut W, buf: &mut BytesMut) -> Result<(), ClientError> {
+async fn flush_buf<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &mut BytesMut,
+) -> Result<(), ClientError> {
     while !buf.is_empty() {
         let n = io.write(buf).await?;
         if n == 0 {
@@ -605,7 +635,10 @@ impl PacketIdAllocator {
     /// Starts at 1.
     #[must_use]
     pub fn new() -> Self {
-        Self { next: 1, in_use: std::collections::HashSet::new() }
+        Self {
+            next: 1,
+            in_use: std::collections::HashSet::new(),
+        }
     }
 
     /// The next free id, marked in use; `None` when all 65535 are in use.
@@ -615,7 +648,11 @@ impl PacketIdAllocator {
         }
         loop {
             let id = self.next;
-            self.next = if self.next == u16::MAX { 1 } else { self.next + 1 };
+            self.next = if self.next == u16::MAX {
+                1
+            } else {
+                self.next + 1
+            };
             if self.in_use.insert(id) {
                 return NonZeroU16::new(id);
             }

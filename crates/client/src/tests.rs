@@ -16,12 +16,16 @@ async fn listener() -> (TcpListener, SocketAddr) {
 }
 
 /// CONNECT v3.1.1, clean session, keep alive 60, client id "c1".
-const CONNECT_C1: &[u8] =
-    &[0x10, 14, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x02, b'c', b'1'];
+const CONNECT_C1: &[u8] = &[
+    0x10, 14, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x02, b'c', b'1',
+];
 
 async fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
-    tokio::time::timeout(T, s.read_exact(&mut v)).await.unwrap().unwrap();
+    tokio::time::timeout(T, s.read_exact(&mut v))
+        .await
+        .unwrap()
+        .unwrap();
     v
 }
 
@@ -56,7 +60,11 @@ async fn connect_refused_maps_reason() {
         s.write_all(&[0x20, 0x02, 0x00, 0x05]).await.unwrap();
     });
     let err = connect(addr, &ConnectOptions::new("c1")).await.unwrap_err();
-    assert_eq!(err.refused_reason(), Some(ReasonCode::NOT_AUTHORIZED), "{err:?}");
+    assert_eq!(
+        err.refused_reason(),
+        Some(ReasonCode::NOT_AUTHORIZED),
+        "{err:?}"
+    );
     assert_eq!(v3_return_code(err.refused_reason().unwrap()), 5);
 }
 
@@ -69,7 +77,10 @@ async fn connect_closed_before_connack() {
         drop(s);
     });
     let err = connect(addr, &ConnectOptions::new("c1")).await.unwrap_err();
-    assert!(matches!(err, ClientError::Closed | ClientError::Io(_)), "{err:?}");
+    assert!(
+        matches!(err, ClientError::Closed | ClientError::Io(_)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +112,9 @@ async fn first_packet_not_connack_is_protocol_error() {
 }
 
 /// PUBLISH QoS 1, topic "a/b", packet id 7, payload "hello" (v3.1.1).
-const PUBLISH_Q1: &[u8] = &[0x32, 12, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x07, b'h', b'e', b'l', b'l', b'o'];
+const PUBLISH_Q1: &[u8] = &[
+    0x32, 12, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x07, b'h', b'e', b'l', b'l', b'o',
+];
 
 #[tokio::test]
 async fn recv_is_cancel_safe_across_partial_reads() {
@@ -128,7 +141,10 @@ async fn recv_is_cancel_safe_across_partial_reads() {
             () = tokio::time::sleep(Duration::from_millis(1)) => ticks += 1,
         }
     }
-    assert!(ticks > 0, "the timer branch should have cancelled some recv calls");
+    assert!(
+        ticks > 0,
+        "the timer branch should have cancelled some recv calls"
+    );
     assert_eq!(got.len(), 2);
     match &got[0] {
         Packet::Publish(p) => {
@@ -154,7 +170,10 @@ async fn clean_eof_is_none_and_mid_packet_eof_is_closed() {
         drop(s);
     });
     let mut conn = Connection::open(addr, ProtocolVersion::V311).await.unwrap();
-    assert_eq!(conn.recv_timeout(T).await.unwrap(), Some(Packet::PingResponse));
+    assert_eq!(
+        conn.recv_timeout(T).await.unwrap(),
+        Some(Packet::PingResponse)
+    );
     assert_eq!(conn.recv_timeout(T).await.unwrap(), None);
 
     let mut conn = Connection::open(addr, ProtocolVersion::V311).await.unwrap();
@@ -174,7 +193,10 @@ async fn recv_timeout_keeps_partial_bytes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
     let mut conn = Connection::open(addr, ProtocolVersion::V311).await.unwrap();
-    let err = conn.recv_timeout(Duration::from_millis(100)).await.unwrap_err();
+    let err = conn
+        .recv_timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Timeout));
     tx.send(()).unwrap();
     let p = conn.recv_timeout(T).await.unwrap().unwrap();
@@ -195,7 +217,10 @@ async fn queued_packets_are_coalesced_and_raw_bytes_pass_through() {
     conn.flush().await.unwrap();
     assert_eq!(conn.pending_write(), 0);
     conn.send_raw(&[0xFF, 0xFF, 0xFF]).await.unwrap();
-    assert_eq!(broker.await.unwrap(), [0xC0, 0x00, 0xC0, 0x00, 0xFF, 0xFF, 0xFF]);
+    assert_eq!(
+        broker.await.unwrap(),
+        [0xC0, 0x00, 0xC0, 0x00, 0xFF, 0xFF, 0xFF]
+    );
 }
 
 #[tokio::test]
@@ -232,10 +257,14 @@ async fn split_halves_work_independently() {
 fn connect_packet_drops_v5_fields_for_v3() {
     let mut opts = ConnectOptions::new("x").session_expiry(10);
     opts.receive_maximum = Some(5);
-    let Packet::Connect(c) = opts.connect_packet() else { panic!() };
+    let Packet::Connect(c) = opts.connect_packet() else {
+        panic!()
+    };
     assert_eq!(c.properties, ConnectProperties::default());
     let opts = opts.version(ProtocolVersion::V5);
-    let Packet::Connect(c) = opts.connect_packet() else { panic!() };
+    let Packet::Connect(c) = opts.connect_packet() else {
+        panic!()
+    };
     assert_eq!(c.properties.session_expiry_interval, Some(10));
     assert_eq!(c.properties.receive_maximum, Some(5));
     assert_eq!(c.protocol, ProtocolVersion::V5);

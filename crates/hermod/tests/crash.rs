@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hermod_client::{ConnectOptions, Connection, connect};
 use hermod_proto::{
-    Packet, PacketId, ProtocolVersion, Publish, PublishAck, QoS, Subscribe, SubscribeProperties, SubscriptionOptions,
+    Packet, PacketId, ProtocolVersion, Publish, PublishAck, QoS, Subscribe, SubscribeProperties,
+    SubscriptionOptions,
 };
 
 const MESSAGES: usize = 10_000;
@@ -50,7 +51,10 @@ impl Drop for TempDir {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 struct Broker {
@@ -71,7 +75,10 @@ impl Broker {
             .expect("hermod starts");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "hermod did not listen on {addr} within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "hermod did not listen on {addr} within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { child }
@@ -92,7 +99,10 @@ impl Drop for Broker {
 }
 
 fn opts(id: &str) -> ConnectOptions {
-    ConnectOptions::new(id).version(ProtocolVersion::V311).clean_start(false).keep_alive(60)
+    ConnectOptions::new(id)
+        .version(ProtocolVersion::V311)
+        .clean_start(false)
+        .keep_alive(60)
 }
 
 fn packet_id(n: u16) -> PacketId {
@@ -101,15 +111,24 @@ fn packet_id(n: u16) -> PacketId {
 
 /// Publishes MESSAGES messages until `kill_after` have been acknowledged, then kills the broker.
 /// Returns the acknowledged message numbers.
-async fn publish_until_killed(addr: SocketAddr, qos: QoS, kill_after: usize, broker: Broker) -> HashSet<usize> {
-    let (mut conn, _) = connect(addr, &opts("crash-pub")).await.expect("publisher connects");
+async fn publish_until_killed(
+    addr: SocketAddr,
+    qos: QoS,
+    kill_after: usize,
+    broker: Broker,
+) -> HashSet<usize> {
+    let (mut conn, _) = connect(addr, &opts("crash-pub"))
+        .await
+        .expect("publisher connects");
     let mut broker = Some(broker);
     let mut acked = HashSet::new();
     let mut inflight: HashMap<u16, usize> = HashMap::new();
     let mut free: Vec<u16> = (1..=WINDOW as u16).rev().collect();
     let mut next = 0usize;
     loop {
-        while next < MESSAGES && let Some(id) = free.pop() {
+        while next < MESSAGES
+            && let Some(id) = free.pop()
+        {
             let p = Publish {
                 qos,
                 topic: TOPIC.into(),
@@ -149,7 +168,9 @@ async fn publish_until_killed(addr: SocketAddr, qos: QoS, kill_after: usize, bro
             Ok(Some(other)) => panic!("publisher got {other:?}"),
             Ok(None) | Err(_) => break, // the broker is gone
         }
-        if acked.len() >= kill_after && let Some(b) = broker.take() {
+        if acked.len() >= kill_after
+            && let Some(b) = broker.take()
+        {
             b.kill9();
         }
     }
@@ -167,7 +188,10 @@ async fn drain_subscriber(conn: &mut Connection, qos: QoS) -> (HashSet<usize>, u
     loop {
         match conn.recv_timeout(Duration::from_secs(3)).await {
             Ok(Some(Packet::Publish(p))) => {
-                let n: usize = std::str::from_utf8(&p.payload).ok().and_then(|s| s.parse().ok()).expect("payload is a number");
+                let n: usize = std::str::from_utf8(&p.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .expect("payload is a number");
                 // A QoS 2 re-send with DUP of a packet id we have not completed is the same delivery.
                 if !got.insert(n) && !(p.dup && qos == QoS::ExactlyOnce) {
                     dups += 1;
@@ -181,7 +205,9 @@ async fn drain_subscriber(conn: &mut Connection, qos: QoS) -> (HashSet<usize>, u
                 conn.send(&ack).await.expect("ack");
             }
             Ok(Some(Packet::PublishRelease(r))) => {
-                conn.send(&Packet::PublishComplete(PublishAck::new(r.packet_id))).await.expect("comp");
+                conn.send(&Packet::PublishComplete(PublishAck::new(r.packet_id)))
+                    .await
+                    .expect("comp");
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
@@ -204,10 +230,18 @@ async fn crash_run(qos: QoS, kill_after: usize) {
     .expect("config");
 
     let broker = Broker::start(&config, addr);
-    let (mut sub, _) = connect(addr, &opts("crash-sub")).await.expect("subscriber connects");
+    let (mut sub, _) = connect(addr, &opts("crash-sub"))
+        .await
+        .expect("subscriber connects");
     sub.send(&Packet::Subscribe(Subscribe {
         packet_id: packet_id(1),
-        filters: vec![(TOPIC.into(), SubscriptionOptions { qos, ..SubscriptionOptions::default() })],
+        filters: vec![(
+            TOPIC.into(),
+            SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+        )],
         properties: SubscribeProperties::default(),
     }))
     .await
@@ -220,19 +254,38 @@ async fn crash_run(qos: QoS, kill_after: usize) {
     drop(sub);
 
     let acked = publish_until_killed(addr, qos, kill_after, broker).await;
-    assert!(acked.len() >= kill_after.min(MESSAGES), "the publisher got {} acks before the kill", acked.len());
+    assert!(
+        acked.len() >= kill_after.min(MESSAGES),
+        "the publisher got {} acks before the kill",
+        acked.len()
+    );
 
     let broker = Broker::start(&config, addr);
-    let (mut sub, ack) = connect(addr, &opts("crash-sub")).await.expect("subscriber reconnects");
-    assert!(ack.session_present, "the persistent session survived kill -9");
+    let (mut sub, ack) = connect(addr, &opts("crash-sub"))
+        .await
+        .expect("subscriber reconnects");
+    assert!(
+        ack.session_present,
+        "the persistent session survived kill -9"
+    );
     let (got, dups) = drain_subscriber(&mut sub, qos).await;
     let lost: Vec<usize> = {
         let mut v: Vec<usize> = acked.difference(&got).copied().collect();
         v.sort_unstable();
         v
     };
-    eprintln!("{qos:?} kill after {kill_after} acks: acked {}, received {}, lost {}, duplicates {dups}", acked.len(), got.len(), lost.len());
-    assert!(lost.is_empty(), "acknowledged but lost after kill -9: {} messages, first {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    eprintln!(
+        "{qos:?} kill after {kill_after} acks: acked {}, received {}, lost {}, duplicates {dups}",
+        acked.len(),
+        got.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost after kill -9: {} messages, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     if qos == QoS::ExactlyOnce {
         assert_eq!(dups, 0, "QoS 2 delivered a message twice");
     }
@@ -243,7 +296,11 @@ fn kill_points() -> Vec<usize> {
     let seed: u64 = std::env::var("HERMOD_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
     eprintln!("crash test seed {seed} (HERMOD_CRASH_SEED={seed} replays it)");
     let mut x = seed | 1;
     (0..5)

@@ -47,7 +47,10 @@ pub fn decode_packet(
     let header_len = 1 + len_bytes;
     let total = header_len + remaining;
     if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge { size: total, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: max_packet_size,
+        });
     }
     if buf.len() < total {
         return Ok(None);
@@ -82,12 +85,22 @@ fn check_fixed_header(kind: u8, flags: u8, version: ProtocolVersion) -> Result<(
     Err(DecodeError::Malformed(err))
 }
 
-fn decode_body(r: &mut Reader, kind: u8, flags: u8, version: ProtocolVersion) -> Result<Packet, DecodeError> {
+fn decode_body(
+    r: &mut Reader,
+    kind: u8,
+    flags: u8,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
     Ok(match kind {
         1 => Packet::Connect(Box::new(connect::decode(r)?)),
         2 => Packet::ConnectAck(connect::decode_ack(r, version)?),
         3 => Packet::Publish(publish::decode(r, flags, version)?),
-        4 => Packet::PublishAck(publish::decode_ack(r, version, reason::PUBACK, "[3.4.2.1] not a PUBACK reason code")?),
+        4 => Packet::PublishAck(publish::decode_ack(
+            r,
+            version,
+            reason::PUBACK,
+            "[3.4.2.1] not a PUBACK reason code",
+        )?),
         5 => Packet::PublishReceived(publish::decode_ack(
             r,
             version,

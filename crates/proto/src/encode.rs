@@ -19,7 +19,11 @@ use crate::wire::{Sink, measure, put_varint, varint_len};
 ///
 /// # Errors
 /// See [`EncodeError`]. On error nothing is appended.
-pub fn encode_packet(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn encode_packet(
+    packet: &Packet,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let first = first_byte(packet, version)?;
     let body = body_len(packet, version)?;
     buf.reserve(1 + varint_len(body) + body);
@@ -71,14 +75,19 @@ fn first_byte(packet: &Packet, version: ProtocolVersion) -> Result<u8, EncodeErr
     })
 }
 
-fn write_body<S: Sink>(packet: &Packet, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+fn write_body<S: Sink>(
+    packet: &Packet,
+    version: ProtocolVersion,
+    s: &mut S,
+) -> Result<(), EncodeError> {
     match packet {
         Packet::Connect(c) => connect::write(c, s),
         Packet::ConnectAck(a) => connect::write_ack(a, version, s),
         Packet::Publish(p) => publish::write(p, version, s),
-        Packet::PublishAck(a) | Packet::PublishReceived(a) | Packet::PublishRelease(a) | Packet::PublishComplete(a) => {
-            publish::write_ack(a, version, s)
-        }
+        Packet::PublishAck(a)
+        | Packet::PublishReceived(a)
+        | Packet::PublishRelease(a)
+        | Packet::PublishComplete(a) => publish::write_ack(a, version, s),
         Packet::Subscribe(p) => subscribe::write(p, version, s),
         Packet::SubscribeAck(a) => subscribe::write_ack(a, version, s),
         Packet::Unsubscribe(p) => subscribe::write_unsubscribe(p, version, s),

@@ -192,7 +192,11 @@ impl PublishAck {
     /// A success ack with no properties.
     #[must_use]
     pub fn new(packet_id: PacketId) -> Self {
-        Self { packet_id, reason: ReasonCode::SUCCESS, properties: AckProperties::default() }
+        Self {
+            packet_id,
+            reason: ReasonCode::SUCCESS,
+            properties: AckProperties::default(),
+        }
     }
 }
 

@@ -111,7 +111,11 @@ mod tests {
         // (filter, topic, matches)
         let cases = [
             ("sport/tennis/player1/#", "sport/tennis/player1", true), // [MQTT-4.7.1-2] # includes the parent
-            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
             ("sport/#", "sport", true),
             ("#", "a/b/c", true),
             ("+", "a", true),

@@ -34,7 +34,9 @@ pub(crate) fn parse_varint(bytes: &[u8]) -> Result<Option<(usize, usize)>, Decod
         }
     }
     if bytes.len() >= 4 {
-        return Err(DecodeError::Malformed("[1.5.5] variable byte integer longer than 4 bytes"));
+        return Err(DecodeError::Malformed(
+            "[1.5.5] variable byte integer longer than 4 bytes",
+        ));
     }
     Ok(None)
 }
@@ -109,17 +111,21 @@ impl Reader {
     /// (the spec says a receiver *may* reject them, not must).
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let raw = self.binary()?;
-        let s = std::str::from_utf8(&raw)
-            .map_err(|_| DecodeError::Malformed("[MQTT-1.5.4-1] string is not well-formed UTF-8"))?;
+        let s = std::str::from_utf8(&raw).map_err(|_| {
+            DecodeError::Malformed("[MQTT-1.5.4-1] string is not well-formed UTF-8")
+        })?;
         if s.contains('\0') {
-            return Err(DecodeError::Malformed("[MQTT-1.5.4-2] string contains U+0000"));
+            return Err(DecodeError::Malformed(
+                "[MQTT-1.5.4-2] string contains U+0000",
+            ));
         }
         Ok(s.to_owned())
     }
 
     /// A packet identifier, which is never zero [MQTT-2.2.1-3].
     pub(crate) fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
-        PacketId::new(self.u16()?).ok_or(DecodeError::Protocol("[MQTT-2.2.1-3] packet identifier 0"))
+        PacketId::new(self.u16()?)
+            .ok_or(DecodeError::Protocol("[MQTT-2.2.1-3] packet identifier 0"))
     }
 
     /// Ends a packet: bytes left after the declared fields make it malformed.
@@ -127,7 +133,9 @@ impl Reader {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::Malformed("[2.1.4] bytes left over after the packet's fields"))
+            Err(DecodeError::Malformed(
+                "[2.1.4] bytes left over after the packet's fields",
+            ))
         }
     }
 }
@@ -175,7 +183,9 @@ impl Sink for Counter {
 }
 
 /// Runs an encoder into a [`Counter`] and returns the byte count.
-pub(crate) fn measure(f: impl FnOnce(&mut Counter) -> Result<(), EncodeError>) -> Result<usize, EncodeError> {
+pub(crate) fn measure(
+    f: impl FnOnce(&mut Counter) -> Result<(), EncodeError>,
+) -> Result<usize, EncodeError> {
     let mut c = Counter::default();
     f(&mut c)?;
     Ok(c.0)

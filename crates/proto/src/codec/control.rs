@@ -11,12 +11,19 @@ use crate::wire::{Reader, Sink};
 /// v3 DISCONNECT is empty (the caller's trailing-bytes check enforces it). v5: remaining length 0
 /// means 0x00; "if the Remaining Length is less than 2, a value of 0 is used" for the property
 /// length (3.14.2.2.1), so a lone reason byte is accepted.
-pub(crate) fn decode_disconnect(r: &mut Reader, version: ProtocolVersion) -> Result<Disconnect, DecodeError> {
+pub(crate) fn decode_disconnect(
+    r: &mut Reader,
+    version: ProtocolVersion,
+) -> Result<Disconnect, DecodeError> {
     let mut d = Disconnect::default();
     if !version.is_v5() || r.is_empty() {
         return Ok(d);
     }
-    d.reason = reason::check(r.u8()?, reason::DISCONNECT, "[3.14.2.1] not a DISCONNECT reason code")?;
+    d.reason = reason::check(
+        r.u8()?,
+        reason::DISCONNECT,
+        "[3.14.2.1] not a DISCONNECT reason code",
+    )?;
     if !r.is_empty() {
         d.properties = properties::decode(r)?;
     }
@@ -36,7 +43,11 @@ pub(crate) fn write_disconnect<S: Sink>(
         return Ok(());
     }
     s.put_u8(d.reason.0);
-    if no_props { Ok(()) } else { properties::encode(s, &d.properties) }
+    if no_props {
+        Ok(())
+    } else {
+        properties::encode(s, &d.properties)
+    }
 }
 
 /// AUTH exists only in v5 (the fixed-header check refuses type 15 otherwise). Unlike DISCONNECT,
@@ -47,7 +58,10 @@ pub(crate) fn decode_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
         return Ok(Auth::default());
     }
     let reason = reason::check(r.u8()?, reason::AUTH, "[3.15.2.1] not an AUTH reason code")?;
-    Ok(Auth { reason, properties: properties::decode(r)? })
+    Ok(Auth {
+        reason,
+        properties: properties::decode(r)?,
+    })
 }
 
 pub(crate) fn write_auth<S: Sink>(a: &Auth, s: &mut S) -> Result<(), EncodeError> {

@@ -13,22 +13,40 @@ const RETAIN: u8 = 0x01;
 
 /// Decodes a PUBLISH body. `flags` (the low nibble of the fixed header) was already checked for
 /// QoS 3 and DUP-on-QoS-0 by the fixed-header validation.
-pub(crate) fn decode(r: &mut Reader, flags: u8, version: ProtocolVersion) -> Result<Publish, DecodeError> {
-    let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::Malformed("[MQTT-3.3.1-4] QoS 3"))?;
+pub(crate) fn decode(
+    r: &mut Reader,
+    flags: u8,
+    version: ProtocolVersion,
+) -> Result<Publish, DecodeError> {
+    let qos =
+        QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::Malformed("[MQTT-3.3.1-4] QoS 3"))?;
     let topic = r.string()?;
-    let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
-    let properties: PublishProperties = if version.is_v5() { properties::decode(r)? } else { Default::default() };
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(r.packet_id()?)
+    };
+    let properties: PublishProperties = if version.is_v5() {
+        properties::decode(r)?
+    } else {
+        Default::default()
+    };
     if topic.is_empty() {
         // v5 lets a topic alias stand in for the name (3.3.2.3.4); the alias value itself is the
         // broker's to check, since only it knows its Topic Alias Maximum.
         if !version.is_v5() {
-            return Err(DecodeError::TopicNameInvalid("[MQTT-4.7.3-1] empty topic name"));
+            return Err(DecodeError::TopicNameInvalid(
+                "[MQTT-4.7.3-1] empty topic name",
+            ));
         }
         if properties.topic_alias.is_none() {
-            return Err(DecodeError::Protocol("[3.3.2.3.4] empty topic name without a Topic Alias"));
+            return Err(DecodeError::Protocol(
+                "[3.3.2.3.4] empty topic name without a Topic Alias",
+            ));
         }
     } else {
-        validate_topic_name(&topic).map_err(|e| DecodeError::TopicNameInvalid(crate::decode::topic_error(e)))?;
+        validate_topic_name(&topic)
+            .map_err(|e| DecodeError::TopicNameInvalid(crate::decode::topic_error(e)))?;
     }
     Ok(Publish {
         dup: flags & DUP != 0,
@@ -58,7 +76,11 @@ pub(crate) fn first_byte(p: &Publish) -> u8 {
 ///
 /// # Errors
 /// [`EncodeError::MissingPacketId`] for QoS > 0 without a packet id (a QoS 0 packet id is ignored).
-pub(crate) fn write<S: Sink>(p: &Publish, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+pub(crate) fn write<S: Sink>(
+    p: &Publish,
+    version: ProtocolVersion,
+    s: &mut S,
+) -> Result<(), EncodeError> {
     put_string(s, &p.topic)?;
     if p.qos != QoS::AtMostOnce {
         s.put_u16(p.packet_id.ok_or(EncodeError::MissingPacketId)?.get());
@@ -93,7 +115,11 @@ pub(crate) fn decode_ack(
 }
 
 /// Writes an ack body in its shortest v5 form (or the v3 form).
-pub(crate) fn write_ack<S: Sink>(a: &PublishAck, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+pub(crate) fn write_ack<S: Sink>(
+    a: &PublishAck,
+    version: ProtocolVersion,
+    s: &mut S,
+) -> Result<(), EncodeError> {
     s.put_u16(a.packet_id.get());
     if !version.is_v5() {
         return Ok(());
@@ -103,5 +129,9 @@ pub(crate) fn write_ack<S: Sink>(a: &PublishAck, version: ProtocolVersion, s: &m
         return Ok(());
     }
     s.put_u8(a.reason.0);
-    if no_props { Ok(()) } else { properties::encode(s, &a.properties) }
+    if no_props {
+        Ok(())
+    } else {
+        properties::encode(s, &a.properties)
+    }
 }

@@ -19,12 +19,17 @@ const RETAIN_HANDLING_SHIFT: u8 = 4;
 fn options(b: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
     if version.is_v5() {
         if b & 0xC0 != 0 {
-            return Err(DecodeError::Malformed("[MQTT-3.8.3-5] reserved subscription option bits set"));
+            return Err(DecodeError::Malformed(
+                "[MQTT-3.8.3-5] reserved subscription option bits set",
+            ));
         }
     } else if b & 0xFC != 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.8.3-4] reserved subscription option bits set"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.8.3-4] reserved subscription option bits set",
+        ));
     }
-    let qos = QoS::from_u8(b & 0x03).ok_or(DecodeError::Malformed("[3.8.3.1] subscription QoS 3"))?;
+    let qos =
+        QoS::from_u8(b & 0x03).ok_or(DecodeError::Malformed("[3.8.3.1] subscription QoS 3"))?;
     let retain_handling = match (b >> RETAIN_HANDLING_SHIFT) & 0x03 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
@@ -55,19 +60,33 @@ fn options_byte(o: SubscriptionOptions, version: ProtocolVersion) -> u8 {
 
 pub(crate) fn decode(r: &mut Reader, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
     let packet_id = r.packet_id()?;
-    let properties = if version.is_v5() { properties::decode(r)? } else { Default::default() };
+    let properties = if version.is_v5() {
+        properties::decode(r)?
+    } else {
+        Default::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
         filters.push((filter, options(r.u8()?, version)?));
     }
     if filters.is_empty() {
-        return Err(DecodeError::Protocol("[MQTT-3.8.3-3] SUBSCRIBE without a topic filter"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.8.3-3] SUBSCRIBE without a topic filter",
+        ));
     }
-    Ok(Subscribe { packet_id, filters, properties })
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties,
+    })
 }
 
-pub(crate) fn write<S: Sink>(p: &Subscribe, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+pub(crate) fn write<S: Sink>(
+    p: &Subscribe,
+    version: ProtocolVersion,
+    s: &mut S,
+) -> Result<(), EncodeError> {
     s.put_u16(p.packet_id.get());
     if version.is_v5() {
         properties::encode(s, &p.properties)?;
@@ -80,7 +99,11 @@ pub(crate) fn write<S: Sink>(p: &Subscribe, version: ProtocolVersion, s: &mut S)
 }
 
 /// Reads the reason codes that fill the rest of a SUBACK/UNSUBACK.
-fn reasons(r: &mut Reader, allowed: &[u8], err: DecodeError) -> Result<Vec<ReasonCode>, DecodeError> {
+fn reasons(
+    r: &mut Reader,
+    allowed: &[u8],
+    err: DecodeError,
+) -> Result<Vec<ReasonCode>, DecodeError> {
     let mut out = Vec::new();
     while !r.is_empty() {
         let code = r.u8()?;
@@ -92,19 +115,37 @@ fn reasons(r: &mut Reader, allowed: &[u8], err: DecodeError) -> Result<Vec<Reaso
     Ok(out)
 }
 
-pub(crate) fn decode_ack(r: &mut Reader, version: ProtocolVersion) -> Result<SubscribeAck, DecodeError> {
+pub(crate) fn decode_ack(
+    r: &mut Reader,
+    version: ProtocolVersion,
+) -> Result<SubscribeAck, DecodeError> {
     let packet_id = r.packet_id()?;
     let (properties, reasons) = if version.is_v5() {
         let properties = properties::decode(r)?;
-        (properties, reasons(r, reason::SUBACK, DecodeError::Protocol("[3.9.3] not a SUBACK reason code"))?)
+        (
+            properties,
+            reasons(
+                r,
+                reason::SUBACK,
+                DecodeError::Protocol("[3.9.3] not a SUBACK reason code"),
+            )?,
+        )
     } else {
         let err = DecodeError::Malformed("[MQTT-3.9.3-2] SUBACK return code not 0x00-0x02 or 0x80");
         (Default::default(), reasons(r, reason::SUBACK_V3, err)?)
     };
-    Ok(SubscribeAck { packet_id, reasons, properties })
+    Ok(SubscribeAck {
+        packet_id,
+        reasons,
+        properties,
+    })
 }
 
-pub(crate) fn write_ack<S: Sink>(a: &SubscribeAck, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+pub(crate) fn write_ack<S: Sink>(
+    a: &SubscribeAck,
+    version: ProtocolVersion,
+    s: &mut S,
+) -> Result<(), EncodeError> {
     s.put_u16(a.packet_id.get());
     if version.is_v5() {
         properties::encode(s, &a.properties)?;
@@ -119,17 +160,30 @@ pub(crate) fn write_ack<S: Sink>(a: &SubscribeAck, version: ProtocolVersion, s: 
     Ok(())
 }
 
-pub(crate) fn decode_unsubscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
+pub(crate) fn decode_unsubscribe(
+    r: &mut Reader,
+    version: ProtocolVersion,
+) -> Result<Unsubscribe, DecodeError> {
     let packet_id = r.packet_id()?;
-    let UserOnly(user_properties) = if version.is_v5() { properties::decode(r)? } else { UserOnly::default() };
+    let UserOnly(user_properties) = if version.is_v5() {
+        properties::decode(r)?
+    } else {
+        UserOnly::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         filters.push(r.string()?);
     }
     if filters.is_empty() {
-        return Err(DecodeError::Protocol("[MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter",
+        ));
     }
-    Ok(Unsubscribe { packet_id, filters, user_properties })
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        user_properties,
+    })
 }
 
 pub(crate) fn write_unsubscribe<S: Sink>(
@@ -152,15 +206,29 @@ pub(crate) fn write_unsubscribe<S: Sink>(
 }
 
 /// v3 UNSUBACK is the packet id alone; v5 adds properties and one reason per filter.
-pub(crate) fn decode_unsuback(r: &mut Reader, version: ProtocolVersion) -> Result<UnsubscribeAck, DecodeError> {
+pub(crate) fn decode_unsuback(
+    r: &mut Reader,
+    version: ProtocolVersion,
+) -> Result<UnsubscribeAck, DecodeError> {
     let packet_id = r.packet_id()?;
     let (properties, reasons) = if version.is_v5() {
         let properties = properties::decode(r)?;
-        (properties, reasons(r, reason::UNSUBACK, DecodeError::Protocol("[3.11.3] not an UNSUBACK reason code"))?)
+        (
+            properties,
+            reasons(
+                r,
+                reason::UNSUBACK,
+                DecodeError::Protocol("[3.11.3] not an UNSUBACK reason code"),
+            )?,
+        )
     } else {
         (Default::default(), Vec::new())
     };
-    Ok(UnsubscribeAck { packet_id, reasons, properties })
+    Ok(UnsubscribeAck {
+        packet_id,
+        reasons,
+        properties,
+    })
 }
 
 pub(crate) fn write_unsuback<S: Sink>(

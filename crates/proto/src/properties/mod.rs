@@ -70,10 +70,13 @@ fn read_value(id: u8, r: &mut Reader) -> Result<Option<Value>, DecodeError> {
         | WILDCARD_SUBSCRIPTION_AVAILABLE
         | SUBSCRIPTION_IDENTIFIER_AVAILABLE
         | SHARED_SUBSCRIPTION_AVAILABLE => Value::Byte(r.u8()?),
-        SERVER_KEEP_ALIVE | RECEIVE_MAXIMUM | TOPIC_ALIAS_MAXIMUM | TOPIC_ALIAS => Value::TwoByte(r.u16()?),
-        MESSAGE_EXPIRY_INTERVAL | SESSION_EXPIRY_INTERVAL | WILL_DELAY_INTERVAL | MAXIMUM_PACKET_SIZE => {
-            Value::FourByte(r.u32()?)
+        SERVER_KEEP_ALIVE | RECEIVE_MAXIMUM | TOPIC_ALIAS_MAXIMUM | TOPIC_ALIAS => {
+            Value::TwoByte(r.u16()?)
         }
+        MESSAGE_EXPIRY_INTERVAL
+        | SESSION_EXPIRY_INTERVAL
+        | WILL_DELAY_INTERVAL
+        | MAXIMUM_PACKET_SIZE => Value::FourByte(r.u32()?),
         // A varint is at most 268,435,455, so it always fits in u32.
         SUBSCRIPTION_IDENTIFIER => Value::VarInt(u32::try_from(r.varint()?).unwrap_or(u32::MAX)),
         CONTENT_TYPE
@@ -151,14 +154,19 @@ pub(crate) fn decode<P: Properties>(r: &mut Reader) -> Result<P, DecodeError> {
         let id = u8::try_from(raw).map_err(|_| unknown.clone())?;
         let value = read_value(id, &mut r)?.ok_or(unknown)?;
         check_value(id, &value)?;
-        let repeatable = id == id::USER_PROPERTY || (id == id::SUBSCRIPTION_IDENTIFIER && P::MULTI_SUBSCRIPTION_ID);
+        let repeatable = id == id::USER_PROPERTY
+            || (id == id::SUBSCRIPTION_IDENTIFIER && P::MULTI_SUBSCRIPTION_ID);
         let bit = 1u64 << (id & 63);
         if !repeatable && seen & bit != 0 {
-            return Err(DecodeError::Protocol("[MQTT-2.2.2-2] property included more than once"));
+            return Err(DecodeError::Protocol(
+                "[MQTT-2.2.2-2] property included more than once",
+            ));
         }
         seen |= bit;
         if !props.set(id, value) {
-            return Err(DecodeError::Malformed("[2.2.2.2] property not valid for this packet type"));
+            return Err(DecodeError::Malformed(
+                "[2.2.2.2] property not valid for this packet type",
+            ));
         }
     }
     Ok(props)

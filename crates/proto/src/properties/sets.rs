@@ -5,8 +5,8 @@ use super::id::*;
 use super::{Properties, Value, put_bin, put_byte, put_four, put_str, put_two, put_users, put_var};
 use crate::error::EncodeError;
 use crate::packet::{
-    AckProperties, AuthProperties, ConnectAckProperties, ConnectProperties, DisconnectProperties, PublishProperties,
-    SubscribeProperties, UserProperty, WillProperties,
+    AckProperties, AuthProperties, ConnectAckProperties, ConnectProperties, DisconnectProperties,
+    PublishProperties, SubscribeProperties, UserProperty, WillProperties,
 };
 use crate::wire::Sink;
 
@@ -17,8 +17,12 @@ impl Properties for ConnectProperties {
             (RECEIVE_MAXIMUM, Value::TwoByte(v)) => self.receive_maximum = Some(v),
             (MAXIMUM_PACKET_SIZE, Value::FourByte(v)) => self.maximum_packet_size = Some(v),
             (TOPIC_ALIAS_MAXIMUM, Value::TwoByte(v)) => self.topic_alias_maximum = Some(v),
-            (REQUEST_RESPONSE_INFORMATION, Value::Byte(v)) => self.request_response_information = Some(v),
-            (REQUEST_PROBLEM_INFORMATION, Value::Byte(v)) => self.request_problem_information = Some(v),
+            (REQUEST_RESPONSE_INFORMATION, Value::Byte(v)) => {
+                self.request_response_information = Some(v)
+            }
+            (REQUEST_PROBLEM_INFORMATION, Value::Byte(v)) => {
+                self.request_problem_information = Some(v)
+            }
             (USER_PROPERTY, Value::Pair(k, v)) => self.user_properties.push((k, v)),
             (AUTHENTICATION_METHOD, Value::Utf8(v)) => self.authentication_method = Some(v),
             (AUTHENTICATION_DATA, Value::Binary(v)) => self.authentication_data = Some(v),
@@ -32,10 +36,22 @@ impl Properties for ConnectProperties {
         put_two(s, RECEIVE_MAXIMUM, self.receive_maximum);
         put_four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         put_two(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        put_byte(s, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        put_byte(s, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        put_byte(
+            s,
+            REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        put_byte(
+            s,
+            REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         put_users(s, &self.user_properties)?;
-        put_str(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        put_str(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_deref())
     }
 }
@@ -74,15 +90,21 @@ impl Properties for ConnectAckProperties {
             (MAXIMUM_QOS, Value::Byte(v)) => self.maximum_qos = Some(v),
             (RETAIN_AVAILABLE, Value::Byte(v)) => self.retain_available = Some(v),
             (MAXIMUM_PACKET_SIZE, Value::FourByte(v)) => self.maximum_packet_size = Some(v),
-            (ASSIGNED_CLIENT_IDENTIFIER, Value::Utf8(v)) => self.assigned_client_identifier = Some(v),
+            (ASSIGNED_CLIENT_IDENTIFIER, Value::Utf8(v)) => {
+                self.assigned_client_identifier = Some(v)
+            }
             (TOPIC_ALIAS_MAXIMUM, Value::TwoByte(v)) => self.topic_alias_maximum = Some(v),
             (REASON_STRING, Value::Utf8(v)) => self.reason_string = Some(v),
             (USER_PROPERTY, Value::Pair(k, v)) => self.user_properties.push((k, v)),
-            (WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => self.wildcard_subscription_available = Some(v),
+            (WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => {
+                self.wildcard_subscription_available = Some(v)
+            }
             (SUBSCRIPTION_IDENTIFIER_AVAILABLE, Value::Byte(v)) => {
                 self.subscription_identifiers_available = Some(v);
             }
-            (SHARED_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => self.shared_subscription_available = Some(v),
+            (SHARED_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => {
+                self.shared_subscription_available = Some(v)
+            }
             (SERVER_KEEP_ALIVE, Value::TwoByte(v)) => self.server_keep_alive = Some(v),
             (RESPONSE_INFORMATION, Value::Utf8(v)) => self.response_information = Some(v),
             (SERVER_REFERENCE, Value::Utf8(v)) => self.server_reference = Some(v),
@@ -99,17 +121,41 @@ impl Properties for ConnectAckProperties {
         put_byte(s, MAXIMUM_QOS, self.maximum_qos);
         put_byte(s, RETAIN_AVAILABLE, self.retain_available);
         put_four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        put_str(s, ASSIGNED_CLIENT_IDENTIFIER, self.assigned_client_identifier.as_deref())?;
+        put_str(
+            s,
+            ASSIGNED_CLIENT_IDENTIFIER,
+            self.assigned_client_identifier.as_deref(),
+        )?;
         put_two(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         put_str(s, REASON_STRING, self.reason_string.as_deref())?;
         put_users(s, &self.user_properties)?;
-        put_byte(s, WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        put_byte(s, SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifiers_available);
-        put_byte(s, SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        put_byte(
+            s,
+            WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        put_byte(
+            s,
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifiers_available,
+        );
+        put_byte(
+            s,
+            SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         put_two(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        put_str(s, RESPONSE_INFORMATION, self.response_information.as_deref())?;
+        put_str(
+            s,
+            RESPONSE_INFORMATION,
+            self.response_information.as_deref(),
+        )?;
         put_str(s, SERVER_REFERENCE, self.server_reference.as_deref())?;
-        put_str(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        put_str(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_deref())
     }
 }
@@ -230,7 +276,11 @@ impl Properties for AuthProperties {
     }
 
     fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        put_str(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        put_str(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_deref())?;
         put_str(s, REASON_STRING, self.reason_string.as_deref())?;
         put_users(s, &self.user_properties)

@@ -29,9 +29,16 @@ fn connect_v31() {
         ..Connect::default()
     }));
     // A CONNECT is decoded by its own name and level whatever version the caller assumed.
-    for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+    for version in [
+        ProtocolVersion::V31,
+        ProtocolVersion::V311,
+        ProtocolVersion::V5,
+    ] {
         let mut buf = bytes::BytesMut::from(&bytes[..]);
-        assert_eq!(hermod_proto::decode_packet(&mut buf, version, crate::MAX), Ok(Some(expected.clone())));
+        assert_eq!(
+            hermod_proto::decode_packet(&mut buf, version, crate::MAX),
+            Ok(Some(expected.clone()))
+        );
     }
     // ...and encoded by `connect.protocol`, not by the version argument.
     assert_eq!(crate::encode(&expected, ProtocolVersion::V5), bytes);
@@ -46,10 +53,18 @@ fn connack_v31() {
         0x00,       // reserved byte (no session-present flag in 3.1)
         0x02,       // return code 2: identifier rejected
     ];
-    let expected =
-        Packet::ConnectAck(ConnectAck { reason: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, ..ConnectAck::default() });
+    let expected = Packet::ConnectAck(ConnectAck {
+        reason: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        ..ConnectAck::default()
+    });
     check_fixture(ProtocolVersion::V31, &bytes, &expected);
     // session_present cannot be expressed in 3.1: it is not written.
-    let with_session = Packet::ConnectAck(ConnectAck { session_present: true, ..ConnectAck::default() });
-    assert_eq!(crate::encode(&with_session, ProtocolVersion::V31), [0x20, 0x02, 0x00, 0x00]);
+    let with_session = Packet::ConnectAck(ConnectAck {
+        session_present: true,
+        ..ConnectAck::default()
+    });
+    assert_eq!(
+        crate::encode(&with_session, ProtocolVersion::V31),
+        [0x20, 0x02, 0x00, 0x00]
+    );
 }

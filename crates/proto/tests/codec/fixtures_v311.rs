@@ -54,7 +54,10 @@ fn connect_minimal() {
         0x00, 0x00,                         // keep alive disabled
         0x00, 0x00,                         // empty client id
     ];
-    let expected = Packet::Connect(Box::new(Connect { protocol: V, ..Connect::default() }));
+    let expected = Packet::Connect(Box::new(Connect {
+        protocol: V,
+        ..Connect::default()
+    }));
     check_fixture(V, &bytes, &expected);
 }
 
@@ -66,7 +69,10 @@ fn connack() {
         0x01,       // session present
         0x00,       // return code 0: accepted
     ];
-    let p = Packet::ConnectAck(ConnectAck { session_present: true, ..ConnectAck::default() });
+    let p = Packet::ConnectAck(ConnectAck {
+        session_present: true,
+        ..ConnectAck::default()
+    });
     check_fixture(V, &accepted, &p);
 
     #[rustfmt::skip]
@@ -75,15 +81,28 @@ fn connack() {
         0x00,       // no session
         0x05,       // return code 5: not authorized (v5 0x87)
     ];
-    let p = Packet::ConnectAck(ConnectAck { reason: ReasonCode::NOT_AUTHORIZED, ..ConnectAck::default() });
+    let p = Packet::ConnectAck(ConnectAck {
+        reason: ReasonCode::NOT_AUTHORIZED,
+        ..ConnectAck::default()
+    });
     check_fixture(V, &refused, &p);
 }
 
 #[test]
 fn connack_return_codes_map_both_ways() {
-    let table = [(0u8, 0x00u8), (1, 0x84), (2, 0x85), (3, 0x88), (4, 0x86), (5, 0x87)];
+    let table = [
+        (0u8, 0x00u8),
+        (1, 0x84),
+        (2, 0x85),
+        (3, 0x88),
+        (4, 0x86),
+        (5, 0x87),
+    ];
     for (v3, v5) in table {
-        let p = Packet::ConnectAck(ConnectAck { reason: ReasonCode(v5), ..ConnectAck::default() });
+        let p = Packet::ConnectAck(ConnectAck {
+            reason: ReasonCode(v5),
+            ..ConnectAck::default()
+        });
         check_fixture(V, &[0x20, 0x02, 0x00, v3], &p);
     }
 }
@@ -150,10 +169,26 @@ fn publish_qos2_empty_payload() {
 #[test]
 fn publish_acks() {
     // type nibble | flags, remaining length 2, packet id
-    check_fixture(V, &[0x40, 0x02, 0x00, 0x01], &Packet::PublishAck(PublishAck::new(pid(1)))); // PUBACK 1
-    check_fixture(V, &[0x50, 0x02, 0x00, 0x02], &Packet::PublishReceived(PublishAck::new(pid(2)))); // PUBREC 2
-    check_fixture(V, &[0x62, 0x02, 0x00, 0x03], &Packet::PublishRelease(PublishAck::new(pid(3)))); // PUBREL 3 (flags 0010)
-    check_fixture(V, &[0x70, 0x02, 0xFF, 0xFF], &Packet::PublishComplete(PublishAck::new(pid(0xFFFF)))); // PUBCOMP 65535
+    check_fixture(
+        V,
+        &[0x40, 0x02, 0x00, 0x01],
+        &Packet::PublishAck(PublishAck::new(pid(1))),
+    ); // PUBACK 1
+    check_fixture(
+        V,
+        &[0x50, 0x02, 0x00, 0x02],
+        &Packet::PublishReceived(PublishAck::new(pid(2))),
+    ); // PUBREC 2
+    check_fixture(
+        V,
+        &[0x62, 0x02, 0x00, 0x03],
+        &Packet::PublishRelease(PublishAck::new(pid(3))),
+    ); // PUBREL 3 (flags 0010)
+    check_fixture(
+        V,
+        &[0x70, 0x02, 0xFF, 0xFF],
+        &Packet::PublishComplete(PublishAck::new(pid(0xFFFF))),
+    ); // PUBCOMP 65535
 }
 
 #[test]
@@ -168,10 +203,16 @@ fn subscribe() {
         0x00, 0x01, b'#',             // filter "#"
         0x02,                         //   requested QoS 2
     ];
-    let qos = |qos| SubscriptionOptions { qos, ..SubscriptionOptions::default() };
+    let qos = |qos| SubscriptionOptions {
+        qos,
+        ..SubscriptionOptions::default()
+    };
     let p = Packet::Subscribe(Subscribe {
         packet_id: pid(5),
-        filters: vec![("a/+".into(), qos(QoS::AtLeastOnce)), ("#".into(), qos(QoS::ExactlyOnce))],
+        filters: vec![
+            ("a/+".into(), qos(QoS::AtLeastOnce)),
+            ("#".into(), qos(QoS::ExactlyOnce)),
+        ],
         properties: SubscribeProperties::default(),
     });
     check_fixture(V, &bytes, &p);
@@ -237,17 +278,26 @@ fn ping_and_disconnect() {
 #[test]
 fn non_minimal_remaining_length_is_accepted() {
     let mut buf = bytes::BytesMut::from(&[0xC0, 0x80, 0x00][..]); // PINGREQ, length 0 in two bytes
-    assert_eq!(decode_packet(&mut buf, V, crate::MAX), Ok(Some(Packet::PingRequest)));
+    assert_eq!(
+        decode_packet(&mut buf, V, crate::MAX),
+        Ok(Some(Packet::PingRequest))
+    );
     assert!(buf.is_empty());
 }
 
 #[test]
 fn publish_payload_is_zero_copy() {
-    let mut buf = bytes::BytesMut::from(&[0x30, 0x07, 0x00, 0x01, b't', b'a', b'b', b'c', b'd'][..]);
+    let mut buf =
+        bytes::BytesMut::from(&[0x30, 0x07, 0x00, 0x01, b't', b'a', b'b', b'c', b'd'][..]);
     let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
-    let Some(Packet::Publish(p)) = decode_packet(&mut buf, V, crate::MAX).unwrap() else { panic!("not a PUBLISH") };
+    let Some(Packet::Publish(p)) = decode_packet(&mut buf, V, crate::MAX).unwrap() else {
+        panic!("not a PUBLISH")
+    };
     assert_eq!(&p.payload[..], b"abcd");
-    assert!(range.contains(&(p.payload.as_ptr() as usize)), "payload must point into the receive buffer");
+    assert!(
+        range.contains(&(p.payload.as_ptr() as usize)),
+        "payload must point into the receive buffer"
+    );
 }
 
 #[test]
@@ -256,6 +306,10 @@ fn multi_byte_remaining_length() {
     let payload = vec![0xAB; 200];
     let mut bytes = vec![0x30, 0xCB, 0x01, 0x00, 0x01, b't'];
     bytes.extend_from_slice(&payload);
-    let p = Packet::Publish(Publish { topic: "t".into(), payload: payload.into(), ..Publish::default() });
+    let p = Packet::Publish(Publish {
+        topic: "t".into(),
+        payload: payload.into(),
+        ..Publish::default()
+    });
     check_fixture(V, &bytes, &p);
 }

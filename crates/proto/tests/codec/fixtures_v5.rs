@@ -136,7 +136,10 @@ fn connack_refused() {
         0x87,       // reason 0x87 not authorized
         0x00,       // property length 0
     ];
-    let p = Packet::ConnectAck(ConnectAck { reason: ReasonCode::NOT_AUTHORIZED, ..ConnectAck::default() });
+    let p = Packet::ConnectAck(ConnectAck {
+        reason: ReasonCode::NOT_AUTHORIZED,
+        ..ConnectAck::default()
+    });
     check_fixture(V, &bytes, &p);
 }
 
@@ -192,7 +195,10 @@ fn publish_empty_topic_with_alias() {
     ];
     let p = Packet::Publish(Publish {
         payload: Bytes::from_static(b"x"),
-        properties: PublishProperties { topic_alias: Some(5), ..PublishProperties::default() },
+        properties: PublishProperties {
+            topic_alias: Some(5),
+            ..PublishProperties::default()
+        },
         ..Publish::default()
     });
     check_fixture(V, &bytes, &p);
@@ -201,17 +207,38 @@ fn publish_empty_topic_with_alias() {
 #[test]
 fn publish_acks_short_forms() {
     // PUBACK, remaining length 2: reason 0x00 and no properties are implied.
-    check_fixture(V, &[0x40, 0x02, 0x00, 0x01], &Packet::PublishAck(PublishAck::new(pid(1))));
+    check_fixture(
+        V,
+        &[0x40, 0x02, 0x00, 0x01],
+        &Packet::PublishAck(PublishAck::new(pid(1))),
+    );
     // PUBACK, remaining length 3: reason 0x10 no matching subscribers, no properties.
-    let ack = PublishAck { reason: ReasonCode::NO_MATCHING_SUBSCRIBERS, ..PublishAck::new(pid(2)) };
+    let ack = PublishAck {
+        reason: ReasonCode::NO_MATCHING_SUBSCRIBERS,
+        ..PublishAck::new(pid(2))
+    };
     check_fixture(V, &[0x40, 0x03, 0x00, 0x02, 0x10], &Packet::PublishAck(ack));
     // PUBREL, flags 0010, remaining length 3: reason 0x92 packet identifier not found.
-    let ack = PublishAck { reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND, ..PublishAck::new(pid(4)) };
-    check_fixture(V, &[0x62, 0x03, 0x00, 0x04, 0x92], &Packet::PublishRelease(ack));
+    let ack = PublishAck {
+        reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+        ..PublishAck::new(pid(4))
+    };
+    check_fixture(
+        V,
+        &[0x62, 0x03, 0x00, 0x04, 0x92],
+        &Packet::PublishRelease(ack),
+    );
     // PUBCOMP, remaining length 2.
-    check_fixture(V, &[0x70, 0x02, 0x00, 0x05], &Packet::PublishComplete(PublishAck::new(pid(5))));
+    check_fixture(
+        V,
+        &[0x70, 0x02, 0x00, 0x05],
+        &Packet::PublishComplete(PublishAck::new(pid(5))),
+    );
     // A remaining length of 3 carrying reason 0x00 decodes to the same packet as the length-2 form.
-    assert_eq!(crate::decode_one(V, &[0x40, 0x03, 0x00, 0x01, 0x00]), Packet::PublishAck(PublishAck::new(pid(1))));
+    assert_eq!(
+        crate::decode_one(V, &[0x40, 0x03, 0x00, 0x01, 0x00]),
+        Packet::PublishAck(PublishAck::new(pid(1)))
+    );
 }
 
 #[test]
@@ -227,7 +254,10 @@ fn publish_acks_with_properties() {
     let ack = PublishAck {
         packet_id: pid(3),
         reason: ReasonCode::UNSPECIFIED_ERROR,
-        properties: AckProperties { reason_string: Some("e".into()), user_properties: vec![] },
+        properties: AckProperties {
+            reason_string: Some("e".into()),
+            user_properties: vec![],
+        },
     };
     check_fixture(V, &pubrec, &Packet::PublishReceived(ack));
 
@@ -242,7 +272,10 @@ fn publish_acks_with_properties() {
     let ack = PublishAck {
         packet_id: pid(6),
         reason: ReasonCode::SUCCESS,
-        properties: AckProperties { reason_string: None, user_properties: vec![user("a", "b")] },
+        properties: AckProperties {
+            reason_string: None,
+            user_properties: vec![user("a", "b")],
+        },
     };
     check_fixture(V, &puback, &Packet::PublishAck(ack));
 }
@@ -274,7 +307,10 @@ fn subscribe_with_options() {
             ),
             ("$share/g/x".into(), SubscriptionOptions::default()),
         ],
-        properties: SubscribeProperties { subscription_identifier: Some(42), user_properties: vec![] },
+        properties: SubscribeProperties {
+            subscription_identifier: Some(42),
+            user_properties: vec![],
+        },
     });
     check_fixture(V, &bytes, &p);
 }
@@ -293,7 +329,10 @@ fn suback() {
     let p = Packet::SubscribeAck(SubscribeAck {
         packet_id: pid(10),
         reasons: vec![ReasonCode::GRANTED_QOS_1, ReasonCode::TOPIC_FILTER_INVALID],
-        properties: AckProperties { reason_string: Some("no".into()), user_properties: vec![] },
+        properties: AckProperties {
+            reason_string: Some("no".into()),
+            user_properties: vec![],
+        },
     });
     check_fixture(V, &bytes, &p);
 }
@@ -345,7 +384,10 @@ fn disconnect_forms() {
     // Remaining length 0: normal disconnection, no properties.
     check_fixture(V, &[0xE0, 0x00], &Packet::Disconnect(Disconnect::default()));
     // Remaining length 1: reason 0x04 disconnect with will message, property length omitted.
-    let d = Disconnect { reason: ReasonCode::DISCONNECT_WITH_WILL, ..Disconnect::default() };
+    let d = Disconnect {
+        reason: ReasonCode::DISCONNECT_WITH_WILL,
+        ..Disconnect::default()
+    };
     check_fixture(V, &[0xE0, 0x01, 0x04], &Packet::Disconnect(d));
 
     #[rustfmt::skip]
@@ -390,6 +432,9 @@ fn auth_forms() {
     };
     check_fixture(V, &bytes, &Packet::Auth(a));
     // A reason other than 0x00 needs the property length even when there are no properties.
-    let a = Auth { reason: ReasonCode::REAUTHENTICATE, ..Auth::default() };
+    let a = Auth {
+        reason: ReasonCode::REAUTHENTICATE,
+        ..Auth::default()
+    };
     check_fixture(V, &[0xF0, 0x02, 0x19, 0x00], &Packet::Auth(a));
 }

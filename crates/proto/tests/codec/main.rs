@@ -27,14 +27,27 @@ pub(crate) fn pid(n: u16) -> PacketId {
 pub(crate) fn check_fixture(version: ProtocolVersion, bytes: &[u8], expected: &Packet) {
     let mut buf = BytesMut::from(bytes);
     buf.extend_from_slice(&[0xC0, 0x00]); // a PINGREQ right behind it
-    let got = decode_packet(&mut buf, version, MAX).unwrap_or_else(|e| panic!("decode {expected:?}: {e}"));
+    let got = decode_packet(&mut buf, version, MAX)
+        .unwrap_or_else(|e| panic!("decode {expected:?}: {e}"));
     assert_eq!(got.as_ref(), Some(expected), "decode");
-    assert_eq!(&buf[..], &[0xC0, 0x00], "decode must consume exactly one packet");
+    assert_eq!(
+        &buf[..],
+        &[0xC0, 0x00],
+        "decode must consume exactly one packet"
+    );
 
     for cut in 0..bytes.len() {
         let mut prefix = BytesMut::from(&bytes[..cut]);
-        assert_eq!(decode_packet(&mut prefix, version, MAX), Ok(None), "prefix of {cut} bytes");
-        assert_eq!(&prefix[..], &bytes[..cut], "prefix of {cut} bytes must not be consumed");
+        assert_eq!(
+            decode_packet(&mut prefix, version, MAX),
+            Ok(None),
+            "prefix of {cut} bytes"
+        );
+        assert_eq!(
+            &prefix[..],
+            &bytes[..cut],
+            "prefix of {cut} bytes must not be consumed"
+        );
     }
 
     let mut out = BytesMut::new();

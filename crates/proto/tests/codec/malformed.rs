@@ -27,13 +27,18 @@ fn kind(e: &DecodeError) -> Kind {
         DecodeError::TopicNameInvalid(_) => Kind::TopicNameInvalid,
         DecodeError::InvalidProtocolName => Kind::InvalidProtocolName,
         DecodeError::UnsupportedProtocolVersion(l) => Kind::Unsupported(*l),
-        DecodeError::PacketTooLarge { size, max } => Kind::TooLarge { size: *size, max: *max },
+        DecodeError::PacketTooLarge { size, max } => Kind::TooLarge {
+            size: *size,
+            max: *max,
+        },
     }
 }
 
 /// A v3.1.1 CONNECT with the given flags byte and payload after the (empty) client id.
 fn connect_v3(flags: u8, tail: &[u8]) -> Vec<u8> {
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x00, 0x00, 0x00];
+    let mut body = vec![
+        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x00, 0x00, 0x00,
+    ];
     body.extend_from_slice(tail);
     with_header(0x10, &body)
 }
@@ -174,7 +179,10 @@ fn malformed_table() {
             Ok(p) => panic!("{rule}: expected {want:?}, decoded {p:?}"),
         }
         // A fixed-header error consumes nothing; a body error has consumed exactly the packet.
-        assert!(buf.is_empty() || buf[..] == bytes[..], "{rule}: consumed part of a packet");
+        assert!(
+            buf.is_empty() || buf[..] == bytes[..],
+            "{rule}: consumed part of a packet"
+        );
     }
 }
 
@@ -183,8 +191,9 @@ fn malformed_table() {
 fn messages_cite_the_rule() {
     for (rule, version, max, bytes, _) in cases() {
         let mut buf = BytesMut::from(&bytes[..]);
-        if let Err(DecodeError::Malformed(m) | DecodeError::Protocol(m) | DecodeError::TopicNameInvalid(m)) =
-            decode_packet(&mut buf, version, max)
+        if let Err(
+            DecodeError::Malformed(m) | DecodeError::Protocol(m) | DecodeError::TopicNameInvalid(m),
+        ) = decode_packet(&mut buf, version, max)
         {
             assert!(m.starts_with('['), "{rule}: message {m:?} cites no rule");
         }
@@ -196,13 +205,19 @@ fn too_large_checked_before_body_arrives() {
     // Exactly at the limit is accepted (the body is then awaited), one byte over is refused.
     let mut buf = BytesMut::from(&[0x30, 0x03][..]);
     assert_eq!(decode_packet(&mut buf, V3, 5), Ok(None));
-    assert!(matches!(decode_packet(&mut buf, V3, 4), Err(DecodeError::PacketTooLarge { size: 5, max: 4 })));
+    assert!(matches!(
+        decode_packet(&mut buf, V3, 4),
+        Err(DecodeError::PacketTooLarge { size: 5, max: 4 })
+    ));
 }
 
 #[test]
 fn fourth_length_byte_with_continuation_is_refused_without_a_fifth() {
     let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80, 0x80][..]);
-    assert!(matches!(decode_packet(&mut buf, V3, MAX), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_packet(&mut buf, V3, MAX),
+        Err(DecodeError::Malformed(_))
+    ));
     // Three continuation bytes are still an incomplete header.
     let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80][..]);
     assert_eq!(decode_packet(&mut buf, V3, MAX), Ok(None));
