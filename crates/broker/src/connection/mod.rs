@@ -4,7 +4,9 @@
 //! pulls deliveries from the session's mailbox while the inflight window has room, and writes
 //! everything produced in one pass with a single write (coalescing under load).
 
+mod durable;
 mod handshake;
+mod outbound;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +19,7 @@ use bytes::BytesMut;
 use hermod_proto::{
     ConnectAck, ConnectAckProperties, Disconnect, DisconnectProperties, LastWill, Packet,
     ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, ReasonCode, Subscribe,
-    SubscribeAck, Unsubscribe, UnsubscribeAck, decode_packet, encode_packet, encoded_len,
+    SubscribeAck, Unsubscribe, UnsubscribeAck, decode_packet, encode_packet,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +31,7 @@ use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
 use crate::router::PublishSink;
 use crate::session::registry::{Attached, ConnectionId, Detached};
-use crate::session::{OutboundState, Session, SubscriptionEntry};
+use crate::session::{Session, SubscriptionEntry};
 use crate::store::Op;
 use crate::transport::PeerInfo;
 use handshake::{HandshakeError, check_connect, read_connect};
@@ -811,116 +813,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.persist_session(true);
     }
 
-    /// Writes the session record (persistent sessions with a store only; not waited for).
-    fn persist_session(&self, online: bool) {
-        if self.durable {
-            let record =
-                crate::persist::session_record(&self.session, self.version.level(), online);
-            self.store_detached(vec![Op::PutSession(self.client_id.to_string(), record)]);
-        }
-    }
-
-    /// Submits store ops without waiting for them.
-    fn store_detached(&self, ops: Vec<Op>) {
-        if let Some(p) = &self.shared.router.persistence {
-            p.submit_detached(ops);
-        }
-    }
-
-    /// Submits store ops that the next acknowledgement must wait for.
-    fn store_awaited(&mut self, ops: Vec<Op>) {
-        if let Some(p) = &self.shared.router.persistence {
-            self.pending_commits.push(p.store.submit(ops));
-        }
-    }
-
-    /// Removes an acknowledged (or dropped) stored delivery from the session's durable queue.
-    fn dequeue(&self, seq: Option<u64>) {
-        if let Some(seq) = seq {
-            self.store_detached(vec![Op::Dequeue(self.client_id.to_string(), seq)]);
-        }
-    }
-
-    /// Queues a PUBACK/PUBREC: written now, or after the pending store commits when there are
-    /// any (acks keep the order of their PUBLISH packets [MQTT-4.6.0-2]).
-    fn ack(&mut self, packet: Packet) {
-        if self.pending_commits.is_empty() {
-            self.write(&packet);
-        } else {
-            self.deferred.push(packet);
-        }
-    }
-
-    /// Waits for the pending store commits, then writes the acknowledgements that waited for them.
-    async fn settle(&mut self) -> Result<(), End> {
-        let shutdown = self.shared.shutdown.clone();
-        for commit in std::mem::take(&mut self.pending_commits) {
-            let r = tokio::select! {
-                r = commit => r,
-                () = shutdown.cancelled() => return Err(End::Shutdown),
-            };
-            if let Err(e) = r {
-                tracing::error!(client_id = %self.client_id, error = %e, "store commit failed: not acknowledging");
-                return Err(violation(
-                    ReasonCode::UNSPECIFIED_ERROR,
-                    "store commit failed",
-                ));
-            }
-        }
-        for packet in std::mem::take(&mut self.deferred) {
-            self.write(&packet);
-        }
-        Ok(())
-    }
-
-    /// Starts paging the next part of the session's on-disk queue into memory, when the
-    /// in-memory window has room and entries wait on disk.
-    fn maybe_load(&self) {
-        let Some(p) = self.shared.router.persistence.clone() else {
-            return;
-        };
-        let handle = self.session.handle.clone();
-        let Some((from, n)) = handle.needs_load(256) else {
-            return;
-        };
-        tokio::spawn(async move {
-            let upto = handle.reserved_upto();
-            // A barrier: every reservation below `upto` is committed once this resolves (the
-            // writer commits in submission order), so a short page means "nothing more".
-            if p.store.submit(Vec::new()).await.is_err() {
-                handle.load_failed();
-                return;
-            }
-            let store = p.store.clone();
-            let cid = handle.client_id.to_string();
-            let res = tokio::task::spawn_blocking(move || {
-                store.load_queue(&cid, Some(from.saturating_sub(1)), n)
-            })
-            .await;
-            match res {
-                Ok(Ok(entries)) => {
-                    let complete = entries.len() < n;
-                    let (now, now_ms) = (Instant::now(), crate::persist::unix_ms_now());
-                    let page = entries
-                        .iter()
-                        .map(|(seq, e, m)| {
-                            let message =
-                                Arc::new(crate::persist::message_from_record(m, now, now_ms));
-                            crate::persist::delivery_from_entry(*seq, e, message)
-                        })
-                        .collect();
-                    handle.loaded(page, complete.then_some(upto));
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(client_id = %handle.client_id, error = %e, "cannot load queued messages");
-                    handle.load_failed();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(_) => handle.load_failed(),
-            }
-        });
-    }
-
     fn on_disconnect(&mut self, d: &Disconnect) -> Result<(), End> {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.connect_expiry_zero && expiry != 0 {
@@ -939,124 +831,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Err(End::NormalWithWill)
         } else {
             Err(End::Normal)
-        }
-    }
-
-    /// Moves deliveries from the mailbox into the write buffer while the inflight window has room.
-    /// Returns true when more may be waiting (the write buffer filled up first).
-    fn pump(&mut self, now: Instant) -> bool {
-        loop {
-            if self.wbuf.len() >= WRITE_HIGH_WATER {
-                return true;
-            }
-            while self.session.inflight_out.len() < self.receive_max
-                && let Some(o) = self.session.next_resend()
-            {
-                self.resend_one(&o, now);
-            }
-            let room = self
-                .receive_max
-                .saturating_sub(self.session.inflight_out.len());
-            let mut batch = std::mem::take(&mut self.batch);
-            self.session.handle.pop_ready(room, 64, &mut batch);
-            if batch.is_empty() {
-                self.batch = batch;
-                return false;
-            }
-            for d in batch.drain(..) {
-                self.send_delivery(d, now);
-            }
-            self.batch = batch;
-        }
-    }
-
-    fn send_delivery(&mut self, d: Delivery, now: Instant) {
-        if let Some(seq) = d.seq
-            && self.session.has_inflight_seq(seq)
-        {
-            return; // paged in again from disk while already in flight
-        }
-        if d.message.is_expired(now) {
-            Metrics::incr(&self.shared.metrics.messages_expired);
-            self.dequeue(d.seq);
-            return;
-        }
-        // Read access is checked on delivery, live and retained alike (as Mosquitto 2.0 does),
-        // with the rules in force now: a reload applies to connected clients at once.
-        if !self
-            .shared
-            .auth
-            .load()
-            .authorize(&self.identity, Action::Receive(&d.message.topic))
-        {
-            self.dequeue(d.seq);
-            return;
-        }
-        let packet_id = if d.qos == QoS::AtMostOnce {
-            None
-        } else {
-            match self.session.next_packet_id() {
-                Some(id) => Some(id),
-                None => return,
-            }
-        };
-        let publish = self.to_publish(&d, packet_id, false, now);
-        if encoded_len(&publish, self.version) > self.client_max_packet {
-            // [MQTT-3.1.2-25]: discard, as if sent.
-            Metrics::incr(&self.shared.metrics.messages_dropped);
-            self.dequeue(d.seq);
-            return;
-        }
-        self.write(&publish);
-        Metrics::incr(&self.shared.metrics.messages_sent);
-        if let Some(id) = packet_id {
-            self.session.track(id, d);
-        }
-    }
-
-    fn to_publish(
-        &self,
-        d: &Delivery,
-        packet_id: Option<hermod_proto::PacketId>,
-        dup: bool,
-        now: Instant,
-    ) -> Packet {
-        let m = &d.message;
-        let properties = if self.version.is_v5() {
-            let mut p = m.properties.clone();
-            p.message_expiry_interval = m.remaining_expiry(now);
-            p.subscription_identifiers.clone_from(&d.subscription_ids);
-            p
-        } else {
-            PublishProperties::default()
-        };
-        Packet::Publish(Publish {
-            dup,
-            qos: d.qos,
-            retain: d.retain,
-            topic: m.topic.to_string(),
-            packet_id,
-            payload: m.payload.clone(),
-            properties,
-        })
-    }
-
-    /// Re-sends unacknowledged deliveries after a session resumes: PUBLISH with DUP set, or
-    /// PUBREL for those already received [MQTT-4.4.0-1]; never more than the client's Receive
-    /// Maximum at once [MQTT-3.3.4-9] — `pump` sends the rest as acknowledgements make room.
-    fn resend_inflight(&mut self) {
-        let now = Instant::now();
-        for o in self.session.split_resend(self.receive_max) {
-            self.resend_one(&o, now);
-        }
-    }
-
-    fn resend_one(&mut self, o: &crate::session::Outbound, now: Instant) {
-        if o.state == OutboundState::AwaitingComplete {
-            self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id)));
-        } else {
-            let p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
-            self.write(&p);
         }
     }
 
@@ -1185,11 +959,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .detach(&self.client_id, self.conn_id, session, Instant::now())
         {
             Detached::Offline(Some(after)) => {
-                store_offline(&self.shared, &self.client_id, offline_record);
+                durable::store_offline(&self.shared, &self.client_id, offline_record);
                 self.shared
                     .arm_expiry(self.client_id.clone(), self.conn_id, after)
             }
-            Detached::Offline(None) => store_offline(&self.shared, &self.client_id, offline_record),
+            Detached::Offline(None) => {
+                durable::store_offline(&self.shared, &self.client_id, offline_record)
+            }
             Detached::HandedOver => {}
             Detached::Ended(s) => self.shared.end_session(s),
         }
@@ -1222,18 +998,6 @@ async fn refuse<S: AsyncWrite + Unpin>(
     let _ = stream.write_all(&w).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
-}
-
-/// Writes the record of a session that just went offline (with its disconnect time, so
-/// expiry keeps counting across a restart).
-fn store_offline(
-    shared: &Shared,
-    client_id: &ClientId,
-    record: Option<crate::store::SessionRecord>,
-) {
-    if let (Some(record), Some(p)) = (record, &shared.router.persistence) {
-        p.submit_detached(vec![Op::PutSession(client_id.to_string(), record)]);
-    }
 }
 
 fn violation(code: ReasonCode, why: &str) -> End {

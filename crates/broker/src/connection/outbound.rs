@@ -1,0 +1,133 @@
+//! Outbound deliveries: from the session's mailbox into the write buffer while the inflight
+//! window has room, and re-sending what a resumed session had not had acknowledged.
+
+use std::time::Instant;
+
+use hermod_proto::{Packet, Publish, PublishAck, PublishProperties, QoS, encoded_len};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Connection, WRITE_HIGH_WATER};
+use crate::auth::Action;
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+use crate::session::OutboundState;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Moves deliveries from the mailbox into the write buffer while the inflight window has room.
+    /// Returns true when more may be waiting (the write buffer filled up first).
+    pub(super) fn pump(&mut self, now: Instant) -> bool {
+        loop {
+            if self.wbuf.len() >= WRITE_HIGH_WATER {
+                return true;
+            }
+            while self.session.inflight_out.len() < self.receive_max
+                && let Some(o) = self.session.next_resend()
+            {
+                self.resend_one(&o, now);
+            }
+            let room = self
+                .receive_max
+                .saturating_sub(self.session.inflight_out.len());
+            let mut batch = std::mem::take(&mut self.batch);
+            self.session.handle.pop_ready(room, 64, &mut batch);
+            if batch.is_empty() {
+                self.batch = batch;
+                return false;
+            }
+            for d in batch.drain(..) {
+                self.send_delivery(d, now);
+            }
+            self.batch = batch;
+        }
+    }
+
+    pub(super) fn send_delivery(&mut self, d: Delivery, now: Instant) {
+        if let Some(seq) = d.seq
+            && self.session.has_inflight_seq(seq)
+        {
+            return; // paged in again from disk while already in flight
+        }
+        if d.message.is_expired(now) {
+            Metrics::incr(&self.shared.metrics.messages_expired);
+            self.dequeue(d.seq);
+            return;
+        }
+        // Read access is checked on delivery, live and retained alike (as Mosquitto 2.0 does),
+        // with the rules in force now: a reload applies to connected clients at once.
+        if !self
+            .shared
+            .auth
+            .load()
+            .authorize(&self.identity, Action::Receive(&d.message.topic))
+        {
+            self.dequeue(d.seq);
+            return;
+        }
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            None
+        } else {
+            match self.session.next_packet_id() {
+                Some(id) => Some(id),
+                None => return,
+            }
+        };
+        let publish = self.to_publish(&d, packet_id, false, now);
+        if encoded_len(&publish, self.version) > self.client_max_packet {
+            // [MQTT-3.1.2-25]: discard, as if sent.
+            Metrics::incr(&self.shared.metrics.messages_dropped);
+            self.dequeue(d.seq);
+            return;
+        }
+        self.write(&publish);
+        Metrics::incr(&self.shared.metrics.messages_sent);
+        if let Some(id) = packet_id {
+            self.session.track(id, d);
+        }
+    }
+
+    pub(super) fn to_publish(
+        &self,
+        d: &Delivery,
+        packet_id: Option<hermod_proto::PacketId>,
+        dup: bool,
+        now: Instant,
+    ) -> Packet {
+        let m = &d.message;
+        let properties = if self.version.is_v5() {
+            let mut p = m.properties.clone();
+            p.message_expiry_interval = m.remaining_expiry(now);
+            p.subscription_identifiers.clone_from(&d.subscription_ids);
+            p
+        } else {
+            PublishProperties::default()
+        };
+        Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.to_string(),
+            packet_id,
+            payload: m.payload.clone(),
+            properties,
+        })
+    }
+
+    /// Re-sends unacknowledged deliveries after a session resumes: PUBLISH with DUP set, or
+    /// PUBREL for those already received [MQTT-4.4.0-1]; never more than the client's Receive
+    /// Maximum at once [MQTT-3.3.4-9] — `pump` sends the rest as acknowledgements make room.
+    pub(super) fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        for o in self.session.split_resend(self.receive_max) {
+            self.resend_one(&o, now);
+        }
+    }
+
+    pub(super) fn resend_one(&mut self, o: &crate::session::Outbound, now: Instant) {
+        if o.state == OutboundState::AwaitingComplete {
+            self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id)));
+        } else {
+            let p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
+            self.write(&p);
+        }
+    }
+}
