@@ -1,0 +1,171 @@
+//! The end of a connection: the closing DISCONNECT (v5), the will, and handing the session back
+//! to the registry (offline, to a connection that took over, or ended).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hermod_proto::{
+    Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, ReasonCode,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info};
+
+use super::{Connection, End, durable};
+use crate::broker::Shared;
+use crate::message::{ClientId, Message};
+use crate::metrics::Metrics;
+use crate::session::registry::{ConnectionId, Detached};
+use crate::store::Op;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Sends the closing DISCONNECT (v5), publishes or schedules the will, and gives the session
+    /// back to the registry.
+    pub(super) async fn finish(mut self, end: End) {
+        let v5 = self.version.is_v5();
+        let server_reason = match &end {
+            End::Violation(code, _) => Some(*code),
+            End::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            _ => None,
+        };
+        match &end {
+            End::Violation(code, why) => {
+                Metrics::incr(&self.shared.metrics.protocol_errors);
+                info!(client_id = %self.client_id, peer = %self.peer, reason = %code, "{why}; connection closed");
+            }
+            End::Lost(e) => debug!(client_id = %self.client_id, error = ?e, "connection lost"),
+            other => debug!(client_id = %self.client_id, end = ?other, "connection closed"),
+        }
+        if v5 && let Some(reason) = server_reason {
+            // Whatever was produced before the violation (acks of pipelined packets) goes first.
+            let d = Disconnect {
+                reason,
+                properties: DisconnectProperties::default(),
+            };
+            self.write(&Packet::Disconnect(d));
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                self.stream.write_all(&self.wbuf).await?;
+                self.stream.flush().await
+            })
+            .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+
+        // Will: published on abnormal ends [MQTT-3.1.2-8]; discarded on DISCONNECT 0x00
+        // [MQTT-3.1.2-10] and at server shutdown. On takeover, v5 publishes it (3.1.4, subject to
+        // the will delay); for 3.1.1 Hermod does as Mosquitto does and discards it.
+        let publish_will = match end {
+            End::Normal | End::Shutdown => false,
+            End::TakenOver => v5,
+            End::NormalWithWill | End::Lost(_) | End::Violation(..) | End::KeepAliveTimeout => true,
+        };
+        let mut will = self.will.take().filter(|_| publish_will);
+        if matches!(end, End::TakenOver)
+            && will
+                .as_ref()
+                .is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0)
+        {
+            // The new connection for this client id already exists, which cancels a delayed will [MQTT-3.1.3-9].
+            will = None;
+        }
+
+        let offline_record = self
+            .durable
+            .then(|| crate::persist::session_record(&self.session, self.version.level(), false));
+        // A will waiting for its delay is stored with the offline session, so that it is still
+        // published (once) if the broker restarts in between; the record without it is written
+        // back when it has been published.
+        let delayed = will.as_ref().filter(|w| {
+            let d = Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0)));
+            !self.session.expiry.map_or(d, |e| d.min(e)).is_zero()
+        });
+        let (offline_record, will_clear) = match (offline_record, delayed) {
+            (Some(rec), Some(w)) => {
+                let mut with_will = rec.clone();
+                with_will.will = Some(crate::persist::will_record(w));
+                (Some(with_will), Some(rec))
+            }
+            (rec, _) => (rec, None),
+        };
+        let session = self.session;
+        session.handle.set_online(false);
+        let expiry = session.expiry;
+        // Shared-subscription deliveries this member has not finished go to another member.
+        let mut session = session;
+        let mut orphans = session.take_shared_inflight();
+        orphans.extend(session.handle.take_shared());
+        for d in orphans {
+            if let Some(seq) = d.seq
+                && let Some(p) = &self.shared.router.persistence
+            {
+                // Handed to another member: no longer this session's to deliver.
+                p.submit_detached(vec![Op::Dequeue(self.client_id.to_string(), seq)]);
+            }
+            self.shared.router.reroute_shared(&self.client_id, d);
+        }
+        match self
+            .shared
+            .registry
+            .detach(&self.client_id, self.conn_id, session, Instant::now())
+        {
+            Detached::Offline(Some(after)) => {
+                durable::store_offline(&self.shared, &self.client_id, offline_record);
+                self.shared
+                    .arm_expiry(self.client_id.clone(), self.conn_id, after)
+            }
+            Detached::Offline(None) => {
+                durable::store_offline(&self.shared, &self.client_id, offline_record)
+            }
+            Detached::HandedOver => {}
+            Detached::Ended(s) => self.shared.end_session(s),
+        }
+        if let Some(will) = will {
+            schedule_will(
+                &self.shared,
+                &self.client_id,
+                self.conn_id,
+                will,
+                expiry,
+                will_clear,
+            );
+        }
+        info!(client_id = %self.client_id, "client disconnected");
+    }
+}
+
+/// Publishes a will now, or after min(will delay, session expiry) unless a new connection for the
+/// client id arrives first [MQTT-3.1.3-9].
+fn schedule_will(
+    shared: &Arc<Shared>,
+    client_id: &ClientId,
+    conn: ConnectionId,
+    will: LastWill,
+    expiry: Option<Duration>,
+    clear: Option<crate::store::SessionRecord>,
+) {
+    let now = Instant::now();
+    let props = will.properties;
+    let message = Message {
+        topic: will.topic.as_str().into(),
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties: PublishProperties {
+            payload_format_indicator: props.payload_format_indicator,
+            message_expiry_interval: props.message_expiry_interval,
+            content_type: props.content_type,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            user_properties: props.user_properties,
+            ..PublishProperties::default()
+        },
+        publisher: Some(client_id.clone()),
+        expires_at: props
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s))),
+    };
+    let delay = Duration::from_secs(u64::from(props.will_delay_interval.unwrap_or(0)));
+    let delay = expiry.map_or(delay, |e| delay.min(e));
+    shared.schedule_will(client_id, conn, message, delay, clear);
+}
