@@ -48,6 +48,7 @@
 
 mod backend;
 mod records;
+mod recover;
 #[cfg(test)]
 mod tests;
 
@@ -59,10 +60,10 @@ pub use records::{
 use backend::ModeBackend;
 use redb::backends::FileBackend;
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -616,7 +617,7 @@ fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError
     // release builds); a panic while opening is a corrupt file either way.
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let db = create_database(file, sync, fsyncs.clone())?;
-        let recovered = recover(&db, file)?;
+        let recovered = recover::recover(&db, file)?;
         Ok::<_, StoreError>((db, recovered))
     }));
     let (db, recovered) = match opened {
@@ -713,175 +714,6 @@ fn create_database(
             },
             e => db_err(file, e),
         })
-}
-
-/// Checks the schema, repairs inconsistencies and reads everything back, in one transaction.
-fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreError> {
-    let e = |err: redb::Error| db_err(file, err);
-    let mut txn = db.begin_write().map_err(|x| e(x.into()))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|x| e(x.into()))?;
-    let mut rec = Recovered::default();
-    {
-        let mut meta = txn.open_table(META).map_err(|x| e(x.into()))?;
-        let sessions = txn.open_table(SESSIONS).map_err(|x| e(x.into()))?;
-        let mut messages = txn.open_table(MESSAGES).map_err(|x| e(x.into()))?;
-        let mut refs = txn.open_table(MESSAGE_REFS).map_err(|x| e(x.into()))?;
-        let mut queue = txn.open_table(QUEUE).map_err(|x| e(x.into()))?;
-        let mut inflight = txn.open_table(INFLIGHT_IN).map_err(|x| e(x.into()))?;
-        let retained = txn.open_table(RETAINED).map_err(|x| e(x.into()))?;
-
-        // Schema.
-        let version = meta
-            .get(SCHEMA_KEY)
-            .map_err(|x| e(x.into()))?
-            .map(|g| g.value());
-        match version {
-            None => {
-                let mut empty = true;
-                for n in [
-                    sessions.len(),
-                    messages.len(),
-                    refs.len(),
-                    queue.len(),
-                    inflight.len(),
-                    retained.len(),
-                ] {
-                    empty &= n.map_err(|x| e(x.into()))? == 0;
-                }
-                if !empty {
-                    return Err(StoreError::Corrupt {
-                        file: file.to_path_buf(),
-                        detail: "no schema version recorded in a non-empty store".into(),
-                    });
-                }
-                meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
-                    .map_err(|x| e(x.into()))?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::UnsupportedSchema {
-                    file: file.to_path_buf(),
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            Some(v) if v == SCHEMA_VERSION => {}
-            // Versions before 1 never existed; later versions migrate older ones here.
-            Some(v) => {
-                return Err(StoreError::Corrupt {
-                    file: file.to_path_buf(),
-                    detail: format!("invalid schema version {v}"),
-                });
-            }
-        }
-
-        // Sessions.
-        let mut known: HashSet<String> = HashSet::new();
-        for item in sessions.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
-            let id = k.value().to_owned();
-            let s = SessionRecord::decode(v.value()).map_err(|x| decode_err(file, x))?;
-            known.insert(id.clone());
-            rec.sessions.push((id, s));
-        }
-
-        // Message ids.
-        let mut message_ids: HashSet<u64> = HashSet::new();
-        for item in messages.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
-            let id = k.value();
-            rec.message_bytes += v.value().len() as u64;
-            rec.next_message_id = rec.next_message_id.max(id.saturating_add(1));
-            message_ids.insert(id);
-        }
-
-        // Queue: lengths, true reference counts, orphans.
-        let mut counted: HashMap<u64, u32> = HashMap::new();
-        let mut drop_entries: Vec<(String, u64)> = Vec::new();
-        for item in queue.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
-            let (client, seq) = k.value();
-            let entry = QueueEntry::decode(v.value()).map_err(|x| decode_err(file, x))?;
-            if !known.contains(client) || !message_ids.contains(&entry.message_id) {
-                drop_entries.push((client.to_owned(), seq));
-                continue;
-            }
-            *counted.entry(entry.message_id).or_default() += 1;
-            match rec.queues.get_mut(client) {
-                Some(q) => {
-                    q.len += 1;
-                    q.next_seq = seq.saturating_add(1);
-                }
-                None => {
-                    rec.queues.insert(
-                        client.to_owned(),
-                        QueueInfo {
-                            len: 1,
-                            first_seq: seq,
-                            next_seq: seq.saturating_add(1),
-                        },
-                    );
-                }
-            }
-        }
-        rec.repairs += drop_entries.len();
-        for (client, seq) in &drop_entries {
-            queue
-                .remove((client.as_str(), *seq))
-                .map_err(|x| e(x.into()))?;
-        }
-
-        // Reference counts: the queue is the truth.
-        let mut stored: HashMap<u64, u32> = HashMap::new();
-        for item in refs.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
-            stored.insert(k.value(), v.value());
-        }
-        for id in &message_ids {
-            let want = counted.get(id).copied().unwrap_or(0);
-            let have = stored.remove(id);
-            if want == 0 {
-                messages.remove(*id).map_err(|x| e(x.into()))?;
-                refs.remove(*id).map_err(|x| e(x.into()))?;
-                rec.repairs += 1;
-            } else if have != Some(want) {
-                refs.insert(*id, want).map_err(|x| e(x.into()))?;
-                rec.repairs += 1;
-            }
-        }
-        // Counts of messages that do not exist.
-        for id in stored.keys() {
-            refs.remove(*id).map_err(|x| e(x.into()))?;
-            rec.repairs += 1;
-        }
-
-        // Inbound QoS 2.
-        let mut drop_inflight: Vec<(String, u16)> = Vec::new();
-        for item in inflight.iter().map_err(|x| e(x.into()))? {
-            let (k, _) = item.map_err(|x| e(x.into()))?;
-            let (client, pid) = k.value();
-            if known.contains(client) {
-                rec.inflight_in.push((client.to_owned(), pid));
-            } else {
-                drop_inflight.push((client.to_owned(), pid));
-            }
-        }
-        rec.repairs += drop_inflight.len();
-        for (client, pid) in &drop_inflight {
-            inflight
-                .remove((client.as_str(), *pid))
-                .map_err(|x| e(x.into()))?;
-        }
-
-        // Retained.
-        for item in retained.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
-            let m = MessageRecord::decode(v.value()).map_err(|x| decode_err(file, x))?;
-            rec.retained.push((k.value().to_owned(), m));
-        }
-    }
-    txn.commit().map_err(|x| e(x.into()))?;
-    Ok(rec)
 }
 
 /// Guarantees waiters never hang: when the writer exits (normally or by panic), mark it gone
