@@ -264,8 +264,7 @@ impl Shared {
                     clear,
                 ));
             }
-            self.registry
-                .restore(session, generation, remaining.map(|d| now + d));
+            self.registry.restore(session, generation);
             if let Some(d) = remaining {
                 expiring.push((client_id, generation, d));
             }

@@ -107,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         match self
             .shared
             .registry
-            .detach(&self.client_id, self.conn_id, session, Instant::now())
+            .detach(&self.client_id, self.conn_id, session)
         {
             Detached::Offline(Some(after)) => {
                 durable::store_offline(&self.shared, &self.client_id, offline_record);

@@ -104,14 +104,12 @@ where
                 )) => {
                     // [MQTT-3.1.2-2] CONNACK 0x01 (unacceptable protocol version), then close. Sent in
                     // the 3.1.1 format, as Mosquitto does: the client's level is one we do not speak.
-                    let mut w = BytesMut::new();
-                    let ack = ConnectAck {
-                        reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                        ..ConnectAck::default()
-                    };
-                    let _ = encode_packet(&Packet::ConnectAck(ack), ProtocolVersion::V311, &mut w);
-                    let _ = stream.write_all(&w).await;
-                    let _ = stream.flush().await;
+                    refuse(
+                        &mut stream,
+                        ProtocolVersion::V311,
+                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    )
+                    .await;
                     info!(%peer, level, "refused: unsupported protocol level");
                 }
                 HandshakeError::Decode(e) => {

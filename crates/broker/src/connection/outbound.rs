@@ -72,7 +72,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         };
         let publish = self.to_publish(&d, packet_id, false, now);
-        if encoded_len(&publish, self.version) > self.client_max_packet {
+        // Sized only for clients that set a Maximum Packet Size (the encoder sizes it again).
+        if self.client_max_packet != usize::MAX
+            && encoded_len(&publish, self.version) > self.client_max_packet
+        {
             // [MQTT-3.1.2-25]: discard, as if sent.
             Metrics::incr(&self.shared.metrics.messages_dropped);
             self.dequeue(d.seq);

@@ -364,17 +364,6 @@ impl SessionHandle {
         }
     }
 
-    /// Takes up to `max` deliveries from the front.
-    pub fn pop_up_to(&self, max: usize, out: &mut Vec<Delivery>) {
-        let mut inner = self.lock();
-        let n = max.min(inner.queue.len());
-        let start = out.len();
-        out.extend(inner.queue.drain(..n));
-        let freed: usize = out[start..].iter().map(|d| d.message.payload.len()).sum();
-        inner.bytes = inner.bytes.saturating_sub(freed);
-        self.after_pop(inner);
-    }
-
     /// Takes the next QoS 0 deliveries at the front (which need no inflight slot), and at most
     /// `max_qos` deliveries of QoS 1/2; stops at the first QoS>0 delivery beyond that, so order is kept.
     pub fn pop_ready(&self, max_qos: usize, max_total: usize, out: &mut Vec<Delivery>) {

@@ -16,8 +16,8 @@
 //! lock, so "a new connection arrived" and "the timer fired" cannot both win.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +40,6 @@ enum Slot {
         session: Session,
         /// Connection that left it; identifies the expiry timer that may remove it.
         generation: ConnectionId,
-        expires_at: Option<Instant>,
     },
 }
 
@@ -140,13 +139,7 @@ impl Registry {
     /// Gives the session back when connection `conn` closes. A persistent session becomes
     /// offline (expiring after `session.expiry`); a non-persistent one is returned to the caller
     /// to be cleaned up. If another connection took over, the session is handed to it.
-    pub fn detach(
-        &self,
-        client_id: &ClientId,
-        conn: ConnectionId,
-        session: Session,
-        now: Instant,
-    ) -> Detached {
+    pub fn detach(&self, client_id: &ClientId, conn: ConnectionId, session: Session) -> Detached {
         let mut inner = self.lock();
         match inner.slots.get_mut(client_id) {
             Some(Slot::Online {
@@ -169,13 +162,11 @@ impl Registry {
             Some(Slot::Online { .. }) => {
                 if session.is_persistent() {
                     let expiry = session.expiry;
-                    let expires_at = expiry.map(|d| now + d);
                     inner.slots.insert(
                         client_id.clone(),
                         Slot::Offline {
                             session,
                             generation: conn,
-                            expires_at,
                         },
                     );
                     Detached::Offline(expiry)
@@ -189,14 +180,13 @@ impl Registry {
     }
 
     /// Puts a session read back from the store at start-up in place, offline.
-    pub fn restore(&self, session: Session, generation: ConnectionId, expires_at: Option<Instant>) {
+    pub fn restore(&self, session: Session, generation: ConnectionId) {
         let client_id = session.client_id.clone();
         self.lock().slots.insert(
             client_id,
             Slot::Offline {
                 session,
                 generation,
-                expires_at,
             },
         );
     }
@@ -261,23 +251,6 @@ impl Registry {
             .get(client_id)
             .map(|s| matches!(s, Slot::Online { .. }))
     }
-
-    /// Time until the offline session of `client_id` expires, for tests and the admin API.
-    #[must_use]
-    pub fn offline_expiry(&self, client_id: &str, now: Instant) -> Option<Option<Duration>> {
-        match self.lock().slots.get(client_id) {
-            Some(Slot::Offline { expires_at, .. }) => {
-                Some(expires_at.map(|t| t.saturating_duration_since(now)))
-            }
-            _ => None,
-        }
-    }
-
-    /// Shared handle of every session, for tests.
-    #[must_use]
-    pub fn arc(self) -> Arc<Self> {
-        Arc::new(self)
-    }
 }
 
 #[cfg(test)]
@@ -316,7 +289,7 @@ mod tests {
             },
         );
         assert!(
-            matches!(reg.detach(&id, 1, s, Instant::now()), Detached::HandedOver),
+            matches!(reg.detach(&id, 1, s), Detached::HandedOver),
             "handed over, not cleaned up"
         );
         let got = rx.await.expect("hand-off");
@@ -335,12 +308,12 @@ mod tests {
         reg.attach(&id, 1, CancellationToken::new());
         drop(reg.attach(&id, 2, CancellationToken::new())); // new owner gave up waiting
         assert!(matches!(
-            reg.detach(&id, 1, session("c", true), Instant::now()),
+            reg.detach(&id, 1, session("c", true)),
             Detached::Ended(_)
         ));
         assert_eq!(reg.status("c"), Some(true));
         assert!(matches!(
-            reg.detach(&id, 2, session("c", true), Instant::now()),
+            reg.detach(&id, 2, session("c", true)),
             Detached::Offline(None)
         ));
         assert_eq!(
@@ -355,9 +328,9 @@ mod tests {
         let reg = Registry::default();
         let id: ClientId = "c".into();
         reg.attach(&id, 1, CancellationToken::new());
-        reg.detach(&id, 1, session("c", true), Instant::now());
+        reg.detach(&id, 1, session("c", true));
         reg.attach(&id, 2, CancellationToken::new());
-        reg.detach(&id, 2, session("c", true), Instant::now());
+        reg.detach(&id, 2, session("c", true));
         assert!(reg.expire(&id, 1).is_none(), "stale timer");
         assert!(reg.expire(&id, 2).is_some());
         assert_eq!(reg.status("c"), None);
@@ -369,7 +342,7 @@ mod tests {
         let id: ClientId = "c".into();
         reg.attach(&id, 1, CancellationToken::new());
         assert!(matches!(
-            reg.detach(&id, 1, session("c", false), Instant::now()),
+            reg.detach(&id, 1, session("c", false)),
             Detached::Ended(_)
         ));
         assert_eq!(reg.status("c"), None);
