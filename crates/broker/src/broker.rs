@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::Auth;
+use crate::auth::{Action, Auth, ClientIdentity};
 use crate::config::Config;
 use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::session::Session;
+use crate::session::{Owner, Session};
 use crate::session::registry::{ConnectionId, Registry};
 use crate::transport::Acceptor;
 
@@ -29,10 +29,46 @@ struct Recovery {
     wills: Vec<(
         ClientId,
         ConnectionId,
-        Message,
+        Will,
         Duration,
         crate::store::SessionRecord,
     )>,
+}
+
+/// A will to publish once its connection is gone: the message, and who it is published as
+/// (checked against the publish ACL in force when it is published, which a reload may have
+/// changed since CONNECT).
+#[derive(Debug)]
+pub(crate) struct Will {
+    pub(crate) message: Message,
+    /// The identity of the connection that left it.
+    pub(crate) publisher: Arc<ClientIdentity>,
+    /// The owner of its session (a client of another identity cannot cancel it).
+    pub(crate) owner: Owner,
+}
+
+impl Will {
+    /// A will restored from the store: published as the session's stored owner.
+    fn restored(message: Message, client_id: &ClientId, owner: &Owner) -> Self {
+        Self {
+            message,
+            publisher: Arc::new(identity_of(owner, client_id)),
+            owner: owner.clone(),
+        }
+    }
+}
+
+/// The identity a session restored from the store reads (and publishes its will) as: its
+/// owner's username. JWT rules are not stored; they come back with the client's next token.
+pub(crate) fn identity_of(owner: &Owner, client_id: &ClientId) -> ClientIdentity {
+    ClientIdentity {
+        username: match owner {
+            Owner::User(u) => Some(u.clone()),
+            Owner::Anonymous | Owner::Unknown => None,
+        },
+        client_id: Arc::from(&**client_id),
+        jwt_acl: None,
+    }
 }
 
 /// A start-up failure.
@@ -122,8 +158,10 @@ impl Shared {
                 .into_iter()
                 .filter(|d| d.shared.is_some()),
         );
+        let auth = self.auth.load();
+        let gate = auth.filters_receive().then_some(&**auth);
         for d in orphans {
-            self.router.reroute_shared(&session.client_id, d);
+            self.router.reroute_shared(&session.client_id, d, gate);
         }
         debug!(client_id = %session.client_id, "session ended");
     }
@@ -226,13 +264,18 @@ impl Shared {
             if remaining == Some(Duration::ZERO) {
                 if let (Some(w), Some(_)) = (&rec.will, rec.disconnected_at_unix_ms) {
                     // The session ended while the broker was down: its pending will is due.
-                    self.publish_message(crate::persist::will_message(w, &client_id, now));
+                    let message = crate::persist::will_message(w, &client_id, now);
+                    self.publish_will(Will::restored(message, &client_id, &rec.owner));
                 }
                 drop_ops.extend(crate::persist::delete_session(&client_id));
                 continue;
             }
             let mut session = self.new_session(client_id.clone());
             session.expiry = expiry;
+            session.owner = rec.owner.clone();
+            session
+                .handle
+                .set_reader(identity_of(&rec.owner, &client_id));
             session.handle.set_online(false);
             match r.queues.get(cid) {
                 Some(q) => session.handle.restore_queue(q.next_seq, q.first_seq),
@@ -259,7 +302,11 @@ impl Shared {
                 wills.push((
                     client_id.clone(),
                     generation,
-                    crate::persist::will_message(w, &client_id, now),
+                    Will::restored(
+                        crate::persist::will_message(w, &client_id, now),
+                        &client_id,
+                        &rec.owner,
+                    ),
                     delay,
                     clear,
                 ));
@@ -288,15 +335,16 @@ impl Shared {
         self: &Arc<Self>,
         client_id: &ClientId,
         conn: ConnectionId,
-        message: Message,
+        will: Will,
         delay: Duration,
         clear: Option<crate::store::SessionRecord>,
     ) {
         if delay.is_zero() {
-            debug!(%client_id, topic = %message.topic, "publishing will");
-            self.publish_message(message);
+            debug!(%client_id, topic = %will.message.topic, "publishing will");
+            self.publish_will(will);
             return;
         }
+        let owner = will.owner.clone();
         let shared = Arc::clone(self);
         let id = client_id.clone();
         let task = tokio::spawn(async move {
@@ -306,7 +354,7 @@ impl Shared {
             }
             if shared.registry.take_pending_will(&id, conn) {
                 debug!(client_id = %id, "will delay passed; publishing will");
-                shared.publish_message(message);
+                shared.publish_will(will);
                 if let (Some(rec), Some(p)) = (clear, &shared.router.persistence)
                     && shared.registry.status(&id) == Some(false)
                 {
@@ -315,17 +363,32 @@ impl Shared {
             }
         });
         self.registry
-            .add_pending_will(client_id.clone(), conn, task.abort_handle());
+            .add_pending_will(client_id.clone(), conn, task.abort_handle(), owner);
     }
 
-    /// Publishes a message that has no connection behind it any more (a will).
-    pub(crate) fn publish_message(&self, message: Message) {
+    /// Publishes a will, if its publisher may still publish on its topic under the rules in
+    /// force now (checked at CONNECT too; a reload may have changed them since).
+    pub(crate) fn publish_will(&self, will: Will) {
+        let topic = &will.message.topic;
+        if !self
+            .auth
+            .load()
+            .authorize(&will.publisher, Action::Publish(topic))
+        {
+            info!(client_id = %will.publisher.client_id, %topic, "will not published: denied by the ACL now in force");
+            return;
+        }
         Metrics::incr(&self.metrics.messages_received);
         // Wills have no publisher left to slow down or acknowledge: busy mailboxes and the store
         // commit are not waited for.
         let mut sink = crate::router::PublishSink::default();
-        self.router
-            .publish(Arc::new(message), self.config.retain_available, &mut sink);
+        let auth = self.auth.load();
+        self.router.publish(
+            Arc::new(will.message),
+            self.config.retain_available,
+            auth.filters_receive().then_some(&**auth),
+            &mut sink,
+        );
     }
 }
 

@@ -204,6 +204,7 @@ pub fn session_record(s: &Session, protocol_level: u8, online: bool) -> SessionR
             })
             .collect(),
         will: None,
+        owner: s.owner.clone(),
     }
 }
 

@@ -21,11 +21,14 @@
 //!   `#` gets no access through patterns at all. In addition a value containing `/` is never
 //!   substituted (it could reach into another client's subtree); an allow pattern needing it is
 //!   skipped and a deny pattern needing it denies.
-//! - SUBSCRIBE is **not** checked against the file: Mosquitto 2.0's acl_file check returns
-//!   success for subscribe/unsubscribe (`/* FIXME - implement ACL subscription strings. */`) and
-//!   enforces `read` on every message it delivers (live and retained). So `topic read a/#`
-//!   lets a client subscribe to `a/b/+` *and* to `#`; the latter only ever receives `a/...`.
-//!   The broker must call [`AclFile::check_receive`] for every delivery.
+//! - SUBSCRIBE is checked for *reachability*: a filter is refused when it can match no topic
+//!   the client may read (no read rule intersects it, or a deny rule covers all of it).
+//!   Mosquitto 2.0's acl_file grants every SUBSCRIBE (`/* FIXME - implement ACL subscription
+//!   strings. */`) and only filters deliveries; client test suites and users expect a failure
+//!   code for a subscription that can never deliver anything. A filter that overlaps allowed
+//!   and denied topics is granted: `topic read a/#` lets a client subscribe to `a/b/+` *and* to
+//!   `#`; the latter only ever receives `a/...`. So `read` is still enforced per message: the
+//!   broker calls [`AclFile::check_receive`] when it routes a message and again when it sends it.
 //! - `$SYS`: wildcards at the start of a rule never match `$` topics (`#` does not grant
 //!   `$SYS/...`; write `topic read $SYS/#`). Publishing to `$SYS` is refused whatever the file
 //!   says, except `$SYS/broker/connection/<id>/state`; publishing to `$share/...` is refused.
@@ -159,15 +162,52 @@ impl AclFile {
         topic::publish_dollar_allowed(topic) && self.check(username, client_id, topic, Want::Write)
     }
 
-    /// May this client subscribe to `filter`? Always `true`, as in Mosquitto 2.0 (see the
-    /// module docs): the file is enforced per message by [`Self::check_receive`].
-    pub fn check_subscribe(
-        &self,
-        _username: Option<&str>,
-        _client_id: &str,
-        _filter: &str,
-    ) -> bool {
-        true
+    /// May this client subscribe to `filter` (a `$share/<group>/` prefix is stripped)? Yes when
+    /// some topic it matches is readable: a read rule intersects it and no deny rule covers it
+    /// whole (see the module docs). What it may not read is still filtered per message by
+    /// [`Self::check_receive`].
+    pub fn check_subscribe(&self, username: Option<&str>, client_id: &str, filter: &str) -> bool {
+        let Some(filter) = topic::strip_share(filter) else {
+            return false;
+        };
+        let own = self.own_rules(username);
+        let denied_whole = own
+            .iter()
+            .filter(|r| r.access == Access::Deny)
+            .any(|r| topic::covers(&r.filter, filter))
+            || self
+                .patterns
+                .iter()
+                .filter(|r| r.access == Access::Deny)
+                .any(
+                    |rule| match topic::substitute(&rule.filter, username, client_id) {
+                        Subst::Skip => false,
+                        Subst::Unsafe => true,
+                        Subst::Filter(f) => topic::covers(&f, filter),
+                    },
+                );
+        if denied_whole {
+            return false;
+        }
+        if own
+            .iter()
+            .any(|r| r.access.grants(Want::Read) && topic::intersects(&r.filter, filter))
+        {
+            return true;
+        }
+        let dangerous = |s: &str| s.contains(['+', '#']);
+        if username.is_some_and(dangerous) || dangerous(client_id) {
+            return false;
+        }
+        self.patterns
+            .iter()
+            .filter(|r| r.access.grants(Want::Read))
+            .any(
+                |rule| match topic::substitute(&rule.filter, username, client_id) {
+                    Subst::Filter(f) => topic::intersects(&f, filter),
+                    Subst::Skip | Subst::Unsafe => false,
+                },
+            )
     }
 
     /// May this client receive a message published on `topic` (live or retained)?
@@ -489,30 +529,22 @@ pattern write $SYS/broker/connection/%c/state
                 "in/k",
                 false,
             ),
-            (
-                "subscribe is not checked (mosquitto 2.0)",
-                al,
-                "c",
-                's',
-                "#",
-                true,
-            ),
-            (
-                "subscribe narrower than read rule",
-                al,
-                "c",
-                's',
-                "a/b/+",
-                true,
-            ),
-            (
-                "subscribe even if denied on delivery",
-                None,
-                "c",
-                's',
-                "secret/#",
-                true,
-            ),
+            // SUBSCRIBE: granted when some readable topic can match.
+            ("subscribe # overlaps read rules", al, "c", 's', "#", true),
+            ("subscribe narrower than read rule", al, "c", 's', "a/b/+", true),
+            ("subscribe + overlaps", al, "c", 's', "+/alice/t", true),
+            ("subscribe shared", al, "c", 's', "$share/g/a/b", true),
+            ("subscribe unreachable", None, "c", 's', "secret/#", false),
+            ("subscribe other user's tree", al, "c", 's', "home/bob/#", false),
+            ("subscribe write-only topic", al, "c", 's', "cmd/lamp/set", false),
+            ("subscribe wholly denied", al, "c", 's', "home/alice/locked", false),
+            ("subscribe partly denied", al, "c", 's', "home/alice/+", true),
+            ("subscribe # is not $SYS", al, "c", 's', "$SYS/#", false),
+            ("subscribe explicit $SYS", bo, "c", 's', "$SYS/broker/clients/+", true),
+            ("subscribe via pattern", None, "c9", 's', "in/c9", true),
+            ("subscribe pattern for another id", None, "c9", 's', "in/c8", false),
+            ("subscribe pattern deny covers", ca, "c9", 's', "dev/carol/blocked/#", false),
+            ("subscribe pattern, '+' in id", ca, "c+", 's', "in/#", false),
             (
                 "$share publish refused",
                 al,

@@ -81,10 +81,12 @@ impl JwtAcl {
             && self.publish.iter().any(|f| topic::matches(f, topic))
     }
 
-    /// `filter` (a `$share/<group>/` prefix is stripped) must be covered by a subscribe claim.
+    /// `filter` (a `$share/<group>/` prefix is stripped) must be able to match a topic some
+    /// subscribe claim matches; the same rule as the ACL file's (deliveries are filtered by
+    /// [`Self::check_receive`] when routed and when sent).
     pub fn check_subscribe(&self, filter: &str) -> bool {
         match topic::strip_share(filter) {
-            Some(f) => self.subscribe.iter().any(|rule| topic::covers(rule, f)),
+            Some(f) => self.subscribe.iter().any(|rule| topic::intersects(rule, f)),
             None => false,
         }
     }
@@ -101,13 +103,16 @@ pub enum JwtError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("claim `{0}` must be an array of strings")]
     BadClaim(String),
+    /// The token names nobody: `%u` and `user` rules would see an unverified name.
+    #[error("the token has no `{0}` (username) claim")]
+    NoUsername(String),
 }
 
 /// A verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
-    /// The username claim, if present.
-    pub username: Option<String>,
+    /// The username claim (required: a token without one is refused).
+    pub username: String,
     pub acl: JwtAcl,
 }
 
@@ -190,14 +195,10 @@ impl JwtVerifier {
         self.config.from
     }
 
-    /// Verifies `token` and builds the per-connection ACL. `connect_username` is used for
-    /// `%u` when the token has no username claim.
-    pub fn verify(
-        &self,
-        token: &str,
-        connect_username: Option<&str>,
-        client_id: &str,
-    ) -> Result<VerifiedToken, JwtError> {
+    /// Verifies `token` and builds the per-connection ACL, with `%u` from the token's username
+    /// claim. A token without that claim is refused: the username the ACL sees is always one
+    /// the token's signer vouched for, never the CONNECT's unverified one.
+    pub fn verify(&self, token: &str, client_id: &str) -> Result<VerifiedToken, JwtError> {
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &self.key,
@@ -207,8 +208,10 @@ impl JwtVerifier {
         let username = claims
             .get(&self.config.username_claim)
             .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        let acl_user = username.as_deref().or(connect_username);
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| JwtError::NoUsername(self.config.username_claim.clone()))?;
+        let acl_user = Some(username.as_str());
         let filters = |name: &str| -> Result<Vec<String>, JwtError> {
             let Some(value) = claims.get(name) else {
                 return Ok(Vec::new());
@@ -314,35 +317,39 @@ pub(crate) mod tests {
     fn hs256_valid_expired_bad_signature() {
         let v = JwtVerifier::new(hs_config("s3cret"), Path::new(".")).expect("verifier");
         let ok = v
-            .verify(&hs_token("s3cret", claims(600)), None, "c1")
+            .verify(&hs_token("s3cret", claims(600)), "c1")
             .expect("valid");
-        assert_eq!(ok.username.as_deref(), Some("alice"));
+        assert_eq!(ok.username, "alice");
         assert!(ok.acl.check_publish("devices/alice/c1/temp"));
         assert!(!ok.acl.check_publish("devices/bob/c1/temp"));
         assert!(ok.acl.check_publish("shared/x"));
         assert!(ok.acl.check_subscribe("cmd/alice/+"));
         assert!(ok.acl.check_subscribe("$share/g/cmd/alice/x"));
-        assert!(!ok.acl.check_subscribe("cmd/#"));
+        // Overlapping filters are granted (deliveries are filtered), unreachable ones are not.
+        assert!(ok.acl.check_subscribe("cmd/#"));
+        assert!(ok.acl.check_subscribe("#"));
+        assert!(!ok.acl.check_subscribe("cmd/bob/#"));
+        assert!(!ok.acl.check_subscribe("$SYS/#"));
         assert!(ok.acl.check_receive("cmd/alice/reboot"));
         assert!(!ok.acl.check_receive("news/x"));
         assert!(
-            v.verify(&hs_token("s3cret", claims(-600)), None, "c1")
+            v.verify(&hs_token("s3cret", claims(-600)), "c1")
                 .is_err()
         );
         assert!(
-            v.verify(&hs_token("other", claims(600)), None, "c1")
+            v.verify(&hs_token("other", claims(600)), "c1")
                 .is_err()
         );
         let no_exp = hs_token("s3cret", serde_json::json!({"sub": "a"}));
-        assert!(v.verify(&no_exp, None, "c1").is_err());
+        assert!(v.verify(&no_exp, "c1").is_err());
         let not_yet = hs_token(
             "s3cret",
             serde_json::json!({"exp": now() + 600, "nbf": now() + 300}),
         );
-        assert!(v.verify(&not_yet, None, "c1").is_err());
+        assert!(v.verify(&not_yet, "c1").is_err());
         // An RS256 token must not be accepted by an HS256 verifier (algorithm confusion).
         assert!(
-            v.verify(&rs_token(RSA_PRIVATE, claims(600)), None, "c1")
+            v.verify(&rs_token(RSA_PRIVATE, claims(600)), "c1")
                 .is_err()
         );
     }
@@ -351,18 +358,18 @@ pub(crate) mod tests {
     fn rs256_valid_expired_bad_signature() {
         let (v, _dir) = rs_verifier();
         let ok = v
-            .verify(&rs_token(RSA_PRIVATE, claims(600)), None, "c2")
+            .verify(&rs_token(RSA_PRIVATE, claims(600)), "c2")
             .expect("valid");
         assert!(ok.acl.check_publish("devices/alice/c2/x"));
         assert!(
-            v.verify(&rs_token(RSA_PRIVATE, claims(-600)), None, "c2")
+            v.verify(&rs_token(RSA_PRIVATE, claims(-600)), "c2")
                 .is_err()
         );
         assert!(
-            v.verify(&rs_token(RSA_OTHER_PRIVATE, claims(600)), None, "c2")
+            v.verify(&rs_token(RSA_OTHER_PRIVATE, claims(600)), "c2")
                 .is_err()
         );
-        assert!(v.verify(&hs_token("x", claims(600)), None, "c2").is_err());
+        assert!(v.verify(&hs_token("x", claims(600)), "c2").is_err());
     }
 
     #[test]
@@ -373,27 +380,28 @@ pub(crate) mod tests {
             serde_json::json!({"sub": "a/b", "exp": now() + 60,
             "publish": ["devices/%u/#", "ok/#", "bad/#/x"]}),
         );
-        let ok = v.verify(&t, None, "c").expect("valid");
+        let ok = v.verify(&t, "c").expect("valid");
         assert_eq!(ok.acl.publish, ["ok/#"]);
         assert!(!ok.acl.check_publish("$SYS/x"));
         let t = hs_token(
             "k",
-            serde_json::json!({"exp": now() + 60, "publish": "a/#"}),
+            serde_json::json!({"sub": "a", "exp": now() + 60, "publish": "a/#"}),
         );
         assert!(matches!(
-            v.verify(&t, None, "c"),
+            v.verify(&t, "c"),
             Err(JwtError::BadClaim(_))
         ));
-        // No username claim: %u falls back to the CONNECT username.
+        // No username claim: refused, so `%u` never sees an unverified name.
         let t = hs_token(
             "k",
             serde_json::json!({"exp": now() + 60, "publish": ["u/%u"]}),
         );
-        let ok = v.verify(&t, Some("zed"), "c").expect("valid");
-        assert_eq!(
-            (ok.username, ok.acl.publish),
-            (None, vec!["u/zed".to_owned()])
+        assert!(matches!(v.verify(&t, "c"), Err(JwtError::NoUsername(_))));
+        let t = hs_token(
+            "k",
+            serde_json::json!({"sub": "", "exp": now() + 60, "publish": ["u/%u"]}),
         );
+        assert!(matches!(v.verify(&t, "c"), Err(JwtError::NoUsername(_))));
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //!   - password_file: known user → allow / deny (`BadCredentials`); unknown user → ignore;
 //!   - http: the service's `allow` / `deny` / `ignore`; errors and timeouts deny;
 //!   - jwt: no token (field absent or not shaped like a JWT) → ignore; bad, expired or
-//!     wrongly-signed token → deny; a username claim that differs from the CONNECT username
-//!     (when the token is in the password) → deny.
+//!     wrongly-signed token → deny; a token without the username claim → deny; a username
+//!     claim that differs from the CONNECT username (when the token is in the password) → deny.
+//!     So the username that `%u` and `user` rules see is always the token's verified claim.
 //! - If every source ignores, the client is refused (`BadCredentials`): as in Mosquitto, a
 //!   user missing from the only password file cannot log in.
 //!
@@ -366,17 +367,14 @@ impl Auth {
         } else {
             req.username.as_deref()
         };
-        match jwt.verify(&token, connect_user, &req.client_id) {
+        match jwt.verify(&token, &req.client_id) {
             Ok(verified) => {
-                if let (Some(claimed), Some(given)) = (&verified.username, connect_user)
-                    && claimed != given
-                {
+                if connect_user.is_some_and(|given| given != verified.username) {
                     tracing::info!(client_id = %req.client_id, "JWT username claim differs from CONNECT username");
                     return Verdict::Deny(DenyReason::BadCredentials);
                 }
-                let username = verified.username.as_deref().or(connect_user).map(Arc::from);
                 Verdict::Allow(ClientIdentity {
-                    username,
+                    username: Some(Arc::from(verified.username.as_str())),
                     client_id: Arc::from(req.client_id.as_str()),
                     jwt_acl: Some(Arc::new(verified.acl)),
                 })
@@ -391,15 +389,17 @@ impl Auth {
     /// May `who` do `action`?
     ///
     /// - Publishing into `$SYS` (except a bridge's `$SYS/broker/connection/<id>/state`) or to
-    ///   `$share/...` is always refused, as Mosquitto does before consulting any ACL.
+    ///   `$share/...` is always refused, as Mosquitto does before consulting any ACL. A will is
+    ///   a publish: the same check applies to it at CONNECT and when it is published.
     /// - No `acl_file` and no JWT rules for this client: everything else is allowed.
     /// - Only one of them: it decides.
     /// - Both: allowed if either allows, except that an `acl_file` `deny` rule also vetoes
     ///   what the token grants.
     ///
-    /// `Subscribe` is checked against JWT `subscribe` claims (the filter must be covered by
-    /// one), but never against the `acl_file` (Mosquitto 2.0 behaviour, see [`acl`]); the
-    /// broker must therefore check `Receive` for every delivery, retained messages included.
+    /// `Subscribe` is granted when the filter can match some topic the client may read (see
+    /// [`acl`]); a filter overlapping allowed and denied topics is granted, so the broker checks
+    /// `Receive` for every message it routes to a session and again when it sends one, retained
+    /// messages included.
     pub fn authorize(&self, who: &ClientIdentity, action: Action<'_>) -> bool {
         if let Action::Publish(t) = action
             && !topic::publish_dollar_allowed(t)
@@ -438,6 +438,12 @@ impl Auth {
     /// unless the client carries JWT rules).
     pub fn has_acl_file(&self) -> bool {
         self.acl.is_some()
+    }
+
+    /// Whether `Receive` can ever be refused (an `acl_file` or JWT rules are in use): without
+    /// either, routing skips the per-subscriber check.
+    pub fn filters_receive(&self) -> bool {
+        self.acl.is_some() || self.jwt.is_some()
     }
 }
 

@@ -277,7 +277,9 @@ fn authorize_combinations() {
     let jwt_only = Auth::from_parts(None, None, None, Some(jwt()), vec![], None).expect("auth");
     let tok = identity(Some("v"), Some(claims));
     assert!(jwt_only.authorize(&tok, Action::Subscribe("b/+")));
-    assert!(!jwt_only.authorize(&tok, Action::Subscribe("#")));
+    // Overlaps b/#: granted, deliveries filtered; c/# can match nothing readable: refused.
+    assert!(jwt_only.authorize(&tok, Action::Subscribe("#")));
+    assert!(!jwt_only.authorize(&tok, Action::Subscribe("c/#")));
     assert!(!jwt_only.authorize(&tok, Action::Publish("c")));
     // A password-file client on a JWT-enabled broker without acl_file: no rules apply.
     assert!(jwt_only.authorize(&identity(Some("w"), None), Action::Publish("c")));

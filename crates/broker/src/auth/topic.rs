@@ -39,6 +39,27 @@ pub(crate) fn covers(rule: &str, filter: &str) -> bool {
     }
 }
 
+/// Whether some topic is matched by both filters. Used to refuse a SUBSCRIBE whose filter can
+/// match no topic the client may read: `a/#` and `+/b` intersect (`a/b`), `a/+` and `a` do not,
+/// and a filter starting with a wildcard never meets one starting with `$` (such a filter does
+/// not match `$` topics).
+pub(crate) fn intersects(a: &str, b: &str) -> bool {
+    let wild_first = |f: &str| f.starts_with('+') || f.starts_with('#');
+    if (a.starts_with('$') && wild_first(b)) || (b.starts_with('$') && wild_first(a)) {
+        return false;
+    }
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(l), Some(r)) if l == r => {}
+            _ => return false,
+        }
+    }
+}
+
 /// The filter a `$share/<group>/<filter>` subscription really subscribes to; other filters are
 /// returned unchanged. `None` for a malformed shared subscription.
 pub(crate) fn strip_share(filter: &str) -> Option<&str> {
@@ -150,6 +171,35 @@ mod tests {
         assert!(!covers("a/#", "#"));
         assert!(!covers("#", "$SYS/#"));
         assert!(covers("#", "x/#"));
+    }
+
+    #[test]
+    fn intersecting() {
+        for (a, b) in [
+            ("a/#", "+/b"),
+            ("a/#", "a"),
+            ("#", "x/y"),
+            ("a/+/c", "a/b/+"),
+            ("a/b", "a/b"),
+            ("+", "x"),
+            ("$SYS/#", "$SYS/+/x"),
+            ("sec/%u", "sec/+"),
+        ] {
+            assert!(intersects(a, b), "{a} ∩ {b}");
+            assert!(intersects(b, a), "{b} ∩ {a}");
+        }
+        for (a, b) in [
+            ("a/+", "a"),
+            ("a/b", "a/c"),
+            ("sec/bob/#", "sec/alice/#"),
+            ("#", "$SYS/x"),
+            ("+/x", "$SYS/x"),
+            ("a/b/c", "a/+"),
+            ("a", "a/b"),
+        ] {
+            assert!(!intersects(a, b), "{a} ∩ {b}");
+            assert!(!intersects(b, a), "{b} ∩ {a}");
+        }
     }
 
     #[test]

@@ -11,10 +11,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::{Connection, End, durable};
-use crate::broker::Shared;
+use crate::auth::ClientIdentity;
+use crate::broker::Will;
 use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
-use crate::session::registry::{ConnectionId, Detached};
+use crate::session::Owner;
+use crate::session::registry::Detached;
 use crate::store::Op;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -91,10 +93,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let session = self.session;
         session.handle.set_online(false);
         let expiry = session.expiry;
+        let owner = session.owner.clone();
         // Shared-subscription deliveries this member has not finished go to another member.
         let mut session = session;
         let mut orphans = session.take_shared_inflight();
         orphans.extend(session.handle.take_shared());
+        let auth = self.shared.auth.load();
+        let gate = auth.filters_receive().then_some(&**auth);
         for d in orphans {
             if let Some(seq) = d.seq
                 && let Some(p) = &self.shared.router.persistence
@@ -102,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 // Handed to another member: no longer this session's to deliver.
                 p.submit_detached(vec![Op::Dequeue(self.client_id.to_string(), seq)]);
             }
-            self.shared.router.reroute_shared(&self.client_id, d);
+            self.shared.router.reroute_shared(&self.client_id, d, gate);
         }
         match self
             .shared
@@ -121,29 +126,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Detached::Ended(s) => self.shared.end_session(s),
         }
         if let Some(will) = will {
-            schedule_will(
-                &self.shared,
-                &self.client_id,
-                self.conn_id,
-                will,
-                expiry,
-                will_clear,
-            );
+            let will_delay = will.properties.will_delay_interval.unwrap_or(0);
+            let publisher = Arc::new(self.identity.clone());
+            let will = will_to_publish(will, &self.client_id, publisher, owner);
+            let delay = Duration::from_secs(u64::from(will_delay));
+            let delay = expiry.map_or(delay, |e| delay.min(e));
+            self.shared
+                .schedule_will(&self.client_id, self.conn_id, will, delay, will_clear);
         }
         info!(client_id = %self.client_id, "client disconnected");
     }
 }
 
-/// Publishes a will now, or after min(will delay, session expiry) unless a new connection for the
-/// client id arrives first [MQTT-3.1.3-9].
-fn schedule_will(
-    shared: &Arc<Shared>,
-    client_id: &ClientId,
-    conn: ConnectionId,
+/// The message a CONNECT's will becomes, published as `publisher`; it is published now, or after
+/// min(will delay, session expiry) unless a new connection for the client id arrives first
+/// [MQTT-3.1.3-9].
+fn will_to_publish(
     will: LastWill,
-    expiry: Option<Duration>,
-    clear: Option<crate::store::SessionRecord>,
-) {
+    client_id: &ClientId,
+    publisher: Arc<ClientIdentity>,
+    owner: Owner,
+) -> Will {
     let now = Instant::now();
     let props = will.properties;
     let message = Message {
@@ -165,7 +168,9 @@ fn schedule_will(
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),
     };
-    let delay = Duration::from_secs(u64::from(props.will_delay_interval.unwrap_or(0)));
-    let delay = expiry.map_or(delay, |e| delay.min(e));
-    shared.schedule_will(client_id, conn, message, delay, clear);
+    Will {
+        message,
+        publisher,
+        owner,
+    }
 }

@@ -97,6 +97,14 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
         }
     }
     if let Some(will) = &c.will {
+        // `$` topics are the server's: no will goes there (nor to `$share/...`), except the
+        // state topic a Mosquitto bridge keeps its own will on; the ACL is checked after
+        // authentication.
+        if will.topic.starts_with('$')
+            && !hermod_proto::topic::matches("$SYS/broker/connection/+/state", &will.topic)
+        {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
         if will.retain && !config.retain_available {
             return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
         }
@@ -127,6 +135,7 @@ fn assign_client_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hermod_proto::LastWill;
 
     fn connect(v: ProtocolVersion, id: &str, clean: bool) -> Connect {
         Connect {
@@ -184,6 +193,29 @@ mod tests {
             check_connect(&c, &Config::default()),
             Err(ReasonCode::BAD_AUTHENTICATION_METHOD)
         );
+    }
+
+    #[test]
+    fn dollar_will_topics_are_refused() {
+        let cfg = Config::default();
+        for (topic, ok) in [
+            ("$SYS/broker/uptime", false),
+            ("$share/g/alice/cmd", false),
+            ("$aws/things/x", false),
+            ("$SYS/broker/connection/bridge-1/state", true),
+            ("alice/status", true),
+        ] {
+            let mut c = connect(ProtocolVersion::V311, "c", true);
+            c.will = Some(LastWill {
+                topic: topic.into(),
+                ..LastWill::default()
+            });
+            let got = check_connect(&c, &cfg);
+            assert_eq!(got.is_ok(), ok, "{topic}: {got:?}");
+            if !ok {
+                assert_eq!(got, Err(ReasonCode::NOT_AUTHORIZED));
+            }
+        }
     }
 
     #[test]

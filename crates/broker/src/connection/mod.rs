@@ -32,7 +32,7 @@ use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
 use crate::router::PublishSink;
 use crate::session::registry::{Attached, ConnectionId};
-use crate::session::{Session, SubscriptionEntry};
+use crate::session::{Owner, Session, SubscriptionEntry};
 use crate::store::Op;
 use crate::transport::PeerInfo;
 use handshake::{HandshakeError, check_connect, read_connect};
@@ -180,10 +180,34 @@ where
         }
     };
 
+    // A will is a publish: its publisher must be allowed to publish on its topic, now (v5 0x87,
+    // v3.1.1 return code 5, as Mosquitto answers) and again when it is published.
+    if let Some(will) = &connect.will
+        && !shared
+            .auth
+            .load()
+            .authorize(&identity, Action::Publish(&will.topic))
+    {
+        refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
+        info!(%peer, client_id = %accepted.client_id, username = ?identity.username, topic = %will.topic, "connection refused: will topic denied by the ACL");
+        return;
+    }
+
     let conn_id = shared.next_connection_id();
     let client_id: ClientId = accepted.client_id.clone().into();
     let kick = CancellationToken::new();
-    let previous = match shared.registry.attach(&client_id, conn_id, kick.clone()) {
+    let owner = Owner::of(identity.username.as_ref());
+    let previous = match shared
+        .registry
+        .attach(&client_id, conn_id, kick.clone(), &owner)
+    {
+        Attached::Refused(holder) => {
+            // Sessions belong to an identity: nothing of another user's session is sent,
+            // consumed, taken over or ended.
+            refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
+            warn!(%peer, %client_id, identity = %owner, session_owner = %holder, "connection refused: the client id's session belongs to another identity");
+            return;
+        }
         Attached::New => None,
         Attached::Resumed(s) => Some(s),
         Attached::TakingOver(rx) => {
@@ -218,6 +242,8 @@ where
         None => (shared.new_session(client_id.clone()), false),
     };
     session.expiry = expiry;
+    session.owner = owner;
+    session.handle.set_reader(identity.clone());
     let durable = shared.router.persistence.is_some() && session.is_persistent();
     session.handle.set_durable(durable);
     session.handle.set_online(true);
@@ -667,9 +693,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             expires_at,
         };
         let mut sink = PublishSink::default();
-        self.shared
-            .router
-            .publish(Arc::new(message), cfg.retain_available, &mut sink);
+        let auth = self.shared.auth.load();
+        self.shared.router.publish(
+            Arc::new(message),
+            cfg.retain_available,
+            auth.filters_receive().then_some(&**auth),
+            &mut sink,
+        );
         self.busy.append(&mut sink.busy);
         if let Some(commit) = sink.commit {
             // The ack waits for the durable copies [issue: nothing acknowledged is lost].
@@ -766,7 +796,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 hermod_proto::RetainHandling::DoNotSend => false,
             };
             if share.is_none() && send_retained && cfg.retain_available {
-                for m in self.shared.router.retained_matching(filter, now) {
+                let auth = self.shared.auth.load();
+                for m in self
+                    .shared
+                    .router
+                    .retained_matching(filter, now)
+                    .into_iter()
+                    .filter(|m| auth.authorize(&self.identity, Action::Receive(&m.topic)))
+                {
                     retained.push(Delivery {
                         qos: m.qos.min(options.qos),
                         retain: true, // [MQTT-3.3.1-8]

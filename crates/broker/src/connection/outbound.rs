@@ -126,6 +126,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     pub(super) fn resend_one(&mut self, o: &crate::session::Outbound, now: Instant) {
+        if o.state != OutboundState::AwaitingComplete
+            && !self
+                .shared
+                .auth
+                .load()
+                .authorize(&self.identity, Action::Receive(&o.delivery.message.topic))
+        {
+            // Re-checked on every re-send with the rules in force now (the analogue of
+            // Mosquitto's CVE-2018-12546 fix): an ACL reload also applies to what was in flight.
+            self.session.forget(o.packet_id);
+            self.dequeue(o.delivery.seq);
+            return;
+        }
         if o.state == OutboundState::AwaitingComplete {
             self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id)));
         } else {

@@ -20,6 +20,7 @@ pub struct PublishSink {
 
 use hermod_proto::{QoS, SubscriptionOptions};
 
+use crate::auth::{Action, Auth};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::persist::Persistence;
@@ -139,7 +140,20 @@ impl Router {
     /// becomes visible to a subscriber; `sink.commit` resolves once it is durable, and the
     /// publisher's PUBACK/PUBREC waits for it.
     /// Adds to `sink.busy` the mailboxes that are filling up (see `session::mailbox`).
-    pub fn publish(&self, message: Arc<Message>, retain_enabled: bool, sink: &mut PublishSink) {
+    ///
+    /// With `auth`, a session whose reader may not receive the message is skipped before
+    /// anything is queued or stored for it (a shared group picks a member that may); the
+    /// connection checks again when it sends, with the rules then in force.
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        retain_enabled: bool,
+        auth: Option<&Auth>,
+        sink: &mut PublishSink,
+    ) {
+        let may_receive = |h: &SessionHandle| {
+            auth.is_none_or(|a| a.authorize(&h.reader(), Action::Receive(&message.topic)))
+        };
         let retained_change = message.retain && retain_enabled;
         if retained_change {
             self.retained
@@ -179,7 +193,7 @@ impl Router {
                     }
                 }
                 Matched::Shared(g) => {
-                    if let Some(member) = g.pick() {
+                    if let Some(member) = g.pick(|m| may_receive(&m.handle)) {
                         shared.push((
                             member.handle.clone(),
                             message.qos.min(member.options.qos),
@@ -191,6 +205,9 @@ impl Router {
             });
         }
         let store = self.persistence.as_deref();
+        if auth.is_some() {
+            targets.retain(|t| may_receive(&t.handle));
+        }
         let deliveries = targets
             .into_iter()
             .map(|t| {
@@ -295,9 +312,13 @@ impl Router {
     /// Hands a shared-subscription delivery that `leaving` could not complete to another member
     /// of its group, so a member that leaves does not strand its messages. Dropped when the
     /// group has no other member.
-    pub fn reroute_shared(&self, leaving: &str, mut delivery: Delivery) {
+    pub fn reroute_shared(&self, leaving: &str, mut delivery: Delivery, auth: Option<&Auth>) {
         let Some(key) = delivery.shared.clone() else {
             return;
+        };
+        let topic = &delivery.message.topic;
+        let may_receive = |m: &Subscriber| {
+            auth.is_none_or(|a| a.authorize(&m.handle.reader(), Action::Receive(topic)))
         };
         let target = {
             let tree = self
@@ -305,7 +326,7 @@ impl Router {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             tree.shared_group(&key.0, &key.1)
-                .and_then(|g| g.pick_other(leaving))
+                .and_then(|g| g.pick_other(leaving, may_receive))
                 .map(|m| (m.handle.clone(), m.options.qos, m.id))
         };
         if let Some((handle, sub_qos, id)) = target {

@@ -33,25 +33,35 @@ pub struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// Picks the member for the next message: round robin over online members; if none is online,
-    /// the next member in turn (its session queues the message).
+    /// Picks the member for the next message among those `eligible` accepts (whose reader may
+    /// receive it): round robin over online members; if none is online, the next eligible member
+    /// in turn (its session queues the message).
     #[must_use]
-    pub fn pick(&self) -> Option<&Subscriber> {
+    pub fn pick(&self, eligible: impl Fn(&Subscriber) -> bool) -> Option<&Subscriber> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.members[(start + i) % n])
-            .find(|m| m.handle.is_online())
-            .or_else(|| self.members.get(start % n))
+        let in_turn = || (0..n).map(|i| &self.members[(start + i) % n]);
+        in_turn()
+            .find(|m| m.handle.is_online() && eligible(m))
+            .or_else(|| in_turn().find(|m| eligible(m)))
     }
 
-    /// Picks a member other than `not`, online first; for re-routing a leaving member's messages.
+    /// Picks a member other than `not` that `eligible` accepts, online first; for re-routing a
+    /// leaving member's messages.
     #[must_use]
-    pub fn pick_other(&self, not: &str) -> Option<&Subscriber> {
-        let others = || self.members.iter().filter(|m| &*m.handle.client_id != not);
+    pub fn pick_other(
+        &self,
+        not: &str,
+        eligible: impl Fn(&Subscriber) -> bool,
+    ) -> Option<&Subscriber> {
+        let others = || {
+            self.members
+                .iter()
+                .filter(|m| &*m.handle.client_id != not && eligible(m))
+        };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let online: Vec<_> = others().filter(|m| m.handle.is_online()).collect();
         if online.is_empty() {
@@ -352,12 +362,12 @@ mod tests {
         tree.insert("t", Some("g"), sub("m2"));
         let g = tree.shared_group("g", "t").expect("group");
         let picks: Vec<String> = (0..4)
-            .filter_map(|_| g.pick())
+            .filter_map(|_| g.pick(|_| true))
             .map(|m| m.handle.client_id.to_string())
             .collect();
         assert_eq!(picks, ["m1", "m2", "m1", "m2"]);
         assert_eq!(
-            g.pick_other("m1").map(|m| m.handle.client_id.to_string()),
+            g.pick_other("m1", |_| true).map(|m| m.handle.client_id.to_string()),
             Some("m2".into())
         );
     }

@@ -27,9 +27,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use hermod_proto::QoS;
 use tokio::sync::Notify;
 
+use crate::auth::ClientIdentity;
 use crate::message::{ClientId, Delivery};
 use crate::metrics::Metrics;
 
@@ -45,6 +47,10 @@ pub struct SessionHandle {
     space: Notify,
     /// Deliveries dropped because the queue was full (or QoS 0 while offline).
     pub dropped: AtomicU64,
+    /// Who reads this mailbox: the identity of the session's current (or last) connection. The
+    /// router checks its receive ACL before queueing anything, so that messages the session may
+    /// not read are neither queued, nor stored, nor counted against its limits.
+    reader: ArcSwap<ClientIdentity>,
 }
 
 #[derive(Debug)]
@@ -119,7 +125,6 @@ impl SessionHandle {
     #[must_use]
     pub fn new(client_id: ClientId, limit: usize, queue_qos0_offline: bool) -> Arc<Self> {
         Arc::new(Self {
-            client_id,
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 limit,
@@ -138,7 +143,23 @@ impl SessionHandle {
             notify: Notify::new(),
             space: Notify::new(),
             dropped: AtomicU64::new(0),
+            reader: ArcSwap::from_pointee(ClientIdentity {
+                username: None,
+                client_id: Arc::from(&*client_id),
+                jwt_acl: None,
+            }),
+            client_id,
         })
+    }
+
+    /// The identity whose receive ACL applies to this mailbox.
+    pub fn reader(&self) -> arc_swap::Guard<Arc<ClientIdentity>> {
+        self.reader.load()
+    }
+
+    /// Sets the identity whose receive ACL applies (at CONNECT, and when restored from the store).
+    pub fn set_reader(&self, identity: ClientIdentity) {
+        self.reader.store(Arc::new(identity));
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

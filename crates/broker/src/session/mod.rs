@@ -39,6 +39,45 @@ pub struct Outbound {
     pub state: OutboundState,
 }
 
+/// Who a session belongs to: the verified username (or certificate identity) of the client
+/// that created it. A CONNECT with the same client id but another identity is refused, so that
+/// nobody can read, consume or destroy another user's session by borrowing its client id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// Restored from a store written before owners were recorded: the next client that
+    /// connects with the client id claims it.
+    #[default]
+    Unknown,
+    /// A client without a username (allowed only where anonymous access is).
+    Anonymous,
+    /// A username (from the password file, HTTP auth, a JWT claim or the client certificate).
+    User(Arc<str>),
+}
+
+impl Owner {
+    /// The owner for a client authenticated with this username.
+    #[must_use]
+    pub fn of(username: Option<&Arc<str>>) -> Self {
+        username.map_or(Owner::Anonymous, |u| Owner::User(u.clone()))
+    }
+
+    /// Whether a client with identity `who` may take this session.
+    #[must_use]
+    pub fn admits(&self, who: &Owner) -> bool {
+        *self == Owner::Unknown || self == who
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Unknown => f.write_str("<unknown>"),
+            Owner::Anonymous => f.write_str("<anonymous>"),
+            Owner::User(u) => write!(f, "user {u:?}"),
+        }
+    }
+}
+
 /// A subscription as the session remembers it (to restore, list and clean up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriptionEntry {
@@ -69,6 +108,8 @@ pub struct Session {
     pub inflight_in: HashSet<u16>,
     /// How long the session outlives its connection; `None` means never expires.
     pub expiry: Option<Duration>,
+    /// Who the session belongs to.
+    pub owner: Owner,
     next_packet_id: u16,
 }
 
@@ -84,6 +125,7 @@ impl Session {
             resend: VecDeque::new(),
             inflight_in: HashSet::new(),
             expiry: Some(Duration::ZERO),
+            owner: Owner::Unknown,
             next_packet_id: 1,
         }
     }
@@ -213,6 +255,15 @@ impl Session {
         self.resend = later;
         self.inflight_out = all;
         self.inflight_out.iter().cloned().collect()
+    }
+
+    /// Forgets an outbound delivery (one its reader may no longer receive) and returns it.
+    pub fn forget(&mut self, packet_id: PacketId) -> Option<Outbound> {
+        let pos = self
+            .inflight_out
+            .iter()
+            .position(|o| o.packet_id == packet_id)?;
+        self.inflight_out.remove(pos)
     }
 
     /// Moves the next waiting re-send into the inflight window, if any.

@@ -12,6 +12,11 @@
 //! A displaced connection finds the slot owned by another connection id when it detaches, so it
 //! can never clobber the new session.
 //!
+//! # Ownership
+//! Every slot knows its session's [`Owner`]. `attach` refuses a connection whose identity the
+//! owner does not admit *before* touching anything: the session, its connection and its
+//! pending will are left exactly as they were.
+//!
 //! Pending wills (v5 will delay) and offline expiry timers are also kept here, under the same
 //! lock, so "a new connection arrived" and "the timer fired" cannot both win.
 
@@ -22,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::Session;
+use super::{Owner, Session};
 use crate::message::ClientId;
 
 /// A connection's identity, unique for the broker's lifetime.
@@ -32,6 +37,7 @@ pub type ConnectionId = u64;
 enum Slot {
     Online {
         conn: ConnectionId,
+        owner: Owner,
         kick: CancellationToken,
         /// Set while waiting for a displaced connection to hand its session over.
         handoff: Option<(ConnectionId, oneshot::Sender<Session>)>,
@@ -46,8 +52,9 @@ enum Slot {
 #[derive(Debug, Default)]
 struct Inner {
     slots: HashMap<ClientId, Slot>,
-    /// Wills waiting for their delay, by client id, with the token of the connection that left them.
-    pending_wills: HashMap<ClientId, (ConnectionId, tokio::task::AbortHandle)>,
+    /// Wills waiting for their delay, by client id, with the connection that left them and
+    /// the owner of its (possibly ended) session.
+    pending_wills: HashMap<ClientId, (ConnectionId, tokio::task::AbortHandle, Owner)>,
 }
 
 /// What `attach` found.
@@ -59,6 +66,8 @@ pub enum Attached {
     Resumed(Session),
     /// A connection held it; the caller awaits the hand-off.
     TakingOver(oneshot::Receiver<Session>),
+    /// The session (or its pending will) belongs to this other identity: nothing was changed.
+    Refused(Owner),
 }
 
 /// What became of a session handed back by `detach`.
@@ -85,23 +94,38 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Claims `client_id` for connection `conn`, whose cancellation token is `kick`. Cancels a
-    /// pending will for the client id: a new connection arrived before its delay passed [MQTT-3.1.3-9].
+    /// Claims `client_id` for connection `conn` of identity `owner`, whose cancellation token
+    /// is `kick`. Cancels a pending will for the client id: a new connection arrived before its
+    /// delay passed [MQTT-3.1.3-9]. Refused, changing nothing, when the existing session or
+    /// pending will belongs to another identity.
     pub fn attach(
         &self,
         client_id: &ClientId,
         conn: ConnectionId,
         kick: CancellationToken,
+        owner: &Owner,
     ) -> Attached {
         let mut inner = self.lock();
-        if let Some((_, will)) = inner.pending_wills.remove(client_id) {
+        let current = match inner.slots.get(client_id) {
+            Some(Slot::Online { owner, .. }) => Some(owner),
+            Some(Slot::Offline { session, .. }) => Some(&session.owner),
+            None => inner.pending_wills.get(client_id).map(|(_, _, o)| o),
+        };
+        if let Some(current) = current
+            && !current.admits(owner)
+        {
+            return Attached::Refused(current.clone());
+        }
+        if let Some((_, will, _)) = inner.pending_wills.remove(client_id) {
             will.abort();
         }
+        let owner = owner.clone();
         let previous = inner.slots.remove(client_id);
         let (slot, result) = match previous {
             None => (
                 Slot::Online {
                     conn,
+                    owner,
                     kick,
                     handoff: None,
                 },
@@ -110,6 +134,7 @@ impl Registry {
             Some(Slot::Offline { session, .. }) => (
                 Slot::Online {
                     conn,
+                    owner,
                     kick,
                     handoff: None,
                 },
@@ -125,6 +150,7 @@ impl Registry {
                 (
                     Slot::Online {
                         conn,
+                        owner,
                         kick,
                         handoff: Some((old, tx)),
                     },
@@ -206,14 +232,20 @@ impl Registry {
         }
     }
 
-    /// Registers a will waiting for its delay; replaces (and aborts) an older one.
+    /// Registers a will waiting for its delay, left by a session of `owner`; replaces (and
+    /// aborts) an older one.
     pub fn add_pending_will(
         &self,
         client_id: ClientId,
         conn: ConnectionId,
         task: tokio::task::AbortHandle,
+        owner: Owner,
     ) {
-        if let Some((_, old)) = self.lock().pending_wills.insert(client_id, (conn, task)) {
+        if let Some((_, old, _)) = self
+            .lock()
+            .pending_wills
+            .insert(client_id, (conn, task, owner))
+        {
             old.abort();
         }
     }
@@ -223,7 +255,7 @@ impl Registry {
     pub fn take_pending_will(&self, client_id: &ClientId, conn: ConnectionId) -> bool {
         let mut inner = self.lock();
         match inner.pending_wills.get(client_id) {
-            Some((c, _)) if *c == conn => {
+            Some((c, _, _)) if *c == conn => {
                 inner.pending_wills.remove(client_id);
                 true
             }
@@ -273,10 +305,10 @@ mod tests {
         let id: ClientId = "c".into();
         let old_kick = CancellationToken::new();
         assert!(matches!(
-            reg.attach(&id, 1, old_kick.clone()),
+            reg.attach(&id, 1, old_kick.clone(), &Owner::Anonymous),
             Attached::New
         ));
-        let Attached::TakingOver(rx) = reg.attach(&id, 2, CancellationToken::new()) else {
+        let Attached::TakingOver(rx) = reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous) else {
             panic!("expected takeover")
         };
         assert!(old_kick.is_cancelled(), "old connection told to close");
@@ -305,8 +337,8 @@ mod tests {
     fn displaced_connection_never_clobbers_the_new_session() {
         let reg = Registry::default();
         let id: ClientId = "c".into();
-        reg.attach(&id, 1, CancellationToken::new());
-        drop(reg.attach(&id, 2, CancellationToken::new())); // new owner gave up waiting
+        reg.attach(&id, 1, CancellationToken::new(), &Owner::Anonymous);
+        drop(reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous)); // new owner gave up waiting
         assert!(matches!(
             reg.detach(&id, 1, session("c", true)),
             Detached::Ended(_)
@@ -327,20 +359,81 @@ mod tests {
     fn expiry_only_removes_the_generation_it_was_armed_for() {
         let reg = Registry::default();
         let id: ClientId = "c".into();
-        reg.attach(&id, 1, CancellationToken::new());
+        reg.attach(&id, 1, CancellationToken::new(), &Owner::Anonymous);
         reg.detach(&id, 1, session("c", true));
-        reg.attach(&id, 2, CancellationToken::new());
+        reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous);
         reg.detach(&id, 2, session("c", true));
         assert!(reg.expire(&id, 1).is_none(), "stale timer");
         assert!(reg.expire(&id, 2).is_some());
         assert_eq!(reg.status("c"), None);
     }
 
+    fn user(name: &str) -> Owner {
+        Owner::User(name.into())
+    }
+
+    #[test]
+    fn another_identity_is_refused_and_changes_nothing() {
+        let reg = Registry::default();
+        let id: ClientId = "alice-1".into();
+        let alice_kick = CancellationToken::new();
+        assert!(matches!(
+            reg.attach(&id, 1, alice_kick.clone(), &user("alice")),
+            Attached::New
+        ));
+        // Online: bob is refused and alice's connection is not kicked.
+        let r = reg.attach(&id, 2, CancellationToken::new(), &user("bob"));
+        assert!(matches!(r, Attached::Refused(o) if o == user("alice")));
+        assert!(!alice_kick.is_cancelled());
+        // Anonymous is another identity too.
+        assert!(matches!(
+            reg.attach(&id, 3, CancellationToken::new(), &Owner::Anonymous),
+            Attached::Refused(_)
+        ));
+        // Offline: still alice's.
+        let mut s = session("alice-1", true);
+        s.owner = user("alice");
+        assert!(matches!(reg.detach(&id, 1, s), Detached::Offline(None)));
+        assert!(matches!(
+            reg.attach(&id, 4, CancellationToken::new(), &user("bob")),
+            Attached::Refused(_)
+        ));
+        assert_eq!(reg.status("alice-1"), Some(false), "still offline, intact");
+        assert!(matches!(
+            reg.attach(&id, 5, CancellationToken::new(), &user("alice")),
+            Attached::Resumed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn another_identity_cannot_cancel_a_pending_will() {
+        let reg = Registry::default();
+        let id: ClientId = "c".into();
+        let task = tokio::spawn(std::future::pending::<()>());
+        reg.add_pending_will(id.clone(), 1, task.abort_handle(), user("alice"));
+        assert!(matches!(
+            reg.attach(&id, 2, CancellationToken::new(), &user("bob")),
+            Attached::Refused(_)
+        ));
+        assert!(reg.take_pending_will(&id, 1), "the will is still pending");
+    }
+
+    #[test]
+    fn a_session_of_unknown_owner_is_claimed() {
+        let reg = Registry::default();
+        let id: ClientId = "c".into();
+        reg.restore(session("c", true), 1);
+        assert!(matches!(
+            reg.attach(&id, 2, CancellationToken::new(), &user("bob")),
+            Attached::Resumed(_)
+        ));
+    }
+
     #[test]
     fn clean_session_ends_on_detach() {
         let reg = Registry::default();
         let id: ClientId = "c".into();
-        reg.attach(&id, 1, CancellationToken::new());
+        reg.attach(&id, 1, CancellationToken::new(), &Owner::Anonymous);
         assert!(matches!(
             reg.detach(&id, 1, session("c", false)),
             Detached::Ended(_)

@@ -10,11 +10,15 @@
 //! Why not serde_json: payloads and v5 property blocks are binary (JSON would write them as
 //! arrays of numbers, about 4x the size), and a record is decoded on every queue page-in.
 
+use crate::session::Owner;
 use bytes::Bytes;
 use std::fmt;
 
 /// The version byte every record starts with.
 const RECORD_V1: u8 = 1;
+/// Session records since owners are stored: version 1 plus the owner at the end. Version 1
+/// session records still decode, as [`Owner::Unknown`].
+const SESSION_V2: u8 = 2;
 
 /// A persistent session: what the broker needs to resume it after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,9 @@ pub struct SessionRecord {
     pub subscriptions: Vec<SubscriptionRecord>,
     /// The will message, while one is pending.
     pub will: Option<WillRecord>,
+    /// Who the session belongs to. Records written before owners were stored end after the
+    /// will and decode as [`Owner::Unknown`] (claimed by the next client that connects).
+    pub owner: Owner,
 }
 
 /// One subscription of a session.
@@ -194,12 +201,16 @@ struct R<'a> {
 
 impl<'a> R<'a> {
     fn new(buf: &'a [u8], what: &'static str) -> Result<Self, DecodeError> {
+        Ok(Self::versioned(buf, what, RECORD_V1)?.0)
+    }
+    /// A reader for a record of version 1 up to `newest`; returns the version found.
+    fn versioned(buf: &'a [u8], what: &'static str, newest: u8) -> Result<(Self, u8), DecodeError> {
         let mut r = R { buf, what };
         let v = r.u8()?;
-        if v != RECORD_V1 {
+        if v == 0 || v > newest {
             return Err(r.err(&format!("unknown record version {v}")));
         }
-        Ok(r)
+        Ok((r, v))
     }
     fn err(&self, detail: &str) -> DecodeError {
         DecodeError(format!("{} record: {detail}", self.what))
@@ -303,6 +314,7 @@ impl SessionRecord {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut w = W::new(32 + self.subscriptions.len() * 32);
+        w.0[0] = SESSION_V2;
         w.opt_u32(self.expiry);
         w.opt_u64(self.disconnected_at_unix_ms);
         w.u8(self.protocol_level);
@@ -327,12 +339,20 @@ impl SessionRecord {
                 w.u32(will.delay_secs);
             }
         }
+        match &self.owner {
+            Owner::Unknown => w.u8(0),
+            Owner::Anonymous => w.u8(1),
+            Owner::User(u) => {
+                w.u8(2);
+                w.str(u);
+            }
+        }
         w.0
     }
 
     /// Decodes a record written by [`SessionRecord::encode`].
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = R::new(buf, "session")?;
+        let (mut r, version) = R::versioned(buf, "session", SESSION_V2)?;
         let expiry = r.opt_u32()?;
         let disconnected_at_unix_ms = r.opt_u64()?;
         let protocol_level = r.u8()?;
@@ -361,6 +381,16 @@ impl SessionRecord {
         } else {
             None
         };
+        let owner = if version == RECORD_V1 {
+            Owner::Unknown
+        } else {
+            match r.u8()? {
+                0 => Owner::Unknown,
+                1 => Owner::Anonymous,
+                2 => Owner::User(r.string()?.into()),
+                x => return Err(r.err(&format!("invalid owner tag {x}"))),
+            }
+        };
         r.finish()?;
         Ok(SessionRecord {
             expiry,
@@ -368,6 +398,7 @@ impl SessionRecord {
             protocol_level,
             subscriptions,
             will,
+            owner,
         })
     }
 }
@@ -511,6 +542,7 @@ mod tests {
                 properties: Bytes::from_static(&[0x01, 0x01]),
                 delay_secs: 30,
             }),
+            owner: Owner::User("alice".into()),
         }
     }
 
@@ -565,8 +597,32 @@ mod tests {
             protocol_level: 4,
             subscriptions: vec![],
             will: None,
+            owner: Owner::Unknown,
         };
-        assert_eq!(SessionRecord::decode(&bare.encode()), Ok(bare));
+        assert_eq!(SessionRecord::decode(&bare.encode()), Ok(bare.clone()));
+        for owner in [Owner::Anonymous, Owner::User("alice".into())] {
+            let s = SessionRecord { owner, ..bare.clone() };
+            assert_eq!(SessionRecord::decode(&s.encode()), Ok(s));
+        }
+        // An unknown owner tag is an error, not a silent "unknown".
+        let mut bad = bare.encode();
+        *bad.last_mut().expect("tag") = 7;
+        assert!(SessionRecord::decode(&bad).is_err());
+        // A version 1 record (written before owners were stored) decodes with an unknown owner.
+        let mut v1 = bare.encode();
+        v1[0] = RECORD_V1;
+        v1.pop();
+        assert_eq!(SessionRecord::decode(&v1), Ok(bare.clone()));
+        let mut v1_alice = SessionRecord {
+            owner: Owner::User("alice".into()),
+            ..bare.clone()
+        }
+        .encode();
+        v1_alice[0] = RECORD_V1;
+        assert!(
+            SessionRecord::decode(&v1_alice).is_err(),
+            "v1 records end after the will"
+        );
         let m = message();
         assert_eq!(MessageRecord::decode(&m.encode()), Ok(m.clone()));
         let m2 = MessageRecord {

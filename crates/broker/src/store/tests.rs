@@ -38,6 +38,7 @@ fn session(level: u8) -> SessionRecord {
             properties: Bytes::new(),
             delay_secs: 5,
         }),
+        owner: crate::session::Owner::User("alice".into()),
     }
 }
 

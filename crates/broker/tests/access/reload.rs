@@ -5,12 +5,15 @@
 
 use crate::harness::*;
 
+// Alice may read `shared/news` from the start, so that her `shared/#` subscription is granted
+// (it can match a readable topic) while `shared/y` stays filtered until the fixed file.
 const ACL_V1: &str = "\
 user root
 topic readwrite #
 
 user alice
 topic readwrite home/alice/#
+topic read shared/news
 ";
 
 const ACL_BROKEN: &str = "\
@@ -19,6 +22,7 @@ topic readwrite #
 
 user alice
 topic readwrite home/alice/#
+topic read shared/news
 topic sometimes shared/#
 ";
 
@@ -80,7 +84,7 @@ async fn broken_acl_keeps_old_rules_fixed_acl_applies_to_open_connections() {
     b.write("acl", &with_fence(ACL_BROKEN));
     let err = b.reloader.reload().expect_err("a broken ACL must not load");
     assert!(
-        err.contains("acl") && err.contains(":6:"),
+        err.contains("acl") && err.contains(":7:"),
         "error names the file and line: {err}"
     );
     assert_eq!(
