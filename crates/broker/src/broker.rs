@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::session::{Owner, Session};
 use crate::session::registry::{ConnectionId, Registry};
+use crate::session::{Owner, Session};
 use crate::transport::Acceptor;
 
 /// Timers to start once the broker runs: offline sessions' expiry, and wills still waiting for

@@ -332,14 +332,8 @@ pub(crate) mod tests {
         assert!(!ok.acl.check_subscribe("$SYS/#"));
         assert!(ok.acl.check_receive("cmd/alice/reboot"));
         assert!(!ok.acl.check_receive("news/x"));
-        assert!(
-            v.verify(&hs_token("s3cret", claims(-600)), "c1")
-                .is_err()
-        );
-        assert!(
-            v.verify(&hs_token("other", claims(600)), "c1")
-                .is_err()
-        );
+        assert!(v.verify(&hs_token("s3cret", claims(-600)), "c1").is_err());
+        assert!(v.verify(&hs_token("other", claims(600)), "c1").is_err());
         let no_exp = hs_token("s3cret", serde_json::json!({"sub": "a"}));
         assert!(v.verify(&no_exp, "c1").is_err());
         let not_yet = hs_token(
@@ -348,10 +342,7 @@ pub(crate) mod tests {
         );
         assert!(v.verify(&not_yet, "c1").is_err());
         // An RS256 token must not be accepted by an HS256 verifier (algorithm confusion).
-        assert!(
-            v.verify(&rs_token(RSA_PRIVATE, claims(600)), "c1")
-                .is_err()
-        );
+        assert!(v.verify(&rs_token(RSA_PRIVATE, claims(600)), "c1").is_err());
     }
 
     #[test]
@@ -387,10 +378,7 @@ pub(crate) mod tests {
             "k",
             serde_json::json!({"sub": "a", "exp": now() + 60, "publish": "a/#"}),
         );
-        assert!(matches!(
-            v.verify(&t, "c"),
-            Err(JwtError::BadClaim(_))
-        ));
+        assert!(matches!(v.verify(&t, "c"), Err(JwtError::BadClaim(_))));
         // No username claim: refused, so `%u` never sees an unverified name.
         let t = hs_token(
             "k",

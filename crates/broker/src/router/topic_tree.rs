@@ -367,7 +367,8 @@ mod tests {
             .collect();
         assert_eq!(picks, ["m1", "m2", "m1", "m2"]);
         assert_eq!(
-            g.pick_other("m1", |_| true).map(|m| m.handle.client_id.to_string()),
+            g.pick_other("m1", |_| true)
+                .map(|m| m.handle.client_id.to_string()),
             Some("m2".into())
         );
     }

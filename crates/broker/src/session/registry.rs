@@ -308,7 +308,9 @@ mod tests {
             reg.attach(&id, 1, old_kick.clone(), &Owner::Anonymous),
             Attached::New
         ));
-        let Attached::TakingOver(rx) = reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous) else {
+        let Attached::TakingOver(rx) =
+            reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous)
+        else {
             panic!("expected takeover")
         };
         assert!(old_kick.is_cancelled(), "old connection told to close");

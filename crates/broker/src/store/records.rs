@@ -601,7 +601,10 @@ mod tests {
         };
         assert_eq!(SessionRecord::decode(&bare.encode()), Ok(bare.clone()));
         for owner in [Owner::Anonymous, Owner::User("alice".into())] {
-            let s = SessionRecord { owner, ..bare.clone() };
+            let s = SessionRecord {
+                owner,
+                ..bare.clone()
+            };
             assert_eq!(SessionRecord::decode(&s.encode()), Ok(s));
         }
         // An unknown owner tag is an error, not a silent "unknown".

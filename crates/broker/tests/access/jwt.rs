@@ -1,6 +1,7 @@
 //! `[auth.jwt]`: a valid, an expired and a wrongly signed token, HS256 and RS256 (with the
 //! test-only keys of crates/broker/src/auth/testdata); the token's publish / subscribe claims
-//! as the connection's ACL (SUBACK 0x87 for a filter the claims do not cover).
+//! as the connection's ACL (SUBACK 0x87 for a filter that can match no topic the claims
+//! allow); a token without the username claim is refused.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -155,5 +156,38 @@ async fn rs256_valid_expired_wrongly_signed() {
     let expired = rs("test_rsa_private.pem", &claims(-3600));
     let bad = rs("test_rsa_other_private.pem", &claims(300));
     check(&b, &valid, &expired, &bad, "RS256").await;
+    b.stop().await;
+}
+
+/// A valid token without the username claim is refused: otherwise `%u` and `user` rules would
+/// apply to whatever username the CONNECT carries, a name nobody verified.
+#[tokio::test]
+async fn token_without_a_username_claim_is_refused() {
+    let b = broker("algorithm = \"HS256\"\nsecret = \"test-only-secret\"").await;
+    let mut no_sub = claims(300);
+    if let Some(m) = no_sub.as_object_mut() {
+        m.remove("sub");
+    }
+    let token = hs("test-only-secret", &no_sub);
+    for (v, refused) in [
+        (V5, ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+        (V311, ReasonCode::NOT_AUTHORIZED),
+    ] {
+        // With the CONNECT username the ACL would have used (and another user's name).
+        for user in ["jwt-user", "alice"] {
+            let c = connect_packet(v, "nosub", Some(user), Some(token.as_bytes()));
+            assert_eq!(
+                Client::connack(b.addr(0), &Via::Tcp, c).await,
+                refused,
+                "{v:?} as {user}"
+            );
+        }
+    }
+    // The same claims with the username claim connect.
+    let ok = hs("test-only-secret", &claims(300));
+    Client::connect(b.addr(0), &Via::Tcp, with_token(V5, "withsub", &ok))
+        .await
+        .disconnect()
+        .await;
     b.stop().await;
 }

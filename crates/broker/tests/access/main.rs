@@ -8,6 +8,7 @@
 mod harness;
 
 mod acl;
+mod hostile;
 mod http_auth;
 mod jwt;
 mod passwords;
