@@ -140,15 +140,25 @@ impl Shared {
     }
 
     /// Ends a session for good: removes its subscriptions, closes its mailbox, and hands its
-    /// unfinished shared-subscription deliveries to other members of their groups.
-    pub(crate) fn end_session(&self, mut session: Session) {
-        if session.handle.is_durable()
+    /// unfinished shared-subscription deliveries to other members of their groups. Removes only
+    /// what this session owns: its own mailbox's subscriptions, and its stored record unless
+    /// another connection holds the client id now (whose record it would be).
+    pub(crate) fn end_session(&self, session: Session) {
+        let stored_is_ours = self.registry.status(&session.client_id).is_none();
+        self.end_session_with(session, stored_is_ours);
+    }
+
+    /// As [`Shared::end_session`]; `delete_stored` says whether the client id's stored record
+    /// and queue are this session's to delete (a clean start replacing it: yes).
+    pub(crate) fn end_session_with(&self, mut session: Session, delete_stored: bool) {
+        if delete_stored
+            && session.handle.is_durable()
             && let Some(p) = &self.router.persistence
         {
             p.submit_detached(crate::persist::delete_session(&session.client_id));
         }
         for filter in session.subscriptions.keys() {
-            self.router.unsubscribe(filter, &session.client_id);
+            self.router.unsubscribe_session(filter, &session.handle);
         }
         let mut orphans = session.take_shared_inflight();
         orphans.extend(

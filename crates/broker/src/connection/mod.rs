@@ -212,10 +212,24 @@ where
         Attached::Resumed(s) => Some(s),
         Attached::TakingOver(rx) => {
             info!(%client_id, "session taken over by a new connection");
-            tokio::time::timeout(TAKEOVER_WAIT, rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
+            match tokio::time::timeout(TAKEOVER_WAIT, rx).await {
+                Ok(Ok(session)) => Some(session),
+                Ok(Err(_)) => {
+                    // A newer connection with the same client id arrived while this one waited:
+                    // the session goes to it; this one never started and touches nothing.
+                    info!(%client_id, %peer, "superseded by a newer connection before the hand-off; closed");
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+                Err(_) => {
+                    // The holder did not hand the session over in time: it keeps it (and stores
+                    // it offline when it closes); this client is told to come back.
+                    shared.registry.abandon(&client_id, conn_id);
+                    refuse(&mut stream, version, ReasonCode::SERVER_UNAVAILABLE).await;
+                    warn!(%client_id, %peer, "session hand-off timed out; connection refused (server unavailable)");
+                    return;
+                }
+            }
         }
     };
     let cfg = &shared.config;
@@ -236,7 +250,8 @@ where
     let (mut session, session_present) = match previous {
         Some(old) if !connect.clean_start => (old, true),
         Some(old) => {
-            shared.end_session(old);
+            // Clean start: the old session (and its stored record) is this client's to end.
+            shared.end_session_with(old, true);
             (shared.new_session(client_id.clone()), false)
         }
         None => (shared.new_session(client_id.clone()), false),
@@ -244,7 +259,10 @@ where
     session.expiry = expiry;
     session.owner = owner;
     session.handle.set_reader(identity.clone());
-    let durable = shared.router.persistence.is_some() && session.is_persistent();
+    // A stored session resumed with session expiry 0 stays durable for this connection (its
+    // queue is on disk) and is deleted from the store when it ends.
+    let durable = shared.router.persistence.is_some()
+        && (session.is_persistent() || (session_present && session.handle.is_durable()));
     session.handle.set_durable(durable);
     session.handle.set_online(true);
 

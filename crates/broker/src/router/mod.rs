@@ -102,6 +102,17 @@ impl Router {
         tree.remove(inner, share, client_id)
     }
 
+    /// Removes a subscription of one incarnation of a session (its mailbox `handle`): a later
+    /// session with the same client id keeps its own. True if it existed.
+    pub fn unsubscribe_session(&self, filter: &str, handle: &SessionHandle) -> bool {
+        let (share, inner) = split_share(filter);
+        let mut tree = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tree.remove_owned(inner, share, &handle.client_id, Some(handle))
+    }
+
     /// Number of subscriptions.
     #[must_use]
     pub fn subscription_count(&self) -> usize {

@@ -205,24 +205,50 @@ impl SubscriptionTree {
 
     /// Removes a subscription; true if it existed. Empty nodes are pruned.
     pub fn remove(&mut self, filter: &str, share: Option<&str>, client_id: &str) -> bool {
+        self.remove_owned(filter, share, client_id, None)
+    }
+
+    /// As [`Self::remove`]; with `only`, removes the subscription only if it belongs to that
+    /// mailbox (not to another incarnation of the client id).
+    pub fn remove_owned(
+        &mut self,
+        filter: &str,
+        share: Option<&str>,
+        client_id: &str,
+        only: Option<&SessionHandle>,
+    ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = Self::remove_at(&mut self.root, &levels, share, client_id);
+        let removed = Self::remove_at(&mut self.root, &levels, share, client_id, only);
         if removed {
             self.count -= 1;
         }
         removed
     }
 
-    fn remove_at(node: &mut Node, levels: &[&str], share: Option<&str>, client_id: &str) -> bool {
+    fn remove_at(
+        node: &mut Node,
+        levels: &[&str],
+        share: Option<&str>,
+        client_id: &str,
+        only: Option<&SessionHandle>,
+    ) -> bool {
+        let ours = |s: &Subscriber| only.is_none_or(|h| std::ptr::eq(&*s.handle, h));
         let Some((first, rest)) = levels.split_first() else {
             return match share {
-                None => node.subscribers.remove(client_id).is_some(),
+                None => {
+                    if node.subscribers.get(client_id).is_some_and(ours) {
+                        node.subscribers.remove(client_id).is_some()
+                    } else {
+                        false
+                    }
+                }
                 Some(group) => {
                     let Some(g) = node.shared.get_mut(group) else {
                         return false;
                     };
                     let before = g.members.len();
-                    g.members.retain(|m| &*m.handle.client_id != client_id);
+                    g.members
+                        .retain(|m| &*m.handle.client_id != client_id || !ours(m));
                     let removed = g.members.len() != before;
                     if g.members.is_empty() {
                         node.shared.remove(group);
@@ -234,7 +260,7 @@ impl SubscriptionTree {
         let Some(child) = node.child_mut(first) else {
             return false;
         };
-        let removed = Self::remove_at(child, rest, share, client_id);
+        let removed = Self::remove_at(child, rest, share, client_id, only);
         if child.is_empty() {
             node.remove_child(first);
         }

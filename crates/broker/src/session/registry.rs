@@ -9,6 +9,14 @@
 //! 3. the new connection waits for that hand-off (bounded), then resumes the session, or drops
 //!    it when clean start was asked for.
 //!
+//! The hand-off always comes from the connection that *holds* the session and always goes to
+//! the *newest* connection: when a third connection arrives while a second one still waits, the
+//! hand-off is re-addressed to the third (the second's receiver fails: it was superseded before
+//! it started and closes without touching anything). If the waiting connection gives up (its
+//! wait timed out), [`Registry::abandon`] gives the slot back to the holder, whose `detach` then
+//! keeps the session offline as usual; a hand-off that finds its receiver gone does the same.
+//! So no session is ever ended because connections raced for its client id.
+//!
 //! A displaced connection finds the slot owned by another connection id when it detaches, so it
 //! can never clobber the new session.
 //!
@@ -39,14 +47,26 @@ enum Slot {
         conn: ConnectionId,
         owner: Owner,
         kick: CancellationToken,
-        /// Set while waiting for a displaced connection to hand its session over.
-        handoff: Option<(ConnectionId, oneshot::Sender<Session>)>,
+        /// Set while waiting for a displaced connection to hand its session over: the holder,
+        /// its (cancelled) token, and where the session goes.
+        handoff: Option<Handoff>,
     },
     Offline {
         session: Session,
         /// Connection that left it; identifies the expiry timer that may remove it.
         generation: ConnectionId,
     },
+}
+
+#[derive(Debug)]
+struct Handoff {
+    /// The connection that holds the session.
+    from: ConnectionId,
+    /// Its cancellation token (already cancelled), kept so that `abandon` can restore its slot.
+    from_kick: CancellationToken,
+    /// The owner of the holder's slot.
+    from_owner: Owner,
+    to: oneshot::Sender<Session>,
 }
 
 #[derive(Debug, Default)]
@@ -144,17 +164,29 @@ impl Registry {
             ),
             Some(Slot::Online {
                 conn: old,
+                owner: old_owner,
                 kick: old_kick,
-                ..
+                handoff,
             }) => {
                 old_kick.cancel();
+                // A connection still waiting for the session is superseded (dropping its sender
+                // tells it); the session comes from whoever holds it, to the newest connection.
+                let (from, from_kick, from_owner) = match handoff {
+                    Some(h) => (h.from, h.from_kick, h.from_owner),
+                    None => (old, old_kick, old_owner),
+                };
                 let (tx, rx) = oneshot::channel();
                 (
                     Slot::Online {
                         conn,
                         owner,
                         kick,
-                        handoff: Some((old, tx)),
+                        handoff: Some(Handoff {
+                            from,
+                            from_kick,
+                            from_owner,
+                            to: tx,
+                        }),
                     },
                     Attached::TakingOver(rx),
                 )
@@ -176,34 +208,68 @@ impl Registry {
                 ..
             }) if *owner != conn => {
                 // Displaced: hand over if the new owner waits for us, otherwise the session ends.
-                if let Some((from, _)) = handoff
-                    && *from == conn
-                    && let Some((_, tx)) = handoff.take()
+                if handoff.as_ref().is_some_and(|h| h.from == conn)
+                    && let Some(h) = handoff.take()
                 {
-                    return match tx.send(session) {
+                    return match h.to.send(session) {
                         Ok(()) => Detached::HandedOver,
-                        Err(session) => Detached::Ended(session),
+                        // The waiting connection gave up: the session stays, as if it had
+                        // never come.
+                        Err(session) => Self::leave(&mut inner, client_id, conn, session),
                     };
                 }
                 Detached::Ended(session)
             }
-            Some(Slot::Online { .. }) => {
-                if session.is_persistent() {
-                    let expiry = session.expiry;
-                    inner.slots.insert(
-                        client_id.clone(),
-                        Slot::Offline {
-                            session,
-                            generation: conn,
-                        },
-                    );
-                    Detached::Offline(expiry)
-                } else {
-                    inner.slots.remove(client_id);
-                    Detached::Ended(session)
-                }
-            }
+            Some(Slot::Online { .. }) => Self::leave(&mut inner, client_id, conn, session),
             _ => Detached::Ended(session),
+        }
+    }
+
+    /// The holder of a slot leaves: a persistent session goes offline, another one ends.
+    fn leave(
+        inner: &mut Inner,
+        client_id: &ClientId,
+        conn: ConnectionId,
+        session: Session,
+    ) -> Detached {
+        if session.is_persistent() {
+            let expiry = session.expiry;
+            inner.slots.insert(
+                client_id.clone(),
+                Slot::Offline {
+                    session,
+                    generation: conn,
+                },
+            );
+            Detached::Offline(expiry)
+        } else {
+            inner.slots.remove(client_id);
+            Detached::Ended(session)
+        }
+    }
+
+    /// Connection `conn` stops waiting for a hand-off (it timed out): the holder gets its slot
+    /// back, so that when it detaches its session is kept as usual. No-op when `conn` no longer
+    /// waits (superseded, or the holder already left).
+    pub fn abandon(&self, client_id: &ClientId, conn: ConnectionId) {
+        let mut inner = self.lock();
+        if let Some(Slot::Online {
+            conn: c,
+            handoff: handoff @ Some(_),
+            ..
+        }) = inner.slots.get_mut(client_id)
+            && *c == conn
+            && let Some(h) = handoff.take()
+        {
+            inner.slots.insert(
+                client_id.clone(),
+                Slot::Online {
+                    conn: h.from,
+                    owner: h.from_owner,
+                    kick: h.from_kick,
+                    handoff: None,
+                },
+            );
         }
     }
 

@@ -416,3 +416,47 @@ async fn delayed_will_survives_restart() {
         b.stop().await;
     }
 }
+
+// issue 9: a client that resumes its stored session with Session Expiry 0 (v5) or clean session
+// (3.1.1) ends it [MQTT-3.1.2-4/5]: once it disconnects the session is gone, also from the store,
+// so a restart does not bring it back (before: session present = 1 after the restart, with
+// messages queued for nobody).
+async fn session_ended_by_its_client_stays_ended_after_restart(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut sub, _) = b.connect_with(persistent(v, "ender")).await;
+    sub.subscribe("e/#", Q1).await;
+    sub.disconnect().await;
+    let mut p = b.client(v, "pub").await;
+    p.publish("e/1", b"queued", Q1, false).await;
+    // Resume (session present), then end it: v5 with expiry 0, 3.1.1 with clean session.
+    let mut ending = persistent(v, "ender");
+    if v.is_v5() {
+        ending.properties.session_expiry_interval = Some(0);
+    } else {
+        ending.clean_start = true;
+    }
+    let (mut c, ack) = b.connect_with(ending).await;
+    assert_eq!(
+        ack.session_present,
+        v.is_v5(),
+        "v5 resumes, 3.1.1 clean starts"
+    );
+    if v.is_v5() {
+        assert_eq!(c.expect_publish_acked().await.payload.as_ref(), b"queued");
+    }
+    c.disconnect().await;
+    p.disconnect().await;
+    b.stop().await;
+
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut c, ack) = b.connect_with(persistent(v, "ender")).await;
+    assert!(
+        !ack.session_present,
+        "the ended session came back after a restart"
+    );
+    c.expect_nothing(QUIET).await;
+    c.disconnect().await;
+    b.stop().await;
+}
+both_versions!(session_ended_by_its_client_stays_ended_after_restart);

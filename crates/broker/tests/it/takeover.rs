@@ -126,3 +126,117 @@ async fn takeover_will_v5() {
     );
     b.stop().await;
 }
+
+/// What one connection of a takeover storm saw: its CONNACK (if any), the QoS 1 payloads it
+/// received (acknowledged), and whether the broker closed it.
+struct Seen {
+    client: Client,
+    connack: Option<ConnectAck>,
+    marks: Vec<String>,
+    closed: bool,
+}
+
+async fn watch(mut c: Client) -> Seen {
+    let mut connack = None;
+    let mut marks = Vec::new();
+    // Quiet for 3 s: settled (the survivor); or closed (displaced or superseded).
+    while let Some(p) = c.recv(Duration::from_secs(3)).await {
+        match p {
+            Packet::ConnectAck(a) => connack = Some(a),
+            Packet::Publish(p) => {
+                if let Some(id) = p.packet_id {
+                    c.send(&Packet::PublishAck(PublishAck::new(id))).await;
+                    marks.push(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let closed = c.is_closed_within(Duration::from_millis(100)).await;
+    Seen {
+        client: c,
+        connack,
+        marks,
+        closed,
+    }
+}
+
+// issue 9: `n` connections with the same client id arrive back to back while the session's
+// connection cannot be written to (it never reads: its socket is full), so each takeover waits
+// for the hand-off. The session must end up, whole, with the newest connection: its
+// subscription still delivers and its queued QoS 1 messages all arrive.
+// (Before: the third connection cancelled the pending hand-off, the survivor got session
+// present = 1 with no subscriptions, and the QoS 1 messages never arrived.)
+async fn takeover_storm(v: ProtocolVersion, n: usize) {
+    let b = TestBroker::start().await;
+    let (mut old, _) = b.connect_with(persistent(v, "storm")).await;
+    old.subscribe("st/#", Q1).await;
+    let mut p = b.client(v, "pub").await;
+    // About 25 MB of QoS 0 that `old` never reads: its socket and the broker's write block.
+    let bulk = vec![b'x'; 256 * 1024];
+    for _ in 0..100 {
+        p.publish("st/bulk", &bulk, Q0, false).await;
+    }
+    for i in 0..3 {
+        p.publish("st/q", format!("q{i}").as_bytes(), Q1, false)
+            .await;
+    }
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        let mut c = Client::tcp(b.addr, v).await;
+        c.send(&Packet::Connect(Box::new(persistent(v, "storm"))))
+            .await;
+        conns.push(c);
+    }
+    let seen: Vec<Seen> = futures_join(conns.into_iter().map(watch).collect()).await;
+    drop(old);
+    // At least once [MQTT-4.3.2]: a message whose PUBACK had not been processed when the next
+    // connection took over is re-sent to it, so one may arrive on several connections.
+    let mut marks: Vec<String> = seen.iter().flat_map(|s| s.marks.clone()).collect();
+    marks.sort();
+    marks.dedup();
+    assert_eq!(marks, ["q0", "q1", "q2"], "every QoS 1 message arrived");
+    let open: Vec<&Seen> = seen.iter().filter(|s| !s.closed).collect();
+    assert_eq!(open.len(), 1, "exactly one connection holds the session");
+    let ack = open[0]
+        .connack
+        .as_ref()
+        .expect("the survivor got a CONNACK");
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert!(
+        ack.session_present,
+        "[MQTT-3.2.2-2] the session was resumed"
+    );
+    let mut survivor = seen
+        .into_iter()
+        .find(|s| !s.closed)
+        .expect("survivor")
+        .client;
+    p.publish("st/q", b"after", Q1, false).await;
+    assert_eq!(
+        survivor.expect_publish_acked().await.payload.as_ref(),
+        b"after",
+        "the subscription survived the storm"
+    );
+    b.stop().await;
+}
+
+/// Runs the futures concurrently on the test runtime and returns their outputs in order.
+async fn futures_join<T: Send + 'static>(
+    futs: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+async fn takeover_storm_of_3(v: ProtocolVersion) {
+    takeover_storm(v, 3).await;
+}
+async fn takeover_storm_of_10(v: ProtocolVersion) {
+    takeover_storm(v, 10).await;
+}
+both_versions!(takeover_storm_of_3, takeover_storm_of_10);
