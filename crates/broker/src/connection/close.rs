@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hermod_proto::{
     Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, ReasonCode,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::{Connection, End, durable};
@@ -135,7 +135,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .schedule_will(&self.client_id, self.conn_id, will, delay, will_clear);
         }
         info!(client_id = %self.client_id, "client disconnected");
+        if server_reason.is_some() {
+            // The server ended it (DISCONNECT sent to v5 clients): let the client read it.
+            linger(&mut self.stream).await;
+        }
     }
+}
+
+/// How long a connection the server closed keeps reading (and discarding) what the client
+/// still sends, and how much of it.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// After the server has sent its last packet (DISCONNECT, a refusing CONNACK) and shut down its
+/// write side: reads and discards the client's input until it closes too, for at most
+/// [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with unread input makes the kernel answer
+/// with a reset, and a reset can destroy the reason code still on its way to the client (which
+/// is typically still sending when the server ends the connection).
+pub(super) async fn linger<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut buf = [0u8; 4096];
+    let mut total = 0usize;
+    let _ = tokio::time::timeout(LINGER, async {
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// The message a CONNECT's will becomes, published as `publisher`; it is published now, or after

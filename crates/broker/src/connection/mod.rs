@@ -923,7 +923,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 }
 
 /// Sends a refusing CONNACK and closes.
-async fn refuse<S: AsyncWrite + Unpin>(
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     version: ProtocolVersion,
     reason: ReasonCode,
@@ -937,6 +937,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
     let _ = stream.write_all(&w).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
+    close::linger(stream).await;
 }
 
 fn violation(code: ReasonCode, why: &str) -> End {

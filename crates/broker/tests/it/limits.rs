@@ -182,3 +182,87 @@ async fn online_slow_subscriber_queue_capped() {
     assert_eq!(payloads(&s.drain(QUIET).await), ["2", "3", "4"]);
     b.stop().await;
 }
+
+// issue 9: the server ends a v5 connection (0x93, receive maximum exceeded) while the client is
+// still sending. The broker shuts its write side and keeps reading (and discarding) for a while,
+// so that the kernel does not answer the unread input with a reset that destroys the
+// DISCONNECT on its way: the client reads the reason code, then stops sending and closes.
+#[tokio::test]
+async fn reason_code_reaches_a_client_that_keeps_sending() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let b = TestBroker::with(|c| c.max_inflight_messages = 2).await;
+    for round in 0..5 {
+        let stream = tokio::net::TcpStream::connect(b.addr)
+            .await
+            .expect("connect");
+        let (mut rd, mut wr) = stream.into_split();
+        let mut burst = encode(&Packet::Connect(Box::new(connect_packet(V5, "blast"))), V5);
+        for i in 1..=3u16 {
+            let mut m = publish("rmx/t", b"x", Q2, false);
+            m.packet_id = Some(pid(i));
+            burst.extend(encode(&Packet::Publish(m), V5));
+        }
+        let filler = encode(
+            &Packet::Publish(publish("rmx/f", &[b'f'; 1024], Q0, false)),
+            V5,
+        );
+        // Pipelined behind the violation: unread by the broker when it decides to close.
+        for _ in 0..64 {
+            burst.extend_from_slice(&filler);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        // Like a client library's writer: it gives up (connection lost) at the first failed
+        // write, so a reset before the client has read the DISCONNECT loses the reason code.
+        let writer = tokio::spawn(async move {
+            if let Err(e) = wr.write_all(&burst).await {
+                return Some(e);
+            }
+            // Keep sending (bounded: 2 s, 2,000 writes) until the reader has the DISCONNECT.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            for _ in 0..2_000 {
+                if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
+                    break;
+                }
+                if let Err(e) = wr.write_all(&filler).await {
+                    return (!stop.load(Ordering::Relaxed)).then_some(e);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await; // about 1 MB/s
+            }
+            None
+        });
+        // A client busy sending reads a little later: by then the broker has closed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut buf = bytes::BytesMut::new();
+        let mut reason = None;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        'read: while tokio::time::Instant::now() < deadline {
+            buf.reserve(4096);
+            match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+            while let Ok(Some(p)) = hermod_proto::decode_packet(&mut buf, V5, usize::MAX) {
+                if let Packet::Disconnect(d) = p {
+                    reason = Some(d.reason);
+                    break 'read;
+                }
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        let write_error = writer.await.expect("writer");
+        assert!(
+            write_error.is_none(),
+            "round {round}: the client's writes failed before it could read the DISCONNECT: {write_error:?}"
+        );
+        assert_eq!(
+            reason,
+            Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+            "round {round}: the client read the DISCONNECT reason code"
+        );
+    }
+    b.stop().await;
+}
