@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+mod client_verifier;
 mod proxy;
 mod tls;
 mod ws;
