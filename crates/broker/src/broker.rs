@@ -575,6 +575,18 @@ async fn accept_loop(
                     let _slot = slot;
                     match acceptor.accept(stream, peer).await {
                         Ok((stream, info)) => crate::connection::run(stream, info, shared).await,
+                        // A refused TLS handshake (bad client certificate...) is a warning,
+                        // at most one line a second per listener; `local` is the listener's
+                        // address, as in its "listening" line.
+                        Err(e) if e.is_tls_refusal() => {
+                            match acceptor.refusal_log().admit(Instant::now()) {
+                                Some(suppressed) => warn!(
+                                    %peer, listener = ?local, error = %e, suppressed,
+                                    "TLS handshake refused"
+                                ),
+                                None => debug!(%peer, error = %e, "TLS handshake refused"),
+                            }
+                        }
                         Err(e) => debug!(%peer, error = %e, "transport handshake failed"),
                     }
                 });
