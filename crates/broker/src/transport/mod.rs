@@ -588,6 +588,47 @@ mod tests {
     }
 
     #[test]
+    fn refusal_log_allows_one_line_a_second_and_counts_the_rest() {
+        let log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.admit(t0), Some(0), "the first refusal is logged");
+        assert_eq!(log.admit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(log.admit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(
+            log.admit(t0 + Duration::from_secs(1)),
+            Some(2),
+            "a second later: logged with the 2 suppressed ones"
+        );
+        assert_eq!(log.admit(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(log.admit(t0 + Duration::from_secs(5)), Some(1));
+        assert_eq!(log.admit(t0 + Duration::from_secs(9)), Some(0));
+    }
+
+    #[test]
+    fn only_tls_level_errors_are_refusals() {
+        let refused = TransportError::TlsHandshake(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        assert!(refused.is_tls_refusal());
+        let alert = TransportError::TlsHandshake(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        ));
+        assert!(alert.is_tls_refusal(), "the client refused the server");
+        for quiet in [
+            TransportError::TlsHandshake(io::ErrorKind::UnexpectedEof.into()),
+            TransportError::TlsHandshake(io::ErrorKind::ConnectionReset.into()),
+            TransportError::Timeout(Duration::from_secs(10)),
+            TransportError::Proxy("x".into()),
+            TransportError::WebSocket("x".into()),
+            TransportError::Io(io::ErrorKind::BrokenPipe.into()),
+        ] {
+            assert!(!quiet.is_tls_refusal(), "{quiet}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let s = TransportSettings::default();
         assert_eq!(s.transport, Transport::Tcp);
