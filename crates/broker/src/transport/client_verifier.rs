@@ -51,7 +51,8 @@ const TAG_SEQUENCE: u8 = 0x30;
 const TAG_BIT_STRING: u8 = 0x03;
 
 /// Why a version 1 client certificate was refused, when no [`CertificateError`] variant says it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// (rustls shows `CertificateError::Other` with `{:?}`, so Debug is the message too.)
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 enum V1Refusal {
     #[error("X.509 v1 client certificate carries extensions (only version 3 may)")]
     Extensions,
@@ -63,6 +64,12 @@ enum V1Refusal {
         "X.509 v1 client certificate: issuing CA certificate in cafile is expired or not yet valid"
     )]
     IssuerNotValidNow,
+}
+
+impl fmt::Debug for V1Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl From<V1Refusal> for Error {
@@ -450,9 +457,20 @@ fn verify_tls12_with_spki(
     )
 }
 
-/// One DER element at the start of `input`: (tag, contents, the whole element, the rest).
-/// Definite lengths only (DER), low tag numbers only (all that certificates use here).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element at the start of some input.
+#[derive(Debug, PartialEq, Eq)]
+struct Element<'a> {
+    tag: u8,
+    contents: &'a [u8],
+    /// The whole element: tag, length and contents.
+    whole: &'a [u8],
+    /// The input after it.
+    rest: &'a [u8],
+}
+
+/// The DER element at the start of `input`. Definite lengths only (DER), low tag numbers only
+/// (all that certificates use here).
+fn der_element(input: &[u8]) -> Option<Element<'_>> {
     let (&tag, after_tag) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         return None;
@@ -482,22 +500,51 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
     }
     let (contents, rest) = body.split_at(len);
     let whole = &input[..input.len() - rest.len()];
-    Some((tag, contents, whole, rest))
+    Some(Element {
+        tag,
+        contents,
+        whole,
+        rest,
+    })
 }
 
 /// `SEQUENCE { tbs SEQUENCE, signatureAlgorithm SEQUENCE, signature BIT STRING }`, the shape of
 /// both a Certificate and a CertificateList, filling all of `der`.
 fn split_signed(der: &[u8]) -> Option<Signed<'_>> {
-    let (TAG_SEQUENCE, body, _, []) = der_element(der)? else {
+    let Element {
+        tag: TAG_SEQUENCE,
+        contents: body,
+        rest: [],
+        ..
+    } = der_element(der)?
+    else {
         return None;
     };
-    let (TAG_SEQUENCE, _, tbs, rest) = der_element(body)? else {
+    let Element {
+        tag: TAG_SEQUENCE,
+        whole: tbs,
+        rest,
+        ..
+    } = der_element(body)?
+    else {
         return None;
     };
-    let (TAG_SEQUENCE, alg, _, rest) = der_element(rest)? else {
+    let Element {
+        tag: TAG_SEQUENCE,
+        contents: alg,
+        rest,
+        ..
+    } = der_element(rest)?
+    else {
         return None;
     };
-    let (TAG_BIT_STRING, bits, _, []) = der_element(rest)? else {
+    let Element {
+        tag: TAG_BIT_STRING,
+        contents: bits,
+        rest: [],
+        ..
+    } = der_element(rest)?
+    else {
         return None;
     };
     let (&0, signature) = bits.split_first()? else {
@@ -512,13 +559,31 @@ fn split_signed(der: &[u8]) -> Option<Signed<'_>> {
 
 /// `SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }`.
 fn split_spki(der: &[u8]) -> Option<Spki> {
-    let (TAG_SEQUENCE, body, _, []) = der_element(der)? else {
+    let Element {
+        tag: TAG_SEQUENCE,
+        contents: body,
+        rest: [],
+        ..
+    } = der_element(der)?
+    else {
         return None;
     };
-    let (TAG_SEQUENCE, alg, _, rest) = der_element(body)? else {
+    let Element {
+        tag: TAG_SEQUENCE,
+        contents: alg,
+        rest,
+        ..
+    } = der_element(body)?
+    else {
         return None;
     };
-    let (TAG_BIT_STRING, bits, _, []) = der_element(rest)? else {
+    let Element {
+        tag: TAG_BIT_STRING,
+        contents: bits,
+        rest: [],
+        ..
+    } = der_element(rest)?
+    else {
         return None;
     };
     let (&0, key) = bits.split_first()? else {
@@ -964,8 +1029,9 @@ mod tests {
         // with its issuer Name replaced by the CA's (signature left as it was).
         let other_crl = other.crl(&[]);
         let (other_name, ca_name) = (other.subject(), ca.subject());
-        let (_, body, _, _) = der_element(other_crl.as_ref()).expect("crl");
-        let (_, tbs_body, _, after_tbs) = der_element(body).expect("tbs");
+        let body = der_element(other_crl.as_ref()).expect("crl").contents;
+        let tbs = der_element(body).expect("tbs");
+        let (tbs_body, after_tbs) = (tbs.contents, tbs.rest);
         let pos = tbs_body
             .windows(other_name.len())
             .position(|w| w == other_name.as_slice())
@@ -991,12 +1057,17 @@ mod tests {
     fn der_reader_is_strict() {
         assert_eq!(
             der_element(&[0x04, 0x01, 0xaa, 0xbb]),
-            Some((0x04, &[0xaa][..], &[0x04, 0x01, 0xaa][..], &[0xbb][..]))
+            Some(Element {
+                tag: 0x04,
+                contents: &[0xaa],
+                whole: &[0x04, 0x01, 0xaa],
+                rest: &[0xbb]
+            })
         );
         let long = der(0x04, &[7u8; 200]);
-        let (tag, contents, whole, rest) = der_element(&long).expect("long form");
+        let e = der_element(&long).expect("long form");
         assert_eq!(
-            (tag, contents.len(), whole.len(), rest.len()),
+            (e.tag, e.contents.len(), e.whole.len(), e.rest.len()),
             (4, 200, 203, 0)
         );
         assert_eq!(
