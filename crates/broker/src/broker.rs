@@ -648,6 +648,19 @@ async fn accept_loop(
                     let _slot = slot;
                     match acceptor.accept(stream, peer).await {
                         Ok((stream, info)) => crate::connection::run(stream, info, shared).await,
+                        // A refused TLS handshake (bad client certificate...) is a warning,
+                        // at most one line a second per listener (`suppressed`: how many
+                        // were not logged since the previous line); `listener_addr` is the
+                        // `addr` of the listener's "listening" line.
+                        Err(e) if e.is_tls_refusal() => {
+                            match acceptor.refusal_log().admit(Instant::now()) {
+                                Some(suppressed) => warn!(
+                                    %peer, listener_addr = ?local, error = %e, suppressed,
+                                    "TLS handshake refused"
+                                ),
+                                None => debug!(%peer, error = %e, "TLS handshake refused"),
+                            }
+                        }
                         Err(e) => debug!(%peer, error = %e, "transport handshake failed"),
                     }
                 });

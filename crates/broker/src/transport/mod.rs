@@ -21,13 +21,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+mod client_verifier;
 mod proxy;
 mod tls;
 mod ws;
@@ -361,6 +362,57 @@ impl TransportError {
             problem,
         }
     }
+
+    /// Whether this is a TLS handshake that one side refused: rustls refused the client (its
+    /// certificate, no common protocol version or cipher suite, not TLS at all...) or the client
+    /// refused the server (an alert, e.g. it does not trust the server's certificate). Worth a
+    /// warning: the client is misconfigured or the listener is. A connection closed or reset
+    /// before the handshake ended (port scanners, TCP health checks) is not a refusal, nor is a
+    /// timeout, a PROXY header or a WebSocket upgrade problem.
+    pub fn is_tls_refusal(&self) -> bool {
+        match self {
+            TransportError::TlsHandshake(e) => {
+                e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Rate limit for the warnings about refused handshakes of one listener: at most one line per
+/// [`RefusalLog::INTERVAL`], carrying how many refusals were not logged since the last line.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    state: std::sync::Mutex<RefusalLogState>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalLogState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// The shortest time between two logged lines.
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Records a refusal at `now`. `Some(n)` when it is to be logged, `n` being the refusals
+    /// suppressed since the last logged one; `None` when it is suppressed (and counted).
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::INTERVAL)
+        {
+            state.suppressed = state.suppressed.saturating_add(1);
+            return None;
+        }
+        state.last = Some(now);
+        Some(std::mem::take(&mut state.suppressed))
+    }
 }
 
 /// A connection's byte stream, whatever the transport.
@@ -456,6 +508,7 @@ impl State {
 /// take `&self`.
 pub struct Acceptor {
     state: ArcSwap<State>,
+    refusals: RefusalLog,
 }
 
 impl fmt::Debug for Acceptor {
@@ -474,6 +527,7 @@ impl Acceptor {
     pub fn new(settings: &TransportSettings) -> Result<Acceptor, TransportError> {
         Ok(Acceptor {
             state: ArcSwap::from_pointee(State::build(settings)?),
+            refusals: RefusalLog::default(),
         })
     }
 
@@ -484,6 +538,11 @@ impl Acceptor {
         let state = State::build(settings)?;
         self.state.store(Arc::new(state));
         Ok(())
+    }
+
+    /// The rate limit of this listener's warnings about refused handshakes.
+    pub fn refusal_log(&self) -> &RefusalLog {
+        &self.refusals
     }
 
     /// The settings currently in use.
@@ -525,6 +584,47 @@ mod tests {
         match err {
             TransportError::Invalid { key, .. } => key,
             other => panic!("expected Invalid, got {other}"),
+        }
+    }
+
+    #[test]
+    fn refusal_log_allows_one_line_a_second_and_counts_the_rest() {
+        let log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.admit(t0), Some(0), "the first refusal is logged");
+        assert_eq!(log.admit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(log.admit(t0 + Duration::from_millis(999)), None);
+        assert_eq!(
+            log.admit(t0 + Duration::from_secs(1)),
+            Some(2),
+            "a second later: logged with the 2 suppressed ones"
+        );
+        assert_eq!(log.admit(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(log.admit(t0 + Duration::from_secs(5)), Some(1));
+        assert_eq!(log.admit(t0 + Duration::from_secs(9)), Some(0));
+    }
+
+    #[test]
+    fn only_tls_level_errors_are_refusals() {
+        let refused = TransportError::TlsHandshake(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        assert!(refused.is_tls_refusal());
+        let alert = TransportError::TlsHandshake(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        ));
+        assert!(alert.is_tls_refusal(), "the client refused the server");
+        for quiet in [
+            TransportError::TlsHandshake(io::ErrorKind::UnexpectedEof.into()),
+            TransportError::TlsHandshake(io::ErrorKind::ConnectionReset.into()),
+            TransportError::Timeout(Duration::from_secs(10)),
+            TransportError::Proxy("x".into()),
+            TransportError::WebSocket("x".into()),
+            TransportError::Io(io::ErrorKind::BrokenPipe.into()),
+        ] {
+            assert!(!quiet.is_tls_refusal(), "{quiet}");
         }
     }
 

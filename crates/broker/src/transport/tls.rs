@@ -21,6 +21,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::warn;
 
+use super::client_verifier::ClientVerifier;
 use super::{FileProblem, TransportError, TransportSettings};
 
 const ALPN_MQTT: &[u8] = b"mqtt";
@@ -72,21 +73,21 @@ impl TlsConfigs {
             Some(cafile) => {
                 let roots = load_roots(cafile)?;
                 let crls = match &settings.crlfile {
-                    Some(crlfile) => load_crls(crlfile, &roots.1)?,
+                    Some(crlfile) => load_crls(crlfile, &roots.subjects)?,
                     None => Vec::new(),
                 };
                 let mut builder = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots.0),
+                    Arc::new(roots.store),
                     provider.clone(),
                 )
                 // Mosquitto sets X509_V_FLAG_CRL_CHECK (leaf only), not CRL_CHECK_ALL; a leaf
                 // whose issuer has no CRL in crlfile is refused (unknown status), as OpenSSL does.
-                .with_crls(crls)
+                .with_crls(crls.clone())
                 .only_check_end_entity_revocation();
                 if !settings.require_certificate {
                     builder = builder.allow_unauthenticated();
                 }
-                builder.build().map_err(|e| match (e, &settings.crlfile) {
+                let webpki = builder.build().map_err(|e| match (e, &settings.crlfile) {
                     (rustls::server::VerifierBuilderError::InvalidCrl(e), Some(crlfile)) => {
                         TransportError::file(
                             "crlfile",
@@ -95,7 +96,14 @@ impl TlsConfigs {
                         )
                     }
                     (e, _) => TransportError::TlsConfig(e.to_string()),
-                })?
+                })?;
+                // webpki refuses X.509 v1 client certificates; OpenSSL (Mosquitto) accepts them.
+                Arc::new(ClientVerifier::new(
+                    webpki,
+                    &roots.certs,
+                    &crls,
+                    provider.signature_verification_algorithms,
+                ))
             }
         };
 
@@ -307,8 +315,15 @@ fn check_key_matches(
     }
 }
 
-/// The CA store, and the CA subjects (raw DER) to sanity-check CRL issuers against.
-fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<Vec<u8>>), TransportError> {
+/// The certificates of `cafile`.
+struct Roots {
+    store: RootCertStore,
+    /// The CA subjects (raw DER) to sanity-check CRL issuers against.
+    subjects: Vec<Vec<u8>>,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+fn load_roots(path: &Path) -> Result<Roots, TransportError> {
     let (_, sections) = read_pem("cafile", path)?;
     let certs = certificates(sections);
     if certs.is_empty() {
@@ -320,7 +335,7 @@ fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<Vec<u8>>), TransportErr
     }
     let mut roots = RootCertStore::empty();
     let mut subjects = Vec::with_capacity(certs.len());
-    for cert in certs {
+    for cert in certs.iter().cloned() {
         match x509_parser::parse_x509_certificate(cert.as_ref()) {
             Ok((_, parsed)) => subjects.push(parsed.subject().as_raw().to_vec()),
             Err(e) => {
@@ -335,7 +350,11 @@ fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<Vec<u8>>), TransportErr
             TransportError::file("cafile", path, FileProblem::BadCertificate(e.to_string()))
         })?;
     }
-    Ok((roots, subjects))
+    Ok(Roots {
+        store: roots,
+        subjects,
+        certs,
+    })
 }
 
 fn load_crls(

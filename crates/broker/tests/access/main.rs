@@ -15,4 +15,5 @@ mod passwords;
 mod proxy;
 mod reload;
 mod tls;
+mod tls_v1;
 mod websocket;
