@@ -37,6 +37,28 @@ impl Message {
         self.expires_at.is_some_and(|t| now >= t)
     }
 
+    /// The bytes this message holds, as counted by `max_queued_bytes`: topic, payload and
+    /// properties (user properties included), about the size of its PUBLISH packet, which is
+    /// what `max_packet_size` bounds. A message made of properties with an empty payload
+    /// weighs what it really costs.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        let p = &self.properties;
+        let opt = |o: Option<usize>| o.map_or(0, |n| n + 3);
+        let user: usize = p
+            .user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 5)
+            .sum();
+        // Fixed header, topic length, packet id, property length, the fixed-size properties.
+        16 + self.topic.len()
+            + self.payload.len()
+            + user
+            + opt(p.response_topic.as_ref().map(String::len))
+            + opt(p.correlation_data.as_ref().map(Bytes::len))
+            + opt(p.content_type.as_ref().map(String::len))
+    }
+
     /// The Message Expiry Interval to send on: the received value minus time spent in the broker
     /// [MQTT-3.3.2-6], at least 1 while not expired.
     #[must_use]

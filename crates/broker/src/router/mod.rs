@@ -247,7 +247,7 @@ impl Router {
         let mut placed = Vec::new();
         let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();
         let disk_full = store.is_some_and(Persistence::over_budget);
-        let size = message.payload.len();
+        let size = message.size();
         for (handle, mut d) in deliveries {
             let (r, gone) = handle.reserve(d.qos, size, store.is_some(), disk_full, &self.metrics);
             if let Some(seq) = gone {

@@ -73,7 +73,8 @@ struct Inner {
     load_from: u64,
     /// A page is being loaded from disk.
     loading: bool,
-    /// Payload bytes of the in-memory queue, and their limit (`max_queued_bytes`; 0 = none).
+    /// Bytes of the in-memory queue ([`crate::message::Message::size`]: topic, properties and
+    /// payload), and their limit (`max_queued_bytes`; 0 = none).
     bytes: usize,
     max_bytes: usize,
     /// When full: drop the oldest queued message to make room (`queue_overflow = "drop_oldest"`)
@@ -174,7 +175,7 @@ impl SessionHandle {
     /// re-routed shared deliveries). Returns `Dropped` when the queue is full: the newest message
     /// is dropped, as Mosquitto does, and counted.
     pub fn push(&self, delivery: Delivery, metrics: &Metrics) -> PushOutcome {
-        let size = delivery.message.payload.len();
+        let size = delivery.message.size();
         match self.reserve(delivery.qos, size, false, false, metrics).0 {
             Reserved::Dropped => PushOutcome::Dropped,
             _ => self.push_reserved(delivery),
@@ -193,7 +194,7 @@ impl SessionHandle {
     /// caller submits the store op, then `push_reserved`s the `MemoryDurable` ones (in that
     /// order, so the entry is in the store's queue before anyone can acknowledge it).
     ///
-    /// `size` is the payload size (for `max_queued_bytes`); `disk_full` says the store is over
+    /// `size` is the message's [`crate::message::Message::size`] (for `max_queued_bytes`); `disk_full` says the store is over
     /// its disk budget (stored deliveries are then dropped and counted). The second value is the
     /// sequence number of a stored delivery evicted by `drop_oldest`, which the caller dequeues.
     pub fn reserve(
@@ -218,7 +219,7 @@ impl SessionHandle {
             // Make room by dropping the oldest queued messages (memory first: they are older).
             while full(&inner) {
                 if let Some(old) = inner.queue.pop_front() {
-                    inner.bytes = inner.bytes.saturating_sub(old.message.payload.len());
+                    inner.bytes = inner.bytes.saturating_sub(old.message.size());
                     if old.seq.is_some() {
                         evicted = old.seq;
                     }
@@ -264,7 +265,7 @@ impl SessionHandle {
     /// `Busy` when the queue is more than half full (see the module docs).
     pub fn push_reserved(&self, delivery: Delivery) -> PushOutcome {
         let mut inner = self.lock();
-        inner.bytes += delivery.message.payload.len();
+        inner.bytes += delivery.message.size();
         inner.queue.push_back(delivery);
         let online = inner.online;
         let busy = online && !inner.stalled && inner.queue.len() > inner.limit / 2;
@@ -334,7 +335,7 @@ impl SessionHandle {
                 continue;
             }
             inner.load_from = seq + 1;
-            inner.bytes += d.message.payload.len();
+            inner.bytes += d.message.size();
             inner.queue.push_back(d);
         }
         if let Some(upto) = complete_upto {
@@ -397,7 +398,7 @@ impl SessionHandle {
                 _ => break,
             }
             if let Some(d) = inner.queue.pop_front() {
-                inner.bytes = inner.bytes.saturating_sub(d.message.payload.len());
+                inner.bytes = inner.bytes.saturating_sub(d.message.size());
                 out.push(d);
             }
         }
@@ -426,7 +427,7 @@ impl SessionHandle {
             if let Some(first) = first {
                 let before = inner.queue.len();
                 inner.queue.retain(|d| d.seq.is_none());
-                inner.bytes = inner.queue.iter().map(|d| d.message.payload.len()).sum();
+                inner.bytes = inner.queue.iter().map(|d| d.message.size()).sum();
                 let _moved = before - inner.queue.len();
                 inner.load_from = inner.load_from.min(first);
             }
@@ -460,7 +461,7 @@ impl SessionHandle {
             .drain(..)
             .partition(|d| d.shared.is_some() && d.seq.is_none());
         inner.queue = rest.into();
-        inner.bytes = inner.queue.iter().map(|d| d.message.payload.len()).sum();
+        inner.bytes = inner.queue.iter().map(|d| d.message.size()).sum();
         shared
     }
 

@@ -354,10 +354,41 @@ async fn queue_overflow_drop_new_and_drop_oldest() {
 
 #[tokio::test]
 async fn max_queued_bytes_bounds_the_memory_queue() {
-    // Payloads are 18 bytes: 40 bytes hold two.
-    let (got, dropped) = overflow_run(None, |c| c.max_queued_bytes = 40, 4).await;
+    // A message counts topic, properties and payload (`Message::size`): 37 bytes here, so
+    // 80 bytes hold two.
+    let (got, dropped) = overflow_run(None, |c| c.max_queued_bytes = 80, 4).await;
     assert_eq!(got, ["m0", "m1"]);
     assert_eq!(dropped, 2);
+}
+
+// issue 9: `max_queued_bytes` counts the whole message. Messages made of user properties with
+// an empty payload used to count 0 bytes each, so the queue grew without bound (290 MB with a
+// 1 MB limit).
+#[tokio::test]
+async fn max_queued_bytes_counts_user_properties() {
+    let b = TestBroker::with(|c| c.max_queued_bytes = 4096).await;
+    let v = hermod_proto::ProtocolVersion::V5;
+    let (mut sub, _) = b.connect_with(persistent(v, "props-sub")).await;
+    sub.subscribe("up/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = b.client(v, "props-pub").await;
+    for i in 0..10 {
+        let mut m = publish("up/t", b"", QoS::AtLeastOnce, false);
+        m.properties.user_properties = vec![(format!("k{i}"), "v".repeat(2000))];
+        publisher.publish_packet(m).await;
+    }
+    let (mut sub, _) = b.connect_with(persistent(v, "props-sub")).await;
+    let got = sub.drain(Duration::from_millis(500)).await;
+    // About 2 KB each: two fit in 4 KB, the rest are dropped and counted.
+    assert_eq!(
+        got.len(),
+        2,
+        "queued {} messages of ~2 KB within 4 KB",
+        got.len()
+    );
+    assert_eq!(b.metric(|m| &m.messages_dropped), 8);
+    sub.disconnect().await;
+    b.stop().await;
 }
 
 #[tokio::test]
