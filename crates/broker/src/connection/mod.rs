@@ -39,9 +39,11 @@ use handshake::{HandshakeError, check_connect, read_connect};
 
 /// Flush once this much is buffered, so one slow socket cannot grow the write buffer without limit.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// How long a publisher waits for a busy subscriber's mailbox to drain before marking it
-/// stalled and going on (its messages are then dropped at the limit and counted).
-const BACKPRESSURE_WAIT: Duration = Duration::from_millis(500);
+/// How long a publisher waits for its busy subscribers' mailboxes to drain (all at once) before
+/// marking the ones that did not stalled and going on (their messages are then dropped at the
+/// limit and counted, for `session::mailbox::STALL_HOLD`). A subscriber task that merely had not
+/// been scheduled drains within a few milliseconds.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(100);
 /// How long a new connection waits for a displaced one to hand its session over.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
@@ -492,15 +494,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let shutdown = self.shared.shutdown.clone();
         let kick = self.kick.clone();
         let own = self.session.handle.clone();
-        for handle in std::mem::take(&mut self.busy) {
-            if Arc::ptr_eq(&handle, &own) {
-                continue; // our own mailbox drains only when we write: never wait for it
-            }
-            tokio::select! {
-                _ = handle.wait_for_space(BACKPRESSURE_WAIT) => {}
-                () = shutdown.cancelled() => return Err(End::Shutdown),
-                () = kick.cancelled() => return Err(End::TakenOver),
-            }
+        let mut busy = std::mem::take(&mut self.busy);
+        // Our own mailbox drains only when we write: never wait for it. Each other one once.
+        busy.retain(|h| !Arc::ptr_eq(h, &own));
+        busy.sort_by_key(|h| Arc::as_ptr(h) as usize);
+        busy.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        // All at once, with one deadline: eight slow subscribers cost one wait, not eight.
+        let all = futures_util::future::join_all(
+            busy.iter().map(|h| h.wait_for_space(BACKPRESSURE_WAIT)),
+        );
+        tokio::select! {
+            _ = all => {}
+            () = shutdown.cancelled() => return Err(End::Shutdown),
+            () = kick.cancelled() => return Err(End::TakenOver),
         }
         Ok(())
     }

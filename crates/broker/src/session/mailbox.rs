@@ -11,9 +11,11 @@
 //! subscriber's task gets to run. So that a subscriber that keeps up is not made to drop
 //! messages by mere scheduling, a push into an online mailbox that is more than half full
 //! reports `Busy`: the publisher then stops reading until the mailbox drains below a quarter
-//! (or a short timeout passes). A subscriber that does not drain within that timeout is marked
-//! stalled and no longer holds publishers back: its messages are dropped at the limit and counted,
-//! so one slow subscriber cannot stall a fan-out, nor grow memory.
+//! (or a short timeout passes; a publisher waits for all its busy subscribers at once, with one
+//! deadline). A subscriber that does not drain within that timeout is marked stalled for
+//! [`STALL_HOLD`] and no longer holds publishers back: its messages are dropped at the limit and
+//! counted, so one slow subscriber cannot stall a fan-out, nor grow memory, and a subscriber
+//! that stalls again and again costs publishers one short wait per hold, not one per burst.
 //!
 //! # Durable sessions
 //! With a store, a persistent session's QoS 1/2 deliveries are written to its on-disk queue
@@ -26,6 +28,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hermod_proto::QoS;
@@ -53,6 +56,9 @@ pub struct SessionHandle {
     reader: ArcSwap<ClientIdentity>,
 }
 
+/// How long a subscriber that did not drain in time stays marked stalled.
+pub const STALL_HOLD: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 struct Inner {
     queue: VecDeque<Delivery>,
@@ -62,8 +68,8 @@ struct Inner {
     /// Set when the session has ended: nothing more is accepted.
     closed: bool,
     /// A publisher waited for this mailbox to drain and it did not: stop reporting `Busy`
-    /// until it drains again.
-    stalled: bool,
+    /// until then ([`STALL_HOLD`] later). `None` on the hot path: no clock read.
+    stalled_until: Option<Instant>,
     /// QoS 1/2 deliveries are stored (persistent session, store enabled).
     durable: bool,
     /// Next sequence number of the durable queue.
@@ -80,6 +86,20 @@ struct Inner {
     /// When full: drop the oldest queued message to make room (`queue_overflow = "drop_oldest"`)
     /// instead of the new one.
     drop_oldest: bool,
+}
+
+impl Inner {
+    /// Marked stalled and the hold has not passed (clears the mark once it has).
+    fn is_stalled(&mut self) -> bool {
+        match self.stalled_until {
+            None => false,
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                self.stalled_until = None;
+                false
+            }
+        }
+    }
 }
 
 /// Where a reserved delivery goes.
@@ -132,7 +152,7 @@ impl SessionHandle {
                 online: true,
                 queue_qos0_offline,
                 closed: false,
-                stalled: false,
+                stalled_until: None,
                 durable: false,
                 next_seq: 1,
                 load_from: 1,
@@ -268,7 +288,7 @@ impl SessionHandle {
         inner.bytes += delivery.message.size();
         inner.queue.push_back(delivery);
         let online = inner.online;
-        let busy = online && !inner.stalled && inner.queue.len() > inner.limit / 2;
+        let busy = online && inner.queue.len() > inner.limit / 2 && !inner.is_stalled();
         drop_guard(inner);
         if online {
             self.notify.notify_one();
@@ -357,9 +377,9 @@ impl SessionHandle {
         tokio::pin!(notified);
         notified.as_mut().enable();
         {
-            let inner = self.lock();
+            let mut inner = self.lock();
             if !inner.online
-                || inner.stalled
+                || inner.is_stalled()
                 || inner.closed
                 || inner.queue.len() <= inner.limit / 4
             {
@@ -371,16 +391,15 @@ impl SessionHandle {
         }
         let mut inner = self.lock();
         if inner.queue.len() > inner.limit / 4 {
-            inner.stalled = true;
+            inner.stalled_until = Some(Instant::now() + STALL_HOLD);
             return false;
         }
         true
     }
 
     /// After a pop: wake waiting publishers once below a quarter full.
-    fn after_pop(&self, mut inner: MutexGuard<'_, Inner>) {
+    fn after_pop(&self, inner: MutexGuard<'_, Inner>) {
         if inner.queue.len() <= inner.limit / 4 {
-            inner.stalled = false;
             drop_guard(inner);
             self.space.notify_waiters();
         }
