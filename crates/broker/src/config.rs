@@ -43,7 +43,7 @@ pub struct Config {
     /// Messages queued per session beyond the inflight window (online or offline). When full, new
     /// messages for that session are dropped and counted, so a slow subscriber cannot grow memory.
     pub max_queued_messages: usize,
-    /// Payload bytes a session may hold in memory (Mosquitto's `max_queued_bytes`; 0 = no byte
+    /// Bytes (topic, properties and payload) a session may hold in memory (Mosquitto's `max_queued_bytes`; 0 = no byte
     /// limit, `max_queued_messages` still applies). Stored queues are bounded on disk by
     /// `max_queued_messages` and `[store] max_disk_bytes`.
     pub max_queued_bytes: usize,
@@ -52,6 +52,9 @@ pub struct Config {
     pub queue_overflow: QueueOverflow,
     /// Queue QoS 0 messages for offline persistent sessions (Mosquitto's `queue_qos0_messages`).
     pub queue_qos0_messages: bool,
+    /// Subscriptions one client may hold (0 = no limit); beyond it SUBSCRIBE gets 0x97 (v5) /
+    /// 0x80 (3.1.1) for the filters past it, so one client cannot make the broker hold millions.
+    pub max_subscriptions: usize,
     /// Expire v3.1.1 persistent sessions (and v5 ones asking for "never") after this long offline,
     /// e.g. "2h", "14d", "1w" (Mosquitto's key). Unset: never.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,6 +255,7 @@ impl Default for Config {
             max_packet_size: 1024 * 1024,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
+            max_subscriptions: 10_000,
             max_queued_bytes: 0,
             queue_overflow: QueueOverflow::DropNew,
             queue_qos0_messages: false,

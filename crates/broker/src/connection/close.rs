@@ -135,8 +135,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .schedule_will(&self.client_id, self.conn_id, will, delay, will_clear);
         }
         info!(client_id = %self.client_id, "client disconnected");
-        if server_reason.is_some() {
-            // The server ended it (DISCONNECT sent to v5 clients): let the client read it.
+        if server_reason.is_some() && !matches!(end, End::Shutdown) {
+            // The server ended it (DISCONNECT sent to v5 clients): let the client read it. Not
+            // at shutdown, which must not wait for clients that keep their connection open.
             linger(&mut self.stream).await;
         }
     }

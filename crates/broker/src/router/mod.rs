@@ -131,6 +131,20 @@ impl Router {
             .len()
     }
 
+    /// Calls `f` with each retained message matching `filter` that has not expired, under the
+    /// retained store's read lock (`f` must not take it again).
+    pub fn for_each_retained(&self, filter: &str, now: Instant, f: &mut dyn FnMut(&Arc<Message>)) {
+        let store = self
+            .retained
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.for_each_matching(filter, &mut |m| {
+            if !m.is_expired(now) {
+                f(m);
+            }
+        });
+    }
+
     /// Retained messages matching `filter` that have not expired.
     #[must_use]
     pub fn retained_matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {

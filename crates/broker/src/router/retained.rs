@@ -21,10 +21,12 @@ impl Node {
         self.children.is_empty() && self.message.is_none()
     }
 
-    fn collect_all(&self, out: &mut Vec<Arc<Message>>) {
-        out.extend(self.message.iter().cloned());
+    fn visit_all(&self, f: &mut dyn FnMut(&Arc<Message>)) {
+        if let Some(m) = &self.message {
+            f(m);
+        }
         for c in self.children.values() {
-            c.collect_all(out);
+            c.visit_all(f);
         }
     }
 }
@@ -72,40 +74,48 @@ impl RetainedStore {
     /// Retained messages matching `filter` (a valid filter, not `$share/...`).
     #[must_use]
     pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
-        let levels: Vec<&str> = filter.split('/').collect();
         let mut out = Vec::new();
-        Self::walk(&self.root, &levels, true, &mut out);
+        self.for_each_matching(filter, &mut |m| out.push(m.clone()));
         out
     }
 
-    fn walk(node: &Node, levels: &[&str], first: bool, out: &mut Vec<Arc<Message>>) {
+    /// Calls `f` with each retained message matching `filter`, without collecting them: a
+    /// SUBSCRIBE streams them into the session's bounded mailbox.
+    pub fn for_each_matching(&self, filter: &str, f: &mut dyn FnMut(&Arc<Message>)) {
+        let levels: Vec<&str> = filter.split('/').collect();
+        Self::walk(&self.root, &levels, true, f);
+    }
+
+    fn walk(node: &Node, levels: &[&str], first: bool, f: &mut dyn FnMut(&Arc<Message>)) {
         let Some((level, rest)) = levels.split_first() else {
-            out.extend(node.message.iter().cloned());
+            if let Some(m) = &node.message {
+                f(m);
+            }
             return;
         };
         let visible = |name: &str| !(first && name.starts_with('$'));
         match *level {
             "#" => {
                 // `a/#` also matches `a` itself [MQTT-4.7.1-2].
-                if !first {
-                    out.extend(node.message.iter().cloned());
+                if !first && let Some(m) = &node.message {
+                    f(m);
                 }
                 for (name, c) in &node.children {
                     if visible(name) {
-                        c.collect_all(out);
+                        c.visit_all(f);
                     }
                 }
             }
             "+" => {
                 for (name, c) in &node.children {
                     if visible(name) {
-                        Self::walk(c, rest, false, out);
+                        Self::walk(c, rest, false, f);
                     }
                 }
             }
             exact => {
                 if let Some(c) = node.children.get(exact) {
-                    Self::walk(c, rest, false, out);
+                    Self::walk(c, rest, false, f);
                 }
             }
         }

@@ -273,7 +273,7 @@ async fn reason_code_reaches_a_client_that_keeps_sending() {
 // p99 went from 22 ms to 5.66 s. Now a publisher waits for all busy mailboxes at once, with one
 // short deadline, and a stalled subscriber stays marked for a while. Coarse bound only (a noisy
 // machine cannot miss it): every message arrives, none later than a second after it was sent.
-// The p99 figures are measured by bench/slow_subscribers.sh.
+// The p99 figures are measured by bench/slow_subscribers.py.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_subscribers_do_not_stall_a_healthy_one() {
     const N: usize = 1500;
@@ -338,3 +338,88 @@ async fn slow_subscribers_do_not_stall_a_healthy_one() {
     drop(slow);
     b.stop().await;
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// issue 9: with 200 retained messages, one 80 KB SUBSCRIBE holding 20,000 times `#` collected
+// 4 million deliveries before the mailbox limit applied (+250 MB RSS). Duplicates in one packet
+// are now merged and retained messages are streamed into the bounded mailbox: memory stays
+// flat, and every filter still gets its reason code [MQTT-3.8.4-6].
+async fn one_subscribe_packet_cannot_exhaust_memory(v: ProtocolVersion) {
+    let b = TestBroker::with(|c| c.max_queued_messages = 100).await;
+    let mut p = b.client(v, "retainer").await;
+    let body = vec![b'r'; 1024];
+    for i in 0..200 {
+        p.publish(&format!("r/{i}"), &body, Q0, true).await;
+    }
+    p.ping().await;
+    let before = rss_kib();
+    let mut c = b.client(v, "greedy").await;
+    let filters: Vec<(String, SubscriptionOptions)> =
+        (0..20_000).map(|_| ("#".to_owned(), opts(Q0))).collect();
+    let ack = c.subscribe_with(filters, Default::default()).await;
+    assert_eq!(ack.reasons.len(), 20_000, "one reason code per filter");
+    assert!(ack.reasons.iter().all(|r| *r == ReasonCode::SUCCESS));
+    // Distinct filters that each match every retained message: streamed, bounded by the
+    // mailbox (100), the rest dropped and counted.
+    let filters: Vec<(String, SubscriptionOptions)> = ["r/#", "+/#", "+/+", "r/+"]
+        .iter()
+        .map(|f| ((*f).to_owned(), opts(Q0)))
+        .collect();
+    c.subscribe_with(filters, Default::default()).await;
+    let grown = rss_kib().saturating_sub(before);
+    eprintln!("RSS growth after the SUBSCRIBE packets: {grown} KiB");
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    assert!(b.metric(|m| &m.messages_dropped) > 0, "overflow is counted");
+    let got = c.drain(QUIET).await;
+    assert!(got.len() <= 200 * 5, "got {}", got.len());
+    b.stop().await;
+}
+
+// issue 9: `max_subscriptions` per client; past it SUBACK 0x97 (v5) / 0x80 (3.1.1)
+// [MQTT-3.9.3-2], within one packet too; replacing an existing subscription is still allowed.
+async fn max_subscriptions_per_client(v: ProtocolVersion) {
+    let b = TestBroker::with(|c| c.max_subscriptions = 100).await;
+    let mut c = b.client(v, "many").await;
+    let filters: Vec<(String, SubscriptionOptions)> =
+        (0..150).map(|i| (format!("t/{i}"), opts(Q1))).collect();
+    let ack = c.subscribe_with(filters, Default::default()).await;
+    let refused = if v.is_v5() {
+        ReasonCode::QUOTA_EXCEEDED
+    } else {
+        ReasonCode::UNSPECIFIED_ERROR
+    };
+    assert!(ack.reasons[..100].iter().all(|r| *r == ReasonCode(1)));
+    assert!(
+        ack.reasons[100..].iter().all(|r| *r == refused),
+        "{:?}",
+        &ack.reasons[100..]
+    );
+    assert_eq!(
+        c.subscribe("t/5", Q0).await,
+        [ReasonCode::SUCCESS],
+        "replacing is allowed"
+    );
+    assert_eq!(c.subscribe("t/new", Q0).await, [refused]);
+    c.unsubscribe(&["t/0"]).await;
+    assert_eq!(
+        c.subscribe("t/new", Q0).await,
+        [ReasonCode::SUCCESS],
+        "room again"
+    );
+    b.stop().await;
+}
+both_versions!(
+    one_subscribe_packet_cannot_exhaust_memory,
+    max_subscriptions_per_client
+);
