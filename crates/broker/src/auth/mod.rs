@@ -152,6 +152,10 @@ pub enum DenyReason {
     Busy,
     /// The client's address was blocked by the failed-login [`Throttle`] while its check waited.
     Blocked,
+    /// A credential source could not answer (HTTP auth service unreachable or too slow): refused
+    /// like bad credentials, but not the client's failed login, so an outage of the service does
+    /// not get every client's address blocked.
+    SourceError,
 }
 
 /// Result of [`Auth::authenticate`].
@@ -372,6 +376,7 @@ impl Auth {
             http::HttpVerdict::Allow => Verdict::Allow(identity),
             http::HttpVerdict::Deny => Verdict::Deny(DenyReason::BadCredentials),
             http::HttpVerdict::Ignore => Verdict::Ignore,
+            http::HttpVerdict::Error => Verdict::Deny(DenyReason::SourceError),
         }
     }
 

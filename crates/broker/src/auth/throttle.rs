@@ -5,7 +5,8 @@
 //! refused before any credential is checked (CONNACK 0x8A "Banned", 3.1.1: 5 "not authorised"),
 //! whatever they carry, a right password included. When the block ends the count starts afresh.
 //! Successful logins are never counted and do not reset the count (or one valid account would
-//! let an attacker guess another's password without limit).
+//! let an attacker guess another's password without limit). Nor are refusals that say nothing
+//! about the client's credentials: a full hashing queue, an unreachable HTTP auth service.
 //!
 //! Memory is bounded: at most `max_addresses` addresses are tracked. When a new one arrives and
 //! the table is full, stale records (window over, not blocked) go first, then the least recently

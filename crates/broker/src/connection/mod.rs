@@ -199,7 +199,9 @@ where
                     warn!(%peer, "address blocked after repeated failed logins ([auth_failures])");
                 }
                 let reason = match (why, version.is_v5()) {
-                    (DenyReason::BadCredentials, true) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    (DenyReason::BadCredentials | DenyReason::SourceError, true) => {
+                        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+                    }
                     (DenyReason::Busy, _) => ReasonCode::SERVER_BUSY,
                     (DenyReason::Blocked, _) => banned_reason,
                     _ => ReasonCode::NOT_AUTHORIZED,

@@ -357,3 +357,29 @@ async fn throttling_sheds_a_concurrent_flood() {
     );
     b.stop().await;
 }
+
+// An unreachable HTTP auth service denies (0x86) but does not count as the clients' failed
+// logins: an outage of the service must not get every client's address blocked.
+#[tokio::test]
+async fn auth_service_errors_are_not_counted_as_failures() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let b = TestBroker::start_in(
+        tempdir(),
+        &format!(
+            "allow_anonymous = false\n[auth.http]\nurl = \"http://127.0.0.1:{port}/auth\"\ntimeout_ms = 500\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\n[auth_failures]\nmax = 2\nwindow = \"1m\"\nblock = \"1m\"\n"
+        ),
+    )
+    .await;
+    for i in 0..4 {
+        let c = connect_packet(V5, &format!("h{i}"), Some("u"), Some(b"p"));
+        assert_eq!(
+            connack_from(ip("127.0.0.7"), b.addr(0), c, WAIT).await,
+            Ok(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+            "attempt {i}: denied, never blocked"
+        );
+    }
+    b.stop().await;
+}
