@@ -112,6 +112,12 @@ pub(crate) struct Shared {
     /// Authentication and ACLs; replaced as a whole on reload, so a check sees either the old
     /// rules or the new ones, never a mix.
     pub(crate) auth: ArcSwap<Auth>,
+    /// The password-hashing threads, shared by every `Auth` loaded (reloads included).
+    hash_pool: Arc<crate::auth::HashPool>,
+    /// Failed-login counts and blocks per address (`[auth_failures]`); kept across reloads.
+    pub(crate) throttle: Arc<crate::auth::Throttle>,
+    /// `[[banned]]` plus run-time bans; reload replaces the former.
+    pub(crate) banned: crate::banned::Banned,
     /// One acceptor per listener (TLS state swapped on reload).
     acceptors: Vec<Arc<Acceptor>>,
     pub(crate) router: Router,
@@ -197,7 +203,8 @@ impl Shared {
     }
 
     /// Re-reads the configuration file (when there is one), the password and ACL files, auth
-    /// sources and TLS files, and swaps them in only if everything loads: on any error the old
+    /// sources, `[[banned]]`, `[auth_failures]` and TLS files, and swaps them in only if
+    /// everything loads (run-time bans and failure counts are kept): on any error the old
     /// configuration stays in force and the error is returned (and logged by the caller).
     /// Other changed keys need a restart and are reported as such.
     pub(crate) fn reload(&self) -> Result<(), String> {
@@ -205,8 +212,9 @@ impl Shared {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
             None => self.config.clone(),
         };
-        let auth =
-            Auth::load(&config.auth_settings(), &config.base_dir()).map_err(|e| e.to_string())?;
+        let auth = Auth::load(&config.auth_settings(), &config.base_dir())
+            .map_err(|e| e.to_string())?
+            .with_hash_pool(self.hash_pool.clone());
         if config.listeners.len() != self.acceptors.len() {
             return Err("the number of [[listener]] tables changed: that needs a restart; nothing was reloaded".into());
         }
@@ -221,18 +229,22 @@ impl Shared {
             acceptor.reload(settings).map_err(|e| e.to_string())?;
         }
         self.auth.store(Arc::new(auth));
+        self.banned.replace_config(&config.banned);
+        self.throttle.configure(config.throttle_settings());
         let mut same = config.clone();
         same.allow_anonymous = self.config.allow_anonymous;
         same.password_file.clone_from(&self.config.password_file);
         same.acl_file.clone_from(&self.config.acl_file);
         same.auth.clone_from(&self.config.auth);
         same.listeners.clone_from(&self.config.listeners);
+        same.banned.clone_from(&self.config.banned);
+        same.auth_failures.clone_from(&self.config.auth_failures);
         if same != self.config {
             warn!(
-                "configuration reloaded: access control and TLS files applied; other changed keys need a restart"
+                "configuration reloaded: access control, bans and TLS files applied; other changed keys need a restart"
             );
         } else {
-            info!("configuration reloaded: access control and TLS files applied");
+            info!("configuration reloaded: access control, bans and TLS files applied");
         }
         Ok(())
     }
@@ -430,7 +442,13 @@ impl Broker {
         config_path: Option<std::path::PathBuf>,
     ) -> Result<Self, BrokerError> {
         config.validate("configuration")?;
-        let auth = Auth::load(&config.auth_settings(), &config.base_dir())?;
+        let throttle = Arc::new(crate::auth::Throttle::new(config.throttle_settings()));
+        let hash_pool = Arc::new(crate::auth::HashPool::new(
+            crate::auth::hash_pool::default_threads(),
+            Some(throttle.clone()),
+        ));
+        let auth = Auth::load(&config.auth_settings(), &config.base_dir())?
+            .with_hash_pool(hash_pool.clone());
         let mut acceptors = Vec::new();
         for (index, l) in config.listeners.iter().enumerate() {
             let settings = l.transport_settings(Some(&config.base_dir()), config.max_packet_size);
@@ -473,6 +491,9 @@ impl Broker {
         };
         let shared = Arc::new(Shared {
             auth: ArcSwap::from_pointee(auth),
+            hash_pool,
+            throttle,
+            banned: crate::banned::Banned::new(&config.banned),
             acceptors,
             config_path,
             router: Router::new(metrics.clone(), persistence),

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::{AuthSettings, AuthTable};
+use crate::auth::{AuthSettings, AuthTable, ThrottleSettings};
+use crate::banned::BanEntry;
 use crate::transport::{Transport, TransportSettings};
 
 /// The whole configuration.
@@ -78,6 +79,15 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// `[store]`: durable storage.
     pub store: StoreSection,
+    /// `[auth_failures]`: blocking an address after repeated failed logins.
+    pub auth_failures: AuthFailuresSection,
+    /// `[[banned]]`: client ids, usernames and addresses refused at CONNECT (0x8A "Banned").
+    #[serde(
+        rename = "banned",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::banned::deserialize_list"
+    )]
+    pub banned: Vec<BanEntry>,
     /// Folder of the config file: relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -105,6 +115,33 @@ pub struct StoreSection {
     /// Global budget for stored queued messages, in bytes (0 = none). Above it, new messages
     /// for persistent sessions are dropped and counted instead of stored.
     pub max_disk_bytes: u64,
+}
+
+/// `[auth_failures]`: after `max` failed authentications from one address within `window`, the
+/// address is refused for `block` (CONNACK 0x8A, 3.1.1: 5), before any password is hashed, a
+/// right one included. Successful logins are not counted. `max = 0` turns this off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailuresSection {
+    /// Failed authentications from one address (within `window`) that block it; 0 = off.
+    pub max: u32,
+    /// The counting window, from the first failure, e.g. "1m".
+    pub window: String,
+    /// How long a blocked address is refused, e.g. "5m".
+    pub block: String,
+    /// Most addresses tracked at once (memory bound; the least recently seen are forgotten).
+    pub max_addresses: usize,
+}
+
+impl Default for AuthFailuresSection {
+    fn default() -> Self {
+        Self {
+            max: 10,
+            window: "1m".into(),
+            block: "5m".into(),
+            max_addresses: 10_000,
+        }
+    }
 }
 
 /// `queue_overflow`.
@@ -271,6 +308,8 @@ impl Default for Config {
             acl_file: None,
             auth: AuthTable::default(),
             store: StoreSection::default(),
+            auth_failures: AuthFailuresSection::default(),
+            banned: Vec::new(),
             base_dir: None,
         }
     }
@@ -450,6 +489,15 @@ impl Config {
         if let Some(s) = &self.persistent_client_expiration {
             parse_duration(s).map_err(|m| invalid("persistent_client_expiration", m))?;
         }
+        let af = &self.auth_failures;
+        parse_duration(&af.window).map_err(|m| invalid("auth_failures.window", m))?;
+        parse_duration(&af.block).map_err(|m| invalid("auth_failures.block", m))?;
+        if af.max > 0 && af.max_addresses == 0 {
+            return Err(invalid(
+                "auth_failures.max_addresses",
+                "must be at least 1 (or set auth_failures.max = 0 to turn blocking off)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -461,6 +509,21 @@ impl Config {
             password_file: self.password_file.clone(),
             acl_file: self.acl_file.clone(),
             auth: self.auth.clone(),
+        }
+    }
+
+    /// `[auth_failures]` for the throttle (validated by [`Config::validate`]).
+    #[must_use]
+    pub fn throttle_settings(&self) -> ThrottleSettings {
+        let af = &self.auth_failures;
+        match (parse_duration(&af.window), parse_duration(&af.block)) {
+            (Ok(window), Ok(block)) => ThrottleSettings {
+                max_failures: af.max,
+                window,
+                block,
+                max_addresses: af.max_addresses,
+            },
+            _ => ThrottleSettings::OFF,
         }
     }
 
@@ -569,6 +632,53 @@ mod tests {
         let err =
             Config::parse("max_keepalive = 60\n", Path::new("h.toml")).expect_err("no listener");
         assert!(err.to_string().contains("listener"), "{err}");
+    }
+
+    #[test]
+    fn auth_failures_and_banned_entries() {
+        let base = "[[listener]]\nbind = \"127.0.0.1:1\"\n";
+        let cfg = Config::parse(
+            &format!("{base}[auth_failures]\nmax = 3\nwindow = \"10s\"\nblock = \"2m\"\n[[banned]]\nclient_id = \"evil\"\n[[banned]]\naddress = \"10.1.0.0/16\"\nuntil = \"2027-01-01T00:00:00Z\"\n"),
+            Path::new("h.toml"),
+        )
+        .expect("parses");
+        assert_eq!(
+            cfg.throttle_settings(),
+            ThrottleSettings {
+                max_failures: 3,
+                window: Duration::from_secs(10),
+                block: Duration::from_secs(120),
+                max_addresses: 10_000,
+            }
+        );
+        assert_eq!(cfg.banned.len(), 2);
+        assert_eq!(cfg.banned[1].until, Some(1_798_761_600));
+        for (text, needles) in [
+            (
+                "[[banned]]\nclient_id = \"a\"\n[[banned]]\naddress = \"10.0.0.0/33\"\n",
+                &["h.toml", "banned[1]", "`address`", "10.0.0.0/33"][..],
+            ),
+            (
+                "[[banned]]\nclient_id = \"a\"\nusername = \"b\"\n",
+                &["banned[0]", "exactly one", "client_id, username"][..],
+            ),
+            (
+                "[[banned]]\nclient_id = \"a\"\nuntil = \"2027-01-01\"\n",
+                &["line 5", "`until`"][..],
+            ),
+            (
+                "[auth_failures]\nwindow = \"1 min\"\n",
+                &["auth_failures.window"][..],
+            ),
+            ("[auth_failures]\nmax_adresses = 5\n", &["max_adresses"][..]),
+        ] {
+            let e = Config::parse(&format!("{base}{text}"), Path::new("h.toml"))
+                .expect_err(text)
+                .to_string();
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: {n:?} not in {e}");
+            }
+        }
     }
 
     #[test]

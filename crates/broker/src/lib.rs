@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`] — the TOML configuration (Mosquitto's key names), defaults and validation.
+//! - [`auth`] — password files, ACLs, HTTP and JWT auth, the password-hashing pool, failed-login
+//!   throttling; [`banned`] — the ban list checked at CONNECT.
 //! - [`broker`] — `Broker::bind` (listeners bound, addresses known) and `Broker::run(shutdown)`.
 //! - `connection` — one task per network connection: CONNECT handshake, packet handling, writes.
 //! - [`session`] — `Session` (synchronous MQTT state), the per-session mailbox, the registry
@@ -14,6 +16,7 @@
 //! connection tasks → sockets. No lock is held across an `.await`.
 
 pub mod auth;
+pub mod banned;
 pub mod broker;
 pub mod config;
 mod connection;

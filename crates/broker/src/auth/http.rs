@@ -74,6 +74,9 @@ pub enum HttpVerdict {
     Allow,
     Deny,
     Ignore,
+    /// The service could not be reached or did not answer in time: the client is denied, but
+    /// this is not its failed login (`[auth_failures]` does not count it). Never cached.
+    Error,
 }
 
 /// The request fields (borrowed from the CONNECT).
@@ -203,11 +206,11 @@ impl HttpAuth {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 tracing::warn!(url = %self.config.url, client_id = req.client_id, "HTTP auth failed, denying: {e}");
-                return HttpVerdict::Deny;
+                return HttpVerdict::Error;
             }
             Err(_) => {
                 tracing::warn!(url = %self.config.url, client_id = req.client_id, "HTTP auth timed out after {} ms, denying", self.config.timeout_ms);
-                return HttpVerdict::Deny;
+                return HttpVerdict::Error;
             }
         };
         self.store(key, verdict);
@@ -510,9 +513,11 @@ pub(crate) mod tests {
         })
         .await;
         let h = HttpAuth::new(cfg(&url)).expect("config");
-        for user in ["500", "garbage", "empty", "weird", "notHttp"] {
+        for user in ["500", "garbage", "empty", "weird"] {
             assert_eq!(h.check(&req(user, b"p")).await, HttpVerdict::Deny, "{user}");
         }
+        // Not HTTP at all: the service is broken, not saying no (denied, not counted).
+        assert_eq!(h.check(&req("notHttp", b"p")).await, HttpVerdict::Error);
         assert_eq!(h.check(&req("chunked", b"p")).await, HttpVerdict::Allow);
     }
 
@@ -521,7 +526,7 @@ pub(crate) mod tests {
         let (url, _) = server(|_| None).await;
         let h = HttpAuth::new(cfg(&url)).expect("config");
         let started = Instant::now();
-        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Deny);
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Error);
         assert!(started.elapsed() < Duration::from_secs(5));
 
         // A port nobody listens on.
@@ -529,7 +534,7 @@ pub(crate) mod tests {
         let port = l.local_addr().expect("addr").port();
         drop(l);
         let h = HttpAuth::new(cfg(&format!("http://127.0.0.1:{port}/x"))).expect("config");
-        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Deny);
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Error);
     }
 
     #[tokio::test]

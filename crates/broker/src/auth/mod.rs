@@ -26,15 +26,19 @@
 //! See [`Auth::authorize`].
 
 pub mod acl;
+pub mod hash_pool;
 pub mod http;
 pub mod jwt;
 pub mod password_file;
+pub mod throttle;
 mod topic;
 
 pub use acl::AclFile;
+pub use hash_pool::HashPool;
 pub use http::{HttpAuth, HttpAuthConfig};
 pub use jwt::{JwtAcl, JwtConfig, JwtVerifier};
 pub use password_file::{PasswordFile, hash_argon2id, hash_mosquitto_pbkdf2};
+pub use throttle::{Throttle, ThrottleSettings};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -137,13 +141,22 @@ pub struct ClientIdentity {
 }
 
 /// Why a CONNECT was refused; the broker maps it to a CONNACK code (Mosquitto answers
-/// "not authorised" — 0x05 / 0x87 — for both).
+/// "not authorised" — 0x05 / 0x87 — for the first two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
     /// Wrong password, unknown user, bad token, HTTP service said no.
     BadCredentials,
     /// Anonymous client where anonymous access is off.
     NotAuthorized,
+    /// The password could not be checked in time: the hashing queue stayed full (see
+    /// [`hash_pool`]). Not a failed login.
+    Busy,
+    /// The client's address was blocked by the failed-login [`Throttle`] while its check waited.
+    Blocked,
+    /// A credential source could not answer (HTTP auth service unreachable or too slow): refused
+    /// like bad credentials, but not the client's failed login, so an outage of the service does
+    /// not get every client's address blocked.
+    SourceError,
 }
 
 /// Result of [`Auth::authenticate`].
@@ -171,6 +184,8 @@ enum Verdict {
 /// The loaded access-control configuration.
 pub struct Auth {
     password_file: Option<Arc<PasswordFile>>,
+    /// Where password hashes are checked; [`HashPool::fallback`] when not set.
+    hash_pool: Option<Arc<HashPool>>,
     acl: Option<AclFile>,
     http: Option<HttpAuth>,
     jwt: Option<JwtVerifier>,
@@ -262,12 +277,21 @@ impl Auth {
         };
         Ok(Auth {
             password_file: password_file.map(Arc::new),
+            hash_pool: None,
             acl,
             http,
             jwt,
             order,
             allow_anonymous,
         })
+    }
+
+    /// Checks passwords on `pool` (the broker's, kept across reloads) instead of the
+    /// process-wide [`HashPool::fallback`].
+    #[must_use]
+    pub fn with_hash_pool(mut self, pool: Arc<HashPool>) -> Self {
+        self.hash_pool = Some(pool);
+        self
     }
 
     /// Decides whether a CONNECT is accepted (see the module docs for the rules).
@@ -318,11 +342,20 @@ impl Auth {
                 Verdict::Ignore
             };
         };
-        // Hashing is deliberately slow (argon2id: ~20 MiB, tens of ms): keep it off the
-        // async workers. Unknown users are hashed too, so timing does not reveal them.
+        // Hashing is deliberately slow (argon2id: ~20 MiB, tens of ms): it runs on the bounded
+        // hashing pool, never on the async workers nor tokio's unbounded blocking pool. Unknown
+        // users are hashed too, so timing does not reveal them.
         let (file, user_owned) = (file.clone(), user.clone());
-        let ok = tokio::task::spawn_blocking(move || file.verify(&user_owned, &password)).await;
+        let pool: &HashPool = match &self.hash_pool {
+            Some(p) => p,
+            None => HashPool::fallback(),
+        };
+        let ok = pool
+            .run(req.peer.ip(), move || file.verify(&user_owned, &password))
+            .await;
         match (known, ok) {
+            (_, Err(hash_pool::PoolError::Busy)) => Verdict::Deny(DenyReason::Busy),
+            (_, Err(hash_pool::PoolError::Blocked)) => Verdict::Deny(DenyReason::Blocked),
             (true, Ok(true)) => Verdict::Allow(identity),
             (true, _) => Verdict::Deny(DenyReason::BadCredentials),
             (false, _) => Verdict::Ignore,
@@ -344,6 +377,7 @@ impl Auth {
             http::HttpVerdict::Allow => Verdict::Allow(identity),
             http::HttpVerdict::Deny => Verdict::Deny(DenyReason::BadCredentials),
             http::HttpVerdict::Ignore => Verdict::Ignore,
+            http::HttpVerdict::Error => Verdict::Deny(DenyReason::SourceError),
         }
     }
 

@@ -141,6 +141,29 @@ where
         }
     };
 
+    // Bans (`[[banned]]`) and addresses blocked after repeated failed logins (`[auth_failures]`)
+    // are refused before any credential is checked: v5 0x8A "Banned", 3.1.1 return code 5.
+    let banned_reason = if version.is_v5() {
+        ReasonCode::BANNED
+    } else {
+        ReasonCode::NOT_AUTHORIZED
+    };
+    if let Some(ban) = shared.banned.check(
+        &accepted.client_id,
+        connect.username.as_deref(),
+        peer.ip(),
+        std::time::SystemTime::now(),
+    ) {
+        refuse(&mut stream, version, banned_reason).await;
+        info!(%peer, client_id = %accepted.client_id, username = ?connect.username, %ban, "refused: banned");
+        return;
+    }
+    if let Some(left) = shared.throttle.blocked_for(peer.ip(), Instant::now()) {
+        refuse(&mut stream, version, banned_reason).await;
+        info!(%peer, client_id = %accepted.client_id, username = ?connect.username, secs_left = left.as_secs(), "refused: address blocked after failed logins");
+        return;
+    }
+
     // Authentication. With `use_identity_as_username` the verified client certificate is the
     // credential: its identity becomes the username and no password source is asked, as in
     // Mosquitto (handle_connect.c skips the password check for certificate identities).
@@ -170,9 +193,19 @@ where
             AuthDecision::Allow(identity) => identity,
             AuthDecision::Deny(why) => {
                 // v5: 0x86 for bad credentials, 0x87 for a refused anonymous client; 3.1.1:
-                // return code 5 "not authorised" for both, as Mosquitto answers.
+                // return code 5 "not authorised" for both, as Mosquitto answers. Hashing queue
+                // full: 0x89 "Server busy" (3.1.1: 3). Blocked while queued: as above, 0x8A / 5.
+                if why == DenyReason::BadCredentials
+                    && shared.throttle.record_failure(peer.ip(), Instant::now())
+                {
+                    warn!(%peer, "address blocked after repeated failed logins ([auth_failures])");
+                }
                 let reason = match (why, version.is_v5()) {
-                    (DenyReason::BadCredentials, true) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    (DenyReason::BadCredentials | DenyReason::SourceError, true) => {
+                        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+                    }
+                    (DenyReason::Busy, _) => ReasonCode::SERVER_BUSY,
+                    (DenyReason::Blocked, _) => banned_reason,
                     _ => ReasonCode::NOT_AUTHORIZED,
                 };
                 refuse(&mut stream, version, reason).await;

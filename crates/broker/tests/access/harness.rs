@@ -701,6 +701,48 @@ impl Client {
     }
 }
 
+/// Sends `c` over plain TCP from the local address `src` (any 127.x.y.z works on Linux
+/// loopback, so tests can play several clients' addresses) and returns the CONNACK reason as
+/// sent (a 3.1.1 return code maps to the v5 code with the same meaning), or why there is none.
+pub async fn connack_from(
+    src: std::net::IpAddr,
+    addr: SocketAddr,
+    c: Connect,
+    limit: Duration,
+) -> Result<ReasonCode, String> {
+    let version = c.protocol;
+    let exchange = async {
+        let sock = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        sock.bind(SocketAddr::new(src, 0))
+            .map_err(|e| format!("bind {src}: {e}"))?;
+        let mut stream = sock
+            .connect(addr)
+            .await
+            .map_err(|e| format!("connect from {src}: {e}"))?;
+        stream
+            .write_all(&encode(&Packet::Connect(Box::new(c)), version))
+            .await
+            .map_err(|e| format!("send CONNECT: {e}"))?;
+        let mut buf = BytesMut::with_capacity(64);
+        loop {
+            match decode_packet(&mut buf, version, usize::MAX) {
+                Ok(Some(Packet::ConnectAck(a))) => return Ok(a.reason),
+                Ok(Some(other)) => return Err(format!("expected CONNACK, got {other:?}")),
+                Ok(None) => {}
+                Err(e) => return Err(format!("undecodable answer: {e}")),
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err("closed without CONNACK".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no CONNACK within {limit:?}")))
+}
+
 /// (topic, payload) pairs, for assertions.
 pub fn got(v: &[Publish]) -> Vec<(String, String)> {
     v.iter()

@@ -1,5 +1,5 @@
 //! End-to-end tests of Hermod's transports and access control: TLS with client certificates,
-//! WebSocket and WSS, password files, ACLs, reload, HTTP and JWT auth, PROXY protocol. Each
+//! WebSocket and WSS, password files, ACLs, reload, HTTP and JWT auth, PROXY protocol, bans and bounded credential checks. Each
 //! broker runs from a TOML file in a temporary folder (the configuration example), so
 //! relative-path resolution is exercised too. Certificates are generated at run time (rcgen).
 
@@ -8,6 +8,8 @@
 mod harness;
 
 mod acl;
+mod banned;
+mod flood;
 mod hostile;
 mod http_auth;
 mod jwt;
