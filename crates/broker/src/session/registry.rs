@@ -404,25 +404,56 @@ mod tests {
     }
 
     #[test]
-    fn displaced_connection_never_clobbers_the_new_session() {
+    fn a_waiter_that_gives_up_leaves_the_session_with_its_holder() {
+        for abandon_first in [true, false] {
+            let reg = Registry::default();
+            let id: ClientId = "c".into();
+            reg.attach(&id, 1, CancellationToken::new(), &Owner::Anonymous);
+            let rx = reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous);
+            drop(rx); // connection 2 timed out waiting for the hand-off
+            if abandon_first {
+                reg.abandon(&id, 2);
+            }
+            assert!(
+                matches!(
+                    reg.detach(&id, 1, session("c", true)),
+                    Detached::Offline(None)
+                ),
+                "kept, not ended (abandon first: {abandon_first})"
+            );
+            reg.abandon(&id, 2); // late: a no-op
+            assert_eq!(reg.status("c"), Some(false), "persistent session offline");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_hand_off_goes_to_the_newest_connection() {
         let reg = Registry::default();
         let id: ClientId = "c".into();
         reg.attach(&id, 1, CancellationToken::new(), &Owner::Anonymous);
-        drop(reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous)); // new owner gave up waiting
-        assert!(matches!(
-            reg.detach(&id, 1, session("c", true)),
-            Detached::Ended(_)
-        ));
-        assert_eq!(reg.status("c"), Some(true));
-        assert!(matches!(
-            reg.detach(&id, 2, session("c", true)),
-            Detached::Offline(None)
-        ));
-        assert_eq!(
-            reg.status("c"),
-            Some(false),
-            "persistent session now offline"
+        let Attached::TakingOver(rx2) =
+            reg.attach(&id, 2, CancellationToken::new(), &Owner::Anonymous)
+        else {
+            panic!("expected takeover")
+        };
+        let kick3 = CancellationToken::new();
+        let Attached::TakingOver(rx3) = reg.attach(&id, 3, kick3, &Owner::Anonymous) else {
+            panic!("expected takeover")
+        };
+        assert!(rx2.await.is_err(), "connection 2 is superseded");
+        let mut s = session("c", true);
+        s.subscriptions.insert(
+            "keep".into(),
+            super::super::SubscriptionEntry {
+                options: Default::default(),
+                id: None,
+            },
         );
+        assert!(matches!(reg.detach(&id, 1, s), Detached::HandedOver));
+        let got = rx3.await.expect("connection 3 gets the session");
+        assert!(got.subscriptions.contains_key("keep"));
+        assert_eq!(reg.status("c"), Some(true));
+        assert!(matches!(reg.detach(&id, 3, got), Detached::Offline(None)));
     }
 
     #[test]
