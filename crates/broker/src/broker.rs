@@ -78,11 +78,18 @@ pub enum BrokerError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// The password file, ACL file, or an auth source could not be loaded.
-    #[error("{0}")]
-    Auth(#[from] crate::auth::AuthLoadError),
+    #[error("{origin}: {source}")]
+    Auth {
+        /// The configuration file (or "configuration").
+        origin: String,
+        /// What failed, naming the key and the file.
+        source: crate::auth::AuthLoadError,
+    },
     /// A listener's TLS/WebSocket/PROXY settings or files are unusable.
-    #[error("listener[{index}] ({bind}): {source}")]
+    #[error("{origin}: listener[{index}] ({bind}): {source}")]
     Transport {
+        /// The configuration file (or "configuration").
+        origin: String,
         /// Index of the `[[listener]]` table.
         index: usize,
         /// Its address.
@@ -91,11 +98,18 @@ pub enum BrokerError {
         source: crate::transport::TransportError,
     },
     /// The store could not be opened (corrupt, unreadable, newer schema).
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    #[error("{origin}: [store] path: {source}")]
+    Store {
+        /// The configuration file (or "configuration").
+        origin: String,
+        /// Why.
+        source: crate::store::StoreError,
+    },
     /// A listener could not bind.
-    #[error("listener[{index}] ({bind}): cannot bind: {source}")]
+    #[error("{origin}: listener[{index}] ({bind}): cannot bind: {source}")]
     Bind {
+        /// The configuration file (or "configuration").
+        origin: String,
         /// Index of the `[[listener]]` table.
         index: usize,
         /// Its address.
@@ -212,8 +226,12 @@ impl Shared {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
             None => self.config.clone(),
         };
+        let origin = self
+            .config_path
+            .as_ref()
+            .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
         let auth = Auth::load(&config.auth_settings(), &config.base_dir())
-            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{origin}: {e}"))?
             .with_hash_pool(self.hash_pool.clone());
         if config.listeners.len() != self.acceptors.len() {
             return Err("the number of [[listener]] tables changed: that needs a restart; nothing was reloaded".into());
@@ -222,7 +240,8 @@ impl Shared {
         let mut fresh = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let settings = l.transport_settings(Some(&config.base_dir()), config.max_packet_size);
-            Acceptor::new(&settings).map_err(|e| format!("listener[{i}] ({}): {e}", l.bind))?;
+            Acceptor::new(&settings)
+                .map_err(|e| format!("{origin}: listener[{i}] ({}): {e}", l.bind))?;
             fresh.push(settings);
         }
         for (acceptor, settings) in self.acceptors.iter().zip(&fresh) {
@@ -441,18 +460,26 @@ impl Broker {
         config: Config,
         config_path: Option<std::path::PathBuf>,
     ) -> Result<Self, BrokerError> {
-        config.validate("configuration")?;
+        let origin = config_path
+            .as_ref()
+            .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+        config.validate(&origin)?;
         let throttle = Arc::new(crate::auth::Throttle::new(config.throttle_settings()));
         let hash_pool = Arc::new(crate::auth::HashPool::new(
             crate::auth::hash_pool::default_threads(),
             Some(throttle.clone()),
         ));
-        let auth = Auth::load(&config.auth_settings(), &config.base_dir())?
+        let auth = Auth::load(&config.auth_settings(), &config.base_dir())
+            .map_err(|source| BrokerError::Auth {
+                origin: origin.clone(),
+                source,
+            })?
             .with_hash_pool(hash_pool.clone());
         let mut acceptors = Vec::new();
         for (index, l) in config.listeners.iter().enumerate() {
             let settings = l.transport_settings(Some(&config.base_dir()), config.max_packet_size);
             let acceptor = Acceptor::new(&settings).map_err(|source| BrokerError::Transport {
+                origin: origin.clone(),
                 index,
                 bind: l.bind.clone(),
                 source,
@@ -465,6 +492,7 @@ impl Broker {
                 TcpListener::bind(&l.bind)
                     .await
                     .map_err(|source| BrokerError::Bind {
+                        origin: origin.clone(),
                         index,
                         bind: l.bind.clone(),
                         source,
@@ -474,7 +502,11 @@ impl Broker {
         let metrics = Arc::new(Metrics::default());
         let (persistence, recovered) = match config.store_config() {
             Some(sc) => {
-                let (store, recovered) = crate::store::Store::open(&sc)?;
+                let (store, recovered) =
+                    crate::store::Store::open(&sc).map_err(|source| BrokerError::Store {
+                        origin: origin.clone(),
+                        source,
+                    })?;
                 info!(file = %store.file().display(), sync = ?sc.sync, sessions = recovered.sessions.len(),
                       retained = recovered.retained.len(), "store opened");
                 let next = recovered.next_message_id;

@@ -437,7 +437,7 @@ impl Config {
                     "must be at least 1 second".into(),
                 ));
             }
-            if l.bind.parse::<SocketAddr>().is_err() {
+            if l.bind.parse::<SocketAddr>().is_err() && !is_host_and_port(&l.bind) {
                 return Err(invalid(
                     &format!("listener[{i}].bind"),
                     format!(
@@ -561,6 +561,18 @@ impl Config {
     }
 }
 
+/// `host:port` with a host name (resolved when the listener binds, as Mosquitto does) and a
+/// numeric port.
+fn is_host_and_port(bind: &str) -> bool {
+    bind.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    })
+}
+
 /// Parses Mosquitto's duration syntax: a number followed by `s`, `m`, `h`, `d`, `w` or `y`.
 ///
 /// # Errors
@@ -625,6 +637,20 @@ mod tests {
         let err = Config::parse("[[listener]]\nbind = \"localhost\"\n", Path::new("h.toml"))
             .expect_err("bind");
         assert!(err.to_string().contains("listener[0].bind"), "{err}");
+        // Host names are accepted (resolved at bind), as Mosquitto does.
+        for ok in [
+            "localhost:1883",
+            "mqtt.example.com:8883",
+            "[::1]:1883",
+            "0.0.0.0:1",
+        ] {
+            let text = format!("[[listener]]\nbind = \"{ok}\"\n");
+            assert!(Config::parse(&text, Path::new("h.toml")).is_ok(), "{ok}");
+        }
+        for bad in ["localhost:", ":1883", "local host:1883", "localhost:99999"] {
+            let text = format!("[[listener]]\nbind = \"{bad}\"\n");
+            assert!(Config::parse(&text, Path::new("h.toml")).is_err(), "{bad}");
+        }
     }
 
     #[test]

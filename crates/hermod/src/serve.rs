@@ -63,14 +63,8 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     }
     let has_password_source =
         config.password_file.is_some() || config.auth.http.is_some() || config.auth.jwt.is_some();
-    if config.allow_anonymous == Some(true)
-        || (config.allow_anonymous.is_none() && !has_password_source)
-    {
-        warn!(
-            "anonymous clients are allowed and every topic is open to every client. To lock this down, \
-             run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
-        );
-    }
+    let anonymous_open = config.allow_anonymous == Some(true)
+        || (config.allow_anonymous.is_none() && !has_password_source);
     let broker = match Broker::bind_with_path(config, args.config.clone()).await {
         Ok(b) => b,
         Err(e) => {
@@ -80,6 +74,13 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         }
     };
     info!(version = env!("CARGO_PKG_VERSION"), addrs = ?broker.local_addrs(), "hermod started");
+    // Only once the broker is up: a start-up that fails is not followed by this warning.
+    if anonymous_open {
+        warn!(
+            "anonymous clients are allowed and every topic is open to every client. To lock this down, \
+             run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
+        );
+    }
     spawn_reload_on_sighup(broker.reloader());
     broker.run(shutdown_signal()).await;
     info!("hermod stopped");

@@ -75,6 +75,20 @@ pub enum AuthLoadError {
     Jwt(String),
     #[error("[auth] order: {0}")]
     Order(String),
+    /// A file named by a config key could not be loaded: the message names the key.
+    #[error("key `{key}`: {source}")]
+    Key {
+        key: &'static str,
+        source: Box<AuthLoadError>,
+    },
+}
+
+/// Names the config key whose file failed to load.
+fn keyed(key: &'static str) -> impl FnOnce(AuthLoadError) -> AuthLoadError {
+    move |e| AuthLoadError::Key {
+        key,
+        source: Box::new(e),
+    }
 }
 
 /// A credential source, as named in `[auth] order`.
@@ -214,18 +228,21 @@ impl Auth {
             .password_file
             .as_ref()
             .map(|p| PasswordFile::load(&base_dir.join(p)))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| keyed("password_file")(e.into()))?;
         let acl = settings
             .acl_file
             .as_ref()
             .map(|p| AclFile::load(&base_dir.join(p)))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| keyed("acl_file")(e.into()))?;
         let jwt = settings
             .auth
             .jwt
             .clone()
             .map(|c| JwtVerifier::new(c, base_dir))
-            .transpose()?;
+            .transpose()
+            .map_err(keyed("auth.jwt"))?;
         Auth::from_parts(
             password_file,
             acl,
