@@ -225,6 +225,9 @@ topic readwrite #
 user alice
 topic readwrite home/alice/#
 topic read fence/alice
+# So that alice's shared/# subscription is granted (it can match a readable topic) while
+# shared/x and shared/y stay denied until the reload (reload_acl).
+topic read shared/news
 
 user bob
 topic readwrite home/bob/#
