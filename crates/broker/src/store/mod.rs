@@ -1166,7 +1166,7 @@ impl Writer {
                     }
                     wait = (wait * 2).min(RETRY_MAX);
                     next = Instant::now() + wait;
-                    if e != last_err || attempts % 10 == 0 {
+                    if e != last_err || attempts.is_multiple_of(10) {
                         tracing::warn!(
                             file = %self.file.display(),
                             error = %e,
