@@ -804,6 +804,144 @@ fn kill_9_keeps_acknowledged_commits() {
     }
 }
 
+// ---- a real disk fault: RLIMIT_FSIZE on a child process -------------------------------------
+
+const FSIZE_DIR_ENV: &str = "HERMOD_STORE_FSIZE_DIR";
+
+/// The child half of `file_size_limit_fails_commits_until_lifted`: commits 16 KiB messages
+/// until one fails (the parent has capped its file size), then waits for the cap to be lifted,
+/// for the store to heal, and commits once more. Reports on stdout; does nothing on its own.
+#[test]
+#[ignore = "run as a child process by file_size_limit_fails_commits_until_lifted"]
+fn fsize_child() {
+    let Ok(dir) = std::env::var(FSIZE_DIR_ENV) else {
+        return;
+    };
+    let c = StoreConfig::new(PathBuf::from(dir));
+    let (store, _) = open(&c);
+    commit(&store, vec![Op::PutSession("s".into(), session(5))]);
+    let mut stdin = std::io::stdin().lines();
+    println!("READY {}", std::fs::metadata(c.file()).unwrap().len());
+    stdin.next().unwrap().unwrap(); // the file size is capped now
+    let payload = vec![7u8; 16 * 1024];
+    let mut i = 0u64;
+    loop {
+        assert!(i < 100_000, "the file size limit never made a commit fail");
+        let r = store
+            .submit(vec![
+                Op::PutMessage(i, msg("t", &payload), 1),
+                Op::Enqueue("s".into(), i, entry(i)),
+            ])
+            .wait();
+        match r {
+            Ok(()) => println!("ACK {i}"),
+            Err(e) => {
+                println!("FAILED {i} {e}");
+                break;
+            }
+        }
+        i += 1;
+    }
+    println!("HEALTHY {}", store.healthy());
+    stdin.next().unwrap().unwrap(); // the cap is lifted
+    wait_healthy(&store, true, Duration::from_secs(30));
+    let next = i + 1;
+    commit(
+        &store,
+        vec![
+            Op::PutMessage(next, msg("t", &payload), 1),
+            Op::Enqueue("s".into(), next, entry(next)),
+        ],
+    );
+    println!("ACK {next}");
+    store.close();
+    println!("DONE");
+}
+
+/// A real disk fault, not an injected one: the store's process gets a file size limit
+/// (RLIMIT_FSIZE, SIGXFSZ ignored, as a full disk looks to redb: a failed write or `set_len`).
+/// A commit fails and the store reports itself unavailable; once the limit is lifted it heals
+/// without a restart, writes the failed batch and takes new commits; every acknowledged commit
+/// is on disk. Needs `sh` and util-linux's `prlimit`.
+#[test]
+fn file_size_limit_fails_commits_until_lifted() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hermod-data");
+    let mut child = Command::new("sh")
+        .args(["-c", r#"trap "" XFSZ; exec "$0" "$@""#])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "store::tests::fsize_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FSIZE_DIR_ENV, &data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // A child that hangs is killed (its own pid) after a minute, so the test fails, not hangs.
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    let watched = pid.clone();
+    std::thread::spawn(move || {
+        if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &watched]).status();
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // (The first report shares its line with libtest's "test ... " prefix.)
+    let mut next_line = |want: &str| -> String {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(at) = line.find(want) {
+                return line[at..].to_owned();
+            }
+        }
+        panic!("the child ended before printing {want}");
+    };
+    let prlimit = |limit: &str| {
+        let st = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={limit}")])
+            .status()
+            .expect("util-linux prlimit runs");
+        assert!(st.success(), "prlimit --fsize={limit}");
+    };
+    let size: u64 = next_line("READY ")[6..].trim().parse().unwrap();
+    prlimit(&format!("{size}:unlimited"));
+    writeln!(stdin, "go").unwrap();
+    let failed = next_line("FAILED ");
+    let failed_at: u64 = failed.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(failed.contains("unavailable"), "{failed}");
+    assert_eq!(next_line("HEALTHY "), "HEALTHY false");
+    prlimit("unlimited:unlimited");
+    writeln!(stdin, "go").unwrap();
+    let last = next_line("ACK ");
+    assert_eq!(last, format!("ACK {}", failed_at + 1));
+    next_line("DONE");
+    assert!(child.wait().unwrap().success());
+    let _ = done.send(());
+
+    // Every commit acknowledged before the fault, the failed one (retried) and the one after it.
+    let (store, rec) = open(&StoreConfig::new(&data));
+    assert_eq!(rec.repairs, 0);
+    let q: Vec<u64> = store
+        .load_queue("s", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
+    let want: Vec<u64> = (0..=failed_at + 1).collect();
+    assert_eq!(q, want);
+    store.close();
+}
+
 // ---- micro-benchmark -------------------------------------------------------------------------
 
 /// `cargo test -p hermod-broker --release --lib store::tests::bench_group_commit -- --ignored --nocapture`
