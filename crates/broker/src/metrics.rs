@@ -19,6 +19,9 @@ pub struct Metrics {
     pub messages_expired: AtomicU64,
     /// Connections closed because of a malformed packet or protocol error.
     pub protocol_errors: AtomicU64,
+    /// Gauge: 1 while the durable store can write, 0 while a disk error keeps it unavailable (or
+    /// when there is no store).
+    pub store_available: AtomicU64,
 }
 
 impl Metrics {

@@ -58,6 +58,13 @@ impl Persistence {
         self.max_disk_bytes > 0 && self.store.message_bytes() >= self.max_disk_bytes
     }
 
+    /// False while a disk error keeps the store from writing ([`Store::healthy`]): durable
+    /// publishes are then refused and persistent sessions cannot connect.
+    #[must_use]
+    pub fn healthy(&self) -> bool {
+        self.store.healthy()
+    }
+
     /// A fresh message id.
     pub fn next_message_id(&self) -> u64 {
         self.next_message_id.fetch_add(1, Ordering::Relaxed)

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Connection, End, violation};
 use crate::broker::Shared;
 use crate::message::ClientId;
-use crate::store::Op;
+use crate::store::{Op, StoreError};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Writes the session record (persistent sessions with a store only; not waited for).
@@ -45,35 +45,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Queues a PUBACK/PUBREC: written now, or after the pending store commits when there are
-    /// any (acks keep the order of their PUBLISH packets [MQTT-4.6.0-2]).
+    /// any (acks keep the order of their PUBLISH packets [MQTT-4.6.0-2]). The commits submitted
+    /// since the previous ack are this one's: it reports their failure.
     pub(super) fn ack(&mut self, packet: Packet) {
         if self.pending_commits.is_empty() {
             self.write(&packet);
         } else {
-            self.deferred.push(packet);
+            self.deferred.push((packet, self.pending_commits.len()));
         }
     }
 
     /// Waits for the pending store commits, then writes the acknowledgements that waited for them.
+    ///
+    /// An ack whose commit failed (a disk error, the store unavailable) never reports success:
+    /// v5 sends it with 0x80 (unspecified error; a PUBREC 0x80 ends the QoS 2 flow, so its packet
+    /// id is forgotten) and keeps the connection; v3.1.1 has no way to say no, so the
+    /// connection is closed without it.
     pub(super) async fn settle(&mut self) -> Result<(), End> {
         let shutdown = self.shared.shutdown.clone();
-        for commit in std::mem::take(&mut self.pending_commits) {
+        let mut failed = Vec::new();
+        for (i, commit) in std::mem::take(&mut self.pending_commits)
+            .into_iter()
+            .enumerate()
+        {
             let r = tokio::select! {
                 r = commit => r,
                 () = shutdown.cancelled() => return Err(End::Shutdown),
             };
             if let Err(e) = r {
-                tracing::error!(client_id = %self.client_id, error = %e, "store commit failed: not acknowledging");
-                return Err(violation(
-                    ReasonCode::UNSPECIFIED_ERROR,
-                    "store commit failed",
-                ));
+                if matches!(e, StoreError::Unavailable { .. }) {
+                    // The store logged the outage once; one line per publish would flood.
+                    tracing::debug!(client_id = %self.client_id, error = %e, "store commit failed: not acknowledging");
+                } else {
+                    tracing::error!(client_id = %self.client_id, error = %e, "store commit failed: not acknowledging");
+                }
+                if !self.version.is_v5() {
+                    return Err(violation(
+                        ReasonCode::UNSPECIFIED_ERROR,
+                        "store commit failed",
+                    ));
+                }
+                failed.push(i);
             }
         }
-        for packet in std::mem::take(&mut self.deferred) {
+        let mut from = 0;
+        for (mut packet, upto) in std::mem::take(&mut self.deferred) {
+            if failed.iter().any(|i| (from..upto).contains(i)) {
+                self.refuse_ack(&mut packet);
+            }
+            from = upto;
             self.write(&packet);
         }
         Ok(())
+    }
+
+    /// Turns a PUBACK/PUBREC into its v5 0x80 form (the message was not stored).
+    fn refuse_ack(&mut self, packet: &mut Packet) {
+        match packet {
+            Packet::PublishAck(a) if !a.reason.is_error() => {
+                a.reason = ReasonCode::UNSPECIFIED_ERROR
+            }
+            Packet::PublishReceived(a) if !a.reason.is_error() => {
+                a.reason = ReasonCode::UNSPECIFIED_ERROR;
+                // The flow ends here: the id is free again, in memory and (once the store
+                // writes the queued `PutInflightIn`) on disk.
+                let pid = a.packet_id.get();
+                if self.session.inflight_in.remove(&pid) && self.durable {
+                    self.store_detached(vec![Op::DeleteInflightIn(
+                        self.client_id.to_string(),
+                        pid,
+                    )]);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Starts paging the next part of the session's on-disk queue into memory, when the
@@ -90,8 +135,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let upto = handle.reserved_upto();
             // A barrier: every reservation below `upto` is committed once this resolves (the
             // writer commits in submission order), so a short page means "nothing more".
-            if p.store.submit(Vec::new()).await.is_err() {
-                handle.load_failed();
+            if let Err(e) = p.store.submit(Vec::new()).await {
+                if matches!(e, StoreError::Unavailable { .. }) {
+                    // A disk error: try again once the store is back (or in a while), waking
+                    // the connection so that it asks again.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !p.healthy() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    handle.loaded(Vec::new(), None);
+                } else {
+                    handle.load_failed();
+                }
                 return;
             }
             let store = p.store.clone();
@@ -135,4 +190,34 @@ pub(super) fn store_offline(
     if let (Some(record), Some(p)) = (record, &shared.router.persistence) {
         p.submit_detached(vec![Op::PutSession(client_id.to_string(), record)]);
     }
+}
+
+/// Whether a CONNECT asks for a session that needs the store: a persistent one (v3.1.1 clean
+/// session 0; v5 a session expiry), or possibly the resumption of one (clean start 0).
+pub(super) fn needs_store(connect: &hermod_proto::Connect) -> bool {
+    !connect.clean_start
+        || (connect.protocol.is_v5()
+            && connect.properties.session_expiry_interval.unwrap_or(0) != 0)
+}
+
+/// While a disk error keeps the store unavailable, a session that needs it is refused at
+/// CONNECT (v5 0x88, v3.1.1 return code 3 "server unavailable") rather than given an empty
+/// queue. True when refused.
+pub(super) async fn refuse_without_store<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    shared: &Shared,
+    connect: &hermod_proto::Connect,
+    peer: std::net::SocketAddr,
+) -> bool {
+    let down = shared
+        .router
+        .persistence
+        .as_ref()
+        .is_some_and(|p| !p.healthy());
+    if !down || !needs_store(connect) {
+        return false;
+    }
+    super::refuse(stream, connect.protocol, ReasonCode::SERVER_UNAVAILABLE).await;
+    tracing::warn!(%peer, client_id = %connect.client_id, "connection refused: the store is unavailable after a disk error and this session needs it");
+    true
 }

@@ -228,6 +228,11 @@ where
         return;
     }
 
+    // Store fault: a persistent session cannot be served while the store cannot write.
+    if durable::refuse_without_store(&mut stream, &shared, &connect, peer).await {
+        return;
+    }
+
     let conn_id = shared.next_connection_id();
     let client_id: ClientId = accepted.client_id.clone().into();
     let kick = CancellationToken::new();
@@ -410,8 +415,9 @@ struct Connection<S> {
     durable: bool,
     /// Store commits the next acknowledgements wait for.
     pending_commits: Vec<crate::store::Commit>,
-    /// Acknowledgements waiting for `pending_commits`.
-    deferred: Vec<Packet>,
+    /// Acknowledgements waiting for `pending_commits`, each with the number of commits it waits
+    /// for (those since the previous one are its own).
+    deferred: Vec<(Packet, usize)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -758,31 +764,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             &mut sink,
         );
         self.busy.append(&mut sink.busy);
-        if let Some(commit) = sink.commit {
+        if let Some(commit) = sink.commit
+            && p.qos != QoS::AtMostOnce
+        {
             // The ack waits for the durable copies [issue: nothing acknowledged is lost].
             self.pending_commits.push(commit);
         }
         let delivered = sink.delivered;
+        // v5: 0x97 when copies to be stored were refused for `max_disk_bytes`; 3.1.1 cannot say no.
+        let reason = match (v5, sink.quota_exceeded, delivered) {
+            (false, _, _) => ReasonCode::SUCCESS,
+            (true, true, _) => ReasonCode::QUOTA_EXCEEDED,
+            (true, false, 0) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            (true, false, _) => ReasonCode::SUCCESS,
+        };
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
                 let mut ack = PublishAck::new(pid);
-                if v5 && delivered == 0 {
-                    ack.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
-                }
+                ack.reason = reason;
                 self.ack(Packet::PublishAck(ack));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
-                self.session.inflight_in.insert(pid.get());
-                if self.durable {
-                    self.store_awaited(vec![Op::PutInflightIn(
-                        self.client_id.to_string(),
-                        pid.get(),
-                    )]);
+                // An error PUBREC ends the QoS 2 flow: the id is not kept.
+                if !reason.is_error() {
+                    self.session.inflight_in.insert(pid.get());
+                    if self.durable {
+                        self.store_awaited(vec![Op::PutInflightIn(
+                            self.client_id.to_string(),
+                            pid.get(),
+                        )]);
+                    }
                 }
                 let mut rec = PublishAck::new(pid);
-                if v5 && delivered == 0 {
-                    rec.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
-                }
+                rec.reason = reason;
                 self.ack(Packet::PublishReceived(rec));
             }
             _ => {}

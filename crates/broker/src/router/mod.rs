@@ -4,6 +4,7 @@
 pub mod retained;
 pub mod topic_tree;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -16,6 +17,9 @@ pub struct PublishSink {
     pub commit: Option<Commit>,
     /// Number of sessions the message was queued for.
     pub delivered: usize,
+    /// Copies to be stored were dropped because the store is over `[store] max_disk_bytes`:
+    /// a v5 publisher is told 0x97 (quota exceeded).
+    pub quota_exceeded: bool,
 }
 
 use hermod_proto::{QoS, SubscriptionOptions};
@@ -60,6 +64,12 @@ impl Router {
     /// A router with its counters.
     #[must_use]
     pub fn new(metrics: Arc<Metrics>, persistence: Option<Arc<Persistence>>) -> Self {
+        if let Some(p) = &persistence {
+            let m = metrics.clone();
+            p.store.on_health_change(move |ok| {
+                m.store_available.store(u64::from(ok), Ordering::Relaxed);
+            });
+        }
         Self {
             metrics,
             persistence,
@@ -164,6 +174,10 @@ impl Router {
     /// one `Enqueue` each, plus the retained update) in one submission made before any of them
     /// becomes visible to a subscriber; `sink.commit` resolves once it is durable, and the
     /// publisher's PUBACK/PUBREC waits for it.
+    ///
+    /// Copies to be stored are refused (dropped and counted) while the store cannot take them:
+    /// over `max_disk_bytes` (`sink.quota_exceeded`), or unavailable after a disk error (then
+    /// `sink.commit` is a failed commit, so the publisher's ack reports the error).
     /// Adds to `sink.busy` the mailboxes that are filling up (see `session::mailbox`).
     ///
     /// With `auth`, a session whose reader may not receive the message is skipped before
@@ -260,7 +274,10 @@ impl Router {
         // Reserve every delivery's place (and durable sequence number) first...
         let mut placed = Vec::new();
         let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();
-        let disk_full = store.is_some_and(Persistence::over_budget);
+        let unavailable = store.is_some_and(|p| !p.healthy());
+        let over_budget = store.is_some_and(Persistence::over_budget);
+        let disk_full = unavailable || over_budget;
+        let mut refused = false;
         let size = message.size();
         for (handle, mut d) in deliveries {
             let (r, gone) = handle.reserve(d.qos, size, store.is_some(), disk_full, &self.metrics);
@@ -269,6 +286,10 @@ impl Router {
             }
             match r {
                 Reserved::Dropped => continue,
+                Reserved::NoStore => {
+                    refused = true;
+                    continue;
+                }
                 Reserved::Memory => {}
                 Reserved::MemoryDurable(seq) | Reserved::DiskOnly(seq) => d.seq = Some(seq),
             }
@@ -313,6 +334,19 @@ impl Router {
             }
             if !ops.is_empty() {
                 sink.commit = Some(p.store.submit(ops));
+            }
+        }
+        if refused {
+            if unavailable {
+                // The publisher's ack reports the failure (ops submitted above are still
+                // written: dropping their `Commit` does not cancel them).
+                if let Some(p) = store {
+                    sink.commit = Some(Commit::failed(crate::store::StoreError::Unavailable {
+                        file: p.store.file().to_path_buf(),
+                    }));
+                }
+            } else {
+                sink.quota_exceeded = true;
             }
         }
         // ...and only then let the subscribers see them.

@@ -107,6 +107,10 @@ impl Inner {
 pub enum Reserved {
     /// Over the limit (or the session ended, or QoS 0 while offline): drop and count.
     Dropped,
+    /// A delivery to be stored, refused because the store cannot take it (over its disk budget,
+    /// or unavailable after a disk error): dropped and counted like `Dropped`, but the
+    /// publisher is told why.
+    NoStore,
     /// Into the in-memory queue, not stored.
     Memory,
     /// Stored under this sequence number and kept in memory: push it after submitting the store op.
@@ -197,7 +201,7 @@ impl SessionHandle {
     pub fn push(&self, delivery: Delivery, metrics: &Metrics) -> PushOutcome {
         let size = delivery.message.size();
         match self.reserve(delivery.qos, size, false, false, metrics).0 {
-            Reserved::Dropped => PushOutcome::Dropped,
+            Reserved::Dropped | Reserved::NoStore => PushOutcome::Dropped,
             _ => self.push_reserved(delivery),
         }
     }
@@ -214,8 +218,9 @@ impl SessionHandle {
     /// caller submits the store op, then `push_reserved`s the `MemoryDurable` ones (in that
     /// order, so the entry is in the store's queue before anyone can acknowledge it).
     ///
-    /// `size` is the message's [`crate::message::Message::size`] (for `max_queued_bytes`); `disk_full` says the store is over
-    /// its disk budget (stored deliveries are then dropped and counted). The second value is the
+    /// `size` is the message's [`crate::message::Message::size`] (for `max_queued_bytes`); `disk_full` says the store cannot
+    /// take more (over its disk budget, or unavailable): stored deliveries are then dropped and
+    /// counted, as `Reserved::NoStore`. The second value is the
     /// sequence number of a stored delivery evicted by `drop_oldest`, which the caller dequeues.
     pub fn reserve(
         &self,
@@ -227,8 +232,9 @@ impl SessionHandle {
     ) -> (Reserved, Option<u64>) {
         let mut inner = self.lock();
         let durable = store_ok && inner.durable && qos != QoS::AtMostOnce;
+        let no_store = durable && disk_full && !inner.closed;
         let refused = inner.closed
-            || (durable && disk_full)
+            || no_store
             || (!inner.online && qos == QoS::AtMostOnce && !inner.queue_qos0_offline);
         let full = |i: &Inner| {
             i.queue.len() + i.disk_only() >= i.limit
@@ -257,7 +263,12 @@ impl SessionHandle {
             drop_guard(inner);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             Metrics::incr(&metrics.messages_dropped);
-            return (Reserved::Dropped, evicted);
+            let r = if no_store {
+                Reserved::NoStore
+            } else {
+                Reserved::Dropped
+            };
+            return (r, evicted);
         }
         if !durable {
             return (Reserved::Memory, evicted);

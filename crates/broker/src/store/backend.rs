@@ -10,13 +10,83 @@
 //!
 //! Every other method, including the byte-range locks that keep a second process from opening
 //! the file, is delegated to redb's own [`FileBackend`].
+//!
+//! # Fault injection
+//! Tests make the disk fail on purpose through a [`FaultSwitch`] registered for a database file
+//! ([`fault_switch`]) before the store opens it: while it is on, every write, `set_len` and
+//! `sync_data` fails with "no space left on device", as a full disk does. Nothing is registered in
+//! production, where the backend holds `None` and the check is one branch.
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 use std::io;
 use std::ops::Bound;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Makes the writes of a store's database file fail while on (a test hook; see the module docs).
+#[derive(Debug, Default)]
+pub struct FaultSwitch {
+    failing: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl FaultSwitch {
+    /// Turns the injected disk fault on or off.
+    pub fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the fault is on.
+    #[must_use]
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    /// Operations failed by the switch so far.
+    #[must_use]
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), io::Error> {
+        if self.is_failing() {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (injected fault)",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+static FAULTS: Mutex<Vec<(PathBuf, Arc<FaultSwitch>)>> = Mutex::new(Vec::new());
+
+/// The fault switch of the database file `file` (as [`super::StoreConfig::file`] names it),
+/// registering one (off) if there is none. Every later open or reopen of that file by a store in
+/// this process goes through it. A test hook: production code never calls it.
+#[doc(hidden)]
+pub fn fault_switch(file: &Path) -> Arc<FaultSwitch> {
+    let mut faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, s)) = faults.iter().find(|(f, _)| f == file) {
+        return s.clone();
+    }
+    let s = Arc::new(FaultSwitch::default());
+    faults.push((file.to_path_buf(), s.clone()));
+    s
+}
+
+/// The switch registered for `file`, if any.
+pub(crate) fn registered_fault_switch(file: &Path) -> Option<Arc<FaultSwitch>> {
+    let faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    faults
+        .iter()
+        .find(|(f, _)| f == file)
+        .map(|(_, s)| s.clone())
+}
 
 /// [`FileBackend`], with fsync (`batch`) or without (`os`); counts the fsyncs it does.
 #[derive(Debug)]
@@ -26,6 +96,17 @@ pub(crate) struct ModeBackend {
     pub(crate) fsync: bool,
     /// `sync_data` calls passed on to the file.
     pub(crate) fsyncs: Arc<AtomicU64>,
+    /// Injected disk faults (tests only).
+    pub(crate) faults: Option<Arc<FaultSwitch>>,
+}
+
+impl ModeBackend {
+    fn fault(&self) -> Result<(), io::Error> {
+        match &self.faults {
+            Some(f) => f.check(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl StorageBackend for ModeBackend {
@@ -38,10 +119,12 @@ impl StorageBackend for ModeBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.fault()?;
         self.inner.set_len(len)
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
+        self.fault()?;
         if self.fsync {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.inner.sync_data()
@@ -51,6 +134,7 @@ impl StorageBackend for ModeBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.fault()?;
         self.inner.write(offset, data)
     }
 

@@ -19,6 +19,40 @@
 //! [`MAX_PENDING_OPS`] ops are pending, `submit` blocks the calling thread until the writer
 //! catches up (this only happens when the disk cannot keep up at all).
 //!
+//! # Disk faults
+//! redb latches an I/O error: after one failed write every later transaction fails
+//! (`PreviousIo`) until the database is closed and opened again. So when a commit fails with an
+//! I/O error (a full disk, EIO, a file size limit) the writer:
+//! - marks the store **unavailable** ([`Store::healthy`] is false; logged once at `error`, and
+//!   reported to the [`Store::on_health_change`] observer). Submissions made while it is
+//!   unavailable are queued as usual, but their [`Commit`] resolves at once with
+//!   [`StoreError::Unavailable`], so nobody waits on a broken disk;
+//! - closes the database and opens it again, with a backoff of [`RETRY_FIRST`] doubling up to
+//!   [`RETRY_MAX`], until it opens and **the same failed batch** commits on it. The store is then
+//!   available again (logged at `info`) and the writer goes on with what is pending, in order.
+//!   No restart is needed.
+//!
+//! The failed batch is retried, not dropped, because the broker has already acted on it in
+//! memory: queue sequence numbers and message ids were reserved, stored deliveries handed to
+//! online subscribers, a session's queue position moved. A failed redb transaction is rolled
+//! back as a whole, so after the reopen the file holds the last successful commit, and applying
+//! the batch then leaves the file exactly as if the fault had not happened: nothing reserved in
+//! memory is orphaned, no sequence number or reference count disagrees with the file. (Should a
+//! failed commit nevertheless have reached the file, e.g. an fsync that failed after its writes,
+//! replaying it is harmless: in sequence the ops are idempotent: absolute puts and deletes,
+//! dequeues of entries that must exist, `PutMessage` resetting its reference count before its
+//! `Enqueue`s, and an `Enqueue` that finds its own entry already there releases nothing.)
+//!
+//! Acknowledgements never go out for uncommitted ops: the waiters of the failed batch (and of
+//! everything submitted before the store went down) wait up to [`FAILED_COMMIT_WAIT`] for a
+//! retry to succeed, then resolve with [`StoreError::Unavailable`] (their publishers are told
+//! the message was not accepted). Their ops stay queued and are still written once the disk
+//! works, so the file stays consistent with memory; a message refused that way may therefore
+//! still reach its subscribers, which QoS 1 allows and a publisher's retry makes a duplicate of.
+//! Errors that are not I/O (a corrupt record, a value too large) fail their batch as before and
+//! do not make the store unavailable. If the store is closed while unavailable, one last attempt
+//! is made and whatever still cannot be written is logged and dropped.
+//!
 //! # Tables
 //! | table | key | value |
 //! |---|---|---|
@@ -68,11 +102,15 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+#[doc(hidden)]
+pub use backend::{FaultSwitch, fault_switch};
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -86,6 +124,15 @@ pub const MAX_OPS_PER_TXN: usize = 20_000;
 pub const MAX_PENDING_OPS: usize = 1_000_000;
 /// redb page cache size.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// After an I/O error, the first reopen-and-retry comes this long after the failure; the wait
+/// doubles after each failed attempt, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two reopen-and-retry attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long the waiters of a commit that failed with an I/O error (and of submissions made
+/// before the store went down) wait for a retry to succeed before they get
+/// [`StoreError::Unavailable`].
+pub const FAILED_COMMIT_WAIT: Duration = Duration::from_secs(2);
 
 const META: TableDefinition<'_, &str, u32> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
@@ -187,6 +234,29 @@ pub enum StoreError {
     /// The store has been closed (or its writer thread is gone).
     #[error("store is closed")]
     Closed,
+    /// The store cannot write now: a disk error made it unavailable; the writer is reopening the
+    /// database and retrying (see the module docs). The ops were not (yet) committed.
+    #[error("store {} is unavailable after a disk error (retrying)", file.display())]
+    Unavailable {
+        /// The database file.
+        file: PathBuf,
+    },
+    /// Something redb refused that is neither I/O nor corruption (e.g. a value too large): the
+    /// batch fails, the store stays available.
+    #[error("store {}: {detail}", file.display())]
+    Refused {
+        /// The database file.
+        file: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// An I/O error: the disk, not the data. Only these make the store unavailable and retried.
+    fn is_io(&self) -> bool {
+        matches!(self, StoreError::Io { .. })
+    }
 }
 
 /// Classifies a redb error for `file`.
@@ -210,7 +280,16 @@ fn db_err(file: &Path, e: impl Into<redb::Error>) -> StoreError {
                 detail: format!("{e} (is another Hermod using it?)"),
             }
         }
-        e => StoreError::Io {
+        e @ (redb::Error::Io(_)
+        | redb::Error::PreviousIo
+        | redb::Error::DatabaseClosed
+        | redb::Error::Backend(_)
+        | redb::Error::Unsupported
+        | redb::Error::LockPoisoned(_)) => StoreError::Io {
+            file,
+            detail: e.to_string(),
+        },
+        e => StoreError::Refused {
             file,
             detail: e.to_string(),
         },
@@ -238,7 +317,8 @@ pub enum Op {
     /// Queue a message for a session at `seq`. Does not change the message's references
     /// (`PutMessage` counted them). A no-op for an unknown session (the reference it was counted
     /// for is dropped) or an unknown message. Replacing an entry at the same seq releases the old
-    /// entry's reference.
+    /// entry's reference, unless it refers to the same message (so that replaying a batch is
+    /// harmless).
     Enqueue(String, u64, QueueEntry),
     /// Replace an existing queue entry (state change). A no-op if the entry is gone.
     UpdateQueueEntry(String, u64, QueueEntry),
@@ -298,6 +378,11 @@ pub struct StoreStats {
     pub ops: u64,
     /// fsyncs issued (always 0 with [`SyncMode::Os`]).
     pub fsyncs: u64,
+    /// Commits that failed with an I/O error (each made the store unavailable or was a failed
+    /// retry while it was).
+    pub io_failures: u64,
+    /// Times the database was reopened after an I/O error.
+    pub reopens: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,8 +390,24 @@ pub struct StoreStats {
 
 struct Submission {
     ops: Vec<Op>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    /// `None` once the waiter has been answered (failed while the store was unavailable): the
+    /// ops are still written.
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
+
+impl Submission {
+    fn complete(&mut self, r: Result<(), StoreError>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(r);
+        }
+    }
+}
+
+/// The open database; `None` while the writer reopens it after a disk error.
+type DbSlot = RwLock<Option<Database>>;
+
+/// Called with the new state when the store becomes unavailable (`false`) or available again.
+type HealthObserver = Box<dyn Fn(bool) + Send + Sync>;
 
 #[derive(Default)]
 struct Pending {
@@ -330,6 +431,12 @@ struct Shared {
     fsyncs: Arc<AtomicU64>,
     /// Bytes of stored queued messages (encoded records), kept up to date by the writer.
     message_bytes: AtomicU64,
+    /// False from a commit failing with an I/O error until the database is reopened and the
+    /// failed batch committed. Changed under the `pending` lock.
+    healthy: AtomicBool,
+    io_failures: AtomicU64,
+    reopens: AtomicU64,
+    observer: Mutex<Option<HealthObserver>>,
 }
 
 impl Shared {
@@ -338,11 +445,29 @@ impl Shared {
         // matters (it is a queue and flags), so recover from poisoning.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Records a health transition (the caller holds the `pending` lock) and tells the observer.
+    fn set_healthy(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Ordering::SeqCst) != healthy {
+            let observer = self.observer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = observer.as_ref() {
+                f(healthy);
+            }
+        }
+    }
+}
+
+fn read_slot(slot: &DbSlot) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
+    slot.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_slot(slot: &DbSlot) -> std::sync::RwLockWriteGuard<'_, Option<Database>> {
+    slot.write().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Inner {
     shared: Arc<Shared>,
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     file: PathBuf,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -402,6 +527,12 @@ impl Commit {
         Commit {
             inner: CommitInner::Ready(Some(r)),
         }
+    }
+
+    /// A commit that has already failed with `e` (for ops that were refused before reaching the
+    /// store, e.g. because it is unavailable).
+    pub fn failed(e: StoreError) -> Self {
+        Self::ready(Err(e))
     }
 
     /// Blocks the calling thread until the commit completes. Must not be called from inside an
@@ -482,12 +613,46 @@ impl Store {
             return Commit::ready(Err(StoreError::Closed));
         }
         p.ops += ops.len();
-        p.subs.push_back(Submission { ops, done: tx });
+        if !shared.healthy.load(Ordering::SeqCst) {
+            // Queued in order (written once the disk works), but nobody waits for it.
+            p.subs.push_back(Submission { ops, done: None });
+            drop(p);
+            shared.work.notify_one();
+            return Commit::failed(self.unavailable());
+        }
+        p.subs.push_back(Submission {
+            ops,
+            done: Some(tx),
+        });
         drop(p);
         shared.work.notify_one();
         Commit {
             inner: CommitInner::Waiting(rx),
         }
+    }
+
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable {
+            file: self.inner.file.clone(),
+        }
+    }
+
+    /// False while a disk error keeps the store from writing (from the failed commit until the
+    /// database has been reopened and the failed batch committed; see the module docs).
+    #[must_use]
+    pub fn healthy(&self) -> bool {
+        self.inner.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Calls `f` with the current state now, and with the new one at every change of
+    /// [`Store::healthy`] (from the writer thread: `f` must be quick). Replaces an earlier
+    /// observer.
+    pub fn on_health_change(&self, f: impl Fn(bool) + Send + Sync + 'static) {
+        let shared = &self.inner.shared;
+        let p = shared.lock();
+        f(shared.healthy.load(Ordering::SeqCst));
+        *shared.observer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+        drop(p);
     }
 
     /// Up to `limit` queue entries of `client_id` after `after_seq` (from the start if `None`),
@@ -505,7 +670,9 @@ impl Store {
             Some(u64::MAX) => return Ok(Vec::new()),
             Some(s) => s + 1,
         };
-        let txn = self.inner.db.begin_read().map_err(|e| db_err(file, e))?;
+        let slot = read_slot(&self.inner.db);
+        let db = slot.as_ref().ok_or_else(|| self.unavailable())?;
+        let txn = db.begin_read().map_err(|e| db_err(file, e))?;
         let queue = txn.open_table(QUEUE).map_err(|e| db_err(file, e))?;
         let messages = txn.open_table(MESSAGES).map_err(|e| db_err(file, e))?;
         let mut cache: HashMap<u64, Arc<MessageRecord>> = HashMap::new();
@@ -550,7 +717,9 @@ impl Store {
     /// Number of committed queue entries of `client_id` (counts them: O(len)).
     pub fn queue_len(&self, client_id: &str) -> Result<usize, StoreError> {
         let file = &self.inner.file;
-        let txn = self.inner.db.begin_read().map_err(|e| db_err(file, e))?;
+        let slot = read_slot(&self.inner.db);
+        let db = slot.as_ref().ok_or_else(|| self.unavailable())?;
+        let txn = db.begin_read().map_err(|e| db_err(file, e))?;
         let queue = txn.open_table(QUEUE).map_err(|e| db_err(file, e))?;
         let mut n = 0;
         for item in queue
@@ -579,6 +748,8 @@ impl Store {
             submissions: s.submissions.load(Ordering::Relaxed),
             ops: s.ops.load(Ordering::Relaxed),
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
+            io_failures: s.io_failures.load(Ordering::Relaxed),
+            reopens: s.reopens.load(Ordering::Relaxed),
         }
     }
 
@@ -641,7 +812,7 @@ fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError
             "store: repaired inconsistent entries at open"
         );
     }
-    let db = Arc::new(db);
+    let db = Arc::new(RwLock::new(Some(db)));
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending::default()),
         work: Condvar::new(),
@@ -651,14 +822,21 @@ fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError
         ops: AtomicU64::new(0),
         fsyncs,
         message_bytes: AtomicU64::new(recovered.message_bytes),
+        healthy: AtomicBool::new(true),
+        io_failures: AtomicU64::new(0),
+        reopens: AtomicU64::new(0),
+        observer: Mutex::new(None),
     });
     let writer = {
-        let shared = shared.clone();
-        let db = db.clone();
-        let path = file.to_path_buf();
+        let w = Writer {
+            shared: shared.clone(),
+            db: db.clone(),
+            file: file.to_path_buf(),
+            sync,
+        };
         std::thread::Builder::new()
             .name("hermod-store".into())
-            .spawn(move || writer_loop(&shared, &db, &path))
+            .spawn(move || w.run())
             .map_err(|e| StoreError::Open {
                 file: file.to_path_buf(),
                 detail: format!("cannot start the writer thread: {e}"),
@@ -695,6 +873,7 @@ fn create_database(
         inner,
         fsync: sync == SyncMode::Batch,
         fsyncs,
+        faults: backend::registered_fault_switch(file),
     };
     Builder::new()
         .set_cache_size(CACHE_BYTES)
@@ -731,72 +910,293 @@ impl Drop for WriterGone<'_> {
     }
 }
 
-fn writer_loop(shared: &Shared, db: &Database, file: &Path) {
-    let _gone = WriterGone(shared);
-    // Fault injection for the crash test (`crates/hermod/tests/crash.rs`): a delay before each
-    // commit widens the window in which acknowledged-but-uncommitted data would be lost, so the
-    // test fails if an acknowledgement ever goes out before its commit. Unset in production.
-    let commit_delay = std::env::var("HERMOD_TEST_COMMIT_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(std::time::Duration::from_millis);
-    loop {
-        let batch: Vec<Submission> = {
-            let mut p = shared.lock();
-            while p.subs.is_empty() && !p.closing {
-                p = shared.work.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
-            if p.subs.is_empty() {
-                return; // closing, and everything is committed
-            }
-            let mut batch = Vec::new();
-            let mut n = 0;
-            while let Some(s) = p.subs.front() {
-                if !batch.is_empty() && n + s.ops.len() > MAX_OPS_PER_TXN {
-                    break;
+/// The writer thread: group commit, and reopening the database after a disk error.
+struct Writer {
+    shared: Arc<Shared>,
+    db: Arc<DbSlot>,
+    file: PathBuf,
+    sync: SyncMode,
+}
+
+/// How a disk error ended (see [`Writer::recover`]).
+enum Recovery {
+    /// The database was reopened and the failed batch committed: the change in message bytes.
+    Committed(i64),
+    /// The database was reopened, but the batch failed with an error that is not I/O.
+    Failed(StoreError),
+    /// The store is closing and the disk still fails: the writer gives up.
+    GiveUp(StoreError),
+}
+
+impl Writer {
+    fn run(&self) {
+        let shared = &*self.shared;
+        let _gone = WriterGone(shared);
+        // Fault injection for the crash test (`crates/hermod/tests/crash.rs`): a delay before each
+        // commit widens the window in which acknowledged-but-uncommitted data would be lost, so the
+        // test fails if an acknowledgement ever goes out before its commit. Unset in production.
+        let commit_delay = std::env::var("HERMOD_TEST_COMMIT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        loop {
+            let mut batch: Vec<Submission> = {
+                let mut p = shared.lock();
+                while p.subs.is_empty() && !p.closing {
+                    p = shared.work.wait(p).unwrap_or_else(|e| e.into_inner());
                 }
-                n += s.ops.len();
-                if let Some(s) = p.subs.pop_front() {
-                    batch.push(s);
+                if p.subs.is_empty() {
+                    return; // closing, and everything is committed
                 }
+                let mut batch = Vec::new();
+                let mut n = 0;
+                while let Some(s) = p.subs.front() {
+                    if !batch.is_empty() && n + s.ops.len() > MAX_OPS_PER_TXN {
+                        break;
+                    }
+                    n += s.ops.len();
+                    if let Some(s) = p.subs.pop_front() {
+                        batch.push(s);
+                    }
+                }
+                p.ops -= n;
+                batch
+            };
+            shared.space.notify_all();
+            if let Some(d) = commit_delay {
+                std::thread::sleep(d);
             }
-            p.ops -= n;
-            batch
-        };
-        shared.space.notify_all();
-        if let Some(d) = commit_delay {
-            std::thread::sleep(d);
-        }
-        let result = commit_batch(db, file, &batch);
-        if let Ok(delta) = result {
-            if delta >= 0 {
-                shared
-                    .message_bytes
-                    .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-            } else {
-                let _ =
+            let result = match self.commit(&batch) {
+                Err(e) if e.is_io() => match self.recover(&mut batch, e) {
+                    Recovery::Committed(delta) => Ok(delta),
+                    Recovery::Failed(e) => Err(e),
+                    Recovery::GiveUp(e) => {
+                        let (subs, ops) = {
+                            let p = shared.lock();
+                            (p.subs.len() + batch.len(), p.ops)
+                        };
+                        let ops = ops + batch.iter().map(|s| s.ops.len()).sum::<usize>();
+                        tracing::error!(
+                            file = %self.file.display(),
+                            error = %e,
+                            submissions = subs,
+                            ops,
+                            "store closed while unavailable: these changes were NOT written \
+                             (none of them was acknowledged)"
+                        );
+                        for s in &mut batch {
+                            s.complete(Err(e.clone()));
+                        }
+                        return; // WriterGone drops what is pending
+                    }
+                },
+                r => r,
+            };
+            match result {
+                Ok(delta) => {
+                    self.add_message_bytes(delta);
+                    let n_ops: usize = batch.iter().map(|s| s.ops.len()).sum();
+                    shared.commits.fetch_add(1, Ordering::Relaxed);
                     shared
-                        .message_bytes
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                            Some(b.saturating_sub(delta.unsigned_abs()))
-                        });
+                        .submissions
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    shared.ops.fetch_add(n_ops as u64, Ordering::Relaxed);
+                    for s in &mut batch {
+                        s.complete(Ok(()));
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, submissions = batch.len(), "store commit failed");
+                    for s in &mut batch {
+                        s.complete(Err(err.clone()));
+                    }
+                }
             }
-        }
-        let result = result.map(|_| ());
-        if result.is_ok() {
-            let n_ops: usize = batch.iter().map(|s| s.ops.len()).sum();
-            shared.commits.fetch_add(1, Ordering::Relaxed);
-            shared
-                .submissions
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            shared.ops.fetch_add(n_ops as u64, Ordering::Relaxed);
-        } else if let Err(err) = &result {
-            tracing::error!(error = %err, submissions = batch.len(), "store commit failed");
-        }
-        for s in batch {
-            let _ = s.done.send(result.clone());
         }
     }
+
+    fn add_message_bytes(&self, delta: i64) {
+        let bytes = &self.shared.message_bytes;
+        if delta >= 0 {
+            bytes.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            let _ = bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(delta.unsigned_abs()))
+            });
+        }
+    }
+
+    /// Applies and commits `batch` on the open database.
+    fn commit(&self, batch: &[Submission]) -> Result<i64, StoreError> {
+        let slot = read_slot(&self.db);
+        match slot.as_ref() {
+            Some(db) => commit_batch(db, &self.file, batch),
+            None => Err(StoreError::Io {
+                file: self.file.clone(),
+                detail: "the database is closed after a disk error".into(),
+            }),
+        }
+    }
+
+    /// Closes the database (after an I/O error redb refuses everything until it is reopened);
+    /// its file and locks are released at once.
+    fn close_db(&self) {
+        let db = write_slot(&self.db).take();
+        if let Some(db) = db
+            && let Err(e) = db.close()
+        {
+            tracing::debug!(file = %self.file.display(), error = %e, "store: closing the failed database");
+        }
+    }
+
+    /// Opens the database again and recounts the stored message bytes.
+    fn reopen(&self) -> Result<(), StoreError> {
+        self.close_db();
+        let fsyncs = self.shared.fsyncs.clone();
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = create_database(&self.file, self.sync, fsyncs)?;
+            let bytes = stored_message_bytes(&db, &self.file)?;
+            Ok::<_, StoreError>((db, bytes))
+        }));
+        let (db, bytes) = match opened {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(StoreError::Corrupt {
+                    file: self.file.clone(),
+                    detail: "reading it failed (redb panicked)".into(),
+                });
+            }
+        };
+        self.shared.message_bytes.store(bytes, Ordering::Relaxed);
+        *write_slot(&self.db) = Some(db);
+        self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// After `batch` failed with the I/O error `err`: marks the store unavailable, then reopens
+    /// the database and retries the same batch with backoff until it commits (see the module
+    /// docs). Waiters submitted before the failure are answered `Unavailable` after
+    /// [`FAILED_COMMIT_WAIT`]; their ops stay queued.
+    fn recover(&self, batch: &mut [Submission], err: StoreError) -> Recovery {
+        let shared = &*self.shared;
+        let down_at = Instant::now();
+        let deadline = down_at + FAILED_COMMIT_WAIT;
+        shared.io_failures.fetch_add(1, Ordering::Relaxed);
+        {
+            let _p = shared.lock();
+            shared.set_healthy(false);
+        }
+        tracing::error!(
+            file = %self.file.display(),
+            error = %err,
+            submissions = batch.len(),
+            "STORE UNAVAILABLE: a commit failed with an I/O error. Durable publishes and \
+             persistent sessions are refused until the disk works again; reopening the database \
+             and retrying the failed commit (nothing uncommitted is acknowledged)"
+        );
+        self.close_db();
+        let unavailable = StoreError::Unavailable {
+            file: self.file.clone(),
+        };
+        let mut wait = RETRY_FIRST;
+        let mut next = down_at + wait;
+        let mut answered = false;
+        let mut attempts: u32 = 0;
+        let mut last_err = err;
+        loop {
+            let closing = {
+                let mut p = shared.lock();
+                loop {
+                    if p.closing {
+                        break true;
+                    }
+                    let now = Instant::now();
+                    if !answered && now >= deadline {
+                        // Nobody waits on a broken disk longer than this.
+                        for s in p.subs.iter_mut() {
+                            s.complete(Err(unavailable.clone()));
+                        }
+                        for s in batch.iter_mut() {
+                            s.complete(Err(unavailable.clone()));
+                        }
+                        answered = true;
+                    }
+                    if now >= next {
+                        break false;
+                    }
+                    let until = if answered { next } else { next.min(deadline) };
+                    p = shared
+                        .work
+                        .wait_timeout(p, until.saturating_duration_since(now))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            };
+            attempts += 1;
+            let result = self.reopen().and_then(|()| self.commit(batch));
+            match result {
+                Ok(delta) => {
+                    {
+                        let _p = shared.lock();
+                        shared.set_healthy(true);
+                    }
+                    tracing::info!(
+                        file = %self.file.display(),
+                        attempts,
+                        down_ms = u64::try_from(down_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "store available again: database reopened and the failed commit \
+                         written; durable traffic resumes"
+                    );
+                    return Recovery::Committed(delta);
+                }
+                Err(e) if !e.is_io() && read_slot(&self.db).is_some() => {
+                    // The database works again; the batch itself is refused.
+                    let _p = shared.lock();
+                    shared.set_healthy(true);
+                    tracing::info!(file = %self.file.display(), attempts, "store available again: database reopened");
+                    return Recovery::Failed(e);
+                }
+                Err(e) => {
+                    if e.is_io() {
+                        shared.io_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.close_db();
+                    if closing {
+                        return Recovery::GiveUp(e);
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                    next = Instant::now() + wait;
+                    if e != last_err || attempts.is_multiple_of(10) {
+                        tracing::warn!(
+                            file = %self.file.display(),
+                            error = %e,
+                            attempts,
+                            next_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                            "store still unavailable: reopening and retrying failed"
+                        );
+                    }
+                    last_err = e;
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of stored messages (encoded records) in `db`.
+fn stored_message_bytes(db: &Database, file: &Path) -> Result<u64, StoreError> {
+    let e = |err: redb::Error| db_err(file, err);
+    let txn = db.begin_read().map_err(|x| e(x.into()))?;
+    let messages = match txn.open_table(MESSAGES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(x) => return Err(e(x.into())),
+    };
+    let mut bytes = 0u64;
+    for item in messages.iter().map_err(|x| e(x.into()))? {
+        let (_, v) = item.map_err(|x| e(x.into()))?;
+        bytes += v.value().len() as u64;
+    }
+    Ok(bytes)
 }
 
 /// Applies and commits one batch; returns the change in stored message bytes.
@@ -904,7 +1304,11 @@ fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> 
                 .map(|g| QueueEntry::decode(g.value()));
             if let Some(old) = old {
                 let old = old.map_err(|x| decode_err(file, x))?;
-                release(t, old.message_id).map_err(e)?;
+                // The same message at the same place: a batch retried after a disk error that
+                // had in fact reached the file (its `PutMessage` already reset the count).
+                if old.message_id != entry.message_id {
+                    release(t, old.message_id).map_err(e)?;
+                }
             }
         }
         Op::UpdateQueueEntry(id, seq, entry) => {

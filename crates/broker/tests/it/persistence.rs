@@ -491,3 +491,207 @@ async fn session_ended_by_its_client_stays_ended_after_restart(v: ProtocolVersio
     b.stop().await;
 }
 both_versions!(session_ended_by_its_client_stays_ended_after_restart);
+
+/// Waits up to `within` for the broker's `store_available` gauge to read `want`.
+async fn wait_store_available(b: &TestBroker, want: u64, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while b.metric(|m| &m.store_available) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store_available never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a QoS 1/2 PUBLISH and returns the reason code of its PUBACK / PUBREC (waiting up to
+/// 10 s: a commit caught by a disk error waits `FAILED_COMMIT_WAIT` for a retry first).
+async fn publish_reason(c: &mut Client, topic: &str, payload: &[u8], qos: QoS) -> ReasonCode {
+    let mut p = publish(topic, payload, qos, false);
+    let id = c.next_packet_id();
+    p.packet_id = Some(id);
+    c.send(&Packet::Publish(p)).await;
+    match c.recv(Duration::from_secs(10)).await {
+        Some(Packet::PublishAck(a)) if qos == QoS::AtLeastOnce && a.packet_id == id => a.reason,
+        Some(Packet::PublishReceived(a)) if qos == QoS::ExactlyOnce && a.packet_id == id => {
+            if !a.reason.is_error() {
+                c.send(&Packet::PublishRelease(PublishAck::new(id))).await;
+                c.wait_for("PUBCOMP", |p| matches!(p, Packet::PublishComplete(_)))
+                    .await;
+            }
+            a.reason
+        }
+        other => panic!("expected the ack of {topic}, got {other:?}"),
+    }
+}
+
+/// Issue 9, item 7: a disk error no longer takes durable traffic down until a restart, and no
+/// longer does so silently. While the store cannot write, a v5 publisher is told 0x80 and keeps
+/// its connection, a 3.1.1 publisher is disconnected (it cannot be told no), a persistent session
+/// is refused at CONNACK (0x88 / return code 3) instead of getting an empty queue, and clean
+/// sessions work as usual. Once the disk works again everything resumes, without a restart, and
+/// nothing acknowledged is lost.
+#[tokio::test]
+async fn disk_fault_is_reported_and_heals_without_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fault = hermod_broker::store::fault_switch(&dir.path().join("hermod.redb"));
+    let b = start_on(dir.path(), SyncSetting::Batch).await;
+    assert_eq!(b.metric(|m| &m.store_available), 1);
+    let (mut sub, _) = b.connect_with(persistent(V5, "fault-sub")).await;
+    sub.subscribe("f/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let (mut sub3, _) = b.connect_with(persistent(V311, "fault-sub3")).await;
+    sub3.subscribe("f/#", QoS::AtLeastOnce).await;
+    sub3.disconnect().await;
+    let mut publisher = b.client(V5, "fault-pub").await;
+    assert_eq!(
+        publish_reason(&mut publisher, "f/a", b"before", QoS::AtLeastOnce).await,
+        ReasonCode::SUCCESS
+    );
+
+    // The disk fails.
+    fault.set_failing(true);
+    assert_eq!(
+        publish_reason(&mut publisher, "f/a", b"during", QoS::AtLeastOnce).await,
+        ReasonCode::UNSPECIFIED_ERROR,
+        "the commit failed: not acknowledged as success"
+    );
+    wait_store_available(&b, 0, Duration::from_secs(5)).await;
+    assert_eq!(
+        publish_reason(&mut publisher, "f/a", b"refused", QoS::AtLeastOnce).await,
+        ReasonCode::UNSPECIFIED_ERROR
+    );
+    assert_eq!(
+        publish_reason(&mut publisher, "f/a", b"refused-q2", QoS::ExactlyOnce).await,
+        ReasonCode::UNSPECIFIED_ERROR,
+        "PUBREC 0x80 ends the QoS 2 flow"
+    );
+    publisher.ping().await; // still connected
+    let (mut c, ack) = b.connect_with(persistent(V5, "fault-sub")).await;
+    assert_eq!(
+        ack.reason,
+        ReasonCode::SERVER_UNAVAILABLE,
+        "v5 CONNACK 0x88"
+    );
+    assert!(c.is_closed_within(WAIT).await);
+    let (mut c, ack) = b.connect_with(persistent(V311, "fault-sub3")).await;
+    assert_eq!(
+        ack.reason,
+        ReasonCode::SERVER_UNAVAILABLE,
+        "3.1.1 return code 3"
+    );
+    assert!(c.is_closed_within(WAIT).await);
+    let (mut c, ack) = b.connect_with(persistent(V5, "fault-new")).await;
+    assert_eq!(
+        ack.reason,
+        ReasonCode::SERVER_UNAVAILABLE,
+        "a new persistent session needs the store too"
+    );
+    assert!(c.is_closed_within(WAIT).await);
+    // A 3.1.1 publisher cannot be told no: it is disconnected instead of acknowledged.
+    let mut p3 = b.client(V311, "fault-pub3").await;
+    let mut p = publish("f/a", b"refused-3", QoS::AtLeastOnce, false);
+    p.packet_id = Some(pid(9));
+    p3.send(&Packet::Publish(p)).await;
+    match p3.recv(Duration::from_secs(5)).await {
+        None => {}
+        Some(other) => panic!("expected the connection closed, got {other:?}"),
+    }
+    // Clean sessions do not need the store.
+    let mut clean = b.client(V5, "fault-clean").await;
+    clean.subscribe("g/#", QoS::AtLeastOnce).await;
+    publisher
+        .publish("g/x", b"memory only", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(payloads(&clean.collect(1).await), ["memory only"]);
+    clean.disconnect().await;
+
+    // The disk works again: no restart.
+    fault.set_failing(false);
+    wait_store_available(&b, 1, Duration::from_secs(15)).await;
+    assert_eq!(
+        publish_reason(&mut publisher, "f/a", b"after", QoS::AtLeastOnce).await,
+        ReasonCode::SUCCESS
+    );
+    let (mut sub, ack) = b.connect_with(persistent(V5, "fault-sub")).await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert!(ack.session_present, "the session survived the fault");
+    // "during" was routed before the store knew the disk failed: its batch was retried and
+    // written once the disk healed (its publisher was told 0x80: QoS 1 allows the copy). What
+    // was refused while the store was down was not stored.
+    let got = sub.drain(Duration::from_millis(500)).await;
+    assert_eq!(payloads(&got), ["before", "during", "after"]);
+    sub.disconnect().await;
+    let (mut sub3, ack) = b.connect_with(persistent(V311, "fault-sub3")).await;
+    assert!(ack.session_present);
+    let got = sub3.drain(Duration::from_millis(500)).await;
+    assert_eq!(payloads(&got), ["before", "during", "after"]);
+    sub3.disconnect().await;
+    publisher.disconnect().await;
+    b.stop().await;
+
+    // And the file is consistent: after a restart the sessions are there, their queues empty.
+    let b = start_on(dir.path(), SyncSetting::Batch).await;
+    let (mut sub, ack) = b.connect_with(persistent(V5, "fault-sub")).await;
+    assert!(ack.session_present);
+    sub.expect_nothing(Duration::from_millis(300)).await;
+    sub.disconnect().await;
+    b.stop().await;
+}
+
+/// Over `[store] max_disk_bytes` a copy to be stored is dropped: a v5 publisher is told 0x97
+/// (quota exceeded), not 0x10 (no matching subscribers); a 3.1.1 one cannot be told no and is
+/// acknowledged, the drop counted.
+#[tokio::test]
+async fn over_max_disk_bytes_v5_publisher_gets_quota_exceeded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let b = TestBroker::with(move |c| {
+        c.store = StoreSection {
+            path,
+            sync: SyncSetting::Os,
+            on_corrupt: CorruptSetting::Fail,
+            max_disk_bytes: 1,
+        };
+    })
+    .await;
+    let (mut sub, _) = b.connect_with(persistent(V5, "quota-sub")).await;
+    sub.subscribe("q/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut p5 = b.client(V5, "quota-pub5").await;
+    let mut p3 = b.client(V311, "quota-pub3").await;
+    // Under budget: stored (it takes the store over its 1-byte budget).
+    assert_eq!(
+        publish_reason(&mut p5, "q/t", b"first", QoS::AtLeastOnce).await,
+        ReasonCode::SUCCESS
+    );
+    let dropped = b.metric(|m| &m.messages_dropped);
+    assert_eq!(
+        publish_reason(&mut p5, "q/t", b"v5-q1", QoS::AtLeastOnce).await,
+        ReasonCode::QUOTA_EXCEEDED
+    );
+    assert_eq!(
+        publish_reason(&mut p5, "q/t", b"v5-q2", QoS::ExactlyOnce).await,
+        ReasonCode::QUOTA_EXCEEDED
+    );
+    assert_eq!(
+        publish_reason(&mut p3, "q/t", b"v3-q1", QoS::AtLeastOnce).await,
+        ReasonCode::SUCCESS,
+        "3.1.1: acknowledged as before"
+    );
+    assert_eq!(
+        b.metric(|m| &m.messages_dropped),
+        dropped + 3,
+        "drops counted"
+    );
+    p5.ping().await;
+    let (mut sub, _) = b.connect_with(persistent(V5, "quota-sub")).await;
+    assert_eq!(
+        payloads(&sub.drain(Duration::from_millis(400)).await),
+        ["first"]
+    );
+    sub.disconnect().await;
+    p5.disconnect().await;
+    p3.disconnect().await;
+    b.stop().await;
+}
