@@ -131,6 +131,9 @@ pub struct AuthFailuresSection {
     pub block: String,
     /// Most addresses tracked at once (memory bound; the least recently seen are forgotten).
     pub max_addresses: usize,
+    /// Loopback addresses are never blocked: local processes (health checks, scripts) and a
+    /// proxy on the same host without the PROXY protocol would otherwise lock everyone out.
+    pub exempt_loopback: bool,
 }
 
 impl Default for AuthFailuresSection {
@@ -140,6 +143,7 @@ impl Default for AuthFailuresSection {
             window: "1m".into(),
             block: "5m".into(),
             max_addresses: 10_000,
+            exempt_loopback: true,
         }
     }
 }
@@ -522,6 +526,7 @@ impl Config {
                 window,
                 block,
                 max_addresses: af.max_addresses,
+                exempt_loopback: af.exempt_loopback,
             },
             _ => ThrottleSettings::OFF,
         }
@@ -675,6 +680,7 @@ mod tests {
                 window: Duration::from_secs(10),
                 block: Duration::from_secs(120),
                 max_addresses: 10_000,
+                exempt_loopback: true,
             }
         );
         assert_eq!(cfg.banned.len(), 2);

@@ -403,6 +403,7 @@ mod tests {
             window: Duration::from_secs(60),
             block: Duration::from_secs(60),
             max_addresses: 10,
+            exempt_loopback: true,
         }));
         let pool = HashPool::new(1, Some(throttle.clone()));
         assert_eq!(pool.run(ip("10.0.0.3"), || 7).await, Ok(7));

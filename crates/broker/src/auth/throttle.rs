@@ -32,6 +32,9 @@ pub struct ThrottleSettings {
     pub block: Duration,
     /// Most addresses tracked at once.
     pub max_addresses: usize,
+    /// Never count or block loopback addresses (local processes, and every client of a proxy
+    /// on the same host that does not use the PROXY protocol).
+    pub exempt_loopback: bool,
 }
 
 impl ThrottleSettings {
@@ -41,12 +44,19 @@ impl ThrottleSettings {
         window: Duration::ZERO,
         block: Duration::ZERO,
         max_addresses: 0,
+        exempt_loopback: true,
     };
 
     /// Whether the throttle can block anything.
     #[must_use]
     pub fn enabled(&self) -> bool {
         self.max_failures > 0 && !self.block.is_zero() && self.max_addresses > 0
+    }
+
+    /// Whether `ip` is counted and can be blocked.
+    #[must_use]
+    pub fn applies_to(&self, ip: IpAddr) -> bool {
+        self.enabled() && !(self.exempt_loopback && ip.is_loopback())
     }
 }
 
@@ -117,7 +127,7 @@ impl Throttle {
     pub fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let ip = ip.to_canonical();
         let mut g = self.lock();
-        if !g.settings.enabled() {
+        if !g.settings.applies_to(ip) {
             return None;
         }
         let rec = g.addrs.get_mut(&ip)?;
@@ -139,7 +149,7 @@ impl Throttle {
         let ip = ip.to_canonical();
         let mut g = self.lock();
         let s = g.settings;
-        if !s.enabled() {
+        if !s.applies_to(ip) {
             return false;
         }
         if !g.addrs.contains_key(&ip) && g.addrs.len() >= s.max_addresses {
@@ -207,7 +217,25 @@ mod tests {
             window: Duration::from_secs(60),
             block: Duration::from_secs(300),
             max_addresses,
+            exempt_loopback: true,
         }
+    }
+
+    #[test]
+    fn loopback_is_exempt_unless_configured() {
+        let t = Throttle::new(settings(1, 100));
+        let now = Instant::now();
+        for ip in [ip("127.0.0.1"), ip("127.9.9.9"), ip("::1")] {
+            assert!(!t.record_failure(ip, now));
+            assert!(!t.record_failure(ip, now));
+            assert_eq!(t.blocked_for(ip, now), None, "{ip}");
+        }
+        t.configure(ThrottleSettings {
+            exempt_loopback: false,
+            ..settings(1, 100)
+        });
+        assert!(t.record_failure(ip("127.0.0.1"), now));
+        assert!(t.blocked_for(ip("127.0.0.1"), now).is_some());
     }
 
     #[test]

@@ -227,6 +227,7 @@ password_file = "passwd"
 bind = "127.0.0.1:0"
 [auth_failures]
 max = 3
+exempt_loopback = false # the test clients are on 127.x.y.z
 window = "1m"
 block = "2s"
 "#;
@@ -369,7 +370,7 @@ async fn auth_service_errors_are_not_counted_as_failures() {
         tempdir(),
         &format!(
             "allow_anonymous = false\n[auth.http]\nurl = \"http://127.0.0.1:{port}/auth\"\ntimeout_ms = 500\n\
-             [[listener]]\nbind = \"127.0.0.1:0\"\n[auth_failures]\nmax = 2\nwindow = \"1m\"\nblock = \"1m\"\n"
+             [[listener]]\nbind = \"127.0.0.1:0\"\n[auth_failures]\nexempt_loopback = false\nmax = 2\nwindow = \"1m\"\nblock = \"1m\"\n"
         ),
     )
     .await;
