@@ -14,7 +14,11 @@ fn main() -> std::io::Result<()> {
         let props = |p: PublishProperties| if v5 { p } else { PublishProperties::default() };
         vec![
             Packet::Connect(Box::new(Connect {
-                protocol: if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 },
+                protocol: if v5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                },
                 clean_start: true,
                 keep_alive: 60,
                 client_id: "c".into(),
@@ -69,7 +73,11 @@ fn main() -> std::io::Result<()> {
             }),
             Packet::UnsubscribeAck(UnsubscribeAck {
                 packet_id: id,
-                reasons: if v5 { vec![ReasonCode::SUCCESS] } else { vec![] },
+                reasons: if v5 {
+                    vec![ReasonCode::SUCCESS]
+                } else {
+                    vec![]
+                },
                 properties: AckProperties::default(),
             }),
             Packet::PingRequest,
@@ -111,7 +119,9 @@ fn main() -> std::io::Result<()> {
     // v2: signature, PROXY over TCP/IPv4, 12 address bytes; and LOCAL with no addresses.
     let sig = b"\r\n\r\n\x00\r\nQUIT\n";
     let mut v2 = sig.to_vec();
-    v2.extend([0x21, 0x11, 0x00, 0x0C, 198, 51, 100, 9, 10, 0, 0, 1, 0xEE, 0x48, 0x07, 0x5B]);
+    v2.extend([
+        0x21, 0x11, 0x00, 0x0C, 198, 51, 100, 9, 10, 0, 0, 1, 0xEE, 0x48, 0x07, 0x5B,
+    ]);
     std::fs::write("corpus/proxy/v2-0", [&v2[..], &connect[..]].concat())?;
     let mut local = sig.to_vec();
     local.extend([0x20, 0x00, 0x00, 0x00]);
