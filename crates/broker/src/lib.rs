@@ -28,5 +28,8 @@ pub mod session;
 pub mod store;
 pub mod transport;
 
+#[cfg(test)]
+mod fuzz_support;
+
 pub use broker::{Broker, BrokerError};
 pub use config::{Config, ConfigError, ListenerConfig};

@@ -292,6 +292,9 @@ fn split_word(s: &str) -> (&str, &str) {
 }
 
 #[cfg(test)]
+mod prop_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

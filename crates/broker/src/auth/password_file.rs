@@ -24,6 +24,10 @@ use std::path::Path;
 const MOSQUITTO_ITERATIONS: u32 = 101;
 /// Salt length `mosquitto_passwd` uses.
 const MOSQUITTO_SALT_LEN: usize = 12;
+/// Largest argon2 memory cost (KiB) a line may ask for: 1 GiB, libsodium's "sensitive" level
+/// and 50 times the OWASP recommendation. Verification allocates that much on every CONNECT for
+/// the user, so a larger value (the PHC syntax allows up to 4 TiB) is refused at load.
+const MAX_ARGON2_M_COST: u32 = 1024 * 1024;
 
 /// A parsed password file. Immutable once loaded; reload builds a new one.
 #[derive(Clone)]
@@ -223,7 +227,18 @@ impl PasswordFile {
 impl Hash {
     fn parse(text: &str) -> Result<Hash, String> {
         if text.starts_with("$argon2") {
-            PasswordHash::new(text).map_err(|e| format!("invalid argon2 PHC string: {e}"))?;
+            let parsed =
+                PasswordHash::new(text).map_err(|e| format!("invalid argon2 PHC string: {e}"))?;
+            // Checked here, not at the first CONNECT: parameters argon2 cannot run (m < 8p, ...)
+            // would make the user unable to log in, and a huge memory cost would allocate it.
+            let params = argon2::Params::try_from(&parsed)
+                .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+            if params.m_cost() > MAX_ARGON2_M_COST {
+                return Err(format!(
+                    "argon2 memory cost m={} KiB is above the {MAX_ARGON2_M_COST} KiB (1 GiB) limit",
+                    params.m_cost()
+                ));
+            }
             return Ok(Hash::Argon2 {
                 text: text.to_owned(),
             });
@@ -391,6 +406,9 @@ fn pbkdf2_line(password: &[u8], salt: &[u8], iterations: u32) -> String {
 }
 
 #[cfg(test)]
+mod prop_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -505,6 +523,26 @@ mod tests {
         assert!(e.to_string().contains("f:2:") && e.to_string().contains("duplicate"));
         let e = PasswordFile::load(Path::new("/nonexistent/pw")).expect_err("error");
         assert!(e.to_string().contains("/nonexistent/pw"));
+    }
+
+    /// Found while writing `prop_tests`: any argon2 parameters loaded, so a line could make each
+    /// CONNECT for that user allocate up to 4 TiB, or never verify (m < 8p).
+    #[test]
+    fn argon2_memory_cost_is_bounded_at_load() {
+        let line = |m: u32, p: u32| {
+            format!("u:$argon2id$v=19$m={m},t=1,p={p}$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\n")
+        };
+        assert!(PasswordFile::parse(&line(19_456, 1), "f").is_ok());
+        assert!(PasswordFile::parse(&line(MAX_ARGON2_M_COST, 1), "f").is_ok());
+        let e = PasswordFile::parse(&line(MAX_ARGON2_M_COST + 1, 1), "f").expect_err("too big");
+        assert!(
+            e.to_string().contains("f:1:") && e.to_string().contains("1 GiB"),
+            "{e}"
+        );
+        let e = PasswordFile::parse(&line(u32::MAX, 1), "f").expect_err("4 TiB");
+        assert!(e.to_string().contains("memory cost"), "{e}");
+        let e = PasswordFile::parse(&line(8, 2), "f").expect_err("m < 8p");
+        assert!(e.to_string().contains("invalid argon2 parameters"), "{e}");
     }
 
     #[test]

@@ -508,6 +508,9 @@ impl QueueEntry {
 }
 
 #[cfg(test)]
+mod prop_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -38,6 +38,27 @@ mod test_pki;
 
 /// Default for [`TransportSettings::path`].
 pub const DEFAULT_WS_PATH: &str = "/mqtt";
+/// Entry point of the coverage-guided fuzz target `proxy` (fuzz/, feature `fuzzing`; not API):
+/// reads a PROXY v1/v2 header from the front of `input` as a listener with `proxy_protocol`
+/// does. Returns the address or the refusal, and how many bytes were consumed.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_proxy_header(input: &[u8]) -> (Result<SocketAddr, String>, usize) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+    let mut rest = input;
+    let result = {
+        let mut read = std::pin::pin!(proxy::read_header(&mut rest, peer));
+        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.map_err(|e| e.to_string()),
+            // A slice is always ready: the header is complete or the input has ended.
+            Poll::Pending => Err("reading from a slice waited".to_owned()),
+        }
+    };
+    (result, input.len() - rest.len())
+}
+
 /// Default for [`TransportSettings::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -102,6 +102,23 @@ async fn read_v1_rest<R: AsyncRead + Unpin>(
 }
 
 fn parse_v1(buf: &[u8], socket_peer: SocketAddr) -> Result<SocketAddr, TransportError> {
+    // "For UNKNOWN, the rest of the line before the CRLF may be omitted by the sender, and the
+    // receiver must ignore anything presented before the CRLF is found" (proxy-protocol.txt 2.1).
+    // ppp refuses an UNKNOWN line with more than four further words, so UNKNOWN is handled here.
+    if let Some(rest) = buf.strip_prefix(b"PROXY UNKNOWN")
+        && (rest.starts_with(b" ") || rest.starts_with(b"\r"))
+    {
+        let one_line = rest
+            .strip_suffix(b"\r\n")
+            .is_some_and(|ignored| !ignored.iter().any(|&b| b == b'\r' || b == b'\n'));
+        return if one_line && buf.len() <= V1_MAX_LEN {
+            Ok(socket_peer)
+        } else {
+            Err(refused(
+                "invalid PROXY v1 header: UNKNOWN line longer than 107 bytes or not ended by its only CRLF",
+            ))
+        };
+    }
     let header = ppp::v1::Header::try_from(buf)
         .map_err(|e| refused(format!("invalid PROXY v1 header: {e}")))?;
     if header.header.len() != buf.len() {
@@ -126,6 +143,9 @@ fn parse_v2(buf: &[u8], socket_peer: SocketAddr) -> Result<SocketAddr, Transport
         ppp::v2::Addresses::Unspecified | ppp::v2::Addresses::Unix(_) => socket_peer,
     })
 }
+
+#[cfg(test)]
+mod prop_tests;
 
 #[cfg(test)]
 mod tests {
@@ -222,6 +242,30 @@ mod tests {
             "[2001:db8::1]:4000".parse::<SocketAddr>().expect("addr")
         );
         rest_is_connect(&mut stream).await;
+    }
+
+    /// Found by `prop_tests`: ppp refused `PROXY UNKNOWN` followed by five or more words,
+    /// which the spec says the receiver must ignore.
+    #[test]
+    fn v1_unknown_ignores_the_rest_of_the_line() {
+        let peer: SocketAddr = "127.0.0.9:40000".parse().expect("peer");
+        for line in [
+            &b"PROXY UNKNOWN\r\n"[..],
+            b"PROXY UNKNOWN 0 a . 0 A\r\n",
+            b"PROXY UNKNOWN ffff:f:f:f:f:f:f:f ffff:f:f:f:f:f:f:f 65535 65535 and more\r\n",
+        ] {
+            assert_eq!(parse_v1(line, peer).ok(), Some(peer), "{line:?}");
+        }
+        for line in [
+            &b"PROXY UNKNOWNX\r\n"[..],
+            b"PROXY UNKNOWN a\rb\r\n",
+            b"PROXY UNKNOWN a\nb\r\n",
+            b"PROXY UNKNOWN a",
+        ] {
+            assert!(parse_v1(line, peer).is_err(), "{line:?}");
+        }
+        let long = [&b"PROXY UNKNOWN "[..], &[b'x'; 100], b"\r\n"].concat();
+        assert!(parse_v1(&long, peer).is_err(), "longer than 107 bytes");
     }
 
     #[tokio::test]

@@ -1,16 +1,26 @@
 //! Codec tests against the public API: annotated byte fixtures per version, a malformed-input
-//! table, incomplete-input handling, and property tests (round trip, never panic).
+//! table, incomplete-input handling, and property tests (round trip, never panic, structure-aware
+//! mutations, streaming, the spec's reaction to generated malformed input).
 #![allow(clippy::unwrap_used)]
 
 mod encode_only;
 mod fixtures_v31;
 mod fixtures_v311;
 mod fixtures_v5;
+mod generators;
 mod malformed;
+mod mutate;
+mod mutations;
+mod properties;
+mod reactions;
 mod roundtrip;
+mod streaming;
+mod support;
 
 use bytes::BytesMut;
 use hermod_proto::{Packet, PacketId, ProtocolVersion, decode_packet, encode_packet, encoded_len};
+
+pub(crate) use support::*;
 
 /// Generous limit for tests that are not about the maximum packet size.
 pub(crate) const MAX: usize = 1 << 20;
