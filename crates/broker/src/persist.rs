@@ -198,20 +198,24 @@ pub fn session_record(s: &Session, protocol_level: u8, online: bool) -> SessionR
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
         disconnected_at_unix_ms: if online { None } else { Some(unix_ms_now()) },
         protocol_level,
-        subscriptions: s
-            .subscriptions
-            .iter()
-            .map(|(filter, e)| SubscriptionRecord {
-                filter: filter.clone(),
-                qos: e.options.qos as u8,
-                no_local: e.options.no_local,
-                retain_as_published: e.options.retain_as_published,
-                retain_handling: e.options.retain_handling as u8,
-                subscription_id: e.id,
-            })
-            .collect(),
+        // Stored as rows of their own (`subscription_record`), so that a SUBSCRIBE writes one
+        // small row instead of the whole session.
+        subscriptions: Vec::new(),
         will: None,
         owner: s.owner.clone(),
+    }
+}
+
+/// The stored form of one subscription (a row of the `subscriptions` table).
+#[must_use]
+pub fn subscription_record(filter: &str, e: &SubscriptionEntry) -> SubscriptionRecord {
+    SubscriptionRecord {
+        filter: filter.to_owned(),
+        qos: e.options.qos as u8,
+        no_local: e.options.no_local,
+        retain_as_published: e.options.retain_as_published,
+        retain_handling: e.options.retain_handling as u8,
+        subscription_id: e.id,
     }
 }
 

@@ -845,7 +845,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             reasons,
             properties: Default::default(),
         }));
-        self.persist_session(true);
         Ok(())
     }
 
@@ -898,9 +897,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .shared
             .router
             .subscribe(filter, self.session.handle.clone(), options, id);
-        self.session
-            .subscriptions
-            .insert(filter.to_owned(), SubscriptionEntry { options, id });
+        let entry = SubscriptionEntry { options, id };
+        if self.durable {
+            // One small row per subscription, not the whole session record.
+            self.store_detached(vec![Op::PutSubscription(
+                self.client_id.to_string(),
+                crate::persist::subscription_record(filter, &entry),
+            )]);
+        }
+        self.session.subscriptions.insert(filter.to_owned(), entry);
         // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
         // subscriptions [MQTT-3.8.4-?/4.8.2].
         let send_retained = match options.retain_handling {
@@ -944,6 +949,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .map(|f| {
                 let in_session = self.session.subscriptions.remove(f).is_some();
                 let in_tree = self.shared.router.unsubscribe(f, &self.client_id);
+                if in_session && self.durable {
+                    self.store_detached(vec![Op::DeleteSubscription(
+                        self.client_id.to_string(),
+                        f.clone(),
+                    )]);
+                }
                 if in_session || in_tree {
                     ReasonCode::SUCCESS
                 } else {
@@ -956,7 +967,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             reasons,
             properties: Default::default(),
         }));
-        self.persist_session(true);
     }
 
     fn on_disconnect(&mut self, d: &Disconnect) -> Result<(), End> {

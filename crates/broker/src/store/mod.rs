@@ -57,7 +57,8 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | `&str` | `u32` (`"schema_version"`) |
-//! | `sessions` | client id | [`SessionRecord`] |
+//! | `sessions` | client id | [`SessionRecord`] (without its subscriptions) |
+//! | `subscriptions` | `(client id, filter)` | [`SubscriptionRecord`] row: one per subscription, so a SUBSCRIBE writes one small row, not the whole session (schema 2) |
 //! | `messages` | message id `u64` | [`MessageRecord`] |
 //! | `message_refs` | message id `u64` | `u32`: queue entries referencing the message |
 //! | `queue` | `(client id, seq u64)` | [`QueueEntry`] |
@@ -113,7 +114,9 @@ use tokio::sync::oneshot;
 pub use backend::{FaultSwitch, fault_switch};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: subscriptions in their own table, one row each (version 1 kept them inside the session
+/// record; such stores are migrated when opened).
+pub const SCHEMA_VERSION: u32 = 2;
 /// File name of the database inside the store directory.
 pub const DB_FILE_NAME: &str = "hermod.redb";
 /// The writer takes whole submissions into one transaction until it holds this many ops (a
@@ -140,6 +143,8 @@ const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages
 const MESSAGE_REFS: TableDefinition<'_, u64, u32> = TableDefinition::new("message_refs");
 const QUEUE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("queue");
 const INFLIGHT_IN: TableDefinition<'_, (&str, u16), ()> = TableDefinition::new("inflight_in");
+const SUBSCRIPTIONS: TableDefinition<'_, (&str, &str), &[u8]> =
+    TableDefinition::new("subscriptions");
 const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
 const SCHEMA_KEY: &str = "schema_version";
 
@@ -306,11 +311,16 @@ fn decode_err(file: &Path, e: DecodeError) -> StoreError {
 /// One change. Ops of one [`Store::submit`] are applied in order, atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Create or replace a session.
+    /// Create or replace a session (its `subscriptions` field is stored as rows, like
+    /// `PutSubscription`, when not empty).
     PutSession(String, SessionRecord),
-    /// Delete a session with its queue (decrementing its messages' references) and its
-    /// `inflight_in` entries.
+    /// Delete a session with its queue (decrementing its messages' references), its
+    /// subscriptions and its `inflight_in` entries.
     DeleteSession(String),
+    /// Create or replace one subscription of a session.
+    PutSubscription(String, SubscriptionRecord),
+    /// Remove one subscription of a session (by filter). A no-op if it is gone.
+    DeleteSubscription(String, String),
     /// Store a message referenced by `refs` queue entries (the `Enqueue`s that follow). With
     /// `refs == 0` nothing is stored.
     PutMessage(u64, MessageRecord, u32),
@@ -1217,6 +1227,7 @@ struct Tables<'t> {
     queue: redb::Table<'t, (&'static str, u64), &'static [u8]>,
     inflight: redb::Table<'t, (&'static str, u16), ()>,
     retained: redb::Table<'t, &'static str, &'static [u8]>,
+    subscriptions: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
     /// Change in stored message bytes by the ops applied so far.
     bytes_delta: i64,
 }
@@ -1234,6 +1245,7 @@ fn apply_ops<'o>(
         queue: txn.open_table(QUEUE).map_err(|x| e(x.into()))?,
         inflight: txn.open_table(INFLIGHT_IN).map_err(|x| e(x.into()))?,
         retained: txn.open_table(RETAINED).map_err(|x| e(x.into()))?,
+        subscriptions: txn.open_table(SUBSCRIPTIONS).map_err(|x| e(x.into()))?,
         bytes_delta: 0,
     };
     for op in ops {
@@ -1246,12 +1258,42 @@ fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> 
     let e = |err: redb::StorageError| db_err(file, err);
     match op {
         Op::PutSession(id, s) => {
+            for sub in &s.subscriptions {
+                t.subscriptions
+                    .insert(
+                        (id.as_str(), sub.filter.as_str()),
+                        sub.encode_row().as_slice(),
+                    )
+                    .map_err(e)?;
+            }
+            let bare = SessionRecord {
+                subscriptions: Vec::new(),
+                ..s.clone()
+            };
             t.sessions
-                .insert(id.as_str(), s.encode().as_slice())
+                .insert(id.as_str(), bare.encode().as_slice())
+                .map_err(e)?;
+        }
+        Op::PutSubscription(id, sub) => {
+            t.subscriptions
+                .insert(
+                    (id.as_str(), sub.filter.as_str()),
+                    sub.encode_row().as_slice(),
+                )
+                .map_err(e)?;
+        }
+        Op::DeleteSubscription(id, filter) => {
+            t.subscriptions
+                .remove((id.as_str(), filter.as_str()))
                 .map_err(e)?;
         }
         Op::DeleteSession(id) => {
             t.sessions.remove(id.as_str()).map_err(e)?;
+            // Every (id, filter) key sorts before (id + "\0", ""): exactly this session's rows.
+            let next = format!("{id}\0");
+            t.subscriptions
+                .retain_in((id.as_str(), "")..(next.as_str(), ""), |_, _| false)
+                .map_err(e)?;
             let mut entries = Vec::new();
             for item in t
                 .queue

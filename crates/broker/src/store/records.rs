@@ -435,6 +435,36 @@ impl MessageRecord {
     }
 }
 
+impl SubscriptionRecord {
+    /// Encodes the record (a row of the `subscriptions` table; the filter is in the key, so it
+    /// is not repeated here).
+    #[must_use]
+    pub fn encode_row(&self) -> Vec<u8> {
+        let mut w = W::new(12);
+        w.u8(self.qos);
+        w.bool(self.no_local);
+        w.bool(self.retain_as_published);
+        w.u8(self.retain_handling);
+        w.opt_u32(self.subscription_id);
+        w.0
+    }
+
+    /// Decodes a row written by [`SubscriptionRecord::encode_row`] for `filter`.
+    pub fn decode_row(filter: &str, buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = R::new(buf, "subscription")?;
+        let s = SubscriptionRecord {
+            filter: filter.to_owned(),
+            qos: r.u8()?,
+            no_local: r.bool()?,
+            retain_as_published: r.bool()?,
+            retain_handling: r.u8()?,
+            subscription_id: r.opt_u32()?,
+        };
+        r.finish()?;
+        Ok(s)
+    }
+}
+
 impl QueueEntry {
     /// Encodes the record.
     #[must_use]
@@ -641,6 +671,16 @@ mod tests {
         assert_eq!(MessageRecord::decode(&m2.encode()), Ok(m2));
         for e in entries() {
             assert_eq!(QueueEntry::decode(&e.encode()), Ok(e));
+        }
+        for sub in session().subscriptions {
+            assert_eq!(
+                SubscriptionRecord::decode_row(&sub.filter, &sub.encode_row()),
+                Ok(sub.clone())
+            );
+            let row = sub.encode_row();
+            for cut in 0..row.len() {
+                assert!(SubscriptionRecord::decode_row("f", &row[..cut]).is_err());
+            }
         }
     }
 

@@ -23,6 +23,7 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
         let mut queue = txn.open_table(QUEUE).map_err(|x| e(x.into()))?;
         let mut inflight = txn.open_table(INFLIGHT_IN).map_err(|x| e(x.into()))?;
         let retained = txn.open_table(RETAINED).map_err(|x| e(x.into()))?;
+        let mut subscriptions = txn.open_table(SUBSCRIPTIONS).map_err(|x| e(x.into()))?;
 
         // Schema.
         let version = meta
@@ -39,6 +40,7 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
                     queue.len(),
                     inflight.len(),
                     retained.len(),
+                    subscriptions.len(),
                 ] {
                     empty &= n.map_err(|x| e(x.into()))? == 0;
                 }
@@ -59,6 +61,12 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
                 });
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            // Version 1 kept subscriptions inside the session records: they move to rows below
+            // (each record read back with subscriptions is rewritten without them).
+            Some(1) => {
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
+                    .map_err(|x| e(x.into()))?;
+            }
             // Versions before 1 never existed; later versions migrate older ones here.
             Some(v) => {
                 return Err(StoreError::Corrupt {
@@ -70,12 +78,64 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
 
         // Sessions.
         let mut known: HashSet<String> = HashSet::new();
+        let mut inline: Vec<(String, SessionRecord)> = Vec::new();
         for item in sessions.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
             let id = k.value().to_owned();
             let s = SessionRecord::decode(v.value()).map_err(|x| decode_err(file, x))?;
             known.insert(id.clone());
+            if !s.subscriptions.is_empty() {
+                inline.push((id.clone(), s.clone()));
+            }
             rec.sessions.push((id, s));
+        }
+        drop(sessions);
+        // Migration from schema 1: subscriptions kept inside a session record become rows.
+        if !inline.is_empty() {
+            let mut sessions = txn.open_table(SESSIONS).map_err(|x| e(x.into()))?;
+            for (id, s) in &inline {
+                for sub in &s.subscriptions {
+                    subscriptions
+                        .insert(
+                            (id.as_str(), sub.filter.as_str()),
+                            sub.encode_row().as_slice(),
+                        )
+                        .map_err(|x| e(x.into()))?;
+                }
+                let bare = SessionRecord {
+                    subscriptions: Vec::new(),
+                    ..s.clone()
+                };
+                sessions
+                    .insert(id.as_str(), bare.encode().as_slice())
+                    .map_err(|x| e(x.into()))?;
+            }
+            rec.repairs += inline.len();
+        }
+        // Subscriptions: one row each; rows of unknown sessions are removed.
+        let mut rows: HashMap<String, Vec<SubscriptionRecord>> = HashMap::new();
+        let mut drop_rows: Vec<(String, String)> = Vec::new();
+        for item in subscriptions.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let (client, filter) = k.value();
+            if known.contains(client) {
+                let sub = SubscriptionRecord::decode_row(filter, v.value())
+                    .map_err(|x| decode_err(file, x))?;
+                rows.entry(client.to_owned()).or_default().push(sub);
+            } else {
+                drop_rows.push((client.to_owned(), filter.to_owned()));
+            }
+        }
+        rec.repairs += drop_rows.len();
+        for (client, filter) in &drop_rows {
+            subscriptions
+                .remove((client.as_str(), filter.as_str()))
+                .map_err(|x| e(x.into()))?;
+        }
+        for (id, s) in &mut rec.sessions {
+            if let Some(subs) = rows.remove(id.as_str()) {
+                s.subscriptions = subs;
+            }
         }
 
         // Message ids.

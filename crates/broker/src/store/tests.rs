@@ -660,7 +660,11 @@ fn missing_or_invalid_schema_is_corrupt_newer_is_refused() {
                 supported: SCHEMA_VERSION
             }
         );
-        assert!(err.to_string().contains("schema version 2"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+            "{err}"
+        );
         assert!(c.file().exists());
     }
 
@@ -1186,4 +1190,86 @@ fn close_while_unavailable_gives_up() {
     let ids: Vec<&str> = rec.sessions.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(ids, ["a"], "what was committed before the fault is there");
     store.close();
+}
+
+/// Schema 2 keeps one row per subscription (a SUBSCRIBE writes one row, not the whole session
+/// record); a schema-1 store, whose session records hold their subscriptions, is migrated when
+/// opened and nothing is lost.
+#[test]
+fn subscriptions_are_rows_and_schema_1_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncMode::Batch);
+    {
+        let (store, _) = open(&c);
+        let mut s = session(5);
+        s.subscriptions.clear();
+        commit(&store, vec![Op::PutSession("a".into(), s)]);
+        let sub = |f: &str| SubscriptionRecord {
+            filter: f.into(),
+            qos: 1,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            subscription_id: None,
+        };
+        let ops: Vec<Op> = (0..3000)
+            .map(|i| Op::PutSubscription("a".into(), sub(&format!("t/{i}"))))
+            .collect();
+        commit(&store, ops);
+        commit(
+            &store,
+            vec![
+                Op::DeleteSubscription("a".into(), "t/7".into()),
+                Op::PutSubscription("ghost".into(), sub("x")), // no such session
+            ],
+        );
+        store.close();
+    }
+    let (store, r) = open(&c);
+    let subs = &r
+        .sessions
+        .iter()
+        .find(|(id, _)| id == "a")
+        .unwrap()
+        .1
+        .subscriptions;
+    assert_eq!(subs.len(), 2999);
+    assert!(!subs.iter().any(|s| s.filter == "t/7"));
+    assert_eq!(r.repairs, 1, "the row of an unknown session is removed");
+    commit(&store, vec![Op::DeleteSession("a".into())]);
+    store.close();
+    let (store, r) = open(&c);
+    assert!(r.sessions.is_empty());
+    store.close();
+
+    // A schema-1 store: the session record holds the subscriptions.
+    {
+        let db = Database::create(c.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(SCHEMA_KEY, 1).unwrap();
+            let mut sessions = txn.open_table(SESSIONS).unwrap();
+            sessions
+                .insert("old", session(4).encode().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (store, r) = open(&c);
+    let old = &r.sessions.iter().find(|(id, _)| id == "old").unwrap().1;
+    assert_eq!(old.subscriptions, session(4).subscriptions);
+    store.close();
+    let (store, r) = open(&c);
+    let old = &r.sessions.iter().find(|(id, _)| id == "old").unwrap().1;
+    assert_eq!(old.subscriptions, session(4).subscriptions, "kept as rows");
+    assert_eq!(r.repairs, 0, "migrated once");
+    store.close();
+    let db = Database::create(c.file()).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(
+        meta.get(SCHEMA_KEY).unwrap().map(|v| v.value()),
+        Some(SCHEMA_VERSION)
+    );
 }

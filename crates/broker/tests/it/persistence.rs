@@ -695,3 +695,41 @@ async fn over_max_disk_bytes_v5_publisher_gets_quota_exceeded() {
     p3.disconnect().await;
     b.stop().await;
 }
+
+// issue 9: a persistent session's subscriptions are stored one row each (a SUBSCRIBE writes one
+// small row instead of rewriting the whole session record, which made N single-filter
+// SUBSCRIBEs cost O(N²)); subscribing and unsubscribing one by one survives a restart.
+async fn subscriptions_one_by_one_survive_restart(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut s, _) = b.connect_with(persistent(v, "rows")).await;
+    for i in 0..500 {
+        s.subscribe(&format!("rows/{i}"), Q1).await;
+    }
+    s.unsubscribe(&["rows/7"]).await;
+    s.subscribe("rows/8", QoS::AtMostOnce).await; // replaced: QoS 0 now
+    s.disconnect().await;
+    b.stop().await;
+
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut s, ack) = b.connect_with(persistent(v, "rows")).await;
+    assert!(ack.session_present);
+    let mut p = b.client(v, "rows-pub").await;
+    for t in ["rows/0", "rows/7", "rows/8", "rows/499"] {
+        p.publish(t, t.as_bytes(), Q1, false).await;
+    }
+    let got = s.drain(QUIET).await;
+    let mut topics: Vec<(String, QoS)> = got.iter().map(|m| (m.topic.clone(), m.qos)).collect();
+    topics.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        topics,
+        [
+            ("rows/0".to_owned(), Q1),
+            ("rows/499".to_owned(), Q1),
+            ("rows/8".to_owned(), QoS::AtMostOnce)
+        ],
+        "rows/7 was unsubscribed, rows/8 replaced"
+    );
+    b.stop().await;
+}
+both_versions!(subscriptions_one_by_one_survive_restart);
