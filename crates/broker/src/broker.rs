@@ -171,12 +171,6 @@ impl Shared {
     /// As [`Shared::end_session`]; `delete_stored` says whether the client id's stored record
     /// and queue are this session's to delete (a clean start replacing it: yes).
     pub(crate) fn end_session_with(&self, mut session: Session, delete_stored: bool) {
-        if delete_stored
-            && session.handle.is_durable()
-            && let Some(p) = &self.router.persistence
-        {
-            p.submit_detached(crate::persist::delete_session(&session.client_id));
-        }
         for filter in session.subscriptions.keys() {
             self.router.unsubscribe_session(filter, &session.handle);
         }
@@ -190,8 +184,19 @@ impl Shared {
         );
         let auth = self.auth.load();
         let gate = auth.filters_receive().then_some(&**auth);
-        for d in orphans {
+        for mut d in orphans {
+            if !delete_stored {
+                // The client id's stored queue is another incarnation's: leave it alone.
+                d.seq = None;
+            }
             self.router.reroute_shared(&session.client_id, d, gate);
+        }
+        // After the hand-overs above were submitted: deleting first could lose them in a crash.
+        if delete_stored
+            && session.handle.is_durable()
+            && let Some(p) = &self.router.persistence
+        {
+            p.submit_detached(crate::persist::delete_session(&session.client_id));
         }
         debug!(client_id = %session.client_id, "session ended");
     }

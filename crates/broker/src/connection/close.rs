@@ -17,7 +17,6 @@ use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
 use crate::session::Owner;
 use crate::session::registry::Detached;
-use crate::store::Op;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Sends the closing DISCONNECT (v5), publishes or schedules the will, and gives the session
@@ -101,12 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let auth = self.shared.auth.load();
         let gate = auth.filters_receive().then_some(&**auth);
         for d in orphans {
-            if let Some(seq) = d.seq
-                && let Some(p) = &self.shared.router.persistence
-            {
-                // Handed to another member: no longer this session's to deliver.
-                p.submit_detached(vec![Op::Dequeue(self.client_id.to_string(), seq)]);
-            }
+            // Handed to another member (its stored entry here is released by the router).
             self.shared.router.reroute_shared(&self.client_id, d, gate);
         }
         match self

@@ -370,7 +370,8 @@ impl Router {
 
     /// Hands a shared-subscription delivery that `leaving` could not complete to another member
     /// of its group, so a member that leaves does not strand its messages. Dropped when the
-    /// group has no other member.
+    /// group has no other member. The leaver's stored entry (`delivery.seq`) is removed here,
+    /// after the receiver's own entry is written.
     pub fn reroute_shared(&self, leaving: &str, mut delivery: Delivery, auth: Option<&Auth>) {
         let Some(key) = delivery.shared.clone() else {
             return;
@@ -388,12 +389,65 @@ impl Router {
                 .and_then(|g| g.pick_other(leaving, may_receive))
                 .map(|m| (m.handle.clone(), m.options.qos, m.id))
         };
-        if let Some((handle, sub_qos, id)) = target {
-            delivery.qos = delivery.message.qos.min(sub_qos);
-            delivery.subscription_ids = id.into_iter().collect();
-            handle.push(delivery, &self.metrics);
-        } else {
+        // `seq` numbered the leaver's queue entry: it is removed in the same store submission
+        // that gives the receiver its own entry (after it: a crash in between can only leave the
+        // message with both, never with neither).
+        let release = delivery
+            .seq
+            .take()
+            .map(|seq| Op::Dequeue(leaving.to_owned(), seq));
+        let store = self.persistence.as_deref();
+        let Some((handle, sub_qos, id)) = target else {
             Metrics::incr(&self.metrics.messages_dropped);
+            if let (Some(p), Some(op)) = (store, release) {
+                p.submit_detached(vec![op]);
+            }
+            return;
+        };
+        delivery.qos = delivery.message.qos.min(sub_qos);
+        delivery.subscription_ids = id.into_iter().collect();
+        // The receiver gets a place of its own and, when stored, a stored copy it owns.
+        let disk_full = store.is_some_and(|p| !p.healthy() || p.over_budget());
+        let size = delivery.message.size();
+        let (r, gone) = handle.reserve(
+            delivery.qos,
+            size,
+            store.is_some(),
+            disk_full,
+            &self.metrics,
+        );
+        let mut ops = Vec::new();
+        if let Some(seq) = gone {
+            ops.push(Op::Dequeue(handle.client_id.to_string(), seq));
+        }
+        match r {
+            Reserved::Dropped | Reserved::NoStore => {}
+            Reserved::Memory => {}
+            Reserved::MemoryDurable(seq) | Reserved::DiskOnly(seq) => {
+                delivery.seq = Some(seq);
+                if let Some(p) = store {
+                    let (now, now_ms) = (Instant::now(), crate::persist::unix_ms_now());
+                    let mid = p.next_message_id();
+                    ops.push(Op::PutMessage(
+                        mid,
+                        crate::persist::message_record(&delivery.message, now, now_ms),
+                        1,
+                    ));
+                    ops.push(Op::Enqueue(
+                        handle.client_id.to_string(),
+                        seq,
+                        crate::persist::queue_entry(&delivery, mid),
+                    ));
+                }
+            }
+        }
+        ops.extend(release);
+        if let Some(p) = store.filter(|_| !ops.is_empty()) {
+            // Not waited for: the publisher was acknowledged long ago.
+            p.submit_detached(ops);
+        }
+        if matches!(r, Reserved::Memory | Reserved::MemoryDurable(_)) {
+            handle.push_reserved(delivery);
         }
     }
 }

@@ -733,3 +733,48 @@ async fn subscriptions_one_by_one_survive_restart(v: ProtocolVersion) {
     b.stop().await;
 }
 both_versions!(subscriptions_one_by_one_survive_restart);
+
+// issue 10: a shared-subscription delivery handed from a leaving member to another persistent
+// member on a store must get a place (a `seq`) in the receiver's own durable queue. It used to
+// keep the leaver's number, so the receiver skipped it as "already in flight" when one of its
+// own stored messages had that number, or dequeued its own entry with it on acknowledgement.
+async fn shared_delivery_handed_over_gets_its_own_queue_place(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut m2, _) = b.connect_with(persistent(v, "member-b")).await;
+    m2.subscribe("$share/g/s/#", Q1).await;
+    m2.subscribe("b/#", Q1).await;
+    m2.disconnect().await;
+    let mut p = b.client(v, "pub").await;
+    // B's own stored queue: seq 1 and 2.
+    p.publish("b/1", b"b1", Q1, false).await;
+    p.publish("b/2", b"b2", Q1, false).await;
+    // A (online) gets the shared messages, stored in its queue as its seq 1 and 2, and leaves
+    // without acknowledging them: they go to B.
+    let (mut m1, _) = b.connect_with(persistent(v, "member-a")).await;
+    m1.subscribe("$share/g/s/#", Q1).await;
+    p.publish("s/1", b"s1", Q1, false).await;
+    p.publish("s/2", b"s2", Q1, false).await;
+    assert_eq!(m1.expect_publish().await.payload.as_ref(), b"s1");
+    assert_eq!(m1.expect_publish().await.payload.as_ref(), b"s2");
+    m1.unsubscribe(&["$share/g/s/#"]).await; // A leaves the group (its deliveries move on)
+    m1.drop_connection();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut m2, _) = b.connect_with(persistent(v, "member-b")).await;
+    let got = m2.drain(QUIET).await; // acknowledged as they arrive
+    assert_eq!(
+        sorted(payloads(&got)),
+        ["b1", "b2", "s1", "s2"],
+        "B gets its own and the handed-over messages"
+    );
+    m2.disconnect().await;
+    p.disconnect().await;
+    b.stop().await;
+    // Nothing of B's is left over (or lost) across a restart.
+    let b = start_on(dir.path(), SyncSetting::Os).await;
+    let (mut m2, ack) = b.connect_with(persistent(v, "member-b")).await;
+    assert!(ack.session_present);
+    m2.expect_nothing(QUIET).await;
+    b.stop().await;
+}
+both_versions!(shared_delivery_handed_over_gets_its_own_queue_place);
