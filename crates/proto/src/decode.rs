@@ -10,7 +10,6 @@ use crate::codec::{connect, control, publish, subscribe};
 use crate::error::DecodeError;
 use crate::packet::Packet;
 use crate::reason;
-use crate::topic::TopicError;
 use crate::types::ProtocolVersion;
 use crate::wire::{Reader, parse_varint};
 
@@ -132,13 +131,3 @@ fn decode_body(
     })
 }
 
-/// The static message of a topic validation failure, for [`DecodeError::TopicNameInvalid`].
-pub(crate) fn topic_error(e: TopicError) -> &'static str {
-    match e {
-        TopicError::Empty => "[MQTT-4.7.3-1] empty topic name",
-        TopicError::WildcardInName => "[MQTT-3.3.2-2] wildcard in topic name",
-        TopicError::BadWildcard => "[MQTT-4.7.1-2/3] misplaced wildcard",
-        TopicError::NullChar => "[MQTT-4.7.3-2] null character in topic",
-        TopicError::BadShare => "[4.8.2] invalid shared subscription",
-    }
-}

@@ -64,3 +64,18 @@ pub enum EncodeError {
     #[error("QoS > 0 PUBLISH without a packet identifier")]
     MissingPacketId,
 }
+
+/// A topic that fails validation while a packet is decoded is a malformed packet with reason
+/// 0x90 (topic name invalid); the codec's packet decoders convert with `?`.
+impl From<crate::topic::TopicError> for DecodeError {
+    fn from(e: crate::topic::TopicError) -> Self {
+        use crate::topic::TopicError;
+        DecodeError::TopicNameInvalid(match e {
+            TopicError::Empty => "[MQTT-4.7.3-1] empty topic name",
+            TopicError::WildcardInName => "[MQTT-3.3.2-2] wildcard in topic name",
+            TopicError::BadWildcard => "[MQTT-4.7.1-2/3] misplaced wildcard",
+            TopicError::NullChar => "[MQTT-4.7.3-2] null character in topic",
+            TopicError::BadShare => "[4.8.2] invalid shared subscription",
+        })
+    }
+}

@@ -68,7 +68,7 @@ pub(crate) fn decode(r: &mut Reader) -> Result<Connect, DecodeError> {
         };
         let topic = r.string()?;
         validate_topic_name(&topic)
-            .map_err(|e| DecodeError::TopicNameInvalid(crate::decode::topic_error(e)))?;
+            .map_err(DecodeError::from)?;
         let payload = r.binary()?;
         Some(LastWill {
             topic,

@@ -46,7 +46,7 @@ pub(crate) fn decode(
         }
     } else {
         validate_topic_name(&topic)
-            .map_err(|e| DecodeError::TopicNameInvalid(crate::decode::topic_error(e)))?;
+            .map_err(DecodeError::from)?;
     }
     Ok(Publish {
         dup: flags & DUP != 0,
