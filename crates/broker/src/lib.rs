@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod persist;
 pub mod router;
 pub mod session;
+mod shared;
 pub mod store;
 pub mod transport;
 

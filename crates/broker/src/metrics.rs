@@ -36,3 +36,21 @@ impl Metrics {
         counter.load(Ordering::Relaxed)
     }
 }
+
+/// The `connections` gauge's share of one connection: counted from accept, through the
+/// transport handshake, to close (dropping it uncounts the connection).
+#[derive(Debug)]
+pub(crate) struct CountedConnection(std::sync::Arc<Metrics>);
+
+impl CountedConnection {
+    pub(crate) fn new(metrics: std::sync::Arc<Metrics>) -> Self {
+        Metrics::incr(&metrics.connections);
+        Self(metrics)
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

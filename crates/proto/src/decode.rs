@@ -130,4 +130,3 @@ fn decode_body(
         _ => return Err(DecodeError::Malformed("[2.1.2] packet type 0 is reserved")),
     })
 }
-

@@ -12,11 +12,11 @@ use tracing::{debug, info};
 
 use super::{Connection, End, durable};
 use crate::auth::ClientIdentity;
-use crate::broker::Will;
 use crate::message::{ClientId, Message};
 use crate::metrics::Metrics;
 use crate::session::Owner;
 use crate::session::registry::Detached;
+use crate::shared::Will;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Sends the closing DISCONNECT (v5), publishes or schedules the will, and gives the session

@@ -9,8 +9,8 @@ use hermod_proto::{Packet, ReasonCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, End, violation};
-use crate::broker::Shared;
 use crate::message::ClientId;
+use crate::shared::Shared;
 use crate::store::{Op, StoreError};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {

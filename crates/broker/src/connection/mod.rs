@@ -27,12 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
-use crate::broker::Shared;
 use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
 use crate::router::PublishSink;
 use crate::session::registry::{Attached, ConnectionId};
 use crate::session::{Owner, Session, SubscriptionEntry};
+use crate::shared::Shared;
 use crate::store::Op;
 use crate::transport::PeerInfo;
 use handshake::{HandshakeError, check_connect, read_connect};
@@ -64,24 +64,6 @@ enum End {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
-}
-
-/// Counts a connection while it lives (from accept, through the transport handshake, to close).
-pub(crate) struct Counted(Arc<Metrics>);
-
-impl Counted {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        Metrics::incr(&metrics.connections);
-        Self(metrics)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Runs one connection to its end. Never panics on input; errors end this connection only.

@@ -67,8 +67,7 @@ pub(crate) fn decode(r: &mut Reader) -> Result<Connect, DecodeError> {
             Default::default()
         };
         let topic = r.string()?;
-        validate_topic_name(&topic)
-            .map_err(DecodeError::from)?;
+        validate_topic_name(&topic).map_err(DecodeError::from)?;
         let payload = r.binary()?;
         Some(LastWill {
             topic,

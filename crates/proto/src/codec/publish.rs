@@ -45,8 +45,7 @@ pub(crate) fn decode(
             ));
         }
     } else {
-        validate_topic_name(&topic)
-            .map_err(DecodeError::from)?;
+        validate_topic_name(&topic).map_err(DecodeError::from)?;
     }
     Ok(Publish {
         dup: flags & DUP != 0,

@@ -1,0 +1,115 @@
+//! Wills: the message a connection leaves behind, published (after its delay) as its publisher,
+//! if the publish ACL in force then still allows it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use super::Shared;
+use crate::auth::{Action, ClientIdentity};
+use crate::message::{ClientId, Message};
+use crate::metrics::Metrics;
+use crate::session::Owner;
+use crate::session::registry::ConnectionId;
+
+/// A will to publish once its connection is gone: the message, and who it is published as
+/// (checked against the publish ACL in force when it is published, which a reload may have
+/// changed since CONNECT).
+#[derive(Debug)]
+pub(crate) struct Will {
+    pub(crate) message: Message,
+    /// The identity of the connection that left it.
+    pub(crate) publisher: Arc<ClientIdentity>,
+    /// The owner of its session (a client of another identity cannot cancel it).
+    pub(crate) owner: Owner,
+}
+
+impl Will {
+    /// A will restored from the store: published as the session's stored owner.
+    pub(super) fn restored(message: Message, client_id: &ClientId, owner: &Owner) -> Self {
+        Self {
+            message,
+            publisher: Arc::new(identity_of(owner, client_id)),
+            owner: owner.clone(),
+        }
+    }
+}
+
+/// The identity a session restored from the store reads (and publishes its will) as: its
+/// owner's username. JWT rules are not stored; they come back with the client's next token.
+pub(crate) fn identity_of(owner: &Owner, client_id: &ClientId) -> ClientIdentity {
+    ClientIdentity {
+        username: match owner {
+            Owner::User(u) => Some(u.clone()),
+            Owner::Anonymous | Owner::Unknown => None,
+        },
+        client_id: Arc::from(&**client_id),
+        jwt_acl: None,
+    }
+}
+
+impl Shared {
+    /// Publishes a will now, or after `delay` unless a new connection for the client id arrives
+    /// first [MQTT-3.1.3-9]. `clear` is the session's record without the will, written back once
+    /// the will is published (the pending will was stored with the offline session).
+    pub(crate) fn schedule_will(
+        self: &Arc<Self>,
+        client_id: &ClientId,
+        conn: ConnectionId,
+        will: Will,
+        delay: Duration,
+        clear: Option<crate::store::SessionRecord>,
+    ) {
+        if delay.is_zero() {
+            debug!(%client_id, topic = %will.message.topic, "publishing will");
+            self.publish_will(will);
+            return;
+        }
+        let owner = will.owner.clone();
+        let shared = Arc::clone(self);
+        let id = client_id.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shared.shutdown.cancelled() => return,
+            }
+            if shared.registry.take_pending_will(&id, conn) {
+                debug!(client_id = %id, "will delay passed; publishing will");
+                shared.publish_will(will);
+                if let (Some(rec), Some(p)) = (clear, &shared.router.persistence)
+                    && shared.registry.status(&id) == Some(false)
+                {
+                    p.submit_detached(vec![crate::store::Op::PutSession(id.to_string(), rec)]);
+                }
+            }
+        });
+        self.registry
+            .add_pending_will(client_id.clone(), conn, task.abort_handle(), owner);
+    }
+
+    /// Publishes a will, if its publisher may still publish on its topic under the rules in
+    /// force now (checked at CONNECT too; a reload may have changed them since).
+    pub(crate) fn publish_will(&self, will: Will) {
+        let topic = &will.message.topic;
+        if !self
+            .auth
+            .load()
+            .authorize(&will.publisher, Action::Publish(topic))
+        {
+            info!(client_id = %will.publisher.client_id, %topic, "will not published: denied by the ACL now in force");
+            return;
+        }
+        Metrics::incr(&self.metrics.messages_received);
+        // Wills have no publisher left to slow down or acknowledge: busy mailboxes and the store
+        // commit are not waited for.
+        let mut sink = crate::router::PublishSink::default();
+        let auth = self.auth.load();
+        self.router.publish(
+            Arc::new(will.message),
+            self.config.retain_available,
+            auth.filters_receive().then_some(&**auth),
+            &mut sink,
+        );
+    }
+}
