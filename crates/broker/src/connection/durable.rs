@@ -217,7 +217,7 @@ pub(super) async fn refuse_without_store<S: AsyncRead + AsyncWrite + Unpin>(
     if !down || !needs_store(connect) {
         return false;
     }
-    super::refuse(stream, connect.protocol, ReasonCode::SERVER_UNAVAILABLE).await;
+    super::io::refuse(stream, connect.protocol, ReasonCode::SERVER_UNAVAILABLE).await;
     tracing::warn!(%peer, client_id = %connect.client_id, "connection refused: the store is unavailable after a disk error and this session needs it");
     true
 }

@@ -1,0 +1,184 @@
+//! SUBSCRIBE and UNSUBSCRIBE: filter checks, the subscribe ACL, limits, the subscription tree,
+//! stored subscription rows, and retained messages streamed at subscribe.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use hermod_proto::{Packet, ReasonCode, Subscribe, SubscribeAck, Unsubscribe, UnsubscribeAck};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::auth::Action;
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+use crate::session::SubscriptionEntry;
+use crate::store::Op;
+
+use super::{Connection, End, violation};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let v5 = self.version.is_v5();
+        // A filter repeated in one packet is handled once, at its last position (the last one
+        // replaces the others anyway [MQTT-3.8.4-3]); every position still gets its reason code
+        // [MQTT-3.8.4-6], the one of that last occurrence.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(s.filters.len());
+        for (i, (filter, _)) in s.filters.iter().enumerate() {
+            last.insert(filter.as_str(), i);
+        }
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        for (i, (filter, options)) in s.filters.iter().enumerate() {
+            if last.get(filter.as_str()) != Some(&i) {
+                reasons.push(ReasonCode::SUCCESS); // filled in below
+                continue;
+            }
+            reasons.push(self.subscribe_one(
+                filter,
+                *options,
+                s.properties.subscription_identifier,
+            )?);
+        }
+        for (i, (filter, _)) in s.filters.iter().enumerate() {
+            if let Some(&l) = last.get(filter.as_str())
+                && l != i
+            {
+                reasons[i] = reasons[l];
+            }
+        }
+        if !v5 {
+            // 3.1.1 has one failure code, 0x80 [MQTT-3.9.3-2].
+            for r in &mut reasons {
+                if r.is_error() {
+                    *r = ReasonCode::UNSPECIFIED_ERROR;
+                }
+            }
+        }
+        self.write(&Packet::SubscribeAck(SubscribeAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: Default::default(),
+        }));
+        Ok(())
+    }
+
+    /// Handles one filter of a SUBSCRIBE; returns its reason code (v5 value). Retained messages
+    /// are streamed into the session's mailbox, which bounds them: past its limit they are
+    /// dropped and counted like any overflow, never collected in memory first.
+    fn subscribe_one(
+        &mut self,
+        filter: &str,
+        options: hermod_proto::SubscriptionOptions,
+        id: Option<u32>,
+    ) -> Result<ReasonCode, End> {
+        let cfg = &self.shared.config;
+        let v5 = self.version.is_v5();
+        let shared_parts = hermod_proto::topic::parse_shared(filter);
+        let valid = hermod_proto::topic::validate_topic_filter(filter).is_ok()
+            && shared_parts.is_ok()
+            && filter.split('/').count() <= cfg.max_topic_levels;
+        if !valid {
+            if v5 {
+                return Ok(ReasonCode::TOPIC_FILTER_INVALID);
+            }
+            // 3.1.1: a malformed filter is a protocol violation; Mosquitto closes the connection.
+            return Err(violation(
+                ReasonCode::TOPIC_FILTER_INVALID,
+                "[MQTT-4.7.1-1..3] invalid topic filter",
+            ));
+        }
+        let share = shared_parts.ok().flatten();
+        let auth = self.shared.auth.load();
+        if !auth.authorize(&self.identity, Action::Subscribe(filter)) {
+            return Ok(ReasonCode::NOT_AUTHORIZED);
+        }
+        if share.is_some() && options.no_local && v5 {
+            return Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.8.3-4] no local on a shared subscription",
+            ));
+        }
+        // max_subscriptions bounds what one client can make the broker hold (a replaced
+        // subscription does not count twice).
+        if cfg.max_subscriptions > 0
+            && self.session.subscriptions.len() >= cfg.max_subscriptions
+            && !self.session.subscriptions.contains_key(filter)
+        {
+            debug!(client_id = %self.client_id, filter, "max_subscriptions reached: refused");
+            return Ok(ReasonCode::QUOTA_EXCEEDED);
+        }
+        let is_new = self
+            .shared
+            .router
+            .subscribe(filter, self.session.handle.clone(), options, id);
+        let entry = SubscriptionEntry { options, id };
+        if self.durable {
+            // One small row per subscription, not the whole session record.
+            self.store_detached(vec![Op::PutSubscription(
+                self.client_id.to_string(),
+                crate::persist::subscription_record(filter, &entry),
+            )]);
+        }
+        self.session.subscriptions.insert(filter.to_owned(), entry);
+        // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
+        // subscriptions [MQTT-3.8.4-?/4.8.2].
+        let send_retained = match options.retain_handling {
+            hermod_proto::RetainHandling::SendAtSubscribe => true,
+            hermod_proto::RetainHandling::SendIfNew => is_new,
+            hermod_proto::RetainHandling::DoNotSend => false,
+        };
+        if share.is_none() && send_retained && cfg.retain_available {
+            let (handle, metrics) = (&self.session.handle, &self.shared.metrics);
+            let mut full = false;
+            self.shared
+                .router
+                .for_each_retained(filter, Instant::now(), &mut |m| {
+                    if full {
+                        Metrics::incr(&metrics.messages_dropped);
+                        return;
+                    }
+                    if !auth.authorize(&self.identity, Action::Receive(&m.topic)) {
+                        return;
+                    }
+                    let d = Delivery {
+                        qos: m.qos.min(options.qos),
+                        retain: true, // [MQTT-3.3.1-8]
+                        subscription_ids: id.into_iter().collect(),
+                        shared: None,
+                        seq: None,
+                        message: m.clone(),
+                    };
+                    // Dropped (and counted by the mailbox) at the limit: the rest is counted
+                    // without being looked at again.
+                    full = handle.push(d, metrics) == crate::session::mailbox::PushOutcome::Dropped;
+                });
+        }
+        Ok(ReasonCode(options.qos as u8))
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let reasons = u
+            .filters
+            .iter()
+            .map(|f| {
+                let in_session = self.session.subscriptions.remove(f).is_some();
+                let in_tree = self.shared.router.unsubscribe(f, &self.client_id);
+                if in_session && self.durable {
+                    self.store_detached(vec![Op::DeleteSubscription(
+                        self.client_id.to_string(),
+                        f.clone(),
+                    )]);
+                }
+                if in_session || in_tree {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.write(&Packet::UnsubscribeAck(UnsubscribeAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: Default::default(),
+        }));
+    }
+}
