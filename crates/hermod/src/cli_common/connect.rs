@@ -151,33 +151,7 @@ pub(crate) async fn open_session(common: &Common, tool: Tool) -> Result<(Session
             Ok((session, ack))
         }
         Err(ClientError::ConnectionRefused { ack }) => {
-            let code = if common.version.is_v5() {
-                ack.reason.0
-            } else {
-                v3_return_code(ack.reason)
-            };
-            session.dbg(format_args!("received CONNACK ({code})"));
-            if common.version.is_v5() {
-                if ack.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
-                    session.err(format_args!(
-                        "Connection error: {}. Try connecting to an MQTT v5 broker, or use MQTT v3.x mode.",
-                        reason_string(code)
-                    ));
-                } else {
-                    session.err(format_args!("Connection error: {}", reason_string(code)));
-                }
-            } else {
-                session.err(format_args!("Connection error: {}", connack_string(code)));
-            }
-            if tool == Tool::Pub {
-                let follow = if common.version.is_v5() {
-                    MOSQ_ERR_PROTOCOL
-                } else {
-                    5
-                };
-                session.err(format_args!("Error: {}", mosq_strerror(follow)));
-            }
-            Err(code)
+            Err(report_refused(&session, common, tool, &ack))
         }
         Err(ClientError::Timeout) => {
             session.err(format_args!("Error: {}", mosq_strerror(MOSQ_ERR_TIMEOUT)));
@@ -196,6 +170,37 @@ pub(crate) async fn open_session(common: &Common, tool: Tool) -> Result<(Session
             Err(MOSQ_ERR_PROTOCOL)
         }
     }
+}
+
+/// Reports a refused CONNECT (CONNACK with an error) as mosquitto does; returns the exit code.
+fn report_refused(session: &Session, common: &Common, tool: Tool, ack: &ConnectAck) -> u8 {
+    let code = if common.version.is_v5() {
+        ack.reason.0
+    } else {
+        v3_return_code(ack.reason)
+    };
+    session.dbg(format_args!("received CONNACK ({code})"));
+    if common.version.is_v5() {
+        if ack.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+            session.err(format_args!(
+                "Connection error: {}. Try connecting to an MQTT v5 broker, or use MQTT v3.x mode.",
+                reason_string(code)
+            ));
+        } else {
+            session.err(format_args!("Connection error: {}", reason_string(code)));
+        }
+    } else {
+        session.err(format_args!("Connection error: {}", connack_string(code)));
+    }
+    if tool == Tool::Pub {
+        let follow = if common.version.is_v5() {
+            MOSQ_ERR_PROTOCOL
+        } else {
+            5
+        };
+        session.err(format_args!("Error: {}", mosq_strerror(follow)));
+    }
+    code
 }
 
 #[cfg(test)]
