@@ -1,8 +1,12 @@
 #![allow(clippy::unwrap_used)]
 
+use super::writer::read_slot;
 use super::*;
 use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 fn cfg(dir: &Path, sync: SyncMode) -> StoreConfig {
