@@ -107,6 +107,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use writer::Inner;
 
+#[cfg(feature = "test-faults")]
+#[doc(hidden)]
+pub use backend::COMMIT_DELAY_ENV;
 #[doc(hidden)]
 pub use backend::{FaultSwitch, fault_switch};
 

@@ -155,13 +155,6 @@ impl Writer {
     pub(super) fn run(&self) {
         let shared = &*self.shared;
         let _gone = WriterGone(shared);
-        // Fault injection for the crash test (`crates/hermod/tests/crash.rs`): a delay before each
-        // commit widens the window in which acknowledged-but-uncommitted data would be lost, so the
-        // test fails if an acknowledgement ever goes out before its commit. Unset in production.
-        let commit_delay = std::env::var("HERMOD_TEST_COMMIT_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis);
         loop {
             let mut batch: Vec<Submission> = {
                 let mut p = shared.lock();
@@ -186,9 +179,6 @@ impl Writer {
                 batch
             };
             shared.space.notify_all();
-            if let Some(d) = commit_delay {
-                std::thread::sleep(d);
-            }
             let result = match self.commit(&batch) {
                 Err(e) if e.is_io() => match self.recover(&mut batch, e) {
                     Recovery::Committed(delta) => Ok(delta),
