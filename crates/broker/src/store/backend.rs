@@ -25,7 +25,7 @@
 //! `test-faults` (enabled only by the `hermod` crate's dev-dependency, so only in builds that
 //! also build its tests; a `cargo build`/`cargo install` of the binary never has it), a store
 //! opened with no switch registered takes its commit delay from the environment variable
-//! [`COMMIT_DELAY_ENV`] (milliseconds). Without the feature nothing reads the environment.
+//! `HERMOD_TEST_COMMIT_DELAY_MS` (milliseconds; `COMMIT_DELAY_ENV`). Without the feature nothing reads the environment.
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -121,7 +121,7 @@ pub fn fault_switch(file: &Path) -> Arc<FaultSwitch> {
 }
 
 /// The switch registered for `file`, if any (with the `test-faults` feature, one is registered
-/// from [`COMMIT_DELAY_ENV`] if that is set).
+/// from `COMMIT_DELAY_ENV` if that is set).
 pub(crate) fn registered_fault_switch(file: &Path) -> Option<Arc<FaultSwitch>> {
     let found = {
         let faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());

@@ -71,6 +71,13 @@
 //! sessions or messages, `inflight_in` of unknown sessions, unreferenced messages.
 
 //!
+//! # Source layout
+//! This file holds the public types; `error.rs` the errors, `handle.rs` the [`Store`] handle's
+//! operations and [`Commit`], `open.rs` opening (and quarantine), `recover.rs` reading back and
+//! repairing at open, `writer.rs` the writer thread (group commit, reopen-and-retry),
+//! `apply.rs` ops applied to the tables, `records/` the record encodings, `backend.rs` the redb
+//! storage backend (fsync modes, test fault injection).
+//!
 //! # Engine choice (redb 4.6 vs fjall 3.1)
 //! Measured on the 2-core dev VM (ext4), same workload (N threads each committing
 //! PutMessage+Enqueue of a 100-byte payload and waiting; `bench_group_commit` here, a throwaway
