@@ -67,8 +67,10 @@ impl Broker {
             .args(["serve", "-c"])
             .arg(config)
             .env("RUST_LOG", "warn")
-            // Slow commits (fault injection): an ack sent before its commit would be lost.
-            .env("HERMOD_TEST_COMMIT_DELAY_MS", "20")
+            // Slow commits (fault injection through the store's test backend, compiled in by
+            // hermod-broker's `test-faults` feature, which naming the constant here guarantees
+            // this binary has): an ack sent before its commit would be lost.
+            .env(hermod_broker::store::COMMIT_DELAY_ENV, "20")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

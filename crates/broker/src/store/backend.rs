@@ -14,8 +14,18 @@
 //! # Fault injection
 //! Tests make the disk fail on purpose through a [`FaultSwitch`] registered for a database file
 //! ([`fault_switch`]) before the store opens it: while it is on, every write, `set_len` and
-//! `sync_data` fails with "no space left on device", as a full disk does. Nothing is registered in
-//! production, where the backend holds `None` and the check is one branch.
+//! `sync_data` fails with "no space left on device", as a full disk does. A switch can also make
+//! commits slow ([`FaultSwitch::set_commit_delay`]): the first write after each `sync_data` (that
+//! is, the first byte of the next commit to reach the file) waits first, so the commit stays
+//! unwritten for that long after the writer took its batch. Nothing is registered in production,
+//! where the backend holds `None` and the check is one branch.
+//!
+//! A test that runs the broker as another process (the `kill -9` test,
+//! `crates/hermod/tests/crash.rs`) cannot call [`fault_switch`] in it. With the cargo feature
+//! `test-faults` (enabled only by the `hermod` crate's dev-dependency, so only in builds that
+//! also build its tests; a `cargo build`/`cargo install` of the binary never has it), a store
+//! opened with no switch registered takes its commit delay from the environment variable
+//! `HERMOD_TEST_COMMIT_DELAY_MS` (milliseconds; `COMMIT_DELAY_ENV`). Without the feature nothing reads the environment.
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -24,12 +34,22 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// With the `test-faults` feature: the environment variable (milliseconds) that gives a store
+/// opened without a registered [`FaultSwitch`] a commit delay (see the module docs).
+#[cfg(feature = "test-faults")]
+pub const COMMIT_DELAY_ENV: &str = "HERMOD_TEST_COMMIT_DELAY_MS";
 
 /// Makes the writes of a store's database file fail while on (a test hook; see the module docs).
 #[derive(Debug, Default)]
 pub struct FaultSwitch {
     failing: AtomicBool,
     failures: AtomicU64,
+    /// Commit delay in milliseconds (0: none).
+    commit_delay_ms: AtomicU64,
+    /// False from the first write of a commit until its `sync_data`: only that first write waits.
+    in_commit: AtomicBool,
 }
 
 impl FaultSwitch {
@@ -48,6 +68,27 @@ impl FaultSwitch {
     #[must_use]
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later commit wait `delay` before its first write reaches the file (`None` or
+    /// zero: no delay).
+    pub fn set_commit_delay(&self, delay: Option<Duration>) {
+        let ms = delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.commit_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Before a write: waits the commit delay if this is the first write since the last
+    /// `sync_data`.
+    fn before_write(&self) {
+        let ms = self.commit_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 && !self.in_commit.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+
+    /// After a `sync_data`: the next write starts a new commit.
+    fn after_sync(&self) {
+        self.in_commit.store(false, Ordering::SeqCst);
     }
 
     fn check(&self) -> Result<(), io::Error> {
@@ -79,13 +120,32 @@ pub fn fault_switch(file: &Path) -> Arc<FaultSwitch> {
     s
 }
 
-/// The switch registered for `file`, if any.
+/// The switch registered for `file`, if any (with the `test-faults` feature, one is registered
+/// from `COMMIT_DELAY_ENV` if that is set).
 pub(crate) fn registered_fault_switch(file: &Path) -> Option<Arc<FaultSwitch>> {
-    let faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    faults
-        .iter()
-        .find(|(f, _)| f == file)
-        .map(|(_, s)| s.clone())
+    let found = {
+        let faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+        faults
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, s)| s.clone())
+    };
+    #[cfg(feature = "test-faults")]
+    if found.is_none()
+        && let Some(ms) = std::env::var(COMMIT_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!(
+            file = %file.display(),
+            delay_ms = ms,
+            "store: test fault injection: every commit is delayed ({COMMIT_DELAY_ENV})"
+        );
+        let s = fault_switch(file);
+        s.set_commit_delay(Some(Duration::from_millis(ms)));
+        return Some(s);
+    }
+    found
 }
 
 /// [`FileBackend`], with fsync (`batch`) or without (`os`); counts the fsyncs it does.
@@ -107,6 +167,18 @@ impl ModeBackend {
             None => Ok(()),
         }
     }
+
+    fn before_write(&self) {
+        if let Some(f) = &self.faults {
+            f.before_write();
+        }
+    }
+
+    fn after_sync(&self) {
+        if let Some(f) = &self.faults {
+            f.after_sync();
+        }
+    }
 }
 
 impl StorageBackend for ModeBackend {
@@ -125,16 +197,19 @@ impl StorageBackend for ModeBackend {
 
     fn sync_data(&self) -> Result<(), io::Error> {
         self.fault()?;
-        if self.fsync {
+        let r = if self.fsync {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.inner.sync_data()
         } else {
             Ok(())
-        }
+        };
+        self.after_sync();
+        r
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         self.fault()?;
+        self.before_write();
         self.inner.write(offset, data)
     }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
+use super::error::{db_err, decode_err};
 use super::*;
 
 /// Checks the schema, repairs inconsistencies and reads everything back, in one transaction.

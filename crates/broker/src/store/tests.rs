@@ -1,8 +1,12 @@
 #![allow(clippy::unwrap_used)]
 
+use super::writer::read_slot;
 use super::*;
 use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 fn cfg(dir: &Path, sync: SyncMode) -> StoreConfig {
@@ -1272,4 +1276,33 @@ fn subscriptions_are_rows_and_schema_1_is_migrated() {
         meta.get(SCHEMA_KEY).unwrap().map(|v| v.value()),
         Some(SCHEMA_VERSION)
     );
+}
+
+#[test]
+fn commit_delay_holds_every_commit_before_its_first_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncMode::Batch);
+    std::fs::create_dir_all(&c.path).unwrap();
+    let fault = fault_switch(&c.file());
+    let (store, _) = open(&c);
+    let delay = Duration::from_millis(150);
+    fault.set_commit_delay(Some(delay));
+    for i in 0..2u64 {
+        let t0 = Instant::now();
+        commit(
+            &store,
+            vec![Op::PutRetained(format!("r{i}"), msg("r", b"x"))],
+        );
+        assert!(
+            t0.elapsed() >= delay,
+            "commit {i} took {:?}, less than the injected delay",
+            t0.elapsed()
+        );
+    }
+    fault.set_commit_delay(None);
+    let t0 = Instant::now();
+    commit(&store, vec![Op::DeleteRetained("r0".into())]);
+    assert!(t0.elapsed() < delay, "no delay once it is lifted");
+    assert_eq!(fault.failures(), 0);
+    store.close();
 }
