@@ -77,3 +77,51 @@ pub(super) fn expiry(secs: u32, cfg: &Config) -> Option<Duration> {
         s => Some(Duration::from_secs(u64::from(s))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn negotiate(c: &Connect, keep_alive: u16, cfg: &Config) -> Negotiated {
+        let accepted = Accepted {
+            client_id: "c".into(),
+            assigned: false,
+            keep_alive,
+            server_keep_alive: None,
+        };
+        Negotiated::new(c, &accepted, cfg)
+    }
+
+    #[test]
+    fn terms_per_version() {
+        let cfg = Config {
+            max_inflight_messages: 20,
+            max_topic_alias: 10,
+            ..Config::default()
+        };
+        let mut c = Connect {
+            protocol: ProtocolVersion::V311,
+            clean_start: false,
+            ..Connect::default()
+        };
+        let n = negotiate(&c, 0, &cfg);
+        assert_eq!(
+            (n.receive_max, n.client_max_packet, n.topic_alias_max),
+            (20, usize::MAX, 0)
+        );
+        assert_eq!((n.keep_alive, n.session_expiry), (None, u32::MAX));
+        assert!(!n.expiry_zero_at_connect);
+
+        c.protocol = ProtocolVersion::V5;
+        c.properties.receive_maximum = Some(5);
+        c.properties.maximum_packet_size = Some(1000);
+        let n = negotiate(&c, 10, &cfg);
+        assert_eq!(
+            (n.receive_max, n.client_max_packet, n.topic_alias_max),
+            (5, 1000, 10)
+        );
+        assert_eq!(n.keep_alive, Some(Duration::from_secs(15)));
+        assert!(n.expiry_zero_at_connect, "v5 session expiry defaults to 0");
+        assert_eq!(n.expiry(&cfg), Some(Duration::ZERO));
+    }
+}
