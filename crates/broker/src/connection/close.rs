@@ -22,9 +22,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Sends the closing DISCONNECT (v5), publishes or schedules the will, and gives the session
     /// back to the registry.
     pub(super) async fn finish(mut self, end: End) {
-        let v5 = self.version.is_v5();
+        let v5 = self.neg.version.is_v5();
         let server_reason = match &end {
             End::Violation(code, _) => Some(*code),
+            End::StoreFailed => Some(ReasonCode::UNSPECIFIED_ERROR),
             End::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
@@ -34,6 +35,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             End::Violation(code, why) => {
                 Metrics::incr(&self.shared.metrics.protocol_errors);
                 info!(client_id = %self.client_id, peer = %self.peer, reason = %code, "{why}; connection closed");
+            }
+            End::StoreFailed => {
+                let reason = ReasonCode::UNSPECIFIED_ERROR;
+                info!(client_id = %self.client_id, peer = %self.peer, %reason, "store commit failed; connection closed");
             }
             End::Lost(e) => debug!(client_id = %self.client_id, error = ?e, "connection lost"),
             other => debug!(client_id = %self.client_id, end = ?other, "connection closed"),
@@ -59,7 +64,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let publish_will = match end {
             End::Normal | End::Shutdown => false,
             End::TakenOver => v5,
-            End::NormalWithWill | End::Lost(_) | End::Violation(..) | End::KeepAliveTimeout => true,
+            End::NormalWithWill
+            | End::Lost(_)
+            | End::Violation(..)
+            | End::StoreFailed
+            | End::KeepAliveTimeout => true,
         };
         let mut will = self.will.take().filter(|_| publish_will);
         if matches!(end, End::TakenOver)
@@ -71,9 +80,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             will = None;
         }
 
-        let offline_record = self
-            .durable
-            .then(|| crate::persist::session_record(&self.session, self.version.level(), false));
+        let offline_record = self.durable.then(|| {
+            crate::persist::session_record(&self.session, self.neg.version.level(), false)
+        });
         // A will waiting for its delay is stored with the offline session, so that it is still
         // published (once) if the broker restarts in between; the record without it is written
         // back when it has been published.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hermod_proto::{Packet, ReasonCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Connection, End, violation};
+use super::{Connection, End};
 use crate::message::ClientId;
 use crate::shared::Shared;
 use crate::store::{Op, StoreError};
@@ -18,7 +18,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn persist_session(&self, online: bool) {
         if self.durable {
             let record =
-                crate::persist::session_record(&self.session, self.version.level(), online);
+                crate::persist::session_record(&self.session, self.neg.version.level(), online);
             self.store_detached(vec![Op::PutSession(self.client_id.to_string(), record)]);
         }
     }
@@ -79,11 +79,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 } else {
                     tracing::error!(client_id = %self.client_id, error = %e, "store commit failed: not acknowledging");
                 }
-                if !self.version.is_v5() {
-                    return Err(violation(
-                        ReasonCode::UNSPECIFIED_ERROR,
-                        "store commit failed",
-                    ));
+                if !self.neg.version.is_v5() {
+                    return Err(End::StoreFailed);
                 }
                 failed.push(i);
             }
@@ -202,22 +199,12 @@ pub(super) fn needs_store(connect: &hermod_proto::Connect) -> bool {
 
 /// While a disk error keeps the store unavailable, a session that needs it is refused at
 /// CONNECT (v5 0x88, v3.1.1 return code 3 "server unavailable") rather than given an empty
-/// queue. True when refused.
-pub(super) async fn refuse_without_store<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    shared: &Shared,
-    connect: &hermod_proto::Connect,
-    peer: std::net::SocketAddr,
-) -> bool {
+/// queue. True when this CONNECT is to be refused for it.
+pub(super) fn store_down_for(shared: &Shared, connect: &hermod_proto::Connect) -> bool {
     let down = shared
         .router
         .persistence
         .as_ref()
         .is_some_and(|p| !p.healthy());
-    if !down || !needs_store(connect) {
-        return false;
-    }
-    super::io::refuse(stream, connect.protocol, ReasonCode::SERVER_UNAVAILABLE).await;
-    tracing::warn!(%peer, client_id = %connect.client_id, "connection refused: the store is unavailable after a disk error and this session needs it");
-    true
+    down && needs_store(connect)
 }

@@ -1,12 +1,16 @@
-//! CONNECT to CONNACK: the handshake checks, authentication, bans, the will ACL, session
-//! ownership and takeover, and the CONNACK itself.
+//! CONNECT to CONNACK: the handshake checks, bans, authentication, the will ACL and the store,
+//! session ownership and takeover, and the CONNACK itself. Each step either goes on or stops
+//! with a [`Refusal`], which `establish` alone answers (CONNACK) and logs.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use hermod_proto::{ConnectAck, ConnectAckProperties, Packet, ProtocolVersion, ReasonCode};
+use hermod_proto::{
+    Connect, ConnectAck, ConnectAckProperties, Packet, ProtocolVersion, ReasonCode,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -14,308 +18,380 @@ use tracing::{debug, info, warn};
 use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
 use crate::message::ClientId;
 use crate::metrics::Metrics;
-use crate::session::Owner;
-use crate::session::registry::Attached;
+use crate::session::registry::{Attached, ConnectionId};
+use crate::session::{Owner, Session};
 use crate::shared::Shared;
 use crate::transport::PeerInfo;
 
-use super::handshake::{HandshakeError, check_connect, read_connect};
-use super::io::refuse;
-use super::{Connection, TAKEOVER_WAIT, durable};
+use super::handshake::{Accepted, HandshakeError, check_connect, read_connect};
+use super::negotiated::Negotiated;
+use super::refusal::Refusal;
+use super::{Connection, TAKEOVER_WAIT, durable, io};
 
-/// From the first byte to CONNACK: reads and checks CONNECT, authenticates, applies bans,
-/// the will ACL and session ownership, takes over or creates the session, and writes CONNACK
-/// (plus the re-sends of a resumed session). `None` when the connection was refused or closed.
+/// Why establishing stopped before CONNACK.
+enum Stop {
+    /// Answered with a refusing CONNACK.
+    Refused(Refusal),
+    /// Closed without an answer (already logged).
+    Closed,
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
+    }
+}
+
+/// A connection between its first byte and CONNACK, with what is known of the client so far
+/// (for the refusal's CONNACK and log line).
+struct Establishing<S> {
+    stream: S,
+    rbuf: BytesMut,
+    info: PeerInfo,
+    shared: Arc<Shared>,
+    /// The client's version, once CONNECT is decoded (the CONNACK's format).
+    version: ProtocolVersion,
+    client_id: String,
+    username: Option<String>,
+}
+
+/// All the steps passed: what the connection starts with.
+struct Admitted {
+    connect: Box<Connect>,
+    accepted: Accepted,
+    neg: Negotiated,
+    identity: ClientIdentity,
+    conn_id: ConnectionId,
+    kick: CancellationToken,
+    session: Session,
+    session_present: bool,
+    durable: bool,
+}
+
+/// From the first byte to CONNACK (plus the re-sends of a resumed session). `None` when the
+/// connection was refused or closed.
 pub(super) async fn establish<S>(
-    mut stream: S,
+    stream: S,
     info: PeerInfo,
     shared: Arc<Shared>,
 ) -> Option<Connection<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let peer = info.addr;
-    let max_in = shared.config.max_packet_size as usize;
-    let mut rbuf = BytesMut::with_capacity(256);
-    let timeout = Duration::from_secs(shared.config.connect_timeout);
-    let connect = tokio::select! {
-        r = read_connect(&mut stream, &mut rbuf, max_in, timeout) => r,
-        () = shared.shutdown.cancelled() => return None,
+    let mut e = Establishing {
+        stream,
+        rbuf: BytesMut::with_capacity(256),
+        info,
+        shared,
+        version: ProtocolVersion::V311,
+        client_id: String::new(),
+        username: None,
     };
-    let connect = match connect {
-        Ok(c) => c,
-        Err(e) => {
-            match e {
-                HandshakeError::Decode(hermod_proto::DecodeError::UnsupportedProtocolVersion(
-                    level,
-                )) => {
-                    // [MQTT-3.1.2-2] CONNACK 0x01 (unacceptable protocol version), then close. Sent in
-                    // the 3.1.1 format, as Mosquitto does: the client's level is one we do not speak.
-                    refuse(
-                        &mut stream,
-                        ProtocolVersion::V311,
-                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                    )
-                    .await;
-                    info!(%peer, level, "refused: unsupported protocol level");
-                }
-                HandshakeError::Decode(e) => {
-                    Metrics::incr(&shared.metrics.protocol_errors);
-                    info!(%peer, error = %e, "bad CONNECT; connection closed");
-                }
-                HandshakeError::NotConnect => {
-                    Metrics::incr(&shared.metrics.protocol_errors);
-                    info!(%peer, "[MQTT-3.1.0-1] first packet was not CONNECT; connection closed");
-                }
-                HandshakeError::Timeout => {
-                    debug!(%peer, "no CONNECT within connect_timeout; closed")
-                }
-                HandshakeError::Io(e) => debug!(%peer, error = ?e, "closed before CONNECT"),
-            }
-            let _ = stream.shutdown().await;
-            return None;
+    match e.steps().await {
+        Ok(admitted) => Some(e.connack(admitted)),
+        Err(Stop::Refused(r)) => {
+            io::refuse(
+                &mut e.stream,
+                r.wire_version(e.version),
+                r.connack_code(e.version),
+            )
+            .await;
+            r.log(e.info.addr, &e.client_id, e.username.as_deref());
+            None
         }
-    };
-    let version = connect.protocol;
-    let accepted = match check_connect(&connect, &shared.config) {
-        Ok(a) => a,
-        Err(reason) => {
-            refuse(&mut stream, version, reason).await;
-            info!(%peer, client_id = %connect.client_id, %reason, "connection refused");
-            return None;
+        Err(Stop::Closed) => {
+            let _ = e.stream.shutdown().await;
+            None
         }
-    };
-
-    // Bans (`[[banned]]`) and addresses blocked after repeated failed logins (`[auth_failures]`)
-    // are refused before any credential is checked: v5 0x8A "Banned", 3.1.1 return code 5.
-    let banned_reason = if version.is_v5() {
-        ReasonCode::BANNED
-    } else {
-        ReasonCode::NOT_AUTHORIZED
-    };
-    if let Some(ban) = shared.banned.check(
-        &accepted.client_id,
-        connect.username.as_deref(),
-        peer.ip(),
-        std::time::SystemTime::now(),
-    ) {
-        refuse(&mut stream, version, banned_reason).await;
-        info!(%peer, client_id = %accepted.client_id, username = ?connect.username, %ban, "refused: banned");
-        return None;
     }
-    if let Some(left) = shared.throttle.blocked_for(peer.ip(), Instant::now()) {
-        refuse(&mut stream, version, banned_reason).await;
-        info!(%peer, client_id = %accepted.client_id, username = ?connect.username, secs_left = left.as_secs(), "refused: address blocked after failed logins");
-        return None;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
+    async fn steps(&mut self) -> Result<Admitted, Stop> {
+        let connect = self.read().await?;
+        let accepted = check_connect(&connect, &self.shared.config)?;
+        self.client_id.clone_from(&accepted.client_id);
+        self.check_bans()?;
+        let identity = self.authenticate(&connect).await?;
+        self.admit(&connect, &identity)?;
+        let neg = Negotiated::new(&connect, &accepted, &self.shared.config);
+        let (conn_id, kick, previous) = self.attach(&identity).await?;
+        let (session, session_present, durable) =
+            self.take_session(&connect, &neg, &identity, previous);
+        Ok(Admitted {
+            connect,
+            accepted,
+            neg,
+            identity,
+            conn_id,
+            kick,
+            session,
+            session_present,
+            durable,
+        })
     }
 
-    // Authentication. With `use_identity_as_username` the verified client certificate is the
-    // credential: its identity becomes the username and no password source is asked, as in
-    // Mosquitto (handle_connect.c skips the password check for certificate identities).
-    let identity = if info.use_identity_as_username {
-        match &info.cert_identity {
-            Some(id) => ClientIdentity {
-                username: Some(id.as_str().into()),
-                client_id: accepted.client_id.as_str().into(),
-                jwt_acl: None,
+    /// Reads CONNECT within the connect timeout. A level Hermod does not speak is refused; any
+    /// other failure closes without an answer.
+    async fn read(&mut self) -> Result<Box<Connect>, Stop> {
+        let (peer, shared) = (self.info.addr, &self.shared);
+        let max_in = shared.config.max_packet_size as usize;
+        let timeout = Duration::from_secs(shared.config.connect_timeout);
+        let read = read_connect(&mut self.stream, &mut self.rbuf, max_in, timeout);
+        let err = tokio::select! {
+            r = read => match r {
+                Ok(c) => {
+                    self.version = c.protocol;
+                    self.client_id.clone_from(&c.client_id);
+                    self.username.clone_from(&c.username);
+                    return Ok(c);
+                }
+                Err(e) => e,
             },
-            None => {
-                refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
-                info!(%peer, "refused: no client certificate identity for use_identity_as_username");
-                return None;
+            () = shared.shutdown.cancelled() => return Err(Stop::Closed),
+        };
+        match err {
+            HandshakeError::Decode(hermod_proto::DecodeError::UnsupportedProtocolVersion(
+                level,
+            )) => return Err(Refusal::UnsupportedProtocol { level }.into()),
+            HandshakeError::Decode(e) => {
+                Metrics::incr(&shared.metrics.protocol_errors);
+                info!(%peer, error = %e, "bad CONNECT; connection closed");
             }
+            HandshakeError::NotConnect => {
+                Metrics::incr(&shared.metrics.protocol_errors);
+                info!(%peer, "[MQTT-3.1.0-1] first packet was not CONNECT; connection closed");
+            }
+            HandshakeError::Timeout => debug!(%peer, "no CONNECT within connect_timeout; closed"),
+            HandshakeError::Io(e) => debug!(%peer, error = ?e, "closed before CONNECT"),
         }
-    } else {
-        let auth = shared.auth.load_full();
+        Err(Stop::Closed)
+    }
+
+    /// Bans (`[[banned]]`) and addresses blocked after repeated failed logins
+    /// (`[auth_failures]`), before any credential is checked.
+    fn check_bans(&self) -> Result<(), Refusal> {
+        let ip = self.info.addr.ip();
+        let now = std::time::SystemTime::now();
+        let shared = &self.shared;
+        if let Some(ban) = shared
+            .banned
+            .check(&self.client_id, self.username.as_deref(), ip, now)
+        {
+            return Err(Refusal::Banned {
+                ban: ban.to_string(),
+            });
+        }
+        if let Some(left) = shared.throttle.blocked_for(ip, Instant::now()) {
+            return Err(Refusal::AddressBlocked {
+                secs_left: left.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Authentication. With `use_identity_as_username` the verified client certificate is the
+    /// credential: its identity becomes the username and no password source is asked, as in
+    /// Mosquitto (handle_connect.c skips the password check for certificate identities).
+    async fn authenticate(&mut self, connect: &Connect) -> Result<ClientIdentity, Refusal> {
+        let (info, shared) = (&self.info, &self.shared);
+        if info.use_identity_as_username {
+            let id = info
+                .cert_identity
+                .as_ref()
+                .ok_or(Refusal::NoCertificateIdentity)?;
+            return Ok(ClientIdentity {
+                username: Some(id.as_str().into()),
+                client_id: self.client_id.as_str().into(),
+                jwt_acl: None,
+            });
+        }
         let request = ConnectInfo {
-            client_id: accepted.client_id.clone(),
+            client_id: self.client_id.clone(),
             username: connect.username.clone(),
             password: connect.password.clone(),
-            peer,
+            peer: info.addr,
             cert_identity: info.cert_identity.clone(),
         };
-        match auth.authenticate(&request).await {
-            AuthDecision::Allow(identity) => identity,
-            AuthDecision::Deny(why) => {
-                // v5: 0x86 for bad credentials, 0x87 for a refused anonymous client; 3.1.1:
-                // return code 5 "not authorised" for both, as Mosquitto answers. Hashing queue
-                // full: 0x89 "Server busy" (3.1.1: 3). Blocked while queued: as above, 0x8A / 5.
-                if why == DenyReason::BadCredentials
-                    && shared.throttle.record_failure(peer.ip(), Instant::now())
-                {
-                    warn!(%peer, "address blocked after repeated failed logins ([auth_failures])");
-                }
-                let reason = match (why, version.is_v5()) {
-                    (DenyReason::BadCredentials | DenyReason::SourceError, true) => {
-                        ReasonCode::BAD_USER_NAME_OR_PASSWORD
-                    }
-                    (DenyReason::Busy, _) => ReasonCode::SERVER_BUSY,
-                    (DenyReason::Blocked, _) => banned_reason,
-                    _ => ReasonCode::NOT_AUTHORIZED,
-                };
-                refuse(&mut stream, version, reason).await;
-                info!(%peer, client_id = %accepted.client_id, username = ?request.username, %reason, "connection refused by authentication");
-                return None;
-            }
+        let why = match shared.auth.load_full().authenticate(&request).await {
+            AuthDecision::Allow(identity) => return Ok(identity),
+            AuthDecision::Deny(why) => why,
+        };
+        if why == DenyReason::BadCredentials
+            && shared
+                .throttle
+                .record_failure(info.addr.ip(), Instant::now())
+        {
+            let peer = info.addr;
+            warn!(%peer, "address blocked after repeated failed logins ([auth_failures])");
         }
-    };
-
-    // A will is a publish: its publisher must be allowed to publish on its topic, now (v5 0x87,
-    // v3.1.1 return code 5, as Mosquitto answers) and again when it is published.
-    if let Some(will) = &connect.will
-        && !shared
-            .auth
-            .load()
-            .authorize(&identity, Action::Publish(&will.topic))
-    {
-        refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
-        info!(%peer, client_id = %accepted.client_id, username = ?identity.username, topic = %will.topic, "connection refused: will topic denied by the ACL");
-        return None;
+        Err(match why {
+            DenyReason::BadCredentials => Refusal::BadCredentials {
+                source_error: false,
+            },
+            DenyReason::SourceError => Refusal::BadCredentials { source_error: true },
+            DenyReason::Busy => Refusal::ServerBusy,
+            DenyReason::Blocked => Refusal::BlockedWhileQueued,
+            DenyReason::NotAuthorized => Refusal::NotAuthorized,
+        })
     }
 
-    // Store fault: a persistent session cannot be served while the store cannot write.
-    if durable::refuse_without_store(&mut stream, &shared, &connect, peer).await {
-        return None;
+    /// The will ACL and the store: what an authenticated client may still be refused for.
+    fn admit(&self, connect: &Connect, identity: &ClientIdentity) -> Result<(), Refusal> {
+        // A will is a publish: its publisher must be allowed to publish on its topic, now and
+        // again when it is published.
+        if let Some(will) = &connect.will
+            && !self
+                .shared
+                .auth
+                .load()
+                .authorize(identity, Action::Publish(&will.topic))
+        {
+            return Err(Refusal::WillTopicDenied {
+                topic: will.topic.clone(),
+            });
+        }
+        // Store fault: a persistent session cannot be served while the store cannot write.
+        if durable::store_down_for(&self.shared, connect) {
+            return Err(Refusal::StoreUnavailable);
+        }
+        Ok(())
     }
 
-    let conn_id = shared.next_connection_id();
-    let client_id: ClientId = accepted.client_id.clone().into();
-    let kick = CancellationToken::new();
-    let owner = Owner::of(identity.username.as_ref());
-    let previous = match shared
-        .registry
-        .attach(&client_id, conn_id, kick.clone(), &owner)
-    {
-        Attached::Refused(holder) => {
+    /// Claims the client id for this connection: the previous session, if any, once its holder
+    /// handed it over.
+    async fn attach(
+        &mut self,
+        identity: &ClientIdentity,
+    ) -> Result<(ConnectionId, CancellationToken, Option<Session>), Stop> {
+        let (shared, peer) = (&self.shared, self.info.addr);
+        let conn_id = shared.next_connection_id();
+        let client_id: ClientId = self.client_id.clone().into();
+        let kick = CancellationToken::new();
+        let owner = Owner::of(identity.username.as_ref());
+        let previous = match shared
+            .registry
+            .attach(&client_id, conn_id, kick.clone(), &owner)
+        {
             // Sessions belong to an identity: nothing of another user's session is sent,
             // consumed, taken over or ended.
-            refuse(&mut stream, version, ReasonCode::NOT_AUTHORIZED).await;
-            warn!(%peer, %client_id, identity = %owner, session_owner = %holder, "connection refused: the client id's session belongs to another identity");
-            return None;
-        }
-        Attached::New => None,
-        Attached::Resumed(s) => Some(s),
-        Attached::TakingOver(rx) => {
-            info!(%client_id, "session taken over by a new connection");
-            match tokio::time::timeout(TAKEOVER_WAIT, rx).await {
-                Ok(Ok(session)) => Some(session),
-                Ok(Err(_)) => {
-                    // A newer connection with the same client id arrived while this one waited:
-                    // the session goes to it; this one never started and touches nothing.
-                    info!(%client_id, %peer, "superseded by a newer connection before the hand-off; closed");
-                    let _ = stream.shutdown().await;
-                    return None;
+            Attached::Refused(holder) => {
+                return Err(Refusal::OtherIdentitySession {
+                    identity: owner.to_string(),
+                    owner: holder.to_string(),
                 }
-                Err(_) => {
-                    // The holder did not hand the session over in time: it keeps it (and stores
-                    // it offline when it closes); this client is told to come back.
-                    shared.registry.abandon(&client_id, conn_id);
-                    refuse(&mut stream, version, ReasonCode::SERVER_UNAVAILABLE).await;
-                    warn!(%client_id, %peer, "session hand-off timed out; connection refused (server unavailable)");
-                    return None;
+                .into());
+            }
+            Attached::New => None,
+            Attached::Resumed(s) => Some(s),
+            Attached::TakingOver(rx) => {
+                info!(%client_id, "session taken over by a new connection");
+                match tokio::time::timeout(TAKEOVER_WAIT, rx).await {
+                    Ok(Ok(session)) => Some(session),
+                    Ok(Err(_)) => {
+                        // A newer connection with the same client id arrived while this one
+                        // waited: the session goes to it; this one never started and touches
+                        // nothing.
+                        info!(%client_id, %peer, "superseded by a newer connection before the hand-off; closed");
+                        return Err(Stop::Closed);
+                    }
+                    Err(_) => {
+                        // The holder did not hand the session over in time: it keeps it (and
+                        // stores it offline when it closes); this client is told to come back.
+                        shared.registry.abandon(&client_id, conn_id);
+                        return Err(Refusal::TakeoverTimedOut.into());
+                    }
                 }
             }
-        }
-    };
-    let cfg = &shared.config;
-    // Session expiry: v3 clean session = 0, persistent = never (or persistent_client_expiration);
-    // v5 from the property (0 by default; 0xFFFFFFFF = never).
-    let requested_expiry = if version.is_v5() {
-        connect.properties.session_expiry_interval.unwrap_or(0)
-    } else if connect.clean_start {
-        0
-    } else {
-        u32::MAX
-    };
-    let expiry = match requested_expiry {
-        0 => Some(Duration::ZERO),
-        u32::MAX => cfg.persistent_client_expiration(),
-        s => Some(Duration::from_secs(u64::from(s))),
-    };
-    let (mut session, session_present) = match previous {
-        Some(old) if !connect.clean_start => (old, true),
-        Some(old) => {
-            // Clean start: the old session (and its stored record) is this client's to end.
-            shared.end_session_with(old, true);
-            (shared.new_session(client_id.clone()), false)
-        }
-        None => (shared.new_session(client_id.clone()), false),
-    };
-    session.expiry = expiry;
-    session.owner = owner;
-    session.handle.set_reader(identity.clone());
-    // A stored session resumed with session expiry 0 stays durable for this connection (its
-    // queue is on disk) and is deleted from the store when it ends.
-    let durable = shared.router.persistence.is_some()
-        && (session.is_persistent() || (session_present && session.handle.is_durable()));
-    session.handle.set_durable(durable);
-    session.handle.set_online(true);
+        };
+        Ok((conn_id, kick, previous))
+    }
 
-    let mut props = ConnectAckProperties::default();
-    if version.is_v5() {
-        props.receive_maximum = Some(cfg.max_inflight_messages);
-        props.maximum_packet_size = Some(cfg.max_packet_size);
-        if cfg.max_topic_alias > 0 {
-            props.topic_alias_maximum = Some(cfg.max_topic_alias);
+    /// The session this connection serves: the previous one resumed, or a new one (clean
+    /// start ends the previous one). Returns it with "session present" and whether it is durable.
+    fn take_session(
+        &self,
+        connect: &Connect,
+        neg: &Negotiated,
+        identity: &ClientIdentity,
+        previous: Option<Session>,
+    ) -> (Session, bool, bool) {
+        let shared = &self.shared;
+        let client_id: ClientId = self.client_id.clone().into();
+        let (mut session, session_present) = match previous {
+            Some(old) if !connect.clean_start => (old, true),
+            Some(old) => {
+                // Clean start: the old session (and its stored record) is this client's to end.
+                shared.end_session_with(old, true);
+                (shared.new_session(client_id), false)
+            }
+            None => (shared.new_session(client_id), false),
+        };
+        session.expiry = neg.expiry(&shared.config);
+        session.owner = Owner::of(identity.username.as_ref());
+        session.handle.set_reader(identity.clone());
+        // A stored session resumed with session expiry 0 stays durable for this connection (its
+        // queue is on disk) and is deleted from the store when it ends.
+        let durable = shared.router.persistence.is_some()
+            && (session.is_persistent() || (session_present && session.handle.is_durable()));
+        session.handle.set_durable(durable);
+        session.handle.set_online(true);
+        (session, session_present, durable)
+    }
+
+    /// The connection, with CONNACK and the re-sends of a resumed session written.
+    fn connack(self, a: Admitted) -> Connection<S> {
+        let cfg = &self.shared.config;
+        // v3 has no properties: the encoder drops them.
+        let mut props = ConnectAckProperties {
+            receive_maximum: Some(cfg.max_inflight_messages),
+            maximum_packet_size: Some(cfg.max_packet_size),
+            server_keep_alive: a.accepted.server_keep_alive,
+            ..ConnectAckProperties::default()
+        };
+        if a.neg.topic_alias_max > 0 {
+            props.topic_alias_maximum = Some(a.neg.topic_alias_max);
         }
         if !cfg.retain_available {
             props.retain_available = Some(0);
         }
-        props.server_keep_alive = accepted.server_keep_alive;
-        if accepted.assigned {
-            props.assigned_client_identifier = Some(accepted.client_id.clone());
+        if a.accepted.assigned {
+            props.assigned_client_identifier = Some(a.accepted.client_id.clone());
         }
+        let ack = ConnectAck {
+            session_present: a.session_present,
+            reason: ReasonCode::SUCCESS,
+            properties: props,
+        };
+        let client_id: ClientId = a.accepted.client_id.into();
+        let peer: SocketAddr = self.info.addr;
+        let mut conn = Connection {
+            stream: self.stream,
+            rbuf: self.rbuf,
+            wbuf: BytesMut::new(),
+            neg: a.neg,
+            shared: self.shared,
+            conn_id: a.conn_id,
+            client_id: client_id.clone(),
+            peer,
+            session: a.session,
+            will: a.connect.will.clone(),
+            topic_aliases: HashMap::new(),
+            kick: a.kick,
+            batch: Vec::new(),
+            identity: a.identity,
+            read_size: 256,
+            last_read: 0,
+            busy: Vec::new(),
+            durable: a.durable,
+            pending_commits: Vec::new(),
+            deferred: Vec::new(),
+        };
+        conn.persist_session(true);
+        let (version, clean_start) = (conn.neg.version, a.connect.clean_start);
+        info!(%client_id, %peer, ?version, clean_start, session_present = a.session_present, "client connected");
+        conn.write(&Packet::ConnectAck(ack));
+        conn.resend_inflight();
+        conn
     }
-    let ack = ConnectAck {
-        session_present,
-        reason: ReasonCode::SUCCESS,
-        properties: props,
-    };
-
-    let receive_max = if version.is_v5() {
-        usize::from(
-            connect
-                .properties
-                .receive_maximum
-                .unwrap_or(u16::MAX)
-                .min(cfg.max_inflight_messages),
-        )
-    } else {
-        usize::from(cfg.max_inflight_messages)
-    };
-    let mut conn = Connection {
-        stream,
-        rbuf,
-        wbuf: BytesMut::new(),
-        version,
-        shared: shared.clone(),
-        conn_id,
-        client_id: client_id.clone(),
-        peer,
-        session,
-        will: connect.will.clone(),
-        keep_alive: (accepted.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
-        receive_max: receive_max.max(1),
-        client_max_packet: connect
-            .properties
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize),
-        topic_aliases: HashMap::new(),
-        connect_expiry_zero: requested_expiry == 0,
-        kick,
-        batch: Vec::new(),
-        identity,
-        read_size: 256,
-        last_read: 0,
-        busy: Vec::new(),
-        durable,
-        pending_commits: Vec::new(),
-        deferred: Vec::new(),
-    };
-    conn.persist_session(true);
-    info!(%client_id, %peer, ?version, clean_start = connect.clean_start, session_present, "client connected");
-    conn.write(&Packet::ConnectAck(ack));
-    conn.resend_inflight();
-    Some(conn)
 }

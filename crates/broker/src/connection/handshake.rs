@@ -5,9 +5,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hermod_proto::{Connect, DecodeError, Packet, ProtocolVersion, ReasonCode, decode_packet};
+use hermod_proto::{Connect, DecodeError, Packet, ProtocolVersion, decode_packet};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::refusal::Refusal;
 use crate::config::Config;
 
 /// Why no session can be started.
@@ -61,9 +62,8 @@ pub(crate) struct Accepted {
     pub(crate) server_keep_alive: Option<u16>,
 }
 
-/// Checks a decoded CONNECT against the configuration. `Err` carries the CONNACK reason code
-/// (v5 value; the codec maps it to the v3 return code).
-pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, ReasonCode> {
+/// Checks a decoded CONNECT against the configuration. `Err` says why it is refused.
+pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Refusal> {
     let v5 = c.protocol.is_v5();
     // Client identifier [MQTT-3.1.3-6/7/8] (3.1.1), 3.1.3.1 (5.0).
     let (client_id, assigned) = if c.client_id.is_empty() {
@@ -71,17 +71,17 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
             ProtocolVersion::V5 => (assign_client_id(), true),
             ProtocolVersion::V311 if c.clean_start => (assign_client_id(), true),
             // [MQTT-3.1.3-8]: zero-length id without clean session → 0x02; 3.1 requires 1-23 chars.
-            _ => return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            _ => return Err(Refusal::ClientIdNotValid),
         }
     } else {
         (c.client_id.clone(), false)
     };
     if client_id.len() > config.max_client_id_length {
-        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        return Err(Refusal::ClientIdNotValid);
     }
     // Enhanced authentication: no method is supported yet (4.12).
     if v5 && c.properties.authentication_method.is_some() {
-        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        return Err(Refusal::BadAuthenticationMethod);
     }
     // Keep alive cap (Mosquitto's max_keepalive): v5 gets Server Keep Alive, v3 is refused
     // with 0x02 ("identifier rejected"), which is what Mosquitto answers.
@@ -93,7 +93,10 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
             keep_alive = cap;
             server_keep_alive = Some(cap);
         } else if keep_alive > cap {
-            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            return Err(Refusal::KeepAliveTooLong {
+                asked: keep_alive,
+                cap,
+            });
         }
     }
     if let Some(will) = &c.will {
@@ -103,13 +106,13 @@ pub(crate) fn check_connect(c: &Connect, config: &Config) -> Result<Accepted, Re
         if will.topic.starts_with('$')
             && !hermod_proto::topic::matches("$SYS/broker/connection/+/state", &will.topic)
         {
-            return Err(ReasonCode::NOT_AUTHORIZED);
+            return Err(Refusal::WillTopicReserved);
         }
         if will.retain && !config.retain_available {
-            return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
+            return Err(Refusal::WillRetainNotSupported);
         }
         if will.topic.split('/').count() > config.max_topic_levels {
-            return Err(ReasonCode::TOPIC_NAME_INVALID);
+            return Err(Refusal::WillTopicInvalid);
         }
     }
     Ok(Accepted {
@@ -156,7 +159,7 @@ mod tests {
         // [MQTT-3.1.3-8] 3.1.1 without clean session → 0x02 (mapped from 0x85)
         assert_eq!(
             check_connect(&connect(ProtocolVersion::V311, "", false), &cfg),
-            Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+            Err(Refusal::ClientIdNotValid)
         );
         // 5.0 assigns whatever clean start says (3.1.3.1)
         assert!(
@@ -191,7 +194,7 @@ mod tests {
         c.properties.authentication_method = Some("SCRAM-SHA-1".into());
         assert_eq!(
             check_connect(&c, &Config::default()),
-            Err(ReasonCode::BAD_AUTHENTICATION_METHOD)
+            Err(Refusal::BadAuthenticationMethod)
         );
     }
 
@@ -213,7 +216,7 @@ mod tests {
             let got = check_connect(&c, &cfg);
             assert_eq!(got.is_ok(), ok, "{topic}: {got:?}");
             if !ok {
-                assert_eq!(got, Err(ReasonCode::NOT_AUTHORIZED));
+                assert_eq!(got, Err(Refusal::WillTopicReserved));
             }
         }
     }

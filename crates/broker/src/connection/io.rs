@@ -60,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     pub(super) fn write(&mut self, packet: &Packet) {
-        if let Err(e) = encode_packet(packet, self.version, &mut self.wbuf) {
+        if let Err(e) = encode_packet(packet, self.neg.version, &mut self.wbuf) {
             warn!(client_id = %self.client_id, error = %e, "packet could not be encoded; skipped");
         }
     }

@@ -15,8 +15,10 @@ mod durable;
 mod establish;
 mod handshake;
 mod io;
+mod negotiated;
 mod outbound;
 mod publish;
+mod refusal;
 mod subscribe;
 
 use std::collections::HashMap;
@@ -25,9 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use hermod_proto::{
-    Disconnect, LastWill, Packet, ProtocolVersion, PublishAck, ReasonCode, decode_packet,
-};
+use hermod_proto::{Disconnect, LastWill, Packet, PublishAck, ReasonCode, decode_packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +60,9 @@ enum End {
     Lost(Option<std::io::Error>),
     /// A malformed packet or protocol violation: DISCONNECT with this reason (v5), then close.
     Violation(ReasonCode, String),
+    /// A store commit an acknowledgement waited for failed, and the client (3.1.1) cannot be
+    /// told no: closed as after a violation (will published), but not counted as one.
+    StoreFailed,
     /// No packet within 1.5 × keep alive [MQTT-3.1.2-24].
     KeepAliveTimeout,
     /// Another connection with the same client id took over.
@@ -84,23 +87,16 @@ struct Connection<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    version: ProtocolVersion,
+    /// What CONNECT settled: version, limits, keep alive, session expiry.
+    neg: negotiated::Negotiated,
     shared: Arc<Shared>,
     conn_id: ConnectionId,
     client_id: ClientId,
     peer: SocketAddr,
     session: Session,
     will: Option<LastWill>,
-    /// 1.5 × the keep alive in force; `None` when keep alive is 0.
-    keep_alive: Option<Duration>,
-    /// Outbound QoS 1/2 in flight allowed: min(client Receive Maximum, max_inflight_messages).
-    receive_max: usize,
-    /// The client's Maximum Packet Size: larger PUBLISH packets are not sent to it [MQTT-3.1.2-25].
-    client_max_packet: usize,
     /// Inbound topic aliases (v5), per connection [MQTT-3.3.2-7].
     topic_aliases: HashMap<u16, Arc<str>>,
-    /// CONNECT had Session Expiry 0, so DISCONNECT may not set it [MQTT-3.14.2-2].
-    connect_expiry_zero: bool,
     /// Cancelled when another connection takes the client id over.
     kick: CancellationToken,
     /// Reused buffer for deliveries taken from the mailbox.
@@ -129,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let shutdown = self.shared.shutdown.clone();
         let kick = self.kick.clone();
         let handle = self.session.handle.clone();
-        let mut deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+        let mut deadline = self.neg.keep_alive.map(|k| tokio::time::Instant::now() + k);
         // Packets that arrived with CONNECT, in the same read, are already buffered.
         if let Err(end) = self.handle_input() {
             return end;
@@ -156,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 continue;
             }
-            let room = self.session.inflight_out.len() < self.receive_max;
+            let room = self.session.inflight_out.len() < self.neg.receive_max;
             self.prepare_read();
             let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
             tokio::select! {
@@ -167,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Ok(0) => return End::Lost(None),
                     Ok(n) => {
                         self.note_read(n);
-                        deadline = self.keep_alive.map(|k| tokio::time::Instant::now() + k);
+                        deadline = self.neg.keep_alive.map(|k| tokio::time::Instant::now() + k);
                         if let Err(end) = self.handle_input() {
                             return end;
                         }
@@ -194,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if !self.busy.is_empty() {
                 return Ok(());
             }
-            match decode_packet(&mut self.rbuf, self.version, max) {
+            match decode_packet(&mut self.rbuf, self.neg.version, max) {
                 Ok(Some(packet)) => self.handle_packet(packet)?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Violation(e.reason_code(), e.to_string())),
@@ -217,7 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.dequeue(dropped.and_then(|o| o.delivery.seq));
                 if !a.reason.is_error() || !known {
                     let mut rel = PublishAck::new(a.packet_id);
-                    if !known && self.version.is_v5() {
+                    if !known {
                         rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
                     }
                     self.write(&Packet::PublishRelease(rel));
@@ -233,7 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     )]);
                 }
                 let mut comp = PublishAck::new(a.packet_id);
-                if !known && self.version.is_v5() {
+                if !known {
                     comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
                 }
                 self.write(&Packet::PublishComplete(comp));
@@ -277,17 +273,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     fn on_disconnect(&mut self, d: &Disconnect) -> Result<(), End> {
         if let Some(expiry) = d.properties.session_expiry_interval {
-            if self.connect_expiry_zero && expiry != 0 {
+            if self.neg.expiry_zero_at_connect && expiry != 0 {
                 return Err(violation(
                     ReasonCode::PROTOCOL_ERROR,
                     "[MQTT-3.14.2-2] session expiry set on DISCONNECT after 0 on CONNECT",
                 ));
             }
-            self.session.expiry = match expiry {
-                0 => Some(Duration::ZERO),
-                u32::MAX => self.shared.config.persistent_client_expiration(),
-                s => Some(Duration::from_secs(u64::from(s))),
-            };
+            self.session.expiry = negotiated::expiry(expiry, &self.shared.config);
         }
         if d.reason == ReasonCode::DISCONNECT_WITH_WILL {
             Err(End::NormalWithWill)

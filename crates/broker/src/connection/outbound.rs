@@ -20,12 +20,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if self.wbuf.len() >= WRITE_HIGH_WATER {
                 return true;
             }
-            while self.session.inflight_out.len() < self.receive_max
+            while self.session.inflight_out.len() < self.neg.receive_max
                 && let Some(o) = self.session.next_resend()
             {
                 self.resend_one(&o, now);
             }
             let room = self
+                .neg
                 .receive_max
                 .saturating_sub(self.session.inflight_out.len());
             let mut batch = std::mem::take(&mut self.batch);
@@ -73,8 +74,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let publish = self.to_publish(&d, packet_id, false, now);
         // Sized only for clients that set a Maximum Packet Size (the encoder sizes it again).
-        if self.client_max_packet != usize::MAX
-            && encoded_len(&publish, self.version) > self.client_max_packet
+        if self.neg.client_max_packet != usize::MAX
+            && encoded_len(&publish, self.neg.version) > self.neg.client_max_packet
         {
             // [MQTT-3.1.2-25]: discard, as if sent.
             Metrics::incr(&self.shared.metrics.messages_dropped);
@@ -96,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         now: Instant,
     ) -> Packet {
         let m = &d.message;
-        let properties = if self.version.is_v5() {
+        let properties = if self.neg.version.is_v5() {
             let mut p = m.properties.clone();
             p.message_expiry_interval = m.remaining_expiry(now);
             p.subscription_identifiers.clone_from(&d.subscription_ids);
@@ -120,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Maximum at once [MQTT-3.3.4-9] — `pump` sends the rest as acknowledgements make room.
     pub(super) fn resend_inflight(&mut self) {
         let now = Instant::now();
-        for o in self.session.split_resend(self.receive_max) {
+        for o in self.session.split_resend(self.neg.receive_max) {
             self.resend_one(&o, now);
         }
     }

@@ -20,10 +20,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn on_publish(&mut self, p: Publish) -> Result<(), End> {
         Metrics::incr(&self.shared.metrics.messages_received);
         let cfg = &self.shared.config;
-        let v5 = self.version.is_v5();
+        let v5 = self.neg.version.is_v5();
         let topic: Arc<str> = match p.properties.topic_alias {
-            Some(alias) if v5 => {
-                if alias == 0 || alias > cfg.max_topic_alias {
+            // Never set before v5 (no properties), where the maximum is 0.
+            Some(alias) => {
+                if alias == 0 || alias > self.neg.topic_alias_max {
                     return Err(violation(
                         ReasonCode::TOPIC_ALIAS_INVALID,
                         "[MQTT-3.3.2-8/9] topic alias 0 or above Topic Alias Maximum",

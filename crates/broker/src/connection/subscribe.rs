@@ -17,8 +17,9 @@ use crate::store::Op;
 use super::{Connection, End, violation};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Answers with one reason code per filter (v5 values: 3.1.1 has one failure code, 0x80
+    /// [MQTT-3.9.3-2], to which the encoder maps every failure).
     pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
-        let v5 = self.version.is_v5();
         // A filter repeated in one packet is handled once, at its last position (the last one
         // replaces the others anyway [MQTT-3.8.4-3]); every position still gets its reason code
         // [MQTT-3.8.4-6], the one of that last occurrence.
@@ -45,14 +46,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 reasons[i] = reasons[l];
             }
         }
-        if !v5 {
-            // 3.1.1 has one failure code, 0x80 [MQTT-3.9.3-2].
-            for r in &mut reasons {
-                if r.is_error() {
-                    *r = ReasonCode::UNSPECIFIED_ERROR;
-                }
-            }
-        }
         self.write(&Packet::SubscribeAck(SubscribeAck {
             packet_id: s.packet_id,
             reasons,
@@ -71,7 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         id: Option<u32>,
     ) -> Result<ReasonCode, End> {
         let cfg = &self.shared.config;
-        let v5 = self.version.is_v5();
+        let v5 = self.neg.version.is_v5();
         let shared_parts = hermod_proto::topic::parse_shared(filter);
         let valid = hermod_proto::topic::validate_topic_filter(filter).is_ok()
             && shared_parts.is_ok()

@@ -597,6 +597,11 @@ async fn disk_fault_is_reported_and_heals_without_restart() {
         None => {}
         Some(other) => panic!("expected the connection closed, got {other:?}"),
     }
+    assert_eq!(
+        b.metric(|m| &m.protocol_errors),
+        0,
+        "a store failure is not the client's protocol error"
+    );
     // Clean sessions do not need the store.
     let mut clean = b.client(V5, "fault-clean").await;
     clean.subscribe("g/#", QoS::AtLeastOnce).await;
