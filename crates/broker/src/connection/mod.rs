@@ -684,7 +684,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if p.retain && !cfg.retain_available {
             return Err(violation(
                 ReasonCode::RETAIN_NOT_SUPPORTED,
-                "[MQTT-3.3.1-?] retain not available",
+                "[MQTT-3.2.2-14] retain not available",
             ));
         }
         if p.qos == QoS::ExactlyOnce
@@ -907,7 +907,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         self.session.subscriptions.insert(filter.to_owned(), entry);
         // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
-        // subscriptions [MQTT-3.8.4-?/4.8.2].
+        // subscriptions (5.0 §4.8.2: none are sent to a session subscribing to a shared one).
         let send_retained = match options.retain_handling {
             hermod_proto::RetainHandling::SendAtSubscribe => true,
             hermod_proto::RetainHandling::SendIfNew => is_new,
