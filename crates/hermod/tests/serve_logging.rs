@@ -22,10 +22,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "hermod-serve-logging-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("hermod-serve-logging-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -155,7 +153,10 @@ fn json_logs_are_one_object_a_line() {
     let (code, stdout, stderr) = serve_and_stop("json", &["--log-format", "json"]);
     let text = String::from_utf8_lossy(&stderr);
     assert_eq!(code, Some(0), "exit status after SIGTERM; stderr:\n{text}");
-    assert!(!stderr.contains(&0x1b), "ESC byte in the JSON log:\n{text:?}");
+    assert!(
+        !stderr.contains(&0x1b),
+        "ESC byte in the JSON log:\n{text:?}"
+    );
     assert!(stdout.is_empty(), "{}", String::from_utf8_lossy(&stdout));
     let mut messages = Vec::new();
     for line in text.lines() {
@@ -164,7 +165,12 @@ fn json_logs_are_one_object_a_line() {
         assert!(v.is_object(), "{line}");
         assert!(v["timestamp"].is_string(), "no timestamp: {line}");
         assert!(v["level"].is_string(), "no level: {line}");
-        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_owned());
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     for m in ["hermod started", "hermod stopped"] {
         assert!(messages.iter().any(|x| x == m), "no {m:?} in {messages:?}");
