@@ -66,7 +66,8 @@ impl Broker {
         let child = Command::new(env!("CARGO_BIN_EXE_hermod"))
             .args(["serve", "-c"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            // Logs are on stderr (inherited): keep the test output to start-up errors.
+            .env("RUST_LOG", "off")
             // Slow commits (fault injection): an ack sent before its commit would be lost.
             .env("HERMOD_TEST_COMMIT_DELAY_MS", "20")
             .stdout(Stdio::null())
