@@ -10,10 +10,14 @@ docs/performance.md bounds at 2x. Plain sockets, MQTT 3.1.1, no dependencies.
 
     python3 bench/slow_subscribers.py [--hermod PATH] [--seconds 20] [--rate 1000] [--size 16384]
 
+The hermod binary: --hermod, else $HERMOD_BIN, else <cargo target dir>/release/hermod (build it
+with `cargo build --release`), else `hermod` on PATH.
+
 Every loop is bounded in count and time; brokers run on loopback ports and are stopped by PID.
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -24,6 +28,23 @@ import sys
 import tempfile
 import threading
 import time
+
+
+def default_hermod():
+    """$HERMOD_BIN, else <cargo target dir>/release/hermod (from `cargo metadata`), else `hermod`
+    on PATH; None if none exists."""
+    if os.environ.get("HERMOD_BIN"):
+        return os.environ["HERMOD_BIN"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=root,
+                              check=True, capture_output=True, text=True, timeout=60).stdout
+        path = os.path.join(json.loads(meta)["target_directory"], "release", "hermod")
+        if os.access(path, os.X_OK):
+            return path
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        pass
+    return shutil.which("hermod")
 
 
 def remaining_length(n):
@@ -182,7 +203,7 @@ def main():
     ap.add_argument("--size", type=int, default=16384)
     ap.add_argument("--slow", type=int, default=8)
     a = ap.parse_args()
-    hermod = a.hermod or shutil.which("hermod")
+    hermod = a.hermod or default_hermod()
     brokers = [("hermod", hermod)] if hermod else []
     if a.mosquitto and os.path.exists(a.mosquitto):
         brokers.append(("mosquitto", a.mosquitto))

@@ -7,10 +7,14 @@ and reports the broker's user+system CPU time spent, from /proc/PID/stat. A stor
 the whole session on every SUBSCRIBE made this grow with N²; one row per subscription keeps it
 linear.
 
-    python3 bench/subscribe_cpu.py --hermod target/release/hermod [--counts 1000,3000]
+    python3 bench/subscribe_cpu.py [--hermod target/release/hermod] [--counts 1000,3000]
+
+The hermod binary: --hermod, else $HERMOD_BIN, else <cargo target dir>/release/hermod (build it
+with `cargo build --release`), else `hermod` on PATH.
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -50,6 +54,23 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def default_hermod():
+    """$HERMOD_BIN, else <cargo target dir>/release/hermod (from `cargo metadata`), else `hermod`
+    on PATH; None if none exists."""
+    if os.environ.get("HERMOD_BIN"):
+        return os.environ["HERMOD_BIN"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=root,
+                              check=True, capture_output=True, text=True, timeout=60).stdout
+        path = os.path.join(json.loads(meta)["target_directory"], "release", "hermod")
+        if os.access(path, os.X_OK):
+            return path
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        pass
+    return shutil.which("hermod")
 
 
 def measure(binary, n):
@@ -97,11 +118,12 @@ def measure(binary, n):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--hermod", default=shutil.which("hermod"))
+    ap.add_argument("--hermod", default=None)
     ap.add_argument("--counts", default="1000,3000")
     a = ap.parse_args()
+    a.hermod = a.hermod or default_hermod()
     if not a.hermod:
-        sys.exit("--hermod PATH")
+        sys.exit("no hermod binary found: cargo build --release, or --hermod PATH")
     for n in [int(x) for x in a.counts.split(",")]:
         used, wall = measure(a.hermod, n)
         print(f"{n:6} SUBSCRIBEs: broker CPU {used:.2f} s ({used / n * 1e6:.0f} us each), wall {wall:.2f} s")

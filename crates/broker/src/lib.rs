@@ -2,15 +2,23 @@
 //!
 //! # Layout
 //! - [`config`] — the TOML configuration (Mosquitto's key names), defaults and validation.
+//! - [`transport`] — listener transports: TCP, TLS, WebSocket, WebSocket over TLS, each
+//!   optionally behind a PROXY protocol header; the accept loop and handshakes.
 //! - [`auth`] — password files, ACLs, HTTP and JWT auth, the password-hashing pool, failed-login
-//!   throttling; [`banned`] — the ban list checked at CONNECT.
+//!   throttling.
+//! - [`banned`] — the ban list (client id, username, peer address or CIDR) checked at CONNECT.
 //! - [`broker`] — `Broker::bind` (listeners bound, addresses known) and `Broker::run(shutdown)`.
 //! - `connection` — one task per network connection: CONNECT handshake, packet handling, writes.
 //! - [`session`] — `Session` (synchronous MQTT state), the per-session mailbox, the registry
 //!   (takeover, offline sessions, will delay).
 //! - [`router`] — subscription tree, retained messages, fan-out into mailboxes.
 //! - [`message`] — `Message` (shared by all its subscribers) and `Delivery`.
+//! - [`store`] — the durable store (one redb file): persistent sessions, offline queues, inbound
+//!   QoS 2 state and retained messages, with group commit.
+//! - [`persist`] — glue between the in-memory model and the store: record conversions, message
+//!   ids, what is written when.
 //! - [`metrics`] — counters.
+//! - `fuzz_support` (tests only) — fixed-seed input mutations for the randomised parser tests.
 //!
 //! Data flows one way: socket → connection task → router → subscriber mailboxes → their
 //! connection tasks → sockets. No lock is held across an `.await`.

@@ -1,5 +1,6 @@
 //! `hermod serve`: run the broker.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use hermod_broker::{Broker, Config};
@@ -17,6 +18,10 @@ pub(crate) struct ServeArgs {
     /// Verbose logging (debug level). RUST_LOG overrides.
     #[arg(short, long)]
     verbose: bool,
+    /// Log format on stderr: `text` (coloured on a terminal, plain otherwise; NO_COLOR turns
+    /// colour off) or `json` (one JSON object a line).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Keep everything in memory (`[store] sync = "memory"`): nothing is written to disk.
     #[arg(long)]
     memory: bool,
@@ -25,17 +30,31 @@ pub(crate) struct ServeArgs {
     print_default_config: bool,
 }
 
+/// `hermod serve --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object a line (timestamp, level, fields).
+    Json,
+}
+
 pub(crate) async fn run(args: ServeArgs) -> u8 {
     if args.print_default_config {
         print!("{}", Config::default_toml());
         return 0;
     }
-    init_logging(args.verbose);
+    init_logging(args.verbose, args.log_format);
+    // A start-up error: one line on stderr, in the log format asked for.
+    let fatal = |e: &dyn std::fmt::Display| match args.log_format {
+        LogFormat::Text => eprintln!("Error: {e}"),
+        LogFormat::Json => error!("{e}"),
+    };
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("Error: {e}");
+                fatal(&e);
                 return 1;
             }
         },
@@ -68,8 +87,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     let broker = match Broker::bind_with_path(config, args.config.clone()).await {
         Ok(b) => b,
         Err(e) => {
-            error!("{e}");
-            eprintln!("Error: {e}");
+            fatal(&e);
             return 1;
         }
     };
@@ -108,14 +126,26 @@ fn spawn_reload_on_sighup(reloader: hermod_broker::broker::Reloader) {
     let _ = reloader;
 }
 
-fn init_logging(verbose: bool) {
+/// Logs go to stderr (stdout stays free for `--print-default-config` and the like). Text is
+/// coloured only when stderr is a terminal and `NO_COLOR` is unset or empty, so a log redirected
+/// to a file or a pipe has no escape codes.
+fn init_logging(verbose: bool, format: LogFormat) {
     let default = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .try_init()
+        }
+        LogFormat::Json => builder.with_ansi(false).json().try_init(),
+    };
 }
 
 /// Resolves on SIGINT or SIGTERM.

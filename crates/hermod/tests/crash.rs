@@ -66,7 +66,8 @@ impl Broker {
         let child = Command::new(env!("CARGO_BIN_EXE_hermod"))
             .args(["serve", "-c"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            // Logs are on stderr (inherited): keep the test output to start-up errors.
+            .env("RUST_LOG", "off")
             // Slow commits (fault injection through the store's test backend, compiled in by
             // hermod-broker's `test-faults` feature, which naming the constant here guarantees
             // this binary has): an ack sent before its commit would be lost.

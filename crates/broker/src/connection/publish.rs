@@ -63,7 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if p.retain && !cfg.retain_available {
             return Err(violation(
                 ReasonCode::RETAIN_NOT_SUPPORTED,
-                "[MQTT-3.3.1-?] retain not available",
+                "[MQTT-3.2.2-14] retain not available",
             ));
         }
         if p.qos == QoS::ExactlyOnce

@@ -113,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         self.session.subscriptions.insert(filter.to_owned(), entry);
         // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
-        // subscriptions [MQTT-3.8.4-?/4.8.2].
+        // subscriptions (5.0 §4.8.2).
         let send_retained = match options.retain_handling {
             hermod_proto::RetainHandling::SendAtSubscribe => true,
             hermod_proto::RetainHandling::SendIfNew => is_new,

@@ -1,3 +1,6 @@
+//! Tests of the store against real redb files: every op across a restart, queue paging, refcounted
+//! messages, group commit, locking, repair and corruption handling.
+
 #![allow(clippy::unwrap_used)]
 
 use super::writer::read_slot;

@@ -6,7 +6,7 @@ use hermod_broker::metrics::Metrics;
 
 use crate::harness::*;
 
-// max_packet_size: 5.0 [MQTT-3.2.2-?]/3.1.2.11.4: the server's Maximum Packet Size is announced in
+// max_packet_size: 5.0 [MQTT-3.2.2-15]/3.1.2.11.4: the server's Maximum Packet Size is announced in
 // CONNACK; a larger packet → DISCONNECT 0x95 (Packet too large) then close; 3.1.1: close.
 async fn max_packet_size(v: ProtocolVersion) {
     let b = TestBroker::with(|c| c.max_packet_size = 1024).await;

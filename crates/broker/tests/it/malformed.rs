@@ -173,7 +173,7 @@ fn cases() -> Vec<Case> {
         Disconnect(&[0x81, 0x82]),
     ));
     out.extend(both(
-        "oversized packet (declared 2 MB > 1 MB max) [MQTT-3.2.2-?]",
+        "oversized packet (declared 2 MB > 1 MB max) [MQTT-3.2.2-15]",
         AfterConnect,
         &|_| cat(&[&[0x30], &varint(2_000_000)]),
         Disconnect(&[0x95]),
@@ -407,7 +407,7 @@ fn cases() -> Vec<Case> {
         Disconnect(&[0x94]),
     ));
     out.push(v5(
-        "unmapped topic alias with empty topic [MQTT-3.3.4-?]",
+        "unmapped topic alias with empty topic [5.0 §3.3.4]",
         raw_publish(V5, b"", &[0x23, 0, 3]),
         Disconnect(PROTOCOL),
     ));

@@ -45,8 +45,8 @@ async fn granted_qos_is_min(v: ProtocolVersion) {
 }
 both_versions!(granted_qos_is_min);
 
-// [MQTT-4.3.2-?]/[MQTT-3.4] QoS 1: PUBACK carries the PUBLISH's packet id; [MQTT-4.3.3]: QoS 2 flow
-// PUBREC (same id) → PUBREL → PUBCOMP (same id).
+// [MQTT-4.3.2-4] (3.1.1: [MQTT-4.3.2-2])/[MQTT-3.4] QoS 1: PUBACK carries the PUBLISH's packet
+// id; [MQTT-4.3.3]: QoS 2 flow PUBREC (same id) → PUBREL → PUBCOMP (same id).
 async fn publisher_acks(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut s = b.client(v, "sub").await;
@@ -148,8 +148,8 @@ async fn pubrel_unknown_id(v: ProtocolVersion) {
 }
 both_versions!(pubrel_unknown_id);
 
-// [MQTT-4.3.3-?] outbound QoS 2: PUBLISH → client PUBREC → broker PUBREL (same id) → client
-// PUBCOMP; nothing re-sent afterwards.
+// [MQTT-4.3.3-4], [MQTT-4.3.3-6] (3.1.1: [MQTT-4.3.3-1]) outbound QoS 2: PUBLISH → client
+// PUBREC → broker PUBREL (same id) → client PUBCOMP; nothing re-sent afterwards.
 async fn qos2_outbound_flow(v: ProtocolVersion) {
     let b = TestBroker::start().await;
     let mut s = b.client(v, "sub").await;
