@@ -91,6 +91,9 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
             return 1;
         }
     };
+    // Signal handlers first, so that "started" means SIGTERM, SIGINT and SIGHUP are handled.
+    let shutdown = shutdown_signal();
+    spawn_reload_on_sighup(broker.reloader());
     info!(version = env!("CARGO_PKG_VERSION"), addrs = ?broker.local_addrs(), "hermod started");
     // Only once the broker is up: a start-up that fails is not followed by this warning.
     if anonymous_open {
@@ -99,8 +102,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
              run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
         );
     }
-    spawn_reload_on_sighup(broker.reloader());
-    broker.run(shutdown_signal()).await;
+    broker.run(shutdown).await;
     info!("hermod stopped");
     0
 }
@@ -108,13 +110,15 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
 /// SIGHUP re-reads the config, password, ACL and TLS files; a file that fails to load leaves the
 /// old configuration in force (and is logged), never a half-applied or empty ACL.
 fn spawn_reload_on_sighup(reloader: hermod_broker::broker::Reloader) {
+    // Installed here, before the task runs: a SIGHUP right after start-up reloads instead of
+    // killing the process (SIGHUP's default action).
+    #[cfg(unix)]
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: configuration reload disabled");
+        return;
+    };
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            warn!("cannot listen for SIGHUP: configuration reload disabled");
-            return;
-        };
         while hup.recv().await.is_some() {
             info!("SIGHUP received: reloading configuration");
             if let Err(e) = reloader.reload() {
@@ -149,23 +153,41 @@ fn init_logging(verbose: bool, format: LogFormat) {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal that arrives right after start-up (before `run` polls it)
+/// still shuts the broker down cleanly instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            let int = async {
+                match int {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            let term = async {
+                match term {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = int => info!("SIGINT received"),
+                () = term => info!("SIGTERM received"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received"),
-        () = term => info!("SIGTERM received"),
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("SIGINT received");
     }
 }
