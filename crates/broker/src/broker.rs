@@ -169,6 +169,7 @@ impl Broker {
             metrics,
             shutdown: CancellationToken::new(),
             next_connection: AtomicU64::new(0),
+            events: crate::api::EventBus::default(),
             config,
         });
         let recovery = match recovered {
@@ -209,6 +210,12 @@ impl Broker {
         Reloader {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The API for other crates (admin, rules, cluster): events, queries, commands.
+    #[must_use]
+    pub fn handle(&self) -> crate::api::BrokerHandle {
+        crate::api::BrokerHandle::new(self.shared.clone())
     }
 
     /// Counters, shared with the running broker.

@@ -18,11 +18,15 @@
 //! - [`persist`] — glue between the in-memory model and the store: record conversions, message
 //!   ids, what is written when.
 //! - [`metrics`] — counters.
+//! - [`api`] — `BrokerHandle`: the narrow API for other crates (admin, rules, cluster): events,
+//!   queries, commands.
+//! - `shared` — the state every connection holds, and the session lifecycle (end, expiry, wills).
 //! - `fuzz_support` (tests only) — fixed-seed input mutations for the randomised parser tests.
 //!
 //! Data flows one way: socket → connection task → router → subscriber mailboxes → their
 //! connection tasks → sockets. No lock is held across an `.await`.
 
+pub mod api;
 pub mod auth;
 pub mod banned;
 pub mod broker;

@@ -23,11 +23,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// back to the registry.
     pub(super) async fn finish(mut self, end: End) {
         let v5 = self.neg.version.is_v5();
+        // The kick token also serves operators: if no other connection holds the client id, it
+        // was not a takeover.
+        let end = if matches!(end, End::TakenOver)
+            && self.shared.registry.holder(&self.client_id) == Some(self.conn_id)
+        {
+            End::Kicked
+        } else {
+            end
+        };
         let server_reason = match &end {
             End::Violation(code, _) => Some(*code),
             End::StoreFailed => Some(ReasonCode::UNSPECIFIED_ERROR),
             End::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            End::Kicked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             _ => None,
         };
@@ -41,6 +51,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 info!(client_id = %self.client_id, peer = %self.peer, %reason, "store commit failed; connection closed");
             }
             End::Lost(e) => debug!(client_id = %self.client_id, error = ?e, "connection lost"),
+            End::Kicked => {
+                info!(client_id = %self.client_id, peer = %self.peer, "disconnected by an operator")
+            }
             other => debug!(client_id = %self.client_id, end = ?other, "connection closed"),
         }
         if v5 && let Some(reason) = server_reason {
@@ -68,6 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             | End::Lost(_)
             | End::Violation(..)
             | End::StoreFailed
+            | End::Kicked
             | End::KeepAliveTimeout => true,
         };
         let mut will = self.will.take().filter(|_| publish_will);
@@ -138,6 +152,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .schedule_will(&self.client_id, self.conn_id, will, delay, will_clear);
         }
         info!(client_id = %self.client_id, "client disconnected");
+        self.shared
+            .events
+            .emit(|| crate::api::Event::ClientDisconnected {
+                client_id: self.client_id.clone(),
+                reason: end_name(&end).to_owned(),
+            });
         if server_reason.is_some() && !matches!(end, End::Shutdown) {
             // The server ended it (DISCONNECT sent to v5 clients): let the client read it. Not
             // at shutdown, which must not wait for clients that keep their connection open.
@@ -204,5 +224,20 @@ fn will_to_publish(
         message,
         publisher,
         owner,
+    }
+}
+
+/// How a connection ended, for the event stream.
+fn end_name(end: &End) -> &'static str {
+    match end {
+        End::Normal => "normal",
+        End::NormalWithWill => "normal with will",
+        End::Lost(_) => "lost",
+        End::Violation(..) => "protocol error",
+        End::StoreFailed => "store failed",
+        End::KeepAliveTimeout => "keep alive timeout",
+        End::TakenOver => "taken over",
+        End::Kicked => "kicked",
+        End::Shutdown => "shutdown",
     }
 }

@@ -390,6 +390,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         conn.persist_session(true);
         let (version, clean_start) = (conn.neg.version, a.connect.clean_start);
         info!(%client_id, %peer, ?version, clean_start, session_present = a.session_present, "client connected");
+        conn.shared
+            .events
+            .emit(|| crate::api::Event::ClientConnected {
+                client_id: client_id.clone(),
+                username: conn.identity.username.clone(),
+                peer,
+                protocol: version,
+                clean_start,
+                session_present: a.session_present,
+            });
         conn.write(&Packet::ConnectAck(ack));
         conn.resend_inflight();
         conn

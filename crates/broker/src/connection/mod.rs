@@ -67,6 +67,9 @@ enum End {
     KeepAliveTimeout,
     /// Another connection with the same client id took over.
     TakenOver,
+    /// An operator disconnected the client (`api::BrokerHandle::kick`): DISCONNECT 0x98 (v5),
+    /// the will is published as for any end the client did not ask for; the session stays.
+    Kicked,
     /// The broker is shutting down.
     Shutdown,
 }

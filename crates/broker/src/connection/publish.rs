@@ -136,12 +136,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let mut sink = PublishSink::default();
         let auth = self.shared.auth.load();
+        let message = Arc::new(message);
         self.shared.router.publish(
-            Arc::new(message),
+            message.clone(),
             cfg.retain_available,
             auth.filters_receive().then_some(&**auth),
             &mut sink,
         );
+        self.shared
+            .events
+            .emit(|| crate::api::Event::MessagePublished {
+                topic: message.topic.clone(),
+                qos: message.qos,
+                retain: message.retain,
+                size: message.size(),
+                publisher: message.publisher.clone(),
+                delivered: sink.delivered,
+            });
         self.busy.append(&mut sink.busy);
         if let Some(commit) = sink.commit
             && p.qos != QoS::AtMostOnce

@@ -112,6 +112,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             )]);
         }
         self.session.subscriptions.insert(filter.to_owned(), entry);
+        self.shared
+            .events
+            .emit(|| crate::api::Event::SubscriptionAdded {
+                client_id: self.client_id.clone(),
+                filter: filter.to_owned(),
+                qos: options.qos,
+            });
         // Retained messages on subscribe (3.3.1.3 / 3.8.3.1 Retain Handling); not for shared
         // subscriptions (5.0 §4.8.2).
         let send_retained = match options.retain_handling {
@@ -162,6 +169,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     )]);
                 }
                 if in_session || in_tree {
+                    self.shared
+                        .events
+                        .emit(|| crate::api::Event::SubscriptionRemoved {
+                            client_id: self.client_id.clone(),
+                            filter: f.clone(),
+                        });
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED

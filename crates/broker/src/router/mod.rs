@@ -360,6 +360,14 @@ impl Router {
         }
     }
 
+    /// Removes the retained message of `topic` (an operator's delete); true if there was one.
+    pub fn remove_retained(&self, topic: &str) -> bool {
+        self.retained
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove_topic(topic)
+    }
+
     /// Restores a retained message read back from the store at start-up.
     pub fn restore_retained(&self, message: Arc<Message>) {
         self.retained

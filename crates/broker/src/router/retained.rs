@@ -57,6 +57,16 @@ impl RetainedStore {
         }
     }
 
+    /// Removes the retained message of `topic`; true if there was one.
+    pub fn remove_topic(&mut self, topic: &str) -> bool {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let removed = Self::remove(&mut self.root, &levels);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
     fn remove(node: &mut Node, levels: &[&str]) -> bool {
         let Some((first, rest)) = levels.split_first() else {
             return node.message.take().is_some();

@@ -343,6 +343,40 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Every client id with a session: (client id, online, owner).
+    #[must_use]
+    pub fn list(&self) -> Vec<(ClientId, bool, Owner)> {
+        self.lock()
+            .slots
+            .iter()
+            .map(|(id, slot)| match slot {
+                Slot::Online { owner, .. } => (id.clone(), true, owner.clone()),
+                Slot::Offline { session, .. } => (id.clone(), false, session.owner.clone()),
+            })
+            .collect()
+    }
+
+    /// The connection that holds `client_id` now, if one does.
+    #[must_use]
+    pub fn holder(&self, client_id: &str) -> Option<ConnectionId> {
+        match self.lock().slots.get(client_id) {
+            Some(Slot::Online { conn, .. }) => Some(*conn),
+            _ => None,
+        }
+    }
+
+    /// Tells the connection holding `client_id` to close (an operator's kick); the session stays.
+    /// False when the client is not connected.
+    pub fn kick(&self, client_id: &str) -> bool {
+        match self.lock().slots.get(client_id) {
+            Some(Slot::Online { kick, .. }) => {
+                kick.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `client_id` has a session, and whether it is online.
     #[must_use]
     pub fn status(&self, client_id: &str) -> Option<bool> {

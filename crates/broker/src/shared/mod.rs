@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) next_connection: AtomicU64,
     /// The configuration file, re-read on reload.
     pub(crate) config_path: Option<std::path::PathBuf>,
+    /// Events for `api::BrokerHandle::events`.
+    pub(crate) events: crate::api::EventBus,
 }
 impl Shared {
     /// A new, empty session with the configured queue limits.
@@ -127,5 +129,15 @@ impl Shared {
                 shared.end_session(session);
             }
         });
+    }
+
+    /// Removes the retained message of `topic` (memory and store) without routing anything.
+    /// True if there was one.
+    pub(crate) fn delete_retained(&self, topic: &str) -> bool {
+        let removed = self.router.remove_retained(topic);
+        if removed && let Some(p) = &self.router.persistence {
+            p.submit_detached(vec![crate::store::Op::DeleteRetained(topic.to_owned())]);
+        }
+        removed
     }
 }

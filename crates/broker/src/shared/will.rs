@@ -100,16 +100,30 @@ impl Shared {
             info!(client_id = %will.publisher.client_id, %topic, "will not published: denied by the ACL now in force");
             return;
         }
+        self.publish_unacknowledged(will.message);
+    }
+
+    /// Routes a message that has no connection waiting for its acknowledgement (a will, or the
+    /// API's `publish`, which has no ACL and no publisher): busy mailboxes and the store commit
+    /// are not waited for.
+    pub(crate) fn publish_unacknowledged(&self, message: Message) {
         Metrics::incr(&self.metrics.messages_received);
-        // Wills have no publisher left to slow down or acknowledge: busy mailboxes and the store
-        // commit are not waited for.
-        let mut sink = crate::router::PublishSink::default();
         let auth = self.auth.load();
+        let mut sink = crate::router::PublishSink::default();
+        let message = Arc::new(message);
         self.router.publish(
-            Arc::new(will.message),
+            message.clone(),
             self.config.retain_available,
             auth.filters_receive().then_some(&**auth),
             &mut sink,
         );
+        self.events.emit(|| crate::api::Event::MessagePublished {
+            topic: message.topic.clone(),
+            qos: message.qos,
+            retain: message.retain,
+            size: message.size(),
+            publisher: message.publisher.clone(),
+            delivered: sink.delivered,
+        });
     }
 }

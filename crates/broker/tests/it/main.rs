@@ -6,6 +6,7 @@
 #[macro_use]
 mod harness;
 
+mod api;
 mod connect;
 mod interop_rumqttc;
 mod keepalive;
