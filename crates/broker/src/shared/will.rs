@@ -77,7 +77,7 @@ impl Shared {
             if shared.registry.take_pending_will(&id, conn) {
                 debug!(client_id = %id, "will delay passed; publishing will");
                 shared.publish_will(will);
-                if let (Some(rec), Some(p)) = (clear, &shared.router.persistence)
+                if let (Some(rec), Some(p)) = (clear, &shared.persistence)
                     && shared.registry.status(&id) == Some(false)
                 {
                     p.submit_detached(vec![crate::store::Op::PutSession(id.to_string(), rec)]);
@@ -103,9 +103,11 @@ impl Shared {
         Metrics::incr(&self.metrics.messages_received);
         // Wills have no publisher left to slow down or acknowledge: busy mailboxes and the store
         // commit are not waited for.
-        let mut sink = crate::router::PublishSink::default();
+        let mut sink = crate::deliver::PublishSink::default();
         let auth = self.auth.load();
-        self.router.publish(
+        crate::deliver::publish(
+            &self.router,
+            self.persistence.as_deref(),
             Arc::new(will.message),
             self.config.retain_available,
             auth.filters_receive().then_some(&**auth),
