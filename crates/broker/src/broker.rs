@@ -157,6 +157,12 @@ impl Broker {
             }
             None => (None, None),
         };
+        if let Some(p) = &persistence {
+            let m = metrics.clone();
+            p.store.on_health_change(move |ok| {
+                m.store_available.store(u64::from(ok), Ordering::Relaxed);
+            });
+        }
         let shared = Arc::new(Shared {
             auth: ArcSwap::from_pointee(auth),
             hash_pool,
@@ -164,7 +170,8 @@ impl Broker {
             banned: crate::banned::Banned::new(&config.banned),
             acceptors,
             config_path,
-            router: Router::new(metrics.clone(), persistence),
+            router: Router::new(metrics.clone()),
+            persistence,
             registry: Registry::default(),
             metrics,
             shutdown: CancellationToken::new(),
@@ -264,7 +271,7 @@ impl Broker {
         {
             warn!("some connections did not close within 10 s");
         }
-        if let Some(p) = &self.shared.router.persistence {
+        if let Some(p) = &self.shared.persistence {
             // Everything submitted so far (session records of the connections just closed) is
             // committed once this barrier resolves.
             if let Err(e) = p.store.submit(Vec::new()).await {

@@ -32,6 +32,7 @@ pub mod banned;
 pub mod broker;
 pub mod config;
 mod connection;
+mod deliver;
 pub mod message;
 pub mod metrics;
 pub mod persist;

@@ -4,7 +4,8 @@
 //! # What is written when
 //! - A QoS 1/2 message routed to persistent sessions: `PutMessage` (once, with one reference per
 //!   session) and an `Enqueue` per session, submitted before the deliveries become visible to
-//!   the subscribers, and awaited before the PUBACK/PUBREC goes to the publisher.
+//!   the subscribers, and awaited before the PUBACK/PUBREC goes to the publisher (by
+//!   `crate::deliver`, which also writes shared-subscription hand-overs).
 //! - A retained message (or its deletion), in the same submission.
 //! - Inbound QoS 2 packet ids of persistent sessions: before PUBREC; removed on PUBREL.
 //! - A persistent session's record: on connect, on (un)subscribe, on disconnect; deleted (with

@@ -123,8 +123,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let auth = self.shared.auth.load();
         let gate = auth.filters_receive().then_some(&**auth);
         for d in orphans {
-            // Handed to another member (its stored entry here is released by the router).
-            self.shared.router.reroute_shared(&self.client_id, d, gate);
+            // Handed to another member (its stored entry here is released in the same submission).
+            crate::deliver::reroute_shared(
+                &self.shared.router,
+                self.shared.persistence.as_deref(),
+                &self.client_id,
+                d,
+                gate,
+            );
         }
         match self
             .shared

@@ -25,14 +25,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Submits store ops without waiting for them.
     pub(super) fn store_detached(&self, ops: Vec<Op>) {
-        if let Some(p) = &self.shared.router.persistence {
+        if let Some(p) = &self.shared.persistence {
             p.submit_detached(ops);
         }
     }
 
     /// Submits store ops that the next acknowledgement must wait for.
     pub(super) fn store_awaited(&mut self, ops: Vec<Op>) {
-        if let Some(p) = &self.shared.router.persistence {
+        if let Some(p) = &self.shared.persistence {
             self.pending_commits.push(p.store.submit(ops));
         }
     }
@@ -121,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Starts paging the next part of the session's on-disk queue into memory, when the
     /// in-memory window has room and entries wait on disk.
     pub(super) fn maybe_load(&self) {
-        let Some(p) = self.shared.router.persistence.clone() else {
+        let Some(p) = self.shared.persistence.clone() else {
             return;
         };
         let handle = self.session.handle.clone();
@@ -184,7 +184,7 @@ pub(super) fn store_offline(
     client_id: &ClientId,
     record: Option<crate::store::SessionRecord>,
 ) {
-    if let (Some(record), Some(p)) = (record, &shared.router.persistence) {
+    if let (Some(record), Some(p)) = (record, &shared.persistence) {
         p.submit_detached(vec![Op::PutSession(client_id.to_string(), record)]);
     }
 }
@@ -201,10 +201,6 @@ pub(super) fn needs_store(connect: &hermod_proto::Connect) -> bool {
 /// CONNECT (v5 0x88, v3.1.1 return code 3 "server unavailable") rather than given an empty
 /// queue. True when this CONNECT is to be refused for it.
 pub(super) fn store_down_for(shared: &Shared, connect: &hermod_proto::Connect) -> bool {
-    let down = shared
-        .router
-        .persistence
-        .as_ref()
-        .is_some_and(|p| !p.healthy());
+    let down = shared.persistence.as_ref().is_some_and(|p| !p.healthy());
     down && needs_store(connect)
 }

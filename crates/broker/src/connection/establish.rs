@@ -332,7 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         session.handle.set_reader(identity.clone());
         // A stored session resumed with session expiry 0 stays durable for this connection (its
         // queue is on disk) and is deleted from the store when it ends.
-        let durable = shared.router.persistence.is_some()
+        let durable = shared.persistence.is_some()
             && (session.is_persistent() || (session_present && session.handle.is_durable()));
         session.handle.set_durable(durable);
         session.handle.set_online(true);

@@ -9,9 +9,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::auth::Action;
+use crate::deliver::PublishSink;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::router::PublishSink;
 use crate::store::Op;
 
 use super::{BACKPRESSURE_WAIT, Connection, End, violation};
@@ -137,7 +137,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let mut sink = PublishSink::default();
         let auth = self.shared.auth.load();
         let message = Arc::new(message);
-        self.shared.router.publish(
+        crate::deliver::publish(
+            &self.shared.router,
+            self.shared.persistence.as_deref(),
             message.clone(),
             cfg.retain_available,
             auth.filters_receive().then_some(&**auth),

@@ -1,5 +1,5 @@
-//! `Shared`: the state every connection task holds (configuration, auth, router, registry,
-//! metrics), and the session lifecycle operations on it (new, end, expire, wills).
+//! `Shared`: the state every connection task holds (configuration, auth, router, store,
+//! registry, metrics), and the session lifecycle operations on it (new, end, expire, wills).
 //!
 //! `broker` builds it and runs the listeners; `connection` uses it; neither is imported from
 //! here, so the dependencies run one way: broker -> connection -> shared.
@@ -43,7 +43,10 @@ pub(crate) struct Shared {
     pub(crate) banned: crate::banned::Banned,
     /// One acceptor per listener (TLS state swapped on reload).
     pub(crate) acceptors: Vec<Arc<Acceptor>>,
+    /// Subscriptions and retained messages: matching only, no I/O.
     pub(crate) router: Router,
+    /// The store, when persistence is on.
+    pub(crate) persistence: Option<Arc<crate::persist::Persistence>>,
     pub(crate) registry: Registry,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
@@ -99,12 +102,18 @@ impl Shared {
                 // The client id's stored queue is another incarnation's: leave it alone.
                 d.seq = None;
             }
-            self.router.reroute_shared(&session.client_id, d, gate);
+            crate::deliver::reroute_shared(
+                &self.router,
+                self.persistence.as_deref(),
+                &session.client_id,
+                d,
+                gate,
+            );
         }
         // After the hand-overs above were submitted: deleting first could lose them in a crash.
         if delete_stored
             && session.handle.is_durable()
-            && let Some(p) = &self.router.persistence
+            && let Some(p) = &self.persistence
         {
             p.submit_detached(crate::persist::delete_session(&session.client_id));
         }
@@ -135,7 +144,7 @@ impl Shared {
     /// True if there was one.
     pub(crate) fn delete_retained(&self, topic: &str) -> bool {
         let removed = self.router.remove_retained(topic);
-        if removed && let Some(p) = &self.router.persistence {
+        if removed && let Some(p) = &self.persistence {
             p.submit_detached(vec![crate::store::Op::DeleteRetained(topic.to_owned())]);
         }
         removed

@@ -30,7 +30,7 @@ impl Shared {
     /// restart (wall-clock disconnect time + session expiry; a session that was online when the
     /// broker stopped counts from now). Returns the expiry timers to arm.
     pub(crate) fn recover(self: &Arc<Self>, r: crate::store::Recovered) -> Recovery {
-        let Some(p) = self.router.persistence.clone() else {
+        let Some(p) = self.persistence.clone() else {
             return Recovery::default();
         };
         let now = Instant::now();

@@ -77,7 +77,7 @@ impl Shared {
             if shared.registry.take_pending_will(&id, conn) {
                 debug!(client_id = %id, "will delay passed; publishing will");
                 shared.publish_will(will);
-                if let (Some(rec), Some(p)) = (clear, &shared.router.persistence)
+                if let (Some(rec), Some(p)) = (clear, &shared.persistence)
                     && shared.registry.status(&id) == Some(false)
                 {
                     p.submit_detached(vec![crate::store::Op::PutSession(id.to_string(), rec)]);
@@ -109,9 +109,11 @@ impl Shared {
     pub(crate) fn publish_unacknowledged(&self, message: Message) {
         Metrics::incr(&self.metrics.messages_received);
         let auth = self.auth.load();
-        let mut sink = crate::router::PublishSink::default();
+        let mut sink = crate::deliver::PublishSink::default();
         let message = Arc::new(message);
-        self.router.publish(
+        crate::deliver::publish(
+            &self.router,
+            self.persistence.as_deref(),
             message.clone(),
             self.config.retain_available,
             auth.filters_receive().then_some(&**auth),
