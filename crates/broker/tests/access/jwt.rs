@@ -107,7 +107,11 @@ async fn check(b: &TestBroker, valid: &str, expired: &str, bad_signature: &str, 
         ReasonCode(1),
         "{alg}: # overlaps the claims"
     );
-    assert_eq!(c.subscribe_one("public/news", Q1).await, ReasonCode(1), "{alg}");
+    assert_eq!(
+        c.subscribe_one("public/news", Q1).await,
+        ReasonCode(1),
+        "{alg}"
+    );
     assert_ne!(
         c.publish("jwt/jwt-user/t", b"mine", Q1, false).await,
         ReasonCode::NOT_AUTHORIZED,
