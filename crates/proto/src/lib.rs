@@ -10,6 +10,8 @@
 //! - internal: `wire` (bounds-checked reader, counting/writing sink, varints, strings),
 //!   `properties` (v5 property ids and sets), `reason` (reason-code tables, v3 mappings) and
 //!   `codec` (one module per packet family, reading and writing side by side).
+//! - [`encode_remaining_length`] / [`decode_remaining_length`]: the remaining-length varint on its
+//!   own, for code that writes or scans packets by hand (the bench, raw test clients).
 //! - [`error`]: `DecodeError` (with the v5 reason code to answer it with), `EncodeError`.
 
 mod codec;
@@ -28,6 +30,7 @@ pub use encode::{encode_packet, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use types::{PacketId, ProtocolVersion, QoS, ReasonCode, RetainHandling};
+pub use wire::{decode_remaining_length, encode_remaining_length, remaining_length_len};
 
 /// Largest remaining length the 4-byte variable byte integer can express (268,435,455).
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;

@@ -41,6 +41,58 @@ pub(crate) fn parse_varint(bytes: &[u8]) -> Result<Option<(usize, usize)>, Decod
     Ok(None)
 }
 
+/// Decodes the remaining length (a variable byte integer, MQTT 5.0 §1.5.5 / 3.1.1 §2.2.3) from
+/// the front of `bytes`: the value and how many bytes it took, or `Ok(None)` when `bytes` ends
+/// before the integer does. Non-minimal encodings are accepted.
+///
+/// ```
+/// assert_eq!(hermod_proto::decode_remaining_length(&[0xC1, 0x02]), Ok(Some((321, 2))));
+/// assert_eq!(hermod_proto::decode_remaining_length(&[0x80]), Ok(None));
+/// ```
+///
+/// # Errors
+/// [`DecodeError::Malformed`] when the fourth byte still has the continuation bit set.
+pub fn decode_remaining_length(bytes: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    parse_varint(bytes)
+}
+
+/// Appends the minimal encoding of `len` as a remaining length (variable byte integer, MQTT 5.0
+/// §1.5.5) to `out`: 1 to 4 bytes, see [`remaining_length_len`].
+///
+/// ```
+/// let mut out = Vec::new();
+/// hermod_proto::encode_remaining_length(321, &mut out).unwrap();
+/// assert_eq!(out, [0xC1, 0x02]);
+/// ```
+///
+/// # Errors
+/// [`EncodeError::TooLarge`] above [`MAX_REMAINING_LENGTH`] (nothing is written).
+pub fn encode_remaining_length(len: usize, out: &mut impl BufMut) -> Result<(), EncodeError> {
+    struct Out<'a, B>(&'a mut B);
+    impl<B: BufMut> Sink for Out<'_, B> {
+        fn put_u8(&mut self, v: u8) {
+            self.0.put_u8(v);
+        }
+        fn put_u16(&mut self, v: u16) {
+            self.0.put_u16(v);
+        }
+        fn put_u32(&mut self, v: u32) {
+            self.0.put_u32(v);
+        }
+        fn put_slice(&mut self, v: &[u8]) {
+            self.0.put_slice(v);
+        }
+    }
+    put_varint(&mut Out(out), len)
+}
+
+/// Number of bytes [`encode_remaining_length`] writes for `len` (1 to 4, for `len` up to
+/// [`MAX_REMAINING_LENGTH`]).
+#[must_use]
+pub const fn remaining_length_len(len: usize) -> usize {
+    varint_len(len)
+}
+
 /// A cursor over one packet's body. Every read is bounds-checked and fails with [`TRUNCATED`];
 /// binary reads are zero-copy slices of the packet's `Bytes`.
 #[derive(Debug)]

@@ -391,68 +391,17 @@ fn verdict(status: u16, body: &[u8]) -> HttpVerdict {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::net::TcpListener;
 
-    /// A one-response-per-connection HTTP server: `reply(request_body)` gives the raw
-    /// response, or `None` to hang. Returns its URL and a request counter.
+    pub(crate) use hermod_testkit::json_response as json_reply;
+
+    /// hermod-testkit's fake HTTP service: `reply(request_body)` gives the raw response, or
+    /// `None` to hang. Returns its URL and the server (which stops when dropped; it counts
+    /// connections).
     pub(crate) async fn server(
         reply: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
-    ) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let count = Arc::new(AtomicUsize::new(0));
-        let counter = count.clone();
-        let reply = Arc::new(reply);
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let reply = reply.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Read headers, then Content-Length bytes of body.
-                    let body = loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
-                                .into_owned();
-                        }
-                    };
-                    match reply(&body) {
-                        Some(r) => {
-                            let _ = sock.write_all(r.as_bytes()).await;
-                            let _ = sock.shutdown().await;
-                        }
-                        None => tokio::time::sleep(Duration::from_secs(30)).await,
-                    }
-                });
-            }
-        });
-        (format!("http://{addr}/auth"), count)
-    }
-
-    pub(crate) fn json_reply(status: u16, body: &str) -> String {
-        format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
+    ) -> (String, hermod_testkit::AuthServer) {
+        let server = hermod_testkit::AuthServer::raw(reply).await;
+        (server.url.clone(), server)
     }
 
     fn cfg(url: &str) -> HttpAuthConfig {
@@ -476,7 +425,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn allow_deny_ignore_and_request_shape() {
-        let (url, _) = server(|body| {
+        let (url, _server) = server(|body| {
             let v: serde_json::Value = serde_json::from_str(body).ok()?;
             assert_eq!(v["clientid"], "c1");
             assert_eq!(v["peer_address"], "192.0.2.1:1234");
@@ -497,7 +446,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn non_2xx_garbage_empty_and_chunked() {
-        let (url, _) = server(|body| {
+        let (url, _server) = server(|body| {
             let v: serde_json::Value = serde_json::from_str(body).ok()?;
             Some(match v["username"].as_str()? {
                 "500" => json_reply(500, r#"{"result":"allow"}"#),
@@ -523,7 +472,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn timeout_and_refused_connection_deny() {
-        let (url, _) = server(|_| None).await;
+        let (url, _server) = server(|_| None).await;
         let h = HttpAuth::new(cfg(&url)).expect("config");
         let started = Instant::now();
         assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Error);
@@ -539,13 +488,13 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn cache_by_password_hash() {
-        let (url, count) = server(|_| Some(json_reply(200, r#"{"result":"allow"}"#))).await;
+        let (url, server) = server(|_| Some(json_reply(200, r#"{"result":"allow"}"#))).await;
         let h = HttpAuth::new(cfg(&url)).expect("config");
         assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
         assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
-        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(server.connections(), 1);
         assert_eq!(h.check(&req("a", b"other")).await, HttpVerdict::Allow);
-        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(server.connections(), 2);
         let cache = h.cache.lock().expect("lock");
         let dump = format!("{:?}", cache.keys().collect::<Vec<_>>());
         assert!(!dump.contains("other"));

@@ -145,7 +145,7 @@ async fn order_and_ignore() {
 
 #[tokio::test]
 async fn http_in_the_chain() {
-    let (url, _) = server(|body| {
+    let (url, _server) = server(|body| {
         let v: serde_json::Value = serde_json::from_str(body).ok()?;
         let result = match v["username"].as_str()? {
             "alice" => "deny",

@@ -317,8 +317,8 @@ async fn acl_table_end_to_end() {
     let cases = cases();
     assert!(cases.len() >= 20);
     let mut observer = connect(&b, "root", "observer").await;
-    assert_eq!(observer.subscribe("#", Q1).await, ReasonCode(1));
-    assert_eq!(observer.subscribe("$SYS/#", Q1).await, ReasonCode(1));
+    assert_eq!(observer.subscribe_one("#", Q1).await, ReasonCode(1));
+    assert_eq!(observer.subscribe_one("$SYS/#", Q1).await, ReasonCode(1));
     let mut failures = Vec::new();
     for (i, k) in cases.iter().enumerate() {
         let what = format!("case {i} '{}': {}/{} on {}", k.name, k.user, k.cid, k.topic);
@@ -332,7 +332,7 @@ async fn acl_table_end_to_end() {
             ok_publish(&mut w, k.topic, &format!("retained-{i}"), true, &what).await;
             ok_publish(&mut w, &fence_topic, &format!("rfence-{i}"), true, &what).await;
             let mut c = connect(&b, k.user, k.cid).await;
-            let granted = c.subscribe(k.topic, Q1).await;
+            let granted = c.subscribe_one(k.topic, Q1).await;
             // A concrete topic as the filter: granted exactly when it may be read (a filter
             // that can match no readable topic is refused, v5 0x87).
             let expected = if may_read {
@@ -344,7 +344,7 @@ async fn acl_table_end_to_end() {
                 problems.push(format!("SUBACK {granted:?}, expected {expected:?}"));
             }
             assert_eq!(
-                c.subscribe(&fence_topic, Q1).await,
+                c.subscribe_one(&fence_topic, Q1).await,
                 ReasonCode(1),
                 "{what}: fence subscription"
             );
@@ -453,11 +453,11 @@ async fn wildcard_subscription_is_filtered_per_delivery() {
     ok_publish(&mut root, "fence/b1", "rf", true, "setup").await;
     let mut bob = connect(&b, "bob", "b1").await;
     assert_eq!(
-        bob.subscribe("home/#", Q1).await,
+        bob.subscribe_one("home/#", Q1).await,
         ReasonCode(1),
         "SUBACK grants home/# (not checked against acl_file)"
     );
-    assert_eq!(bob.subscribe("fence/b1", Q1).await, ReasonCode(1));
+    assert_eq!(bob.subscribe_one("fence/b1", Q1).await, ReasonCode(1));
     let retained = collect_until(&mut bob, "rf").await;
     let want = |prefix: &str| {
         vec![

@@ -60,7 +60,7 @@ until = "{soon}"
     let b = TestBroker::start_in(dir, &config).await;
     let addr = b.addr(0);
     let check = |src: &str, v, id: &str, user: Option<(&str, &str)>| {
-        let c = connect_packet(v, id, user.map(|u| u.0), user.map(|u| u.1.as_bytes()));
+        let c = connect_auth(v, id, user.map(|u| u.0), user.map(|u| u.1.as_bytes()));
         connack_from(ip(src), addr, c, WAIT)
     };
     let lo = "127.0.0.1";
@@ -148,7 +148,7 @@ async fn reload_adds_and_removes_bans() {
     let b = TestBroker::start_in(dir, &format!("{BASE}[[banned]]\nclient_id = \"a\"\n")).await;
     let addr = b.addr(0);
     let check =
-        |src: &str, id: &str| connack_from(ip(src), addr, connect_packet(V5, id, None, None), WAIT);
+        |src: &str, id: &str| connack_from(ip(src), addr, connect_auth(V5, id, None, None), WAIT);
     assert_eq!(check("127.0.0.1", "a").await, Ok(ReasonCode::BANNED));
     assert_eq!(check("127.0.0.1", "b").await, Ok(ReasonCode::SUCCESS));
 

@@ -137,7 +137,7 @@ max = 0
     )
     .await;
     let addr = b.addr(0);
-    let good = |n: usize| connect_packet(V5, &format!("good-{n}"), Some("good"), Some(b"good-pw"));
+    let good = |n: usize| connect_auth(V5, &format!("good-{n}"), Some("good"), Some(b"good-pw"));
     let limit = Duration::from_secs(30);
 
     // Before any hashing: the baseline, and the good client's CONNACK time with no flood.
@@ -151,7 +151,7 @@ max = 0
     let started = Instant::now();
     let flood: Vec<_> = (0..FLOOD)
         .map(|i| {
-            let c = connect_packet(
+            let c = connect_auth(
                 V5,
                 &format!("flood-{i}"),
                 Some("victim"),
@@ -243,7 +243,7 @@ async fn throttling_blocks_after_k_failures_and_recovers() {
     let addr = b.addr(0);
     let limit = WAIT;
     let (x, y) = (ip("127.0.0.3"), ip("127.0.0.4"));
-    let login = |v, id: &str, pw: &str| connect_packet(v, id, Some("alice"), Some(pw.as_bytes()));
+    let login = |v, id: &str, pw: &str| connect_auth(v, id, Some("alice"), Some(pw.as_bytes()));
     let try_ = |src, c| connack_from(src, addr, c, limit);
 
     for i in 0..2 {
@@ -327,7 +327,7 @@ async fn throttling_sheds_a_concurrent_flood() {
     let addr = b.addr(0);
     let flood: Vec<_> = (0..FLOOD)
         .map(|i| {
-            let c = connect_packet(V5, &format!("f{i}"), Some("alice"), Some(b"wrong"));
+            let c = connect_auth(V5, &format!("f{i}"), Some("alice"), Some(b"wrong"));
             tokio::spawn(connack_from(
                 ip("127.0.0.5"),
                 addr,
@@ -351,7 +351,7 @@ async fn throttling_sheds_a_concurrent_flood() {
         banned >= FLOOD / 2,
         "most of the flood is refused unchecked: {banned}"
     );
-    let good = connect_packet(V5, "good", Some("good"), Some(b"good-pw"));
+    let good = connect_auth(V5, "good", Some("good"), Some(b"good-pw"));
     assert_eq!(
         connack_from(ip("127.0.0.6"), addr, good, WAIT).await,
         Ok(ReasonCode::SUCCESS)
@@ -375,7 +375,7 @@ async fn auth_service_errors_are_not_counted_as_failures() {
     )
     .await;
     for i in 0..4 {
-        let c = connect_packet(V5, &format!("h{i}"), Some("u"), Some(b"p"));
+        let c = connect_auth(V5, &format!("h{i}"), Some("u"), Some(b"p"));
         assert_eq!(
             connack_from(ip("127.0.0.7"), b.addr(0), c, WAIT).await,
             Ok(ReasonCode::BAD_USER_NAME_OR_PASSWORD),

@@ -82,7 +82,7 @@ const REFUSED: ReasonCode = ReasonCode::NOT_AUTHORIZED;
 async fn will_on_a_denied_topic_is_refused_at_connect() {
     let b = broker(ACL, "").await;
     let mut alice = connect(&b, login(V5, "alice-watch", "alice")).await;
-    assert_eq!(alice.subscribe("alice/#", Q1).await, ReasonCode(1));
+    assert_eq!(alice.subscribe_one("alice/#", Q1).await, ReasonCode(1));
     for v in [V311, V5] {
         // Bob may write bob/# only: a (retained) will on alice/cmd is refused at CONNECT
         // (Mosquitto answers "not authorised" too), so it can never be published nor retained.
@@ -96,7 +96,7 @@ async fn will_on_a_denied_topic_is_refused_at_connect() {
     }
     alice.expect_nothing(QUIET).await;
     let mut late = connect(&b, login(V5, "alice-late", "alice")).await;
-    assert_eq!(late.subscribe("alice/cmd", Q1).await, ReasonCode(1));
+    assert_eq!(late.subscribe_one("alice/cmd", Q1).await, ReasonCode(1));
     late.expect_nothing(QUIET).await; // no retained will
     b.stop().await;
 }
@@ -118,7 +118,7 @@ async fn dollar_and_share_will_topics_are_refused() {
 async fn will_is_checked_again_when_published() {
     let b = broker(ACL, "").await;
     let mut root = connect(&b, login(V5, "root-watch", "root")).await;
-    assert_eq!(root.subscribe("bob/#", Q1).await, ReasonCode(1));
+    assert_eq!(root.subscribe_one("bob/#", Q1).await, ReasonCode(1));
     // Control: allowed at CONNECT and still allowed when the connection drops.
     drop(
         connect(
@@ -156,7 +156,7 @@ async fn cross_user_takeover_is_refused_and_the_owners_session_is_intact() {
     for v in [V311, V5] {
         let id = format!("alice-dev-{v:?}");
         let mut alice = connect(&b, persistent(login(v, &id, "alice"))).await;
-        assert_eq!(alice.subscribe("alice/#", Q1).await, ReasonCode(1));
+        assert_eq!(alice.subscribe_one("alice/#", Q1).await, ReasonCode(1));
         // Online: bob is refused and alice's connection is not disturbed.
         for clean in [false, true] {
             let mut c = persistent(login(v, &id, "bob"));
@@ -229,16 +229,16 @@ async fn subscribe_to_an_unreachable_filter_is_refused() {
     for (v, refused) in [(V311, ReasonCode(0x80)), (V5, ReasonCode::NOT_AUTHORIZED)] {
         let mut alice = connect(&b, login(v, "alice-s", "alice")).await;
         // [MQTT-3.9.3-2] 3.1.1 return code 0x80 = failure; v5 0x87 not authorized.
-        assert_eq!(alice.subscribe("bob/#", Q1).await, refused, "{v:?}");
-        assert_eq!(alice.subscribe("$SYS/#", Q1).await, refused, "{v:?}");
+        assert_eq!(alice.subscribe_one("bob/#", Q1).await, refused, "{v:?}");
+        assert_eq!(alice.subscribe_one("$SYS/#", Q1).await, refused, "{v:?}");
         assert_eq!(
-            alice.subscribe("$share/g/bob/+", Q1).await,
+            alice.subscribe_one("$share/g/bob/+", Q1).await,
             refused,
             "{v:?}"
         );
         // Overlapping allowed and denied topics: granted, filtered per message.
-        assert_eq!(alice.subscribe("#", Q1).await, ReasonCode(1), "{v:?}");
-        assert_eq!(alice.subscribe("+/x", Q1).await, ReasonCode(1), "{v:?}");
+        assert_eq!(alice.subscribe_one("#", Q1).await, ReasonCode(1), "{v:?}");
+        assert_eq!(alice.subscribe_one("+/x", Q1).await, ReasonCode(1), "{v:?}");
         let mut root = connect(&b, login(V5, "root-s", "root")).await;
         root.publish("bob/x", b"no", Q1, false).await;
         root.publish("alice/x", b"yes", Q1, false).await;
@@ -259,7 +259,7 @@ async fn denied_messages_do_not_fill_the_queue() {
         let b = broker_with(ACL, "max_queued_messages = 50", store).await;
         let mut root = connect(&b, login(V5, "root-q", "root")).await;
         let mut alice = connect(&b, persistent(login(V5, "alice-q", "alice"))).await;
-        assert_eq!(alice.subscribe("#", Q1).await, ReasonCode(1));
+        assert_eq!(alice.subscribe_one("#", Q1).await, ReasonCode(1));
         drop(alice);
         tokio::time::sleep(Duration::from_millis(100)).await;
         for i in 0..60 {
@@ -288,7 +288,7 @@ async fn in_flight_messages_are_rechecked_when_resent() {
     let b = broker(ACL, "").await;
     let mut root = connect(&b, login(V5, "root-r", "root")).await;
     let mut alice = connect(&b, persistent(login(V311, "alice-r", "alice"))).await;
-    assert_eq!(alice.subscribe("alice/#", Q1).await, ReasonCode(1));
+    assert_eq!(alice.subscribe_one("alice/#", Q1).await, ReasonCode(1));
     root.publish("alice/secret", b"1", Q1, false).await;
     assert_eq!(alice.expect_publish().await.topic, "alice/secret");
     drop(alice); // never acknowledged
@@ -327,8 +327,8 @@ async fn shared_group_members_that_may_not_read_are_skipped() {
     let mut alice = connect(&b, login(V5, "alice-g", "alice")).await;
     let mut bob = connect(&b, login(V5, "bob-g", "bob")).await;
     // Both subscriptions are granted (each overlaps its owner's tree).
-    assert_eq!(alice.subscribe("$share/g/#", Q1).await, ReasonCode(1));
-    assert_eq!(bob.subscribe("$share/g/#", Q1).await, ReasonCode(1));
+    assert_eq!(alice.subscribe_one("$share/g/#", Q1).await, ReasonCode(1));
+    assert_eq!(bob.subscribe_one("$share/g/#", Q1).await, ReasonCode(1));
     let mut root = connect(&b, login(V5, "root-g", "root")).await;
     for i in 0..10 {
         root.publish("alice/x", format!("{i}").as_bytes(), Q1, false)

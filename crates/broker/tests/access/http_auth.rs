@@ -31,7 +31,7 @@ async fn connack(b: &TestBroker, v: ProtocolVersion, user: &str, pw: &str) -> Re
     Client::connack(
         b.addr(0),
         &Via::Tcp,
-        connect_packet(v, &format!("id-{user}"), Some(user), Some(pw.as_bytes())),
+        connect_auth(v, &format!("id-{user}"), Some(user), Some(pw.as_bytes())),
     )
     .await
 }
@@ -88,7 +88,7 @@ async fn allow_deny_ignore_and_failures() {
     );
     // Anonymous clients never reach the service.
     let before = server.requests().len();
-    let anon = connect_packet(V5, "anon", None, None);
+    let anon = connect_auth(V5, "anon", None, None);
     assert_eq!(
         Client::connack(b.addr(0), &Via::Tcp, anon).await,
         ReasonCode::NOT_AUTHORIZED

@@ -63,7 +63,7 @@ async fn broker(jwt: &str) -> TestBroker {
 }
 
 fn with_token(v: ProtocolVersion, id: &str, token: &str) -> Connect {
-    connect_packet(v, id, Some("jwt-user"), Some(token.as_bytes()))
+    connect_auth(v, id, Some("jwt-user"), Some(token.as_bytes()))
 }
 
 /// A valid token connects and its claims are the ACL; expired and wrongly signed ones are refused.
@@ -82,7 +82,7 @@ async fn check(b: &TestBroker, valid: &str, expired: &str, bad_signature: &str, 
         );
     }
     // A username differing from the token's claim is refused.
-    let other_user = connect_packet(V5, "x", Some("mallory"), Some(valid.as_bytes()));
+    let other_user = connect_auth(V5, "x", Some("mallory"), Some(valid.as_bytes()));
     assert_eq!(
         Client::connack(addr, &Via::Tcp, other_user).await,
         ReasonCode::BAD_USER_NAME_OR_PASSWORD,
@@ -91,23 +91,27 @@ async fn check(b: &TestBroker, valid: &str, expired: &str, bad_signature: &str, 
 
     let mut c = Client::connect(addr, &Via::Tcp, with_token(V5, "jwt-client", valid)).await;
     assert_eq!(
-        c.subscribe("jwt/jwt-user/#", Q1).await,
+        c.subscribe_one("jwt/jwt-user/#", Q1).await,
         ReasonCode(1),
         "{alg}: covered by a subscribe claim"
     );
     assert_eq!(
-        c.subscribe("secret/#", Q1).await,
+        c.subscribe_one("secret/#", Q1).await,
         ReasonCode::NOT_AUTHORIZED,
         "{alg}: SUBACK 0x87 outside the claims"
     );
     // Wider than the claims but overlapping them: granted, and only what the claims allow
     // is delivered (checked per message).
     assert_eq!(
-        c.subscribe("#", Q1).await,
+        c.subscribe_one("#", Q1).await,
         ReasonCode(1),
         "{alg}: # overlaps the claims"
     );
-    assert_eq!(c.subscribe("public/news", Q1).await, ReasonCode(1), "{alg}");
+    assert_eq!(
+        c.subscribe_one("public/news", Q1).await,
+        ReasonCode(1),
+        "{alg}"
+    );
     assert_ne!(
         c.publish("jwt/jwt-user/t", b"mine", Q1, false).await,
         ReasonCode::NOT_AUTHORIZED,
@@ -175,7 +179,7 @@ async fn token_without_a_username_claim_is_refused() {
     ] {
         // With the CONNECT username the ACL would have used (and another user's name).
         for user in ["jwt-user", "alice"] {
-            let c = connect_packet(v, "nosub", Some(user), Some(token.as_bytes()));
+            let c = connect_auth(v, "nosub", Some(user), Some(token.as_bytes()));
             assert_eq!(
                 Client::connack(b.addr(0), &Via::Tcp, c).await,
                 refused,

@@ -34,7 +34,7 @@ async fn raw_connack(addr: std::net::SocketAddr, c: Connect) -> Vec<u8> {
 /// Checks a broker whose password file has `user`/`password` (and nothing for "nobody").
 async fn check_password_file(addr: std::net::SocketAddr, user: &str, password: &str, origin: &str) {
     let c = |v, pw: Option<&str>| {
-        connect_packet(v, &format!("pw-{v:?}"), Some(user), pw.map(str::as_bytes))
+        connect_auth(v, &format!("pw-{v:?}"), Some(user), pw.map(str::as_bytes))
     };
     for v in [V311, V5] {
         assert_eq!(
@@ -59,7 +59,7 @@ async fn check_password_file(addr: std::net::SocketAddr, user: &str, password: &
         ReasonCode::BAD_USER_NAME_OR_PASSWORD,
         "{origin}: known user without password, 5.0"
     );
-    let nobody = connect_packet(V5, "nobody", Some("nobody"), Some(password.as_bytes()));
+    let nobody = connect_auth(V5, "nobody", Some("nobody"), Some(password.as_bytes()));
     assert_eq!(
         Client::connack(addr, &Via::Tcp, nobody).await,
         ReasonCode::BAD_USER_NAME_OR_PASSWORD,
@@ -67,12 +67,12 @@ async fn check_password_file(addr: std::net::SocketAddr, user: &str, password: &
     );
     // Anonymous: refused, 0x05 / 0x87.
     assert_eq!(
-        raw_connack(addr, connect_packet(V311, "anon", None, None)).await,
+        raw_connack(addr, connect_auth(V311, "anon", None, None)).await,
         vec![0x20, 0x02, 0x00, 0x05],
         "{origin}: anonymous, 3.1.1"
     );
     assert_eq!(
-        Client::connack(addr, &Via::Tcp, connect_packet(V5, "anon", None, None)).await,
+        Client::connack(addr, &Via::Tcp, connect_auth(V5, "anon", None, None)).await,
         ReasonCode::NOT_AUTHORIZED,
         "{origin}: anonymous, 5.0"
     );

@@ -38,7 +38,7 @@ async fn v1_header_then_connect_is_served() {
     let server = AuthServer::start(|_| Some((200, r#"{"result":"allow"}"#.into()))).await;
     let b = broker(&server).await;
     let connect = encode(
-        &Packet::Connect(Box::new(connect_packet(
+        &Packet::Connect(Box::new(connect_auth(
             V311,
             "proxied",
             Some("u"),
@@ -83,7 +83,7 @@ async fn without_the_header_the_connection_is_closed() {
     let server = AuthServer::start(|_| Some((200, r#"{"result":"allow"}"#.into()))).await;
     let b = broker(&server).await;
     let connect = encode(
-        &Packet::Connect(Box::new(connect_packet(
+        &Packet::Connect(Box::new(connect_auth(
             V311,
             "direct",
             Some("u"),

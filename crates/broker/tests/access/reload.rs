@@ -67,8 +67,8 @@ async fn broken_acl_keeps_old_rules_fixed_acl_applies_to_open_connections() {
     let b = example_broker(&pki, &with_fence(ACL_V1)).await;
     let mut root = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "root", "root")).await;
     let mut alice = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "alice", "alice")).await;
-    assert_eq!(alice.subscribe("shared/#", Q1).await, ReasonCode(1));
-    assert_eq!(alice.subscribe("fence/alice", Q1).await, ReasonCode(1));
+    assert_eq!(alice.subscribe_one("shared/#", Q1).await, ReasonCode(1));
+    assert_eq!(alice.subscribe_one("fence/alice", Q1).await, ReasonCode(1));
     assert_eq!(
         shared_access(&mut alice, &mut root, 1).await,
         (ReasonCode::NOT_AUTHORIZED, false),
@@ -127,7 +127,7 @@ async fn password_file_reload() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL_V1).await;
     let mut alice = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "alice", "alice")).await;
-    let newcomer = || connect_packet(V5, "new", Some("newcomer"), Some(b"new-pw"));
+    let newcomer = || connect_auth(V5, "new", Some("newcomer"), Some(b"new-pw"));
     assert_eq!(
         Client::connack(b.addr(TCP), &Via::Tcp, newcomer()).await,
         ReasonCode::BAD_USER_NAME_OR_PASSWORD

@@ -63,13 +63,13 @@ async fn server_only_tls_with_ca() {
     let b = example_broker(&pki, ACL).await;
     let via = Via::Tls(tls_client_config(&pki.ca_pem, None));
     let mut c = Client::connect(b.addr(TLS), &via, login(V5, "alice-tls", "alice")).await;
-    assert_eq!(c.subscribe("home/alice/#", Q1).await, ReasonCode(1));
+    assert_eq!(c.subscribe_one("home/alice/#", Q1).await, ReasonCode(1));
     c.publish("home/alice/t", b"over tls", Q1, false).await;
     assert_eq!(
         got(&[c.expect_publish().await]),
         vec![("home/alice/t".into(), "over tls".into())]
     );
-    let bad = connect_packet(V5, "alice-bad", Some("alice"), Some(b"wrong"));
+    let bad = connect_auth(V5, "alice-bad", Some("alice"), Some(b"wrong"));
     assert_eq!(
         Client::connack(b.addr(TLS), &via, bad).await,
         ReasonCode::BAD_USER_NAME_OR_PASSWORD
@@ -96,7 +96,7 @@ async fn client_certificates_required_and_checked() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
     let addr = b.addr(MTLS);
-    let c = connect_packet(V5, "dev", None, None);
+    let c = connect_auth(V5, "dev", None, None);
     for (what, leaf) in [
         ("no certificate", None),
         ("certificate of an unknown CA", Some(&pki.foreign)),
@@ -131,8 +131,8 @@ async fn identity_as_username_feeds_the_acl() {
     let pki = Pki::new();
     let b = example_broker(&pki, ACL).await;
     let mut spy = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "spy", "root")).await;
-    spy.subscribe("devices/#", Q1).await;
-    spy.subscribe("home/#", Q1).await;
+    spy.subscribe_one("devices/#", Q1).await;
+    spy.subscribe_one("home/#", Q1).await;
 
     // CONNECT claims to be alice (with her password): the certificate's identity wins.
     let as_alice = login(V5, "dev42", "alice");
@@ -168,7 +168,7 @@ async fn identity_as_username_feeds_the_acl() {
     );
 
     // Reads are checked against the identity too.
-    assert_eq!(dev.subscribe("devices/#", Q1).await, ReasonCode(1));
+    assert_eq!(dev.subscribe_one("devices/#", Q1).await, ReasonCode(1));
     spy.publish("devices/device-43/temp", b"not for 42", Q1, false)
         .await;
     spy.publish("devices/device-42/cmd", b"for 42", Q1, false)
@@ -352,7 +352,7 @@ async fn mosquitto_clients_tls_client_certificate() {
     };
     let dir = m.b.path().to_owned();
     let mut spy = Client::connect(m.b.addr(TCP), &Via::Tcp, login(V5, "spy", "root")).await;
-    spy.subscribe("devices/#", Q1).await;
+    spy.subscribe_one("devices/#", Q1).await;
     let (code, out, err) = m.cert_pub("client", "devices/device-42/t").await;
     assert_eq!(
         code,
@@ -425,7 +425,7 @@ async fn mosquitto_clients_tls_refused_certificates() {
         return;
     };
     let mut spy = Client::connect(m.b.addr(TCP), &Via::Tcp, login(V5, "spy", "root")).await;
-    spy.subscribe("#", Q1).await;
+    spy.subscribe_one("#", Q1).await;
     for (leaf, what) in [
         ("foreign", "unknown CA"),
         ("expired", "expired"),

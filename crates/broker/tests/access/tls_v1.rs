@@ -407,14 +407,14 @@ async fn v1_broker() -> Option<(TestBroker, Certs)> {
 }
 
 fn root(id: &str) -> Connect {
-    connect_packet(V5, id, Some("root"), Some(b"root-pw"))
+    connect_auth(V5, id, Some("root"), Some(b"root-pw"))
 }
 
 /// The CONNECT for `listener`: no credentials where the certificate is the identity, else
 /// root's password (allow_anonymous = false).
 fn connect_to(listener: usize, id: &str) -> Connect {
     if listener == CRL_ID {
-        connect_packet(V5, id, None, None)
+        connect_auth(V5, id, None, None)
     } else {
         root(id)
     }
@@ -448,7 +448,7 @@ async fn v1_client_certificates_accepted_rsa_and_ec_over_tls13_and_tls12() {
                     continue;
                 }
                 assert_eq!(
-                    c.subscribe(topic, Q1).await,
+                    c.subscribe_one(topic, Q1).await,
                     ReasonCode(1),
                     "{what}: SUBACK"
                 );
@@ -476,7 +476,7 @@ async fn v1_identity_as_username_feeds_the_acl() {
         return;
     };
     let mut spy = Client::connect(b.addr(PLAIN), &Via::Tcp, root("spy")).await;
-    spy.subscribe("v1/#", Q1).await;
+    spy.subscribe_one("v1/#", Q1).await;
     let (mut dev, ack) = Client::try_connect(
         b.addr(CRL_ID),
         &certs.client("client", false),
@@ -584,7 +584,7 @@ async fn mosquitto_pub_with_v1_client_certificate() {
         return;
     };
     let mut spy = Client::connect(b.addr(PLAIN), &Via::Tcp, root("spy")).await;
-    spy.subscribe("v1/#", Q1).await;
+    spy.subscribe_one("v1/#", Q1).await;
     let mut cmd = Command::new(&mpub);
     cmd.args(["-h", "127.0.0.1", "-p", &b.addr(CRL_ID).port().to_string()])
         .arg("--cafile")

@@ -33,13 +33,13 @@ async fn round_trip_over_ws_and_wss() {
             let mut ws =
                 Client::connect(addr, &via, login(v, &format!("alice-{name}"), "alice")).await;
             assert_eq!(
-                ws.subscribe("home/alice/#", Q1).await,
+                ws.subscribe_one("home/alice/#", Q1).await,
                 ReasonCode(1),
                 "{name}"
             );
             let mut tcp =
                 Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "alice-tcp", "alice")).await;
-            tcp.subscribe("home/alice/#", Q1).await;
+            tcp.subscribe_one("home/alice/#", Q1).await;
             // ws → tcp and tcp → ws.
             ws.publish("home/alice/from-ws", name.as_bytes(), Q1, false)
                 .await;
@@ -71,7 +71,7 @@ async fn round_trip_over_ws_and_wss() {
         }
     }
     // Password checks on ws: wrong password refused.
-    let bad = connect_packet(V5, "x", Some("alice"), Some(b"nope"));
+    let bad = connect_auth(V5, "x", Some("alice"), Some(b"nope"));
     assert_eq!(
         Client::connack(b.addr(WS), &Via::Ws("/mqtt"), bad).await,
         ReasonCode::BAD_USER_NAME_OR_PASSWORD
@@ -90,7 +90,7 @@ async fn one_packet_split_over_two_frames() {
         ("wss", b.addr(WSS), wss(&pki)),
     ] {
         let mut spy = Client::connect(b.addr(TCP), &Via::Tcp, login(V5, "spy", "root")).await;
-        spy.subscribe("home/#", Q1).await;
+        spy.subscribe_one("home/#", Q1).await;
         let mut c = Client::open(addr, &via, V5).await.expect("ws open");
         let connect = encode(&Packet::Connect(Box::new(login(V5, "split", "alice"))), V5);
         let (a, z) = connect.split_at(7); // inside the variable header

@@ -200,18 +200,8 @@ impl PublishTemplate {
             2 + topic.len() + if qos > 0 { 2 } else { 0 } + usize::from(v5) + payload_size;
         let mut head = Vec::with_capacity(8 + topic.len());
         head.push(0x30 | (qos << 1));
-        let mut x = remaining;
-        loop {
-            let mut b = (x % 128) as u8;
-            x /= 128;
-            if x > 0 {
-                b |= 0x80;
-            }
-            head.push(b);
-            if x == 0 {
-                break;
-            }
-        }
+        hermod_proto::encode_remaining_length(remaining, &mut head)
+            .expect("a bench PUBLISH is far below the remaining-length limit");
         let tl = topic.len() as u16;
         head.extend_from_slice(&tl.to_be_bytes());
         head.extend_from_slice(topic.as_bytes());
@@ -279,23 +269,12 @@ pub(crate) fn scan(buf: &[u8], v5: bool) -> Result<Option<(Scanned, usize)>, &'s
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
-    let mut remaining: usize = 0;
-    let mut shift = 0;
-    let mut i = 1;
-    loop {
-        let Some(&b) = buf.get(i) else {
-            return Ok(None);
-        };
-        remaining |= usize::from(b & 0x7F) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 21 {
-            return Err("malformed remaining length");
-        }
-    }
+    let (remaining, used) = match hermod_proto::decode_remaining_length(&buf[1..]) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err("malformed remaining length"),
+    };
+    let i = 1 + used;
     let total = i + remaining;
     if buf.len() < total {
         return Ok(None);
@@ -352,15 +331,9 @@ pub(crate) fn scan(buf: &[u8], v5: bool) -> Result<Option<(Scanned, usize)>, &'s
     Ok(Some((scanned, total)))
 }
 
+/// The remaining-length varint at the front of `b`; None if incomplete or malformed.
 fn varint(b: &[u8]) -> Option<(usize, usize)> {
-    let mut v = 0usize;
-    for (i, &x) in b.iter().take(4).enumerate() {
-        v |= usize::from(x & 0x7F) << (7 * i);
-        if x & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
+    hermod_proto::decode_remaining_length(b).ok().flatten()
 }
 
 /// A 4-byte ack packet (PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70).
