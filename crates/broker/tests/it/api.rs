@@ -86,7 +86,7 @@ async fn queries_see_clients_retained_and_stats() {
     let (addr, api, _stop) = start().await;
     let (s, _) = Client::connect_with(addr, persistent(V311, "q-offline")).await;
     s.disconnect().await;
-    let mut online = Client::connect(addr, V5, "q-online").await;
+    let mut online = Client::connect_id(addr, V5, "q-online").await;
     online.publish("r/a", b"1", Q1, true).await;
     online.publish("r/b", b"2", Q0, true).await;
     online.ping().await;
@@ -116,7 +116,7 @@ async fn queries_see_clients_retained_and_stats() {
 #[tokio::test]
 async fn commands_kick_publish_delete_retained_and_ban() {
     let (addr, api, _stop) = start().await;
-    let mut watcher = Client::connect(addr, V5, "watcher").await;
+    let mut watcher = Client::connect_id(addr, V5, "watcher").await;
     watcher.subscribe("cmd/#", Q1).await;
 
     // publish: as the broker, to current subscribers.
