@@ -529,12 +529,24 @@ fn split_signed(der: &[u8]) -> Option<Signed<'_>> {
     else {
         return None;
     };
+    let (alg, signature) = algorithm_and_bits(rest)?;
+    Some(Signed {
+        tbs,
+        alg,
+        signature,
+    })
+}
+
+/// `algorithm SEQUENCE, BIT STRING` filling all of `der` (the tail of a signed structure and
+/// the whole body of a SubjectPublicKeyInfo): the algorithm's contents and the bit string's
+/// bytes (whole bytes only, as signatures and keys are).
+fn algorithm_and_bits(der: &[u8]) -> Option<(&[u8], &[u8])> {
     let Element {
         tag: TAG_SEQUENCE,
         contents: alg,
         rest,
         ..
-    } = der_element(rest)?
+    } = der_element(der)?
     else {
         return None;
     };
@@ -547,14 +559,10 @@ fn split_signed(der: &[u8]) -> Option<Signed<'_>> {
     else {
         return None;
     };
-    let (&0, signature) = bits.split_first()? else {
+    let (&0, bytes) = bits.split_first()? else {
         return None;
     };
-    Some(Signed {
-        tbs,
-        alg,
-        signature,
-    })
+    Some((alg, bytes))
 }
 
 /// `SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }`.
@@ -568,27 +576,7 @@ fn split_spki(der: &[u8]) -> Option<Spki> {
     else {
         return None;
     };
-    let Element {
-        tag: TAG_SEQUENCE,
-        contents: alg,
-        rest,
-        ..
-    } = der_element(body)?
-    else {
-        return None;
-    };
-    let Element {
-        tag: TAG_BIT_STRING,
-        contents: bits,
-        rest: [],
-        ..
-    } = der_element(rest)?
-    else {
-        return None;
-    };
-    let (&0, key) = bits.split_first()? else {
-        return None;
-    };
+    let (alg, key) = algorithm_and_bits(body)?;
     Some(Spki {
         alg: alg.to_vec(),
         key: key.to_vec(),
