@@ -17,7 +17,6 @@ Every loop is bounded in count and time; brokers run on loopback ports and are s
 """
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -29,41 +28,7 @@ import tempfile
 import threading
 import time
 
-
-def default_hermod():
-    """$HERMOD_BIN, else <cargo target dir>/release/hermod (from `cargo metadata`), else `hermod`
-    on PATH; None if none exists."""
-    if os.environ.get("HERMOD_BIN"):
-        return os.environ["HERMOD_BIN"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=root,
-                              check=True, capture_output=True, text=True, timeout=60).stdout
-        path = os.path.join(json.loads(meta)["target_directory"], "release", "hermod")
-        if os.access(path, os.X_OK):
-            return path
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-        pass
-    return shutil.which("hermod")
-
-
-def remaining_length(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(kind, body):
-    return bytes([kind]) + remaining_length(len(body)) + body
-
-
-def mqtt_str(s):
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
+from mqtt_raw import default_hermod, free_port, mqtt_str, packet, recv_exact
 
 
 def connect(port, client_id):
@@ -75,16 +40,6 @@ def connect(port, client_id):
     if ack[0] != 0x20 or ack[3] != 0:
         raise RuntimeError(f"CONNACK refused: {ack!r}")
     return s
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise RuntimeError("closed")
-        buf += chunk
-    return buf
 
 
 def subscribe(s, topic):
@@ -163,12 +118,6 @@ def run(port, slow_count, seconds, rate, size):
         return None
     pct = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] * 1000
     return {"got": len(lat), "sent": total, "p50": pct(0.5), "p99": pct(0.99), "max": lat[-1] * 1000}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_broker(kind, binary, tmp):

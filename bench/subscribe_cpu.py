@@ -14,7 +14,6 @@ with `cargo build --release`), else `hermod` on PATH.
 """
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -25,52 +24,13 @@ import sys
 import tempfile
 import time
 
-
-def rl(n):
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mqtt_str(s):
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        c = s.recv(n - len(buf))
-        if not c:
-            raise RuntimeError("closed")
-        buf += c
-    return buf
+from mqtt_raw import default_hermod, mqtt_str, recv_exact, remaining_length
 
 
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def default_hermod():
-    """$HERMOD_BIN, else <cargo target dir>/release/hermod (from `cargo metadata`), else `hermod`
-    on PATH; None if none exists."""
-    if os.environ.get("HERMOD_BIN"):
-        return os.environ["HERMOD_BIN"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=root,
-                              check=True, capture_output=True, text=True, timeout=60).stdout
-        path = os.path.join(json.loads(meta)["target_directory"], "release", "hermod")
-        if os.access(path, os.X_OK):
-            return path
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-        pass
-    return shutil.which("hermod")
 
 
 def measure(binary, n):
@@ -93,14 +53,14 @@ def measure(binary, n):
             raise RuntimeError("broker did not start")
         # CONNECT, clean session 0 (persistent).
         body = mqtt_str("MQTT") + bytes([4, 0x00]) + struct.pack("!H", 60) + mqtt_str("subcpu")
-        c.sendall(bytes([0x10]) + rl(len(body)) + body)
+        c.sendall(bytes([0x10]) + remaining_length(len(body)) + body)
         recv_exact(c, 4)
         time.sleep(0.2)
         before = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         for i in range(n):
             body = struct.pack("!H", (i % 65535) + 1) + mqtt_str(f"cpu/{i}/#") + bytes([1])
-            c.sendall(bytes([0x82]) + rl(len(body)) + body)
+            c.sendall(bytes([0x82]) + remaining_length(len(body)) + body)
             recv_exact(c, 5)
         wall = time.monotonic() - t0
         time.sleep(0.5)  # detached store writes finish
