@@ -15,6 +15,9 @@
 #   CONNS=19000                 connections of the `conn` scenario
 #   BIND_ADDRS=127.0.0.2,...    source addresses for `conn` (spreads ephemeral ports)
 #   HERMOD_BIN=path             use this hermod binary instead of building one
+#   HERMOD_BASE_BIN=path        a second hermod (e.g. built from an older commit): adds the broker
+#                               "hermod-base" to BROKERS, run in turn with the others, for a
+#                               before/after comparison in one run (the report adds Hermod/base)
 #   RUMQTTD_BIN=path            rumqttd binary (default: rumqttd in PATH or ~/.cargo/bin)
 #   HERMOD_ARGS="--memory"      extra `hermod serve` flags
 #   MOSQUITTO_EXTRA="set_tcp_nodelay true"   extra mosquitto.conf lines (\n-separated)
@@ -73,6 +76,10 @@ if [[ -z "${HERMOD_BIN:-}" ]]; then
 fi
 [[ -x "$HERMOD_BIN" ]] || { echo "no hermod binary at $HERMOD_BIN" >&2; exit 1; }
 BENCH=$HERMOD_BIN
+if [[ -n "${HERMOD_BASE_BIN:-}" ]]; then
+  [[ -x "$HERMOD_BASE_BIN" ]] || { echo "no hermod binary at $HERMOD_BASE_BIN" >&2; exit 1; }
+  [[ " $BROKERS " == *" hermod-base "* ]] || BROKERS="$BROKERS hermod-base"
+fi
 
 RUMQTTD_BIN=${RUMQTTD_BIN:-$(command -v rumqttd || true)}
 [[ -z "$RUMQTTD_BIN" && -x "$HOME/.cargo/bin/rumqttd" ]] && RUMQTTD_BIN=$HOME/.cargo/bin/rumqttd
@@ -80,7 +87,7 @@ ACTIVE=()
 for b in $BROKERS; do
   case $b in
     rumqttd) if [[ -n "$RUMQTTD_BIN" && -x "$RUMQTTD_BIN" ]]; then ACTIVE+=(rumqttd); else log "rumqttd not installed (cargo install rumqttd): skipped"; fi ;;
-    hermod | mosquitto) ACTIVE+=("$b") ;;
+    hermod | mosquitto | hermod-base) ACTIVE+=("$b") ;;
     *) echo "unknown broker $b" >&2; exit 2 ;;
   esac
 done
@@ -109,10 +116,12 @@ start_broker() {
   dir=$OUT/$b
   mkdir -p "$dir"
   case $b in
-    hermod)
+    hermod | hermod-base)
+      local bin=$HERMOD_BIN
+      [[ $b == hermod-base ]] && bin=$HERMOD_BASE_BIN
       printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir" >"$dir/hermod.toml"
       # shellcheck disable=SC2086
-      "$HERMOD_BIN" serve -c "$dir/hermod.toml" $HERMOD_ARGS >"$dir/log" 2>&1 &
+      "$bin" serve -c "$dir/hermod.toml" $HERMOD_ARGS >"$dir/log" 2>&1 &
       ;;
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n' \
@@ -225,10 +234,10 @@ d = json.load(open(sys.argv[1])) or {}
 b, s, r = sys.argv[2:5]
 if d.get("connect"):
     c = d["connect"]
-    print(f"  {s:<13} {b:<9} round {r}: {c['established']}/{c['attempted']} connections, {c['per_sec']:.0f}/s, {c['failed']} failed")
+    print(f"  {s:<13} {b:<11} round {r}: {c['established']}/{c['attempted']} connections, {c['per_sec']:.0f}/s, {c['failed']} failed")
 elif d:
     l = d.get("latency_ms") or {}
-    print(f"  {s:<13} {b:<9} round {r}: {d['received_per_sec']:>10.0f} msg/s delivered, lost {d['lost']}, "
+    print(f"  {s:<13} {b:<11} round {r}: {d['received_per_sec']:>10.0f} msg/s delivered, lost {d['lost']}, "
           f"p50 {l.get('p50')} ms, p99 {l.get('p99')} ms")
 EOF
   sleep 1
@@ -252,7 +261,7 @@ brokers = []
 for r in rows:
     if r["broker"] not in brokers:
         brokers.append(r["broker"])
-order = [b for b in ("hermod", "mosquitto", "rumqttd") if b in brokers]
+order = [b for b in ("hermod", "hermod-base", "mosquitto", "rumqttd") if b in brokers]
 scen = []
 for r in rows:
     if r["scenario"] not in scen:
@@ -300,11 +309,13 @@ def rss(s, b):
     rs = runs(s, b)
     m = med([r["rss_peak_kb"] for r in rs])
     return "—" if m is None else f"{m/1024:.1f}"
-names = {"hermod": "Hermod", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
+names = {"hermod": "Hermod", "hermod-base": "Hermod (base)", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
 print(f"Medians of {rounds} round(s) of {duration} s per scenario and broker, brokers run in turn.\n")
 head = "| scenario | " + " | ".join(names[b] for b in order)
 if "hermod" in order and "mosquitto" in order:
     head += " | Hermod/Mosquitto"
+if "hermod" in order and "hermod-base" in order:
+    head += " | Hermod/base"
 head += " | broker CPU s per M msgs (" + " / ".join(names[b] for b in order) + ")"
 head += " | peak RSS MiB (" + " / ".join(names[b] for b in order) + ") |"
 print(head)
@@ -317,6 +328,13 @@ for s in scen:
         if h and m:
             ratio = (m / h) if s.startswith("lat-") else (h / m)
             line += f" | {ratio:.2f}×" + (" (p99, Mosquitto/Hermod)" if s.startswith("lat-") else "")
+        else:
+            line += " | —"
+    if "hermod" in order and "hermod-base" in order:
+        h, m = vals["hermod"][0], vals["hermod-base"][0]
+        if h and m:
+            ratio = (m / h) if s.startswith("lat-") else (h / m)
+            line += f" | {ratio:.2f}×" + (" (p99, base/Hermod)" if s.startswith("lat-") else "")
         else:
             line += " | —"
     line += " | " + " / ".join(cpu_per_m(s, b) for b in order)

@@ -365,6 +365,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         };
         let client_id: ClientId = a.accepted.client_id.into();
         let peer: SocketAddr = self.info.addr;
+        let (commands_tx, commands) =
+            tokio::sync::mpsc::channel(crate::session::live::COMMAND_QUEUE);
+        let live = Arc::new(crate::session::live::Live {
+            peer,
+            protocol: a.neg.version,
+            username: a.identity.username.clone(),
+            connected_at: std::time::SystemTime::now(),
+            keep_alive: a.connect.keep_alive,
+            clean_start: a.connect.clean_start,
+            expiry_interval: a.session.expiry.map(|d| d.as_secs()),
+            tls: self.info.tls,
+            handle: a.session.handle.clone(),
+            inflight: std::sync::atomic::AtomicUsize::new(0),
+            subscriptions: std::sync::atomic::AtomicUsize::new(a.session.subscriptions.len()),
+            commands: commands_tx,
+        });
+        self.shared
+            .registry
+            .set_live(&client_id, a.conn_id, live.clone());
         let mut conn = Connection {
             stream: self.stream,
             rbuf: self.rbuf,
@@ -386,6 +405,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             durable: a.durable,
             pending_commits: Vec::new(),
             deferred: Vec::new(),
+            live,
+            commands,
         };
         conn.persist_session(true);
         let (version, clean_start) = (conn.neg.version, a.connect.clean_start);

@@ -121,6 +121,10 @@ struct Connection<S> {
     /// Acknowledgements waiting for `pending_commits`, each with the number of commits it waits
     /// for (those since the previous one are its own).
     deferred: Vec<(Packet, usize)>,
+    /// What the admin side sees of this connection (gauges kept current here).
+    live: Arc<crate::session::live::Live>,
+    /// Requests from the admin side (subscribe on behalf of the client, list subscriptions).
+    commands: tokio::sync::mpsc::Receiver<crate::session::live::Command>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -141,6 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             self.maybe_load();
             let more = self.pump(Instant::now());
+            self.live.set_inflight(self.session.inflight_out.len());
             if let Err(end) = self.flush().await {
                 return end;
             }
@@ -179,6 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Err(e) => return End::Lost(Some(e)),
                 },
                 () = std::future::ready(()), if more => {}
+                Some(command) = self.commands.recv() => self.on_command(command),
                 () = handle.notified(), if room => {}
                 () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => return End::KeepAliveTimeout,
             }

@@ -84,6 +84,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         self.write(&publish);
         Metrics::incr(&self.shared.metrics.messages_sent);
+        self.shared
+            .events
+            .emit(|| crate::api::Event::MessageDelivered {
+                client_id: self.client_id.clone(),
+                topic: d.message.topic.clone(),
+                qos: d.qos,
+            });
         if let Some(id) = packet_id {
             self.session.track(id, d);
         }

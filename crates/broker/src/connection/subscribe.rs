@@ -12,6 +12,7 @@ use crate::auth::Action;
 use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::session::SubscriptionEntry;
+use crate::session::live::Command;
 use crate::store::Op;
 
 use super::{Connection, End, violation};
@@ -112,6 +113,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             )]);
         }
         self.session.subscriptions.insert(filter.to_owned(), entry);
+        self.live
+            .set_subscriptions(self.session.subscriptions.len());
         self.shared
             .events
             .emit(|| crate::api::Event::SubscriptionAdded {
@@ -160,21 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .filters
             .iter()
             .map(|f| {
-                let in_session = self.session.subscriptions.remove(f).is_some();
-                let in_tree = self.shared.router.unsubscribe(f, &self.client_id);
-                if in_session && self.durable {
-                    self.store_detached(vec![Op::DeleteSubscription(
-                        self.client_id.to_string(),
-                        f.clone(),
-                    )]);
-                }
-                if in_session || in_tree {
-                    self.shared
-                        .events
-                        .emit(|| crate::api::Event::SubscriptionRemoved {
-                            client_id: self.client_id.clone(),
-                            filter: f.clone(),
-                        });
+                if self.unsubscribe_one(f) {
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED
@@ -186,5 +175,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             reasons,
             properties: Default::default(),
         }));
+    }
+
+    /// Removes one subscription; true if it existed.
+    fn unsubscribe_one(&mut self, f: &str) -> bool {
+        let in_session = self.session.subscriptions.remove(f).is_some();
+        let in_tree = self.shared.router.unsubscribe(f, &self.client_id);
+        self.live
+            .set_subscriptions(self.session.subscriptions.len());
+        if in_session && self.durable {
+            self.store_detached(vec![Op::DeleteSubscription(
+                self.client_id.to_string(),
+                f.to_owned(),
+            )]);
+        }
+        if in_session || in_tree {
+            self.shared
+                .events
+                .emit(|| crate::api::Event::SubscriptionRemoved {
+                    client_id: self.client_id.clone(),
+                    filter: f.to_owned(),
+                });
+        }
+        in_session || in_tree
+    }
+
+    /// A request from the admin side ([`crate::api::BrokerHandle`]), handled between packets.
+    /// The caller validated the filter, so subscribing cannot end the connection; if it would
+    /// (a rule this code missed), the operator gets "unspecified error" and the client is left
+    /// alone.
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Subscribe {
+                filter,
+                options,
+                reply,
+            } => {
+                let code = self
+                    .subscribe_one(&filter, options, None)
+                    .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+                let _ = reply.send(code);
+            }
+            Command::Unsubscribe { filter, reply } => {
+                let existed = self.unsubscribe_one(&filter);
+                let _ = reply.send(existed);
+            }
+            Command::Subscriptions { reply } => {
+                let subs = self
+                    .session
+                    .subscriptions
+                    .iter()
+                    .map(|(f, e)| (f.clone(), *e))
+                    .collect();
+                let _ = reply.send(subs);
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use hermod_proto::{QoS, SubscriptionOptions};
 
 use crate::auth::{Action, Auth};
-use crate::message::{Delivery, Message};
+use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
 use crate::session::mailbox::SessionHandle;
 use retained::RetainedStore;
@@ -100,6 +100,35 @@ impl Router {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+
+    /// Every subscription: (filter without `$share/{group}/`, group, client id, options, id).
+    /// Walks the whole tree under the read lock (publishers go on; a SUBSCRIBE waits).
+    #[must_use]
+    pub fn subscriptions(
+        &self,
+    ) -> Vec<(
+        String,
+        Option<String>,
+        ClientId,
+        SubscriptionOptions,
+        Option<u32>,
+    )> {
+        let tree = self
+            .tree
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::with_capacity(tree.len());
+        tree.for_each(|filter, group, s| {
+            out.push((
+                filter.to_owned(),
+                group.map(str::to_owned),
+                s.handle.client_id.clone(),
+                s.options,
+                s.id,
+            ));
+        });
+        out
     }
 
     /// Number of retained messages.

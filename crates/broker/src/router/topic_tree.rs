@@ -267,6 +267,46 @@ impl SubscriptionTree {
         removed
     }
 
+    /// Calls `f` for every subscription: (its filter without `$share/{group}/`, the group for a
+    /// shared one, the subscriber). Visits the whole tree: for listings, not for routing.
+    pub fn for_each(&self, mut f: impl FnMut(&str, Option<&str>, &Subscriber)) {
+        let mut path = String::new();
+        Self::for_each_at(&self.root, &mut path, true, &mut f);
+    }
+
+    fn for_each_at(
+        node: &Node,
+        path: &mut String,
+        root: bool,
+        f: &mut impl FnMut(&str, Option<&str>, &Subscriber),
+    ) {
+        if !root {
+            for s in node.subscribers.values() {
+                f(path, None, s);
+            }
+            for (group, g) in &node.shared {
+                for m in &g.members {
+                    f(path, Some(group), m);
+                }
+            }
+        }
+        let children = node
+            .children
+            .iter()
+            .map(|(l, n)| (&**l, n))
+            .chain(node.plus.as_deref().map(|n| ("+", n)))
+            .chain(node.hash.as_deref().map(|n| ("#", n)));
+        for (level, child) in children {
+            let len = path.len();
+            if !root {
+                path.push('/');
+            }
+            path.push_str(level);
+            Self::for_each_at(child, path, false, f);
+            path.truncate(len);
+        }
+    }
+
     /// The shared group at `(group, filter)`, if any.
     #[must_use]
     pub fn shared_group(&self, group: &str, filter: &str) -> Option<&SharedGroup> {
@@ -364,6 +404,29 @@ mod tests {
             want.sort();
             assert_eq!(matched(&tree, t), want, "topic {t}");
         }
+    }
+
+    #[test]
+    fn for_each_lists_every_filter_once() {
+        let mut tree = SubscriptionTree::default();
+        for f in ["a/b", "a/+", "#", "/x", "a/b/#", ""] {
+            tree.insert(f, None, sub("c1"));
+        }
+        tree.insert("a/b", Some("g"), sub("c2"));
+        let mut seen = Vec::new();
+        tree.for_each(|f, g, s| seen.push(format!("{f}|{g:?}|{}", s.handle.client_id)));
+        seen.sort();
+        let mut want = vec![
+            "|None|c1",
+            "#|None|c1",
+            "/x|None|c1",
+            "a/+|None|c1",
+            "a/b/#|None|c1",
+            "a/b|None|c1",
+            "a/b|Some(\"g\")|c2",
+        ];
+        want.sort_unstable();
+        assert_eq!(seen, want);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! be tested alone and, later, stored: subscriptions, outbound inflight messages, inbound QoS 2
 //! packet ids, and the mailbox handle the router delivers into.
 
+pub mod live;
 pub mod mailbox;
 pub mod registry;
 

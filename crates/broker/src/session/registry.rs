@@ -29,13 +29,14 @@
 //! lock, so "a new connection arrived" and "the timer fired" cannot both win.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{Owner, Session};
+use super::live::Live;
+use super::{Owner, Session, SubscriptionEntry};
 use crate::message::ClientId;
 
 /// A connection's identity, unique for the broker's lifetime.
@@ -50,6 +51,8 @@ enum Slot {
         /// Set while waiting for a displaced connection to hand its session over: the holder,
         /// its (cancelled) token, and where the session goes.
         handoff: Option<Handoff>,
+        /// What the admin side sees of the connection, once its CONNACK is sent.
+        live: Option<Arc<Live>>,
     },
     Offline {
         session: Session,
@@ -66,6 +69,8 @@ struct Handoff {
     from_kick: CancellationToken,
     /// The owner of the holder's slot.
     from_owner: Owner,
+    /// The holder's admin view.
+    from_live: Option<Arc<Live>>,
     to: oneshot::Sender<Session>,
 }
 
@@ -101,6 +106,47 @@ pub enum Detached {
     HandedOver,
     /// The session ended: the caller cleans it up.
     Ended(Session),
+}
+
+/// A snapshot of one registry slot, for the admin side.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub client_id: ClientId,
+    pub owner: Owner,
+    /// Connected: what the connection published of itself (`None` while its CONNECT is still
+    /// being handled). `None` too for an offline session.
+    pub live: Option<Arc<Live>>,
+    pub online: bool,
+    /// Offline sessions: subscriptions held and the expiry interval.
+    pub offline_subscriptions: usize,
+    pub offline_expiry: Option<Duration>,
+    /// Offline sessions: the mailbox (queue length).
+    pub offline_queue: usize,
+}
+
+impl SessionView {
+    fn of(id: &ClientId, slot: &Slot) -> Self {
+        match slot {
+            Slot::Online { owner, live, .. } => Self {
+                client_id: id.clone(),
+                owner: owner.clone(),
+                live: live.clone(),
+                online: true,
+                offline_subscriptions: 0,
+                offline_expiry: None,
+                offline_queue: 0,
+            },
+            Slot::Offline { session, .. } => Self {
+                client_id: id.clone(),
+                owner: session.owner.clone(),
+                live: None,
+                online: false,
+                offline_subscriptions: session.subscriptions.len(),
+                offline_expiry: session.expiry,
+                offline_queue: session.handle.len(),
+            },
+        }
+    }
 }
 
 /// Registry of sessions.
@@ -150,6 +196,7 @@ impl Registry {
                     owner,
                     kick,
                     handoff: None,
+                    live: None,
                 },
                 Attached::New,
             ),
@@ -159,6 +206,7 @@ impl Registry {
                     owner,
                     kick,
                     handoff: None,
+                    live: None,
                 },
                 Attached::Resumed(session),
             ),
@@ -167,13 +215,14 @@ impl Registry {
                 owner: old_owner,
                 kick: old_kick,
                 handoff,
+                live: old_live,
             }) => {
                 old_kick.cancel();
                 // A connection still waiting for the session is superseded (dropping its sender
                 // tells it); the session comes from whoever holds it, to the newest connection.
-                let (from, from_kick, from_owner) = match handoff {
-                    Some(h) => (h.from, h.from_kick, h.from_owner),
-                    None => (old, old_kick, old_owner),
+                let (from, from_kick, from_owner, from_live) = match handoff {
+                    Some(h) => (h.from, h.from_kick, h.from_owner, h.from_live),
+                    None => (old, old_kick, old_owner, old_live),
                 };
                 let (tx, rx) = oneshot::channel();
                 (
@@ -185,8 +234,10 @@ impl Registry {
                             from,
                             from_kick,
                             from_owner,
+                            from_live,
                             to: tx,
                         }),
+                        live: None,
                     },
                     Attached::TakingOver(rx),
                 )
@@ -268,6 +319,7 @@ impl Registry {
                     owner: h.from_owner,
                     kick: h.from_kick,
                     handoff: None,
+                    live: h.from_live,
                 },
             );
         }
@@ -343,17 +395,61 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Every client id with a session: (client id, online, owner).
+    /// Every client id with a session, in no particular order. One pass under the lock,
+    /// cloning a few pointers per session.
     #[must_use]
-    pub fn list(&self) -> Vec<(ClientId, bool, Owner)> {
+    pub fn list(&self) -> Vec<SessionView> {
         self.lock()
             .slots
             .iter()
-            .map(|(id, slot)| match slot {
-                Slot::Online { owner, .. } => (id.clone(), true, owner.clone()),
-                Slot::Offline { session, .. } => (id.clone(), false, session.owner.clone()),
-            })
+            .map(|(id, slot)| SessionView::of(id, slot))
             .collect()
+    }
+
+    /// One client id's session, if it has one (a hash look-up).
+    #[must_use]
+    pub fn get(&self, client_id: &str) -> Option<SessionView> {
+        let inner = self.lock();
+        inner
+            .slots
+            .get_key_value(client_id)
+            .map(|(id, slot)| SessionView::of(id, slot))
+    }
+
+    /// The admin view of the connection holding `client_id`, once its CONNACK is sent.
+    #[must_use]
+    pub fn live(&self, client_id: &str) -> Option<Arc<Live>> {
+        match self.lock().slots.get(client_id) {
+            Some(Slot::Online { live, .. }) => live.clone(),
+            _ => None,
+        }
+    }
+
+    /// Records the admin view of connection `conn`, if it still holds `client_id`.
+    pub fn set_live(&self, client_id: &str, conn: ConnectionId, view: Arc<Live>) {
+        if let Some(Slot::Online { conn: c, live, .. }) = self.lock().slots.get_mut(client_id)
+            && *c == conn
+        {
+            *live = Some(view);
+        }
+    }
+
+    /// The subscriptions of an offline session (`None` when `client_id` has no offline session).
+    #[must_use]
+    pub fn offline_subscriptions(
+        &self,
+        client_id: &str,
+    ) -> Option<Vec<(String, SubscriptionEntry)>> {
+        match self.lock().slots.get(client_id) {
+            Some(Slot::Offline { session, .. }) => Some(
+                session
+                    .subscriptions
+                    .iter()
+                    .map(|(f, e)| (f.clone(), *e))
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 
     /// The connection that holds `client_id` now, if one does.

@@ -1,0 +1,441 @@
+//! The narrow API other crates (admin HTTP API, `$SYS`, rules, bridges, cluster) use to watch and
+//! drive a running broker, so that they never reach into `connection/`, `router/` or `session/`.
+//!
+//! Three parts, all from a [`BrokerHandle`] (`Broker::handle`):
+//! - **Events** ([`BrokerHandle::events`]): a broadcast stream of [`Event`]s (client connected
+//!   and disconnected, message published, delivered and dropped, subscription added and
+//!   removed). Nothing is built or sent until someone subscribes, so the publish path pays one
+//!   relaxed atomic load; a subscriber that falls behind loses the oldest events (it sees
+//!   `Lagged`), never slows the broker.
+//! - **Queries**: [`BrokerHandle::clients`], [`BrokerHandle::client`],
+//!   [`BrokerHandle::client_subscriptions`], [`BrokerHandle::subscriptions`],
+//!   [`BrokerHandle::retained`], [`BrokerHandle::stats`], [`BrokerHandle::bans`] — snapshots,
+//!   never references into the broker's state. Exact look-ups by client id are hash look-ups;
+//!   listings walk their table once.
+//! - **Commands**: [`BrokerHandle::kick`], [`BrokerHandle::subscribe`] /
+//!   [`BrokerHandle::unsubscribe`] on behalf of a connected client, [`BrokerHandle::publish`],
+//!   [`BrokerHandle::delete_retained`], [`BrokerHandle::ban`] / [`BrokerHandle::unban`].
+
+mod events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hermod_proto::{ProtocolVersion, PublishProperties, QoS, ReasonCode, SubscriptionOptions};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::banned::{BanEntry, BanRule};
+use crate::message::{ClientId, Message};
+use crate::metrics::Metrics;
+use crate::session::Owner;
+use crate::session::live::Command;
+use crate::session::registry::SessionView;
+use crate::shared::Shared;
+
+pub(crate) use events::EventBus;
+pub use events::{DropReason, Event};
+
+/// A client id known to the broker: a connected client or an offline persistent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub client_id: ClientId,
+    /// Connected now (false: an offline persistent session).
+    pub online: bool,
+    /// The identity the session belongs to: `Some(username)`, or `None` for anonymous (or a
+    /// session restored from a store written before owners were recorded).
+    pub username: Option<Arc<str>>,
+    /// Connected clients only (`None` offline, or while its CONNECT is being handled).
+    pub connection: Option<ConnectionInfo>,
+    /// Subscriptions the session holds.
+    pub subscriptions: usize,
+    /// Messages waiting in its queue (in memory; for an offline durable session, the part
+    /// paged in).
+    pub queued: usize,
+    /// Outbound QoS 1/2 messages sent and not yet acknowledged (0 offline).
+    pub inflight: usize,
+    /// How long the session outlives its connection (`None`: until deleted).
+    pub expiry_interval: Option<Duration>,
+}
+
+/// How a connected client connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub protocol: ProtocolVersion,
+    pub connected_at: SystemTime,
+    pub keep_alive: u16,
+    pub clean_start: bool,
+    /// Over TLS (`tls` or `wss` listener).
+    pub tls: bool,
+}
+
+/// One subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    pub client_id: ClientId,
+    /// The filter as subscribed (`$share/{group}/{filter}` for a shared one).
+    pub filter: String,
+    /// The filter without its `$share/{group}/` prefix.
+    pub topic: String,
+    /// The shared subscription group, if any.
+    pub share_group: Option<String>,
+    pub options: SubscriptionOptions,
+    /// v5 subscription identifier.
+    pub id: Option<u32>,
+}
+
+impl SubscriptionInfo {
+    fn new(
+        client_id: ClientId,
+        filter: String,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> Self {
+        let (topic, share_group) = match hermod_proto::topic::parse_shared(&filter) {
+            Ok(Some((group, inner))) => (inner.to_owned(), Some(group.to_owned())),
+            _ => (filter.clone(), None),
+        };
+        Self {
+            client_id,
+            filter,
+            topic,
+            share_group,
+            options,
+            id,
+        }
+    }
+}
+
+/// Why a command on behalf of a client failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The client is not connected (commands act on connected clients only, as EMQX's).
+    #[error("client not connected")]
+    NotConnected,
+    /// The topic filter is not valid (or not allowed: no local on a shared subscription).
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(String),
+    /// The connection has too many requests waiting, or closed while asked.
+    #[error("client busy or gone; try again")]
+    Busy,
+    /// The broker refused the subscription with this SUBACK reason code (v5 value), e.g.
+    /// 0x87 not authorized (the subscribe ACL applies), 0x97 quota exceeded.
+    #[error("refused with reason code {:#04x}", .0.0)]
+    Refused(ReasonCode),
+}
+
+/// A retained message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedInfo {
+    pub topic: Arc<str>,
+    pub qos: QoS,
+    pub payload: Bytes,
+}
+
+/// Counters and gauges at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub connections: u64,
+    pub sessions: usize,
+    pub subscriptions: usize,
+    pub retained: usize,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub messages_expired: u64,
+    pub protocol_errors: u64,
+    pub connections_refused: u64,
+    pub store_available: bool,
+}
+
+/// A handle on a running broker for other crates: events, queries and commands. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+}
+
+impl BrokerHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// A new subscription to the event stream (events from now on).
+    #[must_use]
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Every client id with a session, online or offline, sorted by client id. One pass over
+    /// the registry (a few pointer copies per session under its lock), then a sort.
+    #[must_use]
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let mut v: Vec<ClientInfo> = self
+            .shared
+            .registry
+            .list()
+            .into_iter()
+            .map(client_info)
+            .collect();
+        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        v
+    }
+
+    /// One client id's session (a hash look-up).
+    #[must_use]
+    pub fn client(&self, client_id: &str) -> Option<ClientInfo> {
+        self.shared.registry.get(client_id).map(client_info)
+    }
+
+    /// One client's subscriptions, sorted by filter; `None` when it has no session. For a
+    /// connected client its connection task answers (between two packets), so this waits for
+    /// at most `timeout`.
+    pub async fn client_subscriptions(&self, client_id: &str) -> Option<Vec<SubscriptionInfo>> {
+        let entries = if let Some(live) = self.shared.registry.live(client_id) {
+            let (reply, rx) = oneshot::channel();
+            live.commands
+                .try_send(Command::Subscriptions { reply })
+                .ok()?;
+            tokio::time::timeout(COMMAND_WAIT, rx).await.ok()?.ok()?
+        } else {
+            self.shared.registry.offline_subscriptions(client_id)?
+        };
+        let id: ClientId = client_id.into();
+        let mut v: Vec<SubscriptionInfo> = entries
+            .into_iter()
+            .map(|(filter, e)| SubscriptionInfo::new(id.clone(), filter, e.options, e.id))
+            .collect();
+        v.sort_by(|a, b| a.filter.cmp(&b.filter));
+        Some(v)
+    }
+
+    /// Every subscription of every session (online and offline), sorted by client id, then
+    /// filter. Walks the subscription tree once.
+    #[must_use]
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let mut v: Vec<SubscriptionInfo> = self
+            .shared
+            .router
+            .subscriptions()
+            .into_iter()
+            .map(|(topic, group, client_id, options, id)| {
+                let filter = match &group {
+                    Some(g) => format!("$share/{g}/{topic}"),
+                    None => topic.clone(),
+                };
+                SubscriptionInfo {
+                    client_id,
+                    filter,
+                    topic,
+                    share_group: group,
+                    options,
+                    id,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
+        v
+    }
+
+    /// Subscribes a connected client to `filter` as if it had sent SUBSCRIBE with these
+    /// options: the subscribe ACL and `max_subscriptions` apply, matching retained messages are
+    /// sent, the subscription is stored with a durable session. Returns the granted QoS.
+    pub async fn subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        options: SubscriptionOptions,
+    ) -> Result<QoS, CommandError> {
+        check_filter(filter, options, self.shared.config.max_topic_levels)?;
+        let live = self
+            .shared
+            .registry
+            .live(client_id)
+            .ok_or(CommandError::NotConnected)?;
+        let (reply, rx) = oneshot::channel();
+        live.commands
+            .try_send(Command::Subscribe {
+                filter: filter.to_owned(),
+                options,
+                reply,
+            })
+            .map_err(|_| CommandError::Busy)?;
+        let code = tokio::time::timeout(COMMAND_WAIT, rx)
+            .await
+            .map_err(|_| CommandError::Busy)?
+            .map_err(|_| CommandError::Busy)?;
+        match code.0 {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            2 => Ok(QoS::ExactlyOnce),
+            _ => Err(CommandError::Refused(code)),
+        }
+    }
+
+    /// Removes a connected client's subscription, as if it had sent UNSUBSCRIBE. True if it
+    /// existed.
+    pub async fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<bool, CommandError> {
+        let live = self
+            .shared
+            .registry
+            .live(client_id)
+            .ok_or(CommandError::NotConnected)?;
+        let (reply, rx) = oneshot::channel();
+        live.commands
+            .try_send(Command::Unsubscribe {
+                filter: filter.to_owned(),
+                reply,
+            })
+            .map_err(|_| CommandError::Busy)?;
+        tokio::time::timeout(COMMAND_WAIT, rx)
+            .await
+            .map_err(|_| CommandError::Busy)?
+            .map_err(|_| CommandError::Busy)
+    }
+
+    /// Retained messages matching `filter` (not expired), sorted by topic.
+    #[must_use]
+    pub fn retained(&self, filter: &str) -> Vec<RetainedInfo> {
+        let mut v: Vec<RetainedInfo> = self
+            .shared
+            .router
+            .retained_matching(filter, std::time::Instant::now())
+            .into_iter()
+            .map(|m| RetainedInfo {
+                topic: m.topic.clone(),
+                qos: m.qos,
+                payload: m.payload.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.topic.cmp(&b.topic));
+        v
+    }
+
+    /// Counters and gauges now.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let m = &self.shared.metrics;
+        Stats {
+            connections: Metrics::get(&m.connections),
+            sessions: self.shared.registry.len(),
+            subscriptions: self.shared.router.subscription_count(),
+            retained: self.shared.router.retained_count(),
+            messages_received: Metrics::get(&m.messages_received),
+            messages_sent: Metrics::get(&m.messages_sent),
+            messages_dropped: Metrics::get(&m.messages_dropped),
+            messages_expired: Metrics::get(&m.messages_expired),
+            protocol_errors: Metrics::get(&m.protocol_errors),
+            connections_refused: Metrics::get(&m.connections_refused),
+            store_available: Metrics::get(&m.store_available) == 1,
+        }
+    }
+
+    /// The bans in force (config and run time).
+    #[must_use]
+    pub fn bans(&self) -> Vec<BanEntry> {
+        self.shared.banned.list()
+    }
+
+    /// Disconnects the client (v5: DISCONNECT 0x8E... as for a takeover, its will is handled
+    /// as for a takeover too). Its session stays (a persistent one goes offline). False when the
+    /// client is not connected.
+    pub fn kick(&self, client_id: &str) -> bool {
+        self.shared.registry.kick(client_id)
+    }
+
+    /// Publishes a message as the broker (no publisher, no ACL: the caller is the operator).
+    pub fn publish(&self, topic: &str, payload: Bytes, qos: QoS, retain: bool) {
+        let message = Message {
+            topic: topic.into(),
+            payload,
+            qos,
+            retain,
+            properties: PublishProperties::default(),
+            publisher: None,
+            expires_at: None,
+        };
+        self.shared.publish_unacknowledged(message);
+    }
+
+    /// Deletes the retained message of `topic` without delivering anything (an empty retained
+    /// PUBLISH would reach current subscribers). True if there was one.
+    pub fn delete_retained(&self, topic: &str) -> bool {
+        self.shared.delete_retained(topic)
+    }
+
+    /// Adds a ban (refused at CONNECT from now on; connected clients are not kicked: call
+    /// [`Self::kick`] too).
+    pub fn ban(&self, entry: BanEntry) {
+        self.shared.banned.add(entry);
+    }
+
+    /// Removes a ban added at run time or from the config. True if one matched.
+    pub fn unban(&self, rule: &BanRule) -> bool {
+        self.shared.banned.remove(rule)
+    }
+}
+
+/// How long a command waits for the connection task's answer.
+const COMMAND_WAIT: Duration = Duration::from_secs(5);
+
+fn client_info(v: SessionView) -> ClientInfo {
+    let username = match v.owner {
+        Owner::User(u) => Some(u),
+        Owner::Anonymous | Owner::Unknown => None,
+    };
+    match v.live {
+        Some(live) => ClientInfo {
+            client_id: v.client_id,
+            online: true,
+            username: live.username.clone().or(username),
+            connection: Some(ConnectionInfo {
+                peer: live.peer,
+                protocol: live.protocol,
+                connected_at: live.connected_at,
+                keep_alive: live.keep_alive,
+                clean_start: live.clean_start,
+                tls: live.tls,
+            }),
+            subscriptions: live.subscriptions(),
+            queued: live.handle.len(),
+            inflight: live.inflight(),
+            expiry_interval: live.expiry_interval.map(Duration::from_secs),
+        },
+        None => ClientInfo {
+            client_id: v.client_id,
+            online: v.online,
+            username,
+            connection: None,
+            subscriptions: v.offline_subscriptions,
+            queued: v.offline_queue,
+            inflight: 0,
+            expiry_interval: v.offline_expiry,
+        },
+    }
+}
+
+/// The checks SUBSCRIBE's handler turns into a disconnect for 3.1.1 clients, made before a
+/// command reaches the connection (an operator's typo must not disconnect the client).
+fn check_filter(
+    filter: &str,
+    options: SubscriptionOptions,
+    max_levels: usize,
+) -> Result<(), CommandError> {
+    let bad = |why: &str| Err(CommandError::InvalidFilter(why.to_owned()));
+    if hermod_proto::topic::validate_topic_filter(filter).is_err() {
+        return bad("not a valid MQTT topic filter");
+    }
+    let shared = match hermod_proto::topic::parse_shared(filter) {
+        Ok(s) => s.is_some(),
+        Err(_) => return bad("not a valid $share/{group}/{filter}"),
+    };
+    if filter.split('/').count() > max_levels {
+        return bad("too many topic levels");
+    }
+    if shared && options.no_local {
+        return bad("no local on a shared subscription [MQTT-3.8.3-4]");
+    }
+    Ok(())
+}
