@@ -332,6 +332,69 @@ impl BrokerHandle {
         }
     }
 
+    /// The Prometheus text exposition of the broker's metrics (for `GET /metrics`).
+    #[must_use]
+    pub fn prometheus_text(&self) -> String {
+        use std::fmt::Write as _;
+        let st = self.stats();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        metric(
+            "hermod_connections",
+            "gauge",
+            "Open network connections.",
+            st.connections,
+        );
+        metric(
+            "hermod_sessions",
+            "gauge",
+            "Sessions (online and offline).",
+            st.sessions as u64,
+        );
+        metric(
+            "hermod_subscriptions",
+            "gauge",
+            "Subscriptions.",
+            st.subscriptions as u64,
+        );
+        metric(
+            "hermod_retained_messages",
+            "gauge",
+            "Retained messages.",
+            st.retained as u64,
+        );
+        metric(
+            "hermod_messages_received_total",
+            "counter",
+            "PUBLISH packets received.",
+            st.messages_received,
+        );
+        metric(
+            "hermod_messages_sent_total",
+            "counter",
+            "PUBLISH packets sent.",
+            st.messages_sent,
+        );
+        metric(
+            "hermod_messages_dropped_total",
+            "counter",
+            "Deliveries dropped.",
+            st.messages_dropped,
+        );
+        metric(
+            "hermod_store_healthy",
+            "gauge",
+            "1 while the store can write.",
+            u64::from(st.store_available),
+        );
+        out
+    }
+
     /// The bans in force (config and run time).
     #[must_use]
     pub fn bans(&self) -> Vec<BanEntry> {

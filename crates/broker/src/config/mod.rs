@@ -8,6 +8,7 @@
 //!   [`ConfigError`], `load`/`parse` and the accessors the broker reads;
 //! - `listener` — [`ListenerConfig`] (`[[listener]]`) and its transport settings;
 //! - `store` — [`StoreSection`] (`[store]`) and [`Config::store_config`];
+//! - `admin` — [`AdminSection`] (`[admin]`) and [`MetricsSection`] (`[metrics]`);
 //! - `auth_failures` — [`AuthFailuresSection`] (`[auth_failures]`) and
 //!   [`Config::throttle_settings`];
 //! - `validate` — [`Config::validate`]: values that parse but cannot be used;
@@ -21,12 +22,14 @@ use std::time::Duration;
 use crate::auth::{AuthSettings, AuthTable};
 use crate::banned::BanEntry;
 
+mod admin;
 mod auth_failures;
 mod duration;
 mod listener;
 mod store;
 mod validate;
 
+pub use admin::{AdminSection, MetricsSection};
 pub use auth_failures::AuthFailuresSection;
 pub use duration::parse_duration;
 pub use listener::ListenerConfig;
@@ -99,8 +102,15 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// `[store]`: durable storage.
     pub store: StoreSection,
+    /// Seconds between updates of the `$SYS/broker/...` topics (0 = no `$SYS` topics), as
+    /// Mosquitto's `sys_interval`.
+    pub sys_interval: u64,
     /// `[auth_failures]`: blocking an address after repeated failed logins.
     pub auth_failures: AuthFailuresSection,
+    /// `[admin]`: admin HTTP API, dashboard, `hermod ctl` socket.
+    pub admin: AdminSection,
+    /// `[metrics]`: a Prometheus listener of its own.
+    pub metrics: MetricsSection,
     /// `[[banned]]`: client ids, usernames and addresses refused at CONNECT (0x8A "Banned").
     #[serde(
         rename = "banned",
@@ -151,7 +161,10 @@ impl Default for Config {
             acl_file: None,
             auth: AuthTable::default(),
             store: StoreSection::default(),
+            sys_interval: 10,
             auth_failures: AuthFailuresSection::default(),
+            admin: AdminSection::default(),
+            metrics: MetricsSection::default(),
             banned: Vec::new(),
             base_dir: None,
         }
@@ -243,6 +256,10 @@ impl Config {
                 name: Some("mqtt".into()),
                 ..ListenerConfig::tcp("127.0.0.1:0")
             }],
+            admin: AdminSection {
+                enabled: false,
+                ..AdminSection::default()
+            },
             ..Self::default()
         }
     }

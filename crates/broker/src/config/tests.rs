@@ -113,3 +113,29 @@ fn auth_failures_and_banned_entries() {
         }
     }
 }
+
+#[test]
+fn admin_and_metrics_sections() {
+    let cfg = Config::parse(
+        "sys_interval = 5\n[[listener]]\nbind = \"127.0.0.1:1883\"\n[admin]\nbind = \"0.0.0.0:18083\"\ntoken_expiry = \"30m\"\n[metrics]\nbind = \"127.0.0.1:9234\"\n",
+        Path::new("h.toml"),
+    )
+    .expect("valid");
+    assert_eq!(cfg.sys_interval, 5);
+    assert_eq!(cfg.admin.bind, "0.0.0.0:18083");
+    assert!(cfg.admin.enabled && cfg.admin.socket);
+    assert_eq!(cfg.metrics.bind.as_deref(), Some("127.0.0.1:9234"));
+    for (text, key) in [
+        ("[admin]\nbind = \"nowhere\"\n", "admin.bind"),
+        ("[admin]\ncertfile = \"c.pem\"\n", "admin.certfile"),
+        ("[admin]\ntoken_expiry = \"0s\"\n", "admin.token_expiry"),
+        ("[admin]\ntoken_expiry = \"soon\"\n", "admin.token_expiry"),
+        ("[metrics]\nbind = \"9234\"\n", "metrics.bind"),
+    ] {
+        let text = format!("[[listener]]\nbind = \"127.0.0.1:1883\"\n{text}");
+        let err = Config::parse(&text, Path::new("h.toml"))
+            .expect_err(key)
+            .to_string();
+        assert!(err.contains(key) && err.contains("h.toml"), "{err}");
+    }
+}

@@ -92,6 +92,42 @@ impl Config {
                 "must be at least 1 (or set auth_failures.max = 0 to turn blocking off)".into(),
             ));
         }
+        let admin = &self.admin;
+        if admin.enabled {
+            if admin.bind.parse::<SocketAddr>().is_err() && !is_host_and_port(&admin.bind) {
+                return Err(invalid(
+                    "admin.bind",
+                    format!(
+                        "`{}` is not an address with a port, e.g. \"127.0.0.1:18083\"",
+                        admin.bind
+                    ),
+                ));
+            }
+            if admin.certfile.is_some() != admin.keyfile.is_some() {
+                return Err(invalid(
+                    "admin.certfile",
+                    "certfile and keyfile go together (both for TLS, neither for plain HTTP)"
+                        .into(),
+                ));
+            }
+        }
+        let ttl =
+            parse_duration(&admin.token_expiry).map_err(|m| invalid("admin.token_expiry", m))?;
+        if ttl.is_zero() {
+            return Err(invalid(
+                "admin.token_expiry",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if let Some(bind) = &self.metrics.bind
+            && bind.parse::<SocketAddr>().is_err()
+            && !is_host_and_port(bind)
+        {
+            return Err(invalid(
+                "metrics.bind",
+                format!("`{bind}` is not an address with a port, e.g. \"0.0.0.0:9234\""),
+            ));
+        }
         Ok(())
     }
 }
