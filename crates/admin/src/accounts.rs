@@ -171,7 +171,11 @@ impl AccountStore {
     }
 
     /// The name and role of an API key whose secret is right, enabled and not expired.
-    pub(crate) async fn check_api_key(&self, api_key: &str, secret: &str) -> Option<(String, Role)> {
+    pub(crate) async fn check_api_key(
+        &self,
+        api_key: &str,
+        secret: &str,
+    ) -> Option<(String, Role)> {
         let record = self
             .lock()
             .api_keys
@@ -248,8 +252,7 @@ pub(crate) fn check_new_password(p: &str) -> Result<(), ApiError> {
 pub(crate) fn check_name(what: &str, n: &str) -> Result<(), ApiError> {
     let ok = !n.is_empty()
         && n.len() <= 64
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())

@@ -189,7 +189,9 @@ impl Throttle {
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             map.retain(|_, f| {
                 f.blocked_until.is_some_and(|u| u > now)
-                    || f.recent.iter().any(|t| now.duration_since(*t) < FAILURE_WINDOW)
+                    || f.recent
+                        .iter()
+                        .any(|t| now.duration_since(*t) < FAILURE_WINDOW)
             });
             if map.len() >= MAX_TRACKED {
                 // Still full of live entries: forget one rather than grow without bound.
@@ -202,8 +204,7 @@ impl Throttle {
             recent: Vec::new(),
             blocked_until: None,
         });
-        f.recent
-            .retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
+        f.recent.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
         f.recent.push(now);
         if f.recent.len() >= MAX_FAILURES {
             f.recent.clear();
@@ -275,7 +276,11 @@ fn self_service(path: &str, caller: &Caller) -> bool {
         || (caller.is_user && path == format!("/api/v5/users/{}/change_pwd", caller.name))
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: IpAddr,
+) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -188,7 +188,13 @@ pub async fn start(handle: BrokerHandle, config: &Config) -> Result<AdminServer,
         server.tls = tls.is_some();
         let listener = bind("admin.bind", &admin.bind).await?;
         server.local_addr = listener.local_addr().ok();
-        tasks.spawn(accept_tcp(listener, app.clone(), tls, stop.clone(), tasks.clone()));
+        tasks.spawn(accept_tcp(
+            listener,
+            app.clone(),
+            tls,
+            stop.clone(),
+            tasks.clone(),
+        ));
         if admin.socket
             && let Some(dir) = &store_dir
         {
@@ -240,7 +246,11 @@ fn tls_acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, AdminErr
         .collect::<Result<_, _>>()
         .map_err(|e| bad("certfile", certfile, e.to_string()))?;
     if chain.is_empty() {
-        return Err(bad("certfile", certfile, "no certificate in the file".into()));
+        return Err(bad(
+            "certfile",
+            certfile,
+            "no certificate in the file".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(keyfile)
         .map_err(|e| bad("keyfile", keyfile, e.to_string()))?;
@@ -316,7 +326,9 @@ async fn accept_tcp(
                 Some(acceptor) => {
                     match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => serve_connection(s, Peer::Tcp(addr), app, stop).await,
-                        Ok(Err(e)) => debug!(peer = %addr, error = %e, "admin API: TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            debug!(peer = %addr, error = %e, "admin API: TLS handshake failed")
+                        }
                         Err(_) => debug!(peer = %addr, "admin API: TLS handshake timed out"),
                     }
                 }
@@ -357,7 +369,8 @@ async fn accept_unix(
 }
 
 #[cfg(not(unix))]
-async fn accept_unix(_: std::convert::Infallible, _: Router, _: CancellationToken, _: TaskTracker) {}
+async fn accept_unix(_: std::convert::Infallible, _: Router, _: CancellationToken, _: TaskTracker) {
+}
 
 /// Serves HTTP/1.1 on one connection until it closes or the server stops.
 async fn serve_connection<S>(io: S, peer: Peer, app: Router, stop: CancellationToken)

@@ -14,19 +14,29 @@ use serde_json::json;
 #[cfg(unix)]
 fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).expect("exists").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[tokio::test]
 async fn first_start_creates_admin_with_a_random_password_in_a_0600_file() {
     let env = Env::start().await;
     let file = env.store().join("initial-admin-password");
-    let password = env.initial_password().expect("initial-admin-password written");
+    let password = env
+        .initial_password()
+        .expect("initial-admin-password written");
     assert!(password.len() >= 16, "password too short: {password:?}");
     #[cfg(unix)]
     {
         assert_eq!(mode(&file), 0o600, "initial-admin-password mode");
-        assert_eq!(mode(&env.store().join("admin-users.json")), 0o600, "users file mode");
+        assert_eq!(
+            mode(&env.store().join("admin-users.json")),
+            0o600,
+            "users file mode"
+        );
     }
     let users = std::fs::read_to_string(env.store().join("admin-users.json")).expect("users file");
     assert!(users.contains("$argon2id$"), "argon2id hash stored");
@@ -46,7 +56,10 @@ async fn first_start_creates_admin_with_a_random_password_in_a_0600_file() {
     assert_eq!(j["role"], "administrator");
     assert_eq!(j["password_change_required"], true);
     assert!(j["version"].is_string());
-    assert!(env.get("/api/v5/clients").await.status == 200, "the API works meanwhile");
+    assert!(
+        env.get("/api/v5/clients").await.status == 200,
+        "the API works meanwhile"
+    );
 
     // Changing it clears the flag and removes the file.
     let r = env
@@ -56,7 +69,10 @@ async fn first_start_creates_admin_with_a_random_password_in_a_0600_file() {
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    assert!(!file.exists(), "initial-admin-password removed once changed");
+    assert!(
+        !file.exists(),
+        "initial-admin-password removed once changed"
+    );
     let r = env
         .request(
             "POST",
@@ -98,7 +114,12 @@ async fn users_survive_a_restart_and_no_second_admin_is_made() {
     );
     let token = env2.login("ops", "ops password 1").await;
     let r = env2
-        .request("GET", "/api/v5/users", Some(&format!("Bearer {token}")), None)
+        .request(
+            "GET",
+            "/api/v5/users",
+            Some(&format!("Bearer {token}")),
+            None,
+        )
         .await;
     assert_eq!(r.status, 403, "viewer may not list users");
     env2.stop().await;
@@ -114,19 +135,34 @@ async fn credentials_are_required_and_checked() {
         .await;
     assert_eq!((r.status, r.code().as_str()), (401, "BAD_TOKEN"));
     let r = env
-        .request("GET", "/api/v5/clients", Some(&basic("nokey", "nosecret")), None)
+        .request(
+            "GET",
+            "/api/v5/clients",
+            Some(&basic("nokey", "nosecret")),
+            None,
+        )
         .await;
-    assert_eq!((r.status, r.code().as_str()), (401, "BAD_API_KEY_OR_SECRET"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "BAD_API_KEY_OR_SECRET")
+    );
 
     // Logout: the token stops working.
     let password = env.initial_password().expect("password");
     let token = env.login("admin", &password).await;
     let auth = format!("Bearer {token}");
     let r = env
-        .request("POST", "/api/v5/logout", Some(&auth), Some(r#"{"username":"admin"}"#))
+        .request(
+            "POST",
+            "/api/v5/logout",
+            Some(&auth),
+            Some(r#"{"username":"admin"}"#),
+        )
         .await;
     assert_eq!(r.status, 204);
-    let r = env.request("GET", "/api/v5/clients", Some(&auth), None).await;
+    let r = env
+        .request("GET", "/api/v5/clients", Some(&auth), None)
+        .await;
     assert_eq!(r.status, 401);
     env.stop().await;
 }
@@ -153,13 +189,21 @@ async fn viewer_may_only_read() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["role"], "viewer");
     let r = env
-        .post("/api/v5/users", json!({"username": "watcher", "password": "watcher pass"}))
+        .post(
+            "/api/v5/users",
+            json!({"username": "watcher", "password": "watcher pass"}),
+        )
         .await;
     assert_eq!((r.status, r.code().as_str()), (409, "ALREADY_EXISTS"));
 
     let token = env.login("watcher", "watcher pass").await;
     let auth = format!("Bearer {token}");
-    assert_eq!(env.request("GET", "/api/v5/clients", Some(&auth), None).await.status, 200);
+    assert_eq!(
+        env.request("GET", "/api/v5/clients", Some(&auth), None)
+            .await
+            .status,
+        200
+    );
     let r = env
         .request(
             "POST",
@@ -169,7 +213,9 @@ async fn viewer_may_only_read() {
         )
         .await;
     assert_eq!((r.status, r.code().as_str()), (403, "FORBIDDEN"));
-    let r = env.request("DELETE", "/api/v5/clients/x", Some(&auth), None).await;
+    let r = env
+        .request("DELETE", "/api/v5/clients/x", Some(&auth), None)
+        .await;
     assert_eq!(r.status, 403);
     // Its own password, though, it may change.
     let r = env
@@ -186,11 +232,19 @@ async fn viewer_may_only_read() {
     let r = env.get("/api/v5/users").await;
     assert_eq!(r.json().as_array().map(Vec::len), Some(2));
     let r = env
-        .call("PUT", "/api/v5/users/watcher", Some(json!({"description": "new"})))
+        .call(
+            "PUT",
+            "/api/v5/users/watcher",
+            Some(json!({"description": "new"})),
+        )
         .await;
     assert_eq!(r.json()["description"], "new");
     let r = env
-        .call("PUT", "/api/v5/users/admin", Some(json!({"role": "viewer"})))
+        .call(
+            "PUT",
+            "/api/v5/users/admin",
+            Some(json!({"role": "viewer"})),
+        )
         .await;
     assert_eq!(r.status, 400, "last administrator cannot be demoted");
     assert_eq!(env.delete("/api/v5/users/watcher").await.status, 204);
@@ -203,7 +257,10 @@ async fn viewer_may_only_read() {
 async fn api_keys_authenticate_with_basic_and_can_be_disabled() {
     let env = Env::start().await;
     let r = env
-        .post("/api/v5/api_key", json!({"name": "ci", "desc": "for CI", "role": "viewer"}))
+        .post(
+            "/api/v5/api_key",
+            json!({"name": "ci", "desc": "for CI", "role": "viewer"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let j = r.json();
@@ -215,25 +272,54 @@ async fn api_keys_authenticate_with_basic_and_can_be_disabled() {
     // The secret is shown once.
     let r = env.get("/api/v5/api_key/ci").await;
     assert!(r.json().get("api_secret").is_none());
-    assert_eq!(env.get("/api/v5/api_key").await.json().as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        env.get("/api/v5/api_key")
+            .await
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let stored = std::fs::read_to_string(env.store().join("admin-users.json")).expect("file");
     assert!(!stored.contains(&secret), "secret stored hashed");
 
     let auth = basic(&key, &secret);
     for _ in 0..2 {
         // The second time comes from the verified-secret cache.
-        assert_eq!(env.request("GET", "/api/v5/stats", Some(&auth), None).await.status, 200);
+        assert_eq!(
+            env.request("GET", "/api/v5/stats", Some(&auth), None)
+                .await
+                .status,
+            200
+        );
     }
-    let r = env.request("POST", "/api/v5/publish", Some(&auth), Some(r#"{"topic":"t"}"#)).await;
+    let r = env
+        .request(
+            "POST",
+            "/api/v5/publish",
+            Some(&auth),
+            Some(r#"{"topic":"t"}"#),
+        )
+        .await;
     assert_eq!(r.status, 403, "viewer key");
     let r = env
         .request("GET", "/api/v5/stats", Some(&basic(&key, "wrong")), None)
         .await;
-    assert_eq!((r.status, r.code().as_str()), (401, "BAD_API_KEY_OR_SECRET"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "BAD_API_KEY_OR_SECRET")
+    );
 
-    let r = env.call("PUT", "/api/v5/api_key/ci", Some(json!({"enable": false}))).await;
+    let r = env
+        .call("PUT", "/api/v5/api_key/ci", Some(json!({"enable": false})))
+        .await;
     assert_eq!(r.json()["enable"], false);
-    assert_eq!(env.request("GET", "/api/v5/stats", Some(&auth), None).await.status, 401);
+    assert_eq!(
+        env.request("GET", "/api/v5/stats", Some(&auth), None)
+            .await
+            .status,
+        401
+    );
     assert_eq!(env.delete("/api/v5/api_key/ci").await.status, 204);
     assert_eq!(env.get("/api/v5/api_key/ci").await.status, 404);
     env.stop().await;
@@ -244,14 +330,24 @@ async fn failed_logins_are_throttled_per_address() {
     let env = Env::start().await;
     let wrong = json!({"username": "admin", "password": "wrong password"}).to_string();
     for i in 0..5 {
-        let r = env.request("POST", "/api/v5/login", None, Some(&wrong)).await;
-        assert_eq!((r.status, r.code().as_str()), (401, "BAD_USERNAME_OR_PWD"), "attempt {i}");
+        let r = env
+            .request("POST", "/api/v5/login", None, Some(&wrong))
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "BAD_USERNAME_OR_PWD"),
+            "attempt {i}"
+        );
     }
-    let r = env.request("POST", "/api/v5/login", None, Some(&wrong)).await;
+    let r = env
+        .request("POST", "/api/v5/login", None, Some(&wrong))
+        .await;
     assert_eq!((r.status, r.code().as_str()), (429, "LOGIN_THROTTLED"));
     // Even the right password, from this address, for a minute.
     let right = json!({"username": "admin", "password": env.initial_password().expect("pw")});
-    let r = env.request("POST", "/api/v5/login", None, Some(&right.to_string())).await;
+    let r = env
+        .request("POST", "/api/v5/login", None, Some(&right.to_string()))
+        .await;
     assert_eq!(r.status, 429);
     // Tokens already issued keep working.
     assert_eq!(env.get("/api/v5/stats").await.status, 200);
@@ -262,14 +358,29 @@ async fn failed_logins_are_throttled_per_address() {
 #[tokio::test]
 async fn unix_socket_serves_without_credentials() {
     let env = Env::start().await;
-    let path = env.server().socket_path().expect("socket served").to_owned();
+    let path = env
+        .server()
+        .socket_path()
+        .expect("socket served")
+        .to_owned();
     assert_eq!(path, env.store().join("hermod.sock"));
     assert_eq!(mode(&path), 0o600, "socket mode");
-    let s = tokio::net::UnixStream::connect(&path).await.expect("connect socket");
+    let s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect socket");
     let r = http(s, "GET", "/api/v5/clients", &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let s = tokio::net::UnixStream::connect(&path).await.expect("connect socket");
-    let r = http(s, "POST", "/api/v5/publish", &[], Some(r#"{"topic":"a/b","payload":"x"}"#)).await;
+    let s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect socket");
+    let r = http(
+        s,
+        "POST",
+        "/api/v5/publish",
+        &[],
+        Some(r#"{"topic":"a/b","payload":"x"}"#),
+    )
+    .await;
     assert_eq!(r.status, 200, "administrator on the socket: {}", r.body);
     env.stop().await;
     assert!(!path.exists(), "socket removed at shutdown");
@@ -297,9 +408,15 @@ async fn memory_store_keeps_accounts_in_memory_only() {
         c.store.sync = hermod_broker::config::SyncSetting::Memory;
     })
     .await;
-    assert!(env.initial_password().is_none(), "nothing written with a memory store");
+    assert!(
+        env.initial_password().is_none(),
+        "nothing written with a memory store"
+    );
     assert!(!env.store().join("admin-users.json").exists());
-    assert!(env.server().socket_path().is_none(), "no socket without a store folder");
+    assert!(
+        env.server().socket_path().is_none(),
+        "no socket without a store folder"
+    );
     let r = env.request("GET", "/api/v5/clients", None, None).await;
     assert_eq!(r.status, 401, "credentials still required");
     env.stop().await;
@@ -310,18 +427,28 @@ async fn public_endpoints_need_no_credentials() {
     let env = Env::start().await;
     let r = env.request("GET", "/api/v5/status", None, None).await;
     assert_eq!(r.status, 200);
-    assert!(r.body.starts_with("hermod ") && r.body.ends_with(" is running"), "{}", r.body);
-    let r = env.request("GET", "/api/v5/status?format=json", None, None).await;
+    assert!(
+        r.body.starts_with("hermod ") && r.body.ends_with(" is running"),
+        "{}",
+        r.body
+    );
+    let r = env
+        .request("GET", "/api/v5/status?format=json", None, None)
+        .await;
     assert_eq!(r.json()["status"], "running");
     assert!(r.json()["uptime"].is_u64());
     let r = env.request("GET", "/metrics", None, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
     assert!(r.body.contains("hermod_connections"), "{}", r.body);
-    let r = env.request("GET", "/api-docs/swagger.json", None, None).await;
+    let r = env
+        .request("GET", "/api-docs/swagger.json", None, None)
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.json()["paths"]["/api/v5/clients"].is_object());
-    let r = env.request("GET", "/api/v5/no/such/thing", None, None).await;
+    let r = env
+        .request("GET", "/api/v5/no/such/thing", None, None)
+        .await;
     assert_eq!((r.status, r.code().as_str()), (404, "NOT_FOUND"));
     env.stop().await;
 }
@@ -335,7 +462,10 @@ async fn metrics_listener_serves_only_metrics() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("# TYPE"));
     let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(http(s, "GET", "/api/v5/status", &[], None).await.status, 404);
+    assert_eq!(
+        http(s, "GET", "/api/v5/status", &[], None).await.status,
+        404
+    );
     env.stop().await;
 }
 
@@ -347,7 +477,9 @@ async fn admin_bind_failure_names_the_key() {
     config.store.sync = hermod_broker::config::SyncSetting::Memory;
     config.admin.enabled = true;
     config.admin.bind = addr.to_string();
-    let broker = hermod_broker::Broker::bind(config.clone()).await.expect("broker");
+    let broker = hermod_broker::Broker::bind(config.clone())
+        .await
+        .expect("broker");
     let err = hermod_admin::start(broker.handle(), &config)
         .await
         .expect_err("port taken");

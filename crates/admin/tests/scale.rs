@@ -50,7 +50,18 @@ fn room_for_connections() -> usize {
 /// A 3.1.1 CONNECT without keep-alive.
 fn connect_bytes(id: &str, clean: bool) -> Vec<u8> {
     let mut v = vec![0x10, 0];
-    v.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, if clean { 0x02 } else { 0x00 }, 0, 0]);
+    v.extend_from_slice(&[
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        if clean { 0x02 } else { 0x00 },
+        0,
+        0,
+    ]);
     v.extend_from_slice(&u16::try_from(id.len()).expect("short id").to_be_bytes());
     v.extend_from_slice(id.as_bytes());
     v[1] = u8::try_from(v.len() - 2).expect("short packet");
@@ -59,7 +70,9 @@ fn connect_bytes(id: &str, clean: bool) -> Vec<u8> {
 
 async fn open(addr: std::net::SocketAddr, id: String, clean: bool) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(&connect_bytes(&id, clean)).await.expect("send CONNECT");
+    s.write_all(&connect_bytes(&id, clean))
+        .await
+        .expect("send CONNECT");
     let mut ack = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut ack))
         .await
@@ -100,10 +113,17 @@ async fn listing_20k_sessions_pages_correctly() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.handle.stats().sessions < total {
-        assert!(Instant::now() < deadline, "sessions: {}", env.handle.stats().sessions);
+        assert!(
+            Instant::now() < deadline,
+            "sessions: {}",
+            env.handle.stats().sessions
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("{total} sessions ({connected} connected) set up in {:?}", t0.elapsed());
+    println!(
+        "{total} sessions ({connected} connected) set up in {:?}",
+        t0.elapsed()
+    );
 
     let token = env.token.clone();
     for page in [1usize, 100, 200] {
@@ -135,7 +155,10 @@ async fn listing_20k_sessions_pages_correctly() {
             None,
         )
         .await;
-    println!("GET /api/v5/clients?clientid=..&clientid=.. (look-ups): {:?}", t.elapsed());
+    println!(
+        "GET /api/v5/clients?clientid=..&clientid=.. (look-ups): {:?}",
+        t.elapsed()
+    );
     assert_eq!(r.json()["meta"]["count"], 2);
     drop(live);
     env.stop().await;

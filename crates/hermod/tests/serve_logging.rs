@@ -74,7 +74,14 @@ fn serve_and_stop(tag: &str, args: &[&str]) -> (Option<i32>, Vec<u8>, Vec<u8>) {
     let mut child = Guard(
         Command::new(HERMOD)
             // The admin API on a free port: tests (and other brokers) run side by side.
-            .args(["serve", "--memory", "-p", "0", "--admin-bind", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--memory",
+                "-p",
+                "0",
+                "--admin-bind",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .current_dir(&dir.0)
             .env_remove("NO_COLOR")

@@ -76,7 +76,9 @@ pub(crate) async fn list(
     let page = q.page()?;
     let bans = state.handle.bans();
     let notes = state.ban_notes().clone();
-    Ok(Json(page.apply(bans.iter(), |e| ban_json(e, notes.get(&e.rule)))))
+    Ok(Json(
+        page.apply(bans.iter(), |e| ban_json(e, notes.get(&e.rule))),
+    ))
 }
 
 /// The body of `POST /banned`.
@@ -117,7 +119,9 @@ pub(crate) async fn add(
         .iter()
         .any(|e| e.rule == rule && e.active_at(now))
     {
-        return Err(ApiError::conflict("this ban exists (delete it first to change it)"));
+        return Err(ApiError::conflict(
+            "this ban exists (delete it first to change it)",
+        ));
     }
     let entry = BanEntry {
         rule: rule.clone(),

@@ -35,7 +35,12 @@ pub(crate) async fn status(State(state): State<AppState>, q: Query) -> Response 
     } else {
         format!("hermod {VERSION} is stopping")
     };
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 /// The body of `POST /login`.

@@ -42,8 +42,9 @@ pub(crate) async fn publish(
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<Json<Value>, ApiError> {
     let topic = body.topic.as_str();
-    hermod_proto::topic::validate_topic_name(topic)
-        .map_err(|_| ApiError::bad_request("`topic` is not a valid topic name (no wildcards, not empty)"))?;
+    hermod_proto::topic::validate_topic_name(topic).map_err(|_| {
+        ApiError::bad_request("`topic` is not a valid topic name (no wildcards, not empty)")
+    })?;
     if topic.split('/').count() > state.max_topic_levels {
         return Err(ApiError::bad_request("`topic` has too many levels"));
     }

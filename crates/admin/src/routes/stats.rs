@@ -71,7 +71,10 @@ fn per_node(q: &Query, v: Value) -> Result<Json<Value>, ApiError> {
 }
 
 /// `GET /api/v5/stats`.
-pub(crate) async fn stats(State(state): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    q: Query,
+) -> Result<Json<Value>, ApiError> {
     let s = state.handle.stats();
     let h = state.handle.clone();
     let tree = tokio::task::spawn_blocking(move || {
@@ -90,7 +93,10 @@ pub(crate) async fn stats(State(state): State<AppState>, q: Query) -> Result<Jso
 }
 
 /// `GET /api/v5/metrics` (JSON counters).
-pub(crate) async fn metrics(State(state): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    q: Query,
+) -> Result<Json<Value>, ApiError> {
     let s = state.handle.stats();
     per_node(&q, object(&state.node, metrics_keys(&s)))
 }
@@ -129,9 +135,5 @@ pub(crate) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     let text = tokio::task::spawn_blocking(move || h.prometheus_text())
         .await
         .unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
-

@@ -56,9 +56,9 @@ pub(crate) async fn list(
             && qos.is_none_or(|q| s.options.qos == q)
             && group.is_none_or(|g| s.share_group.as_deref() == Some(g))
     };
-    Ok(Json(
-        page.apply(subs.iter().filter(keep), |s| sub_json(s, &state.node)),
-    ))
+    Ok(Json(page.apply(subs.iter().filter(keep), |s| {
+        sub_json(s, &state.node)
+    })))
 }
 
 /// `GET /api/v5/topics`: distinct subscribed filters (without `$share/{group}/`), sorted.
@@ -74,9 +74,10 @@ pub(crate) async fn topics(
         .map(|s| s.topic.as_str())
         .filter(|t| only.is_none_or(|o| o == *t))
         .collect();
-    Ok(Json(page.apply(distinct, |t| {
-        json!({ "topic": t, "node": state.node })
-    })))
+    Ok(Json(page.apply(
+        distinct,
+        |t| json!({ "topic": t, "node": state.node }),
+    )))
 }
 
 /// `GET /api/v5/clients/{clientid}/subscriptions` (a list, not paged, as EMQX's).
@@ -89,7 +90,9 @@ pub(crate) async fn of_client(
         .client_subscriptions(&id)
         .await
         .ok_or_else(ApiError::client_not_found)?;
-    Ok(Json(subs.iter().map(|s| sub_json(s, &state.node)).collect()))
+    Ok(Json(
+        subs.iter().map(|s| sub_json(s, &state.node)).collect(),
+    ))
 }
 
 /// The body of `POST .../subscribe`.
@@ -115,7 +118,10 @@ fn command_error(e: CommandError) -> ApiError {
         CommandError::Refused(code) => ApiError::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
-            format!("the broker refused the subscription (reason code {:#04x})", code.0),
+            format!(
+                "the broker refused the subscription (reason code {:#04x})",
+                code.0
+            ),
         ),
         other => ApiError::internal(other),
     }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use crate::accounts::{check_name, check_new_password, hash};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::users_store::{ApiKeyRecord, Role, UserRecord, random_bytes, random_token};
 use crate::state::AppState;
+use crate::users_store::{ApiKeyRecord, Role, UserRecord, random_bytes, random_token};
 
 fn admin_only(caller: &Caller) -> Result<(), ApiError> {
     if caller.role == Role::Administrator {
@@ -38,7 +38,15 @@ pub(crate) async fn list_users(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     admin_only(&caller)?;
-    Ok(Json(state.accounts.snapshot().users.iter().map(user_json).collect()))
+    Ok(Json(
+        state
+            .accounts
+            .snapshot()
+            .users
+            .iter()
+            .map(user_json)
+            .collect(),
+    ))
 }
 
 /// The body of `POST /users`.
@@ -97,7 +105,10 @@ pub(crate) struct UserChange {
 }
 
 fn administrators(users: &[UserRecord]) -> usize {
-    users.iter().filter(|u| u.role == Role::Administrator).count()
+    users
+        .iter()
+        .filter(|u| u.role == Role::Administrator)
+        .count()
 }
 
 /// `PUT /api/v5/users/{username}`: role and description.
@@ -125,7 +136,9 @@ pub(crate) async fn update_user(
             }
             let u = u.clone();
             if administrators(&a.users) == 0 {
-                return Err(ApiError::bad_request("the last administrator cannot be demoted"));
+                return Err(ApiError::bad_request(
+                    "the last administrator cannot be demoted",
+                ));
             }
             Ok(u)
         })
@@ -152,7 +165,9 @@ pub(crate) async fn delete_user(
                 return Err(ApiError::not_found("no such user"));
             }
             if administrators(&a.users) == 0 {
-                return Err(ApiError::bad_request("the last administrator cannot be deleted"));
+                return Err(ApiError::bad_request(
+                    "the last administrator cannot be deleted",
+                ));
             }
             Ok(())
         })
@@ -231,7 +246,15 @@ pub(crate) async fn list_keys(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     admin_only(&caller)?;
-    Ok(Json(state.accounts.snapshot().api_keys.iter().map(key_json).collect()))
+    Ok(Json(
+        state
+            .accounts
+            .snapshot()
+            .api_keys
+            .iter()
+            .map(key_json)
+            .collect(),
+    ))
 }
 
 /// `GET /api/v5/api_key/{name}`.

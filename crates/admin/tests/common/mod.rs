@@ -166,7 +166,8 @@ impl Env {
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let auth = format!("Bearer {}", self.token);
         let body = body.map(|b| b.to_string());
-        self.request(method, path, Some(&auth), body.as_deref()).await
+        self.request(method, path, Some(&auth), body.as_deref())
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -193,7 +194,10 @@ impl Env {
         }
         if let Some(t) = self.task.take() {
             let r = tokio::time::timeout(Duration::from_secs(15), t).await;
-            assert!(matches!(r, Ok(Ok(()))), "broker stops in time without panic");
+            assert!(
+                matches!(r, Ok(Ok(()))),
+                "broker stops in time without panic"
+            );
         }
     }
 }
@@ -298,7 +302,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
             return out;
         };
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap_or("0").trim(),
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
             16,
         )
         .unwrap_or(0);
