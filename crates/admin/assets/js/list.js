@@ -1,7 +1,7 @@
 // A paged list page: filters in a toolbar, one page of rows from the server (never the whole
 // set), a pager, an error banner naming what failed. Filter and page state live in the hash.
 
-import { h, clear, table, pager, bannerSlot, debounce, field, emptyState } from './ui.js';
+import { h, clear, table, pager, bannerSlot, debounce, field, emptyState, fmtInt } from './ui.js';
 
 /**
  * opts: {ctx, title, sub, what ('clients'), filters: [{key, label, kind: 'text'|'select',
@@ -21,6 +21,7 @@ export function listPage(opts) {
   const banners = bannerSlot();
   const body = h('div.listbody');
   const updated = h('span.faint.nowrap');
+  const total = h('span.sub', { id: 'list-count' });
   const refresh = h('button', { onclick: () => load() }, 'Refresh');
   let seq = 0;
 
@@ -41,7 +42,7 @@ export function listPage(opts) {
   });
 
   clear(ctx.main,
-    h('div.pagehead', h('h1', opts.title), opts.sub ? h('span.sub', opts.sub) : null, h('span.grow'), updated, refresh),
+    h('div.pagehead', h('h1', opts.title), total, opts.sub ? h('span.sub', '· ' + opts.sub) : null, h('span.grow'), updated, refresh),
     banners.el,
     opts.above || null,
     h('section.panel.flush',
@@ -85,6 +86,7 @@ export function listPage(opts) {
       banners.clear();
       updated.textContent = 'updated ' + new Date().toLocaleTimeString();
       body.dataset.count = meta.count ?? rows.length;
+      total.textContent = typeof meta.count === 'number' ? `${fmtInt(meta.count)} ${filtered ? 'matching' : 'in all'}` : '';
     } catch (e) {
       if (my !== seq) return;
       banners.error(`Loading ${opts.what} failed`, e);
