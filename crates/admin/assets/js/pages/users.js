@@ -62,7 +62,7 @@ export async function render(ctx) {
         { label: 'Role', cell: (u) => h('span.pill' + (u.role === 'viewer' ? '' : '.info'), u.role || 'administrator') },
         { label: 'Description', cls: 'wrap', cell: (u) => u.description || h('span.faint', '–') },
         { label: '', cls: 'actions', cell: (u) => (viewer ? null : [
-          u.username === me ? h('button.small', { onclick: () => ctx.go('password', { voluntary: 1 }) }, 'Change password') : h('button.small', { onclick: () => changePassword(u.username) }, 'Change password'),
+          u.username === me ? h('button.small', { onclick: () => ctx.go('password', { voluntary: 1 }) }, 'Change password') : h('button.small', { onclick: () => changePassword(u.username) }, 'Set password'),
           u.username === me ? null : h('button.small.danger', {
             onclick: async () => {
               if (!(await confirmDialog('Delete user?', `${u.username} will no longer be able to log in; their tokens stop working.`, 'Delete'))) return;
@@ -109,25 +109,27 @@ export async function render(ctx) {
     }
   }
 
+  /** An administrator sets another user's password (no old password needed for that). */
   async function changePassword(username) {
-    const old = h('input', { type: 'password', autocomplete: 'off', id: 'cp-old' });
     const nw = h('input', { type: 'password', autocomplete: 'new-password', id: 'cp-new', minlength: 8 });
     const err = h('div');
     await modal({
-      title: `Change the password of ${username}`, narrow: true,
-      body: h('form.loginbox', { onsubmit: (e) => e.preventDefault() }, err, field('Their current password', old), field('New password (8+ characters)', nw)),
+      title: `Set a new password for ${username}`, narrow: true,
+      body: h('form.loginbox', { onsubmit: (e) => e.preventDefault() }, err,
+        h('p.muted', 'Their current password stops working; tell them the new one.'),
+        field('New password (8+ characters)', nw)),
       actions: (close) => [
         h('button', { onclick: () => close() }, 'Cancel'),
         h('button.primary', {
           onclick: async () => {
             if (nw.value.length < 8) { clear(err, h('div.banner', h('span.what', 'The new password needs at least 8 characters.'))); return; }
             try {
-              await post(`/users/${seg(username)}/change_pwd`, { old_pwd: old.value, new_pwd: nw.value });
-              toast(`Changed the password of ${username}`);
+              await post(`/users/${seg(username)}/change_pwd`, { new_pwd: nw.value });
+              toast(`Set a new password for ${username}`);
               close(true);
             } catch (e) { clear(err, h('div.banner', h('span.what', 'Not changed: '), h('span.detail', describe(e)))); }
           },
-        }, 'Change'),
+        }, 'Set password'),
       ],
     });
   }
