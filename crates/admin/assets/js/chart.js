@@ -37,7 +37,6 @@ export function lineChart(el, { series, unit, decimals = 0, height = 220, window
         label: s.label,
         stroke: css(s.color),
         width: 1.6,
-        points: { show: false },
         value: (u, v) => (v == null ? '–' : fmt(v) + (unit ? ' ' + unit : '')),
       })),
     ],

@@ -33,7 +33,7 @@ export async function render(ctx) {
   },
   h('h2', 'Ban'),
   h('p.muted', 'Applied at once: new connections that match are refused, connected clients that match are kicked.'),
-  h('div.formrow', field('By', as), field('Who', who), field('For', dur), field('Reason', reason), h('button.primary', { type: 'submit' }, 'Ban')));
+  h('div.formrow', field('By', as), field('Who', who), field('For', dur), field('Reason', reason), h('button.primary', { type: 'submit', id: 'ban-submit' }, 'Ban')));
 
   list = listPage({
     ctx,

@@ -13,6 +13,8 @@ export async function render(ctx) {
   const props = h('div');
   const stats = h('div.stat3');
   const subsBox = h('div');
+  const subsPanel = h('section.panel.flush', { id: 'client-subs' },
+    h('div.panelhead', h('h2', 'Subscriptions'), h('span.note', 'asked of the live connection')), subsBox);
   const subForm = viewer ? null : subscribeForm(id, () => load(), banners);
   clear(ctx.main,
     h('div', h('a', { href: '#/clients' }, '‹ Clients')),
@@ -21,8 +23,7 @@ export async function render(ctx) {
       h('section.panel', h('h2', 'Connection'), props),
       h('div',
         stats,
-        h('section.panel.flush', { id: 'client-subs' },
-          h('div.panelhead', h('h2', 'Subscriptions'), h('span.note', 'asked of the live connection')), subsBox),
+        subsPanel,
         subForm)));
 
   let gone = false;
@@ -62,12 +63,13 @@ export async function render(ctx) {
     paintHead(null);
     clear(props, h('div.empty', h('b', 'No such client.'), `The broker has neither a connection nor a kept session for ${id} (kicked, or its session ended).`));
     clear(stats);
-    clear(subsBox, emptyState('No subscriptions.', ''));
+    subsPanel.classList.add('hidden');
     if (subForm) subForm.classList.add('hidden');
   }
 
   function paint(c) {
     gone = false;
+    subsPanel.classList.remove('hidden');
     paintHead(c);
     const addr = c.ip_address ? `${c.ip_address.includes(':') ? `[${c.ip_address}]` : c.ip_address}:${c.port}` : '–';
     const rows = [
@@ -139,6 +141,6 @@ function subscribeForm(id, reload, banners) {
   h('div.formrow',
     field('Topic filter', topic), field('QoS', qos), field('Retain handling', rh),
     field('No local', nl, 'check'), field('Retain as published', rap, 'check'),
-    h('button.primary', { type: 'submit' }, 'Subscribe')));
+    h('button.primary', { type: 'submit', id: 'sub-submit' }, 'Subscribe')));
   return form;
 }

@@ -99,7 +99,9 @@ export async function render(ctx) {
     if (typeof up === 'number') {
       up += (Date.now() - statusAt) / 1000;
       cards.uptime.value.textContent = fmtDuration(up);
-      cards.uptime.detail.textContent = 'since ' + fmtTime(Date.now() - up * 1000).slice(0, 16);
+      const since = fmtTime(Date.now() - up * 1000);
+      cards.uptime.detail.textContent = 'since ' + (up < 20 * 3600 ? since.slice(11, 16) : since.slice(0, 10));
+      cards.uptime.detail.title = since;
     } else if (up) {
       cards.uptime.value.textContent = String(up);
     }

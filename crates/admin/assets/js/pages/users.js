@@ -45,7 +45,7 @@ export async function render(ctx) {
         await showSecret(k);
       } catch (e2) { banners.error(`Creating API key ${body.name} failed`, e2); await loadKeys(); }
     },
-  }, field('Name', kName), field('Role', kRole), field('Expires (optional)', kExp), field('Description', kDesc), h('button.primary', { type: 'submit' }, 'Create key'));
+  }, field('Name', kName), field('Role', kRole), field('Expires (optional)', kExp), field('Description', kDesc), h('button.primary', { type: 'submit', id: 'key-submit' }, 'Create key'));
 
   clear(ctx.main,
     h('div.pagehead', h('h1', 'Users & API keys'), h('span.sub', viewer ? 'you have read-only access' : `logged in as ${me}`)),
