@@ -156,7 +156,11 @@ fn status_without_a_broker_exits_1_with_one_clear_line() {
          (is `hermod serve` running with this config?)\n"
     );
     // With -c: the socket beside the config file, wherever ctl runs.
-    let config = write(dir.path(), "h.toml", "[store]\npath = \"data\"\n");
+    let config = write(
+        dir.path(),
+        "h.toml",
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[store]\npath = \"data\"\n",
+    );
     let out = ctl_in(
         Path::new("/"),
         &["-c", config.to_str().unwrap(), "clients", "list"],
