@@ -84,8 +84,17 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         config.password_file.is_some() || config.auth.http.is_some() || config.auth.jwt.is_some();
     let anonymous_open = config.allow_anonymous == Some(true)
         || (config.allow_anonymous.is_none() && !has_password_source);
+    let admin_config = config.clone();
     let broker = match Broker::bind_with_path(config, args.config.clone()).await {
         Ok(b) => b,
+        Err(e) => {
+            fatal(&e);
+            return 1;
+        }
+    };
+    // The admin API (and the `hermod ctl` socket) once the broker's listeners are bound.
+    let admin = match hermod_admin::start(broker.handle(), &admin_config).await {
+        Ok(a) => a,
         Err(e) => {
             fatal(&e);
             return 1;
@@ -103,6 +112,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         );
     }
     broker.run(shutdown).await;
+    admin.shutdown().await;
     info!("hermod stopped");
     0
 }

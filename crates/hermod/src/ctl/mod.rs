@@ -314,9 +314,19 @@ fn socket_client(config: Option<&Path>) -> Result<Client, String> {
         ),
         None => (Config::default(), "the default configuration".to_owned()),
     };
-    if !cfg.admin.socket {
+    // hermod serves the socket only with the admin API on and a store on disk.
+    let off = if !cfg.admin.enabled {
+        Some("[admin] enabled = false")
+    } else if !cfg.admin.socket {
+        Some("[admin] socket = false")
+    } else if cfg.store_config().is_none() {
+        Some("[store] sync = \"memory\" keeps no store folder")
+    } else {
+        None
+    };
+    if let Some(why) = off {
         return Err(format!(
-            "{origin} turns the ctl socket off ([admin] socket = false): use --url URL --api-key KEY:SECRET"
+            "hermod serves no ctl socket with {origin} ({why}): use --url URL --api-key KEY:SECRET"
         ));
     }
     Ok(Client::unix(socket_path(&cfg)))
