@@ -92,9 +92,15 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
             return 1;
         }
     };
-    // The admin API (and the `hermod ctl` socket) once the broker's listeners are bound.
+    // The admin API (and the `hermod ctl` socket) once the broker's listeners are bound. With a
+    // config file its failure stops the start; without one (a quick start, perhaps a second
+    // broker on this machine) the broker runs without it.
     let admin = match hermod_admin::start(broker.handle(), &admin_config).await {
-        Ok(a) => a,
+        Ok(a) => Some(a),
+        Err(e) if args.config.is_none() => {
+            warn!("admin API not started: {e} (set [admin] bind in a config file, -c)");
+            None
+        }
         Err(e) => {
             fatal(&e);
             return 1;
@@ -112,7 +118,9 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         );
     }
     broker.run(shutdown).await;
-    admin.shutdown().await;
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
     info!("hermod stopped");
     0
 }

@@ -400,8 +400,135 @@ fn admins_add_passwd_del() {
             .any(|l| l.starts_with("ops ") && l.contains("viewer")),
         "{list}"
     );
+    // A new password from stdin (no old one needed over the socket).
+    let mut passwd = Command::new(HERMOD)
+        .args(["ctl", "-c", serve.config.to_str().unwrap()])
+        .args(["admins", "passwd", "ops"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        passwd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"another long one\n")
+            .unwrap();
+    }
+    let out = passwd.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "password of ops changed\n"
+    );
     serve.ok(&["admins", "del", "ops"]);
     let out = serve.ctl(&["admins", "del", "ops"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: no user ops\n");
+}
+
+#[test]
+fn reload_applies_or_keeps_the_old_configuration() {
+    let serve = Serve::start("");
+    assert_eq!(serve.ok(&["reload"]), "configuration reloaded\n");
+    // A config file that no longer parses: the reload fails, naming it, and nothing changes.
+    let good = std::fs::read_to_string(&serve.config).unwrap();
+    std::fs::write(&serve.config, format!("{good}no_such_key = 1\n")).unwrap();
+    // ctl itself reads the config to find the socket: point it at a copy of the good one.
+    let copy = write(serve.dir.path(), "copy.toml", &good);
+    let out = ctl_in(Path::new("/"), &["-c", copy.to_str().unwrap(), "reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error: reload failed, the previous configuration stays in force: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("hermod.toml") && err.contains("RELOAD_FAILED"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::write(&serve.config, good).unwrap();
+    serve.ok(&["reload"]);
+}
+
+#[test]
+fn https_url_with_cacert() {
+    let dir = tempdir();
+    hermod_testkit::Pki::new().write_to(dir.path());
+    let certs = dir.path().join("certs");
+    let serve = Serve::start(&format!(
+        "certfile = \"{}\"\nkeyfile = \"{}\"\n",
+        certs.join("server.pem").display(),
+        certs.join("server.key").display()
+    ));
+    let v = json(&serve.ok(&["api-keys", "add", "tls", "--json"]));
+    let key = format!(
+        "{}:{}",
+        v["api_key"].as_str().unwrap(),
+        v["api_secret"].as_str().unwrap()
+    );
+    let url = format!("https://localhost:{}", serve.admin.port());
+    let ca = certs.join("ca.pem");
+    let args = [
+        "--url",
+        &url,
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--api-key",
+        &key,
+    ];
+    let out = ctl_in(dir.path(), &[&args[..], &["status"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is running"),
+        "{}",
+        text(&out)
+    );
+    let out = ctl_in(dir.path(), &[&args[..], &["clients", "list"]].concat());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no clients\n",
+        "{}",
+        text(&out)
+    );
+    // Without the CA the certificate is not trusted, and the error says what to do.
+    let out = ctl_in(dir.path(), &["--url", &url, "--api-key", &key, "status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cacert"),
+        "{}",
+        text(&out)
+    );
+    // http:// to a TLS listener, https:// to a plain one: clear failures, not hangs.
+    let out = ctl_in(
+        dir.path(),
+        &["--url", &format!("http://{}", serve.admin), "status"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn no_socket_with_a_memory_store_or_the_api_off() {
+    let dir = tempdir();
+    for (extra, why) in [
+        ("[store]\nsync = \"memory\"\n", "[store] sync = \"memory\""),
+        ("[admin]\nenabled = false\n", "[admin] enabled = false"),
+    ] {
+        let config = write(
+            dir.path(),
+            "h.toml",
+            &format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{extra}"),
+        );
+        let out = ctl_in(dir.path(), &["-c", config.to_str().unwrap(), "status"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no ctl socket") && err.contains(why) && err.contains("--url"),
+            "{err}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use super::http::{Client, encode, with_query};
+use super::http::Client;
+use super::query::{encode, with_query};
 use super::table::{Table, cell, human_duration, key_values};
 use super::{ClientsCmd, Paging, RetainedCmd, SubscriptionsCmd, TopicsCmd, print_json};
 
@@ -103,7 +104,7 @@ pub(super) async fn clients(client: &Client, json: bool, cmd: ClientsCmd) -> Res
             }
             let pairs: Vec<(String, String)> = CLIENT_FIELDS
                 .iter()
-                .map(|(label, key)| ((*label).to_owned(), field(&v, key)))
+                .map(|(label, f)| ((*label).to_owned(), f(&v)))
                 .collect();
             print!("{}", key_values(&pairs));
             let subs = client
@@ -207,21 +208,21 @@ const CLIENT_COLUMNS: [Column; 9] = [
 ];
 
 /// `clients show`: label and key, in the contract's order.
-const CLIENT_FIELDS: [(&str, &str); 14] = [
-    ("client id", "clientid"),
-    ("username", "username"),
-    ("address", "ip_address"),
-    ("port", "port"),
-    ("connected", "connected"),
-    ("connected at", "connected_at"),
-    ("protocol", "proto_name"),
-    ("version", "proto_ver"),
-    ("keepalive", "keepalive"),
-    ("clean start", "clean_start"),
-    ("session expiry", "expiry_interval"),
-    ("subscriptions", "subscriptions_cnt"),
-    ("queued", "mqueue_len"),
-    ("inflight", "inflight_cnt"),
+const CLIENT_FIELDS: [Column; 12] = [
+    ("client id", |r| field(r, "clientid")),
+    ("username", |r| field(r, "username")),
+    ("address", address),
+    ("connected", |r| field(r, "connected")),
+    ("connected at", |r| field(r, "connected_at")),
+    ("protocol", |r| {
+        format!("{} {}", field(r, "proto_name"), proto(r))
+    }),
+    ("keepalive (s)", |r| field(r, "keepalive")),
+    ("clean start", |r| field(r, "clean_start")),
+    ("session expiry (s)", |r| field(r, "expiry_interval")),
+    ("subscriptions", |r| field(r, "subscriptions_cnt")),
+    ("queued", |r| field(r, "mqueue_len")),
+    ("inflight", |r| field(r, "inflight_cnt")),
 ];
 
 const SUBSCRIPTION_COLUMNS: [Column; 6] = [

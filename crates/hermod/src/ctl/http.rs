@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -107,7 +106,7 @@ impl Client {
             None => 80,
         };
         let tls = if tls {
-            Some(Arc::new(tls_config(cafile)?))
+            Some(Arc::new(super::tls::client_config(cafile)?))
         } else {
             None
         };
@@ -227,11 +226,13 @@ impl Client {
                             .connect(name, tcp)
                             .await
                             .map_err(|e| {
-                                format!(
-                                    "TLS handshake with {} failed: {e} (a self-signed \
-                                     certificate? pass it with --cacert FILE)",
-                                    self.shown
-                                )
+                                let hint = if e.to_string().contains("InvalidContentType") {
+                                    "it does not speak TLS there: try http://"
+                                } else {
+                                    "a self-signed certificate or a private CA? pass it with \
+                                     --cacert FILE"
+                                };
+                                format!("TLS handshake with {} failed: {e} ({hint})", self.shown)
                             })?;
                         self.exchange(stream, req).await
                     }
@@ -326,7 +327,7 @@ impl Client {
                 .map(str::to_owned)
         };
         let code = field("code");
-        let message = field("message").or_else(|| {
+        let message = field("message").map(|m| one_line(&m)).or_else(|| {
             let text = String::from_utf8_lossy(&reply.body).trim().to_owned();
             (!text.is_empty() && parsed.is_none() && text.len() < 300).then_some(text)
         });
@@ -343,17 +344,36 @@ impl Client {
             ),
         };
         match reply.status {
-            StatusCode::UNAUTHORIZED if self.auth.is_none() => line.push_str(
-                " — pass --api-key KEY:SECRET (or set HERMOD_API_KEY); `hermod ctl api-keys add NAME` on the broker's host makes one",
-            ),
-            StatusCode::UNAUTHORIZED => line.push_str(" — check --api-key KEY:SECRET"),
-            StatusCode::FORBIDDEN => {
-                line.push_str(" — this API key's role (viewer) may only read");
+            StatusCode::UNAUTHORIZED if self.auth.is_none() => {
+                "the admin API needs credentials: pass --api-key KEY:SECRET (or set \
+                 HERMOD_API_KEY); `hermod ctl api-keys add NAME` on the broker's host makes one"
+                    .to_owned()
             }
-            _ => {}
+            StatusCode::UNAUTHORIZED => {
+                line.push_str(" — check --api-key KEY:SECRET");
+                line
+            }
+            _ => line,
         }
-        line
     }
+}
+
+/// A multi-line message (toml's parse errors quote the line with a `^` under it) as one line:
+/// the quoted source lines dropped, the rest joined with ": ".
+fn one_line(message: &str) -> String {
+    let is_quote = |l: &str| {
+        let t = l.trim_start();
+        let t = t
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        t.starts_with('|')
+    };
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_quote(l))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[cfg(unix)]
@@ -373,87 +393,6 @@ async fn connect_unix(_path: &Path) -> std::io::Result<TcpStream> {
 fn shown_path(path: &Path) -> String {
     let s = path.display().to_string();
     s.strip_prefix("./").map(str::to_owned).unwrap_or(s)
-}
-
-/// Trust `cafile` (PEM: a CA, or a self-signed server certificate), else the system's bundle.
-fn tls_config(cafile: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let (file, from_system) = match cafile {
-        Some(f) => (f.to_path_buf(), false),
-        None => (system_bundle().ok_or_else(|| {
-            "https: no CA bundle found on this system; pass the CA (or the server's self-signed \
-             certificate) with --cacert FILE"
-                .to_owned()
-        })?, true),
-    };
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&file)
-        .map_err(|e| format!("--cacert {}: {e}", file.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("--cacert {}: {e}", file.display()))?;
-        // A system bundle may hold a certificate rustls cannot use; skip it there.
-        if let Err(e) = roots.add(cert)
-            && !from_system
-        {
-            return Err(format!("--cacert {}: {e}", file.display()));
-        }
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "--cacert {}: no PEM certificate in the file",
-            file.display()
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// `SSL_CERT_FILE`, else the usual CA bundle locations.
-fn system_bundle() -> Option<PathBuf> {
-    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
-        return Some(PathBuf::from(f));
-    }
-    [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-        "/etc/ssl/ca-bundle.pem",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
-}
-
-/// Percent-encodes one path segment or query value (everything but RFC 3986 unreserved).
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `path?k=v&...` with the given (encoded) pairs; pairs with `None` are left out.
-pub(crate) fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
-    let mut out = path.to_owned();
-    let mut sep = '?';
-    for (k, v) in pairs {
-        if let Some(v) = v {
-            out.push(sep);
-            out.push_str(k);
-            out.push('=');
-            out.push_str(&encode(v));
-            sep = '&';
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -479,18 +418,13 @@ mod tests {
     }
 
     #[test]
-    fn encoding() {
-        assert_eq!(encode("a/b c+#"), "a%2Fb%20c%2B%23");
+    fn multi_line_messages_become_one() {
         assert_eq!(
-            with_query(
-                "/x",
-                &[
-                    ("a", Some("1".into())),
-                    ("b", None),
-                    ("c", Some("é".into()))
-                ]
+            one_line(
+                "h.toml: TOML parse error at line 9, column 1\n  |\n9 | x = 1\n  | ^\nunknown field `x`\n"
             ),
-            "/x?a=1&c=%C3%A9"
+            "h.toml: TOML parse error at line 9, column 1: unknown field `x`"
         );
+        assert_eq!(one_line("plain"), "plain");
     }
 }

@@ -8,7 +8,8 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::commands::{Column, field, list, paged, table};
-use super::http::{Client, encode};
+use super::http::Client;
+use super::query::encode;
 use super::table::key_values;
 use super::{AdminsCmd, ApiKeysCmd, BannedCmd, print_json};
 
