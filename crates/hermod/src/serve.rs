@@ -25,6 +25,10 @@ pub(crate) struct ServeArgs {
     /// Keep everything in memory (`[store] sync = "memory"`): nothing is written to disk.
     #[arg(long)]
     memory: bool,
+    /// Address of the admin HTTP API (replaces `[admin] bind`), e.g. 127.0.0.1:0; `off`
+    /// disables it.
+    #[arg(long, value_name = "ADDR")]
+    admin_bind: Option<String>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -80,6 +84,14 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
                 ))),
         }
     }
+    match args.admin_bind.as_deref() {
+        Some("off") => config.admin.enabled = false,
+        Some(addr) => {
+            config.admin.enabled = true;
+            config.admin.bind = addr.to_owned();
+        }
+        None => {}
+    }
     let has_password_source =
         config.password_file.is_some() || config.auth.http.is_some() || config.auth.jwt.is_some();
     let anonymous_open = config.allow_anonymous == Some(true)
@@ -92,22 +104,21 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
             return 1;
         }
     };
-    // The admin API (and the `hermod ctl` socket) once the broker's listeners are bound. With a
-    // config file its failure stops the start; without one (a quick start, perhaps a second
-    // broker on this machine) the broker runs without it.
+    // The admin API (and the Prometheus and `hermod ctl` listeners) share the broker's life.
     let admin = match hermod_admin::start(broker.handle(), &admin_config).await {
-        Ok(a) => Some(a),
-        Err(e) if args.config.is_none() => {
-            warn!("admin API not started: {e} (set [admin] bind in a config file, -c)");
-            None
-        }
+        Ok(a) => a,
         Err(e) => {
             fatal(&e);
             return 1;
         }
     };
     // Signal handlers first, so that "started" means SIGTERM, SIGINT and SIGHUP are handled.
-    let shutdown = shutdown_signal();
+    let signal = shutdown_signal();
+    let stop_admin = admin.stop_token();
+    let shutdown = async move {
+        signal.await;
+        stop_admin.cancel();
+    };
     spawn_reload_on_sighup(broker.reloader());
     info!(version = env!("CARGO_PKG_VERSION"), addrs = ?broker.local_addrs(), "hermod started");
     // Only once the broker is up: a start-up that fails is not followed by this warning.
@@ -118,9 +129,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         );
     }
     broker.run(shutdown).await;
-    if let Some(admin) = admin {
-        admin.shutdown().await;
-    }
+    admin.shutdown().await;
     info!("hermod stopped");
     0
 }

@@ -227,7 +227,7 @@ async fn crash_run(qos: QoS, kill_after: usize) {
     std::fs::write(
         &config,
         format!(
-            "max_queued_messages = 20000\nmax_inflight_messages = 200\n\n[[listener]]\nbind = \"{addr}\"\n\n[store]\npath = \"data\"\nsync = \"batch\"\n\n[admin]\nenabled = false\n"
+            "max_queued_messages = 20000\nmax_inflight_messages = 200\n\n[[listener]]\nbind = \"{addr}\"\n\n[store]\npath = \"data\"\nsync = \"batch\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n"
         ),
     )
     .expect("config");

@@ -73,3 +73,25 @@ fn file_valued_keys_are_named_with_the_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An admin listener that cannot bind: one line naming `admin.bind`, exit 1.
+#[test]
+fn admin_bind_failure_is_one_line_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("hermod-serve-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[store]\nsync = \"memory\"\n\n[admin]\nbind = \"{addr}\"\n"
+    );
+    let (code, text) = serve(&dir, &config);
+    assert_eq!(code, Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("admin.bind"))
+        .unwrap_or_else(|| panic!("no line naming admin.bind:\n{text}"));
+    assert!(line.starts_with("Error: admin.bind"), "{line}");
+    assert!(line.contains(&addr.to_string()), "{line}");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,13 +67,14 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-/// Runs `hermod serve --memory -p 0 ARGS` until it has logged its start-up line, stops it with
+/// Runs `hermod serve --memory -p 0 --admin-bind 127.0.0.1:0 ARGS` until it has logged its start-up line, stops it with
 /// SIGTERM, and returns (exit code, stdout, stderr).
 fn serve_and_stop(tag: &str, args: &[&str]) -> (Option<i32>, Vec<u8>, Vec<u8>) {
     let dir = TempDir::new(tag);
     let mut child = Guard(
         Command::new(HERMOD)
-            .args(["serve", "--memory", "-p", "0"])
+            // The admin API on a free port: tests (and other brokers) run side by side.
+            .args(["serve", "--memory", "-p", "0", "--admin-bind", "127.0.0.1:0"])
             .args(args)
             .current_dir(&dir.0)
             .env_remove("NO_COLOR")
