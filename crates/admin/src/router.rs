@@ -13,7 +13,9 @@ use crate::auth;
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi;
-use crate::routes::{banned, clients, login, publish, retained, stats, subscriptions, users};
+use crate::routes::{
+    banned, clients, login, publish, reload, retained, stats, subscriptions, users,
+};
 use crate::state::AppState;
 
 /// The whole admin router.
@@ -82,6 +84,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(users::update_key)
                 .delete(users::delete_key),
         )
+        .route("/api/v5/reload", post(reload::reload))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,

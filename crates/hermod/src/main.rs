@@ -1,8 +1,10 @@
 //! `hermod`: the one binary. `serve` runs the broker; `pub` and `sub` are command-line clients
-//! whose flags, output and exit codes follow `mosquitto_pub` / `mosquitto_sub`.
+//! whose flags, output and exit codes follow `mosquitto_pub` / `mosquitto_sub`; `ctl` manages a
+//! running broker through its admin API.
 
 mod bench;
 mod cli_common;
+mod ctl;
 mod passwd_cmd;
 mod pub_cmd;
 mod serve;
@@ -30,6 +32,8 @@ enum Command {
     Sub(sub_cmd::SubArgs),
     /// Manage a password file (flags follow mosquitto_passwd).
     Passwd(passwd_cmd::PasswdArgs),
+    /// Manage a running broker: status, clients, bans, retained messages, admins, reload.
+    Ctl(ctl::CtlArgs),
     /// Load generator for any MQTT broker (pairs, fanin, fanout, shared, conn).
     Bench(Box<bench::BenchArgs>),
 }
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => runtime.block_on(pub_cmd::run(args)),
         Command::Sub(args) => runtime.block_on(sub_cmd::run(args)),
         Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Ctl(args) => runtime.block_on(ctl::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(*args)),
     };
     ExitCode::from(code)

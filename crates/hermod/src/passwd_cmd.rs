@@ -94,7 +94,7 @@ fn execute(args: PasswdArgs) -> Result<(), String> {
 }
 
 /// Asks twice on a terminal (echo off via `stty`), or reads one line when stdin is not a tty.
-fn prompt_password() -> Result<String, String> {
+pub(crate) fn prompt_password() -> Result<String, String> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return read_line().map_err(|e| format!("Error: cannot read password: {e}"));

@@ -5,6 +5,7 @@ pub(crate) mod banned;
 pub(crate) mod clients;
 pub(crate) mod login;
 pub(crate) mod publish;
+pub(crate) mod reload;
 pub(crate) mod retained;
 pub(crate) mod stats;
 pub(crate) mod subscriptions;

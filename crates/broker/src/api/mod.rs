@@ -438,6 +438,16 @@ impl BrokerHandle {
     pub fn unban(&self, rule: &BanRule) -> bool {
         self.shared.banned.remove(rule)
     }
+
+    /// Re-reads the config file, password and ACL files, auth sources and TLS files, as
+    /// [`crate::broker::Reloader::reload`] (SIGHUP) does: all swapped in, or none (the error
+    /// names what failed). Reads files: call it off the async threads.
+    ///
+    /// # Errors
+    /// What failed to load, naming the file.
+    pub fn reload(&self) -> Result<(), String> {
+        self.shared.reload()
+    }
 }
 
 /// How long a command waits for the connection task's answer.
