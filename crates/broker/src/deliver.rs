@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::auth::Auth;
 use crate::message::{Delivery, Message};
-use crate::metrics::Metrics;
+use crate::api::DropReason;
 use crate::persist::{Persistence, message_record, queue_entry, unix_ms_now};
 use crate::router::{Routed, Router};
 use crate::session::mailbox::{PushOutcome, Reserved, SessionHandle};
@@ -65,8 +65,20 @@ pub(crate) fn publish(
     let disk_full = unavailable || over_budget;
     let mut refused = false;
     let size = message.size();
+    if deliveries.is_empty() {
+        router
+            .metrics
+            .dropped(DropReason::NoSubscribers, None, &message.topic);
+    }
     for (handle, mut d) in deliveries {
-        let (r, gone) = handle.reserve(d.qos, size, store.is_some(), disk_full, &router.metrics);
+        let (r, gone) = handle.reserve(
+            d.qos,
+            &message.topic,
+            size,
+            store.is_some(),
+            disk_full,
+            &router.metrics,
+        );
         if let Some(seq) = gone {
             evicted.push((handle.clone(), seq));
         }
@@ -171,7 +183,11 @@ pub(crate) fn reroute_shared(
         .take()
         .map(|seq| Op::Dequeue(leaving.to_owned(), seq));
     let Some((handle, sub_qos, id)) = target else {
-        Metrics::incr(&router.metrics.messages_dropped);
+        router.metrics.dropped(
+            DropReason::NoSubscribers,
+            None,
+            &delivery.message.topic,
+        );
         if let (Some(p), Some(op)) = (store, release) {
             p.submit_detached(vec![op]);
         }
@@ -184,6 +200,7 @@ pub(crate) fn reroute_shared(
     let size = delivery.message.size();
     let (r, gone) = handle.reserve(
         delivery.qos,
+        &delivery.message.topic,
         size,
         store.is_some(),
         disk_full,

@@ -102,6 +102,16 @@ impl Router {
             .len()
     }
 
+    /// (shared subscriptions, distinct filters subscribed to).
+    #[must_use]
+    pub fn subscription_details(&self) -> (usize, usize) {
+        let tree = self
+            .tree
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (tree.shared_len(), tree.filter_count())
+    }
+
     /// Every subscription: (filter without `$share/{group}/`, group, client id, options, id).
     /// Walks the whole tree under the read lock (publishers go on; a SUBSCRIBE waits).
     #[must_use]
