@@ -116,7 +116,7 @@ async fn will_retain(v: ProtocolVersion) {
     c.drop_connection();
     // Wait for both wills to have been published.
     b.wait_metric("two wills published", |m| {
-        hermod_broker::metrics::Metrics::get(&m.messages_received) >= 2
+        m.messages_received >= 2
     })
     .await;
     let mut s = b.client(v, "late").await;
