@@ -250,6 +250,13 @@ impl Broker {
             self.shared.arm_expiry(client_id, generation, after);
         }
         let tracker = TaskTracker::new();
+        let sys_interval = self.shared.config.sys_interval;
+        if sys_interval > 0 {
+            tracker.spawn(crate::sys::run(
+                crate::api::BrokerHandle::new(self.shared.clone()),
+                Duration::from_secs(sys_interval),
+            ));
+        }
         for (i, (listener, cfg)) in self
             .listeners
             .into_iter()

@@ -65,7 +65,9 @@ pub(crate) fn publish(
     let disk_full = unavailable || over_budget;
     let mut refused = false;
     let size = message.size();
-    if deliveries.is_empty() {
+    // A client's message nobody receives (a retained one is kept, not dropped; the broker's
+    // own, such as `$SYS`, are not counted).
+    if deliveries.is_empty() && message.publisher.is_some() && !retained_change {
         router
             .metrics
             .dropped(DropReason::NoSubscribers, None, &message.topic);
