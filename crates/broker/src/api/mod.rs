@@ -433,8 +433,8 @@ impl BrokerHandle {
     /// queued, store bytes and health), `_total` counters (connects by listener and result,
     /// disconnects by reason, packets by type, bytes, messages by QoS, drops by reason, auth
     /// and ACL results) and histograms (publish-to-deliver latency, store commit time, in
-    /// seconds). OpenMetrics text: serve it as
-    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`.
+    /// seconds). The Prometheus text format 0.0.4: serve it as
+    /// `text/plain; version=0.0.4; charset=utf-8`.
     #[must_use]
     pub fn prometheus_text(&self) -> String {
         let m = self.metrics();

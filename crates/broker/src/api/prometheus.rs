@@ -222,12 +222,46 @@ impl Collector for Scrape {
     }
 }
 
-/// The text exposition (OpenMetrics text, which Prometheus scrapes; `# EOF` last).
+/// The text exposition, in the Prometheus text format 0.0.4 (see [`classic_text`]).
 pub(super) fn encode(stats: Stats, m: MetricsSnapshot) -> String {
     let mut registry = Registry::with_prefix("hermod");
     registry.register_collector(Box::new(Scrape { stats, m }));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    classic_text(&out)
+}
+
+/// `prometheus_client` writes OpenMetrics text, where a counter family `x` has samples
+/// `x_total`; the classic Prometheus text format (0.0.4, what `promtool check metrics` and
+/// every scraper read) names the family after its samples. So the `# HELP`/`# TYPE` lines of
+/// counters get the `_total` suffix, and the OpenMetrics-only `# EOF` and `# UNIT` lines go.
+fn classic_text(openmetrics: &str) -> String {
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    for (i, line) in lines.iter().enumerate() {
+        if *line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let counter_name = |l: &str| {
+            l.strip_prefix("# TYPE ")
+                .and_then(|r| r.strip_suffix(" counter"))
+                .filter(|n| !n.ends_with("_total"))
+                .map(str::to_owned)
+        };
+        if let Some(name) = counter_name(line) {
+            out.push_str(&format!("# TYPE {name}_total counter\n"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ")
+            && let Some(name) = lines.get(i + 1).and_then(|l| counter_name(l))
+            && let Some(help) = rest.strip_prefix(name.as_str())
+        {
+            out.push_str(&format!("# HELP {name}_total{help}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
     out
 }

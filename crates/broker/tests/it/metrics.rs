@@ -302,3 +302,41 @@ async fn clients_cannot_publish_to_sys(v: ProtocolVersion) {
     b.stop().await;
 }
 both_versions!(clients_cannot_publish_to_sys);
+
+/// `promtool check metrics` (Debian package `prometheus`) parses the exposition and finds
+/// nothing to lint. Skipped, saying so, where promtool is not installed.
+#[tokio::test]
+async fn promtool_accepts_the_exposition() {
+    use std::io::Write as _;
+    let b = TestBroker::start().await;
+    let mut sub = b.client(V5, "sub").await;
+    sub.subscribe_one("p/#", QoS::AtLeastOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    publ.publish("p/1", b"x", QoS::AtLeastOnce, false).await;
+    sub.collect(1).await;
+    let text = b.handle().prometheus_text();
+    b.stop().await;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("SKIPPED: promtool not installed (apt-get install -y prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("written");
+    let out = child.wait_with_output().expect("promtool ran");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}\n{text}");
+}
