@@ -367,7 +367,9 @@ async fn accept_loop(
                     let _counted = crate::metrics::CountedConnection::new(shared.metrics.clone());
                     let _slot = slot;
                     match acceptor.accept(stream, peer).await {
-                        Ok((stream, info)) => crate::connection::run(stream, info, index, shared).await,
+                        Ok((stream, info)) => {
+                            crate::connection::run(stream, info, index, shared).await
+                        }
                         // A refused TLS handshake (bad client certificate...) is a warning,
                         // at most one line a second per listener (`suppressed`: how many
                         // were not logged since the previous line); `listener_addr` is the

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::DropReason;
 use crate::auth::Auth;
 use crate::message::{Delivery, Message};
-use crate::api::DropReason;
 use crate::persist::{Persistence, message_record, queue_entry, unix_ms_now};
 use crate::router::{Routed, Router};
 use crate::session::mailbox::{PushOutcome, Reserved, SessionHandle};
@@ -185,11 +185,9 @@ pub(crate) fn reroute_shared(
         .take()
         .map(|seq| Op::Dequeue(leaving.to_owned(), seq));
     let Some((handle, sub_qos, id)) = target else {
-        router.metrics.dropped(
-            DropReason::NoSubscribers,
-            None,
-            &delivery.message.topic,
-        );
+        router
+            .metrics
+            .dropped(DropReason::NoSubscribers, None, &delivery.message.topic);
         if let (Some(p), Some(op)) = (store, release) {
             p.submit_detached(vec![op]);
         }

@@ -64,8 +64,8 @@ const _: () = assert!(slot::FIXED <= 128);
 
 /// Upper bounds (seconds) of the histogram buckets: 50 µs to 10 s.
 pub const HISTOGRAM_BOUNDS: [f64; 17] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 const BOUNDS_NS: [u64; 17] = [
     50_000,
@@ -486,7 +486,12 @@ impl Metrics {
     }
 
     /// Counts a dropped delivery and reports it on the event stream.
-    pub(crate) fn dropped(&self, reason: DropReason, client_id: Option<&ClientId>, topic: &Arc<str>) {
+    pub(crate) fn dropped(
+        &self,
+        reason: DropReason,
+        client_id: Option<&ClientId>,
+        topic: &Arc<str>,
+    ) {
         self.add(slot::DROPPED + drop_index(reason), 1);
         self.events.emit(|| Event::MessageDropped {
             client_id: client_id.cloned(),
@@ -572,9 +577,9 @@ impl Metrics {
     fn histogram(&self, base: usize) -> HistogramSnapshot {
         let mut buckets = Vec::with_capacity(HISTOGRAM_BOUNDS.len());
         let mut cumulative = 0u64;
-        for i in 0..BOUNDS_NS.len() {
+        for (i, le) in HISTOGRAM_BOUNDS.iter().enumerate() {
             cumulative += self.sum(base + i);
-            buckets.push((HISTOGRAM_BOUNDS[i], cumulative));
+            buckets.push((*le, cumulative));
         }
         let count = cumulative + self.sum(base + BOUNDS_NS.len());
         HistogramSnapshot {
@@ -590,7 +595,8 @@ impl Metrics {
         let arr = |base: usize| -> [u64; 3] { std::array::from_fn(|i| self.sum(base + i)) };
         let received = arr(slot::MSG_RECEIVED);
         let sent = arr(slot::MSG_SENT);
-        let packets_received: [u64; 16] = std::array::from_fn(|i| self.sum(slot::PACKETS_RECEIVED + i));
+        let packets_received: [u64; 16] =
+            std::array::from_fn(|i| self.sum(slot::PACKETS_RECEIVED + i));
         let packets_sent: [u64; 16] = std::array::from_fn(|i| self.sum(slot::PACKETS_SENT + i));
         let dropped: [u64; 5] = std::array::from_fn(|i| self.sum(slot::DROPPED + i));
         let acl: [u64; 6] = std::array::from_fn(|i| self.sum(slot::ACL + i));

@@ -97,11 +97,19 @@ impl SysTree {
                 out.push((topic, value));
             }
         };
-        set(self, "version", format!("hermod {}", env!("CARGO_PKG_VERSION")));
+        set(
+            self,
+            "version",
+            format!("hermod {}", env!("CARGO_PKG_VERSION")),
+        );
         let uptime = now.saturating_duration_since(self.started).as_secs();
         set(self, "uptime", format!("{uptime} seconds"));
         set(self, "clients/connected", st.clients_connected.to_string());
-        set(self, "clients/disconnected", st.clients_disconnected.to_string());
+        set(
+            self,
+            "clients/disconnected",
+            st.clients_disconnected.to_string(),
+        );
         set(self, "clients/expired", st.clients_expired.to_string());
         set(self, "clients/maximum", st.clients_maximum.to_string());
         set(self, "clients/total", st.sessions.to_string());
@@ -109,17 +117,37 @@ impl SysTree {
         set(self, "messages/stored", stored.clone());
         set(self, "store/messages/count", stored);
         set(self, "store/messages/bytes", st.store_bytes.to_string());
-        set(self, "messages/received", m.packets_received_total.to_string());
+        set(
+            self,
+            "messages/received",
+            m.packets_received_total.to_string(),
+        );
         set(self, "messages/sent", m.packets_sent_total.to_string());
         set(self, "bytes/received", m.bytes_received.to_string());
         set(self, "bytes/sent", m.bytes_sent.to_string());
-        set(self, "publish/messages/received", m.messages_received.to_string());
+        set(
+            self,
+            "publish/messages/received",
+            m.messages_received.to_string(),
+        );
         set(self, "publish/messages/sent", m.messages_sent.to_string());
-        set(self, "publish/messages/dropped", m.messages_dropped.to_string());
-        set(self, "publish/bytes/received", m.publish_bytes_received.to_string());
+        set(
+            self,
+            "publish/messages/dropped",
+            m.messages_dropped.to_string(),
+        );
+        set(
+            self,
+            "publish/bytes/received",
+            m.publish_bytes_received.to_string(),
+        );
         set(self, "publish/bytes/sent", m.publish_bytes_sent.to_string());
         set(self, "subscriptions/count", st.subscriptions.to_string());
-        set(self, "shared_subscriptions/count", st.shared_subscriptions.to_string());
+        set(
+            self,
+            "shared_subscriptions/count",
+            st.shared_subscriptions.to_string(),
+        );
         set(self, "retained messages/count", st.retained.to_string());
 
         // Load averages (sys_tree.c `calc_load`).
@@ -243,9 +271,18 @@ mod tests {
         assert_eq!(get(&busy, "publish/messages/received"), Some("600"));
         let want1 = 3600.0 * (1.0 - (-10.0f64 / 60.0).exp());
         let want15 = 3600.0 * (1.0 - (-10.0f64 / 900.0).exp());
-        assert_eq!(get(&busy, "load/publish/received/1min"), Some(&*format!("{want1:.2}")));
-        assert_eq!(get(&busy, "load/publish/received/15min"), Some(&*format!("{want15:.2}")));
-        assert!(get(&busy, "load/publish/sent/1min").is_none(), "unchanged load");
+        assert_eq!(
+            get(&busy, "load/publish/received/1min"),
+            Some(&*format!("{want1:.2}"))
+        );
+        assert_eq!(
+            get(&busy, "load/publish/received/15min"),
+            Some(&*format!("{want15:.2}"))
+        );
+        assert!(
+            get(&busy, "load/publish/sent/1min").is_none(),
+            "unchanged load"
+        );
         // Idle again: the load decays, the counter is not re-published.
         let after = tree.update(t2 + Duration::from_secs(10), &st, &m);
         assert!(get(&after, "publish/messages/received").is_none());

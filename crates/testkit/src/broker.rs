@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use hermod_broker::broker::Reloader;
 use hermod_broker::api::BrokerHandle;
+use hermod_broker::broker::Reloader;
 use hermod_broker::metrics::{Metrics, MetricsSnapshot};
 use hermod_broker::{Broker, Config};
 use hermod_proto::{Connect, ConnectAck, ProtocolVersion};

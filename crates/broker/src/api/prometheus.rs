@@ -90,22 +90,72 @@ impl Collector for Scrape {
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
         let e = &mut enc;
-        gauge(e, "connections", "Open network connections.", st.connections)?;
-        gauge(e, "clients_connected", "Connected clients (after CONNACK).", m.clients_connected)?;
-        gauge(e, "sessions", "Sessions, online and offline.", st.sessions as u64)?;
-        gauge(e, "subscriptions", "Subscriptions (shared ones included).", st.subscriptions as u64)?;
+        gauge(
+            e,
+            "connections",
+            "Open network connections.",
+            st.connections,
+        )?;
+        gauge(
+            e,
+            "clients_connected",
+            "Connected clients (after CONNACK).",
+            m.clients_connected,
+        )?;
+        gauge(
+            e,
+            "sessions",
+            "Sessions, online and offline.",
+            st.sessions as u64,
+        )?;
+        gauge(
+            e,
+            "subscriptions",
+            "Subscriptions (shared ones included).",
+            st.subscriptions as u64,
+        )?;
         gauge(
             e,
             "shared_subscriptions",
             "Shared subscriptions (members of $share groups).",
             st.shared_subscriptions as u64,
         )?;
-        gauge(e, "topics", "Distinct topic filters subscribed to.", st.topics as u64)?;
-        gauge(e, "retained_messages", "Retained messages.", st.retained as u64)?;
-        gauge(e, "inflight", "Outbound QoS 1/2 messages sent and not yet acknowledged.", st.inflight as u64)?;
-        gauge(e, "queued", "Messages queued for sessions (in memory, or paged in).", st.queued as u64)?;
-        gauge(e, "store_bytes", "Bytes of queued messages in the durable store.", st.store_bytes)?;
-        gauge(e, "store_healthy", "1 while the store can write (0 when down or absent).", u64::from(st.store_available))?;
+        gauge(
+            e,
+            "topics",
+            "Distinct topic filters subscribed to.",
+            st.topics as u64,
+        )?;
+        gauge(
+            e,
+            "retained_messages",
+            "Retained messages.",
+            st.retained as u64,
+        )?;
+        gauge(
+            e,
+            "inflight",
+            "Outbound QoS 1/2 messages sent and not yet acknowledged.",
+            st.inflight as u64,
+        )?;
+        gauge(
+            e,
+            "queued",
+            "Messages queued for sessions (in memory, or paged in).",
+            st.queued as u64,
+        )?;
+        gauge(
+            e,
+            "store_bytes",
+            "Bytes of queued messages in the durable store.",
+            st.store_bytes,
+        )?;
+        gauge(
+            e,
+            "store_healthy",
+            "1 while the store can write (0 when down or absent).",
+            u64::from(st.store_available),
+        )?;
 
         let listeners = m.connects.iter().flat_map(|l| {
             ConnectResult::ALL
@@ -134,9 +184,24 @@ impl Collector for Scrape {
                 .iter()
                 .map(|r| (r.as_str(), m.disconnects_for(*r))),
         )?;
-        counter(e, "connections_refused", "Connections refused at accept (max_connections).", m.connections_refused)?;
-        counter(e, "protocol_errors", "Connections closed for a protocol error.", m.protocol_errors)?;
-        counter(e, "sessions_expired", "Offline sessions that expired.", m.clients_expired)?;
+        counter(
+            e,
+            "connections_refused",
+            "Connections refused at accept (max_connections).",
+            m.connections_refused,
+        )?;
+        counter(
+            e,
+            "protocol_errors",
+            "Connections closed for a protocol error.",
+            m.protocol_errors,
+        )?;
+        counter(
+            e,
+            "sessions_expired",
+            "Offline sessions that expired.",
+            m.clients_expired,
+        )?;
         let types = || (1..16).map(|t| PACKET_TYPES[t]);
         counters(
             e,
@@ -152,10 +217,30 @@ impl Collector for Scrape {
             "type",
             types().zip(m.packets_sent[1..].iter().copied()),
         )?;
-        counter(e, "bytes_received", "MQTT bytes read from clients.", m.bytes_received)?;
-        counter(e, "bytes_sent", "MQTT bytes written to clients.", m.bytes_sent)?;
-        counter(e, "publish_bytes_received", "Payload bytes of the PUBLISH messages received.", m.publish_bytes_received)?;
-        counter(e, "publish_bytes_sent", "Payload bytes of the PUBLISH messages sent.", m.publish_bytes_sent)?;
+        counter(
+            e,
+            "bytes_received",
+            "MQTT bytes read from clients.",
+            m.bytes_received,
+        )?;
+        counter(
+            e,
+            "bytes_sent",
+            "MQTT bytes written to clients.",
+            m.bytes_sent,
+        )?;
+        counter(
+            e,
+            "publish_bytes_received",
+            "Payload bytes of the PUBLISH messages received.",
+            m.publish_bytes_received,
+        )?;
+        counter(
+            e,
+            "publish_bytes_sent",
+            "Payload bytes of the PUBLISH messages sent.",
+            m.publish_bytes_sent,
+        )?;
         let qos = ["0", "1", "2"];
         counters(
             e,

@@ -7,9 +7,9 @@ use hermod_proto::{Packet, Publish, PublishAck, PublishProperties, QoS, encoded_
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, WRITE_HIGH_WATER};
+use crate::api::DropReason;
 use crate::auth::Action;
 use crate::message::Delivery;
-use crate::api::DropReason;
 use crate::metrics::AclKind;
 use crate::session::OutboundState;
 

@@ -8,9 +8,9 @@ use hermod_proto::{Packet, ReasonCode, Subscribe, SubscribeAck, Unsubscribe, Uns
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use crate::api::DropReason;
 use crate::auth::Action;
 use crate::message::Delivery;
-use crate::api::DropReason;
 use crate::metrics::AclKind;
 use crate::session::SubscriptionEntry;
 use crate::session::live::Command;

@@ -238,8 +238,14 @@ impl SubscriptionTree {
     ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let mut emptied = false;
-        let removed =
-            Self::remove_at(&mut self.root, &levels, share, client_id, only, &mut emptied);
+        let removed = Self::remove_at(
+            &mut self.root,
+            &levels,
+            share,
+            client_id,
+            only,
+            &mut emptied,
+        );
         if removed {
             self.count -= 1;
             self.shared -= usize::from(share.is_some());

@@ -34,9 +34,9 @@ use arc_swap::ArcSwap;
 use hermod_proto::QoS;
 use tokio::sync::Notify;
 
+use crate::api::DropReason;
 use crate::auth::ClientIdentity;
 use crate::message::{ClientId, Delivery};
-use crate::api::DropReason;
 use crate::metrics::Metrics;
 
 /// Shared handle to one session's mailbox. The subscription tree holds these.
@@ -202,7 +202,10 @@ impl SessionHandle {
     pub fn push(&self, delivery: Delivery, metrics: &Metrics) -> PushOutcome {
         let size = delivery.message.size();
         let topic = &delivery.message.topic;
-        match self.reserve(delivery.qos, topic, size, false, false, metrics).0 {
+        match self
+            .reserve(delivery.qos, topic, size, false, false, metrics)
+            .0
+        {
             Reserved::Dropped | Reserved::NoStore => PushOutcome::Dropped,
             _ => self.push_reserved(delivery),
         }

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 use crate::harness::*;
 
 // max_packet_size: 5.0 [MQTT-3.2.2-15]/3.1.2.11.4: the server's Maximum Packet Size is announced in
@@ -100,10 +99,8 @@ async fn max_connections() {
     c3.expect_closed(WAIT).await;
     assert_eq!(b.metric(|m| m.connections_refused), 1);
     c1.disconnect().await;
-    b.wait_metric("connection count back to 1", |m| {
-        m.connections == 1
-    })
-    .await;
+    b.wait_metric("connection count back to 1", |m| m.connections == 1)
+        .await;
     let mut c4 = b.client(V311, "c4").await;
     c4.ping().await;
     c2.ping().await;

@@ -20,8 +20,10 @@ async fn counters_match_a_known_load(v: ProtocolVersion) {
     let mut publ = b.client(v, "pub").await;
     let payload = [7u8; 10];
     for _ in 0..N {
-        publ.publish("load/q0", &payload, QoS::AtMostOnce, false).await;
-        publ.publish("load/q1", &payload, QoS::AtLeastOnce, false).await;
+        publ.publish("load/q0", &payload, QoS::AtMostOnce, false)
+            .await;
+        publ.publish("load/q1", &payload, QoS::AtLeastOnce, false)
+            .await;
     }
     for _ in 0..3 {
         publ.publish("nobody/here", &payload, QoS::AtLeastOnce, false)
@@ -46,7 +48,11 @@ async fn counters_match_a_known_load(v: ProtocolVersion) {
     assert_eq!(m.connects_for(ConnectResult::Success), 2);
     assert_eq!(m.clients_connected, 2);
     assert_eq!(m.clients_maximum, 2);
-    assert_eq!(m.latency.count, 2 * N as u64, "one latency per live delivery");
+    assert_eq!(
+        m.latency.count,
+        2 * N as u64,
+        "one latency per live delivery"
+    );
     assert!(m.bytes_received > m.publish_bytes_received);
     assert!(m.bytes_sent > m.publish_bytes_sent);
     assert_eq!(m.acl_publish_allowed, 2 * N as u64 + 3);
@@ -65,12 +71,18 @@ async fn counters_match_a_known_load(v: ProtocolVersion) {
         "hermod_messages_dropped_total{reason=\"no_subscribers\"} 3".to_owned(),
         "hermod_messages_dropped_total{reason=\"queue_full\"} 0".to_owned(),
         "hermod_connects_total{listener=\"mqtt\",result=\"success\"} 2".to_owned(),
-        format!("hermod_packets_received_total{{type=\"publish\"}} {}", 2 * N + 3),
+        format!(
+            "hermod_packets_received_total{{type=\"publish\"}} {}",
+            2 * N + 3
+        ),
         format!("hermod_publish_deliver_latency_seconds_count {}", 2 * N),
         "hermod_clients_connected 2".to_owned(),
         "hermod_subscriptions 1".to_owned(),
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
     assert!(text.contains("hermod_build_info{version=\""));
 
@@ -105,7 +117,10 @@ async fn queue_overflow_is_counted_by_reason() {
     assert_eq!(b.metric(|m| m.messages_dropped), 3);
     let mut seen = 0;
     while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
-        if let hermod_broker::api::Event::MessageDropped { reason, client_id, .. } = e {
+        if let hermod_broker::api::Event::MessageDropped {
+            reason, client_id, ..
+        } = e
+        {
             assert_eq!(reason, DropReason::QueueFull);
             assert_eq!(client_id.as_deref(), Some("slow"));
             seen += 1;
@@ -113,7 +128,10 @@ async fn queue_overflow_is_counted_by_reason() {
     }
     assert_eq!(seen, 3);
     let text = b.handle().prometheus_text();
-    assert!(text.contains("hermod_messages_dropped_total{reason=\"queue_full\"} 3"), "{text}");
+    assert!(
+        text.contains("hermod_messages_dropped_total{reason=\"queue_full\"} 3"),
+        "{text}"
+    );
     b.stop().await;
 }
 
@@ -136,7 +154,10 @@ async fn publishes_for(c: &mut Client, d: Duration) -> Vec<hermod_proto::Publish
 async fn wait_sys(c: &mut Client, topic: &str, want: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        assert!(std::time::Instant::now() < deadline, "{topic} never matched");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} never matched"
+        );
         if let Some(Packet::Publish(p)) = c.recv(Duration::from_secs(3)).await
             && p.topic == topic
         {
@@ -204,7 +225,8 @@ async fn sys_topics_follow_the_load(v: ProtocolVersion) {
     // A known load: N messages, N * 10 payload bytes.
     let mut publ = b.client(v, "pub").await;
     for _ in 0..N {
-        publ.publish("work/x", &[1u8; 10], QoS::AtLeastOnce, false).await;
+        publ.publish("work/x", &[1u8; 10], QoS::AtLeastOnce, false)
+            .await;
     }
     wait_sys(&mut watcher, "$SYS/broker/publish/messages/received", |s| {
         s == N.to_string()
@@ -231,17 +253,25 @@ both_versions!(sys_topics_follow_the_load);
 async fn sys_load_rises_under_load() {
     let b = TestBroker::with(|c| c.sys_interval = 1).await;
     let mut watcher = b.client(V5, "watcher").await;
-    watcher.subscribe_one("$SYS/broker/load/publish/received/1min", QoS::AtMostOnce)
+    watcher
+        .subscribe_one("$SYS/broker/load/publish/received/1min", QoS::AtMostOnce)
         .await;
-    let initial = wait_sys(&mut watcher, "$SYS/broker/load/publish/received/1min", |_| true).await;
+    let initial = wait_sys(
+        &mut watcher,
+        "$SYS/broker/load/publish/received/1min",
+        |_| true,
+    )
+    .await;
     assert_eq!(initial, "0.00");
     let mut publ = b.client(V5, "pub").await;
     for _ in 0..50 {
         publ.publish("work/x", b"x", QoS::AtLeastOnce, false).await;
     }
-    let risen = wait_sys(&mut watcher, "$SYS/broker/load/publish/received/1min", |s| {
-        s.parse::<f64>().is_ok_and(|x| x > 1.0)
-    })
+    let risen = wait_sys(
+        &mut watcher,
+        "$SYS/broker/load/publish/received/1min",
+        |s| s.parse::<f64>().is_ok_and(|x| x > 1.0),
+    )
     .await;
     assert!(risen.parse::<f64>().unwrap_or(0.0) > 1.0);
     b.stop().await;
@@ -295,7 +325,8 @@ async fn clients_cannot_publish_to_sys(v: ProtocolVersion) {
     if v == V5 {
         assert_eq!(code, hermod_proto::ReasonCode::NOT_AUTHORIZED);
     }
-    evil.publish("$SYS/x", b"fake", QoS::AtMostOnce, false).await;
+    evil.publish("$SYS/x", b"fake", QoS::AtMostOnce, false)
+        .await;
     watcher.expect_nothing(Duration::from_millis(300)).await;
     assert!(b.handle().retained("$SYS/#").is_empty());
     assert_eq!(b.metric(|m| m.acl_publish_denied), 2);
@@ -338,5 +369,8 @@ async fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}\n{text}");
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n{text}"
+    );
 }
