@@ -21,7 +21,8 @@
 //! at once; `messages/stored` and `store/messages/count` the messages queued for sessions plus
 //! the retained ones; `store/messages/bytes` the bytes of queued messages in the durable store
 //! (0 without one). The receive ACL applies to these messages as to any (a client that may not
-//! read `$SYS/#` gets none), and clients cannot publish to `$SYS` (see `connection::publish`).
+//! read `$SYS/#` gets none), and clients cannot publish to `$SYS` (`auth::topic::publish_dollar_allowed`, which `Auth::authorize`
+//! applies with or without an ACL file, as Mosquitto's `acl__check_dollar`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

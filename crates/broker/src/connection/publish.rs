@@ -81,19 +81,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 ));
             }
         }
-        // `$SYS` is the broker's: no client publishes there, whatever the ACL says (as
-        // Mosquitto).
-        let allowed = !is_sys(&topic)
-            && self
-                .shared
-                .auth
-                .load()
-                .authorize(&self.identity, Action::Publish(&topic));
+        // `$SYS` (but a bridge's state topic) and `$share` are refused here whatever the ACL
+        // says (`auth::topic::publish_dollar_allowed`, as Mosquitto).
+        let allowed = self
+            .shared
+            .auth
+            .load()
+            .authorize(&self.identity, Action::Publish(&topic));
         self.stats.acl(AclKind::Publish, allowed);
         if !allowed {
             // Denied: dropped; QoS 1/2 acknowledged with 0x87 on v5 (as the spec allows) and
             // normally on 3.1.1, which has no way to say no (Mosquitto does the same).
-            debug!(client_id = %self.client_id, %topic, "publish denied by ACL (or to $SYS)");
+            debug!(client_id = %self.client_id, %topic, "publish denied by ACL");
             let reason = if v5 {
                 ReasonCode::NOT_AUTHORIZED
             } else {
@@ -221,9 +220,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         Ok(())
     }
-}
-
-/// A `$SYS` topic: `$SYS` itself or below it.
-fn is_sys(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
 }
