@@ -113,13 +113,18 @@ fn serve(path: &str, req: &HeaderMap) -> Response {
     let fresh = req
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag.to_str().unwrap_or("") || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == etag.to_str().unwrap_or("") || t.trim() == "*")
+        });
     let mut res = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = a.body.into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(a.content_type),
+        );
         r
     };
     let h = res.headers_mut();
@@ -130,10 +135,19 @@ fn serve(path: &str, req: &HeaderMap) -> Response {
 }
 
 fn security_headers(h: &mut HeaderMap) {
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::HeaderName::from_static("cross-origin-opener-policy"),
         HeaderValue::from_static("same-origin"),
@@ -158,7 +172,10 @@ mod tests {
     fn get(path: &str, inm: Option<&str>) -> Response {
         let mut h = HeaderMap::new();
         if let Some(t) = inm {
-            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(t).expect("ascii"));
+            h.insert(
+                header::IF_NONE_MATCH,
+                HeaderValue::from_str(t).expect("ascii"),
+            );
         }
         serve(path, &h)
     }
@@ -176,7 +193,10 @@ mod tests {
         let again = get("index.html", Some(&etag));
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(again.headers()[header::ETAG], etag.as_str());
-        assert_eq!(get("index.html", Some("\"other\"")).status(), StatusCode::OK);
+        assert_eq!(
+            get("index.html", Some("\"other\"")).status(),
+            StatusCode::OK
+        );
     }
 
     #[test]
@@ -184,7 +204,12 @@ mod tests {
         for a in ASSETS {
             let res = get(a.path, None);
             assert_eq!(res.status(), StatusCode::OK, "{}", a.path);
-            assert_eq!(res.headers()[header::CONTENT_TYPE], a.content_type, "{}", a.path);
+            assert_eq!(
+                res.headers()[header::CONTENT_TYPE],
+                a.content_type,
+                "{}",
+                a.path
+            );
         }
         assert_eq!(get("nope.js", None).status(), StatusCode::NOT_FOUND);
         assert_eq!(get("../Cargo.toml", None).status(), StatusCode::NOT_FOUND);
@@ -200,17 +225,25 @@ mod tests {
             let tag = part.split('>').next().unwrap_or("");
             assert!(tag.contains("src="), "inline <script> in index.html");
         }
-        assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no CDN"
+        );
     }
 
     /// Every module the page imports is embedded (a missing entry would 404 in the browser).
     #[test]
     fn every_js_import_is_embedded() {
-        for a in ASSETS.iter().filter(|a| a.path.ends_with(".js") && !a.path.starts_with("vendor/")) {
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with(".js") && !a.path.starts_with("vendor/"))
+        {
             let src = std::str::from_utf8(a.body).expect("utf-8");
             let dir = a.path.rsplit_once('/').map_or("", |(d, _)| d);
             for line in src.lines().filter(|l| l.starts_with("import ")) {
-                let Some(spec) = line.split(['\'', '"']).nth(1) else { continue };
+                let Some(spec) = line.split(['\'', '"']).nth(1) else {
+                    continue;
+                };
                 let mut parts: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
                 for seg in spec.split('/') {
                     match seg {

@@ -192,9 +192,8 @@ mod tests {
             messages_sent: 0,
             messages_dropped: 0,
             messages_expired: 0,
-            protocol_errors: 0,
-            connections_refused: 0,
             store_available: true,
+            ..Stats::default()
         }
     }
 

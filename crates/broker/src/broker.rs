@@ -135,7 +135,13 @@ impl Broker {
                     })?;
             listeners.push(listener);
         }
-        let metrics = Arc::new(Metrics::default());
+        let events = Arc::new(crate::api::EventBus::default());
+        let listener_names = config
+            .listeners
+            .iter()
+            .map(|l| l.name.clone().unwrap_or_else(|| l.bind.clone()))
+            .collect();
+        let metrics = Arc::new(Metrics::new(listener_names, events.clone()));
         let (persistence, recovered) = match config.store_config() {
             Some(sc) => {
                 let (store, recovered) =
@@ -162,6 +168,8 @@ impl Broker {
             p.store.on_health_change(move |ok| {
                 m.store_available.store(u64::from(ok), Ordering::Relaxed);
             });
+            let m = metrics.clone();
+            p.store.on_commit(move |d| m.store_commit(d));
         }
         let shared = Arc::new(Shared {
             auth: ArcSwap::from_pointee(auth),
@@ -176,7 +184,7 @@ impl Broker {
             metrics,
             shutdown: CancellationToken::new(),
             next_connection: AtomicU64::new(0),
-            events: crate::api::EventBus::default(),
+            events,
             config,
         });
         let recovery = match recovered {
@@ -242,6 +250,13 @@ impl Broker {
             self.shared.arm_expiry(client_id, generation, after);
         }
         let tracker = TaskTracker::new();
+        let sys_interval = self.shared.config.sys_interval;
+        if sys_interval > 0 {
+            tracker.spawn(crate::sys::run(
+                crate::api::BrokerHandle::new(self.shared.clone()),
+                Duration::from_secs(sys_interval),
+            ));
+        }
         for (i, (listener, cfg)) in self
             .listeners
             .into_iter()
@@ -254,6 +269,7 @@ impl Broker {
             let acceptor = self.shared.acceptors[i].clone();
             tracker.spawn(accept_loop(
                 listener,
+                i,
                 name,
                 acceptor,
                 shared,
@@ -309,6 +325,7 @@ impl Drop for ListenerSlot {
 
 async fn accept_loop(
     listener: TcpListener,
+    index: usize,
     name: String,
     acceptor: Arc<Acceptor>,
     shared: Arc<Shared>,
@@ -328,13 +345,13 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 if Metrics::get(&shared.metrics.connections) >= shared.config.max_connections as u64
                 {
-                    Metrics::incr(&shared.metrics.connections_refused);
+                    shared.metrics.connection_refused();
                     debug!(%peer, "max_connections reached: connection closed");
                     drop(stream);
                     continue;
                 }
                 if listener_max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
-                    Metrics::incr(&shared.metrics.connections_refused);
+                    shared.metrics.connection_refused();
                     debug!(%peer, listener = %name, "listener max_connections reached: connection closed");
                     drop(stream);
                     continue;
@@ -350,7 +367,9 @@ async fn accept_loop(
                     let _counted = crate::metrics::CountedConnection::new(shared.metrics.clone());
                     let _slot = slot;
                     match acceptor.accept(stream, peer).await {
-                        Ok((stream, info)) => crate::connection::run(stream, info, shared).await,
+                        Ok((stream, info)) => {
+                            crate::connection::run(stream, info, index, shared).await
+                        }
                         // A refused TLS handshake (bad client certificate...) is a warning,
                         // at most one line a second per listener (`suppressed`: how many
                         // were not logged since the previous line); `listener_addr` is the
@@ -371,7 +390,7 @@ async fn accept_loop(
             Err(e) => {
                 // Out of file descriptors and the like: back off, log at most once a second,
                 // keep serving existing clients.
-                Metrics::incr(&shared.metrics.connections_refused);
+                shared.metrics.connection_refused();
                 if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     warn!(listener = %name, error = %e, "accept failed; backing off");
                     last_error_log = Some(Instant::now());

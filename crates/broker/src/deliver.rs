@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::DropReason;
 use crate::auth::Auth;
 use crate::message::{Delivery, Message};
-use crate::metrics::Metrics;
 use crate::persist::{Persistence, message_record, queue_entry, unix_ms_now};
 use crate::router::{Routed, Router};
 use crate::session::mailbox::{PushOutcome, Reserved, SessionHandle};
@@ -65,8 +65,22 @@ pub(crate) fn publish(
     let disk_full = unavailable || over_budget;
     let mut refused = false;
     let size = message.size();
+    // A client's message nobody receives (a retained one is kept, not dropped; the broker's
+    // own, such as `$SYS`, are not counted).
+    if deliveries.is_empty() && message.publisher.is_some() && !retained_change {
+        router
+            .metrics
+            .dropped(DropReason::NoSubscribers, None, &message.topic);
+    }
     for (handle, mut d) in deliveries {
-        let (r, gone) = handle.reserve(d.qos, size, store.is_some(), disk_full, &router.metrics);
+        let (r, gone) = handle.reserve(
+            d.qos,
+            &message.topic,
+            size,
+            store.is_some(),
+            disk_full,
+            &router.metrics,
+        );
         if let Some(seq) = gone {
             evicted.push((handle.clone(), seq));
         }
@@ -171,7 +185,9 @@ pub(crate) fn reroute_shared(
         .take()
         .map(|seq| Op::Dequeue(leaving.to_owned(), seq));
     let Some((handle, sub_qos, id)) = target else {
-        Metrics::incr(&router.metrics.messages_dropped);
+        router
+            .metrics
+            .dropped(DropReason::NoSubscribers, None, &delivery.message.topic);
         if let (Some(p), Some(op)) = (store, release) {
             p.submit_detached(vec![op]);
         }
@@ -184,6 +200,7 @@ pub(crate) fn reroute_shared(
     let size = delivery.message.size();
     let (r, gone) = handle.reserve(
         delivery.qos,
+        &delivery.message.topic,
         size,
         store.is_some(),
         disk_full,

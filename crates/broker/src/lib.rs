@@ -40,6 +40,7 @@ pub mod router;
 pub mod session;
 mod shared;
 pub mod store;
+mod sys;
 pub mod transport;
 
 #[cfg(test)]

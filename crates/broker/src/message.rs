@@ -28,6 +28,10 @@ pub struct Message {
     pub publisher: Option<ClientId>,
     /// When the message expires (v5 Message Expiry Interval), counted from receipt.
     pub expires_at: Option<Instant>,
+    /// When the read that brought it from its publisher returned, for the publish-to-deliver
+    /// latency; `None` for wills, the broker's own messages and messages read back from the
+    /// store.
+    pub received_at: Option<Instant>,
 }
 
 impl Message {

@@ -152,6 +152,7 @@ pub fn message_from_record(r: &MessageRecord, now: Instant, now_ms: u64) -> Mess
         retain: r.retain,
         properties: decode_properties(&r.properties),
         publisher: None,
+        received_at: None,
         expires_at: r
             .expiry_at_unix_ms
             .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
@@ -270,6 +271,7 @@ pub fn will_message(r: &WillRecord, client_id: &ClientId, now: Instant) -> Messa
         payload: r.payload.clone(),
         qos: QoS::from_u8(r.qos).unwrap_or(QoS::AtMostOnce),
         retain: r.retain,
+        received_at: None,
         expires_at: properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),
@@ -322,6 +324,7 @@ mod tests {
             retain: false,
             properties: PublishProperties::default(),
             publisher: None,
+            received_at: None,
             expires_at: Some(now + Duration::from_secs(10)),
         };
         let r = message_record(&m, now, 1_000_000);

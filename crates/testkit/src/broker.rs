@@ -4,12 +4,12 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
+use hermod_broker::api::BrokerHandle;
 use hermod_broker::broker::Reloader;
-use hermod_broker::metrics::Metrics;
+use hermod_broker::metrics::{Metrics, MetricsSnapshot};
 use hermod_broker::{Broker, Config};
 use hermod_proto::{Connect, ConnectAck, ProtocolVersion};
 use tokio::sync::oneshot;
@@ -75,6 +75,7 @@ pub struct TestBroker {
     pub dir: Option<tempfile::TempDir>,
     pub config_path: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    handle: BrokerHandle,
     stop_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -109,6 +110,7 @@ impl TestBroker {
         install_panic_counter();
         let addrs = broker.local_addrs();
         let metrics = broker.metrics();
+        let handle = broker.handle();
         let reloader = broker.reloader();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(broker.run(async move {
@@ -121,6 +123,7 @@ impl TestBroker {
             dir,
             config_path,
             metrics,
+            handle,
             stop_tx: Some(stop_tx),
             task: Some(task),
         }
@@ -148,14 +151,20 @@ impl TestBroker {
         &self.metrics
     }
 
-    pub fn metric(&self, f: impl Fn(&Metrics) -> &AtomicU64) -> u64 {
-        Metrics::get(f(&self.metrics))
+    /// One value of a fresh snapshot of the counters.
+    pub fn metric(&self, f: impl Fn(&MetricsSnapshot) -> u64) -> u64 {
+        f(&self.metrics.snapshot())
+    }
+
+    /// The broker's API handle.
+    pub fn handle(&self) -> &BrokerHandle {
+        &self.handle
     }
 
     /// Waits (bounded) until `f(metrics)` holds.
-    pub async fn wait_metric(&self, what: &str, f: impl Fn(&Metrics) -> bool) {
+    pub async fn wait_metric(&self, what: &str, f: impl Fn(&MetricsSnapshot) -> bool) {
         let deadline = Instant::now() + WAIT;
-        while !f(&self.metrics) {
+        while !f(&self.metrics.snapshot()) {
             assert!(
                 Instant::now() < deadline,
                 "metric condition never held: {what}"

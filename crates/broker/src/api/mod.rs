@@ -17,6 +17,7 @@
 //!   [`BrokerHandle::delete_retained`], [`BrokerHandle::ban`] / [`BrokerHandle::unban`].
 
 mod events;
+mod prometheus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::banned::{BanEntry, BanRule};
 use crate::message::{ClientId, Message};
-use crate::metrics::Metrics;
+use crate::metrics::MetricsSnapshot;
 use crate::session::Owner;
 use crate::session::live::Command;
 use crate::session::registry::SessionView;
@@ -135,20 +136,67 @@ pub struct RetainedInfo {
     pub payload: Bytes,
 }
 
-/// Counters and gauges at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counters and gauges at one moment (every counter of the broker, by label, is in
+/// [`MetricsSnapshot`], from [`BrokerHandle::metrics`]). Counters count since the broker
+/// started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Gauge: open network connections (accepted, not closed).
     pub connections: u64,
+    /// Gauge: sessions, online and offline.
     pub sessions: usize,
+    /// Gauge: subscriptions (shared ones included).
     pub subscriptions: usize,
+    /// Gauge: retained messages.
     pub retained: usize,
+    /// PUBLISH messages received (all QoS; wills included).
     pub messages_received: u64,
+    /// PUBLISH messages sent (all QoS).
     pub messages_sent: u64,
+    /// Deliveries dropped (queue full, expired, too large, not authorised).
     pub messages_dropped: u64,
+    /// Deliveries dropped because the message expired (part of `messages_dropped`).
     pub messages_expired: u64,
+    /// Connections closed for a protocol error.
     pub protocol_errors: u64,
+    /// Connections refused at accept (`max_connections`).
     pub connections_refused: u64,
+    /// Gauge: the store can write (false without a store).
     pub store_available: bool,
+    /// Gauge: connected clients (CONNACK sent, connection open).
+    pub clients_connected: u64,
+    /// Gauge: sessions without a connection (persistent sessions offline).
+    pub clients_disconnected: usize,
+    /// The most clients connected at once.
+    pub clients_maximum: u64,
+    /// Offline sessions that expired.
+    pub clients_expired: u64,
+    /// Gauge: shared subscriptions (members of `$share` groups; part of `subscriptions`).
+    pub shared_subscriptions: usize,
+    /// Gauge: distinct topic filters subscribed to.
+    pub topics: usize,
+    /// Gauge: outbound QoS 1/2 messages sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Gauge: messages queued for sessions (in memory; a durable session's paged-in part).
+    pub queued: usize,
+    /// Gauge: bytes of queued messages in the durable store (0 without a store).
+    pub store_bytes: u64,
+    /// Messages published that matched no subscription.
+    pub messages_no_subscribers: u64,
+    /// MQTT bytes read from clients.
+    pub bytes_received: u64,
+    /// MQTT bytes written to clients.
+    pub bytes_sent: u64,
+    /// Payload bytes of the PUBLISH messages received.
+    pub publish_bytes_received: u64,
+    /// Payload bytes of the PUBLISH messages sent.
+    pub publish_bytes_sent: u64,
+    /// MQTT packets received (all types).
+    pub packets_received: u64,
+    /// MQTT packets sent (all types).
+    pub packets_sent: u64,
+    /// Authentications that failed.
+    pub auth_failures: u64,
 }
 
 /// A handle on a running broker for other crates: events, queries and commands. Cheap to clone.
@@ -313,86 +361,84 @@ impl BrokerHandle {
         v
     }
 
-    /// Counters and gauges now.
+    /// Counters and gauges now. Walks the sessions once (for `queued` and `inflight`): for
+    /// scrapes and `$SYS`, not for a loop.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let m = &self.shared.metrics;
+        self.stats_with(&self.metrics())
+    }
+
+    /// Every counter now, by label (summed over the counters' shards).
+    #[must_use]
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// [`Self::stats`] with the counters of `m` (one snapshot for both).
+    #[must_use]
+    pub fn stats_with(&self, m: &MetricsSnapshot) -> Stats {
+        let (sessions, online, queued, inflight) = self.shared.registry.totals();
+        let router = &self.shared.router;
+        let (shared_subscriptions, topics) = router.subscription_details();
         Stats {
-            connections: Metrics::get(&m.connections),
-            sessions: self.shared.registry.len(),
-            subscriptions: self.shared.router.subscription_count(),
-            retained: self.shared.router.retained_count(),
-            messages_received: Metrics::get(&m.messages_received),
-            messages_sent: Metrics::get(&m.messages_sent),
-            messages_dropped: Metrics::get(&m.messages_dropped),
-            messages_expired: Metrics::get(&m.messages_expired),
-            protocol_errors: Metrics::get(&m.protocol_errors),
-            connections_refused: Metrics::get(&m.connections_refused),
-            store_available: Metrics::get(&m.store_available) == 1,
+            connections: m.connections,
+            sessions,
+            subscriptions: router.subscription_count(),
+            retained: router.retained_count(),
+            messages_received: m.messages_received,
+            messages_sent: m.messages_sent,
+            messages_dropped: m.messages_dropped,
+            messages_expired: m.messages_expired,
+            protocol_errors: m.protocol_errors,
+            connections_refused: m.connections_refused,
+            store_available: m.store_available == 1,
+            clients_connected: m.clients_connected,
+            clients_disconnected: sessions.saturating_sub(online),
+            clients_maximum: m.clients_maximum,
+            clients_expired: m.clients_expired,
+            shared_subscriptions,
+            topics,
+            inflight,
+            queued,
+            store_bytes: self
+                .shared
+                .persistence
+                .as_ref()
+                .map_or(0, |p| p.store.message_bytes()),
+            messages_no_subscribers: m.dropped_for(DropReason::NoSubscribers),
+            bytes_received: m.bytes_received,
+            bytes_sent: m.bytes_sent,
+            publish_bytes_received: m.publish_bytes_received,
+            publish_bytes_sent: m.publish_bytes_sent,
+            packets_received: m.packets_received_total,
+            packets_sent: m.packets_sent_total,
+            auth_failures: m.auth_failure,
         }
     }
 
-    /// The Prometheus text exposition of the broker's metrics (for `GET /metrics`).
+    /// The configured `sys_interval` (seconds between `$SYS` updates; 0 = none).
+    #[must_use]
+    pub fn sys_interval(&self) -> u64 {
+        self.shared.config.sys_interval
+    }
+
+    /// Resolves when the broker starts shutting down.
+    pub async fn shutdown_started(&self) {
+        self.shared.shutdown.cancelled().await;
+    }
+
+    /// The Prometheus text exposition of the broker's metrics (for `GET /metrics`), encoded
+    /// by `prometheus-client` from one snapshot: `hermod_build_info{version}`, gauges
+    /// (connections, clients, sessions, subscriptions, topics, retained messages, inflight,
+    /// queued, store bytes and health), `_total` counters (connects by listener and result,
+    /// disconnects by reason, packets by type, bytes, messages by QoS, drops by reason, auth
+    /// and ACL results) and histograms (publish-to-deliver latency, store commit time, in
+    /// seconds). The Prometheus text format 0.0.4: serve it as
+    /// `text/plain; version=0.0.4; charset=utf-8`.
     #[must_use]
     pub fn prometheus_text(&self) -> String {
-        use std::fmt::Write as _;
-        let st = self.stats();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        metric(
-            "hermod_connections",
-            "gauge",
-            "Open network connections.",
-            st.connections,
-        );
-        metric(
-            "hermod_sessions",
-            "gauge",
-            "Sessions (online and offline).",
-            st.sessions as u64,
-        );
-        metric(
-            "hermod_subscriptions",
-            "gauge",
-            "Subscriptions.",
-            st.subscriptions as u64,
-        );
-        metric(
-            "hermod_retained_messages",
-            "gauge",
-            "Retained messages.",
-            st.retained as u64,
-        );
-        metric(
-            "hermod_messages_received_total",
-            "counter",
-            "PUBLISH packets received.",
-            st.messages_received,
-        );
-        metric(
-            "hermod_messages_sent_total",
-            "counter",
-            "PUBLISH packets sent.",
-            st.messages_sent,
-        );
-        metric(
-            "hermod_messages_dropped_total",
-            "counter",
-            "Deliveries dropped.",
-            st.messages_dropped,
-        );
-        metric(
-            "hermod_store_healthy",
-            "gauge",
-            "1 while the store can write.",
-            u64::from(st.store_available),
-        );
-        out
+        let m = self.metrics();
+        prometheus::encode(self.stats_with(&m), m)
     }
 
     /// The bans in force (config and run time).
@@ -408,7 +454,8 @@ impl BrokerHandle {
         self.shared.registry.kick(client_id)
     }
 
-    /// Publishes a message as the broker (no publisher, no ACL: the caller is the operator).
+    /// Publishes a message as the broker (no publisher, no ACL: the caller is the operator;
+    /// receivers' read ACLs apply).
     pub fn publish(&self, topic: &str, payload: Bytes, qos: QoS, retain: bool) {
         let message = Message {
             topic: topic.into(),
@@ -417,6 +464,7 @@ impl BrokerHandle {
             retain,
             properties: PublishProperties::default(),
             publisher: None,
+            received_at: None,
             expires_at: None,
         };
         self.shared.publish_unacknowledged(message);

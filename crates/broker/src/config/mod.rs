@@ -260,6 +260,8 @@ impl Config {
                 enabled: false,
                 ..AdminSection::default()
             },
+            // No `$SYS` messages unless a test asks for them.
+            sys_interval: 0,
             ..Self::default()
         }
     }

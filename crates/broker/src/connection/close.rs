@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use super::{Connection, End, durable};
 use crate::auth::ClientIdentity;
 use crate::message::{ClientId, Message};
-use crate::metrics::Metrics;
+use crate::metrics::DisconnectReason;
 use crate::session::Owner;
 use crate::session::registry::Detached;
 use crate::shared::Will;
@@ -43,7 +43,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         match &end {
             End::Violation(code, why) => {
-                Metrics::incr(&self.shared.metrics.protocol_errors);
+                self.shared.metrics.protocol_error();
                 info!(client_id = %self.client_id, peer = %self.peer, reason = %code, "{why}; connection closed");
             }
             End::StoreFailed => {
@@ -63,6 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 properties: DisconnectProperties::default(),
             };
             self.write(&Packet::Disconnect(d));
+            self.stats.bytes_sent(self.wbuf.len());
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 self.stream.write_all(&self.wbuf).await?;
                 self.stream.flush().await
@@ -70,6 +71,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        let metrics = &self.shared.metrics;
+        metrics.disconnected(disconnect_reason(&end));
+        metrics.client_closed();
+        metrics.flush(&mut self.stats);
 
         // Will: published on abnormal ends [MQTT-3.1.2-8]; discarded on DISCONNECT 0x00
         // [MQTT-3.1.2-10] and at server shutdown. On takeover, v5 publishes it (3.1.4, subject to
@@ -222,6 +227,7 @@ fn will_to_publish(
             ..PublishProperties::default()
         },
         publisher: Some(client_id.clone()),
+        received_at: None,
         expires_at: props
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),
@@ -230,6 +236,20 @@ fn will_to_publish(
         message,
         publisher,
         owner,
+    }
+}
+
+/// How a connection ended, for the counters.
+fn disconnect_reason(end: &End) -> DisconnectReason {
+    match end {
+        End::Normal | End::NormalWithWill => DisconnectReason::Normal,
+        End::Lost(_) => DisconnectReason::Lost,
+        End::Violation(..) => DisconnectReason::ProtocolError,
+        End::StoreFailed => DisconnectReason::StoreFailed,
+        End::KeepAliveTimeout => DisconnectReason::Keepalive,
+        End::TakenOver => DisconnectReason::TakenOver,
+        End::Kicked => DisconnectReason::Kicked,
+        End::Shutdown => DisconnectReason::Shutdown,
     }
 }
 

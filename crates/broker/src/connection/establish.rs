@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
 use crate::message::ClientId;
-use crate::metrics::Metrics;
+use crate::metrics::ConnectResult;
 use crate::session::registry::{Attached, ConnectionId};
 use crate::session::{Owner, Session};
 use crate::shared::Shared;
@@ -53,6 +53,8 @@ struct Establishing<S> {
     version: ProtocolVersion,
     client_id: String,
     username: Option<String>,
+    /// A CONNECT (or what claimed to be one) was read: the connection counts as a connect.
+    connect_read: bool,
 }
 
 /// All the steps passed: what the connection starts with.
@@ -73,6 +75,7 @@ struct Admitted {
 pub(super) async fn establish<S>(
     stream: S,
     info: PeerInfo,
+    listener: usize,
     shared: Arc<Shared>,
 ) -> Option<Connection<S>>
 where
@@ -86,10 +89,15 @@ where
         version: ProtocolVersion::V311,
         client_id: String::new(),
         username: None,
+        connect_read: false,
     };
     match e.steps().await {
-        Ok(admitted) => Some(e.connack(admitted)),
+        Ok(admitted) => {
+            e.shared.metrics.connect(listener, ConnectResult::Success);
+            Some(e.connack(admitted))
+        }
         Err(Stop::Refused(r)) => {
+            e.shared.metrics.connect(listener, r.result());
             io::refuse(
                 &mut e.stream,
                 r.wire_version(e.version),
@@ -100,6 +108,9 @@ where
             None
         }
         Err(Stop::Closed) => {
+            if e.connect_read {
+                e.shared.metrics.connect(listener, ConnectResult::Closed);
+            }
             let _ = e.stream.shutdown().await;
             None
         }
@@ -141,6 +152,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         let err = tokio::select! {
             r = read => match r {
                 Ok(c) => {
+                    self.connect_read = true;
+                    shared.metrics.connect_packet_received();
                     self.version = c.protocol;
                     self.client_id.clone_from(&c.client_id);
                     self.username.clone_from(&c.username);
@@ -155,11 +168,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
                 level,
             )) => return Err(Refusal::UnsupportedProtocol { level }.into()),
             HandshakeError::Decode(e) => {
-                Metrics::incr(&shared.metrics.protocol_errors);
+                self.connect_read = true;
+                shared.metrics.protocol_error();
                 info!(%peer, error = %e, "bad CONNECT; connection closed");
             }
             HandshakeError::NotConnect => {
-                Metrics::incr(&shared.metrics.protocol_errors);
+                self.connect_read = true;
+                shared.metrics.protocol_error();
                 info!(%peer, "[MQTT-3.1.0-1] first packet was not CONNECT; connection closed");
             }
             HandshakeError::Timeout => debug!(%peer, "no CONNECT within connect_timeout; closed"),
@@ -196,10 +211,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
     async fn authenticate(&mut self, connect: &Connect) -> Result<ClientIdentity, Refusal> {
         let (info, shared) = (&self.info, &self.shared);
         if info.use_identity_as_username {
-            let id = info
-                .cert_identity
-                .as_ref()
-                .ok_or(Refusal::NoCertificateIdentity)?;
+            let Some(id) = info.cert_identity.as_ref() else {
+                shared.metrics.auth(false);
+                return Err(Refusal::NoCertificateIdentity);
+            };
+            shared.metrics.auth(true);
             return Ok(ClientIdentity {
                 username: Some(id.as_str().into()),
                 client_id: self.client_id.as_str().into(),
@@ -214,9 +230,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             cert_identity: info.cert_identity.clone(),
         };
         let why = match shared.auth.load_full().authenticate(&request).await {
-            AuthDecision::Allow(identity) => return Ok(identity),
+            AuthDecision::Allow(identity) => {
+                shared.metrics.auth(true);
+                return Ok(identity);
+            }
             AuthDecision::Deny(why) => why,
         };
+        shared.metrics.auth(false);
         if why == DenyReason::BadCredentials
             && shared
                 .throttle
@@ -407,6 +427,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             deferred: Vec::new(),
             live,
             commands,
+            stats: crate::metrics::Local::default(),
+            read_at: Instant::now(),
         };
         conn.persist_session(true);
         let (version, clean_start) = (conn.neg.version, a.connect.clean_start);

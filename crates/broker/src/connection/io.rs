@@ -26,6 +26,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Records how much a read returned, to size the next one.
     pub(super) fn note_read(&mut self, n: usize) {
         self.last_read = n;
+        self.read_at = std::time::Instant::now();
+        self.stats.bytes_received(n);
         if n >= self.read_size {
             self.read_size = (self.read_size * 2).min(64 * 1024);
         } else if n < self.read_size / 4 {
@@ -60,12 +62,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     pub(super) fn write(&mut self, packet: &Packet) {
+        self.stats.packet_sent(crate::metrics::packet_type(packet));
         if let Err(e) = encode_packet(packet, self.neg.version, &mut self.wbuf) {
             warn!(client_id = %self.client_id, error = %e, "packet could not be encoded; skipped");
         }
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), End> {
+        // The counters first: they are current before the client sees the answers.
+        self.stats.bytes_sent(self.wbuf.len());
+        self.shared.metrics.flush(&mut self.stats);
         if self.wbuf.is_empty() {
             return Ok(());
         }

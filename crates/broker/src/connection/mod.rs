@@ -75,11 +75,11 @@ enum End {
 }
 
 /// Runs one connection to its end. Never panics on input; errors end this connection only.
-pub(crate) async fn run<S>(stream: S, info: PeerInfo, shared: Arc<Shared>)
+pub(crate) async fn run<S>(stream: S, info: PeerInfo, listener: usize, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Some(mut conn) = establish::establish(stream, info, shared).await else {
+    let Some(mut conn) = establish::establish(stream, info, listener, shared).await else {
         return;
     };
     let end = conn.serve().await;
@@ -125,6 +125,11 @@ struct Connection<S> {
     live: Arc<crate::session::live::Live>,
     /// Requests from the admin side (subscribe on behalf of the client, list subscriptions).
     commands: tokio::sync::mpsc::Receiver<crate::session::live::Command>,
+    /// This connection's counters, added to the broker's at each `flush`.
+    stats: crate::metrics::Local,
+    /// When the last read returned: the receive time of the messages it brought (for the
+    /// publish-to-deliver latency).
+    read_at: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -200,7 +205,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Ok(());
             }
             match decode_packet(&mut self.rbuf, self.neg.version, max) {
-                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(Some(packet)) => {
+                    self.stats
+                        .packet_received(crate::metrics::packet_type(&packet));
+                    self.handle_packet(packet)?;
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Violation(e.reason_code(), e.to_string())),
             }
@@ -295,6 +304,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         } else {
             Err(End::Normal)
         }
+    }
+}
+
+impl<S> Connection<S> {
+    /// Counts a delivery to this client that is dropped, and reports it.
+    fn drop_delivery(&mut self, reason: crate::api::DropReason, topic: &Arc<str>) {
+        self.stats.dropped(reason);
+        self.shared
+            .events
+            .emit(|| crate::api::Event::MessageDropped {
+                client_id: Some(self.client_id.clone()),
+                topic: topic.clone(),
+                reason,
+            });
     }
 }
 

@@ -7,9 +7,10 @@ use hermod_proto::{Packet, Publish, PublishAck, PublishProperties, QoS, encoded_
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, WRITE_HIGH_WATER};
+use crate::api::DropReason;
 use crate::auth::Action;
 use crate::message::Delivery;
-use crate::metrics::Metrics;
+use crate::metrics::AclKind;
 use crate::session::OutboundState;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -49,18 +50,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return; // paged in again from disk while already in flight
         }
         if d.message.is_expired(now) {
-            Metrics::incr(&self.shared.metrics.messages_expired);
+            self.drop_delivery(DropReason::Expired, &d.message.topic);
             self.dequeue(d.seq);
             return;
         }
         // Read access is checked on delivery, live and retained alike (as Mosquitto 2.0 does),
         // with the rules in force now: a reload applies to connected clients at once.
-        if !self
+        let allowed = self
             .shared
             .auth
             .load()
-            .authorize(&self.identity, Action::Receive(&d.message.topic))
-        {
+            .authorize(&self.identity, Action::Receive(&d.message.topic));
+        self.stats.acl(AclKind::Receive, allowed);
+        if !allowed {
+            self.drop_delivery(DropReason::NotAuthorized, &d.message.topic);
             self.dequeue(d.seq);
             return;
         }
@@ -78,12 +81,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             && encoded_len(&publish, self.neg.version) > self.neg.client_max_packet
         {
             // [MQTT-3.1.2-25]: discard, as if sent.
-            Metrics::incr(&self.shared.metrics.messages_dropped);
+            self.drop_delivery(DropReason::TooLarge, &d.message.topic);
             self.dequeue(d.seq);
             return;
         }
         self.write(&publish);
-        Metrics::incr(&self.shared.metrics.messages_sent);
+        self.stats.publish_sent(d.qos, d.message.payload.len());
+        if !d.retain
+            && let Some(at) = d.message.received_at
+        {
+            self.stats.latency(now.saturating_duration_since(at));
+        }
         self.shared
             .events
             .emit(|| crate::api::Event::MessageDelivered {
@@ -143,6 +151,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         {
             // Re-checked on every re-send with the rules in force now (the analogue of
             // Mosquitto's CVE-2018-12546 fix): an ACL reload also applies to what was in flight.
+            self.stats.acl(AclKind::Receive, false);
+            self.drop_delivery(DropReason::NotAuthorized, &o.delivery.message.topic);
             self.session.forget(o.packet_id);
             self.dequeue(o.delivery.seq);
             return;

@@ -11,14 +11,14 @@ use tracing::debug;
 use crate::auth::Action;
 use crate::deliver::PublishSink;
 use crate::message::Message;
-use crate::metrics::Metrics;
+use crate::metrics::AclKind;
 use crate::store::Op;
 
 use super::{BACKPRESSURE_WAIT, Connection, End, violation};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn on_publish(&mut self, p: Publish) -> Result<(), End> {
-        Metrics::incr(&self.shared.metrics.messages_received);
+        self.stats.publish_received(p.qos, p.payload.len());
         let cfg = &self.shared.config;
         let v5 = self.neg.version.is_v5();
         let topic: Arc<str> = match p.properties.topic_alias {
@@ -81,12 +81,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 ));
             }
         }
-        if !self
+        // `$SYS` (but a bridge's state topic) and `$share` are refused here whatever the ACL
+        // says (`auth::topic::publish_dollar_allowed`, as Mosquitto).
+        let allowed = self
             .shared
             .auth
             .load()
-            .authorize(&self.identity, Action::Publish(&topic))
-        {
+            .authorize(&self.identity, Action::Publish(&topic));
+        self.stats.acl(AclKind::Publish, allowed);
+        if !allowed {
             // Denied: dropped; QoS 1/2 acknowledged with 0x87 on v5 (as the spec allows) and
             // normally on 3.1.1, which has no way to say no (Mosquitto does the same).
             debug!(client_id = %self.client_id, %topic, "publish denied by ACL");
@@ -133,6 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             },
             publisher: Some(self.client_id.clone()),
             expires_at,
+            received_at: Some(self.read_at),
         };
         let mut sink = PublishSink::default();
         let auth = self.shared.auth.load();

@@ -50,6 +50,26 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The counters' name for this refusal.
+    pub(crate) fn result(&self) -> crate::metrics::ConnectResult {
+        use crate::metrics::ConnectResult as R;
+        match self {
+            Self::UnsupportedProtocol { .. } => R::UnsupportedProtocol,
+            Self::ClientIdNotValid | Self::KeepAliveTooLong { .. } => R::ClientIdRejected,
+            Self::BadAuthenticationMethod => R::BadAuthMethod,
+            Self::WillRetainNotSupported
+            | Self::WillTopicInvalid
+            | Self::WillTopicReserved
+            | Self::WillTopicDenied { .. } => R::WillRejected,
+            Self::NotAuthorized | Self::OtherIdentitySession { .. } => R::NotAuthorized,
+            Self::NoCertificateIdentity | Self::BadCredentials { .. } => R::BadCredentials,
+            Self::Banned { .. } => R::Banned,
+            Self::AddressBlocked { .. } | Self::BlockedWhileQueued => R::Blocked,
+            Self::ServerBusy => R::ServerBusy,
+            Self::StoreUnavailable | Self::TakeoverTimedOut => R::ServerUnavailable,
+        }
+    }
+
     /// The CONNACK reason code for a client of version `v`, as given to the encoder (which maps
     /// a v5 code to the 3.1.1 return code: 0x85 → 2, 0x86 → 4, 0x87 → 5, anything else → 3).
     pub(crate) fn connack_code(&self, v: ProtocolVersion) -> ReasonCode {

@@ -8,9 +8,10 @@ use hermod_proto::{Packet, ReasonCode, Subscribe, SubscribeAck, Unsubscribe, Uns
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use crate::api::DropReason;
 use crate::auth::Action;
 use crate::message::Delivery;
-use crate::metrics::Metrics;
+use crate::metrics::AclKind;
 use crate::session::SubscriptionEntry;
 use crate::session::live::Command;
 use crate::store::Op;
@@ -82,7 +83,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let share = shared_parts.ok().flatten();
         let auth = self.shared.auth.load();
-        if !auth.authorize(&self.identity, Action::Subscribe(filter)) {
+        let allowed = auth.authorize(&self.identity, Action::Subscribe(filter));
+        self.stats.acl(AclKind::Subscribe, allowed);
+        if !allowed {
             return Ok(ReasonCode::NOT_AUTHORIZED);
         }
         if share.is_some() && options.no_local && v5 {
@@ -131,15 +134,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         if share.is_none() && send_retained && cfg.retain_available {
             let (handle, metrics) = (&self.session.handle, &self.shared.metrics);
+            let client_id = &self.client_id;
             let mut full = false;
             self.shared
                 .router
                 .for_each_retained(filter, Instant::now(), &mut |m| {
                     if full {
-                        Metrics::incr(&metrics.messages_dropped);
+                        metrics.dropped(DropReason::QueueFull, Some(client_id), &m.topic);
                         return;
                     }
+                    // Counted here when denied; when allowed, where it is sent (checked again).
                     if !auth.authorize(&self.identity, Action::Receive(&m.topic)) {
+                        metrics.acl(AclKind::Receive, false);
                         return;
                     }
                     let d = Delivery {

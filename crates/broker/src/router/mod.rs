@@ -17,6 +17,16 @@ use crate::session::mailbox::SessionHandle;
 use retained::RetainedStore;
 use topic_tree::{Matched, Subscriber, SubscriptionTree};
 
+/// One subscription as listed: (filter without `$share/{group}/`, group, client id, options,
+/// subscription id).
+pub type SubscriptionRow = (
+    String,
+    Option<String>,
+    ClientId,
+    SubscriptionOptions,
+    Option<u32>,
+);
+
 /// Shared routing state. Locks are std locks held for short, synchronous sections only (never
 /// across an `.await`); the publish path takes the tree's read lock, so publishers run in parallel.
 #[derive(Debug, Default)]
@@ -102,18 +112,20 @@ impl Router {
             .len()
     }
 
+    /// (shared subscriptions, distinct filters subscribed to).
+    #[must_use]
+    pub fn subscription_details(&self) -> (usize, usize) {
+        let tree = self
+            .tree
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (tree.shared_len(), tree.filter_count())
+    }
+
     /// Every subscription: (filter without `$share/{group}/`, group, client id, options, id).
     /// Walks the whole tree under the read lock (publishers go on; a SUBSCRIBE waits).
     #[must_use]
-    pub fn subscriptions(
-        &self,
-    ) -> Vec<(
-        String,
-        Option<String>,
-        ClientId,
-        SubscriptionOptions,
-        Option<u32>,
-    )> {
+    pub fn subscriptions(&self) -> Vec<SubscriptionRow> {
         let tree = self
             .tree
             .read()

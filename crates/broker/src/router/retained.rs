@@ -158,6 +158,7 @@ mod tests {
             retain: true,
             properties: PublishProperties::default(),
             publisher: None,
+            received_at: None,
             expires_at: None,
         })
     }

@@ -148,6 +148,10 @@ pub enum Matched<'a> {
 pub struct SubscriptionTree {
     root: Node,
     count: usize,
+    /// Shared subscriptions (members of shared groups), part of `count`.
+    shared: usize,
+    /// Filters with at least one subscriber or shared group.
+    filters: usize,
 }
 
 impl SubscriptionTree {
@@ -163,6 +167,18 @@ impl SubscriptionTree {
         self.count == 0
     }
 
+    /// Number of shared subscriptions (members of shared groups).
+    #[must_use]
+    pub fn shared_len(&self) -> usize {
+        self.shared
+    }
+
+    /// Number of distinct filters subscribed to (a shared group's counts too).
+    #[must_use]
+    pub fn filter_count(&self) -> usize {
+        self.filters
+    }
+
     /// Adds or replaces a subscription. `share` is the group for `$share/{group}/{filter}`
     /// (`filter` is then the inner filter). Returns true when it did not exist before.
     pub fn insert(&mut self, filter: &str, share: Option<&str>, sub: Subscriber) -> bool {
@@ -170,6 +186,7 @@ impl SubscriptionTree {
         for level in filter.split('/') {
             node = node.child_or_insert(level);
         }
+        let was_empty = node.subscribers.is_empty() && node.shared.is_empty();
         let is_new = match share {
             None => node
                 .subscribers
@@ -199,6 +216,8 @@ impl SubscriptionTree {
         };
         if is_new {
             self.count += 1;
+            self.shared += usize::from(share.is_some());
+            self.filters += usize::from(was_empty);
         }
         is_new
     }
@@ -218,9 +237,19 @@ impl SubscriptionTree {
         only: Option<&SessionHandle>,
     ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = Self::remove_at(&mut self.root, &levels, share, client_id, only);
+        let mut emptied = false;
+        let removed = Self::remove_at(
+            &mut self.root,
+            &levels,
+            share,
+            client_id,
+            only,
+            &mut emptied,
+        );
         if removed {
             self.count -= 1;
+            self.shared -= usize::from(share.is_some());
+            self.filters -= usize::from(emptied);
         }
         removed
     }
@@ -231,10 +260,11 @@ impl SubscriptionTree {
         share: Option<&str>,
         client_id: &str,
         only: Option<&SessionHandle>,
+        emptied: &mut bool,
     ) -> bool {
         let ours = |s: &Subscriber| only.is_none_or(|h| std::ptr::eq(&*s.handle, h));
         let Some((first, rest)) = levels.split_first() else {
-            return match share {
+            let removed = match share {
                 None => {
                     if node.subscribers.get(client_id).is_some_and(ours) {
                         node.subscribers.remove(client_id).is_some()
@@ -256,11 +286,13 @@ impl SubscriptionTree {
                     removed
                 }
             };
+            *emptied = removed && node.subscribers.is_empty() && node.shared.is_empty();
+            return removed;
         };
         let Some(child) = node.child_mut(first) else {
             return false;
         };
-        let removed = Self::remove_at(child, rest, share, client_id, only);
+        let removed = Self::remove_at(child, rest, share, client_id, only, emptied);
         if child.is_empty() {
             node.remove_child(first);
         }

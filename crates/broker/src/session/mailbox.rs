@@ -34,6 +34,7 @@ use arc_swap::ArcSwap;
 use hermod_proto::QoS;
 use tokio::sync::Notify;
 
+use crate::api::DropReason;
 use crate::auth::ClientIdentity;
 use crate::message::{ClientId, Delivery};
 use crate::metrics::Metrics;
@@ -200,7 +201,11 @@ impl SessionHandle {
     /// is dropped, as Mosquitto does, and counted.
     pub fn push(&self, delivery: Delivery, metrics: &Metrics) -> PushOutcome {
         let size = delivery.message.size();
-        match self.reserve(delivery.qos, size, false, false, metrics).0 {
+        let topic = &delivery.message.topic;
+        match self
+            .reserve(delivery.qos, topic, size, false, false, metrics)
+            .0
+        {
             Reserved::Dropped | Reserved::NoStore => PushOutcome::Dropped,
             _ => self.push_reserved(delivery),
         }
@@ -225,6 +230,7 @@ impl SessionHandle {
     pub fn reserve(
         &self,
         qos: QoS,
+        topic: &Arc<str>,
         size: usize,
         store_ok: bool,
         disk_full: bool,
@@ -244,11 +250,15 @@ impl SessionHandle {
         if !refused && full(&inner) && inner.drop_oldest {
             // Make room by dropping the oldest queued messages (memory first: they are older).
             while full(&inner) {
+                // The topic of an entry evicted from disk is not known here: the new one's is
+                // reported.
+                let mut old_topic = None;
                 if let Some(old) = inner.queue.pop_front() {
                     inner.bytes = inner.bytes.saturating_sub(old.message.size());
                     if old.seq.is_some() {
                         evicted = old.seq;
                     }
+                    old_topic = Some(old.message.topic.clone());
                 } else if inner.disk_only() > 0 {
                     evicted = Some(inner.load_from);
                     inner.load_from += 1;
@@ -256,13 +266,17 @@ impl SessionHandle {
                     break;
                 }
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                Metrics::incr(&metrics.messages_dropped);
+                metrics.dropped(
+                    DropReason::QueueFull,
+                    Some(&self.client_id),
+                    old_topic.as_ref().unwrap_or(topic),
+                );
             }
         }
         if refused || full(&inner) {
             drop_guard(inner);
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            Metrics::incr(&metrics.messages_dropped);
+            metrics.dropped(DropReason::QueueFull, Some(&self.client_id), topic);
             let r = if no_store {
                 Reserved::NoStore
             } else {

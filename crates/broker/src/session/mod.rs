@@ -291,6 +291,7 @@ mod tests {
                 retain: false,
                 properties: PublishProperties::default(),
                 publisher: None,
+                received_at: None,
                 expires_at: None,
             }),
             qos,

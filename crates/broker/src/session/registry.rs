@@ -395,6 +395,25 @@ impl Registry {
         self.len() == 0
     }
 
+    /// (sessions, of which online, messages queued, deliveries in flight), summed over every
+    /// session: one pass under the lock, then each mailbox's own lock, one at a time.
+    #[must_use]
+    pub fn totals(&self) -> (usize, usize, usize, usize) {
+        let views = self.list();
+        let (mut online, mut queued, mut inflight) = (0, 0, 0);
+        for v in &views {
+            online += usize::from(v.online);
+            match &v.live {
+                Some(live) => {
+                    queued += live.handle.len();
+                    inflight += live.inflight();
+                }
+                None => queued += v.offline_queue,
+            }
+        }
+        (views.len(), online, queued, inflight)
+    }
+
     /// Every client id with a session, in no particular order. One pass under the lock,
     /// cloning a few pointers per session.
     #[must_use]

@@ -54,7 +54,7 @@ pub(crate) struct Shared {
     /// The configuration file, re-read on reload.
     pub(crate) config_path: Option<std::path::PathBuf>,
     /// Events for `api::BrokerHandle::events`.
-    pub(crate) events: crate::api::EventBus,
+    pub(crate) events: Arc<crate::api::EventBus>,
 }
 impl Shared {
     /// A new, empty session with the configured queue limits.
@@ -135,6 +135,7 @@ impl Shared {
             }
             if let Some(session) = shared.registry.expire(&client_id, conn) {
                 info!(%client_id, "session expired");
+                shared.metrics.session_expired();
                 shared.end_session(session);
             }
         });

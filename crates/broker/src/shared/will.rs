@@ -9,7 +9,6 @@ use tracing::{debug, info};
 use super::Shared;
 use crate::auth::{Action, ClientIdentity};
 use crate::message::{ClientId, Message};
-use crate::metrics::Metrics;
 use crate::session::Owner;
 use crate::session::registry::ConnectionId;
 
@@ -107,7 +106,11 @@ impl Shared {
     /// API's `publish`, which has no ACL and no publisher): busy mailboxes and the store commit
     /// are not waited for.
     pub(crate) fn publish_unacknowledged(&self, message: Message) {
-        Metrics::incr(&self.metrics.messages_received);
+        if message.publisher.is_some() {
+            // A will counts as received; the broker's own messages ($SYS, the API) do not.
+            self.metrics
+                .publish_received(message.qos, message.payload.len());
+        }
         let auth = self.auth.load();
         let mut sink = crate::deliver::PublishSink::default();
         let message = Arc::new(message);

@@ -118,6 +118,12 @@ impl Store {
         drop(p);
     }
 
+    /// Calls `f` with the duration of every successful commit (write transaction and fsync),
+    /// from the writer thread (`f` must be quick). Only the first call sets it.
+    pub fn on_commit(&self, f: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+        let _ = self.inner.shared.commit_observer.set(Box::new(f));
+    }
+
     /// Up to `limit` queue entries of `client_id` after `after_seq` (from the start if `None`),
     /// in seq order, each with its message. Reads the last committed state (not ops still
     /// pending). Blocking I/O: call from a blocking context (e.g. `spawn_blocking`).

@@ -112,6 +112,7 @@ fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError
         io_failures: AtomicU64::new(0),
         reopens: AtomicU64::new(0),
         observer: Mutex::new(None),
+        commit_observer: std::sync::OnceLock::new(),
     });
     let writer = {
         let w = Writer {

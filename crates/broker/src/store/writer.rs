@@ -63,7 +63,12 @@ pub(super) struct Shared {
     pub(super) io_failures: AtomicU64,
     pub(super) reopens: AtomicU64,
     pub(super) observer: Mutex<Option<HealthObserver>>,
+    /// Told how long each successful commit took (set once).
+    pub(super) commit_observer: std::sync::OnceLock<CommitObserver>,
 }
+
+/// Called with the duration of each successful commit (from the writer thread).
+pub(super) type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -179,6 +184,7 @@ impl Writer {
                 batch
             };
             shared.space.notify_all();
+            let started = Instant::now();
             let result = match self.commit(&batch) {
                 Err(e) if e.is_io() => match self.recover(&mut batch, e) {
                     Recovery::Committed(delta) => Ok(delta),
@@ -207,6 +213,9 @@ impl Writer {
             };
             match result {
                 Ok(delta) => {
+                    if let Some(f) = shared.commit_observer.get() {
+                        f(started.elapsed());
+                    }
                     self.add_message_bytes(delta);
                     let n_ops: usize = batch.iter().map(|s| s.ops.len()).sum();
                     shared.commits.fetch_add(1, Ordering::Relaxed);

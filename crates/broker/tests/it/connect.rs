@@ -57,7 +57,7 @@ async fn first_packet_not_connect() {
     c.send(&Packet::Publish(publish("t", b"x", Q0, false)))
         .await;
     c.expect_closed(WAIT).await;
-    assert!(b.metric(|m| &m.protocol_errors) >= 2);
+    assert!(b.metric(|m| m.protocol_errors) >= 2);
     b.stop().await;
 }
 

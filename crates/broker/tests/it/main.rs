@@ -12,6 +12,7 @@ mod interop_rumqttc;
 mod keepalive;
 mod limits;
 mod malformed;
+mod metrics;
 mod persistence;
 mod publish_subscribe;
 mod qos;

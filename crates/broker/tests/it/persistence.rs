@@ -308,7 +308,7 @@ async fn overflow_run(
     publisher.disconnect().await;
     let (mut sub, _) = b.connect_with(persistent(v, "ovf-sub")).await;
     let got = sub.drain(Duration::from_millis(500)).await;
-    let dropped = b.metric(|m| &m.messages_dropped);
+    let dropped = b.metric(|m| m.messages_dropped);
     sub.disconnect().await;
     b.stop().await;
     let names = payloads(&got)
@@ -386,7 +386,7 @@ async fn max_queued_bytes_counts_user_properties() {
         "queued {} messages of ~2 KB within 4 KB",
         got.len()
     );
-    assert_eq!(b.metric(|m| &m.messages_dropped), 8);
+    assert_eq!(b.metric(|m| m.messages_dropped), 8);
     sub.disconnect().await;
     b.stop().await;
 }
@@ -495,7 +495,7 @@ both_versions!(session_ended_by_its_client_stays_ended_after_restart);
 /// Waits up to `within` for the broker's `store_available` gauge to read `want`.
 async fn wait_store_available(b: &TestBroker, want: u64, within: Duration) {
     let deadline = std::time::Instant::now() + within;
-    while b.metric(|m| &m.store_available) != want {
+    while b.metric(|m| m.store_available) != want {
         assert!(
             std::time::Instant::now() < deadline,
             "store_available never became {want}"
@@ -536,7 +536,7 @@ async fn disk_fault_is_reported_and_heals_without_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fault = hermod_broker::store::fault_switch(&dir.path().join("hermod.redb"));
     let b = start_on(dir.path(), SyncSetting::Batch).await;
-    assert_eq!(b.metric(|m| &m.store_available), 1);
+    assert_eq!(b.metric(|m| m.store_available), 1);
     let (mut sub, _) = b.connect_with(persistent(V5, "fault-sub")).await;
     sub.subscribe("f/#", QoS::AtLeastOnce).await;
     sub.disconnect().await;
@@ -598,7 +598,7 @@ async fn disk_fault_is_reported_and_heals_without_restart() {
         Some(other) => panic!("expected the connection closed, got {other:?}"),
     }
     assert_eq!(
-        b.metric(|m| &m.protocol_errors),
+        b.metric(|m| m.protocol_errors),
         0,
         "a store failure is not the client's protocol error"
     );
@@ -670,7 +670,7 @@ async fn over_max_disk_bytes_v5_publisher_gets_quota_exceeded() {
         publish_reason(&mut p5, "q/t", b"first", QoS::AtLeastOnce).await,
         ReasonCode::SUCCESS
     );
-    let dropped = b.metric(|m| &m.messages_dropped);
+    let dropped = b.metric(|m| m.messages_dropped);
     assert_eq!(
         publish_reason(&mut p5, "q/t", b"v5-q1", QoS::AtLeastOnce).await,
         ReasonCode::QUOTA_EXCEEDED
@@ -685,7 +685,7 @@ async fn over_max_disk_bytes_v5_publisher_gets_quota_exceeded() {
         "3.1.1: acknowledged as before"
     );
     assert_eq!(
-        b.metric(|m| &m.messages_dropped),
+        b.metric(|m| m.messages_dropped),
         dropped + 3,
         "drops counted"
     );

@@ -102,7 +102,7 @@ async fn expired_messages_not_delivered() {
     let mut n = b.client(V5, "new").await;
     n.subscribe("exp/#", Q1).await;
     n.expect_nothing(QUIET).await;
-    assert!(b.metric(|m| &m.messages_expired) >= 1);
+    assert!(b.metric(|m| m.messages_expired) >= 1);
     b.stop().await;
 }
 

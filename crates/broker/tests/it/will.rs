@@ -115,10 +115,8 @@ async fn will_retain(v: ProtocolVersion) {
         .await;
     c.drop_connection();
     // Wait for both wills to have been published.
-    b.wait_metric("two wills published", |m| {
-        hermod_broker::metrics::Metrics::get(&m.messages_received) >= 2
-    })
-    .await;
+    b.wait_metric("two wills published", |m| m.messages_received >= 2)
+        .await;
     let mut s = b.client(v, "late").await;
     s.subscribe("will/#", Q1).await;
     let got = s.drain(QUIET).await;
