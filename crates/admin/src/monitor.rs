@@ -4,15 +4,13 @@
 //! so that `/monitor_current`'s message rates follow the broker within seconds; every
 //! [`LONG_EVERY`] seconds it also appends a [`Sample`] (gauges, and the counters' growth since
 //! the previous sample) to a ring of [`LONG_SAMPLES`] = 24 h. Memory is fixed (~8,640 samples of
-//! ten numbers); the work is one `stats()` a second and one subscription-tree walk every 10 s
-//! (for the distinct-topics gauge, which `Stats` does not carry).
+//! ten numbers); the work is one `stats()` a second.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hermod_broker::api::{BrokerHandle, Stats};
+use hermod_broker::api::Stats;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +50,6 @@ struct Tick {
 pub(crate) struct Monitor {
     long: Mutex<VecDeque<Sample>>,
     short: Mutex<VecDeque<Tick>>,
-    topics: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,16 +60,6 @@ pub(crate) fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Distinct subscribed filters (one walk of the subscription tree).
-pub(crate) fn distinct_topics(handle: &BrokerHandle) -> usize {
-    handle
-        .subscriptions()
-        .iter()
-        .map(|s| s.filter.as_str())
-        .collect::<HashSet<_>>()
-        .len()
 }
 
 /// Messages per second: the counters' growth between two readings.
@@ -98,14 +85,9 @@ impl Monitor {
             let stats = state.handle.stats();
             state.monitor.tick(Instant::now(), stats);
             if n.is_multiple_of(LONG_EVERY) {
-                let h = state.handle.clone();
-                let topics = tokio::task::spawn_blocking(move || distinct_topics(&h))
-                    .await
-                    .unwrap_or(0);
-                state.monitor.topics.store(topics, Ordering::Relaxed);
                 state
                     .monitor
-                    .record(unix_millis(), &stats, previous.as_ref(), topics);
+                    .record(unix_millis(), &stats, previous.as_ref(), stats.topics);
                 previous = Some(stats);
             }
             n += 1;
@@ -148,11 +130,6 @@ impl Monitor {
             .filter(|s| s.time_stamp >= since_ms)
             .copied()
             .collect()
-    }
-
-    /// The distinct-topics gauge of the last history sample.
-    pub(crate) fn topics(&self) -> usize {
-        self.topics.load(Ordering::Relaxed)
     }
 
     /// Rates between the 1 s tick about [`RATE_WINDOW`] ago (or the oldest one) and `now`.

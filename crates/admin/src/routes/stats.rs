@@ -2,7 +2,7 @@
 //!
 //! Every mapping from the broker's [`Stats`] to EMQX's key names is in [`stats_keys`] and
 //! [`metrics_keys`]: when `Stats` grows a field, add one line there (and to the OpenAPI file).
-//! EMQX's keys that Hermod does not count yet are left out rather than answered as 0.
+//! EMQX's keys that Hermod does not count are left out rather than answered as 0.
 
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use hermod_broker::api::Stats;
+use hermod_broker::metrics::MetricsSnapshot;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
@@ -18,34 +19,47 @@ use crate::monitor::{Sample, unix_millis};
 use crate::paging::Query;
 use crate::state::AppState;
 
-/// Gauges that need a subscription-tree walk (Stats does not carry them).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TreeCounts {
-    pub(crate) topics: usize,
-    pub(crate) shared: usize,
-}
-
 /// `/stats` keys (EMQX 5 names). EMQX's `connections.count` counts sessions (connected or
 /// not), `live_connections.count` the connected ones.
-pub(crate) fn stats_keys(s: &Stats, tree: TreeCounts) -> Vec<(&'static str, u64)> {
+pub(crate) fn stats_keys(s: &Stats) -> Vec<(&'static str, u64)> {
     vec![
         ("connections.count", s.sessions as u64),
-        ("live_connections.count", s.connections),
+        ("connections.max", s.clients_maximum),
+        ("live_connections.count", s.clients_connected),
         ("sessions.count", s.sessions as u64),
         ("subscriptions.count", s.subscriptions as u64),
-        ("subscriptions.shared.count", tree.shared as u64),
-        ("topics.count", tree.topics as u64),
+        ("subscriptions.shared.count", s.shared_subscriptions as u64),
+        ("topics.count", s.topics as u64),
         ("retained.count", s.retained as u64),
     ]
 }
 
-/// `/metrics` keys (EMQX 5 names; `hermod.*` for Hermod's own).
-pub(crate) fn metrics_keys(s: &Stats) -> Vec<(&'static str, u64)> {
+/// `/metrics` keys (EMQX 5 names; `hermod.*` for Hermod's own). Counters but the `hermod.*`
+/// gauges.
+pub(crate) fn metrics_keys(s: &Stats, m: &MetricsSnapshot) -> Vec<(&'static str, u64)> {
+    let connects: u64 = m.connects.iter().map(|l| l.results[0]).sum();
+    let disconnects: u64 = m.disconnects.iter().sum();
     vec![
+        ("client.connected", connects),
+        ("client.disconnected", disconnects),
         ("messages.received", s.messages_received),
         ("messages.sent", s.messages_sent),
         ("messages.dropped", s.messages_dropped),
         ("messages.expired", s.messages_expired),
+        ("messages.dropped.no_subscribers", s.messages_no_subscribers),
+        ("bytes.received", s.bytes_received),
+        ("bytes.sent", s.bytes_sent),
+        ("packets.received", s.packets_received),
+        ("packets.sent", s.packets_sent),
+        ("client.auth.failure", s.auth_failures),
+        ("session.expired", s.clients_expired),
+        ("hermod.publish_bytes_received", s.publish_bytes_received),
+        ("hermod.publish_bytes_sent", s.publish_bytes_sent),
+        ("hermod.clients_connected", s.clients_connected),
+        ("hermod.sessions_offline", s.clients_disconnected as u64),
+        ("hermod.inflight", s.inflight as u64),
+        ("hermod.queued", s.queued as u64),
+        ("hermod.store_bytes", s.store_bytes),
         ("hermod.connections_refused", s.connections_refused),
         ("hermod.protocol_errors", s.protocol_errors),
         ("hermod.store_available", u64::from(s.store_available)),
@@ -76,20 +90,7 @@ pub(crate) async fn stats(
     q: Query,
 ) -> Result<Json<Value>, ApiError> {
     let s = state.handle.stats();
-    let h = state.handle.clone();
-    let tree = tokio::task::spawn_blocking(move || {
-        let subs = h.subscriptions();
-        let shared = subs.iter().filter(|s| s.share_group.is_some()).count();
-        let topics = subs
-            .iter()
-            .map(|s| s.topic.as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        TreeCounts { topics, shared }
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    per_node(&q, object(&state.node, stats_keys(&s, tree)))
+    per_node(&q, object(&state.node, stats_keys(&s)))
 }
 
 /// `GET /api/v5/metrics` (JSON counters).
@@ -97,8 +98,9 @@ pub(crate) async fn metrics(
     State(state): State<AppState>,
     q: Query,
 ) -> Result<Json<Value>, ApiError> {
-    let s = state.handle.stats();
-    per_node(&q, object(&state.node, metrics_keys(&s)))
+    let m = state.handle.metrics();
+    let s = state.handle.stats_with(&m);
+    per_node(&q, object(&state.node, metrics_keys(&s, &m)))
 }
 
 /// `GET /api/v5/monitor?latest=N`: the 10 s samples of the last N seconds (default 3600).
@@ -121,7 +123,7 @@ pub(crate) async fn monitor_current(State(state): State<AppState>) -> Json<Value
         "live_connections": s.connections,
         "sessions": s.sessions,
         "subscriptions": s.subscriptions,
-        "topics": state.monitor.topics(),
+        "topics": s.topics,
         "retained_msg_count": s.retained,
         "received_msg_rate": round(rates.received),
         "sent_msg_rate": round(rates.sent),

@@ -447,7 +447,7 @@ impl BrokerHandle {
         self.shared.banned.list()
     }
 
-    /// Disconnects the client (v5: DISCONNECT 0x8E... as for a takeover, its will is handled
+    /// Disconnects the client (v5: DISCONNECT 0x98 Administrative action; its will is handled
     /// as for a takeover too). Its session stays (a persistent one goes offline). False when the
     /// client is not connected.
     pub fn kick(&self, client_id: &str) -> bool {
