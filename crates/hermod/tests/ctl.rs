@@ -52,7 +52,8 @@ impl Serve {
             dir.path(),
             "hermod.toml",
             &format!(
-                "[[listener]]\nbind = \"{mqtt}\"\n\n[store]\nsync = \"os\"\n\n\
+                // No $SYS: its retained topics would count in `retained.count`.
+                "sys_interval = 0\n[[listener]]\nbind = \"{mqtt}\"\n\n[store]\nsync = \"os\"\n\n\
                  [admin]\nbind = \"{admin}\"\n{extra}"
             ),
         );
