@@ -243,9 +243,7 @@ impl BrokerHandle {
     pub async fn client_subscriptions(&self, client_id: &str) -> Option<Vec<SubscriptionInfo>> {
         let entries = if let Some(live) = self.shared.registry.live(client_id) {
             let (reply, rx) = oneshot::channel();
-            live.commands
-                .try_send(Command::Subscriptions { reply })
-                .ok()?;
+            live.commands.send(Command::Subscriptions { reply }).ok()?;
             tokio::time::timeout(COMMAND_WAIT, rx).await.ok()?.ok()?
         } else {
             self.shared.registry.offline_subscriptions(client_id)?
@@ -304,7 +302,7 @@ impl BrokerHandle {
             .ok_or(CommandError::NotConnected)?;
         let (reply, rx) = oneshot::channel();
         live.commands
-            .try_send(Command::Subscribe {
+            .send(Command::Subscribe {
                 filter: filter.to_owned(),
                 options,
                 reply,
@@ -332,7 +330,7 @@ impl BrokerHandle {
             .ok_or(CommandError::NotConnected)?;
         let (reply, rx) = oneshot::channel();
         live.commands
-            .try_send(Command::Unsubscribe {
+            .send(Command::Unsubscribe {
                 filter: filter.to_owned(),
                 reply,
             })

@@ -385,8 +385,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         };
         let client_id: ClientId = a.accepted.client_id.into();
         let peer: SocketAddr = self.info.addr;
-        let (commands_tx, commands) =
-            tokio::sync::mpsc::channel(crate::session::live::COMMAND_QUEUE);
         let live = Arc::new(crate::session::live::Live {
             peer,
             protocol: a.neg.version,
@@ -399,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             handle: a.session.handle.clone(),
             inflight: std::sync::atomic::AtomicUsize::new(0),
             subscriptions: std::sync::atomic::AtomicUsize::new(a.session.subscriptions.len()),
-            commands: commands_tx,
+            commands: crate::session::live::Commands::default(),
         });
         self.shared
             .registry
@@ -426,7 +424,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             pending_commits: Vec::new(),
             deferred: Vec::new(),
             live,
-            commands,
             stats: crate::metrics::Local::default(),
             read_at: Instant::now(),
         };

@@ -123,8 +123,6 @@ struct Connection<S> {
     deferred: Vec<(Packet, usize)>,
     /// What the admin side sees of this connection (gauges kept current here).
     live: Arc<crate::session::live::Live>,
-    /// Requests from the admin side (subscribe on behalf of the client, list subscriptions).
-    commands: tokio::sync::mpsc::Receiver<crate::session::live::Command>,
     /// This connection's counters, added to the broker's at each `flush`.
     stats: crate::metrics::Local,
     /// When the last read returned: the receive time of the messages it brought (for the
@@ -137,6 +135,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let shutdown = self.shared.shutdown.clone();
         let kick = self.kick.clone();
         let handle = self.session.handle.clone();
+        // Requests from the admin side (subscribe on behalf of the client, list subscriptions).
+        let live = self.live.clone();
         let mut deadline = self.neg.keep_alive.map(|k| tokio::time::Instant::now() + k);
         // Packets that arrived with CONNECT, in the same read, are already buffered.
         if let Err(end) = self.handle_input() {
@@ -189,7 +189,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Err(e) => return End::Lost(Some(e)),
                 },
                 () = std::future::ready(()), if more => {}
-                Some(command) = self.commands.recv() => self.on_command(command),
+                () = live.commands.ready() => {
+                    for command in live.commands.take() {
+                        self.on_command(command);
+                    }
+                }
                 () = handle.notified(), if room => {}
                 () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => return End::KeepAliveTimeout,
             }

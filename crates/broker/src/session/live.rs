@@ -4,14 +4,22 @@
 //! A connected session's state (subscriptions, inflight window) belongs to its connection task
 //! and is never locked; the admin API asks the task for it through [`Command`]s, answered
 //! between two packets. So an exact look-up costs one message to one task, never a scan.
+//!
+//! The command queue is a [`Commands`] (a flag, a waker and a lock-free-when-idle queue), not a
+//! tokio channel: a channel allocates a block of slots per connection (about 2 KiB, for a queue
+//! that is almost always empty) and costs its `recv` poll on every pass of the connection's loop;
+//! this costs one atomic load per pass and nothing in memory until a command arrives.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::SystemTime;
 
+use futures_util::task::AtomicWaker;
 use hermod_proto::{ProtocolVersion, ReasonCode, SubscriptionOptions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::SubscriptionEntry;
 use super::mailbox::SessionHandle;
@@ -58,7 +66,64 @@ pub struct Live {
     pub(crate) inflight: AtomicUsize,
     /// Subscriptions the session holds, as of the connection's last change.
     pub(crate) subscriptions: AtomicUsize,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: Commands,
+}
+
+/// A connection's command queue: bounded ([`COMMAND_QUEUE`]), one consumer (the connection
+/// task), woken through an [`AtomicWaker`].
+#[derive(Debug, Default)]
+pub(crate) struct Commands {
+    queue: Mutex<VecDeque<Command>>,
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Commands {
+    /// Queues a command and wakes the connection; gives it back when the queue is full.
+    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
+        {
+            let mut q = self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if q.len() >= COMMAND_QUEUE {
+                return Err(command);
+            }
+            q.push_back(command);
+        }
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Takes the queued commands (none: no lock taken).
+    pub(crate) fn take(&self) -> VecDeque<Command> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return VecDeque::new();
+        }
+        std::mem::take(
+            &mut *self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Resolves once a command is waiting (for the connection loop's `select!`).
+    pub(crate) async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            if self.pending.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.pending.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 impl Live {
