@@ -249,10 +249,9 @@ impl Lexer {
             let exp_sign = (c == '+' || c == '-') && text.ends_with(['e', 'E']);
             if c.is_ascii_digit() || exp_sign {
                 text.push(c);
-            } else if c == '.' && !float && self.peek(1).is_some_and(|d| d.is_ascii_digit()) {
-                float = true;
-                text.push(c);
-            } else if (c == 'e' || c == 'E') && !text.contains(['e', 'E']) {
+            } else if (c == '.' && !float && self.peek(1).is_some_and(|d| d.is_ascii_digit()))
+                || ((c == 'e' || c == 'E') && !text.contains(['e', 'E']))
+            {
                 float = true;
                 text.push(c);
             } else if c.is_alphanumeric() || c == '_' {
