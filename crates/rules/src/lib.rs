@@ -7,4 +7,4 @@
 pub mod sql;
 
 pub use sql::template::{Dialect, Template, TemplateError};
-pub use sql::{Event, EvalError, Input, Rule, Source, SqlError, Value};
+pub use sql::{EvalError, Event, Input, Rule, Source, SqlError, Value};

@@ -20,32 +20,44 @@ fn msg(payload: &str) -> Input {
         timestamp: 1_700_000_000_123,
         id: "0005E27C1D24E44F".into(),
         node: "hermod@host".into(),
-        user_properties: vec![("foo".into(), "bar".into()), ("User-Id".into(), "42".into())],
+        user_properties: vec![
+            ("foo".into(), "bar".into()),
+            ("User-Id".into(), "42".into()),
+        ],
         event_fields: BTreeMap::new(),
     }
 }
 
 fn on_topic(topic: &str, payload: &str) -> Input {
-    Input { topic: topic.into(), ..msg(payload) }
+    Input {
+        topic: topic.into(),
+        ..msg(payload)
+    }
 }
 
 fn event(kind: Event, fields: &[(&str, Value)]) -> Input {
     Input {
         event: kind,
         payload: Default::default(),
-        event_fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        event_fields: fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         ..msg("")
     }
 }
 
 fn run(sql: &str, input: &Input) -> Option<J> {
     let rule = Rule::parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rule.apply(input).unwrap_or_else(|e| panic!("{sql}: {e}")).map(J::Object)
+    rule.apply(input)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .map(J::Object)
 }
 
 const P: &str = r#"{"temp": 21.5, "n": 3, "name": "Sensor-1", "a": {"b": [10, 20, {"c": "deep"}]}, "tags": ["x", "y"], "flag": true, "s": "{\"inner\": 7}", "nul": null}"#;
 
 #[test]
+#[rustfmt::skip] // one case a line
 fn table() {
     let connected = event(
         Event::ClientConnected,
@@ -140,6 +152,7 @@ fn table() {
 }
 
 #[test]
+#[rustfmt::skip] // one case a line
 fn parse_errors_name_the_position() {
     let cases = [
         ("", "expected SELECT, found end of input at 1:1"),
@@ -179,6 +192,7 @@ fn parse_errors_name_the_position() {
 }
 
 #[test]
+#[rustfmt::skip] // one case a line
 fn eval_errors_fail_the_message_not_the_rule() {
     let cases = [
         ("SELECT lower(payload.n) AS x FROM \"t/#\"", "lower(): expected a string, got integer"),
@@ -200,29 +214,58 @@ fn eval_errors_fail_the_message_not_the_rule() {
 
 #[test]
 fn sources_and_topic_matching() {
-    let rule = Rule::parse("SELECT * FROM \"dev/+/gw\", \"$events/message_dropped\"").expect("parses");
-    assert_eq!(rule.sources(), &[Source::Topic("dev/+/gw".into()), Source::Event(Event::MessageDropped)]);
+    let rule =
+        Rule::parse("SELECT * FROM \"dev/+/gw\", \"$events/message_dropped\"").expect("parses");
+    assert_eq!(
+        rule.sources(),
+        &[
+            Source::Topic("dev/+/gw".into()),
+            Source::Event(Event::MessageDropped)
+        ]
+    );
     assert!(rule.matches_topic("dev/1/gw"));
     assert!(!rule.matches_topic("dev/1/gw/x"));
     assert!(rule.matches_event(Event::MessageDropped));
     assert!(!rule.matches_event(Event::ClientConnected));
-    assert_eq!(rule.sql(), "SELECT * FROM \"dev/+/gw\", \"$events/message_dropped\"");
+    assert_eq!(
+        rule.sql(),
+        "SELECT * FROM \"dev/+/gw\", \"$events/message_dropped\""
+    );
 }
 
 #[test]
 fn collector_statement_binds_an_injection_payload() {
     // The issue's collector: the payload that tries SQL injection is a parameter, not SQL.
-    let rule = Rule::parse("SELECT clientid, topic, payload, timestamp FROM \"dev/gw\"").expect("parses");
+    let rule =
+        Rule::parse("SELECT clientid, topic, payload, timestamp FROM \"dev/gw\"").expect("parses");
     let evil = "'); DROP TABLE messages; --";
-    let row = rule.apply(&on_topic("dev/gw", evil)).expect("applies").expect("matches");
+    let row = rule
+        .apply(&on_topic("dev/gw", evil))
+        .expect("applies")
+        .expect("matches");
     let statement = Template::parse(
         "INSERT INTO messages(clientid, topic, payload, ts) VALUES (${clientid}, ${topic}, ${payload}, ${timestamp})",
     )
     .expect("template");
-    let (sql, params) = statement.to_sql_params(&row, Dialect::Sqlite).expect("binds");
-    assert_eq!(sql, "INSERT INTO messages(clientid, topic, payload, ts) VALUES (?, ?, ?, ?)");
-    assert_eq!(params, vec![Value::from("c1"), Value::from("dev/gw"), Value::from(evil), Value::Int(1_700_000_000_123)]);
-    let (sql, _) = statement.to_sql_params(&row, Dialect::Postgres).expect("binds");
+    let (sql, params) = statement
+        .to_sql_params(&row, Dialect::Sqlite)
+        .expect("binds");
+    assert_eq!(
+        sql,
+        "INSERT INTO messages(clientid, topic, payload, ts) VALUES (?, ?, ?, ?)"
+    );
+    assert_eq!(
+        params,
+        vec![
+            Value::from("c1"),
+            Value::from("dev/gw"),
+            Value::from(evil),
+            Value::Int(1_700_000_000_123)
+        ]
+    );
+    let (sql, _) = statement
+        .to_sql_params(&row, Dialect::Postgres)
+        .expect("binds");
     assert!(sql.ends_with("VALUES ($1, $2, $3, $4)"));
     assert!(!sql.contains("DROP"));
 }
@@ -233,8 +276,13 @@ fn templates_read_nested_rows() {
     let row = rule.apply(&msg(P)).expect("applies").expect("matches");
     let t = Template::parse("${clientid}/${payload.a.b[3].c}/${payload.temp}").expect("template");
     assert_eq!(t.render_text(&row), "c1/deep/21.5");
-    let body = Template::parse(r#"{"c": ${clientid}, "b": ${payload.a.b}, "msg": "t=${payload.temp}"}"#).expect("template");
-    assert_eq!(body.render_json(&row), r#"{"c": "c1", "b": [10,20,{"c":"deep"}], "msg": "t=21.5"}"#);
+    let body =
+        Template::parse(r#"{"c": ${clientid}, "b": ${payload.a.b}, "msg": "t=${payload.temp}"}"#)
+            .expect("template");
+    assert_eq!(
+        body.render_json(&row),
+        r#"{"c": "c1", "b": [10,20,{"c":"deep"}], "msg": "t=21.5"}"#
+    );
 }
 
 proptest! {

@@ -72,7 +72,10 @@ pub(crate) enum BinOp {
 pub(crate) enum Expr {
     Lit(Value),
     /// A field: its first name (`payload`, `clientid`, an alias) and the steps below it.
-    Path { root: String, steps: Vec<PathStep> },
+    Path {
+        root: String,
+        steps: Vec<PathStep>,
+    },
     /// `[a, b, c]`.
     List(Vec<Expr>),
     Not(Box<Expr>),

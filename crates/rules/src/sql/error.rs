@@ -13,7 +13,11 @@ pub struct SqlError {
 
 impl SqlError {
     pub(crate) fn new(pos: Pos, message: impl Into<String>) -> Self {
-        SqlError { line: pos.line, column: pos.column, message: message.into() }
+        SqlError {
+            line: pos.line,
+            column: pos.column,
+            message: message.into(),
+        }
     }
 }
 
@@ -34,7 +38,9 @@ pub struct EvalError {
 
 impl EvalError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        EvalError { message: message.into() }
+        EvalError {
+            message: message.into(),
+        }
     }
 }
 

@@ -36,13 +36,20 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(input: &'a Input) -> Self {
-        Ctx { input, payload: OnceCell::new(), scope: BTreeMap::new() }
+        Ctx {
+            input,
+            payload: OnceCell::new(),
+            scope: BTreeMap::new(),
+        }
     }
 
     /// The payload as JSON, parsed once; null when it is not JSON.
     fn payload_json(&self) -> &Value {
         self.payload.get_or_init(|| {
-            std::str::from_utf8(&self.input.payload).ok().and_then(Value::from_json_str).unwrap_or(Value::Null)
+            std::str::from_utf8(&self.input.payload)
+                .ok()
+                .and_then(Value::from_json_str)
+                .unwrap_or(Value::Null)
         })
     }
 
@@ -50,29 +57,45 @@ impl<'a> Ctx<'a> {
         match e {
             Expr::Lit(v) => Ok(v.clone()),
             Expr::Path { root, steps } => Ok(self.path(root, steps)),
-            Expr::List(items) => items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>().map(Value::Array),
+            Expr::List(items) => items
+                .iter()
+                .map(|i| self.eval(i))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
             Expr::Not(x) => Ok(match self.eval(x)? {
                 Value::Bool(b) => Value::Bool(!b),
                 _ => Value::Bool(false),
             }),
             Expr::Neg(x) => match self.eval(x)? {
-                Value::Int(i) => i.checked_neg().map(Value::Int).ok_or_else(|| EvalError::new("integer overflow")),
+                Value::Int(i) => i
+                    .checked_neg()
+                    .map(Value::Int)
+                    .ok_or_else(|| EvalError::new("integer overflow")),
                 Value::Float(f) => Ok(Value::Float(-f)),
-                other => Err(EvalError::new(format!("cannot negate a {}", other.type_name()))),
+                other => Err(EvalError::new(format!(
+                    "cannot negate a {}",
+                    other.type_name()
+                ))),
             },
             Expr::Bin(BinOp::And, l, r) => Ok(Value::Bool(self.truthy(l)? && self.truthy(r)?)),
             Expr::Bin(BinOp::Or, l, r) => Ok(Value::Bool(self.truthy(l)? || self.truthy(r)?)),
             Expr::Bin(op, l, r) => {
                 let (l, r) = (self.eval(l)?, self.eval(r)?);
                 match op {
-                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::IntDiv | BinOp::Mod => {
-                        arithmetic(*op, l, r)
-                    }
+                    BinOp::Add
+                    | BinOp::Sub
+                    | BinOp::Mul
+                    | BinOp::Div
+                    | BinOp::IntDiv
+                    | BinOp::Mod => arithmetic(*op, l, r),
                     _ => compare(*op, &l, &r).map(Value::Bool),
                 }
             }
             Expr::Call(name, args) => {
-                let args = args.iter().map(|a| self.eval(a)).collect::<Result<Vec<_>, _>>()?;
+                let args = args
+                    .iter()
+                    .map(|a| self.eval(a))
+                    .collect::<Result<Vec<_>, _>>()?;
                 functions::call(name, args)
             }
         }
@@ -138,7 +161,10 @@ fn number_of(s: &str) -> Option<Value> {
     if let Ok(i) = s.parse::<i64>() {
         return Some(Value::Int(i));
     }
-    s.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::Float)
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Value::Float)
 }
 
 pub(crate) fn compare(op: BinOp, l: &Value, r: &Value) -> Result<bool, EvalError> {
@@ -183,7 +209,9 @@ pub(crate) fn compare(op: BinOp, l: &Value, r: &Value) -> Result<bool, EvalError
 }
 
 fn not_a_number(s: &str) -> EvalError {
-    EvalError::new(format!("cannot compare a number with the non-numeric string '{s}'"))
+    EvalError::new(format!(
+        "cannot compare a number with the non-numeric string '{s}'"
+    ))
 }
 
 fn arithmetic(op: BinOp, l: Value, r: Value) -> Result<Value, EvalError> {
@@ -203,8 +231,13 @@ fn arithmetic(op: BinOp, l: Value, r: Value) -> Result<Value, EvalError> {
                 _ => a.checked_rem(b).map(Value::Int).ok_or_else(overflow),
             }
         }
-        (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, _, _) if l.as_f64().is_some() && r.as_f64().is_some() => {
-            let (a, b) = (l.as_f64().unwrap_or_default(), r.as_f64().unwrap_or_default());
+        (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, _, _)
+            if l.as_f64().is_some() && r.as_f64().is_some() =>
+        {
+            let (a, b) = (
+                l.as_f64().unwrap_or_default(),
+                r.as_f64().unwrap_or_default(),
+            );
             let v = match op {
                 BinOp::Add => a + b,
                 BinOp::Sub => a - b,
@@ -237,7 +270,11 @@ mod tests {
 
     fn eval_where(cond: &str, payload: &str) -> Result<Value, EvalError> {
         let stmt = parse(&format!("SELECT * FROM \"t\" WHERE {cond}")).expect("parses");
-        let input = Input { topic: "t/a".into(), payload: payload.to_owned().into(), ..Input::default() };
+        let input = Input {
+            topic: "t/a".into(),
+            payload: payload.to_owned().into(),
+            ..Input::default()
+        };
         Ctx::new(&input).eval(stmt.condition.as_ref().expect("where"))
     }
 

@@ -33,13 +33,23 @@ pub(crate) fn check_arity(name: &str, n: usize) -> Result<(), String> {
             (a, usize::MAX) => format!("at least {a}"),
             (a, b) => format!("{a} to {b}"),
         };
-        return Err(format!("`{name}` takes {want} argument{}, not {n}", if want == "1" || want == "at least 1" { "" } else { "s" }));
+        return Err(format!(
+            "`{name}` takes {want} argument{}, not {n}",
+            if want == "1" || want == "at least 1" {
+                ""
+            } else {
+                "s"
+            }
+        ));
     }
     Ok(())
 }
 
 fn bad(name: &str, what: &str, got: &Value) -> EvalError {
-    EvalError::new(format!("{name}(): expected {what}, got {}", got.type_name()))
+    EvalError::new(format!(
+        "{name}(): expected {what}, got {}",
+        got.type_name()
+    ))
 }
 
 /// A string argument; booleans are accepted as their names, as EMQX's atoms are.
@@ -78,7 +88,8 @@ pub(crate) fn call(name: &str, args: Vec<Value>) -> Result<Value, EvalError> {
         "nth" => nth(arg(0), arg(1)),
         "json_decode" => {
             let s = text(name, arg(0))?;
-            Value::from_json_str(&s).ok_or_else(|| EvalError::new("json_decode(): the argument is not JSON"))
+            Value::from_json_str(&s)
+                .ok_or_else(|| EvalError::new("json_decode(): the argument is not JSON"))
         }
         "json_encode" => Ok(Value::String(arg(0).to_json_string())),
         "now_timestamp" => now_timestamp(args.first()),
@@ -104,7 +115,9 @@ fn substr(s: &Value, start: &Value, len: Option<&Value>) -> Result<Value, EvalEr
     }
     let chars = s.chars().skip(usize::try_from(start).unwrap_or(usize::MAX));
     let out: String = match len {
-        Some(l) => chars.take(usize::try_from(l).unwrap_or(usize::MAX)).collect(),
+        Some(l) => chars
+            .take(usize::try_from(l).unwrap_or(usize::MAX))
+            .collect(),
         None => chars.collect(),
     };
     Ok(Value::String(out))
@@ -115,29 +128,47 @@ fn substr(s: &Value, start: &Value, len: Option<&Value>) -> Result<Value, EvalEr
 fn nth(n: &Value, array: &Value) -> Result<Value, EvalError> {
     let n = match n {
         Value::Int(i) => *i,
-        Value::String(s) => s.trim().parse().map_err(|_| EvalError::new("nth(): invalid index"))?,
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| EvalError::new("nth(): invalid index"))?,
         other => return Err(bad("nth", "an integer", other)),
     };
     let Value::Array(items) = array else {
         return Err(bad("nth", "an array", array));
     };
     if n < 1 {
-        return Err(EvalError::new(format!("nth(): index {n} is out of range (indexes start at 1)")));
+        return Err(EvalError::new(format!(
+            "nth(): index {n} is out of range (indexes start at 1)"
+        )));
     }
     let i = usize::try_from(n - 1).unwrap_or(usize::MAX);
-    Ok(items.get(i).cloned().unwrap_or_else(|| Value::String(String::new())))
+    Ok(items
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| Value::String(String::new())))
 }
 
 /// `now_timestamp([unit])`: the time now in seconds, as EMQX, or in `'millisecond'`,
 /// `'microsecond'`, `'nanosecond'`.
 fn now_timestamp(unit: Option<&Value>) -> Result<Value, EvalError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let n = match unit.map(|u| text("now_timestamp", u)).transpose()?.as_deref() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let n = match unit
+        .map(|u| text("now_timestamp", u))
+        .transpose()?
+        .as_deref()
+    {
         None | Some("second") => now.as_secs() as i128,
         Some("millisecond") => now.as_millis() as i128,
         Some("microsecond") => now.as_micros() as i128,
         Some("nanosecond") => now.as_nanos() as i128,
-        Some(other) => return Err(EvalError::new(format!("now_timestamp(): unknown time unit '{other}'"))),
+        Some(other) => {
+            return Err(EvalError::new(format!(
+                "now_timestamp(): unknown time unit '{other}'"
+            )));
+        }
     };
     Ok(Value::Int(i64::try_from(n).unwrap_or(i64::MAX)))
 }
@@ -198,10 +229,22 @@ mod tests {
     #[test]
     fn arity() {
         assert!(check_arity("substr", 2).is_ok());
-        assert_eq!(check_arity("substr", 1).expect_err("arity"), "`substr` takes 2 to 3 arguments, not 1");
-        assert_eq!(check_arity("lower", 2).expect_err("arity"), "`lower` takes 1 argument, not 2");
-        assert_eq!(check_arity("concat", 0).expect_err("arity"), "`concat` takes at least 1 argument, not 0");
-        assert_eq!(check_arity("nope", 0).expect_err("unknown"), "unknown function `nope`");
+        assert_eq!(
+            check_arity("substr", 1).expect_err("arity"),
+            "`substr` takes 2 to 3 arguments, not 1"
+        );
+        assert_eq!(
+            check_arity("lower", 2).expect_err("arity"),
+            "`lower` takes 1 argument, not 2"
+        );
+        assert_eq!(
+            check_arity("concat", 0).expect_err("arity"),
+            "`concat` takes at least 1 argument, not 0"
+        );
+        assert_eq!(
+            check_arity("nope", 0).expect_err("unknown"),
+            "unknown function `nope`"
+        );
     }
 
     #[test]
@@ -209,11 +252,29 @@ mod tests {
         assert_eq!(call_ok("lower", vec![s("AbC")]), s("abc"));
         assert_eq!(call_ok("upper", vec![s("AbC")]), s("ABC"));
         assert!(call("lower", vec![Value::Null]).is_err());
-        assert_eq!(call_ok("concat", vec![s("a"), Value::Int(1), Value::Float(2.5), Value::Bool(true)]), s("a12.5true"));
-        assert_eq!(call_ok("concat", vec![Value::Array(vec![s("x"), s("y")])]), s("xy"));
-        assert_eq!(call_ok("substr", vec![s("abcdef"), Value::Int(2)]), s("cdef"));
-        assert_eq!(call_ok("substr", vec![s("abcdef"), Value::Int(2), Value::Int(3)]), s("cde"));
-        assert_eq!(call_ok("substr", vec![s("héllo"), Value::Int(1), Value::Int(2)]), s("él"));
+        assert_eq!(
+            call_ok(
+                "concat",
+                vec![s("a"), Value::Int(1), Value::Float(2.5), Value::Bool(true)]
+            ),
+            s("a12.5true")
+        );
+        assert_eq!(
+            call_ok("concat", vec![Value::Array(vec![s("x"), s("y")])]),
+            s("xy")
+        );
+        assert_eq!(
+            call_ok("substr", vec![s("abcdef"), Value::Int(2)]),
+            s("cdef")
+        );
+        assert_eq!(
+            call_ok("substr", vec![s("abcdef"), Value::Int(2), Value::Int(3)]),
+            s("cde")
+        );
+        assert_eq!(
+            call_ok("substr", vec![s("héllo"), Value::Int(1), Value::Int(2)]),
+            s("él")
+        );
         assert_eq!(call_ok("substr", vec![s("ab"), Value::Int(5)]), s(""));
         assert!(call("substr", vec![s("ab"), Value::Int(-1)]).is_err());
     }
@@ -221,7 +282,10 @@ mod tests {
     #[test]
     fn arrays_and_json() {
         let arr = Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)]);
-        assert_eq!(call_ok("nth", vec![Value::Int(2), arr.clone()]), Value::Int(2));
+        assert_eq!(
+            call_ok("nth", vec![Value::Int(2), arr.clone()]),
+            Value::Int(2)
+        );
         assert_eq!(call_ok("nth", vec![Value::Int(9), arr.clone()]), s(""));
         assert!(call("nth", vec![Value::Int(0), arr.clone()]).is_err());
         assert!(call("nth", vec![Value::Int(1), s("x")]).is_err());
@@ -243,13 +307,20 @@ mod tests {
         assert_eq!(call_ok("float", vec![Value::Int(2)]), Value::Float(2.0));
         assert!(call("float", vec![Value::Null]).is_err());
         assert_eq!(call_ok("is_null", vec![Value::Null]), Value::Bool(true));
-        assert_eq!(call_ok("is_not_null", vec![Value::Int(0)]), Value::Bool(true));
+        assert_eq!(
+            call_ok("is_not_null", vec![Value::Int(0)]),
+            Value::Bool(true)
+        );
     }
 
     #[test]
     fn now_timestamp_units() {
-        let Value::Int(secs) = call_ok("now_timestamp", vec![]) else { panic!("int") };
-        let Value::Int(ms) = call_ok("now_timestamp", vec![s("millisecond")]) else { panic!("int") };
+        let Value::Int(secs) = call_ok("now_timestamp", vec![]) else {
+            panic!("int")
+        };
+        let Value::Int(ms) = call_ok("now_timestamp", vec![s("millisecond")]) else {
+            panic!("int")
+        };
         assert!(secs > 1_600_000_000 && (ms / 1000 - secs).abs() <= 1);
         assert!(call("now_timestamp", vec![s("fortnight")]).is_err());
     }

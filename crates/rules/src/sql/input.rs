@@ -46,7 +46,9 @@ impl Event {
     pub fn from_source_name(name: &str) -> Option<Event> {
         match name {
             "$events/client_connected" | "$events/client/connected" => Some(Event::ClientConnected),
-            "$events/client_disconnected" | "$events/client/disconnected" => Some(Event::ClientDisconnected),
+            "$events/client_disconnected" | "$events/client/disconnected" => {
+                Some(Event::ClientDisconnected)
+            }
             "$events/message_dropped" | "$events/message/dropped" => Some(Event::MessageDropped),
             _ => None,
         }
@@ -118,7 +120,10 @@ impl Input {
             "topic" => Value::from(self.topic.as_str()),
             "qos" => Value::Int(i64::from(self.qos)),
             "retain" => Value::Bool(self.retain),
-            "flags" => Value::Object(BTreeMap::from([("retain".to_owned(), Value::Bool(self.retain))])),
+            "flags" => Value::Object(BTreeMap::from([(
+                "retain".to_owned(),
+                Value::Bool(self.retain),
+            )])),
             "payload" => Value::String(self.payload_text()),
             "publish_received_at" => Value::Int(self.timestamp),
             "pub_props" => self.pub_props(),
@@ -132,7 +137,11 @@ impl Input {
     fn pub_props(&self) -> Value {
         let mut props = BTreeMap::new();
         if !self.user_properties.is_empty() {
-            let map = self.user_properties.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+            let map = self
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect();
             let pairs = self
                 .user_properties
                 .iter()
@@ -151,13 +160,35 @@ impl Input {
 
     /// Every field of the event, for `SELECT *`.
     pub(crate) fn all_fields(&self) -> BTreeMap<String, Value> {
-        let mut names = vec!["event", "clientid", "username", "peerhost", "timestamp", "node"];
+        let mut names = vec![
+            "event",
+            "clientid",
+            "username",
+            "peerhost",
+            "timestamp",
+            "node",
+        ];
         if self.event.has_message() {
-            names.extend(["id", "topic", "qos", "retain", "flags", "payload", "publish_received_at", "pub_props"]);
+            names.extend([
+                "id",
+                "topic",
+                "qos",
+                "retain",
+                "flags",
+                "payload",
+                "publish_received_at",
+                "pub_props",
+            ]);
         }
-        let mut out: BTreeMap<String, Value> =
-            names.into_iter().filter_map(|n| Some((n.to_owned(), self.field(n)?))).collect();
-        out.extend(self.event_fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut out: BTreeMap<String, Value> = names
+            .into_iter()
+            .filter_map(|n| Some((n.to_owned(), self.field(n)?)))
+            .collect();
+        out.extend(
+            self.event_fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         out
     }
 }
@@ -168,17 +199,27 @@ mod tests {
 
     #[test]
     fn event_names() {
-        for e in [Event::ClientConnected, Event::ClientDisconnected, Event::MessageDropped] {
+        for e in [
+            Event::ClientConnected,
+            Event::ClientDisconnected,
+            Event::MessageDropped,
+        ] {
             let name = e.source_name().expect("event source");
             assert_eq!(Event::from_source_name(name), Some(e));
         }
-        assert_eq!(Event::from_source_name("$events/client/connected"), Some(Event::ClientConnected));
+        assert_eq!(
+            Event::from_source_name("$events/client/connected"),
+            Some(Event::ClientConnected)
+        );
         assert_eq!(Event::from_source_name("$events/session_subscribed"), None);
     }
 
     #[test]
     fn message_fields_only_for_messages() {
-        let mut input = Input { topic: "t/a".into(), ..Input::default() };
+        let mut input = Input {
+            topic: "t/a".into(),
+            ..Input::default()
+        };
         assert_eq!(input.field("topic"), Some(Value::from("t/a")));
         input.event = Event::ClientConnected;
         assert_eq!(input.field("topic"), None);
@@ -188,8 +229,14 @@ mod tests {
 
     #[test]
     fn user_properties_as_pub_props() {
-        let input = Input { user_properties: vec![("k".into(), "v".into())], ..Input::default() };
+        let input = Input {
+            user_properties: vec![("k".into(), "v".into())],
+            ..Input::default()
+        };
         let props = input.field("pub_props").expect("pub_props");
-        assert_eq!(props.to_json_string(), r#"{"User-Property":{"k":"v"},"User-Property-Pairs":[{"key":"k","value":"v"}]}"#);
+        assert_eq!(
+            props.to_json_string(),
+            r#"{"User-Property":{"k":"v"},"User-Property-Pairs":[{"key":"k","value":"v"}]}"#
+        );
     }
 }

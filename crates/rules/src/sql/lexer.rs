@@ -7,7 +7,10 @@ use super::error::{Pos, SqlError};
 pub(crate) enum Tok {
     Ident(String),
     /// A quoted string; `double` tells `"..."` (topics in FROM) from `'...'`.
-    Str { value: String, double: bool },
+    Str {
+        value: String,
+        double: bool,
+    },
     Int(i64),
     Float(f64),
     Select,
@@ -48,8 +51,14 @@ impl Tok {
     pub(crate) fn describe(&self) -> String {
         match self {
             Tok::Ident(s) => format!("`{s}`"),
-            Tok::Str { value, double: true } => format!("\"{value}\""),
-            Tok::Str { value, double: false } => format!("'{value}'"),
+            Tok::Str {
+                value,
+                double: true,
+            } => format!("\"{value}\""),
+            Tok::Str {
+                value,
+                double: false,
+            } => format!("'{value}'"),
             Tok::Int(n) => format!("`{n}`"),
             Tok::Float(n) => format!("`{n}`"),
             Tok::Eof => "end of input".to_owned(),
@@ -104,18 +113,34 @@ pub(crate) struct Token {
 
 /// Splits `sql` into tokens, ending with `Tok::Eof`. `--` starts a comment to the end of the line.
 pub(crate) fn tokenize(sql: &str) -> Result<Vec<Token>, SqlError> {
-    let mut lx = Lexer { chars: sql.char_indices().collect(), i: 0, line: 1, column: 1, len: sql.len() };
+    let mut lx = Lexer {
+        chars: sql.char_indices().collect(),
+        i: 0,
+        line: 1,
+        column: 1,
+        len: sql.len(),
+    };
     let mut out = Vec::new();
     loop {
         lx.skip_space();
         let pos = lx.pos();
         let start = lx.offset();
         let Some(c) = lx.peek(0) else {
-            out.push(Token { tok: Tok::Eof, pos, start, end: start });
+            out.push(Token {
+                tok: Tok::Eof,
+                pos,
+                start,
+                end: start,
+            });
             return Ok(out);
         };
         let tok = lx.token(c, pos)?;
-        out.push(Token { tok, pos, start, end: lx.offset() });
+        out.push(Token {
+            tok,
+            pos,
+            start,
+            end: lx.offset(),
+        });
     }
 }
 
@@ -137,7 +162,10 @@ impl Lexer {
     }
 
     fn pos(&self) -> Pos {
-        Pos { line: self.line, column: self.column }
+        Pos {
+            line: self.line,
+            column: self.column,
+        }
     }
 
     fn bump(&mut self) -> Option<char> {
@@ -238,7 +266,12 @@ impl Lexer {
                 _ => Tok::Lt,
             },
             '>' => two(self, '=', Tok::Ge, Tok::Gt),
-            other => return Err(SqlError::new(pos, format!("unexpected character {other:?}"))),
+            other => {
+                return Err(SqlError::new(
+                    pos,
+                    format!("unexpected character {other:?}"),
+                ));
+            }
         })
     }
 
@@ -265,7 +298,11 @@ impl Lexer {
         }
         let invalid = || SqlError::new(pos, format!("invalid number `{text}`"));
         if float {
-            text.parse::<f64>().ok().filter(|f| f.is_finite()).map(Tok::Float).ok_or_else(invalid)
+            text.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Tok::Float)
+                .ok_or_else(invalid)
         } else {
             text.parse::<i64>().map(Tok::Int).map_err(|_| invalid())
         }
@@ -284,7 +321,10 @@ impl Lexer {
                         self.bump();
                         value.push(quote);
                     } else {
-                        return Ok(Tok::Str { value, double: quote == '"' });
+                        return Ok(Tok::Str {
+                            value,
+                            double: quote == '"',
+                        });
                     }
                 }
                 Some('\\') => match self.bump() {
@@ -323,12 +363,19 @@ mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<Tok> {
-        tokenize(s).expect("tokenizes").into_iter().map(|t| t.tok).collect()
+        tokenize(s)
+            .expect("tokenizes")
+            .into_iter()
+            .map(|t| t.tok)
+            .collect()
     }
 
     #[test]
     fn keywords_are_case_insensitive() {
-        assert_eq!(toks("select FROM Where"), vec![Tok::Select, Tok::From, Tok::Where, Tok::Eof]);
+        assert_eq!(
+            toks("select FROM Where"),
+            vec![Tok::Select, Tok::From, Tok::Where, Tok::Eof]
+        );
     }
 
     #[test]
@@ -336,9 +383,25 @@ mod tests {
         assert_eq!(
             toks("= != <> < <= > >= =~ * , . ( ) [ ] + - /"),
             vec![
-                Tok::Eq, Tok::Ne, Tok::Ne, Tok::Lt, Tok::Le, Tok::Gt, Tok::Ge, Tok::Match,
-                Tok::Star, Tok::Comma, Tok::Dot, Tok::LParen, Tok::RParen, Tok::LBracket,
-                Tok::RBracket, Tok::Plus, Tok::Minus, Tok::Slash, Tok::Eof
+                Tok::Eq,
+                Tok::Ne,
+                Tok::Ne,
+                Tok::Lt,
+                Tok::Le,
+                Tok::Gt,
+                Tok::Ge,
+                Tok::Match,
+                Tok::Star,
+                Tok::Comma,
+                Tok::Dot,
+                Tok::LParen,
+                Tok::RParen,
+                Tok::LBracket,
+                Tok::RBracket,
+                Tok::Plus,
+                Tok::Minus,
+                Tok::Slash,
+                Tok::Eof
             ]
         );
     }
@@ -348,9 +411,18 @@ mod tests {
         assert_eq!(
             toks(r#"'it''s' "t/#" 'a\'b'"#),
             vec![
-                Tok::Str { value: "it's".into(), double: false },
-                Tok::Str { value: "t/#".into(), double: true },
-                Tok::Str { value: "a'b".into(), double: false },
+                Tok::Str {
+                    value: "it's".into(),
+                    double: false
+                },
+                Tok::Str {
+                    value: "t/#".into(),
+                    double: true
+                },
+                Tok::Str {
+                    value: "a'b".into(),
+                    double: false
+                },
                 Tok::Eof
             ]
         );
@@ -358,7 +430,10 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(toks("1 2.5 1e3"), vec![Tok::Int(1), Tok::Float(2.5), Tok::Float(1000.0), Tok::Eof]);
+        assert_eq!(
+            toks("1 2.5 1e3"),
+            vec![Tok::Int(1), Tok::Float(2.5), Tok::Float(1000.0), Tok::Eof]
+        );
         assert!(tokenize("12abc").is_err());
         assert!(tokenize("99999999999999999999").is_err());
     }
@@ -379,6 +454,9 @@ mod tests {
 
     #[test]
     fn comments_are_skipped() {
-        assert_eq!(toks("a -- comment\nb"), vec![Tok::Ident("a".into()), Tok::Ident("b".into()), Tok::Eof]);
+        assert_eq!(
+            toks("a -- comment\nb"),
+            vec![Tok::Ident("a".into()), Tok::Ident("b".into()), Tok::Eof]
+        );
     }
 }

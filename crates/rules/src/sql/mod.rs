@@ -56,12 +56,22 @@ impl Rule {
             .columns
             .iter()
             .filter_map(|c| match c {
-                Column::Expr { name: OutputName::Key(k), .. } => Some(k.as_str()),
+                Column::Expr {
+                    name: OutputName::Key(k),
+                    ..
+                } => Some(k.as_str()),
                 _ => None,
             })
             .collect();
-        let where_uses_alias = stmt.condition.as_ref().is_some_and(|c| mentions(c, &aliases));
-        Ok(Rule { sql: sql.to_owned(), stmt, where_uses_alias })
+        let where_uses_alias = stmt
+            .condition
+            .as_ref()
+            .is_some_and(|c| mentions(c, &aliases));
+        Ok(Rule {
+            sql: sql.to_owned(),
+            stmt,
+            where_uses_alias,
+        })
     }
 
     /// The SQL text the rule was parsed from.
@@ -77,18 +87,27 @@ impl Rule {
     /// Whether a message published to `topic` is for this rule (one of its FROM filters
     /// matches; `$`-topics are not matched by a leading wildcard).
     pub fn matches_topic(&self, topic: &str) -> bool {
-        self.stmt.sources.iter().any(|s| matches!(s, Source::Topic(f) if topic::matches(f, topic)))
+        self.stmt
+            .sources
+            .iter()
+            .any(|s| matches!(s, Source::Topic(f) if topic::matches(f, topic)))
     }
 
     /// Whether the rule selects FROM `event`.
     pub fn matches_event(&self, event: Event) -> bool {
-        self.stmt.sources.iter().any(|s| matches!(s, Source::Event(e) if *e == event))
+        self.stmt
+            .sources
+            .iter()
+            .any(|s| matches!(s, Source::Event(e) if *e == event))
     }
 
     /// Applies the rule: `Ok(None)` when the input is not from one of its sources or WHERE
     /// does not hold; else the selected row, by output name. `Err` when an expression fails
     /// on this input (a function given the wrong type...): count it and go on.
-    pub fn apply(&self, input: &Input) -> Result<Option<serde_json::Map<String, serde_json::Value>>, EvalError> {
+    pub fn apply(
+        &self,
+        input: &Input,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, EvalError> {
         let from = match input.event {
             Event::Publish => self.matches_topic(&input.topic),
             event => self.matches_event(event),
@@ -146,12 +165,16 @@ fn mentions(e: &Expr, names: &[&str]) -> bool {
 /// parsed (so `SELECT payload, payload.x` adds `x` to the parsed payload); any other
 /// non-object is replaced.
 fn nested_put(row: &mut BTreeMap<String, Value>, keys: &[String], v: Value) {
-    let Some((first, rest)) = keys.split_first() else { return };
+    let Some((first, rest)) = keys.split_first() else {
+        return;
+    };
     if rest.is_empty() {
         row.insert(first.clone(), v);
         return;
     }
-    let slot = row.entry(first.clone()).or_insert_with(|| Value::Object(BTreeMap::new()));
+    let slot = row
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(BTreeMap::new()));
     if let Value::String(s) = slot {
         *slot = Value::from_json_str(s).unwrap_or_default();
     }

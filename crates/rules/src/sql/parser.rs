@@ -28,10 +28,18 @@ fn tree_depth(e: &Expr) -> usize {
 
 pub(crate) fn parse(sql: &str) -> Result<Statement, SqlError> {
     let tokens = tokenize(sql)?;
-    let mut p = Parser { sql, tokens, i: 0, depth: 0 };
+    let mut p = Parser {
+        sql,
+        tokens,
+        i: 0,
+        depth: 0,
+    };
     let stmt = p.statement()?;
     if p.peek() != &Tok::Eof {
-        return Err(p.error(format!("unexpected {} after the end of the statement", p.peek().describe())));
+        return Err(p.error(format!(
+            "unexpected {} after the end of the statement",
+            p.peek().describe()
+        )));
     }
     Ok(stmt)
 }
@@ -94,7 +102,11 @@ impl Parser<'_> {
     }
 
     fn expect(&mut self, t: &Tok, what: &str) -> Result<(), SqlError> {
-        if self.eat(t) { Ok(()) } else { Err(self.expected(what)) }
+        if self.eat(t) {
+            Ok(())
+        } else {
+            Err(self.expected(what))
+        }
     }
 
     fn statement(&mut self) -> Result<Statement, SqlError> {
@@ -108,8 +120,16 @@ impl Parser<'_> {
         while self.eat(&Tok::Comma) {
             sources.push(self.source()?);
         }
-        let condition = if self.eat(&Tok::Where) { Some(self.expr()?) } else { None };
-        Ok(Statement { columns, sources, condition })
+        let condition = if self.eat(&Tok::Where) {
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        Ok(Statement {
+            columns,
+            sources,
+            condition,
+        })
     }
 
     fn column(&mut self) -> Result<Column, SqlError> {
@@ -130,7 +150,9 @@ impl Parser<'_> {
         } else {
             match &expr {
                 Expr::Path { root, steps } if steps.is_empty() => OutputName::Key(root.clone()),
-                Expr::Path { root, steps } if steps.iter().all(|s| matches!(s, PathStep::Key(_))) => {
+                Expr::Path { root, steps }
+                    if steps.iter().all(|s| matches!(s, PathStep::Key(_))) =>
+                {
                     let mut keys = vec![root.clone()];
                     keys.extend(steps.iter().filter_map(|s| match s {
                         PathStep::Key(k) => Some(k.clone()),
@@ -147,15 +169,23 @@ impl Parser<'_> {
     fn source(&mut self) -> Result<Source, SqlError> {
         let pos = self.pos();
         match self.next() {
-            Tok::Str { value, double: true } => {
+            Tok::Str {
+                value,
+                double: true,
+            } => {
                 if value.starts_with("$events/") {
                     Event::from_source_name(&value)
                         .map(Source::Event)
-                        .ok_or_else(|| SqlError::new(pos, format!("unknown event source \"{value}\"")))
+                        .ok_or_else(|| {
+                            SqlError::new(pos, format!("unknown event source \"{value}\""))
+                        })
                 } else if topic::is_valid_filter(&value) {
                     Ok(Source::Topic(value))
                 } else {
-                    Err(SqlError::new(pos, format!("invalid topic filter \"{value}\"")))
+                    Err(SqlError::new(
+                        pos,
+                        format!("invalid topic filter \"{value}\""),
+                    ))
                 }
             }
             _ => {
@@ -368,10 +398,17 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let s = parse(r#"SELECT 1 + 2 * 3 AS x FROM "t" WHERE a = 1 OR b = 2 AND NOT c = 3"#).expect("parses");
-        let Column::Expr { expr, .. } = &s.columns[0] else { panic!("expr column") };
-        assert!(matches!(expr, Expr::Bin(BinOp::Add, _, r) if matches!(**r, Expr::Bin(BinOp::Mul, _, _))));
-        let Some(Expr::Bin(BinOp::Or, _, r)) = &s.condition else { panic!("or at the top") };
+        let s = parse(r#"SELECT 1 + 2 * 3 AS x FROM "t" WHERE a = 1 OR b = 2 AND NOT c = 3"#)
+            .expect("parses");
+        let Column::Expr { expr, .. } = &s.columns[0] else {
+            panic!("expr column")
+        };
+        assert!(
+            matches!(expr, Expr::Bin(BinOp::Add, _, r) if matches!(**r, Expr::Bin(BinOp::Mul, _, _)))
+        );
+        let Some(Expr::Bin(BinOp::Or, _, r)) = &s.condition else {
+            panic!("or at the top")
+        };
         assert!(matches!(&**r, Expr::Bin(BinOp::And, _, n) if matches!(**n, Expr::Not(_))));
     }
 
@@ -388,7 +425,10 @@ mod tests {
             })
             .collect();
         assert_eq!(names[0], OutputName::Key("payload.a.b[1]".into()));
-        assert_eq!(names[1], OutputName::Nested(vec!["payload".into(), "x".into(), "y".into()]));
+        assert_eq!(
+            names[1],
+            OutputName::Nested(vec!["payload".into(), "x".into(), "y".into()])
+        );
         assert_eq!(names[2], OutputName::Key("k".into()));
         assert_eq!(names[3], OutputName::Key("lower(clientid)".into()));
     }
@@ -396,34 +436,80 @@ mod tests {
     #[test]
     fn sources() {
         let s = parse(r#"SELECT * FROM "a/+", "$events/client_connected""#).expect("parses");
-        assert_eq!(s.sources, vec![Source::Topic("a/+".into()), Source::Event(Event::ClientConnected)]);
+        assert_eq!(
+            s.sources,
+            vec![
+                Source::Topic("a/+".into()),
+                Source::Event(Event::ClientConnected)
+            ]
+        );
     }
 
     #[test]
     fn error_messages() {
-        assert_eq!(err(r#"SELECT clientid WHERE x = 1"#), "expected FROM, found `WHERE` at 1:17");
+        assert_eq!(
+            err(r#"SELECT clientid WHERE x = 1"#),
+            "expected FROM, found `WHERE` at 1:17"
+        );
         assert_eq!(err(""), "expected SELECT, found end of input at 1:1");
-        assert_eq!(err(r#"SELECT * FROM 't/#'"#), "expected a double-quoted topic filter or event, found 't/#' at 1:15");
-        assert_eq!(err(r#"SELECT * FROM "a/#/b""#), "invalid topic filter \"a/#/b\" at 1:15");
-        assert_eq!(err(r#"SELECT * FROM "$events/nope""#), "unknown event source \"$events/nope\" at 1:15");
-        assert_eq!(err(r#"SELECT foo(1) FROM "t""#), "unknown function `foo` at 1:8");
-        assert_eq!(err(r#"SELECT * FROM "t" WHERE"#), "expected an expression, found end of input at 1:24");
-        assert_eq!(err(r#"SELECT * FROM "t" x"#), "unexpected `x` after the end of the statement at 1:19");
-        assert_eq!(err("SELECT (1 FROM \"t\""), "expected `)`, found `FROM` at 1:11");
+        assert_eq!(
+            err(r#"SELECT * FROM 't/#'"#),
+            "expected a double-quoted topic filter or event, found 't/#' at 1:15"
+        );
+        assert_eq!(
+            err(r#"SELECT * FROM "a/#/b""#),
+            "invalid topic filter \"a/#/b\" at 1:15"
+        );
+        assert_eq!(
+            err(r#"SELECT * FROM "$events/nope""#),
+            "unknown event source \"$events/nope\" at 1:15"
+        );
+        assert_eq!(
+            err(r#"SELECT foo(1) FROM "t""#),
+            "unknown function `foo` at 1:8"
+        );
+        assert_eq!(
+            err(r#"SELECT * FROM "t" WHERE"#),
+            "expected an expression, found end of input at 1:24"
+        );
+        assert_eq!(
+            err(r#"SELECT * FROM "t" x"#),
+            "unexpected `x` after the end of the statement at 1:19"
+        );
+        assert_eq!(
+            err("SELECT (1 FROM \"t\""),
+            "expected `)`, found `FROM` at 1:11"
+        );
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let sql = format!("SELECT {}1{} FROM \"t\"", "(".repeat(10_000), ")".repeat(10_000));
+        let sql = format!(
+            "SELECT {}1{} FROM \"t\"",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
         assert!(err(&sql).starts_with("expression nested too deeply"));
         let sql = format!("SELECT * FROM \"t\" WHERE {} true", "NOT ".repeat(10_000));
         assert!(err(&sql).starts_with("expression nested too deeply"));
-        let sql = format!("SELECT * FROM \"t\" WHERE {}", vec!["a = 1"; 10_000].join(" OR "));
+        let sql = format!(
+            "SELECT * FROM \"t\" WHERE {}",
+            vec!["a = 1"; 10_000].join(" OR ")
+        );
         assert!(err(&sql).starts_with("expression nested too deeply"));
-        let sql = format!("SELECT * FROM \"t\" WHERE {}", vec!["a = 1"; 200].join(" OR "));
+        let sql = format!(
+            "SELECT * FROM \"t\" WHERE {}",
+            vec!["a = 1"; 200].join(" OR ")
+        );
         assert!(parse(&sql).is_ok());
         let sql = format!("SELECT {}1 AS x FROM \"t\"", "- ".repeat(10_001));
         let s = parse(&sql).expect("parses");
-        assert!(matches!(&s.columns[0], Column::Expr { expr: Expr::Lit(Value::Int(-1)), .. }));
+        assert!(matches!(
+            &s.columns[0],
+            Column::Expr {
+                expr: Expr::Lit(Value::Int(-1)),
+                ..
+            }
+        ));
     }
 }

@@ -55,7 +55,11 @@ fn err(message: String) -> TemplateError {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Var { name: String, root: String, steps: Vec<PathStep> },
+    Var {
+        name: String,
+        root: String,
+        steps: Vec<PathStep>,
+    },
 }
 
 /// A parsed template.
@@ -75,10 +79,16 @@ impl Template {
                 parts.push(Part::Text(rest[..at].to_owned()));
             }
             let after = &rest[at + 2..];
-            let end = after.find('}').ok_or_else(|| err(format!("unterminated placeholder `{}`", &rest[at..])))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| err(format!("unterminated placeholder `{}`", &rest[at..])))?;
             let name = after[..end].trim();
             let (root, steps) = parse_path(name)?;
-            parts.push(Part::Var { name: name.to_owned(), root, steps });
+            parts.push(Part::Var {
+                name: name.to_owned(),
+                root,
+                steps,
+            });
             rest = &after[end + 1..];
         }
         if !rest.is_empty() {
@@ -103,7 +113,11 @@ impl Template {
     /// The SQL text with a parameter marker for each placeholder, and the parameters in
     /// order. Parameters are scalars: null, bool, integer, float or string (arrays and
     /// objects JSON-encoded as strings).
-    pub fn to_sql_params(&self, row: &Row, dialect: Dialect) -> Result<(String, Vec<Value>), TemplateError> {
+    pub fn to_sql_params(
+        &self,
+        row: &Row,
+        dialect: Dialect,
+    ) -> Result<(String, Vec<Value>), TemplateError> {
         let mut sql = String::new();
         let mut params = Vec::new();
         let (mut single, mut double) = (false, false);
@@ -140,7 +154,9 @@ impl Template {
                         }
                     }
                     params.push(match Self::lookup(root, steps, row) {
-                        v @ (Value::Array(_) | Value::Object(_)) => Value::String(v.to_json_string()),
+                        v @ (Value::Array(_) | Value::Object(_)) => {
+                            Value::String(v.to_json_string())
+                        }
                         v => v,
                     });
                     match dialect {
@@ -159,7 +175,9 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Var { root, steps, .. } => out.push_str(&Self::lookup(root, steps, row).to_text()),
+                Part::Var { root, steps, .. } => {
+                    out.push_str(&Self::lookup(root, steps, row).to_text())
+                }
             }
         }
         out
@@ -257,13 +275,19 @@ mod tests {
 
     #[test]
     fn sql_params_never_splice() {
-        let t = Template::parse("INSERT INTO m(c, p, n) VALUES (${clientid}, ${payload}, ${payload.n})").expect("parses");
+        let t = Template::parse(
+            "INSERT INTO m(c, p, n) VALUES (${clientid}, ${payload}, ${payload.n})",
+        )
+        .expect("parses");
         let evil = "'); DROP TABLE messages; --";
         let mut r = row(r#"{"clientid":"c1"}"#);
         r.insert("payload".into(), serde_json::Value::String(evil.into()));
         let (sql, params) = t.to_sql_params(&r, Dialect::Sqlite).expect("binds");
         assert_eq!(sql, "INSERT INTO m(c, p, n) VALUES (?, ?, ?)");
-        assert_eq!(params, vec![Value::from("c1"), Value::from(evil), Value::Null]);
+        assert_eq!(
+            params,
+            vec![Value::from("c1"), Value::from(evil), Value::Null]
+        );
         let (sql, _) = t.to_sql_params(&r, Dialect::Postgres).expect("binds");
         assert_eq!(sql, "INSERT INTO m(c, p, n) VALUES ($1, $2, $3)");
     }
@@ -286,9 +310,13 @@ mod tests {
         let r = row(r#"{"s":"a\"b","n":1.5,"z":null,"payload":"{\"x\":[5,6]}"}"#);
         let t = Template::parse("t/${s}/${n}/${z}/${payload.x[2]}/${missing}").expect("parses");
         assert_eq!(t.render_text(&r), "t/a\"b/1.5/null/6/null");
-        let t = Template::parse(r#"{"s": ${s}, "in": "v=${s}", "n": ${n}, "m": ${missing}}"#).expect("parses");
+        let t = Template::parse(r#"{"s": ${s}, "in": "v=${s}", "n": ${n}, "m": ${missing}}"#)
+            .expect("parses");
         let body = t.render_json(&r);
-        assert_eq!(body, r#"{"s": "a\"b", "in": "v=a\"b", "n": 1.5, "m": null}"#);
+        assert_eq!(
+            body,
+            r#"{"s": "a\"b", "in": "v=a\"b", "n": 1.5, "m": null}"#
+        );
         assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok());
     }
 }

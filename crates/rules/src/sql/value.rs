@@ -67,7 +67,9 @@ impl Value {
 
     /// Parses JSON text; `None` when it is not JSON.
     pub fn from_json_str(text: &str) -> Option<Value> {
-        serde_json::from_str::<serde_json::Value>(text).ok().map(Value::from)
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .map(Value::from)
     }
 }
 
@@ -95,7 +97,9 @@ impl From<serde_json::Value> for Value {
             },
             serde_json::Value::String(s) => Value::String(s),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
-            serde_json::Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, Value::from(v))).collect()),
+            serde_json::Value::Object(o) => {
+                Value::Object(o.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+            }
         }
     }
 }
@@ -106,10 +110,15 @@ impl From<Value> for serde_json::Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(b),
             Value::Int(i) => serde_json::Value::from(i),
-            Value::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Float(f) => serde_json::Number::from_f64(f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::String(s) => serde_json::Value::String(s),
-            Value::Array(a) => serde_json::Value::Array(a.into_iter().map(serde_json::Value::from).collect()),
-            Value::Object(o) => serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, v.into())).collect()),
+            Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(serde_json::Value::from).collect())
+            }
+            Value::Object(o) => {
+                serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, v.into())).collect())
+            }
         }
     }
 }
@@ -201,7 +210,10 @@ mod tests {
         assert_eq!(Value::Int(-3).to_text(), "-3");
         assert_eq!(Value::Bool(true).to_text(), "true");
         assert_eq!(Value::Null.to_text(), "null");
-        assert_eq!(Value::Array(vec![Value::Int(1), "a".into()]).to_text(), r#"[1,"a"]"#);
+        assert_eq!(
+            Value::Array(vec![Value::Int(1), "a".into()]).to_text(),
+            r#"[1,"a"]"#
+        );
     }
 
     #[test]
@@ -213,10 +225,19 @@ mod tests {
 
     #[test]
     fn erlang_term_order() {
-        assert_eq!(erlang_order(&Value::Int(1), &Value::Float(1.0)), Ordering::Equal);
+        assert_eq!(
+            erlang_order(&Value::Int(1), &Value::Float(1.0)),
+            Ordering::Equal
+        );
         assert_eq!(erlang_order(&Value::Int(10), &"a".into()), Ordering::Less);
-        assert_eq!(erlang_order(&Value::Bool(true), &Value::Array(vec![])), Ordering::Less);
+        assert_eq!(
+            erlang_order(&Value::Bool(true), &Value::Array(vec![])),
+            Ordering::Less
+        );
         assert_eq!(erlang_order(&"b".into(), &"a".into()), Ordering::Greater);
-        assert_eq!(erlang_order(&Value::Float(f64::NAN), &Value::Int(1)), Ordering::Equal);
+        assert_eq!(
+            erlang_order(&Value::Float(f64::NAN), &Value::Int(1)),
+            Ordering::Equal
+        );
     }
 }
