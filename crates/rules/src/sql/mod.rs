@@ -14,7 +14,29 @@
 //! ```
 //!
 //! Keywords are case-insensitive; `--` starts a comment. The fields are EMQX's (see
-//! [`Input`]); the functions are in `functions.rs`; evaluation rules in `eval.rs`.
+//! [`Input`]); the functions are in `functions.rs` (`lower upper concat substr nth json_decode
+//! json_encode now_timestamp str int float is_null is_not_null`); evaluation rules in
+//! `eval.rs`; [`Value`] in `value.rs`.
+//!
+//! # Where Hermod differs from EMQX
+//! - A subset: no `FOREACH`/`DO`/`INCASE`, `CASE`, `IN`, `jq`, nor EMQX's other functions and
+//!   events; no `f(x).path` and no `[expr]` index (indexes are integer literals).
+//! - `payload.x` on a payload that is not JSON is null; EMQX fails the rule
+//!   (`decode_json_failed`).
+//! - A selected field that is missing is in the row as null; EMQX leaves it out. So `${x}`
+//!   binds SQL `NULL`.
+//! - Output names: a column without `AS` that is not a plain path is named by its SQL text
+//!   (`lower(clientid)`), and a path with an index by its text (`payload.a[1]`); EMQX uses
+//!   internal names and list updates. `AS` takes one name (no `AS a.b`).
+//! - WHERE runs before SELECT when it reads no alias, so a SELECT error on a message WHERE
+//!   drops is not raised; EMQX always runs SELECT first.
+//! - A WHERE, AND or OR operand that is not a bool counts as false; EMQX raises an error.
+//! - `str(null)`, `concat` of null and a rendered null give `null`; EMQX gives `undefined`
+//!   for a missing field.
+//! - A payload that is not UTF-8 is text with U+FFFD; `pub_props` has only the user
+//!   properties and `flags` only `retain`.
+//! - `--` comments, backquoted names, and the `$events/client/connected` spelling of events
+//!   are accepted too.
 
 mod ast;
 mod error;
