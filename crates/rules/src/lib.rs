@@ -1,0 +1,3 @@
+//! Hermod's rule engine and data integrations (issue 12).
+
+pub mod sink;
