@@ -36,7 +36,9 @@ impl From<&serde_json::Value> for Param {
             Value::Bool(b) => Param::Int(i64::from(*b)),
             Value::Number(n) => match n.as_i64() {
                 Some(i) => Param::Int(i),
-                None => n.as_f64().map_or_else(|| Param::Text(n.to_string()), Param::Float),
+                None => n
+                    .as_f64()
+                    .map_or_else(|| Param::Text(n.to_string()), Param::Float),
             },
             Value::String(s) => Param::Text(s.clone()),
             Value::Array(_) | Value::Object(_) => Param::Text(value.to_string()),
@@ -111,7 +113,11 @@ pub struct Write {
 
 impl Write {
     pub fn new(statement: Arc<str>, params: Row) -> Self {
-        Write { statement, params, done: None }
+        Write {
+            statement,
+            params,
+            done: None,
+        }
     }
 
     /// Sets the callback that receives this write's outcome.
@@ -148,3 +154,6 @@ impl fmt::Debug for Write {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -234,7 +234,10 @@ impl SqliteSink {
         let thread = std::thread::Builder::new()
             .name("hermod-sqlite-sink".into())
             .spawn(move || worker.run())
-            .map_err(|e| SinkError::Thread { path: path.clone(), reason: e.to_string() })?;
+            .map_err(|e| SinkError::Thread {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(SqliteSink {
             path,
             tx,
@@ -258,7 +261,12 @@ impl SqliteSink {
             Err(SendError { error, write })
         };
         if self.closed.load(Ordering::Acquire) {
-            return refused(SinkError::Closed { path: self.path.clone() }, write);
+            return refused(
+                SinkError::Closed {
+                    path: self.path.clone(),
+                },
+                write,
+            );
         }
         match self.tx.try_send(Msg::Write(write)) {
             Ok(()) => {
@@ -266,12 +274,18 @@ impl SqliteSink {
                 Ok(())
             }
             Err(TrySendError::Full(msg)) => refused(
-                SinkError::QueueFull { path: self.path.clone(), capacity: self.capacity },
+                SinkError::QueueFull {
+                    path: self.path.clone(),
+                    capacity: self.capacity,
+                },
                 unsent(msg),
             ),
-            Err(TrySendError::Disconnected(msg)) => {
-                refused(SinkError::Closed { path: self.path.clone() }, unsent(msg))
-            }
+            Err(TrySendError::Disconnected(msg)) => refused(
+                SinkError::Closed {
+                    path: self.path.clone(),
+                },
+                unsent(msg),
+            ),
         }
     }
 
@@ -321,7 +335,10 @@ fn unsent(msg: Msg) -> Write {
 }
 
 fn open_connection(path: &Arc<Path>, options: &SinkOptions) -> Result<Connection, SinkError> {
-    let open_err = |e: rusqlite::Error| SinkError::Open { path: path.clone(), source: Arc::new(e) };
+    let open_err = |e: rusqlite::Error| SinkError::Open {
+        path: path.clone(),
+        source: Arc::new(e),
+    };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -345,7 +362,8 @@ fn open_connection(path: &Arc<Path>, options: &SinkOptions) -> Result<Connection
             reason: format!("cannot use WAL mode (journal_mode stays `{mode}`)"),
         });
     }
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     for statement in &options.init {
         conn.execute_batch(statement).map_err(|e| SinkError::Init {
@@ -541,17 +559,25 @@ impl Worker {
         own_errors: &mut [Option<SinkError>],
     ) -> Result<(), TxFailure> {
         fn at(statement: &'static str) -> impl FnOnce(rusqlite::Error) -> TxFailure {
-            move |error| TxFailure { statement: Arc::from(statement), error }
+            move |error| TxFailure {
+                statement: Arc::from(statement),
+                error,
+            }
         }
         'attempt: loop {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(at("BEGIN IMMEDIATE"))?;
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(at("BEGIN IMMEDIATE"))?;
             for (write, own_error) in batch.iter().zip(own_errors.iter_mut()) {
                 if own_error.is_some() {
                     continue;
                 }
                 if let Err(error) = self.execute(write) {
                     if !is_write_error(&error) {
-                        return Err(TxFailure { statement: write.statement.clone(), error });
+                        return Err(TxFailure {
+                            statement: write.statement.clone(),
+                            error,
+                        });
                     }
                     *own_error = Some(SinkError::Statement {
                         path: self.path.clone(),
