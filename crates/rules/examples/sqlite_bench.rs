@@ -40,7 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vec![
                 Param::Text(format!("dev-{}", i % 1000)),
                 Param::Text(format!("dev/gw/{}", i % 1000)),
-                Param::Text(format!(r#"{{"seq":{i:>10},"temp":21.5,"hum":40,"ok":true}}"#)),
+                Param::Text(format!(
+                    r#"{{"seq":{i:>10},"temp":21.5,"hum":40,"ok":true}}"#
+                )),
                 Param::Int(1_760_000_000_000 + i as i64),
             ],
         );
