@@ -1,9 +1,15 @@
-//! Hermod's rule engine (issue 12): EMQX-compatible rule SQL and action templates.
+//! Hermod's rule engine (issue 12): EMQX-compatible rule SQL, action templates and sinks.
 //!
 //! - [`sql`]: parse a rule (`Rule::parse`), see its sources, and apply it to a message or
 //!   client event (`Rule::apply`), giving the selected row; [`sql::template`] renders a
 //!   `${...}` action template for a row, as bound SQL parameters or as text.
+//! - [`sink`]: where rows go. [`sink::sqlite::SqliteSink`] writes them on a thread of its own in
+//!   batched WAL transactions and never makes the caller wait.
+//!
+//! Not wired into the broker yet: the rule runtime (the broker side that feeds rules and the
+//! `[[connector]]`/`[[rule]]` config) is the next step of issue 12.
 
+pub mod sink;
 pub mod sql;
 
 pub use sql::template::{Dialect, Template, TemplateError};
