@@ -130,6 +130,9 @@ pub enum SinkError {
     Discarded { statement: Arc<str> },
     #[error("sqlite sink {}: writer thread: {reason}", path.display())]
     Thread { path: Arc<Path>, reason: String },
+    /// An error of the PostgreSQL sink (which shares [`Write`] and its callback type).
+    #[error(transparent)]
+    Postgres(Box<super::postgres::PgError>),
 }
 
 /// A write the sink did not take: why, and the write itself (its callback not called), so
