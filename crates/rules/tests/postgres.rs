@@ -101,7 +101,16 @@ impl Server {
             .command("initdb")
             .arg("-D")
             .arg(server.data())
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "--no-locale", "-E", "UTF8"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ])
             .output()
             .expect("initdb runs");
         assert!(
@@ -149,7 +158,11 @@ impl Server {
             {
                 panic!("postgres exited at start ({status}): {}", self.log());
             }
-            assert!(Instant::now() < deadline, "postgres not ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "postgres not ready: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -323,7 +336,10 @@ fn postgres_sink_against_a_real_server() {
         assert_eq!(r.get::<_, i64>(0), N, "exactly N rows");
         assert_eq!(r.get::<_, i64>(1), N);
         assert_eq!(r.get::<_, i64>(2), N * (N - 1) / 2, "ids");
-        assert_eq!(r.get::<_, f64>(3), (N * (N - 1) / 2) as f64 + N as f64 * 0.5);
+        assert_eq!(
+            r.get::<_, f64>(3),
+            (N * (N - 1) / 2) as f64 + N as f64 * 0.5
+        );
         assert_eq!(r.get::<_, i64>(4), 0, "NULLs stored as NULL");
         assert!(r.get::<_, bool>(5), "bytes stored verbatim");
         assert!(r.get::<_, bool>(6), "text stored verbatim");
@@ -384,7 +400,12 @@ fn postgres_sink_against_a_real_server() {
         let send = |id: i64| {
             send_all(
                 &sink,
-                write(&statement, vec![Param::Int(id), Param::Text(format!("m{id}"))], id, &tx),
+                write(
+                    &statement,
+                    vec![Param::Int(id), Param::Text(format!("m{id}"))],
+                    id,
+                    &tx,
+                ),
             );
         };
         (0..=700).for_each(send);
@@ -402,7 +423,11 @@ fn postgres_sink_against_a_real_server() {
         let stats = sink.close().expect("closes");
         drop(tx);
         let outcomes: Vec<Outcome> = rx.iter().collect();
-        assert_eq!(outcomes.len() as i64, M, "every write reported exactly once");
+        assert_eq!(
+            outcomes.len() as i64,
+            M,
+            "every write reported exactly once"
+        );
         let written: std::collections::BTreeSet<i64> = outcomes
             .iter()
             .filter(|(_, r)| r.is_ok())
@@ -414,10 +439,15 @@ fn postgres_sink_against_a_real_server() {
             &url,
             "SELECT id, count(*) FROM messages WHERE run = 3 GROUP BY id ORDER BY id",
         );
-        let in_table: BTreeMap<i64, i64> =
-            rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).collect();
+        let in_table: BTreeMap<i64, i64> = rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .collect();
         for id in &written {
-            assert!(in_table.contains_key(id), "write {id} reported written, not in the table");
+            assert!(
+                in_table.contains_key(id),
+                "write {id} reported written, not in the table"
+            );
         }
         let duplicates = in_table.values().filter(|&&n| n > 1).count();
         eprintln!(
@@ -428,10 +458,51 @@ fn postgres_sink_against_a_real_server() {
             in_table.len(),
             started.elapsed()
         );
-        assert!(failed.is_empty(), "with retries long enough, none fails: {:?}", failed.first());
+        assert!(
+            failed.is_empty(),
+            "with retries long enough, none fails: {:?}",
+            failed.first()
+        );
         assert_eq!(in_table.len() as i64, M, "all arrive");
         assert!(stats.retried > 0, "the outage was seen: {stats:?}");
-        assert!(sink.connects() > 3, "reconnected");
+        assert!(sink.connects() > 3, "reconnected after the restart");
+    }
+
+    // 4. The server down for good, few retries: every write is reported failed (a
+    //    transaction error), none written, none lost silently.
+    {
+        let sink = PostgresSink::open(
+            &url,
+            PgOptions {
+                retries: 2,
+                retry_backoff: Duration::from_millis(20),
+                ..options.clone()
+            },
+        )
+        .expect("opens");
+        server.stop();
+        let statement: Arc<str> = Arc::from("INSERT INTO messages (run, id) VALUES (4, $1)");
+        let (tx, rx) = mpsc::channel();
+        for id in 0..50 {
+            send_all(&sink, write(&statement, vec![Param::Int(id)], id, &tx));
+        }
+        let stats = sink.close().expect("closes");
+        drop(tx);
+        let outcomes: Vec<Outcome> = rx.iter().collect();
+        assert_eq!(outcomes.len(), 50, "every write reported");
+        for (id, r) in &outcomes {
+            assert!(
+                matches!(r, Err(SinkError::Postgres(e)) if matches!(**e, PgError::Transaction { attempts: 3, .. })),
+                "write {id}: {r:?}"
+            );
+        }
+        assert_eq!((stats.written, stats.failed), (0, 50), "{stats:?}");
+        if let Some((_, Err(e))) = outcomes.first() {
+            eprintln!("phase 4: {e}");
+        }
+        server.start();
+        let rows = query(&url, "SELECT count(*) FROM messages WHERE run = 4");
+        assert_eq!(rows[0].get::<_, i64>(0), 0);
     }
 
     server.stop();

@@ -172,9 +172,11 @@ impl PostgresSink {
     /// Parses `url`, connects once, runs `options.init` and starts the pool (see the module
     /// documentation). Blocking: from async code, call it in `spawn_blocking`.
     pub fn open(url: &str, options: PgOptions) -> Result<PostgresSink, SinkError> {
-        let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| PgError::Config {
-            reason: e.to_string(),
-        })?;
+        let mut config: Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| PgError::Config {
+                    reason: e.to_string(),
+                })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -490,6 +492,10 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) {
+        // Fill the pool now (best effort: a failure is retried with the first batch).
+        if self.conn.is_none() {
+            self.conn = self.shared.connect().await.ok();
+        }
         let mut batch: Vec<Write> = Vec::with_capacity(self.shared.batch_size);
         loop {
             if !self.fill(&mut batch).await {
@@ -675,8 +681,11 @@ impl Worker {
             let executes = pending.iter().map(|&i| {
                 let write = &batch[i];
                 let statement = &conn.statements[&write.statement];
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    write.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let params: Vec<&(dyn ToSql + Sync)> = write
+                    .params
+                    .iter()
+                    .map(|p| p as &(dyn ToSql + Sync))
+                    .collect();
                 async move { client.execute(statement, &params).await }
             });
             let (begun, results) =
@@ -687,7 +696,10 @@ impl Worker {
                     if is_write_error(&error) {
                         own_errors[i] = Some(own(&batch[i], error));
                         // The transaction is aborted: start again without this write.
-                        client.batch_execute("ROLLBACK").await.map_err(at("ROLLBACK"))?;
+                        client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .map_err(at("ROLLBACK"))?;
                         continue 'attempt;
                     }
                     return Err(TxFailure {
