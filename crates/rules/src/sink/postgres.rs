@@ -10,11 +10,13 @@
 //! * **Statements** use `$1..$n` markers (`Template::to_sql_params(.., Dialect::Postgres)`).
 //!   They are prepared untyped, so the server infers each parameter's type from its context
 //!   (the column it goes into), and [`Param`]s are converted to it:
-//!   `Int` → `INT8` (also `INT4`/`INT2` if it fits, `FLOAT8`/`FLOAT4`, `NUMERIC` as text is
-//!   not supported), `Float` → `FLOAT8` (or `FLOAT4`), `Text` → `TEXT` (or `VARCHAR`,
-//!   `BPCHAR`, `NAME`, `JSON`, `JSONB`), `Blob` → `BYTEA`, `Null` → a NULL of whatever type the
-//!   parameter has. Columns must accept those; another combination (text into an `INT8`
-//!   column, say) fails that write with [`PgError::Statement`], as a type mismatch would.
+//!   `Int` → `INT8` (also `INT4`/`INT2` when it fits, `FLOAT8`/`FLOAT4`, and `BOOL` as
+//!   non-zero), `Float` → `FLOAT8` (or `FLOAT4`), `Text` → `TEXT` (or `VARCHAR`, `BPCHAR`,
+//!   `NAME`, `JSON`, `JSONB`), `Blob` → `BYTEA`, `Null` → a NULL of whatever type the parameter
+//!   has. Columns must accept those (`NUMERIC`, `TIMESTAMPTZ`, `UUID`… do not: cast in the
+//!   statement, e.g. `to_timestamp($4 / 1000.0)` or `$1::text::uuid`); another combination
+//!   (text into an `INT8` column, say) fails that write with [`PgError::Statement`], as a type
+//!   mismatch would, and is not retried.
 //! * **Connection failures** (refused, reset, the server shutting down, a timeout) are
 //!   transaction failures: the batch is retried with backoff (`retry_backoff`, doubled per
 //!   attempt, at most 5 s; at most `retries` times) on a new connection. A write is reported
