@@ -14,7 +14,7 @@
 //!   non-zero), `Float` → `FLOAT8` (or `FLOAT4`), `Text` → `TEXT` (or `VARCHAR`, `BPCHAR`,
 //!   `NAME`, `JSON`, `JSONB`), `Blob` → `BYTEA`, `Null` → a NULL of whatever type the parameter
 //!   has. Columns must accept those (`NUMERIC`, `TIMESTAMPTZ`, `UUID`… do not: cast in the
-//!   statement, e.g. `to_timestamp($4 / 1000.0)` or `$1::text::uuid`); another combination
+//!   statement, e.g. `to_timestamp($4::int8 / 1000.0)` or `$1::text::uuid`); another combination
 //!   (text into an `INT8` column, say) fails that write with [`PgError::Statement`], as a type
 //!   mismatch would, and is not retried.
 //! * **Connection failures** (refused, reset, the server shutting down, a timeout) are
