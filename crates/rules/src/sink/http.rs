@@ -93,7 +93,8 @@ pub struct HttpOptions {
     /// Longest one attempt may take, from connecting to the end of the answer's body; a
     /// timeout counts as a connection error (retried).
     pub timeout: Duration,
-    /// Requests in flight at once (0 counts as 1), including those waiting for a retry.
+    /// Requests in flight at once (0 counts as 1, at most 65536), including those waiting
+    /// for a retry.
     pub max_inflight: usize,
     /// Requests that can wait in the queue (0 counts as 1); a send beyond it is refused.
     pub queue: usize,
@@ -311,7 +312,7 @@ impl HttpSink {
         http.enforce_http(false);
         http.set_nodelay(true);
         let connector = Connector { http, tls };
-        let max_inflight = options.max_inflight.max(1);
+        let max_inflight = options.max_inflight.clamp(1, 1 << 16);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(options.pool_idle_timeout)
             .pool_max_idle_per_host(max_inflight)
@@ -491,14 +492,14 @@ impl tower::Service<Uri> for Connector {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let name = ServerName::try_from(host.to_owned())?;
             let stream = tls.connect(name, tcp.into_inner()).await?;
-            Ok(Stream::Tls(TokioIo::new(stream)))
+            Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
         })
     }
 }
 
 enum Stream {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl Connection for Stream {
@@ -518,7 +519,7 @@ impl hyper::rt::Read for Stream {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -531,21 +532,21 @@ impl hyper::rt::Write for Stream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
@@ -570,6 +571,11 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, max_inflight
     let permits = Arc::new(Semaphore::new(max_inflight));
     let mut closing = false;
     loop {
+        // The permit first, then the request: a request is either queued (counted against
+        // `queue`) or in flight (against `max_inflight`), never held in between.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let msg = if closing {
             match rx.try_recv() {
                 Ok(msg) => msg,
@@ -587,9 +593,6 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, max_inflight
                 closing = true;
                 continue;
             }
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
