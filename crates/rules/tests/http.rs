@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ struct Server {
     hits: Arc<Mutex<Vec<Hit>>>,
     /// Requests are answered only while this is `true`.
     open: watch::Sender<bool>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,12 +56,15 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(Vec::new()));
         let (open, gate) = watch::channel(true);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let conns = connections.clone();
         let h = hits.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                conns.fetch_add(1, Ordering::Relaxed);
                 let (hits, respond, gate, tls) =
                     (h.clone(), respond.clone(), gate.clone(), tls.clone());
                 tokio::spawn(async move {
@@ -103,6 +109,7 @@ impl Server {
             addr,
             hits,
             open,
+            connections,
             task,
         }
     }
@@ -194,6 +201,13 @@ async fn n_requests_arrive_exactly_once_with_method_and_headers() {
         assert_eq!(h.headers["content-type"], "application/json");
         assert_eq!(h.headers["x-token"], "s3cret");
     }
+    // Keep-alive: the pool reuses its connections. About `max_inflight` of them; a few more
+    // when a request starts before the connection of one just answered is back in the pool.
+    let connections = server.connections.load(Ordering::Relaxed);
+    assert!(
+        connections <= 30,
+        "{connections} connections for {n} requests"
+    );
     let stats = sink.close().await.unwrap();
     assert_eq!(
         (stats.accepted, stats.succeeded, stats.failed, stats.retried),
@@ -347,12 +361,16 @@ async fn a_full_queue_hands_the_request_back_without_waiting() {
     let sink = Arc::new(HttpSink::start(opts, &Handle::current()).unwrap());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (mut accepted, mut refused) = (0usize, Vec::new());
-    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
     for (i, body) in bodies(20).into_iter().enumerate() {
         let tx = tx.clone();
-        match sink.send(HttpRequest::new(body.clone()).on_done(move |r| {
+        let request = HttpRequest::new(body.clone()).on_done(move |r| {
             let _ = tx.send((i, r));
-        })) {
+        });
+        let started = Instant::now();
+        let sent = sink.send(request);
+        slowest = slowest.max(started.elapsed());
+        match sent {
             Ok(()) => accepted += 1,
             Err(e) => {
                 assert!(
@@ -367,12 +385,18 @@ async fn a_full_queue_hands_the_request_back_without_waiting() {
                 refused.push(e.request);
             }
         }
-        // Let the dispatcher take the first request into flight.
+        // Let the dispatcher take the first request into flight (it has connected).
         if i == 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while server.connections.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        slowest < Duration::from_millis(100),
+        "send waited {slowest:?}"
+    );
     // One in flight (waiting for its answer), three queued, the rest refused.
     assert_eq!(accepted, 4, "max_inflight + queue");
     assert_eq!(refused.len(), 16);
@@ -495,4 +519,44 @@ async fn bad_options_are_refused_at_start() {
         HttpSink::start(opts, &h),
         Err(HttpError::Config { .. })
     ));
+}
+
+/// `close` refuses new requests and returns only once every queued and in-flight request has
+/// been answered and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_drains_the_queue() {
+    let server = Server::start(Arc::new(|_| 200), None).await;
+    server.open.send(false).unwrap();
+    let mut opts = options(format!("http://{}/", server.addr));
+    opts.max_inflight = 2;
+    let sink = Arc::new(HttpSink::start(opts, &Handle::current()).unwrap());
+    let reported = Arc::new(AtomicUsize::new(0));
+    let n = 50;
+    for body in bodies(n) {
+        let reported = reported.clone();
+        sink.send(HttpRequest::new(body).on_done(move |r| {
+            assert!(matches!(r, Ok(200)));
+            reported.fetch_add(1, Ordering::Relaxed);
+        }))
+        .unwrap();
+    }
+    let closing = {
+        let sink = sink.clone();
+        tokio::spawn(async move { sink.close().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!closing.is_finished(), "close waits for the answers");
+    assert!(matches!(
+        sink.send(HttpRequest::new("late")).unwrap_err().error,
+        HttpError::Closed { .. }
+    ));
+    server.open.send(true).unwrap();
+    let stats = closing.await.unwrap().unwrap();
+    assert_eq!(
+        reported.load(Ordering::Relaxed),
+        n,
+        "all reported when close returns"
+    );
+    assert_eq!((stats.succeeded, stats.rejected), (n as u64, 1));
+    assert_eq!(server.hits().len(), n);
 }
