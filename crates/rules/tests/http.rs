@@ -33,7 +33,9 @@ struct Hit {
     body: Bytes,
 }
 
-/// Decides the status of the `n`th request (0-based).
+/// Decides the status of the `n`th request (0-based); [`SLOW`] means 200 after a second.
+const SLOW: u16 = 0;
+
 type Respond = Arc<dyn Fn(usize) -> u16 + Send + Sync>;
 
 struct Server {
@@ -85,6 +87,12 @@ impl Server {
                                     body,
                                 });
                                 respond(n)
+                            };
+                            let status = if status == SLOW {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                200
+                            } else {
+                                status
                             };
                             let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -559,4 +567,19 @@ async fn close_drains_the_queue() {
     );
     assert_eq!((stats.succeeded, stats.rejected), (n as u64, 1));
     assert_eq!(server.hits().len(), n);
+}
+
+/// An answer that comes too late (the server stored the body, the sink timed out): the
+/// request is sent again, so the body arrives twice (at-least-once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_retried_and_the_body_arrives_twice() {
+    let server = Server::start(Arc::new(|n| if n == 0 { SLOW } else { 200 }), None).await;
+    let mut opts = options(format!("http://{}/", server.addr));
+    opts.timeout = Duration::from_millis(300);
+    let sink = Arc::new(HttpSink::start(opts, &Handle::current()).unwrap());
+    let outcomes = send_all(&sink, vec!["once".into()]).await;
+    assert!(matches!(outcomes[0].1, Ok(200)), "{outcomes:?}");
+    assert_eq!(received(&server.hits()), ["once", "once"]);
+    let stats = sink.close().await.unwrap();
+    assert_eq!((stats.succeeded, stats.retried), (1, 1));
 }
