@@ -96,6 +96,11 @@ impl Server {
                             };
                             let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                            if status == 429 {
+                                response
+                                    .headers_mut()
+                                    .insert("retry-after", "1".parse().unwrap());
+                            }
                             Ok::<_, Infallible>(response)
                         }
                     });
@@ -286,8 +291,15 @@ async fn a_4xx_fails_at_once_without_retry_but_429_is_retried() {
         other => panic!("expected 400 after 1 attempt, got {other:?}"),
     }
     assert_eq!(server.hits().len(), 1, "not retried");
+    let started = Instant::now();
     let outcomes = send_all(&sink, vec!["slow down".into()]).await;
     assert!(matches!(outcomes[0].1, Ok(200)), "{outcomes:?}");
+    // `Retry-After: 1` honoured up to `max_backoff` (300 ms), not the 20 ms backoff.
+    assert!(
+        started.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(server.hits().len(), 3, "429 then 200");
     let stats = sink.close().await.unwrap();
     assert_eq!((stats.succeeded, stats.failed, stats.retried), (1, 1, 1));

@@ -22,6 +22,7 @@
 //!   - a 2xx answer: `Ok(status)`;
 //!   - a connection error (refused, reset, TLS handshake, timeout per attempt), a 5xx or a
 //!     429: retried after a backoff (`retry_backoff`, doubled per attempt, at most
+//!     `max_backoff`; longer if the answer has a `Retry-After` in seconds, but never beyond
 //!     `max_backoff`), at most `retries` times; then [`HttpError::Status`] or
 //!     [`HttpError::Transport`], naming the attempts;
 //!   - any other answer (1xx, 3xx, 4xx but 429): failed at once with [`HttpError::Status`],
@@ -48,7 +49,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::http::uri::Scheme;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -607,8 +608,8 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, max_inflight
 
 /// Why one attempt did not succeed.
 enum Attempt {
-    /// Retryable: 5xx, 429, or no answer.
-    Retry(Result<StatusCode, String>),
+    /// Retryable: 5xx, 429, or no answer; with the answer's `Retry-After`, if in seconds.
+    Retry(Result<StatusCode, String>, Option<Duration>),
     /// Not retryable: the answer's status.
     Fail(StatusCode),
 }
@@ -623,10 +624,10 @@ async fn run(shared: &Shared, mut request: HttpRequest) {
         attempts += 1;
         let outcome = match tokio::time::timeout(shared.timeout, attempt(shared, &body)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(Attempt::Retry(Err(format!(
-                "no answer within {:?}",
-                shared.timeout
-            )))),
+            Err(_) => Err(Attempt::Retry(
+                Err(format!("no answer within {:?}", shared.timeout)),
+                None,
+            )),
         };
         match outcome {
             Ok(status) => break Ok(status.as_u16()),
@@ -637,7 +638,7 @@ async fn run(shared: &Shared, mut request: HttpRequest) {
                     attempts,
                 });
             }
-            Err(Attempt::Retry(why)) => {
+            Err(Attempt::Retry(why, retry_after)) => {
                 if attempts > shared.retries {
                     break Err(match why {
                         Ok(status) => HttpError::Status {
@@ -653,7 +654,9 @@ async fn run(shared: &Shared, mut request: HttpRequest) {
                     });
                 }
                 add(&shared.counters.retried);
-                tokio::time::sleep(backoff).await;
+                // The server's `Retry-After` if longer, within `max_backoff`.
+                let wait = retry_after.map_or(backoff, |after| after.max(backoff));
+                tokio::time::sleep(wait.min(shared.max_backoff)).await;
                 backoff = backoff.saturating_mul(2).min(shared.max_backoff);
             }
         }
@@ -677,22 +680,28 @@ async fn attempt(shared: &Shared, body: &Bytes) -> Result<StatusCode, Attempt> {
     }
     let req = builder
         .body(Full::new(body.clone()))
-        .map_err(|e| Attempt::Retry(Err(e.to_string())))?;
+        .map_err(|e| Attempt::Retry(Err(e.to_string()), None))?;
     let response = shared
         .client
         .request(req)
         .await
-        .map_err(|e| Attempt::Retry(Err(error_chain(&e))))?;
+        .map_err(|e| Attempt::Retry(Err(error_chain(&e)), None))?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     response
         .into_body()
         .collect()
         .await
-        .map_err(|e| Attempt::Retry(Err(error_chain(&e))))?;
+        .map_err(|e| Attempt::Retry(Err(error_chain(&e)), None))?;
     if status.is_success() {
         Ok(status)
     } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        Err(Attempt::Retry(Ok(status)))
+        Err(Attempt::Retry(Ok(status), retry_after))
     } else {
         Err(Attempt::Fail(status))
     }
