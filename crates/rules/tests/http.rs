@@ -595,3 +595,27 @@ async fn a_lost_answer_is_retried_and_the_body_arrives_twice() {
     let stats = sink.close().await.unwrap();
     assert_eq!((stats.succeeded, stats.retried), (1, 1));
 }
+
+/// The whole sink driven from sync code: a runtime of its own, `send` and `close_blocking`
+/// from a plain thread.
+#[test]
+fn usable_from_sync_code() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Server::start(Arc::new(|_| 200), None));
+    let sink = HttpSink::start(options(format!("http://{}/", server.addr)), rt.handle()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for body in bodies(10) {
+        let tx = tx.clone();
+        sink.send(HttpRequest::new(body).on_done(move |r| tx.send(r).unwrap()))
+            .unwrap();
+    }
+    let stats = sink.close_blocking().unwrap();
+    assert_eq!(stats.succeeded, 10);
+    drop(tx);
+    assert_eq!(rx.iter().filter(|r| matches!(r, Ok(200))).count(), 10);
+    assert_eq!(server.hits().len(), 10);
+}

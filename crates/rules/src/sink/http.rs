@@ -10,7 +10,10 @@
 //!   [`Handle`] (from a runtime's `handle()` or, inside one, [`Handle::current`]): one
 //!   dispatcher task plus one task per request in flight. [`HttpSink::send`] is a plain
 //!   synchronous function that never waits and may be called from anywhere, including from
-//!   code that is not on a runtime thread.
+//!   code that is not on a runtime thread; [`HttpSink::close`] is async, and
+//!   [`HttpSink::close_blocking`] is its form for sync code. Taking a handle rather than
+//!   owning a runtime lets the broker run its sinks on its own runtime (no extra threads),
+//!   while a sync program can still build a small runtime and pass its handle.
 //! * **Never blocks the caller.** `send` puts the request on a bounded queue with `try_send`; a
 //!   full queue (the endpoint is slower than the traffic, or down and being retried) is an
 //!   immediate [`HttpError::QueueFull`], and the request comes back in the [`HttpSendError`] so
@@ -272,6 +275,7 @@ pub struct HttpSink {
     closed: AtomicBool,
     counters: Arc<Counters>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
+    runtime: Handle,
 }
 
 impl HttpSink {
@@ -344,6 +348,7 @@ impl HttpSink {
             closed: AtomicBool::new(false),
             counters,
             dispatcher: Mutex::new(Some(dispatcher)),
+            runtime: runtime.clone(),
         })
     }
 
@@ -418,6 +423,16 @@ impl HttpSink {
             }
         }
         Ok(self.stats())
+    }
+}
+
+impl HttpSink {
+    /// [`close`](Self::close) for sync code: blocks the calling thread on the sink's runtime
+    /// until the sink is drained. Panics if called on a thread that runs async code (use
+    /// `close().await` there); with a current-thread runtime, only works while another
+    /// thread drives that runtime.
+    pub fn close_blocking(&self) -> Result<HttpStats, HttpError> {
+        self.runtime.clone().block_on(self.close())
     }
 }
 
