@@ -5,6 +5,7 @@
 //! through its optional [`Done`] callback. Values are always bound as parameters, never
 //! spliced into the SQL text.
 
+pub mod http;
 pub mod postgres;
 pub mod sqlite;
 
