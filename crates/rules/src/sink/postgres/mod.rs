@@ -40,109 +40,26 @@
 //! the SQLite sink); they name the server as `host:port/dbname`, never the password.
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
+use super::Write;
 use super::sqlite::{SendError, SinkError, SinkStats};
-use super::{Param, Write};
+
+mod options;
+mod types;
+
+pub use options::{PgError, PgOptions};
+use types::is_write_error;
 
 /// The longest wait between two attempts of a failed transaction.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// How a [`PostgresSink`] connects, batches, queues and retries.
-#[derive(Debug, Clone)]
-pub struct PgOptions {
-    /// Connections (and connection tasks), at least 1.
-    pub pool_size: usize,
-    /// Most writes per transaction (0 counts as 1).
-    pub batch_size: usize,
-    /// Longest a write waits for its batch to fill before the transaction runs.
-    pub batch_time: Duration,
-    /// Writes that can wait in the queue (0 counts as 1); a send beyond it is refused.
-    pub queue: usize,
-    /// Statements run once at open, in order (e.g. `CREATE TABLE IF NOT EXISTS …`).
-    pub init: Vec<String>,
-    /// Attempts of a failed transaction after the first one.
-    pub retries: u32,
-    /// Wait before the first retry; doubled for each next one, up to 5 s.
-    pub retry_backoff: Duration,
-    /// Longest a connection attempt may take (unless the URL sets `connect_timeout`).
-    pub connect_timeout: Duration,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        PgOptions {
-            pool_size: 4,
-            batch_size: 500,
-            batch_time: Duration::from_millis(10),
-            queue: 10_000,
-            init: Vec::new(),
-            retries: 5,
-            retry_backoff: Duration::from_millis(100),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What went wrong, naming the server (`host:port/dbname`) and, where there is one, the
-/// statement.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PgError {
-    #[error("postgres sink: invalid connection URL: {reason}")]
-    Config { reason: String },
-    #[error("postgres sink {target}: cannot connect: {source}")]
-    Connect {
-        target: Arc<str>,
-        #[source]
-        source: Arc<tokio_postgres::Error>,
-    },
-    #[error("postgres sink {target}: init statement `{statement}`: {source}")]
-    Init {
-        target: Arc<str>,
-        statement: String,
-        #[source]
-        source: Arc<tokio_postgres::Error>,
-    },
-    #[error("postgres sink {target}: queue full ({capacity} writes waiting)")]
-    QueueFull { target: Arc<str>, capacity: usize },
-    #[error("postgres sink {target}: closed")]
-    Closed { target: Arc<str> },
-    #[error("postgres sink {target}: statement `{statement}`: {source}")]
-    Statement {
-        target: Arc<str>,
-        statement: Arc<str>,
-        #[source]
-        source: Arc<tokio_postgres::Error>,
-    },
-    #[error(
-        "postgres sink {target}: transaction failed {attempts} times, last at `{statement}`: {source}"
-    )]
-    Transaction {
-        target: Arc<str>,
-        /// The statement (or `connect`, `BEGIN`, `COMMIT`) at which the last attempt failed.
-        statement: Arc<str>,
-        attempts: u32,
-        #[source]
-        source: Arc<tokio_postgres::Error>,
-    },
-    #[error("postgres sink {target}: writer thread: {reason}")]
-    Thread { target: Arc<str>, reason: String },
-}
-
-impl From<PgError> for SinkError {
-    fn from(e: PgError) -> Self {
-        SinkError::Postgres(Box::new(e))
-    }
-}
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -368,86 +285,6 @@ fn target_of(config: &Config) -> Arc<str> {
         .or(config.get_user())
         .unwrap_or("postgres");
     Arc::from(format!("{host}:{port}/{db}"))
-}
-
-impl ToSql for Param {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        let mismatch = |what: &str| -> Box<dyn StdError + Sync + Send> {
-            format!("cannot store {what} in a parameter of type {ty}").into()
-        };
-        match self {
-            Param::Null => Ok(IsNull::Yes),
-            Param::Int(i) => match *ty {
-                Type::INT8 => i.to_sql(ty, out),
-                Type::INT4 => i32::try_from(*i)
-                    .map_err(|_| mismatch("an integer out of INT4's range"))?
-                    .to_sql(ty, out),
-                Type::INT2 => i16::try_from(*i)
-                    .map_err(|_| mismatch("an integer out of INT2's range"))?
-                    .to_sql(ty, out),
-                #[allow(clippy::cast_precision_loss)]
-                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
-                #[allow(clippy::cast_precision_loss)]
-                Type::FLOAT4 => (*i as f32).to_sql(ty, out),
-                Type::BOOL => (*i != 0).to_sql(ty, out),
-                _ => Err(mismatch("an integer")),
-            },
-            Param::Float(f) => match *ty {
-                Type::FLOAT8 => f.to_sql(ty, out),
-                #[allow(clippy::cast_possible_truncation)]
-                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
-                _ => Err(mismatch("a float")),
-            },
-            Param::Text(s) => match *ty {
-                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-                    s.as_str().to_sql(ty, out)
-                }
-                Type::JSON => {
-                    out.extend_from_slice(s.as_bytes());
-                    Ok(IsNull::No)
-                }
-                Type::JSONB => {
-                    out.extend_from_slice(&[1]);
-                    out.extend_from_slice(s.as_bytes());
-                    Ok(IsNull::No)
-                }
-                _ => Err(mismatch("text")),
-            },
-            Param::Blob(b) => match *ty {
-                Type::BYTEA => b.as_slice().to_sql(ty, out),
-                _ => Err(mismatch("bytes")),
-            },
-        }
-    }
-
-    /// Every type: whether the value fits is decided per value, in `to_sql`.
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-
-    to_sql_checked!();
-}
-
-/// Whether `e`, from preparing or executing one write's statement, is that write's own fault
-/// (it would fail the same way again) rather than the connection's or the transaction's.
-fn is_write_error(e: &tokio_postgres::Error) -> bool {
-    if let Some(code) = e.code() {
-        if *code == SqlState::IN_FAILED_SQL_TRANSACTION {
-            return false;
-        }
-        let class = &code.code()[..2];
-        return matches!(class, "0A" | "21" | "22" | "23" | "42" | "44");
-    }
-    if e.is_closed() {
-        return false;
-    }
-    // Client-side: a parameter our `ToSql` refused, or the wrong number of parameters.
-    let text = e.to_string();
-    text.starts_with("error serializing parameter") || text.starts_with("expected ")
 }
 
 struct Shared {

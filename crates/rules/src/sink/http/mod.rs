@@ -42,12 +42,9 @@
 //!   [`HttpError::Discarded`].
 
 use std::fmt;
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,26 +53,15 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::http::uri::Scheme;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-/// Where the system's CA bundle is looked for when no `ca_file` is given (Debian/Ubuntu,
-/// Fedora/RHEL, Alpine/macOS-style, openSUSE).
-const SYSTEM_CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-    "/etc/ssl/ca-bundle.pem",
-];
+mod connect;
+
+use connect::{Connector, tls_connector};
 
 /// The HTTP method of every request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -440,130 +426,6 @@ fn unsent(msg: Msg) -> HttpRequest {
     match msg {
         Msg::Request(request) => request,
         Msg::Close => unreachable!("HttpSink::send queues only requests"),
-    }
-}
-
-/// Reads the CA certificates (the given file, else the system bundle) into a TLS connector.
-fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
-    let path: PathBuf = match ca_file {
-        Some(path) => path.to_owned(),
-        None => SYSTEM_CA_FILES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                "https without ca_file, and no system CA bundle found (give ca_file)".to_owned()
-            })?,
-    };
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
-        // A system bundle may hold a certificate rustls cannot parse: skip it, as the
-        // native-certs loaders do; an empty store is refused below.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(format!("CA file {}: no usable certificate", path.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// TCP for `http://`, TCP then rustls for `https://`.
-#[derive(Clone)]
-struct Connector {
-    http: HttpConnector,
-    tls: Option<TlsConnector>,
-}
-
-impl tower::Service<Uri> for Connector {
-    type Response = Stream;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let https = uri.scheme() == Some(&Scheme::HTTPS);
-        let tls = self.tls.clone();
-        let tcp = self.http.call(uri.clone());
-        Box::pin(async move {
-            let tcp = tcp.await?;
-            if !https {
-                return Ok(Stream::Plain(tcp));
-            }
-            let tls = tls.ok_or("https is not configured")?;
-            let host = uri.host().ok_or("the URL has no host")?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name = ServerName::try_from(host.to_owned())?;
-            let stream = tls.connect(name, tcp.into_inner()).await?;
-            Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
-        })
-    }
-}
-
-enum Stream {
-    Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        match self {
-            Stream::Plain(s) => s.connected(),
-            Stream::Tls(_) => Connected::new(),
-        }
-    }
-}
-
-impl hyper::rt::Read for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl hyper::rt::Write for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
     }
 }
 

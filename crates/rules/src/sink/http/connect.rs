@@ -1,0 +1,152 @@
+//! The connector under the webhook client: TCP for `http://`, rustls (ring) for `https://`,
+//! and where the CA certificates come from.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::Uri;
+use hyper::http::uri::Scheme;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Where the system's CA bundle is looked for when no `ca_file` is given (Debian/Ubuntu,
+/// Fedora/RHEL, Alpine/macOS-style, openSUSE).
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// Reads the CA certificates (the given file, else the system bundle) into a TLS connector.
+pub(super) fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+    let path: PathBuf = match ca_file {
+        Some(path) => path.to_owned(),
+        None => SYSTEM_CA_FILES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                "https without ca_file, and no system CA bundle found (give ca_file)".to_owned()
+            })?,
+    };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&path)
+        .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+        // A system bundle may hold a certificate rustls cannot parse: skip it, as the
+        // native-certs loaders do; an empty store is refused below.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(format!("CA file {}: no usable certificate", path.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// TCP for `http://`, TCP then rustls for `https://`.
+#[derive(Clone)]
+pub(super) struct Connector {
+    pub(super) http: HttpConnector,
+    pub(super) tls: Option<TlsConnector>,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let tls = self.tls.clone();
+        let tcp = self.http.call(uri.clone());
+        Box::pin(async move {
+            let tcp = tcp.await?;
+            if !https {
+                return Ok(Stream::Plain(tcp));
+            }
+            let tls = tls.ok_or("https is not configured")?;
+            let host = uri.host().ok_or("the URL has no host")?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_owned())?;
+            let stream = tls.connect(name, tcp.into_inner()).await?;
+            Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+pub(super) enum Stream {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        match self {
+            Stream::Plain(s) => s.connected(),
+            Stream::Tls(_) => Connected::new(),
+        }
+    }
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
