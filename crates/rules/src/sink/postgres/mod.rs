@@ -9,7 +9,7 @@
 //!   batch runs in one `BEGIN … COMMIT` on one connection, its statements pipelined.
 //! * **Statements** use `$1..$n` markers (`Template::to_sql_params(.., Dialect::Postgres)`).
 //!   They are prepared untyped, so the server infers each parameter's type from its context
-//!   (the column it goes into), and [`Param`]s are converted to it:
+//!   (the column it goes into), and [`Param`](super::Param)s are converted to it:
 //!   `Int` → `INT8` (also `INT4`/`INT2` when it fits, `FLOAT8`/`FLOAT4`, and `BOOL` as
 //!   non-zero), `Float` → `FLOAT8` (or `FLOAT4`), `Text` → `TEXT` (or `VARCHAR`, `BPCHAR`,
 //!   `NAME`, `JSON`, `JSONB`), `Blob` → `BYTEA`, `Null` → a NULL of whatever type the parameter
