@@ -1,41 +1,20 @@
 //! MQTT topic filters for FROM and `=~`: validation and matching (`+`, `#`, `$` topics).
 
 /// Whether `filter` is a valid MQTT topic filter: not empty, `#` only as the whole last level,
-/// `+` only as a whole level, no NUL [MQTT-4.7.1-1, MQTT-4.7.1-2].
+/// `+` only as a whole level, no NUL [MQTT-4.7.1-1, MQTT-4.7.1-2]. The broker's own check
+/// (`hermod_proto::topic`), so a rule accepts exactly the filters a client may subscribe to.
 pub fn is_valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    let last = levels.len() - 1;
-    levels.iter().enumerate().all(|(i, level)| match *level {
-        "#" => i == last,
-        "+" => true,
-        l => !l.contains(['#', '+']),
-    })
+    hermod_proto::topic::validate_topic_filter(filter).is_ok()
 }
 
 /// Whether the topic name `topic` matches `filter`. A filter starting with a wildcard does
 /// not match a topic starting with `$` (`#` does not match `$SYS/x`) [MQTT-4.7.2-1]. An
-/// invalid filter or a topic with wildcards matches nothing.
+/// invalid filter or an invalid topic name (empty, wildcards, NUL) matches nothing. The
+/// matching is the broker's (`hermod_proto::topic::matches`), which assumes both are valid.
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if !is_valid_filter(filter) || topic.is_empty() || topic.contains(['#', '+']) {
-        return false;
-    }
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    is_valid_filter(filter)
+        && hermod_proto::topic::validate_topic_name(topic).is_ok()
+        && hermod_proto::topic::matches(filter, topic)
 }
 
 #[cfg(test)]
