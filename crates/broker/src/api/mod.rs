@@ -31,7 +31,7 @@ use crate::banned::{BanEntry, BanRule};
 use crate::message::{ClientId, Message};
 use crate::metrics::MetricsSnapshot;
 use crate::session::Owner;
-use crate::session::live::Command;
+use crate::session::live::{Command, Live};
 use crate::session::registry::SessionView;
 use crate::shared::Shared;
 
@@ -242,9 +242,9 @@ impl BrokerHandle {
     /// at most `timeout`.
     pub async fn client_subscriptions(&self, client_id: &str) -> Option<Vec<SubscriptionInfo>> {
         let entries = if let Some(live) = self.shared.registry.live(client_id) {
-            let (reply, rx) = oneshot::channel();
-            live.commands.send(Command::Subscriptions { reply }).ok()?;
-            tokio::time::timeout(COMMAND_WAIT, rx).await.ok()?.ok()?
+            ask(&live, |reply| Command::Subscriptions { reply })
+                .await
+                .ok()?
         } else {
             self.shared.registry.offline_subscriptions(client_id)?
         };
@@ -295,23 +295,13 @@ impl BrokerHandle {
         options: SubscriptionOptions,
     ) -> Result<QoS, CommandError> {
         check_filter(filter, options, self.shared.config.max_topic_levels)?;
-        let live = self
-            .shared
-            .registry
-            .live(client_id)
-            .ok_or(CommandError::NotConnected)?;
-        let (reply, rx) = oneshot::channel();
-        live.commands
-            .send(Command::Subscribe {
-                filter: filter.to_owned(),
-                options,
-                reply,
-            })
-            .map_err(|_| CommandError::Busy)?;
-        let code = tokio::time::timeout(COMMAND_WAIT, rx)
-            .await
-            .map_err(|_| CommandError::Busy)?
-            .map_err(|_| CommandError::Busy)?;
+        let live = self.connected(client_id)?;
+        let code = ask(&live, |reply| Command::Subscribe {
+            filter: filter.to_owned(),
+            options,
+            reply,
+        })
+        .await?;
         match code.0 {
             0 => Ok(QoS::AtMostOnce),
             1 => Ok(QoS::AtLeastOnce),
@@ -323,22 +313,20 @@ impl BrokerHandle {
     /// Removes a connected client's subscription, as if it had sent UNSUBSCRIBE. True if it
     /// existed.
     pub async fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<bool, CommandError> {
-        let live = self
-            .shared
+        let live = self.connected(client_id)?;
+        ask(&live, |reply| Command::Unsubscribe {
+            filter: filter.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// The admin view of a connected client, for a command.
+    fn connected(&self, client_id: &str) -> Result<Arc<Live>, CommandError> {
+        self.shared
             .registry
             .live(client_id)
-            .ok_or(CommandError::NotConnected)?;
-        let (reply, rx) = oneshot::channel();
-        live.commands
-            .send(Command::Unsubscribe {
-                filter: filter.to_owned(),
-                reply,
-            })
-            .map_err(|_| CommandError::Busy)?;
-        tokio::time::timeout(COMMAND_WAIT, rx)
-            .await
-            .map_err(|_| CommandError::Busy)?
-            .map_err(|_| CommandError::Busy)
+            .ok_or(CommandError::NotConnected)
     }
 
     /// Retained messages matching `filter` (not expired), sorted by topic.
@@ -498,6 +486,22 @@ impl BrokerHandle {
 
 /// How long a command waits for the connection task's answer.
 const COMMAND_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends a command to a connection task and waits (at most [`COMMAND_WAIT`]) for its answer.
+/// A full queue, a connection that closed before answering, or no answer in time: `Busy`.
+async fn ask<T>(
+    live: &Live,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, CommandError> {
+    let (reply, rx) = oneshot::channel();
+    live.commands
+        .send(command(reply))
+        .map_err(|_| CommandError::Busy)?;
+    match tokio::time::timeout(COMMAND_WAIT, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        _ => Err(CommandError::Busy),
+    }
+}
 
 fn client_info(v: SessionView) -> ClientInfo {
     let username = match v.owner {
