@@ -25,7 +25,7 @@ pub async fn connect(
     Ok((conn, ack))
 }
 
-impl Connection {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// Sends the CONNECT of `opts` and waits for the CONNACK (bounded by `opts.connect_timeout`).
     ///
     /// # Errors

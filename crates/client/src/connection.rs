@@ -4,23 +4,24 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hermod_proto::{Disconnect, Packet, ProtocolVersion};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::io::{PacketBuf, encode_into, flush_buf};
 use crate::{ClientError, DEFAULT_MAX_PACKET_SIZE};
 
-/// One MQTT connection over TCP: packets in, packets out.
+/// One MQTT connection: packets in, packets out. Over TCP by default; any byte stream (TLS, an
+/// in-process pipe into a broker) with [`Connection::over`].
 #[derive(Debug)]
-pub struct Connection {
-    stream: TcpStream,
+pub struct Connection<S = TcpStream> {
+    stream: S,
     reader: PacketBuf,
     write_buf: BytesMut,
     version: ProtocolVersion,
 }
 
-impl Connection {
+impl Connection<TcpStream> {
     /// Opens a bare TCP connection that will speak `version`. Nothing is sent: use
     /// [`Connection::handshake`], or drive the exchange by hand with `send`/`recv`.
     ///
@@ -37,12 +38,69 @@ impl Connection {
     /// Wraps an already connected stream.
     #[must_use]
     pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Self {
+        Self::over(stream, version)
+    }
+
+    /// The underlying stream (for socket options, addresses).
+    #[must_use]
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Splits into a reading and a writing half that can live in different tasks.
+    /// Anything already buffered on either side moves with its half.
+    #[must_use]
+    pub fn into_split(self) -> (PacketReader, PacketWriter) {
+        let (r, w) = self.stream.into_split();
+        Self::split_parts(self.reader, self.write_buf, self.version, r, w)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps any connected byte stream (TLS, an in-process pipe) that will speak `version`.
+    #[must_use]
+    pub fn over(stream: S, version: ProtocolVersion) -> Self {
         Self {
             stream,
             reader: PacketBuf::new(DEFAULT_MAX_PACKET_SIZE),
             write_buf: BytesMut::with_capacity(8 * 1024),
             version,
         }
+    }
+
+    /// The underlying stream.
+    #[must_use]
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Splits a connection over any stream into a reading and a writing half
+    /// ([`tokio::io::split`]; over TCP, [`Connection::into_split`] avoids its lock).
+    #[must_use]
+    pub fn split(self) -> (PacketReader<ReadHalf<S>>, PacketWriter<WriteHalf<S>>) {
+        let (r, w) = tokio::io::split(self.stream);
+        Self::split_parts(self.reader, self.write_buf, self.version, r, w)
+    }
+
+    fn split_parts<R, W>(
+        reader: PacketBuf,
+        write_buf: BytesMut,
+        version: ProtocolVersion,
+        r: R,
+        w: W,
+    ) -> (PacketReader<R>, PacketWriter<W>) {
+        (
+            PacketReader {
+                half: r,
+                reader,
+                version,
+            },
+            PacketWriter {
+                half: w,
+                write_buf,
+                version,
+            },
+        )
     }
 
     /// The protocol version used to encode and decode.
@@ -59,12 +117,6 @@ impl Connection {
     /// Changes the largest packet accepted from the peer.
     pub fn set_max_packet_size(&mut self, max: usize) {
         self.reader.max_packet_size = max;
-    }
-
-    /// The underlying stream (for socket options, addresses).
-    #[must_use]
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 
     /// Encodes `packet` into the write buffer without sending it. Call [`Connection::flush`]
@@ -159,35 +211,17 @@ impl Connection {
         Ok(())
     }
 
-    /// Splits into a reading and a writing half that can live in different tasks.
-    /// Anything already buffered on either side moves with its half.
-    #[must_use]
-    pub fn into_split(self) -> (PacketReader, PacketWriter) {
-        let (r, w) = self.stream.into_split();
-        (
-            PacketReader {
-                half: r,
-                reader: self.reader,
-                version: self.version,
-            },
-            PacketWriter {
-                half: w,
-                write_buf: self.write_buf,
-                version: self.version,
-            },
-        )
-    }
 }
 
 /// The reading half of a split [`Connection`].
 #[derive(Debug)]
-pub struct PacketReader {
-    half: OwnedReadHalf,
+pub struct PacketReader<R = OwnedReadHalf> {
+    half: R,
     reader: PacketBuf,
     version: ProtocolVersion,
 }
 
-impl PacketReader {
+impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// As [`Connection::recv`]. Cancel safe.
     ///
     /// # Errors
@@ -210,13 +244,13 @@ impl PacketReader {
 
 /// The writing half of a split [`Connection`].
 #[derive(Debug)]
-pub struct PacketWriter {
-    half: OwnedWriteHalf,
+pub struct PacketWriter<W = OwnedWriteHalf> {
+    half: W,
     write_buf: BytesMut,
     version: ProtocolVersion,
 }
 
-impl PacketWriter {
+impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// As [`Connection::queue`].
     ///
     /// # Errors
