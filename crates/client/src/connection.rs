@@ -210,7 +210,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.shutdown().await?;
         Ok(())
     }
-
 }
 
 /// The reading half of a split [`Connection`].

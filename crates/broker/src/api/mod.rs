@@ -17,6 +17,7 @@
 //!   [`BrokerHandle::delete_retained`], [`BrokerHandle::ban`] / [`BrokerHandle::unban`].
 
 mod events;
+mod internal;
 mod prometheus;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ use crate::shared::Shared;
 
 pub(crate) use events::EventBus;
 pub use events::{DropReason, Event};
+pub(crate) use internal::is_internal_session;
+pub use internal::{INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME, InternalOptions};
 
 /// A client id known to the broker: a connected client or an offline persistent session.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -152,6 +152,9 @@ pub struct ClientIdentity {
     pub client_id: Arc<str>,
     /// Rules from the client's JWT, if it logged in with one.
     pub jwt_acl: Option<Arc<JwtAcl>>,
+    /// One of the broker's own services (a rule, a bridge) on an internal connection
+    /// ([`crate::api::BrokerHandle::connect_internal`]): allowed every topic, as the broker is.
+    pub internal: bool,
 }
 
 /// Why a CONNECT was refused; the broker maps it to a CONNACK code (Mosquitto answers
@@ -317,6 +320,7 @@ impl Auth {
             username: req.username.as_deref().map(Arc::from),
             client_id: Arc::from(req.client_id.as_str()),
             jwt_acl: None,
+            internal: false,
         };
         if self.order.is_empty() {
             return if self.allow_anonymous == Some(false) {
@@ -428,6 +432,7 @@ impl Auth {
                     username: Some(Arc::from(verified.username.as_str())),
                     client_id: Arc::from(req.client_id.as_str()),
                     jwt_acl: Some(Arc::new(verified.acl)),
+                    internal: false,
                 })
             }
             Err(e) => {
@@ -452,6 +457,9 @@ impl Auth {
     /// `Receive` for every message it routes to a session and again when it sends one, retained
     /// messages included.
     pub fn authorize(&self, who: &ClientIdentity, action: Action<'_>) -> bool {
+        if who.internal {
+            return true;
+        }
         if let Action::Publish(t) = action
             && !topic::publish_dollar_allowed(t)
         {

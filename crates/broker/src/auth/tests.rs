@@ -240,6 +240,7 @@ fn identity(user: Option<&str>, jwt_acl: Option<JwtAcl>) -> ClientIdentity {
         username: user.map(Arc::from),
         client_id: Arc::from("cid"),
         jwt_acl: jwt_acl.map(Arc::new),
+        internal: false,
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::api::{INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME};
 use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
 use crate::message::ClientId;
 use crate::metrics::ConnectResult;
@@ -120,9 +121,20 @@ where
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
     async fn steps(&mut self) -> Result<Admitted, Stop> {
         let connect = self.read().await?;
-        let accepted = check_connect(&connect, &self.shared.config)?;
+        let mut accepted = check_connect(&connect, &self.shared.config)?;
         self.client_id.clone_from(&accepted.client_id);
-        self.check_bans()?;
+        // The `$hermod/` client ids are the broker's own services', and only theirs.
+        let internal_id = accepted.client_id.starts_with(INTERNAL_CLIENT_PREFIX);
+        if internal_id != self.info.internal.is_some() {
+            return Err(Refusal::ClientIdNotValid.into());
+        }
+        if self.info.internal.is_some() {
+            // A service in the same process cannot go silent: no keep alive.
+            accepted.keep_alive = 0;
+            accepted.server_keep_alive = None;
+        } else {
+            self.check_bans()?;
+        }
         let identity = self.authenticate(&connect).await?;
         self.admit(&connect, &identity)?;
         let neg = Negotiated::new(&connect, &accepted, &self.shared.config);
@@ -210,6 +222,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
     /// Mosquitto (handle_connect.c skips the password check for certificate identities).
     async fn authenticate(&mut self, connect: &Connect) -> Result<ClientIdentity, Refusal> {
         let (info, shared) = (&self.info, &self.shared);
+        if info.internal.is_some() {
+            return Ok(ClientIdentity {
+                username: Some(INTERNAL_USERNAME.into()),
+                client_id: self.client_id.as_str().into(),
+                jwt_acl: None,
+                internal: true,
+            });
+        }
         if info.use_identity_as_username {
             let Some(id) = info.cert_identity.as_ref() else {
                 shared.metrics.auth(false);
@@ -220,6 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
                 username: Some(id.as_str().into()),
                 client_id: self.client_id.as_str().into(),
                 jwt_acl: None,
+                internal: false,
             });
         }
         let request = ConnectInfo {
@@ -350,6 +371,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         session.expiry = neg.expiry(&shared.config);
         session.owner = Owner::of(identity.username.as_ref());
         session.handle.set_reader(identity.clone());
+        if let Some(o) = &self.info.internal {
+            session.handle.set_queue_limit(o.max_queued_messages);
+            session.handle.set_limits(0, o.drop_oldest);
+        }
         // A stored session resumed with session expiry 0 stays durable for this connection (its
         // queue is on disk) and is deleted from the store when it ends.
         let durable = shared.persistence.is_some()

@@ -173,6 +173,7 @@ impl SessionHandle {
                 username: None,
                 client_id: Arc::from(&*client_id),
                 jwt_acl: None,
+                internal: false,
             }),
             client_id,
         })
@@ -209,6 +210,11 @@ impl SessionHandle {
             Reserved::Dropped | Reserved::NoStore => PushOutcome::Dropped,
             _ => self.push_reserved(delivery),
         }
+    }
+
+    /// Sets how many messages the queue may hold (memory and disk together).
+    pub fn set_queue_limit(&self, limit: usize) {
+        self.lock().limit = limit.max(1);
     }
 
     /// Sets the byte limit of the in-memory queue (0 = none) and the overflow policy.

@@ -45,6 +45,9 @@ pub(crate) fn identity_of(owner: &Owner, client_id: &ClientId) -> ClientIdentity
         },
         client_id: Arc::from(&**client_id),
         jwt_acl: None,
+        // A rule's or bridge's session, restored from the store: it reads as the broker
+        // does until its internal connection comes back (no ACL file applies to it).
+        internal: crate::api::is_internal_session(owner, client_id),
     }
 }
 

@@ -100,6 +100,8 @@ pub struct PeerInfo {
     /// The listener's `use_identity_as_username` at handshake time (follows reloads): when true
     /// the broker uses `cert_identity` as the username and refuses the client if it is None.
     pub use_identity_as_username: bool,
+    /// An internal connection (`api::BrokerHandle::connect_internal`), with its session's limits.
+    pub internal: Option<crate::api::InternalOptions>,
 }
 
 /// Everything derived from one [`TransportSettings`]; swapped as a whole on reload.
@@ -138,6 +140,7 @@ impl State {
             cert_identity: None,
             cert_cn: None,
             use_identity_as_username: self.settings.use_identity_as_username,
+            internal: None,
         };
         let path = self.settings.path.as_str();
         let max = self.settings.ws_max_message_size;

@@ -8,6 +8,7 @@ mod harness;
 
 mod api;
 mod connect;
+mod internal;
 mod interop_rumqttc;
 mod keepalive;
 mod limits;
