@@ -32,6 +32,19 @@ pub struct Message {
     /// latency; `None` for wills, the broker's own messages and messages read back from the
     /// store.
     pub received_at: Option<Instant>,
+    /// Who sent it, beyond the client id: for the broker's own services (rules read
+    /// `username` and `peerhost`). Shared by every message of a connection; not stored, so
+    /// `None` for messages read back from the store, wills and the broker's own.
+    pub origin: Option<Arc<Origin>>,
+}
+
+/// The publisher of a message as the rules see it: one per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The authenticated username.
+    pub username: Option<Arc<str>>,
+    /// The client's address (from the PROXY header when there is one).
+    pub peer: std::net::SocketAddr,
 }
 
 impl Message {

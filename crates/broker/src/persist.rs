@@ -153,6 +153,7 @@ pub fn message_from_record(r: &MessageRecord, now: Instant, now_ms: u64) -> Mess
         properties: decode_properties(&r.properties),
         publisher: None,
         received_at: None,
+        origin: None,
         expires_at: r
             .expiry_at_unix_ms
             .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
@@ -272,6 +273,7 @@ pub fn will_message(r: &WillRecord, client_id: &ClientId, now: Instant) -> Messa
         qos: QoS::from_u8(r.qos).unwrap_or(QoS::AtMostOnce),
         retain: r.retain,
         received_at: None,
+        origin: None,
         expires_at: properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),
@@ -325,6 +327,7 @@ mod tests {
             properties: PublishProperties::default(),
             publisher: None,
             received_at: None,
+            origin: None,
             expires_at: Some(now + Duration::from_secs(10)),
         };
         let r = message_record(&m, now, 1_000_000);

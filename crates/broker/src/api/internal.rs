@@ -82,3 +82,31 @@ pub(crate) fn is_internal_session(owner: &Owner, client_id: &ClientId) -> bool {
     matches!(owner, Owner::User(u) if &**u == INTERNAL_USERNAME)
         && client_id.starts_with(INTERNAL_CLIENT_PREFIX)
 }
+
+/// User properties added to each PUBLISH an internal connection receives, after the
+/// message's own: who published it, which a rule's `clientid`, `username` and `peerhost`
+/// fields need and MQTT does not carry. Absent when not known (a will, the broker's own
+/// message, a message read back from the store has no username or address).
+pub const ORIGIN_CLIENT_ID: &str = "$hermod.clientid";
+/// See [`ORIGIN_CLIENT_ID`].
+pub const ORIGIN_USERNAME: &str = "$hermod.username";
+/// See [`ORIGIN_CLIENT_ID`]: the IP address, without the port.
+pub const ORIGIN_PEERHOST: &str = "$hermod.peerhost";
+
+pub(crate) fn add_origin_properties(
+    p: &mut hermod_proto::PublishProperties,
+    m: &crate::message::Message,
+) {
+    if let Some(c) = &m.publisher {
+        p.user_properties
+            .push((ORIGIN_CLIENT_ID.to_owned(), c.to_string()));
+    }
+    if let Some(o) = &m.origin {
+        if let Some(u) = &o.username {
+            p.user_properties
+                .push((ORIGIN_USERNAME.to_owned(), u.to_string()));
+        }
+        p.user_properties
+            .push((ORIGIN_PEERHOST.to_owned(), o.peer.ip().to_string()));
+    }
+}

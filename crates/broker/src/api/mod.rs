@@ -38,8 +38,11 @@ use crate::shared::Shared;
 
 pub(crate) use events::EventBus;
 pub use events::{DropReason, Event};
-pub(crate) use internal::is_internal_session;
-pub use internal::{INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME, InternalOptions};
+pub use internal::{
+    INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME, InternalOptions, ORIGIN_CLIENT_ID, ORIGIN_PEERHOST,
+    ORIGIN_USERNAME,
+};
+pub(crate) use internal::{add_origin_properties, is_internal_session};
 
 /// A client id known to the broker: a connected client or an offline persistent session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,6 +457,7 @@ impl BrokerHandle {
             properties: PublishProperties::default(),
             publisher: None,
             received_at: None,
+            origin: None,
             expires_at: None,
         };
         self.shared.publish_unacknowledged(message);

@@ -228,6 +228,7 @@ fn will_to_publish(
         },
         publisher: Some(client_id.clone()),
         received_at: None,
+        origin: None,
         expires_at: props
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),

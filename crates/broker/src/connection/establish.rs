@@ -441,7 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             topic_aliases: HashMap::new(),
             kick: a.kick,
             batch: Vec::new(),
-            identity: a.identity,
+            identity: a.identity.clone(),
             read_size: 256,
             last_read: 0,
             busy: Vec::new(),
@@ -450,6 +450,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             deferred: Vec::new(),
             live,
             stats: crate::metrics::Local::default(),
+            origin: Arc::new(crate::message::Origin {
+                username: a.identity.username.clone(),
+                peer,
+            }),
+            internal: self.info.internal.is_some(),
             read_at: Instant::now(),
         };
         conn.persist_session(true);

@@ -125,6 +125,11 @@ struct Connection<S> {
     live: Arc<crate::session::live::Live>,
     /// This connection's counters, added to the broker's at each `flush`.
     stats: crate::metrics::Local,
+    /// This client as the publisher of its messages (username, address).
+    origin: Arc<crate::message::Origin>,
+    /// An internal connection (a rule, a bridge): deliveries carry their publisher's identity
+    /// (see `api::internal`).
+    internal: bool,
     /// When the last read returned: the receive time of the messages it brought (for the
     /// publish-to-deliver latency).
     read_at: Instant,

@@ -116,6 +116,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let mut p = m.properties.clone();
             p.message_expiry_interval = m.remaining_expiry(now);
             p.subscription_identifiers.clone_from(&d.subscription_ids);
+            if self.internal {
+                crate::api::add_origin_properties(&mut p, m);
+            }
             p
         } else {
             PublishProperties::default()

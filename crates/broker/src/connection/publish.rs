@@ -137,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             publisher: Some(self.client_id.clone()),
             expires_at,
             received_at: Some(self.read_at),
+            origin: Some(self.origin.clone()),
         };
         let mut sink = PublishSink::default();
         let auth = self.shared.auth.load();

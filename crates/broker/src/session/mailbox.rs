@@ -293,12 +293,16 @@ impl SessionHandle {
         if !durable {
             return (Reserved::Memory, evicted);
         }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
+        // Decided before this delivery's own sequence number is counted: it goes to memory
+        // only while nothing older waits on disk (order), no page is being loaded and the
+        // window has room. (Counting it first made every delivery "disk only", so even an
+        // online subscriber that kept up got each message by a read back from the store.)
         let spill = !inner.online
             || inner.disk_only() > 0
             || inner.loading
             || inner.queue.len() >= inner.memory_window();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
         if spill {
             let online = inner.online;
             drop_guard(inner);
@@ -528,3 +532,28 @@ impl SessionHandle {
 }
 
 fn drop_guard<T>(_g: T) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A durable session that is online and keeps up gets its deliveries from memory (they
+    /// are stored too); only what arrives while something older waits on disk, the session is
+    /// offline or the window is full goes to disk only.
+    #[test]
+    fn an_online_durable_session_that_keeps_up_is_served_from_memory() {
+        let m = Metrics::default();
+        let h = SessionHandle::new("c".into(), 100, false);
+        h.set_durable(true);
+        h.set_online(true);
+        let t: Arc<str> = "t".into();
+        let r = |h: &SessionHandle| h.reserve(QoS::AtLeastOnce, &t, 10, true, false, &m).0;
+        assert_eq!(r(&h), Reserved::MemoryDurable(1));
+        assert_eq!(r(&h), Reserved::MemoryDurable(2));
+        h.set_online(false);
+        assert_eq!(r(&h), Reserved::DiskOnly(3));
+        h.set_online(true);
+        // Something older is on disk: the next one waits behind it, in order.
+        assert_eq!(r(&h), Reserved::DiskOnly(4));
+    }
+}

@@ -292,6 +292,7 @@ mod tests {
                 properties: PublishProperties::default(),
                 publisher: None,
                 received_at: None,
+                origin: None,
                 expires_at: None,
             }),
             qos,

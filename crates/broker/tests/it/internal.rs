@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use hermod_broker::api::{INTERNAL_CLIENT_PREFIX, InternalOptions};
+use hermod_broker::api::{
+    INTERNAL_CLIENT_PREFIX, InternalOptions, ORIGIN_CLIENT_ID, ORIGIN_PEERHOST, ORIGIN_USERNAME,
+};
 use hermod_client::{ConnectOptions, Connection};
 use hermod_proto::{
     Packet, ProtocolVersion, PublishAck, QoS, ReasonCode, Subscribe, SubscribeProperties,
@@ -68,6 +70,21 @@ async fn internal_client_reads_past_the_acl_and_gets_unacknowledged_messages_aga
         .await;
     let p = next_publish(&mut svc).await;
     assert_eq!((p.topic.as_str(), &p.payload[..]), ("dev/gw", &b"one"[..]));
+    // The publisher, which rules need and MQTT does not carry, rides in user properties.
+    let origin: Vec<(&str, &str)> = p
+        .properties
+        .user_properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        origin,
+        [
+            (ORIGIN_CLIENT_ID, "w"),
+            (ORIGIN_USERNAME, "writer"),
+            (ORIGIN_PEERHOST, "127.0.0.1")
+        ]
+    );
     // Not acknowledged: dropped with the pipe, then re-sent to the next connection [MQTT-4.4.0-1].
     drop(svc);
     let mut svc = internal(&b, "$hermod/rule/t", InternalOptions::default()).await;
