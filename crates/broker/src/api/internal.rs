@@ -92,11 +92,20 @@ pub const ORIGIN_CLIENT_ID: &str = "$hermod.clientid";
 pub const ORIGIN_USERNAME: &str = "$hermod.username";
 /// See [`ORIGIN_CLIENT_ID`]: the IP address, without the port.
 pub const ORIGIN_PEERHOST: &str = "$hermod.peerhost";
+/// See [`ORIGIN_CLIENT_ID`]: the delivery's sequence number in the service's stored queue
+/// (decimal), the same on every re-send, so a service can write each message once. Absent
+/// for deliveries that are not stored (QoS 0, no store).
+pub const ORIGIN_SEQ: &str = "$hermod.seq";
 
 pub(crate) fn add_origin_properties(
     p: &mut hermod_proto::PublishProperties,
     m: &crate::message::Message,
+    seq: Option<u64>,
 ) {
+    if let Some(s) = seq {
+        p.user_properties
+            .push((ORIGIN_SEQ.to_owned(), s.to_string()));
+    }
     if let Some(c) = &m.publisher {
         p.user_properties
             .push((ORIGIN_CLIENT_ID.to_owned(), c.to_string()));

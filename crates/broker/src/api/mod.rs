@@ -40,7 +40,7 @@ pub(crate) use events::EventBus;
 pub use events::{DropReason, Event};
 pub use internal::{
     INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME, InternalOptions, ORIGIN_CLIENT_ID, ORIGIN_PEERHOST,
-    ORIGIN_USERNAME,
+    ORIGIN_SEQ, ORIGIN_USERNAME,
 };
 pub(crate) use internal::{add_origin_properties, is_internal_session};
 

@@ -117,7 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             p.message_expiry_interval = m.remaining_expiry(now);
             p.subscription_identifiers.clone_from(&d.subscription_ids);
             if self.internal {
-                crate::api::add_origin_properties(&mut p, m);
+                crate::api::add_origin_properties(&mut p, m, d.seq);
             }
             p
         } else {

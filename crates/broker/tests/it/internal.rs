@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use hermod_broker::api::{
-    INTERNAL_CLIENT_PREFIX, InternalOptions, ORIGIN_CLIENT_ID, ORIGIN_PEERHOST, ORIGIN_USERNAME,
+    INTERNAL_CLIENT_PREFIX, InternalOptions, ORIGIN_CLIENT_ID, ORIGIN_PEERHOST, ORIGIN_SEQ,
+    ORIGIN_USERNAME,
 };
 use hermod_client::{ConnectOptions, Connection};
 use hermod_proto::{
@@ -80,6 +81,7 @@ async fn internal_client_reads_past_the_acl_and_gets_unacknowledged_messages_aga
     assert_eq!(
         origin,
         [
+            (ORIGIN_SEQ, "1"),
             (ORIGIN_CLIENT_ID, "w"),
             (ORIGIN_USERNAME, "writer"),
             (ORIGIN_PEERHOST, "127.0.0.1")
@@ -91,6 +93,13 @@ async fn internal_client_reads_past_the_acl_and_gets_unacknowledged_messages_aga
     let again = next_publish(&mut svc).await;
     assert!(again.dup, "a re-send carries DUP");
     assert_eq!(&again.payload[..], b"one");
+    // The same stored queue entry: the same sequence number, so a sink can write it once.
+    assert!(
+        again
+            .properties
+            .user_properties
+            .contains(&(ORIGIN_SEQ.to_owned(), "1".to_owned()))
+    );
     svc.send(&Packet::PublishAck(PublishAck::new(
         again.packet_id.expect("QoS 1 has a packet id"),
     )))
