@@ -185,6 +185,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             next_connection: AtomicU64::new(0),
             events,
+            metrics_sources: crate::api::MetricsSources::default(),
             config,
         });
         let recovery = match recovered {

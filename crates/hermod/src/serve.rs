@@ -64,6 +64,17 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         },
         None => Config::default(),
     };
+    // `[[connector]]` and `[[rule]]` from the same file, checked before anything starts.
+    let rules_config = match &args.config {
+        Some(path) => match hermod_rules::RulesConfig::load(path) {
+            Ok(r) => r,
+            Err(e) => {
+                fatal(&e);
+                return 1;
+            }
+        },
+        None => hermod_rules::RulesConfig::default(),
+    };
     if args.memory {
         config.store.sync = hermod_broker::config::SyncSetting::Memory;
     }
@@ -104,6 +115,14 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
             return 1;
         }
     };
+    let rules = match hermod_rules::Rules::start(broker.handle(), &rules_config).await {
+        Ok(r) => r,
+        Err(e) => {
+            fatal(&e);
+            return 1;
+        }
+    };
+    broker.handle().add_metrics_source(rules.metrics_source());
     // The admin API (and the Prometheus and `hermod ctl` listeners) share the broker's life.
     let admin = match hermod_admin::start(broker.handle(), &admin_config).await {
         Ok(a) => a,
@@ -129,6 +148,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         );
     }
     broker.run(shutdown).await;
+    rules.shutdown().await;
     admin.shutdown().await;
     info!("hermod stopped");
     0

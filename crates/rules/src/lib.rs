@@ -9,11 +9,17 @@
 //!   pipelined batches, reconnects) and [`sink::http::HttpSink`] (webhooks over a pooled
 //!   hyper client, TLS by rustls).
 //!
-//! Not wired into the broker yet: the rule runtime (the broker side that feeds rules and the
-//! `[[connector]]`/`[[rule]]` config) is the next step of issue 12.
+//! - [`config`]: `[[connector]]` and `[[rule]]` from Hermod's config file, checked.
+//! - [`runtime`]: the connectors started and one task per rule, each rule an internal client
+//!   of the broker whose session buffers what its actions have not written yet.
 
+pub mod config;
+pub mod runtime;
 pub mod sink;
 pub mod sql;
+
+pub use config::{RulesConfig, RulesConfigError};
+pub use runtime::{ActionStats, RuleStats, Rules, RulesError};
 
 pub use sql::template::{Dialect, Template, TemplateError};
 pub use sql::{EvalError, Event, Input, Rule, Source, SqlError, Value};

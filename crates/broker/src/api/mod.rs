@@ -115,6 +115,18 @@ impl SubscriptionInfo {
     }
 }
 
+/// A service's metrics as Prometheus text ([`BrokerHandle::add_metrics_source`]).
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Default)]
+pub(crate) struct MetricsSources(std::sync::RwLock<Vec<MetricsSource>>);
+
+impl std::fmt::Debug for MetricsSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSources")
+    }
+}
+
 /// Why a command on behalf of a client failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -430,7 +442,22 @@ impl BrokerHandle {
     #[must_use]
     pub fn prometheus_text(&self) -> String {
         let m = self.metrics();
-        prometheus::encode(self.stats_with(&m), m)
+        let mut text = prometheus::encode(self.stats_with(&m), m);
+        if let Ok(sources) = self.shared.metrics_sources.0.read() {
+            for source in sources.iter() {
+                text.push_str(&source());
+            }
+        }
+        text
+    }
+
+    /// Adds the metrics of a service around the broker (rules, bridges) to
+    /// [`BrokerHandle::prometheus_text`]: `source` returns complete Prometheus text (its
+    /// `# HELP`/`# TYPE` lines included) with names of its own (`hermod_rule_...`).
+    pub fn add_metrics_source(&self, source: MetricsSource) {
+        if let Ok(mut sources) = self.shared.metrics_sources.0.write() {
+            sources.push(source);
+        }
     }
 
     /// The bans in force (config and run time).

@@ -118,9 +118,29 @@ pub struct Config {
         deserialize_with = "crate::banned::deserialize_list"
     )]
     pub banned: Vec<BanEntry>,
+    /// `[[connector]]`, `[[rule]]` and `[[bridge]]`: read from the same file by hermod-rules
+    /// (`hermod_rules::RulesConfig`), which reports their errors; the broker lets them through.
+    #[serde(skip_serializing)]
+    pub connector: Option<ForeignSection>,
+    #[serde(skip_serializing)]
+    pub rule: Option<ForeignSection>,
+    #[serde(skip_serializing)]
+    pub bridge: Option<ForeignSection>,
     /// Folder of the config file: relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+}
+
+/// A section another crate reads from the same file: any TOML is accepted here, and nothing
+/// of it is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForeignSection;
+
+impl<'de> Deserialize<'de> for ForeignSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(ForeignSection)
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -166,6 +186,9 @@ impl Default for Config {
             admin: AdminSection::default(),
             metrics: MetricsSection::default(),
             banned: Vec::new(),
+            connector: None,
+            rule: None,
+            bridge: None,
             base_dir: None,
         }
     }

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) config_path: Option<std::path::PathBuf>,
     /// Events for `api::BrokerHandle::events`.
     pub(crate) events: Arc<crate::api::EventBus>,
+    /// More Prometheus text from the services around the broker (rules, bridges), appended
+    /// to [`crate::api::BrokerHandle::prometheus_text`].
+    pub(crate) metrics_sources: crate::api::MetricsSources,
 }
 impl Shared {
     /// A new, empty session with the configured queue limits.

@@ -1,0 +1,420 @@
+//! `[[connector]]` and `[[rule]]` in Hermod's config file: parsed here, from the same file the
+//! broker reads (the broker lets these tables through untouched), and checked before anything
+//! starts. Every error names the file, the line and the key, and for a rule's SQL the position
+//! in the SQL.
+//!
+//! ```toml
+//! [[connector]]
+//! name = "local"
+//! kind = "sqlite"                     # sqlite | postgres | http
+//! path = "rules.db"                   # relative to the config file
+//! init = ["CREATE TABLE IF NOT EXISTS messages(clientid TEXT, topic TEXT, payload BLOB, ts INTEGER)"]
+//!
+//! [[rule]]
+//! name = "collector"
+//! sql = 'SELECT clientid, topic, payload, timestamp FROM "dev/gw"'
+//! [[rule.action]]
+//! connector = "local"
+//! statement = "INSERT INTO messages(clientid, topic, payload, ts) VALUES (${clientid}, ${topic}, ${payload}, ${timestamp})"
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hermod_proto::QoS;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::sql::Rule;
+use crate::sql::template::Template;
+
+/// What kind of system a connector writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectorKind {
+    Sqlite,
+    Postgres,
+    Http,
+}
+
+/// One `[[connector]]`, checked.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub kind: ConnectorKind,
+    /// SQLite: the database file (resolved against the config file's folder).
+    pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://user:pass@host:port/db`; HTTP: `http(s)://host/path`.
+    pub url: Option<String>,
+    /// PostgreSQL connections.
+    pub pool_size: usize,
+    /// Most writes per transaction (SQL), and longest a write waits for its batch.
+    pub batch_size: usize,
+    pub batch_time: Duration,
+    /// Writes waiting in the sink's memory queue; beyond it the rule holds the message
+    /// unacknowledged, so it waits in Hermod's store.
+    pub queue: usize,
+    /// Statements run when the connector starts (`CREATE TABLE IF NOT EXISTS ...`).
+    pub init: Vec<String>,
+    /// HTTP: method (`POST`/`PUT`), extra headers, time for one attempt, CA file for https.
+    pub method: crate::sink::http::HttpMethod,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub cafile: Option<PathBuf>,
+    /// HTTP requests in flight at once.
+    pub max_inflight: usize,
+}
+
+/// What an action does with a rule's row.
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    /// Runs `statement` on a SQL connector, `${...}` bound as parameters.
+    Sql {
+        connector: String,
+        statement: Template,
+    },
+    /// Sends a request to an HTTP connector: `body` rendered as JSON, or the row as a JSON
+    /// object when no body is given.
+    Http {
+        connector: String,
+        body: Option<Template>,
+    },
+    /// Publishes to a local topic (EMQX's `republish`).
+    Republish {
+        topic: Template,
+        /// Rendered as text; the row as a JSON object when not given.
+        payload: Option<Template>,
+        qos: QoS,
+        retain: bool,
+    },
+}
+
+/// One `[[rule]]`, checked: its SQL parsed, its actions resolved.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub name: String,
+    pub rule: Rule,
+    pub actions: Vec<ActionKind>,
+    /// Messages the rule's session may hold while its actions cannot keep up or a sink is
+    /// away (in Hermod's store, on disk, when the store is on).
+    pub max_buffered: usize,
+    /// When that is full: drop the oldest buffered message (true) or the new one.
+    pub drop_oldest: bool,
+}
+
+/// The rules part of a config file.
+#[derive(Debug, Clone, Default)]
+pub struct RulesConfig {
+    pub connectors: Vec<ConnectorConfig>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// A rules configuration that cannot be used: the file, line, key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct RulesConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct File {
+    #[serde(default)]
+    connector: Vec<Spanned<RawConnector>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnector {
+    name: String,
+    kind: ConnectorKind,
+    path: Option<PathBuf>,
+    url: Option<String>,
+    pool_size: Option<usize>,
+    batch_size: Option<usize>,
+    batch_time: Option<String>,
+    queue: Option<usize>,
+    #[serde(default)]
+    init: Vec<String>,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    timeout: Option<String>,
+    cafile: Option<PathBuf>,
+    max_inflight: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    sql: Spanned<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    max_buffered: Option<usize>,
+    on_full: Option<String>,
+    #[serde(default)]
+    action: Vec<Spanned<RawAction>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    connector: Option<String>,
+    statement: Option<String>,
+    body: Option<String>,
+    republish: Option<String>,
+    payload: Option<String>,
+    qos: Option<u8>,
+    retain: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RulesConfig {
+    /// Reads the `[[connector]]` and `[[rule]]` tables of a config file (other keys are the
+    /// broker's). An absent table is no rule.
+    ///
+    /// # Errors
+    /// The file cannot be read, or a table is wrong; the message names the line and key.
+    pub fn load(path: &Path) -> Result<Self, RulesConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RulesConfigError {
+            path: path.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// As [`RulesConfig::load`], from text; relative paths resolve against `path`'s folder.
+    ///
+    /// # Errors
+    /// See [`RulesConfig::load`].
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RulesConfigError> {
+        let fail = |message: String| RulesConfigError {
+            path: path.to_owned(),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| fail(e.to_string().trim().to_owned()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let mut names = HashSet::new();
+        let mut connectors = Vec::new();
+        for c in file.connector {
+            let at = line(c.span().start);
+            let c = c.into_inner();
+            let where_ = format!("line {at}: connector {:?}", c.name);
+            if !names.insert(c.name.clone()) {
+                return Err(fail(format!(
+                    "{where_}: key `name`: a connector with this name already exists"
+                )));
+            }
+            connectors.push(connector(c, base).map_err(|m| fail(format!("{where_}: {m}")))?);
+        }
+        let mut rule_names = HashSet::new();
+        let mut rules = Vec::new();
+        for r in file.rule {
+            let at = line(r.span().start);
+            let r = r.into_inner();
+            let where_ = format!("line {at}: rule {:?}", r.name);
+            if !rule_names.insert(r.name.clone()) {
+                return Err(fail(format!(
+                    "{where_}: key `name`: a rule with this name already exists"
+                )));
+            }
+            if !valid_name(&r.name) {
+                return Err(fail(format!(
+                    "{where_}: key `name`: use letters, digits, `-` and `_` (it names the rule's session)"
+                )));
+            }
+            if !r.enabled {
+                continue;
+            }
+            let sql_line = line(r.sql.span().start);
+            let rule = Rule::parse(r.sql.get_ref()).map_err(|e| {
+                fail(format!(
+                    "line {}: rule {:?}: key `sql`: {} (at {}:{} of the SQL)",
+                    sql_line + e.line - 1,
+                    r.name,
+                    e.message,
+                    e.line,
+                    e.column
+                ))
+            })?;
+            let mut actions = Vec::new();
+            for a in r.action {
+                let at = line(a.span().start);
+                let a = a.into_inner();
+                let kind = action(a, &connectors).map_err(|m| {
+                    fail(format!(
+                        "line {at}: rule {:?}: [[rule.action]]: {m}",
+                        r.name
+                    ))
+                })?;
+                actions.push(kind);
+            }
+            if actions.is_empty() {
+                return Err(fail(format!(
+                    "{where_}: no [[rule.action]]: where should its rows go?"
+                )));
+            }
+            let drop_oldest = match r.on_full.as_deref() {
+                None | Some("drop_new") => false,
+                Some("drop_oldest") => true,
+                Some(other) => {
+                    return Err(fail(format!(
+                        "{where_}: key `on_full`: `{other}` is not `drop_new` or `drop_oldest`"
+                    )));
+                }
+            };
+            rules.push(RuleConfig {
+                name: r.name,
+                rule,
+                actions,
+                max_buffered: r.max_buffered.unwrap_or(1_000_000).max(1),
+                drop_oldest,
+            });
+        }
+        Ok(RulesConfig { connectors, rules })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn connector(c: RawConnector, base: &Path) -> Result<ConnectorConfig, String> {
+    let duration = |key: &str, v: &Option<String>, default: Duration| match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).map_err(|m| format!("key `{key}`: {m}")),
+    };
+    let need = |key: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(format!(
+                "key `{key}` is required for kind = {:?}",
+                format!("{:?}", c.kind).to_lowercase()
+            ))
+        }
+    };
+    match c.kind {
+        ConnectorKind::Sqlite => need("path", c.path.is_some())?,
+        ConnectorKind::Postgres | ConnectorKind::Http => need("url", c.url.is_some())?,
+    }
+    let method = match c.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("POST") => crate::sink::http::HttpMethod::Post,
+        Some("PUT") => crate::sink::http::HttpMethod::Put,
+        Some(other) => return Err(format!("key `method`: `{other}` is not POST or PUT")),
+    };
+    Ok(ConnectorConfig {
+        path: c.path.map(|p| base.join(p)),
+        url: c.url,
+        pool_size: c.pool_size.unwrap_or(4).clamp(1, 64),
+        batch_size: c.batch_size.unwrap_or(500).max(1),
+        batch_time: duration("batch_time", &c.batch_time, Duration::from_millis(10))?,
+        queue: c.queue.unwrap_or(10_000).max(1),
+        init: c.init,
+        method,
+        headers: c.headers.into_iter().collect(),
+        timeout: duration("timeout", &c.timeout, Duration::from_secs(5))?,
+        cafile: c.cafile.map(|p| base.join(p)),
+        max_inflight: c.max_inflight.unwrap_or(16).clamp(1, 65_536),
+        name: c.name,
+        kind: c.kind,
+    })
+}
+
+fn action(a: RawAction, connectors: &[ConnectorConfig]) -> Result<ActionKind, String> {
+    let template = |key: &str, text: &str| {
+        Template::parse(text).map_err(|e| format!("key `{key}`: {}", e.message))
+    };
+    if let Some(topic) = &a.republish {
+        if a.connector.is_some() || a.statement.is_some() || a.body.is_some() {
+            return Err("`republish` takes `payload`, `qos` and `retain`, not `connector`, `statement` or `body`".into());
+        }
+        let qos = match a.qos.unwrap_or(0) {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            n => return Err(format!("key `qos`: {n} is not 0, 1 or 2")),
+        };
+        return Ok(ActionKind::Republish {
+            topic: template("republish", topic)?,
+            payload: a
+                .payload
+                .as_deref()
+                .map(|p| template("payload", p))
+                .transpose()?,
+            qos,
+            retain: a.retain.unwrap_or(false),
+        });
+    }
+    if a.payload.is_some() || a.qos.is_some() || a.retain.is_some() {
+        return Err("`payload`, `qos` and `retain` go with `republish`".into());
+    }
+    let Some(name) = a.connector else {
+        return Err("give `connector` (with `statement` or `body`) or `republish`".into());
+    };
+    let Some(c) = connectors.iter().find(|c| c.name == name) else {
+        let known: Vec<&str> = connectors.iter().map(|c| c.name.as_str()).collect();
+        return Err(format!(
+            "key `connector`: no [[connector]] named {name:?} (there is: {known:?})"
+        ));
+    };
+    match c.kind {
+        ConnectorKind::Sqlite | ConnectorKind::Postgres => {
+            if a.body.is_some() {
+                return Err(format!(
+                    "key `body`: connector {name:?} is SQL: give `statement`"
+                ));
+            }
+            let Some(statement) = a.statement else {
+                return Err(format!(
+                    "key `statement` is required for SQL connector {name:?}"
+                ));
+            };
+            Ok(ActionKind::Sql {
+                connector: name,
+                statement: template("statement", &statement)?,
+            })
+        }
+        ConnectorKind::Http => {
+            if a.statement.is_some() {
+                return Err(format!(
+                    "key `statement`: connector {name:?} is HTTP: give `body` (or nothing: the row as JSON)"
+                ));
+            }
+            Ok(ActionKind::Http {
+                connector: name,
+                body: a.body.as_deref().map(|b| template("body", b)).transpose()?,
+            })
+        }
+    }
+}
+
+/// `"10ms"`, `"5s"`, `"2m"`; a bare number is milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like \"10ms\", \"5s\" or \"2m\""))?;
+    match unit {
+        "" | "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!(
+            "`{s}` is not a duration like \"10ms\", \"5s\" or \"2m\""
+        )),
+    }
+}
