@@ -12,6 +12,7 @@
 //! Not wired into the broker yet: the rule runtime (the broker side that feeds rules and the
 //! `[[connector]]`/`[[rule]]` config) is the next step of issue 12.
 
+pub mod bridge;
 pub mod sink;
 pub mod sql;
 
