@@ -1,0 +1,420 @@
+//! The store-and-forward bridge between real brokers on 127.0.0.1: Hermod to Hermod (out, in,
+//! prefixes, an outage of the remote, no loops, TLS, `$SYS` state) and Hermod to Debian's
+//! `mosquitto` when it is installed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hermod_rules::bridge::{self, Bridge, BridgeConfig, BridgeError};
+use hermod_testkit::{
+    Client, Packet, Pki, Publish, Q1, QUIET, TestBroker, V5, V311, Via, persistent, tempdir,
+};
+
+/// The longest any "eventually" below waits.
+const LONG: Duration = Duration::from_secs(60);
+
+fn config(name: &str, addr: SocketAddr, topics: &[&str], extra: &str) -> BridgeConfig {
+    let list: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+    let text = format!(
+        "name = {name:?}\naddress = \"{addr}\"\nkeepalive = 5\ntopic = [{}]\n{extra}",
+        list.join(", ")
+    );
+    BridgeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn start(edge: &TestBroker, config: BridgeConfig) -> Bridge {
+    bridge::start(edge.handle().clone(), config, Path::new(".")).unwrap()
+}
+
+/// Waits (bounded by `limit`) until `f` holds.
+async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn up(b: &Bridge) {
+    until("bridge link up", LONG, || b.stats().connected).await;
+}
+
+fn state(broker: &TestBroker, name: &str) -> Option<String> {
+    let topic = format!("$SYS/broker/connection/{name}/state");
+    broker
+        .handle()
+        .retained(&topic)
+        .first()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+}
+
+fn seq(p: &Publish) -> usize {
+    std::str::from_utf8(&p.payload).unwrap().parse().unwrap()
+}
+
+/// Publishes `n` QoS 1 messages `topic_of(i)` with payload `i`, in order.
+async fn publish_n(c: &mut Client, n: usize, topic_of: impl Fn(usize) -> String) {
+    for i in 0..n {
+        c.publish(&topic_of(i), i.to_string().as_bytes(), Q1, false)
+            .await;
+    }
+}
+
+/// Receives until `n` distinct sequence numbers were seen (acking each), bounded by [`LONG`];
+/// every arrival in order.
+async fn receive_distinct(c: &mut Client, n: usize) -> Vec<Publish> {
+    let deadline = Instant::now() + LONG;
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    while seen.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            seen.len()
+        );
+        if let Some(Packet::Publish(p)) = c.recv(Duration::from_secs(1)).await {
+            c.ack(&p).await;
+            seen.insert(seq(&p));
+            all.push(p);
+        }
+    }
+    all
+}
+
+/// Every sequence number 0..n is there and first arrivals are in increasing order.
+fn assert_complete_in_order(all: &[Publish], n: usize) {
+    let mut firsts = Vec::new();
+    let mut seen = HashSet::new();
+    for p in all {
+        if seen.insert(seq(p)) {
+            firsts.push(seq(p));
+        }
+    }
+    assert_eq!(seen.len(), n);
+    assert!(
+        firsts.windows(2).all(|w| w[0] < w[1]),
+        "first arrivals out of order"
+    );
+}
+
+#[tokio::test]
+async fn out_and_in_with_prefixes_keep_order() {
+    let remote = TestBroker::start().await;
+    let edge = TestBroker::start().await;
+    let b = start(
+        &edge,
+        config(
+            "cloud",
+            remote.addr,
+            &["sensors/# out 1 local/ site1/", "cmd/# in 1 \"\" edge1/"],
+            "",
+        ),
+    );
+    up(&b).await;
+    assert_eq!(state(&edge, "cloud").as_deref(), Some("1"));
+    let mut on_remote = remote.client(V5, "on-remote").await;
+    on_remote.subscribe_one("#", Q1).await;
+    let mut on_edge = edge.client(V5, "on-edge").await;
+    on_edge.subscribe_one("cmd/#", Q1).await;
+
+    let mut publisher = edge.client(V5, "edge-pub").await;
+    // Not under the local prefix: stays on the edge.
+    publisher.publish("sensors/raw", b"x", Q1, false).await;
+    let (_, got) = tokio::join!(
+        publish_n(&mut publisher, 1000, |i| format!("local/sensors/{i}")),
+        on_remote.collect(1000)
+    );
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.topic, format!("site1/sensors/{i}"));
+        assert_eq!(seq(p), i);
+    }
+    on_remote.expect_nothing(QUIET).await;
+
+    let mut remote_pub = remote.client(V5, "remote-pub").await;
+    remote_pub.publish("cmd/no-prefix", b"x", Q1, false).await;
+    remote_pub
+        .publish("edge1/cmd/reboot", b"now", Q1, false)
+        .await;
+    let p = on_edge.expect_publish_acked().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("cmd/reboot", &b"now"[..])
+    );
+    on_edge.expect_nothing(QUIET).await;
+
+    let s = b.stats();
+    assert_eq!((s.messages_out, s.messages_in, s.reconnects), (1000, 1, 0));
+    b.shutdown().await;
+    assert_eq!(state(&edge, "cloud").as_deref(), Some("0"));
+    edge.stop().await;
+    remote.stop().await;
+}
+
+/// A remote whose sessions (and their queues) survive a restart.
+async fn durable_remote(dir: tempfile::TempDir, port: u16) -> TestBroker {
+    let toml = format!(
+        "allow_anonymous = true\nsys_interval = 0\nmax_queued_messages = 100000\n\
+         [[listener]]\nbind = \"127.0.0.1:{port}\"\n[store]\npath = \"data\"\nsync = \"os\"\n"
+    );
+    TestBroker::start_in(dir, &toml).await
+}
+
+fn outage() -> Duration {
+    let secs = std::env::var("HERMOD_BRIDGE_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    Duration::from_secs(secs)
+}
+
+#[tokio::test]
+async fn messages_published_during_an_outage_all_arrive_in_order() {
+    const N: usize = 10_000;
+    let mut remote = durable_remote(tempdir(), 0).await;
+    let port = remote.addr.port();
+    // The reader's persistent session on the remote queues what the bridge delivers.
+    let mut reader = Client::connect(remote.addr, &Via::Tcp, persistent(V5, "reader")).await;
+    reader.subscribe_one("t/#", Q1).await;
+    reader.disconnect().await;
+
+    let edge = TestBroker::start().await;
+    let b = start(&edge, config("away", remote.addr, &["t/# out 1"], ""));
+    up(&b).await;
+    let published = Arc::new(AtomicUsize::new(0));
+    let mut publisher = edge.client(V5, "edge-pub").await;
+    let count = published.clone();
+    let publishing = async move {
+        for i in 0..N {
+            publisher
+                .publish(&format!("t/{i}"), i.to_string().as_bytes(), Q1, false)
+                .await;
+            count.store(i + 1, Ordering::Relaxed);
+        }
+    };
+    let outage = async {
+        until("a first part published", LONG, || {
+            published.load(Ordering::Relaxed) >= N / 5
+        })
+        .await;
+        let dir = remote.dir.take().unwrap();
+        remote.stop().await;
+        until("link seen down", LONG, || !b.stats().connected).await;
+        assert_eq!(state(&edge, "away").as_deref(), Some("0"));
+        tokio::time::sleep(outage()).await;
+        durable_remote(dir, port).await
+    };
+    let ((), remote) = tokio::join!(publishing, outage);
+    up(&b).await;
+    let mut reader = Client::connect(remote.addr, &Via::Tcp, persistent(V5, "reader")).await;
+    let all = receive_distinct(&mut reader, N).await;
+    assert_complete_in_order(&all, N);
+    assert!(all.len() <= N + 200, "{} deliveries", all.len());
+    let s = b.stats();
+    assert_eq!(s.reconnects, 1);
+    assert!(s.messages_out >= N as u64);
+    assert_eq!(s.messages_dropped, 0);
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
+#[tokio::test]
+async fn both_ways_does_not_loop() {
+    let a = TestBroker::start().await;
+    let b_broker = TestBroker::start().await;
+    let b = start(&a, config("ab", b_broker.addr, &["x/# both 1"], ""));
+    up(&b).await;
+    let mut on_a = a.client(V5, "on-a").await;
+    on_a.subscribe_one("x/#", Q1).await;
+    let mut on_b = b_broker.client(V5, "on-b").await;
+    on_b.subscribe_one("x/#", Q1).await;
+    let mut pub_a = a.client(V5, "pub-a").await;
+    pub_a.publish("x/from-a", b"1", Q1, false).await;
+    let mut pub_b = b_broker.client(V5, "pub-b").await;
+    pub_b.publish("x/from-b", b"2", Q1, false).await;
+    let mut seen_a: Vec<String> = on_a
+        .drain(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .map(|p| p.topic)
+        .collect();
+    let mut seen_b: Vec<String> = on_b
+        .drain(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .map(|p| p.topic)
+        .collect();
+    seen_a.sort();
+    seen_b.sort();
+    assert_eq!(seen_a, ["x/from-a", "x/from-b"]);
+    assert_eq!(seen_b, ["x/from-a", "x/from-b"]);
+    let s = b.stats();
+    assert_eq!((s.messages_out, s.messages_in), (1, 1));
+    b.shutdown().await;
+    a.stop().await;
+    b_broker.stop().await;
+}
+
+#[tokio::test]
+async fn state_goes_down_and_up_with_the_remote() {
+    let remote = TestBroker::start().await;
+    let addr = remote.addr;
+    let edge = TestBroker::start().await;
+    let b = start(&edge, config("st", addr, &["s/#"], ""));
+    up(&b).await;
+    assert_eq!(state(&edge, "st").as_deref(), Some("1"));
+    remote.stop().await;
+    until("state 0", LONG, || {
+        state(&edge, "st").as_deref() == Some("0")
+    })
+    .await;
+    assert!(!b.stats().connected);
+    let remote = TestBroker::with(|c| c.listeners[0].bind = addr.to_string()).await;
+    until("state 1 again", LONG, || {
+        state(&edge, "st").as_deref() == Some("1")
+    })
+    .await;
+    assert_eq!(b.stats().reconnects, 1);
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
+#[tokio::test]
+async fn over_tls_with_a_client_certificate() {
+    let dir = tempdir();
+    let pki = Pki::new();
+    pki.write_to(dir.path());
+    let certs = dir.path().join("certs");
+    let remote = TestBroker::start_in(
+        dir,
+        "allow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1:0\"\ntransport = \"tls\"\n\
+         certfile = \"certs/server.pem\"\nkeyfile = \"certs/server.key\"\n\
+         cafile = \"certs/ca.pem\"\nrequire_certificate = true\n",
+    )
+    .await;
+    let edge = TestBroker::start().await;
+    let tls = "transport = \"tls\"\ncafile = \"ca.pem\"\ncertfile = \"client.pem\"\n\
+               keyfile = \"client.key\"\n";
+    let missing = config(
+        "sec",
+        remote.addr,
+        &["t/# out 1"],
+        &tls.replace("ca.pem", "nope.pem"),
+    );
+    let e = bridge::start(edge.handle().clone(), missing, &certs).unwrap_err();
+    assert!(matches!(&e, BridgeError::Tls { .. }), "{e}");
+    assert!(
+        e.to_string().contains("sec") && e.to_string().contains("nope.pem"),
+        "{e}"
+    );
+
+    let b = bridge::start(
+        edge.handle().clone(),
+        config("sec", remote.addr, &["t/# out 1"], tls),
+        &certs,
+    )
+    .unwrap();
+    up(&b).await;
+    let mut reader = Client::connect(
+        remote.addr,
+        &Via::Tls(hermod_testkit::tls_client_config(
+            &pki.ca_pem,
+            Some(&pki.client2),
+        )),
+        hermod_testkit::connect_packet(V5, "reader"),
+    )
+    .await;
+    reader.subscribe_one("t/#", Q1).await;
+    let mut publisher = edge.client(V5, "pub").await;
+    publisher.publish("t/secure", b"s", Q1, false).await;
+    let p = reader.expect_publish_acked().await;
+    assert_eq!(p.topic, "t/secure");
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
+/// Kills the child on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn to_mosquitto() {
+    let exe = Path::new("/usr/sbin/mosquitto");
+    if !exe.exists() {
+        println!("skipped: /usr/sbin/mosquitto is not installed");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempdir();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let _mosquitto = Child(
+        std::process::Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let edge = TestBroker::start().await;
+    for (version, name) in [("mqttv5", "m5"), ("mqttv311", "m3")] {
+        let extra = format!("protocol_version = \"{version}\"\n");
+        let topics = [
+            &format!("{name}/# out 1") as &str,
+            &format!("back/{name}/# in 1"),
+        ];
+        let b = start(&edge, config(name, addr, &topics, &extra));
+        up(&b).await;
+        let mut reader = Client::connect_id(addr, V311, &format!("reader-{name}")).await;
+        reader.subscribe_one(&format!("{name}/#"), Q1).await;
+        let mut publisher = edge.client(V5, &format!("pub-{name}")).await;
+        publish_n(&mut publisher, 100, |i| format!("{name}/{i}")).await;
+        let got = reader.collect(100).await;
+        for (i, p) in got.iter().enumerate() {
+            assert_eq!(
+                (p.topic.clone(), seq(p)),
+                (format!("{name}/{i}"), i),
+                "{name}"
+            );
+        }
+        let mut on_edge = edge.client(V5, &format!("on-edge-{name}")).await;
+        on_edge.subscribe_one("back/#", Q1).await;
+        reader
+            .publish(&format!("back/{name}/x"), b"b", Q1, false)
+            .await;
+        let p = on_edge.expect_publish_acked().await;
+        assert_eq!(p.topic, format!("back/{name}/x"));
+        assert_eq!(b.stats().messages_out, 100, "{name}");
+        b.shutdown().await;
+    }
+    edge.stop().await;
+}
