@@ -225,6 +225,33 @@ async fn messages_published_during_an_outage_all_arrive_in_order() {
 }
 
 #[tokio::test]
+async fn the_queue_limit_and_on_full_apply_while_the_remote_is_away() {
+    let mut remote = durable_remote(tempdir(), 0).await;
+    let port = remote.addr.port();
+    let mut reader = Client::connect(remote.addr, &Via::Tcp, persistent(V5, "reader")).await;
+    reader.subscribe_one("q/#", Q1).await;
+    reader.disconnect().await;
+    let edge = TestBroker::start().await;
+    let extra = "max_queued_messages = 5\non_full = \"drop_oldest\"\n";
+    let b = start(&edge, config("q", remote.addr, &["q/# out 1"], extra));
+    up(&b).await;
+    let dir = remote.dir.take().unwrap();
+    remote.stop().await;
+    until("link down", LONG, || !b.stats().connected).await;
+    let mut publisher = edge.client(V5, "pub").await;
+    publish_n(&mut publisher, 20, |i| format!("q/{i}")).await;
+    let remote = durable_remote(dir, port).await;
+    up(&b).await;
+    let mut reader = Client::connect(remote.addr, &Via::Tcp, persistent(V5, "reader")).await;
+    let got: Vec<usize> = reader.collect(5).await.iter().map(seq).collect();
+    assert_eq!(got, [15, 16, 17, 18, 19], "the newest 5 were kept");
+    reader.expect_nothing(QUIET).await;
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
+#[tokio::test]
 async fn both_ways_does_not_loop() {
     let a = TestBroker::start().await;
     let b_broker = TestBroker::start().await;

@@ -292,7 +292,7 @@ impl BridgeConfig {
     /// A TOML or schema error, or what [`Self::validate`] finds.
     pub fn from_toml(text: &str) -> Result<Self, BridgeError> {
         let config: Self = toml::from_str(text).map_err(|e| BridgeError::Config {
-            bridge: String::new(),
+            bridge: "?".into(),
             field: "toml".into(),
             message: e.to_string(),
         })?;

@@ -24,6 +24,8 @@ const RECEIVE_MAXIMUM: u16 = 100;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean stop waits for the DISCONNECTs to be written.
 const STOP_FLUSH: Duration = Duration::from_secs(2);
+/// How long a failed link still tries to write the acknowledgements it owes.
+const DOWN_FLUSH: Duration = Duration::from_millis(500);
 
 /// What a bridge's task works with.
 #[derive(Debug)]
@@ -190,15 +192,21 @@ pub(crate) async fn run(
         local: local.carry(),
         remote: remote.carry(),
     };
-    if matches!(end, End::Stop) {
+    let wait = if matches!(end, End::Stop) {
         // A clean stop: both sessions stay; what is unacknowledged is sent again next time.
         local.queue(&Packet::Disconnect(Disconnect::default()));
         remote.queue(&Packet::Disconnect(Disconnect::default()));
-        let _ = tokio::time::timeout(STOP_FLUSH, async {
-            let _ = tokio::join!(local.flush(), remote.flush());
-        })
-        .await;
-    }
+        STOP_FLUSH
+    } else {
+        // Down: no DISCONNECT (the local session goes offline as after a network failure),
+        // but the acknowledgements already queued go out, so that what the other side took
+        // is not sent again.
+        DOWN_FLUSH
+    };
+    let _ = tokio::time::timeout(wait, async {
+        let _ = tokio::join!(local.flush(), remote.flush());
+    })
+    .await;
     end
 }
 

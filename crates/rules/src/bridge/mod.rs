@@ -185,6 +185,12 @@ pub fn start(
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| BridgeError::NoRuntime {
         bridge: config.name.clone(),
     })?;
+    if config.protocol_version == BridgeProtocol::Mqttv311
+        && maps.iter().any(|m| m.direction == Direction::Both)
+    {
+        tracing::warn!(bridge = %config.name,
+            "MQTT 3.1.1 has no No Local: messages sent out on a `both` line come back in once");
+    }
     let counters = Arc::new(Counters::default());
     let (stop, stop_rx) = watch::channel(false);
     let bridge_handle = BridgeHandle {
