@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hermod_rules::bridge::{self, Bridge, BridgeConfig, BridgeError};
 use hermod_testkit::{
-    Client, Packet, Pki, Publish, Q1, QUIET, TestBroker, V5, V311, Via, persistent, tempdir,
+    Client, Packet, Pki, Publish, Q1, Q2, QUIET, TestBroker, V5, V311, Via, persistent, tempdir,
 };
 
 /// The longest any "eventually" below waits.
@@ -249,6 +249,87 @@ async fn the_queue_limit_and_on_full_apply_while_the_remote_is_away() {
     b.shutdown().await;
     edge.stop().await;
     remote.stop().await;
+}
+
+#[tokio::test]
+async fn qos_2_both_ways_and_the_line_qos_caps() {
+    let remote = TestBroker::start().await;
+    let edge = TestBroker::start().await;
+    let b = start(
+        &edge,
+        config("two", remote.addr, &["z/# both 2", "c/# out 1"], ""),
+    );
+    up(&b).await;
+    let mut on_remote = remote.client(V5, "on-remote").await;
+    on_remote.subscribe("z/#", Q2).await;
+    on_remote.subscribe("c/#", Q2).await;
+    let mut on_edge = edge.client(V5, "on-edge").await;
+    on_edge.subscribe("z/#", Q2).await;
+    let mut pub_edge = edge.client(V5, "pub-edge").await;
+    for i in 0..50 {
+        pub_edge
+            .publish(&format!("z/{i}"), i.to_string().as_bytes(), Q2, false)
+            .await;
+    }
+    pub_edge.publish("c/capped", b"c", Q2, false).await;
+    let got = on_remote.collect(51).await;
+    for (i, p) in got.iter().take(50).enumerate() {
+        assert_eq!((p.topic.clone(), p.qos), (format!("z/{i}"), Q2));
+    }
+    assert_eq!((got[50].topic.as_str(), got[50].qos), ("c/capped", Q1));
+    let edge_copies = on_edge.collect(50).await;
+    assert!(edge_copies.iter().all(|p| p.qos == Q2));
+    let mut pub_remote = remote.client(V5, "pub-remote").await;
+    pub_remote.publish("z/in", b"in", Q2, false).await;
+    let p = on_edge.expect_publish_acked().await;
+    assert_eq!((p.topic.as_str(), p.qos), ("z/in", Q2));
+    assert_eq!(on_remote.expect_publish_acked().await.topic, "z/in");
+    on_edge.expect_nothing(QUIET).await;
+    on_remote.expect_nothing(QUIET).await;
+    let s = b.stats();
+    assert_eq!(
+        (s.messages_out, s.messages_in, s.messages_dropped),
+        (51, 1, 0)
+    );
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
+/// A "remote" that accepts the CONNECT and then sends bytes that are no MQTT packet: the link
+/// goes down (no panic) and the bridge tries again.
+#[tokio::test]
+async fn a_remote_sending_garbage_is_a_link_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+            // CONNACK (v5, success, no properties), then a reserved packet type.
+            let _ = s
+                .write_all(&[0x20, 0x03, 0x00, 0x00, 0x00, 0xF0, 0x00])
+                .await;
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    let edge = TestBroker::start().await;
+    let b = start(&edge, config("junk", addr, &["j/# out 1"], ""));
+    until("a second attempt", LONG, || {
+        accepted.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(state(&edge, "junk").as_deref(), Some("0"));
+    b.shutdown().await;
+    server.abort();
+    edge.stop().await;
 }
 
 #[tokio::test]
