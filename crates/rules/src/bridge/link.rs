@@ -14,9 +14,10 @@ use hermod_proto::{
 use tokio::sync::watch;
 
 use super::Counters;
-use super::config::{BridgeConfig, BridgeProtocol, OnFull, TopicMap, route_in, route_out};
+use super::config::{BridgeConfig, BridgeProtocol, OnFull};
 use super::flow::{Carry, Origin, Side, Tally};
 use super::tls::Dialer;
+use super::topic::{TopicMap, route_in, route_out};
 
 /// The receive maximum the bridge gives both peers (QoS 1/2 messages in flight to it).
 const RECEIVE_MAXIMUM: u16 = 100;

@@ -21,6 +21,7 @@ mod config;
 mod flow;
 mod link;
 mod tls;
+mod topic;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +34,8 @@ use hermod_proto::QoS;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{BridgeConfig, BridgeProtocol, Direction, OnFull, TopicMap, Transport};
+pub use config::{BridgeConfig, BridgeProtocol, OnFull, Transport};
+pub use topic::{Direction, TopicMap};
 
 /// What stops a bridge from starting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
