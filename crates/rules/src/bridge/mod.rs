@@ -19,6 +19,8 @@
 
 mod config;
 mod flow;
+#[cfg(test)]
+mod flow_tests;
 mod link;
 mod tls;
 mod topic;
