@@ -124,7 +124,10 @@ async fn qos_2_acks_the_source_at_pubrec_and_resumes_with_pubrel() {
         [Packet::PublishReceived(PublishAck::new(id(7)))]
     );
     let rel = Packet::PublishRelease(PublishAck::new(id(3)));
-    assert_eq!(written(&mut target, &mut target_peer).await, [rel.clone()]);
+    assert_eq!(
+        written(&mut target, &mut target_peer).await,
+        std::slice::from_ref(&rel)
+    );
     assert_eq!(target.carry(), [id(3)]);
 
     // The next connection, session present: PUBREL again, and id 3 stays taken.
