@@ -332,6 +332,43 @@ async fn a_remote_sending_garbage_is_a_link_failure() {
     edge.stop().await;
 }
 
+/// The local session outlives the bridge: what is published while it is stopped goes out
+/// when it starts again, and a topic line removed from the config is unsubscribed.
+#[tokio::test]
+async fn a_restarted_bridge_sends_what_queued_and_drops_removed_lines() {
+    let remote = TestBroker::start().await;
+    let edge = TestBroker::start().await;
+    let mut reader = remote.client(V5, "reader").await;
+    reader.subscribe_one("#", Q1).await;
+    let mut publisher = edge.client(V5, "pub").await;
+
+    let b = start(&edge, config("re", remote.addr, &["a/# out 1"], ""));
+    up(&b).await;
+    b.shutdown().await;
+    publisher.publish("a/while-stopped", b"1", Q1, false).await;
+    let b = start(&edge, config("re", remote.addr, &["a/# out 1"], ""));
+    let p = reader.expect_publish_acked().await;
+    assert_eq!(p.topic, "a/while-stopped");
+    b.shutdown().await;
+
+    let b = start(&edge, config("re", remote.addr, &["b/# out 1"], ""));
+    up(&b).await;
+    let subs = edge
+        .handle()
+        .client_subscriptions("$hermod/bridge/re")
+        .await;
+    let filters: Vec<String> = subs.unwrap().into_iter().map(|s| s.filter).collect();
+    assert_eq!(filters, ["b/#"]);
+    publisher.publish("a/gone", b"2", Q1, false).await;
+    publisher.publish("b/new", b"3", Q1, false).await;
+    let p = reader.expect_publish_acked().await;
+    assert_eq!(p.topic, "b/new");
+    reader.expect_nothing(QUIET).await;
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
 #[tokio::test]
 async fn both_ways_does_not_loop() {
     let a = TestBroker::start().await;

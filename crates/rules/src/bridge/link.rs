@@ -72,6 +72,16 @@ pub(crate) async fn run(
             .handshake(&remote_options(config, remote_version))
             .await
             .map_err(|e| down("remote CONNECT", e))?;
+        // Asked while the session is offline (a registry read, no round trip to a connection
+        // task that may be busy sending us the messages it kept).
+        let subscribed: Vec<String> = ctx
+            .broker
+            .client_subscriptions(&config.local_client_id())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.filter)
+            .collect();
         let options = InternalOptions {
             max_queued_messages: config.max_queued_messages,
             drop_oldest: config.on_full == OnFull::DropOldest,
@@ -88,9 +98,9 @@ pub(crate) async fn run(
             .handshake(&local_options)
             .await
             .map_err(|e| down("local CONNECT", e))?;
-        Ok::<_, End>((remote, remote_ack, local, local_ack))
+        Ok::<_, End>((remote, remote_ack, local, local_ack, subscribed))
     };
-    let (remote, remote_ack, local, local_ack) = tokio::select! {
+    let (remote, remote_ack, local, local_ack, subscribed) = tokio::select! {
         r = connecting => match r {
             Ok(v) => v,
             Err(end) => return end,
@@ -107,7 +117,7 @@ pub(crate) async fn run(
     remote.resume(carried.remote, remote_ack.session_present);
     local.resume(carried.local, local_ack.session_present);
 
-    let mut subacks = subscribe(ctx, &mut local, &mut remote, remote_version).await;
+    let mut subacks = subscribe(ctx, subscribed, &mut local, &mut remote, remote_version);
     if subacks == 0 {
         on_up();
     }
@@ -135,51 +145,14 @@ pub(crate) async fn run(
             }
             r = local_rx.recv() => {
                 let p = match received(r, "local") { Ok(p) => p, Err(end) => break end };
-                match p {
-                    Packet::Publish(p) => forward(&ctx.maps, p, false, &mut remote, &mut local, counters),
-                    a @ (Packet::PublishAck(_) | Packet::PublishReceived(_)
-                        | Packet::PublishComplete(_)) => {
-                        let t = local.on_ack(&a, &mut remote);
-                        count(counters, Tally::default(), t);
-                    }
-                    Packet::PublishRelease(r) => {
-                        local.queue(&Packet::PublishComplete(PublishAck::new(r.packet_id)));
-                    }
-                    Packet::SubscribeAck(a) => {
-                        check_suback(ctx, "local", &a.reasons);
-                        subacks = subacks.saturating_sub(1);
-                        if subacks == 0 { on_up(); }
-                    }
-                    Packet::UnsubscribeAck(_) | Packet::PingResponse => {}
-                    Packet::Disconnect(d) => break down("local broker disconnected", d.reason),
-                    other => break down("local broker sent", packet_name(&other)),
-                }
+                let mut link = Pair { ctx, subacks: &mut subacks, on_up: &mut *on_up };
+                if let Some(end) = link.handle(p, false, &mut local, &mut remote) { break end; }
             }
             r = remote_rx.recv() => {
                 let p = match received(r, "remote") { Ok(p) => p, Err(end) => break end };
                 last_rx = Instant::now();
-                match p {
-                    Packet::Publish(p) if p.topic.is_empty() => {
-                        break down("remote sent", "a PUBLISH without topic (alias not allowed)");
-                    }
-                    Packet::Publish(p) => forward(&ctx.maps, p, true, &mut local, &mut remote, counters),
-                    a @ (Packet::PublishAck(_) | Packet::PublishReceived(_)
-                        | Packet::PublishComplete(_)) => {
-                        let t = remote.on_ack(&a, &mut local);
-                        count(counters, t, Tally::default());
-                    }
-                    Packet::PublishRelease(r) => {
-                        remote.queue(&Packet::PublishComplete(PublishAck::new(r.packet_id)));
-                    }
-                    Packet::SubscribeAck(a) => {
-                        check_suback(ctx, "remote", &a.reasons);
-                        subacks = subacks.saturating_sub(1);
-                        if subacks == 0 { on_up(); }
-                    }
-                    Packet::UnsubscribeAck(_) | Packet::PingResponse => {}
-                    Packet::Disconnect(d) => break down("remote disconnected", d.reason),
-                    other => break down("remote sent", packet_name(&other)),
-                }
+                let mut link = Pair { ctx, subacks: &mut subacks, on_up: &mut *on_up };
+                if let Some(end) = link.handle(p, true, &mut remote, &mut local) { break end; }
             }
             _ = ping.tick(), if keepalive > 0 => {
                 if last_rx.elapsed() > period * 3 {
@@ -209,6 +182,63 @@ pub(crate) async fn run(
     })
     .await;
     end
+}
+
+/// What handling a received packet needs besides the two sides.
+struct Pair<'a> {
+    ctx: &'a Ctx,
+    subacks: &'a mut usize,
+    on_up: &'a mut (dyn FnMut() + Send),
+}
+
+impl Pair<'_> {
+    /// Handles one packet from `from` (`inbound`: the remote), whose messages go to `to`.
+    /// `Some` ends the link.
+    fn handle<F, T>(
+        &mut self,
+        p: Packet,
+        inbound: bool,
+        from: &mut Side<F>,
+        to: &mut Side<T>,
+    ) -> Option<End>
+    where
+        F: tokio::io::AsyncWrite + Unpin,
+        T: tokio::io::AsyncWrite + Unpin,
+    {
+        let side = if inbound { "remote" } else { "local" };
+        let counters = &self.ctx.counters;
+        match p {
+            Packet::Publish(p) if p.topic.is_empty() => {
+                return Some(down(side, "a PUBLISH without topic (no alias was allowed)"));
+            }
+            Packet::Publish(p) => forward(&self.ctx.maps, p, inbound, to, from, counters),
+            a @ (Packet::PublishAck(_)
+            | Packet::PublishReceived(_)
+            | Packet::PublishComplete(_)) => {
+                // Acks from the remote finish messages sent out, from the local side messages in.
+                let t = from.on_ack(&a, to);
+                if inbound {
+                    count(counters, t, Tally::default());
+                } else {
+                    count(counters, Tally::default(), t);
+                }
+            }
+            Packet::PublishRelease(r) => {
+                from.queue(&Packet::PublishComplete(PublishAck::new(r.packet_id)));
+            }
+            Packet::SubscribeAck(a) => {
+                check_suback(self.ctx, side, &a.reasons);
+                *self.subacks = self.subacks.saturating_sub(1);
+                if *self.subacks == 0 {
+                    (self.on_up)();
+                }
+            }
+            Packet::UnsubscribeAck(_) | Packet::PingResponse => {}
+            Packet::Disconnect(d) => return Some(down(&format!("{side} DISCONNECT"), d.reason)),
+            other => return Some(down(&format!("{side} sent"), packet_name(&other))),
+        }
+        None
+    }
 }
 
 fn count(counters: &Counters, out: Tally, inn: Tally) {
@@ -296,8 +326,9 @@ fn remote_options(config: &BridgeConfig, version: ProtocolVersion) -> ConnectOpt
 
 /// Sends the SUBSCRIBEs (and drops the local session's subscriptions no line asks for any
 /// more); returns how many SUBACKs to wait for.
-async fn subscribe<L, R>(
+fn subscribe<L, R>(
     ctx: &Ctx,
+    subscribed: Vec<String>,
     local: &mut Side<L>,
     remote: &mut Side<R>,
     remote_version: ProtocolVersion,
@@ -329,13 +360,8 @@ where
         .map(|m| (m.remote_filter(), options(m.qos, remote_version.is_v5())))
         .collect();
     let wanted: HashSet<&str> = local_filters.iter().map(|(f, _)| f.as_str()).collect();
-    let stale: Vec<String> = ctx
-        .broker
-        .client_subscriptions(&ctx.config.local_client_id())
-        .await
-        .unwrap_or_default()
+    let stale: Vec<String> = subscribed
         .into_iter()
-        .map(|s| s.filter)
         .filter(|f| !wanted.contains(f.as_str()))
         .collect();
     let id = std::num::NonZeroU16::MIN;
