@@ -16,6 +16,16 @@
 //! to 30 s) the remote is reconnected first, then the local session, whose unacknowledged
 //! messages the broker sends again, in order. `$SYS/broker/connection/<name>/state` is `1`
 //! (retained) while the link is up and `0` while it is down.
+//!
+//! Delivery is at least once across link failures: a message the remote took but whose
+//! acknowledgement was lost with the link is sent again (with its original order kept).
+//! QoS 2 packet ids still owed a PUBCOMP are released with PUBREL on the next connection of
+//! the same process; after a restart of this broker they are not known any more.
+//!
+//! Known limits: MQTT 3.1.1 has no No Local, so on a `both` line a message sent out comes back
+//! in once (Mosquitto's private bridge flag is not spoken); a message matching several lines
+//! is forwarded once, mapped by the first line (in config order) that maps it; bridge names
+//! must be unique (two bridges with one name take each other's session over).
 
 mod config;
 mod flow;
