@@ -337,6 +337,8 @@ async fn a_remote_sending_garbage_is_a_link_failure() {
     })
     .await;
     assert_eq!(state(&edge, "junk").as_deref(), Some("0"));
+    assert!(b.stats().failed_connects >= 1);
+    assert!(!b.stats().connected);
     b.shutdown().await;
     server.abort();
     edge.stop().await;
@@ -374,6 +376,22 @@ async fn a_restarted_bridge_sends_what_queued_and_drops_removed_lines() {
     let p = reader.expect_publish_acked().await;
     assert_eq!(p.topic, "b/new");
     reader.expect_nothing(QUIET).await;
+    b.shutdown().await;
+    edge.stop().await;
+    remote.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_retried_and_the_link_stays_down() {
+    let remote = TestBroker::with(|c| c.allow_anonymous = Some(false)).await;
+    let edge = TestBroker::start().await;
+    let b = start(&edge, config("denied", remote.addr, &["d/# out 1"], ""));
+    until("two refused attempts", LONG, || {
+        b.stats().failed_connects >= 2
+    })
+    .await;
+    assert!(!b.stats().connected);
+    assert_eq!(state(&edge, "denied").as_deref(), Some("0"));
     b.shutdown().await;
     edge.stop().await;
     remote.stop().await;

@@ -138,7 +138,8 @@ impl BridgeHandle {
     }
 }
 
-/// A running bridge (its task runs on the tokio runtime it was started on).
+/// A running bridge (its task runs on the tokio runtime it was started on). Dropping it stops
+/// the bridge as [`Bridge::shutdown`] does, without waiting.
 #[derive(Debug)]
 pub struct Bridge {
     handle: BridgeHandle,
