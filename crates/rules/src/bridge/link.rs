@@ -228,9 +228,11 @@ impl Pair<'_> {
             }
             Packet::SubscribeAck(a) => {
                 check_suback(self.ctx, side, &a.reasons);
-                *self.subacks = self.subacks.saturating_sub(1);
-                if *self.subacks == 0 {
-                    (self.on_up)();
+                if *self.subacks > 0 {
+                    *self.subacks -= 1;
+                    if *self.subacks == 0 {
+                        (self.on_up)();
+                    }
                 }
             }
             Packet::UnsubscribeAck(_) | Packet::PingResponse => {}
