@@ -12,7 +12,10 @@
 //! - [`config`]: `[[connector]]` and `[[rule]]` from Hermod's config file, checked.
 //! - [`runtime`]: the connectors started and one task per rule, each rule an internal client
 //!   of the broker whose session buffers what its actions have not written yet.
+//! - [`bridge`]: store-and-forward bridges to other brokers (`[[bridge]]`, Mosquitto's topic
+//!   syntax), each an internal client of this broker and a client of the remote one.
 
+pub mod bridge;
 pub mod config;
 pub mod runtime;
 pub mod sink;
