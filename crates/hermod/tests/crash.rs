@@ -196,7 +196,7 @@ async fn drain_subscriber(conn: &mut Connection, qos: QoS) -> (HashSet<usize>, u
                     .and_then(|s| s.parse().ok())
                     .expect("payload is a number");
                 // A QoS 2 re-send with DUP of a packet id we have not completed is the same delivery.
-                if !got.insert(n) && !(p.dup && qos == QoS::ExactlyOnce) {
+                if !(got.insert(n) || p.dup && qos == QoS::ExactlyOnce) {
                     dups += 1;
                 }
                 let id = p.packet_id.expect("QoS > 0");

@@ -108,6 +108,10 @@ pub struct RuleConfig {
 pub struct RulesConfig {
     pub connectors: Vec<ConnectorConfig>,
     pub rules: Vec<RuleConfig>,
+    /// `[[bridge]]`, checked.
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
+    /// The config file's folder: relative paths (a bridge's TLS files) resolve against it.
+    pub base_dir: PathBuf,
 }
 
 /// A rules configuration that cannot be used: the file, line, key and what is wrong.
@@ -124,6 +128,8 @@ struct File {
     connector: Vec<Spanned<RawConnector>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    bridge: Vec<Spanned<crate::bridge::BridgeConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +214,11 @@ impl RulesConfig {
             let at = line(c.span().start);
             let c = c.into_inner();
             let where_ = format!("line {at}: connector {:?}", c.name);
+            if !valid_name(&c.name) {
+                return Err(fail(format!(
+                    "{where_}: key `name`: use letters, digits, `-` and `_`"
+                )));
+            }
             if !names.insert(c.name.clone()) {
                 return Err(fail(format!(
                     "{where_}: key `name`: a connector with this name already exists"
@@ -279,7 +290,26 @@ impl RulesConfig {
                 drop_oldest,
             });
         }
-        Ok(RulesConfig { connectors, rules })
+        let mut bridge_names = HashSet::new();
+        let mut bridges = Vec::new();
+        for b in file.bridge {
+            let at = line(b.span().start);
+            let b = b.into_inner();
+            b.validate().map_err(|e| fail(format!("line {at}: {e}")))?;
+            if !bridge_names.insert(b.name.clone()) {
+                return Err(fail(format!(
+                    "line {at}: bridge `{}`: name: a bridge with this name already exists",
+                    b.name
+                )));
+            }
+            bridges.push(b);
+        }
+        Ok(RulesConfig {
+            connectors,
+            rules,
+            bridges,
+            base_dir: base.to_path_buf(),
+        })
     }
 }
 
@@ -416,5 +446,102 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => Err(format!(
             "`{s}` is not a duration like \"10ms\", \"5s\" or \"2m\""
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RulesConfig, String> {
+        RulesConfig::parse(text, Path::new("/etc/hermod/hermod.toml")).map_err(|e| e.to_string())
+    }
+
+    const SQLITE: &str = "[[connector]]\nname = \"db\"\nkind = \"sqlite\"\npath = \"r.db\"\n";
+
+    #[test]
+    fn a_collector_config_parses_with_paths_resolved() {
+        let c = parse(&format!(
+            "allow_anonymous = true\n{SQLITE}[[rule]]\nname = \"c\"\nsql = 'SELECT * FROM \"dev/gw\"'\n[[rule.action]]\nconnector = \"db\"\nstatement = \"INSERT INTO t VALUES (${{topic}})\"\n"
+        ))
+        .expect("parses");
+        assert_eq!(
+            c.connectors[0].path.as_deref(),
+            Some(Path::new("/etc/hermod/r.db"))
+        );
+        assert_eq!(c.rules[0].name, "c");
+        assert_eq!(c.rules[0].max_buffered, 1_000_000);
+        assert!(!c.rules[0].drop_oldest);
+        assert_eq!(c.base_dir, Path::new("/etc/hermod"));
+    }
+
+    #[test]
+    fn an_sql_error_names_the_file_line_rule_and_position() {
+        let e = parse(&format!(
+            "{SQLITE}\n[[rule]]\nname = \"bad\"\nsql = 'SELECT x \"dev/gw\"'\n[[rule.action]]\nconnector = \"db\"\nstatement = \"SELECT 1\"\n"
+        ))
+        .expect_err("refused");
+        assert!(
+            e.starts_with("/etc/hermod/hermod.toml: line 8: rule \"bad\": key `sql`: "),
+            "{e}"
+        );
+        assert!(e.contains("(at 1:10 of the SQL)"), "{e}");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let rule = |action: &str| {
+            format!("{SQLITE}[[rule]]\nname = \"r\"\nsql = 'SELECT * FROM \"t\"'\n{action}")
+        };
+        for (text, want) in [
+            (rule("[[rule.action]]\nconnector = \"nope\"\nstatement = \"x\"\n"), "line 8: rule \"r\": [[rule.action]]: key `connector`: no [[connector]] named \"nope\""),
+            (rule(""), "line 5: rule \"r\": no [[rule.action]]"),
+            (rule("[[rule.action]]\nconnector = \"db\"\n"), "key `statement` is required"),
+            (rule("[[rule.action]]\nconnector = \"db\"\nstatement = \"x\"\nqos = 1\n"), "`payload`, `qos` and `retain` go with `republish`"),
+            (rule("[[rule.action]]\nrepublish = \"a/b\"\nqos = 3\n"), "key `qos`: 3 is not 0, 1 or 2"),
+            (rule("[[rule.action]]\nconnector = \"db\"\nstatment = \"x\"\n"), "unknown field `statment`"),
+            (format!("{SQLITE}{SQLITE}"), "line 5: connector \"db\": key `name`: a connector with this name already exists"),
+            ("[[connector]]\nname = \"h\"\nkind = \"http\"\n".to_owned(), "key `url` is required"),
+            ("[[connector]]\nname = \"a b\"\nkind = \"http\"\nurl = \"http://x\"\n".to_owned(), "key `name`: use letters"),
+            ("[[connector]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://x\"\ntimeout = \"5 minutes\"\n".to_owned(), "key `timeout`"),
+            (rule("[[rule.action]]\nrepublish = \"a/b\"\n[[rule]]\nname = \"r\"\nsql = 'SELECT * FROM \"t\"'\n"), "a rule with this name already exists"),
+        ] {
+            let e = parse(&text).expect_err(&text);
+            assert!(e.contains(want), "{e}\n-- wanted: {want}");
+        }
+    }
+
+    #[test]
+    fn bridges_are_checked_and_named() {
+        let bridge =
+            "[[bridge]]\nname = \"cloud\"\naddress = \"127.0.0.1:1883\"\ntopic = [\"a/# out 1\"]\n";
+        let c = parse(bridge).expect("parses");
+        assert_eq!(c.bridges[0].name, "cloud");
+        let e = parse(&format!("{bridge}{bridge}")).expect_err("duplicate");
+        assert!(
+            e.contains("line 5: bridge `cloud`: name: a bridge with this name already exists"),
+            "{e}"
+        );
+        let e =
+            parse("[[bridge]]\nname = \"x\"\naddress = \"h:1\"\ntopic = [\"a/# sideways 1\"]\n")
+                .expect_err("bad line");
+        assert!(e.contains("line 1: bridge `x`: topic[0]"), "{e}");
+    }
+
+    #[test]
+    fn disabled_rules_are_checked_for_names_only() {
+        let c = parse(&format!(
+            "{SQLITE}[[rule]]\nname = \"off\"\nenabled = false\nsql = 'not sql'\n"
+        ))
+        .expect("parses");
+        assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("1h").is_err());
     }
 }

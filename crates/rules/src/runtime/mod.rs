@@ -30,9 +30,10 @@ use stats::{ActionCounters, RuleCounters};
 pub use stats::{ActionStats, RuleStats};
 use task::RuleTask;
 
-/// Why the rules could not start: a connector that cannot be opened, named.
+/// Why the rules could not start: a connector that cannot be opened, or a bridge whose TLS
+/// files cannot be used; named.
 #[derive(Debug, thiserror::Error)]
-#[error("connector {name:?}: {message}")]
+#[error("{name:?}: {message}")]
 pub struct RulesError {
     pub name: String,
     pub message: String,
@@ -42,6 +43,7 @@ pub struct RulesError {
 pub struct Rules {
     view: View,
     tasks: Vec<JoinHandle<()>>,
+    bridges: Vec<crate::bridge::Bridge>,
     sinks: Vec<Sink>,
     stop: watch::Sender<bool>,
 }
@@ -117,12 +119,31 @@ impl Rules {
                 "rules started"
             );
         }
+        let mut bridges = Vec::new();
+        for b in &config.bridges {
+            match crate::bridge::start(handle.clone(), b.clone(), &config.base_dir) {
+                Ok(b) => bridges.push(b),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    for b in bridges {
+                        b.shutdown().await;
+                    }
+                    return Err(RulesError {
+                        name: b.name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        let bridge_handles = bridges.iter().map(crate::bridge::Bridge::handle).collect();
         Ok(Rules {
             view: View {
                 handle,
                 rules: Arc::new(rules),
+                bridges: Arc::new(bridge_handles),
             },
             tasks,
+            bridges,
             sinks: sinks.into_iter().map(|(_, s)| s).collect(),
             stop,
         })
@@ -151,6 +172,9 @@ impl Rules {
     /// the next start) and closes the connectors, writing what they hold.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        for b in self.bridges {
+            b.shutdown().await;
+        }
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
@@ -258,6 +282,7 @@ async fn open(c: &ConnectorConfig) -> Result<Sink, RulesError> {
 struct View {
     handle: BrokerHandle,
     rules: Arc<Vec<(String, Arc<RuleCounters>)>>,
+    bridges: Arc<Vec<crate::bridge::BridgeHandle>>,
 }
 
 impl View {
@@ -282,21 +307,23 @@ impl View {
         use std::fmt::Write as _;
         let mut out = String::new();
         let stats = self.stats();
-        let rule_counter =
-            |out: &mut String, name: &str, help: &str, get: &dyn Fn(&RuleStats) -> u64| {
+        let rule_counter = |out: &mut String,
+                            name: &str,
+                            help: &str,
+                            get: &dyn Fn(&RuleStats) -> u64| {
+            let _ = writeln!(
+                out,
+                "# HELP hermod_rule_{name}_total {help}\n# TYPE hermod_rule_{name}_total counter"
+            );
+            for s in &stats {
                 let _ = writeln!(
                     out,
-                    "# HELP hermod_rule_{name} {help}\n# TYPE hermod_rule_{name} counter"
+                    "hermod_rule_{name}_total{{rule=\"{}\"}} {}",
+                    s.name,
+                    get(s)
                 );
-                for s in &stats {
-                    let _ = writeln!(
-                        out,
-                        "hermod_rule_{name}_total{{rule=\"{}\"}} {}",
-                        s.name,
-                        get(s)
-                    );
-                }
-            };
+            }
+        };
         rule_counter(&mut out, "matched", "Inputs the rule ran on.", &|s| {
             s.matched
         });
@@ -327,7 +354,7 @@ impl View {
         ] {
             let _ = writeln!(
                 out,
-                "# HELP hermod_rule_action_{name} {help}\n# TYPE hermod_rule_action_{name} counter"
+                "# HELP hermod_rule_action_{name}_total {help}\n# TYPE hermod_rule_action_{name}_total counter"
             );
             for s in &stats {
                 for a in &s.actions {
@@ -342,6 +369,57 @@ impl View {
                         s.name, a.target
                     );
                 }
+            }
+        }
+        for (name, help, kind) in [
+            (
+                "connected",
+                "1 while the bridge's link is up (both sides connected).",
+                "gauge",
+            ),
+            (
+                "messages_out",
+                "Messages the remote broker took.",
+                "counter",
+            ),
+            (
+                "messages_in",
+                "Messages taken from the remote broker.",
+                "counter",
+            ),
+            (
+                "messages_dropped",
+                "Messages the bridge dropped.",
+                "counter",
+            ),
+            (
+                "reconnects",
+                "Times the link came up again after being down.",
+                "counter",
+            ),
+        ] {
+            if self.bridges.is_empty() {
+                break;
+            }
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            let _ = writeln!(
+                out,
+                "# HELP hermod_bridge_{name}{suffix} {help}\n# TYPE hermod_bridge_{name}{suffix} {kind}"
+            );
+            for b in self.bridges.iter() {
+                let s = b.stats();
+                let v = match name {
+                    "connected" => u64::from(s.connected),
+                    "messages_out" => s.messages_out,
+                    "messages_in" => s.messages_in,
+                    "messages_dropped" => s.messages_dropped,
+                    _ => s.reconnects,
+                };
+                let _ = writeln!(
+                    out,
+                    "hermod_bridge_{name}{suffix}{{bridge=\"{}\"}} {v}",
+                    b.name()
+                );
             }
         }
         out

@@ -220,10 +220,8 @@ impl RuleTask {
                 let input = input::from_publish(&p, &self.name);
                 self.on_input(&input, p.packet_id, state, writer);
             }
-            Packet::SubscribeAck(a) => {
-                if a.reasons.iter().any(|r| r.is_error()) {
-                    warn!(rule = %self.name, reasons = ?a.reasons, "a topic of the rule was refused");
-                }
+            Packet::SubscribeAck(a) if a.reasons.iter().any(|r| r.is_error()) => {
+                warn!(rule = %self.name, reasons = ?a.reasons, "a topic of the rule was refused");
             }
             Packet::PublishAck(a) => {
                 state.ids.release(a.packet_id);
