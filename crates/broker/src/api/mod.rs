@@ -223,6 +223,21 @@ pub struct BrokerHandle {
     shared: Arc<Shared>,
 }
 
+/// A [`BrokerHandle`] that does not keep the broker alive: for what the broker itself holds
+/// (a metrics source), so that no reference cycle keeps its store open after it stopped.
+#[derive(Debug, Clone)]
+pub struct WeakBrokerHandle {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl WeakBrokerHandle {
+    /// The handle, while the broker is still there.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<BrokerHandle> {
+        self.shared.upgrade().map(BrokerHandle::new)
+    }
+}
+
 impl BrokerHandle {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
@@ -451,9 +466,18 @@ impl BrokerHandle {
         text
     }
 
+    /// A handle that does not keep the broker alive (see [`WeakBrokerHandle`]).
+    #[must_use]
+    pub fn downgrade(&self) -> WeakBrokerHandle {
+        WeakBrokerHandle {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Adds the metrics of a service around the broker (rules, bridges) to
     /// [`BrokerHandle::prometheus_text`]: `source` returns complete Prometheus text (its
-    /// `# HELP`/`# TYPE` lines included) with names of its own (`hermod_rule_...`).
+    /// `# HELP`/`# TYPE` lines included) with names of its own (`hermod_rule_...`). The
+    /// broker keeps `source`: let it hold a [`WeakBrokerHandle`], not a `BrokerHandle`.
     pub fn add_metrics_source(&self, source: MetricsSource) {
         if let Ok(mut sources) = self.shared.metrics_sources.0.write() {
             sources.push(source);

@@ -138,7 +138,7 @@ impl Rules {
         let bridge_handles = bridges.iter().map(crate::bridge::Bridge::handle).collect();
         Ok(Rules {
             view: View {
-                handle,
+                handle: handle.downgrade(),
                 rules: Arc::new(rules),
                 bridges: Arc::new(bridge_handles),
             },
@@ -280,7 +280,8 @@ async fn open(c: &ConnectorConfig) -> Result<Sink, RulesError> {
 /// What the counters are read from (shared with the metrics source).
 #[derive(Clone)]
 struct View {
-    handle: BrokerHandle,
+    /// Weak: the broker holds this view (as a metrics source).
+    handle: hermod_broker::api::WeakBrokerHandle,
     rules: Arc<Vec<(String, Arc<RuleCounters>)>>,
     bridges: Arc<Vec<crate::bridge::BridgeHandle>>,
 }
@@ -289,12 +290,13 @@ impl View {
     /// Every rule's counters, with what waits in its session.
     #[must_use]
     fn stats(&self) -> Vec<RuleStats> {
+        let broker = self.handle.upgrade();
         self.rules
             .iter()
             .map(|(name, c)| {
-                let buffered = self
-                    .handle
-                    .client(&RuleTask::client_id(name))
+                let buffered = broker
+                    .as_ref()
+                    .and_then(|b| b.client(&RuleTask::client_id(name)))
                     .map_or(0, |i| (i.queued + i.inflight) as u64);
                 c.snapshot(name, buffered)
             })
