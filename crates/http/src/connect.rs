@@ -37,7 +37,7 @@ pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                "https without ca_file, and no system CA bundle found (give ca_file)".to_owned()
+                "https with no CA file given, and no system CA bundle found".to_owned()
             })?,
     };
     let mut roots = RootCertStore::empty();

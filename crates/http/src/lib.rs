@@ -101,6 +101,11 @@ pub enum Error {
     /// the error and its sources, `: `-separated.
     #[error("{0}")]
     Transport(String),
+    /// A connection was closed (or reset) after the request was sent, before the whole answer
+    /// was read: the server hung up, or it had just closed a pooled idle connection as it was
+    /// reused. Only an idempotent request may be sent again. The error and its sources.
+    #[error("{0}")]
+    Closed(String),
     /// The answer's body was longer than the limit (with [`Oversize::Fail`]).
     #[error("answer body larger than {0} bytes")]
     TooLarge(usize),
@@ -203,16 +208,24 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| Error::Transport(error_chain(&e)))?;
-        let response = self
-            .inner
-            .request(request)
-            .await
-            .map_err(|e| Error::Transport(error_chain(&e)))?;
+        let response = self.inner.request(request).await.map_err(|e| {
+            if !e.is_connect() && closed_early(&e) {
+                Error::Closed(error_chain(&e))
+            } else {
+                Error::Transport(error_chain(&e))
+            }
+        })?;
         let (parts, mut incoming) = response.into_parts();
         let mut body = BytesMut::new();
         let mut truncated = false;
         while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| Error::Transport(error_chain(&e)))?;
+            let frame = frame.map_err(|e| {
+                if closed_early(&e) {
+                    Error::Closed(error_chain(&e))
+                } else {
+                    Error::Transport(error_chain(&e))
+                }
+            })?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
@@ -237,6 +250,29 @@ impl Client {
             truncated,
         })
     }
+}
+
+/// Whether `e` or one of its sources says the connection ended before the answer did.
+fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// `e` and its sources, `: `-separated (hyper's errors say little at the top level).

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// A keep-alive HTTP/1.1 server answering every request with `answer(request body)` (a raw
-/// response; `None` never answers). Returns its address and the count of accepted connections.
+/// response; `None` never answers; `"CLOSE"` hangs up). Returns its address and the count of accepted connections.
 async fn server(
     answer: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -45,6 +45,7 @@ async fn server(
                     let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
                     buf.drain(..end + 4 + len);
                     match answer(&body) {
+                        Some(response) if response == "CLOSE" => return,
                         Some(response) => {
                             if sock.write_all(response.as_bytes()).await.is_err() {
                                 return;
@@ -114,6 +115,7 @@ async fn non_2xx_is_an_answer_and_garbage_is_not() {
     let (addr, _) = server(|body| {
         Some(match body {
             "teapot" => "HTTP/1.1 418 X\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            "hang up" => "CLOSE".to_owned(),
             _ => "SSH-2.0-nope\r\n\r\n".to_owned(),
         })
     })
@@ -125,6 +127,10 @@ async fn non_2xx_is_an_answer_and_garbage_is_not() {
     assert!(matches!(
         post(&client, &uri, "x").await,
         Err(Error::Transport(_))
+    ));
+    assert!(matches!(
+        post(&client, &uri, "hang up").await,
+        Err(Error::Closed(_))
     ));
 }
 

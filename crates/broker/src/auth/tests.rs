@@ -160,6 +160,7 @@ async fn http_in_the_chain() {
         timeout_ms: 1000,
         cache_ttl_secs: 0,
         cache_size: 10,
+        cafile: None,
     };
     let auth = Auth::from_parts(
         Some(pwfile()),
@@ -226,13 +227,14 @@ fn order_validation() {
             AuthSource::Http
         ])
     );
-    let https = HttpAuthConfig {
-        url: "https://x/".into(),
+    let ftp = HttpAuthConfig {
+        url: "ftp://x/".into(),
         timeout_ms: 1,
         cache_ttl_secs: 1,
         cache_size: 1,
+        cafile: None,
     };
-    assert!(Auth::from_parts(None, None, Some(https), None, vec![], None).is_err());
+    assert!(Auth::from_parts(None, None, Some(ftp), None, vec![], None).is_err());
 }
 
 fn identity(user: Option<&str>, jwt_acl: Option<JwtAcl>) -> ClientIdentity {
