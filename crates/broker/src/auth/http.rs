@@ -522,6 +522,28 @@ pub(crate) mod tests {
         assert!(server.requests().len() >= 20);
     }
 
+    /// A connection closed before the answer: the check is sent once more, no more.
+    #[tokio::test]
+    async fn resent_once_when_the_connection_closes_early() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let (url, server) = server(move |body| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // An empty reply: the server hangs up without answering.
+            Some(if n == 0 || body.contains("always") {
+                String::new()
+            } else {
+                json_reply(200, r#"{"result":"allow"}"#)
+            })
+        })
+        .await;
+        let h = HttpAuth::new(cfg(&url)).expect("config");
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
+        assert_eq!(server.requests().len(), 2);
+        assert_eq!(h.check(&req("always", b"p")).await, HttpVerdict::Error);
+        assert_eq!(server.requests().len(), 4);
+    }
+
     fn write_ca(dir: &std::path::Path, pem: &str) -> std::path::PathBuf {
         let path = dir.join("ca.pem");
         std::fs::write(&path, pem).expect("write CA file");
