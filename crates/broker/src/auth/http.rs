@@ -460,6 +460,8 @@ pub(crate) mod tests {
         ] {
             cfg(url).validate().expect(url);
         }
+        // Built outside any runtime (as when a configuration is checked).
+        HttpAuth::new(cfg("http://h/")).expect("no runtime needed");
         let mut https_with_ca = cfg("https://h/");
         https_with_ca.cafile = Some("ca.pem".into());
         https_with_ca.validate().expect("https with cafile");
