@@ -7,7 +7,7 @@
 //!   ([`TestBroker::with`]) or from a TOML file in a temporary folder ([`TestBroker::start_in`],
 //!   so relative paths resolve as with `hermod serve -c`).
 //! - [`Pki`]: certificates made with rcgen at run time (nothing secret is committed).
-//! - [`AuthServer`]: a fake HTTP service for `[auth.http]`.
+//! - [`AuthServer`]: a fake HTTP(S) service for `[auth.http]`.
 //! - packet builders ([`connect_packet`], [`publish`], ...) and the usual constants.
 //!
 //! [`Config`]: hermod_broker::Config

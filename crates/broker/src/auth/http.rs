@@ -7,32 +7,49 @@
 //!
 //! Decisions (fail closed): anything else — non-2xx status (EMQX would treat 4xx/5xx as
 //! `ignore`), an empty body (also a 204), unparsable JSON, an unknown `result` — is a deny,
-//! and so are timeouts and connection errors, which are logged. Only plain `http://` is
-//! supported (a hand-written HTTP/1.1 client, no TLS): `https://` is refused when the
-//! configuration is validated, so put the service on localhost or a trusted network.
+//! and so are timeouts, connection and TLS errors, answers that are not HTTP and bodies over
+//! 64 KiB, which are logged. `timeout_ms` bounds the whole check (connecting, the TLS
+//! handshake, the request and the whole answer).
+//!
+//! Transport: [`hermod_http::Client`], HTTP/1.1 with pooled keep-alive connections (idle ones
+//! are closed after a few seconds), over TCP for `http://` and rustls for `https://`. The
+//! service's certificate is checked against `cafile` (a PEM file of CA certificates, relative
+//! to the configuration file's folder) if given, else against the system CA bundle. A check
+//! whose connection is closed before the answer (typically a pooled connection the service
+//! had just closed) is sent once more, within the same deadline: a check is a query, safe to
+//! repeat.
 //!
 //! Results are cached for `cache_ttl_secs`, keyed by client id, username, certificate CN and a
 //! keyed SHA-256 of the password (a per-process random key, so the cache never holds the
 //! password nor a plain, dictionary-attackable hash of it).
 
 use super::AuthLoadError;
+use bytes::Bytes;
+use hermod_http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
+use hermod_http::{Client, ClientOptions, HeaderName, HeaderValue, Method, Oversize, Uri};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// Largest response (headers + body) read from the service.
+/// Largest response body read from the service.
 const MAX_RESPONSE: usize = 64 * 1024;
+
+/// How long an idle connection to the service is kept: below the usual keep-alive timeouts of
+/// HTTP servers (Node.js: 5 s), so that the service rarely closes one as it is reused.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Idle connections kept to the service.
+const POOL_MAX_IDLE: usize = 32;
 
 /// The `[auth.http]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpAuthConfig {
-    /// `http://host[:port]/path`.
+    /// `http://host[:port]/path` or `https://host[:port]/path`.
     pub url: String,
     /// Whole request/response deadline.
     #[serde(default = "default_timeout_ms")]
@@ -43,6 +60,12 @@ pub struct HttpAuthConfig {
     /// Maximum cached answers.
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
+    /// For `https://`: PEM file of the CA certificates that may sign the service's certificate
+    /// (instead of the system bundle). Relative to the configuration file's folder when loaded
+    /// by [`Auth::load`](super::Auth::load); as given (relative to the working directory) by
+    /// [`HttpAuth::new`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cafile: Option<PathBuf>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -56,15 +79,31 @@ fn default_cache_size() -> usize {
 }
 
 impl HttpAuthConfig {
-    /// Checks the URL (only `http://`) and the timeout.
+    /// Checks the URL (`http://` or `https://`, with a host), the timeout, and that `cafile`
+    /// goes with `https://`. Does not read `cafile`.
     pub fn validate(&self) -> Result<(), AuthLoadError> {
-        Url::parse(&self.url).map_err(AuthLoadError::Http)?;
+        self.uri()?;
         if self.timeout_ms == 0 {
             return Err(AuthLoadError::Http(
                 "[auth.http] timeout_ms must be > 0".into(),
             ));
         }
         Ok(())
+    }
+
+    fn uri(&self) -> Result<Uri, AuthLoadError> {
+        let url = &self.url;
+        let bad = |why: &str| AuthLoadError::Http(format!("[auth.http] url {url}: {why}"));
+        let uri = hermod_http::parse_url(url).map_err(|e| bad(&e))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        if self.cafile.is_some() && !hermod_http::is_https(&uri) {
+            return Err(bad(
+                "cafile is set but the URL is not https:// (cafile is only used for https)",
+            ));
+        }
+        Ok(uri)
     }
 }
 
@@ -100,74 +139,15 @@ impl std::fmt::Debug for HttpAuthRequest<'_> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Url {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-impl Url {
-    fn parse(url: &str) -> Result<Url, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "[auth.http] url {url}: https is not supported (Hermod's HTTP auth client is \
-                 plain HTTP/1.1); use http:// to a local or trusted service"
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("[auth.http] url {url}: must start with http://"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let bad = || format!("[auth.http] url {url}: invalid host or port");
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
-                None if after.is_empty() => 80,
-                None => return Err(bad()),
-            };
-            (h.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad())?),
-                None => (authority.to_owned(), 80),
-            }
-        };
-        if host.is_empty() || host.contains(['@', ' ']) || path.contains([' ', '\r', '\n']) {
-            return Err(bad());
-        }
-        Ok(Url {
-            host,
-            port,
-            path: path.to_owned(),
-        })
-    }
-
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 80 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
 type CacheKey = (String, Option<String>, Option<String>, [u8; 32]);
 
-/// A configured HTTP auth source with its cache. Built once per loaded configuration, so a
-/// reload starts with an empty cache.
+/// A configured HTTP auth source with its connection pool and cache. Built once per loaded
+/// configuration, so a reload starts with an empty cache and new connections.
 pub struct HttpAuth {
     config: HttpAuthConfig,
-    url: Url,
+    uri: Uri,
+    client: Client,
+    headers: [(HeaderName, HeaderValue); 3],
     cache_key: [u8; 16],
     cache: Mutex<HashMap<CacheKey, (Instant, HttpVerdict)>>,
 }
@@ -181,15 +161,39 @@ impl std::fmt::Debug for HttpAuth {
 }
 
 impl HttpAuth {
-    /// Validates `config` and builds the source.
+    /// Validates `config`, reads the CA certificates for `https://` (`cafile` as given, else
+    /// the system bundle) and builds the source. Connects lazily: a service that is down is
+    /// not an error here. Needs no runtime; checks run on the caller's.
     pub fn new(config: HttpAuthConfig) -> Result<Self, AuthLoadError> {
         config.validate()?;
-        let url = Url::parse(&config.url).map_err(AuthLoadError::Http)?;
+        let uri = config.uri()?;
+        let options = ClientOptions {
+            pool_idle_timeout: POOL_IDLE,
+            pool_max_idle_per_host: POOL_MAX_IDLE,
+            max_body: MAX_RESPONSE,
+            oversize: Oversize::Fail,
+        };
+        let client = Client::for_uri(&uri, config.cafile.as_deref(), &options).map_err(|e| {
+            let key = if config.cafile.is_some() {
+                " cafile"
+            } else {
+                ""
+            };
+            AuthLoadError::Http(format!("[auth.http]{key}: {e}"))
+        })?;
+        let json = HeaderValue::from_static("application/json");
+        let headers = [
+            (CONTENT_TYPE, json.clone()),
+            (ACCEPT, json),
+            (USER_AGENT, HeaderValue::from_static("hermod")),
+        ];
         let cache_key = argon2::password_hash::try_generate_salt()
             .map_err(|e| AuthLoadError::Http(format!("cannot get random bytes: {e}")))?;
         Ok(HttpAuth {
             config,
-            url,
+            uri,
+            client,
+            headers,
             cache_key,
             cache: Mutex::new(HashMap::new()),
         })
@@ -202,14 +206,14 @@ impl HttpAuth {
             return v;
         }
         let deadline = Duration::from_millis(self.config.timeout_ms);
-        let verdict = match tokio::time::timeout(deadline, self.exchange(req)).await {
+        let verdict = match tokio::time::timeout(deadline, self.exchange(req, deadline)).await {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                tracing::warn!(url = %self.config.url, client_id = req.client_id, "HTTP auth failed, denying: {e}");
+            Ok(Err(hermod_http::Error::Timeout(_))) | Err(_) => {
+                tracing::warn!(url = %self.config.url, client_id = req.client_id, "HTTP auth timed out after {} ms, denying", self.config.timeout_ms);
                 return HttpVerdict::Error;
             }
-            Err(_) => {
-                tracing::warn!(url = %self.config.url, client_id = req.client_id, "HTTP auth timed out after {} ms, denying", self.config.timeout_ms);
+            Ok(Err(e)) => {
+                tracing::warn!(url = %self.config.url, client_id = req.client_id, "HTTP auth failed, denying: {e}");
                 return HttpVerdict::Error;
             }
         };
@@ -265,108 +269,39 @@ impl HttpAuth {
         cache.insert(key, (Instant::now(), verdict));
     }
 
-    async fn exchange(&self, req: &HttpAuthRequest<'_>) -> Result<HttpVerdict, String> {
-        let body = serde_json::json!({
-            "clientid": req.client_id,
-            "username": req.username,
-            "password": req.password.map(|p| String::from_utf8_lossy(p).into_owned()),
-            "peer_address": req.peer.to_string(),
-            "certificate_cn": req.certificate_cn,
-        })
-        .to_string();
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Accept: application/json\r\nUser-Agent: hermod\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n",
-            self.url.path,
-            self.url.host_header(),
-            body.len()
+    /// One check: the request, sent once more if the connection closes before the answer.
+    async fn exchange(
+        &self,
+        req: &HttpAuthRequest<'_>,
+        deadline: Duration,
+    ) -> Result<HttpVerdict, hermod_http::Error> {
+        let body = Bytes::from(
+            serde_json::json!({
+                "clientid": req.client_id,
+                "username": req.username,
+                "password": req.password.map(|p| String::from_utf8_lossy(p).into_owned()),
+                "peer_address": req.peer.to_string(),
+                "certificate_cn": req.certificate_cn,
+            })
+            .to_string(),
         );
-        let mut stream = TcpStream::connect((self.url.host.as_str(), self.url.port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        stream
-            .write_all(body.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE as u64 + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if buf.len() > MAX_RESPONSE {
-            return Err(format!("response larger than {MAX_RESPONSE} bytes"));
-        }
-        let (status, body) = parse_response(&buf)?;
-        Ok(verdict(status, &body))
-    }
-}
-
-/// Status code and (de-chunked) body of an HTTP/1.x response read to EOF.
-fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("incomplete response headers")?;
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "non-UTF-8 response headers")?;
-    let rest = &buf[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1.x response: {status_line:?}"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut content_length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
+        let send = || {
+            self.client.request(
+                Method::POST,
+                &self.uri,
+                &self.headers,
+                body.clone(),
+                deadline,
+            )
         };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        }
-    }
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = content_length {
-        rest.get(..n)
-            .ok_or("body shorter than Content-Length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&data[..eol]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
-        data = data.get(size + 2..).ok_or("truncated chunk")?;
+        let response = match send().await {
+            Err(hermod_http::Error::Closed(e)) => {
+                tracing::debug!(url = %self.config.url, "HTTP auth: connection closed ({e}), asking again");
+                send().await?
+            }
+            other => other?,
+        };
+        Ok(verdict(response.status.as_u16(), &response.body))
     }
 }
 
@@ -410,6 +345,7 @@ pub(crate) mod tests {
             timeout_ms: 300,
             cache_ttl_secs: 60,
             cache_size: 100,
+            cafile: None,
         }
     }
 
@@ -492,9 +428,9 @@ pub(crate) mod tests {
         let h = HttpAuth::new(cfg(&url)).expect("config");
         assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
         assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
-        assert_eq!(server.connections(), 1);
+        assert_eq!(server.requests().len(), 1);
         assert_eq!(h.check(&req("a", b"other")).await, HttpVerdict::Allow);
-        assert_eq!(server.connections(), 2);
+        assert_eq!(server.requests().len(), 2);
         let cache = h.cache.lock().expect("lock");
         let dump = format!("{:?}", cache.keys().collect::<Vec<_>>());
         assert!(!dump.contains("other"));
@@ -502,39 +438,221 @@ pub(crate) mod tests {
 
     #[test]
     fn url_validation() {
+        let err = |c: HttpAuthConfig| c.validate().expect_err("invalid").to_string();
+        assert!(err(cfg("ftp://x")).contains("must start with http:// or https://"));
+        assert!(err(cfg("x/y")).contains("[auth.http] url x/y"));
+        assert!(err(cfg("http://:80/")).contains("url http://:80/"));
+        assert!(err(cfg("http://u:p@h/")).contains("credentials"));
+        let mut http_with_ca = cfg("http://h/");
+        http_with_ca.cafile = Some("ca.pem".into());
+        assert!(err(http_with_ca).contains("cafile"));
         assert!(
-            HttpAuthConfig {
-                url: "https://x/y".into(),
-                ..cfg("")
-            }
-            .validate()
-            .expect_err("https")
-            .to_string()
-            .contains("https is not supported")
-        );
-        assert!(cfg("ftp://x").validate().is_err());
-        assert!(cfg("http://:80/").validate().is_err());
-        assert_eq!(
-            Url::parse("http://[::1]:8080/a?b=c"),
-            Ok(Url {
-                host: "::1".into(),
-                port: 8080,
-                path: "/a?b=c".into()
+            err(HttpAuthConfig {
+                timeout_ms: 0,
+                ..cfg("http://h/")
             })
+            .contains("timeout_ms")
         );
-        assert_eq!(
-            Url::parse("http://auth.local"),
-            Ok(Url {
-                host: "auth.local".into(),
-                port: 80,
-                path: "/".into()
-            })
+        for url in [
+            "http://[::1]:8080/a?b=c",
+            "http://auth.local",
+            "https://auth.local:8443/auth",
+        ] {
+            cfg(url).validate().expect(url);
+        }
+        // Built outside any runtime (as when a configuration is checked).
+        HttpAuth::new(cfg("http://h/")).expect("no runtime needed");
+        let mut https_with_ca = cfg("https://h/");
+        https_with_ca.cafile = Some("ca.pem".into());
+        https_with_ca.validate().expect("https with cafile");
+        // A CA file that cannot be read: refused when the source is built, naming the file.
+        let e = HttpAuth::new(https_with_ca).expect_err("no such CA file");
+        assert!(
+            e.to_string().contains("cafile") && e.to_string().contains("ca.pem"),
+            "{e}"
         );
+
         let c: HttpAuthConfig = toml::from_str("url = \"http://h/\"").expect("toml");
         assert_eq!(
-            (c.timeout_ms, c.cache_ttl_secs, c.cache_size),
-            (2000, 60, 10_000)
+            (c.timeout_ms, c.cache_ttl_secs, c.cache_size, c.cafile),
+            (2000, 60, 10_000, None)
         );
+        let c: HttpAuthConfig =
+            toml::from_str("url = \"https://h/\"\ncafile = \"certs/ca.pem\"").expect("toml");
+        assert_eq!(c.cafile, Some("certs/ca.pem".into()));
         assert!(toml::from_str::<HttpAuthConfig>("url = \"http://h/\"\nbogus = 1").is_err());
+    }
+
+    /// Several checks (not cached) over one keep-alive connection.
+    #[tokio::test]
+    async fn checks_reuse_one_pooled_connection() {
+        let server = hermod_testkit::AuthServer::raw_keep_alive(|_| {
+            Some(json_reply(200, r#"{"result":"allow"}"#))
+        })
+        .await;
+        let h = HttpAuth::new(HttpAuthConfig {
+            cache_ttl_secs: 0,
+            ..cfg(&server.url)
+        })
+        .expect("config");
+        for i in 0..5 {
+            let user = format!("u{i}");
+            assert_eq!(h.check(&req(&user, b"p")).await, HttpVerdict::Allow);
+        }
+        assert_eq!(server.requests().len(), 5);
+        assert_eq!(
+            server.connections(),
+            1,
+            "one pooled connection for five checks"
+        );
+    }
+
+    /// A service that closes every connection after its answer (no keep-alive): each check
+    /// gets its answer, whether or not it finds the previous connection closed already.
+    #[tokio::test]
+    async fn service_closing_connections() {
+        let (url, server) = server(|_| Some(json_reply(200, r#"{"result":"allow"}"#))).await;
+        let h = HttpAuth::new(HttpAuthConfig {
+            cache_ttl_secs: 0,
+            ..cfg(&url)
+        })
+        .expect("config");
+        for i in 0..20 {
+            let user = format!("u{i}");
+            assert_eq!(h.check(&req(&user, b"p")).await, HttpVerdict::Allow, "{i}");
+        }
+        assert!(server.requests().len() >= 20);
+    }
+
+    /// A connection closed before the answer: the check is sent once more, no more.
+    #[tokio::test]
+    async fn resent_once_when_the_connection_closes_early() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let (url, server) = server(move |body| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // An empty reply: the server hangs up without answering.
+            Some(if n == 0 || body.contains("always") {
+                String::new()
+            } else {
+                json_reply(200, r#"{"result":"allow"}"#)
+            })
+        })
+        .await;
+        let h = HttpAuth::new(cfg(&url)).expect("config");
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
+        assert_eq!(server.requests().len(), 2);
+        assert_eq!(h.check(&req("always", b"p")).await, HttpVerdict::Error);
+        assert_eq!(server.requests().len(), 4);
+    }
+
+    fn write_ca(dir: &std::path::Path, pem: &str) -> std::path::PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, pem).expect("write CA file");
+        path
+    }
+
+    #[tokio::test]
+    async fn https_service_with_cafile() {
+        let pki = hermod_testkit::Pki::new();
+        let server = hermod_testkit::AuthServer::raw_tls(&pki.server, |body| {
+            let v: serde_json::Value = serde_json::from_str(body).ok()?;
+            let result = if v["username"] == "a" {
+                "allow"
+            } else {
+                "deny"
+            };
+            Some(json_reply(200, &format!("{{\"result\":\"{result}\"}}")))
+        })
+        .await;
+        assert!(
+            server.url.starts_with("https://127.0.0.1:"),
+            "{}",
+            server.url
+        );
+        let dir = hermod_testkit::tempdir();
+        let ca = write_ca(dir.path(), &pki.ca_pem);
+        let h = HttpAuth::new(HttpAuthConfig {
+            cafile: Some(ca),
+            cache_ttl_secs: 0,
+            ..cfg(&server.url)
+        })
+        .expect("config");
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Allow);
+        assert_eq!(h.check(&req("b", b"p")).await, HttpVerdict::Deny);
+        assert_eq!(h.check(&req("a", b"q")).await, HttpVerdict::Allow);
+        assert_eq!(server.requests().len(), 3);
+        assert_eq!(server.connections(), 1, "one TLS connection, kept alive");
+    }
+
+    /// Collects what is logged on this thread while the guard lives.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("logs").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::WARN)
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+        }
+    }
+
+    /// A certificate not signed by `cafile`'s CA: denied as a service error, logged, and the
+    /// service never gets the credentials.
+    #[tokio::test]
+    async fn https_service_with_an_untrusted_certificate_denies() {
+        let pki = hermod_testkit::Pki::new();
+        let server = hermod_testkit::AuthServer::raw_tls(&pki.other_server, |_| {
+            Some(json_reply(200, r#"{"result":"allow"}"#))
+        })
+        .await;
+        let dir = hermod_testkit::tempdir();
+        let ca = write_ca(dir.path(), &pki.ca_pem);
+        let h = HttpAuth::new(HttpAuthConfig {
+            cafile: Some(ca),
+            ..cfg(&server.url)
+        })
+        .expect("config");
+        let logs = Logs::default();
+        let guard = logs.capture();
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Error);
+        // Not cached: asked again (and refused again).
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Error);
+        drop(guard);
+        assert!(server.requests().is_empty(), "{:?}", server.requests());
+        assert_eq!(server.connections(), 2);
+        let text = logs.text();
+        assert!(text.contains("HTTP auth failed, denying"), "{text}");
+        assert!(text.contains("certificate"), "{text}");
+        assert!(text.contains(&server.url), "{text}");
+    }
+
+    #[tokio::test]
+    async fn oversized_answer_is_an_error() {
+        let big = format!(
+            r#"{{"result":"allow","pad":"{}"}}"#,
+            "x".repeat(MAX_RESPONSE)
+        );
+        let (url, _server) = server(move |_| Some(json_reply(200, &big))).await;
+        let h = HttpAuth::new(cfg(&url)).expect("config");
+        assert_eq!(h.check(&req("a", b"p")).await, HttpVerdict::Error);
     }
 }

@@ -246,10 +246,15 @@ impl Auth {
             .map(|c| JwtVerifier::new(c, base_dir))
             .transpose()
             .map_err(keyed("auth.jwt"))?;
+        // `cafile` is relative to the config file's folder, as the other files.
+        let http = settings.auth.http.clone().map(|mut http| {
+            http.cafile = http.cafile.map(|ca| base_dir.join(ca));
+            http
+        });
         Auth::from_parts(
             password_file,
             acl,
-            settings.auth.http.clone(),
+            http,
             jwt,
             settings.auth.order.clone().unwrap_or_default(),
             settings.allow_anonymous,

@@ -160,6 +160,7 @@ async fn http_in_the_chain() {
         timeout_ms: 1000,
         cache_ttl_secs: 0,
         cache_size: 10,
+        cafile: None,
     };
     let auth = Auth::from_parts(
         Some(pwfile()),
@@ -226,13 +227,14 @@ fn order_validation() {
             AuthSource::Http
         ])
     );
-    let https = HttpAuthConfig {
-        url: "https://x/".into(),
+    let ftp = HttpAuthConfig {
+        url: "ftp://x/".into(),
         timeout_ms: 1,
         cache_ttl_secs: 1,
         cache_size: 1,
+        cafile: None,
     };
-    assert!(Auth::from_parts(None, None, Some(https), None, vec![], None).is_err());
+    assert!(Auth::from_parts(None, None, Some(ftp), None, vec![], None).is_err());
 }
 
 fn identity(user: Option<&str>, jwt_acl: Option<JwtAcl>) -> ClientIdentity {
@@ -326,4 +328,30 @@ fn debug_redacts_secrets() {
         Auth::from_parts(Some(pwfile()), None, None, Some(jwt()), vec![], None).expect("auth");
     let dump = format!("{auth:?}");
     assert!(!dump.contains("$7$") && !dump.contains("\"k\""), "{dump}");
+}
+
+/// `[auth.http] cafile` is relative to the config file's folder, as the other files.
+#[tokio::test]
+async fn load_https_with_a_relative_cafile() {
+    let pki = hermod_testkit::Pki::new();
+    let server = hermod_testkit::AuthServer::raw_tls(&pki.server, |_| {
+        Some(json_reply(200, r#"{"result":"allow"}"#))
+    })
+    .await;
+    let dir = hermod_testkit::tempdir();
+    pki.write_to(dir.path());
+    let settings = |cafile: &str| AuthSettings {
+        auth: toml::from_str(&format!(
+            "[http]\nurl = \"{}\"\ncafile = \"{cafile}\"",
+            server.url
+        ))
+        .expect("toml"),
+        ..AuthSettings::default()
+    };
+    let auth = Auth::load(&settings("certs/ca.pem"), dir.path()).expect("load");
+    assert!(allowed_as(&auth.authenticate(&connect(Some("u"), Some("p"))).await).is_some());
+    assert_eq!(server.requests().len(), 1);
+    // A missing cafile: refused when loading, naming the file.
+    let e = Auth::load(&settings("certs/nope.pem"), dir.path()).expect_err("missing cafile");
+    assert!(e.to_string().contains("certs/nope.pem"), "{e}");
 }

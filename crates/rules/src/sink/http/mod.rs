@@ -1,9 +1,9 @@
 //! The HTTP webhook sink (issue 12): each request is one `POST` (or `PUT`) of a body the caller
 //! made (typically [`Template::render_json`](crate::Template::render_json)) to a fixed URL.
 //!
-//! * **Client.** hyper 1 with hyper-util's pooled `Client` (keep-alive, idle connections reused,
-//!   HTTP/1.1), over TCP for `http://` and rustls (the `ring` provider, TLS 1.2/1.3) for
-//!   `https://`. The server certificate is checked against [`HttpOptions::ca_file`] if given,
+//! * **Client.** [`hermod_http::Client`]: hyper 1 with hyper-util's pooled `Client`
+//!   (keep-alive, idle connections reused, HTTP/1.1), over TCP for `http://` and rustls (the
+//!   `ring` provider, TLS 1.2/1.3) for `https://`. The server certificate is checked against [`HttpOptions::ca_file`] if given,
 //!   else against the system bundle (the first of the usual files that exists:
 //!   `/etc/ssl/certs/ca-certificates.crt`, …). Redirects are not followed.
 //! * **Runtime.** The sink runs on a tokio runtime given to [`HttpSink::start`] as a
@@ -48,20 +48,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
-use hyper::http::uri::Scheme;
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hermod_http::header::{CONTENT_TYPE, RETRY_AFTER};
+use hermod_http::{
+    Client, ClientOptions, HeaderName, HeaderValue, Method, Oversize, StatusCode, Uri,
+};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-mod connect;
-
-use connect::{Connector, tls_connector};
+/// Longest answer body kept (the sink only looks at the status; the rest of a longer body is
+/// read and discarded so that the connection can be reused).
+const MAX_ANSWER_BODY: usize = 64 * 1024;
 
 /// The HTTP method of every request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -273,18 +270,7 @@ impl HttpSink {
             url: url.clone(),
             reason,
         };
-        let uri: Uri = options
-            .url
-            .parse()
-            .map_err(|e| config(format!("invalid URL: {e}")))?;
-        let https = match uri.scheme() {
-            Some(s) if *s == Scheme::HTTP => false,
-            Some(s) if *s == Scheme::HTTPS => true,
-            _ => return Err(config("the URL must start with http:// or https://".into())),
-        };
-        if uri.host().is_none() {
-            return Err(config("the URL has no host".into()));
-        }
+        let uri = hermod_http::parse_url(&options.url).map_err(config)?;
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         for (name, value) in &options.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -294,20 +280,18 @@ impl HttpSink {
             headers.retain(|(n, _)| *n != name);
             headers.push((name, value));
         }
-        let tls = if https {
-            Some(tls_connector(options.ca_file.as_deref()).map_err(config)?)
-        } else {
-            None
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let connector = Connector { http, tls };
         let max_inflight = options.max_inflight.clamp(1, 1 << 16);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_max_idle_per_host(max_inflight)
-            .build(connector);
+        let client = Client::for_uri(
+            &uri,
+            options.ca_file.as_deref(),
+            &ClientOptions {
+                pool_idle_timeout: options.pool_idle_timeout,
+                pool_max_idle_per_host: max_inflight,
+                max_body: MAX_ANSWER_BODY,
+                oversize: Oversize::Discard,
+            },
+        )
+        .map_err(config)?;
         let capacity = options.queue.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let counters = Arc::new(Counters::default());
@@ -431,7 +415,7 @@ fn unsent(msg: Msg) -> HttpRequest {
 
 /// What every request task needs.
 struct Shared {
-    client: Client<Connector, Full<Bytes>>,
+    client: Client,
     uri: Uri,
     url: Arc<str>,
     method: Method,
@@ -499,14 +483,7 @@ async fn run(shared: &Shared, mut request: HttpRequest) {
     let mut attempts = 0u32;
     let result = loop {
         attempts += 1;
-        let outcome = match tokio::time::timeout(shared.timeout, attempt(shared, &body)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Attempt::Retry(
-                Err(format!("no answer within {:?}", shared.timeout)),
-                None,
-            )),
-        };
-        match outcome {
+        match attempt(shared, &body).await {
             Ok(status) => break Ok(status.as_u16()),
             Err(Attempt::Fail(status)) => {
                 break Err(HttpError::Status {
@@ -546,52 +523,32 @@ async fn run(shared: &Shared, mut request: HttpRequest) {
     request.report(result);
 }
 
-/// One attempt: the request, then the whole answer body (read so that the connection goes
-/// back to the pool).
+/// One attempt, within the timeout: the request, then the whole answer body (read so that the
+/// connection goes back to the pool).
 async fn attempt(shared: &Shared, body: &Bytes) -> Result<StatusCode, Attempt> {
-    let mut builder = Request::builder()
-        .method(shared.method.clone())
-        .uri(shared.uri.clone());
-    for (name, value) in &shared.headers {
-        builder = builder.header(name, value);
-    }
-    let req = builder
-        .body(Full::new(body.clone()))
-        .map_err(|e| Attempt::Retry(Err(e.to_string()), None))?;
     let response = shared
         .client
-        .request(req)
+        .request(
+            shared.method.clone(),
+            &shared.uri,
+            &shared.headers,
+            body.clone(),
+            shared.timeout,
+        )
         .await
-        .map_err(|e| Attempt::Retry(Err(error_chain(&e)), None))?;
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| Attempt::Retry(Err(error_chain(&e)), None))?;
+        .map_err(|e| Attempt::Retry(Err(e.to_string()), None))?;
+    let status = response.status;
     if status.is_success() {
         Ok(status)
     } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         Err(Attempt::Retry(Ok(status), retry_after))
     } else {
         Err(Attempt::Fail(status))
     }
-}
-
-/// `e` and its sources, `: `-separated (hyper's errors say little at the top level).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -1,5 +1,5 @@
-//! The connector under the webhook client: TCP for `http://`, rustls (ring) for `https://`,
-//! and where the CA certificates come from.
+//! The connector under the client: TCP for `http://`, rustls (ring) for `https://`, and where
+//! the CA certificates come from.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,9 @@ const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
 ];
 
-/// Reads the CA certificates (the given file, else the system bundle) into a TLS connector.
-pub(super) fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+/// Reads the CA certificates (the given file, else the system bundle) into a TLS connector
+/// (the `ring` provider, TLS 1.2 and 1.3, no client certificate). The error names the file.
+pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
     let path: PathBuf = match ca_file {
         Some(path) => path.to_owned(),
         None => SYSTEM_CA_FILES
@@ -36,7 +37,7 @@ pub(super) fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, Stri
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                "https without ca_file, and no system CA bundle found (give ca_file)".to_owned()
+                "https with no CA file given, and no system CA bundle found".to_owned()
             })?,
     };
     let mut roots = RootCertStore::empty();
@@ -60,13 +61,13 @@ pub(super) fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, Stri
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// TCP for `http://`, TCP then rustls for `https://`.
 #[derive(Clone)]
-pub(super) struct Connector {
-    pub(super) http: HttpConnector,
-    pub(super) tls: Option<TlsConnector>,
+pub(crate) struct Connector {
+    pub(crate) http: HttpConnector,
+    pub(crate) tls: Option<TlsConnector>,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -97,7 +98,7 @@ impl tower::Service<Uri> for Connector {
     }
 }
 
-pub(super) enum Stream {
+pub(crate) enum Stream {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
