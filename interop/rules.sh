@@ -155,7 +155,17 @@ sleep "$OUTAGE"
 check "bridge: mosquitto restarts" start_mosquitto
 wait "$PUB_PID" || true
 arrived() { sort -un "$WORK/central.txt" | wc -l; }
-check "bridge: all $M messages reach mosquitto_sub" wait_for 120 test "$(arrived)" = "$M"
+progress() {
+  local n
+  n=$(arrived)
+  if ((SECONDS >= NEXT_REPORT)); then
+    echo "  ... $n of $M at ${SECONDS}s"
+    NEXT_REPORT=$((SECONDS + 10))
+  fi
+  test "$n" = "$M"
+}
+NEXT_REPORT=$SECONDS
+check "bridge: all $M messages reach mosquitto_sub" wait_for 120 progress
 echo "bridge: $(arrived) distinct messages arrived after ${SECONDS}s"
 check "bridge: first arrivals in order" python3 - "$WORK/central.txt" <<'EOF'
 import sys
