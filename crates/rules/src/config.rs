@@ -97,7 +97,8 @@ pub struct RuleConfig {
     pub rule: Rule,
     pub actions: Vec<ActionKind>,
     /// Messages the rule's session may hold while its actions cannot keep up or a sink is
-    /// away (in Hermod's store, on disk, when the store is on).
+    /// away (in Hermod's store, on disk, when the store is on), beyond the ones under way
+    /// (the rule's receive maximum, 2,000).
     pub max_buffered: usize,
     /// When that is full: drop the oldest buffered message (true) or the new one.
     pub drop_oldest: bool,

@@ -429,3 +429,66 @@ statement = "INSERT INTO readings(id, i, clientid) VALUES (${{id}}, ${{i}}, ${{c
     rules.shutdown().await;
     b.stop().await;
 }
+
+/// A rule whose sink is away holds what it has under way, buffers `max_buffered` more, and
+/// drops (and counts) the rest: with `drop_oldest` the newest survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_and_counts() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let rules = format!(
+        r#"
+[[connector]]
+name = "hook"
+kind = "http"
+url = "http://127.0.0.1:{port}/ingest"
+
+[[rule]]
+name = "forward"
+sql = 'SELECT payload.i AS i FROM "m/#"'
+max_buffered = 10
+on_full = "drop_oldest"
+[[rule.action]]
+connector = "hook"
+"#
+    );
+    let (b, r) = start(tempdir(), &rules).await;
+    let mut p = b.client(V5, "pub").await;
+    let (under_way, n) = (2000_u64, 2100_u64);
+    for i in 0..n {
+        p.publish(
+            "m/x",
+            format!(r#"{{"i": {i}}}"#).as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    }
+    wait_until("the overflow dropped", || {
+        r.stats()[0].dropped == n - under_way - 10
+    })
+    .await;
+    assert_eq!(r.stats()[0].buffered, under_way + 10);
+    assert!(b.handle().prometheus_text().contains(&format!(
+        "hermod_rule_dropped_total{{rule=\"forward\"}} {}",
+        n - under_way - 10
+    )));
+    // The webhook comes back: what was under way and the newest 10 arrive.
+    let hook = Hook::on(
+        TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind again"),
+        Arc::new(|_| 200),
+    )
+    .await;
+    let want: BTreeSet<i64> = (0..under_way as i64)
+        .chain(n as i64 - 10..n as i64)
+        .collect();
+    wait_until("the rest at the webhook", || hook.received() == want).await;
+    r.shutdown().await;
+    b.stop().await;
+}

@@ -62,6 +62,11 @@ pub struct ClientInfo {
     pub queued: usize,
     /// Outbound QoS 1/2 messages sent and not yet acknowledged (0 offline).
     pub inflight: usize,
+    /// Stored messages waiting on disk only, beyond `queued` (a durable session's spilled
+    /// part: offline, or more than its in-memory window).
+    pub stored: usize,
+    /// Messages dropped for this session since the broker started (queue full, expired...).
+    pub dropped: u64,
     /// How long the session outlives its connection (`None`: until deleted).
     pub expiry_interval: Option<Duration>,
 }
@@ -582,6 +587,11 @@ fn client_info(v: SessionView) -> ClientInfo {
             subscriptions: live.subscriptions(),
             queued: live.handle.len(),
             inflight: live.inflight(),
+            stored: live.handle.disk_len(),
+            dropped: live
+                .handle
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
             expiry_interval: live.expiry_interval.map(Duration::from_secs),
         },
         None => ClientInfo {
@@ -592,6 +602,11 @@ fn client_info(v: SessionView) -> ClientInfo {
             subscriptions: v.offline_subscriptions,
             queued: v.offline_queue,
             inflight: 0,
+            stored: v.offline_handle.as_ref().map_or(0, |h| h.disk_len()),
+            dropped: v
+                .offline_handle
+                .as_ref()
+                .map_or(0, |h| h.dropped.load(std::sync::atomic::Ordering::Relaxed)),
             expiry_interval: v.offline_expiry,
         },
     }

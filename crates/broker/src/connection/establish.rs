@@ -137,7 +137,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         }
         let identity = self.authenticate(&connect).await?;
         self.admit(&connect, &identity)?;
-        let neg = Negotiated::new(&connect, &accepted, &self.shared.config);
+        let mut neg = Negotiated::new(&connect, &accepted, &self.shared.config);
+        if self.info.internal.is_some() {
+            // A service's own Receive Maximum, not `max_inflight_messages` (a limit for network
+            // clients): it is how many writes a rule can batch.
+            neg.receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
+        }
         let (conn_id, kick, previous) = self.attach(&identity).await?;
         let (session, session_present, durable) =
             self.take_session(&connect, &neg, &identity, previous);

@@ -465,6 +465,12 @@ impl SessionHandle {
         self.lock().queue.len()
     }
 
+    /// Stored deliveries on disk only, not paged in yet (0 for a session that is not durable).
+    #[must_use]
+    pub fn disk_len(&self) -> usize {
+        self.lock().disk_only()
+    }
+
     /// True when nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -122,6 +122,8 @@ pub struct SessionView {
     pub offline_expiry: Option<Duration>,
     /// Offline sessions: the mailbox (queue length).
     pub offline_queue: usize,
+    /// Offline sessions: the mailbox itself (for what is on disk, and the drop count).
+    pub offline_handle: Option<Arc<crate::session::mailbox::SessionHandle>>,
 }
 
 impl SessionView {
@@ -135,6 +137,7 @@ impl SessionView {
                 offline_subscriptions: 0,
                 offline_expiry: None,
                 offline_queue: 0,
+                offline_handle: None,
             },
             Slot::Offline { session, .. } => Self {
                 client_id: id.clone(),
@@ -144,6 +147,7 @@ impl SessionView {
                 offline_subscriptions: session.subscriptions.len(),
                 offline_expiry: session.expiry,
                 offline_queue: session.handle.len(),
+                offline_handle: Some(session.handle.clone()),
             },
         }
     }

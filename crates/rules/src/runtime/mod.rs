@@ -294,11 +294,14 @@ impl View {
         self.rules
             .iter()
             .map(|(name, c)| {
-                let buffered = broker
+                let session = broker
                     .as_ref()
-                    .and_then(|b| b.client(&RuleTask::client_id(name)))
-                    .map_or(0, |i| (i.queued + i.inflight) as u64);
-                c.snapshot(name, buffered)
+                    .and_then(|b| b.client(&RuleTask::client_id(name)));
+                let buffered = session
+                    .as_ref()
+                    .map_or(0, |i| (i.queued + i.inflight + i.stored) as u64);
+                let dropped = session.as_ref().map_or(0, |i| i.dropped);
+                c.snapshot(name, buffered, dropped)
             })
             .collect()
     }
@@ -337,6 +340,12 @@ impl View {
             "failed",
             "Inputs on which the rule SQL failed.",
             &|s| s.failed,
+        );
+        rule_counter(
+            &mut out,
+            "dropped",
+            "Messages dropped from the rule's buffer (max_buffered, on_full).",
+            &|s| s.dropped,
         );
         let _ = writeln!(
             out,

@@ -47,6 +47,9 @@ pub struct RuleStats {
     pub acked: u64,
     /// Messages waiting in the rule's session (in memory and on disk), from the broker.
     pub buffered: u64,
+    /// Messages dropped from the rule's session because it was full (`max_buffered`,
+    /// `on_full`), from the broker.
+    pub dropped: u64,
     pub actions: Vec<ActionStats>,
 }
 
@@ -67,7 +70,7 @@ pub struct ActionStats {
 }
 
 impl RuleCounters {
-    pub(crate) fn snapshot(&self, name: &str, buffered: u64) -> RuleStats {
+    pub(crate) fn snapshot(&self, name: &str, buffered: u64, dropped: u64) -> RuleStats {
         RuleStats {
             name: name.to_owned(),
             matched: get(&self.matched),
@@ -76,6 +79,7 @@ impl RuleCounters {
             failed: get(&self.failed),
             acked: get(&self.acked),
             buffered,
+            dropped,
             actions: self
                 .actions
                 .iter()

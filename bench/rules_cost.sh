@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# What a rule costs: `hermod bench fanin` (32 publishers -> 1 subscriber, QoS 1 by default)
+# against three Hermods started in turn, ROUNDS alternating rounds of DURATION seconds each:
+#   base     no rule
+#   rule     + a rule on the bench topics writing each message into SQLite (batched)
+#   rule-mem the same with `hermod serve --memory` (no store: the rule's buffer is memory only)
+# and against Debian's mosquitto in the same rounds, as the reference. Prints throughput
+# medians, each as a ratio to base, the SQLite rows written per second of the rule runs, and
+# whether every message became a row (rows == messages the subscriber got, after the drain).
+#
+#   bash bench/rules_cost.sh            (ROUNDS=3 DURATION=10 QOS=1 PUBS=32)
+#   HERMOD_BIN=target/release/hermod ROUNDS=1 DURATION=5 bash bench/rules_cost.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+QOS=${QOS:-1}
+PUBS=${PUBS:-32}
+BIN=${HERMOD_BIN:-target/release/hermod}
+[[ -x "$BIN" ]] || cargo build --release --locked -p hermod
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+OUT=${OUT:-$(mktemp -d /tmp/hermod-rules-cost.XXXXXX)}
+PID=
+stop() {
+  [[ -n "$PID" ]] || return 0
+  kill -TERM "$PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$PID" 2>/dev/null || true
+  PID=
+}
+trap stop EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+listening() { (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.1; done; return 1; }
+
+config() { # config DIR PORT WITH_RULE
+  cat >"$1/hermod.toml" <<EOF
+allow_anonymous = true
+[[listener]]
+bind = "127.0.0.1:$2"
+[admin]
+enabled = false
+[store]
+path = "data"
+EOF
+  if [[ "$3" == 1 ]]; then
+    cat >>"$1/hermod.toml" <<'EOF'
+[[connector]]
+name = "db"
+kind = "sqlite"
+path = "rules.db"
+init = ["CREATE TABLE IF NOT EXISTS m(id TEXT, clientid TEXT, topic TEXT, payload BLOB, ts INTEGER)"]
+[[rule]]
+name = "collector"
+sql = 'SELECT id, clientid, topic, payload, timestamp FROM "bench/#"'
+[[rule.action]]
+connector = "db"
+statement = "INSERT INTO m(id, clientid, topic, payload, ts) VALUES (${id}, ${clientid}, ${topic}, ${payload}, ${timestamp})"
+EOF
+  fi
+}
+
+run_one() { # run_one NAME ROUND
+  local name=$1 round=$2 dir port
+  dir=$OUT/$name-$round
+  mkdir -p "$dir"
+  port=$(free_port)
+  case $name in
+  mosquitto)
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$dir/mosquitto.conf"
+    "$MOSQUITTO" -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
+    ;;
+  base) config "$dir" "$port" 0; "$BIN" serve -c "$dir/hermod.toml" >"$dir/log" 2>&1 & ;;
+  rule) config "$dir" "$port" 1; "$BIN" serve -c "$dir/hermod.toml" >"$dir/log" 2>&1 & ;;
+  rule-mem) config "$dir" "$port" 1; "$BIN" serve --memory -c "$dir/hermod.toml" >"$dir/log" 2>&1 & ;;
+  esac
+  PID=$!
+  wait_port "$port"
+  sleep 0.5
+  local start=$SECONDS
+  "$BIN" bench fanin -p "$port" --pubs "$PUBS" -q "$QOS" -d "$DURATION" -t bench --json --quiet >"$dir/bench.json"
+  local rows=0 secs=$((SECONDS - start))
+  if [[ -f "$dir/rules.db" ]]; then
+    # Let the rule finish what it holds (bounded), then count.
+    for _ in $(seq 1 100); do
+      local before=$rows
+      rows=$(sqlite3 "$dir/rules.db" 'SELECT count(*) FROM m' 2>/dev/null || echo 0)
+      [[ "$rows" == "$before" && "$rows" != 0 ]] && break
+      sleep 0.3
+    done
+  fi
+  stop
+  python3 - "$dir/bench.json" "$name" "$round" "$rows" "$DURATION" >>"$OUT/results.jsonl" <<'EOF'
+import json, sys
+b = json.load(open(sys.argv[1]))
+print(json.dumps({"broker": sys.argv[2], "round": int(sys.argv[3]), "rows": int(sys.argv[4]),
+                  "duration": int(sys.argv[5]), "bench": b}))
+EOF
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for name in base rule rule-mem mosquitto; do
+    echo "round $round: $name"
+    run_one "$name" "$round"
+  done
+done
+
+python3 - "$OUT/results.jsonl" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+def field(b, *names):
+    for n in names:
+        if n in b:
+            return b[n]
+    raise KeyError(f"none of {names} in {sorted(b)}")
+by = {}
+for r in runs:
+    b = r["bench"]
+    rate = field(b, "received_per_sec", "sent_per_sec")
+    got = b["sent"]
+    by.setdefault(r["broker"], []).append((rate, got, r["rows"], r["duration"]))
+base = statistics.median(x[0] for x in by["base"])
+print("| broker | fan-in msg/s (median) | range | / base | rows written | rows = messages published |")
+print("|---|---|---|---|---|---|")
+for name in ["base", "rule", "rule-mem", "mosquitto"]:
+    xs = by.get(name, [])
+    if not xs:
+        continue
+    rates = [x[0] for x in xs]
+    med = statistics.median(rates)
+    rows = ", ".join(str(x[2]) for x in xs) if name.startswith("rule") else "—"
+    same = ("yes" if all(x[2] == x[1] for x in xs) else "no: " + ", ".join(f"{x[2]}/{x[1]}" for x in xs)) if name.startswith("rule") else "—"
+    print(f"| {name} | {med:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | {med / base:.2f} | {rows} | {same} |")
+EOF
+echo "results: $OUT/results.jsonl"
