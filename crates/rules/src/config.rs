@@ -102,6 +102,10 @@ pub struct RuleConfig {
     pub max_buffered: usize,
     /// When that is full: drop the oldest buffered message (true) or the new one.
     pub drop_oldest: bool,
+    /// `buffer = "disk"` (the default): the rule's session is persistent, so what it has not
+    /// written yet is in Hermod's store and survives a restart. `"memory"`: a clean session,
+    /// cheaper (nothing is written to the store per message), lost on restart.
+    pub durable: bool,
 }
 
 /// The rules part of a config file.
@@ -163,6 +167,7 @@ struct RawRule {
     enabled: bool,
     max_buffered: Option<usize>,
     on_full: Option<String>,
+    buffer: Option<String>,
     #[serde(default)]
     action: Vec<Spanned<RawAction>>,
 }
@@ -283,12 +288,22 @@ impl RulesConfig {
                     )));
                 }
             };
+            let durable = match r.buffer.as_deref() {
+                None | Some("disk") => true,
+                Some("memory") => false,
+                Some(other) => {
+                    return Err(fail(format!(
+                        "{where_}: key `buffer`: `{other}` is not `disk` or `memory`"
+                    )));
+                }
+            };
             rules.push(RuleConfig {
                 name: r.name,
                 rule,
                 actions,
                 max_buffered: r.max_buffered.unwrap_or(1_000_000).max(1),
                 drop_oldest,
+                durable,
             });
         }
         let mut bridge_names = HashSet::new();
@@ -473,6 +488,7 @@ mod tests {
         assert_eq!(c.rules[0].name, "c");
         assert_eq!(c.rules[0].max_buffered, 1_000_000);
         assert!(!c.rules[0].drop_oldest);
+        assert!(c.rules[0].durable, "buffered on disk by default");
         assert_eq!(c.base_dir, Path::new("/etc/hermod"));
     }
 
@@ -500,6 +516,7 @@ mod tests {
             (rule("[[rule.action]]\nconnector = \"db\"\n"), "key `statement` is required"),
             (rule("[[rule.action]]\nconnector = \"db\"\nstatement = \"x\"\nqos = 1\n"), "`payload`, `qos` and `retain` go with `republish`"),
             (rule("[[rule.action]]\nrepublish = \"a/b\"\nqos = 3\n"), "key `qos`: 3 is not 0, 1 or 2"),
+            (rule("buffer = \"ram\"\n[[rule.action]]\nrepublish = \"a/b\"\n"), "key `buffer`: `ram` is not `disk` or `memory`"),
             (rule("[[rule.action]]\nconnector = \"db\"\nstatment = \"x\"\n"), "unknown field `statment`"),
             (format!("{SQLITE}{SQLITE}"), "line 5: connector \"db\": key `name`: a connector with this name already exists"),
             ("[[connector]]\nname = \"h\"\nkind = \"http\"\n".to_owned(), "key `url` is required"),

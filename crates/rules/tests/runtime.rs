@@ -158,12 +158,13 @@ async fn sqlite_collector_writes_each_message_once_with_its_fields() {
 }
 
 /// `republish` sends the row to a local topic; a rule reading `#` does not see what it
-/// republishes itself (no loop).
+/// republishes itself (no loop). Its buffer is in memory (a clean session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republish_reaches_subscribers_without_looping() {
     let rules = r##"
 [[rule]]
 name = "relay"
+buffer = "memory"
 sql = 'SELECT clientid, payload.v AS v FROM "#" WHERE v > 1'
 [[rule.action]]
 republish = "alerts/${clientid}"

@@ -108,6 +108,7 @@ impl Rules {
                     drop_oldest: r.drop_oldest,
                 },
                 stop: stop_rx.clone(),
+                durable: r.durable,
             };
             rules.push((r.name.clone(), counters));
             tasks.push(tokio::spawn(t.run()));

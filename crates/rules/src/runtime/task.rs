@@ -15,8 +15,8 @@ use std::time::Duration;
 use hermod_broker::api::{BrokerHandle, InternalOptions};
 use hermod_client::{ConnectOptions, Connection, PacketIdAllocator};
 use hermod_proto::{
-    ConnectProperties, Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties,
-    QoS, Subscribe, SubscribeProperties, SubscriptionOptions,
+    Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, Subscribe,
+    SubscribeProperties, SubscriptionOptions,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -55,6 +55,8 @@ pub(crate) struct RuleTask {
     pub(crate) handle: BrokerHandle,
     pub(crate) options: InternalOptions,
     pub(crate) stop: watch::Receiver<bool>,
+    /// A persistent session (messages buffered in the store) or a clean one (in memory).
+    pub(crate) durable: bool,
 }
 
 /// What ended one connection of the rule.
@@ -94,12 +96,9 @@ impl RuleTask {
         let mut conn = Connection::over(stream, ProtocolVersion::V5);
         let mut opts = ConnectOptions::new(Self::client_id(&self.name))
             .version(ProtocolVersion::V5)
-            .clean_start(false)
-            .session_expiry(u32::MAX);
-        opts.properties = ConnectProperties {
-            receive_maximum: Some(RECEIVE_MAX),
-            ..opts.properties
-        };
+            .clean_start(!self.durable)
+            .session_expiry(if self.durable { u32::MAX } else { 0 });
+        opts.receive_maximum = Some(RECEIVE_MAX);
         let ack = match conn.handshake(&opts).await {
             Ok(a) => a,
             Err(e) => return End::Lost(format!("CONNECT: {e}")),
