@@ -86,12 +86,12 @@ run_one() { # run_one NAME ROUND
   "$BIN" bench fanin -p "$port" --pubs "$PUBS" -q "$QOS" -d "$DURATION" -t bench --json --quiet >"$dir/bench.json" || true
   local rows=0 secs=$((SECONDS - start))
   if [[ -f "$dir/rules.db" ]]; then
-    # Let the rule finish what it holds (bounded), then count.
-    for _ in $(seq 1 100); do
+    # Let the rule finish what it holds (bounded: 60 s), then count: the same count 2 s apart.
+    for _ in $(seq 1 30); do
       local before=$rows
       rows=$(sqlite3 "$dir/rules.db" 'SELECT count(*) FROM m' 2>/dev/null || echo 0)
       [[ "$rows" == "$before" && "$rows" != 0 ]] && break
-      sleep 0.3
+      sleep 2
     done
   fi
   stop
