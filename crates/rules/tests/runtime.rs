@@ -493,3 +493,32 @@ connector = "hook"
     r.shutdown().await;
     b.stop().await;
 }
+
+/// A rule FROM an event (`$events/client_connected`) runs when a client connects; the rule's
+/// own connection is not an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_rule_sees_clients_connect() {
+    let rules = r#"
+[[rule]]
+name = "presence"
+sql = 'SELECT clientid, username, peerhost FROM "$events/client_connected" WHERE clientid != "watcher"'
+[[rule.action]]
+republish = "presence/${clientid}"
+payload = "${username} from ${peerhost}"
+qos = 1
+"#;
+    let (b, rules) = start(tempdir(), rules).await;
+    let mut watcher = b.client(V5, "watcher").await;
+    watcher.subscribe("presence/#", QoS::AtLeastOnce).await;
+    let _dev = b
+        .connect_with(hermod_testkit::connect_auth(V5, "dev-9", Some("bob"), None))
+        .await;
+    let m = watcher.expect_publish_acked().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("presence/dev-9", &b"bob from 127.0.0.1"[..])
+    );
+    assert_eq!(rules.stats()[0].passed, 1);
+    rules.shutdown().await;
+    b.stop().await;
+}

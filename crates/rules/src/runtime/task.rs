@@ -15,8 +15,8 @@ use std::time::Duration;
 use hermod_broker::api::{BrokerHandle, InternalOptions};
 use hermod_client::{ConnectOptions, Connection, PacketIdAllocator};
 use hermod_proto::{
-    Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, Subscribe,
-    SubscribeProperties, SubscriptionOptions,
+    Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, ReasonCode,
+    Subscribe, SubscribeProperties, SubscriptionOptions,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -30,6 +30,8 @@ use crate::sql::{Input, Rule, Source};
 /// Messages the broker may have in flight to a rule at once (its Receive Maximum): how many
 /// writes can be under way together, which is what lets the sinks batch.
 pub(crate) const RECEIVE_MAX: u16 = 2000;
+/// Why a rule's connection ended when the broker is stopping (the rule stops too, quietly).
+const SHUTTING_DOWN: &str = "the broker is shutting down";
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -77,7 +79,8 @@ impl RuleTask {
             match self.session(generation).await {
                 End::Stop => return,
                 End::Lost(why) => {
-                    if *self.stop.borrow() {
+                    if *self.stop.borrow() || why == SHUTTING_DOWN {
+                        debug!(rule = %self.name, "rule stopped: {why}");
                         return;
                     }
                     warn!(rule = %self.name, "rule connection lost ({why}); reconnecting in 1 s");
@@ -233,6 +236,9 @@ impl RuleTask {
                     self.finish(job, action, outcome, state, writer);
                     self.send_waiting_republish(state, writer);
                 }
+            }
+            Packet::Disconnect(d) if d.reason == ReasonCode::SERVER_SHUTTING_DOWN => {
+                return Err(SHUTTING_DOWN.to_owned());
             }
             Packet::Disconnect(d) => return Err(format!("DISCONNECT {:?}", d.reason)),
             _ => {}
