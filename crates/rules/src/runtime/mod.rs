@@ -312,11 +312,17 @@ impl View {
     fn prometheus_text(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
+        if self.rules.is_empty() && self.bridges.is_empty() {
+            return out;
+        }
         let stats = self.stats();
         let rule_counter = |out: &mut String,
                             name: &str,
                             help: &str,
                             get: &dyn Fn(&RuleStats) -> u64| {
+            if stats.is_empty() {
+                return;
+            }
             let _ = writeln!(
                 out,
                 "# HELP hermod_rule_{name}_total {help}\n# TYPE hermod_rule_{name}_total counter"
@@ -348,10 +354,12 @@ impl View {
             "Messages dropped from the rule's buffer (max_buffered, on_full).",
             &|s| s.dropped,
         );
-        let _ = writeln!(
-            out,
-            "# HELP hermod_rule_buffered Messages waiting in the rule's session.\n# TYPE hermod_rule_buffered gauge"
-        );
+        if !stats.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP hermod_rule_buffered Messages waiting in the rule's session.\n# TYPE hermod_rule_buffered gauge"
+            );
+        }
         for s in &stats {
             let _ = writeln!(
                 out,
@@ -364,6 +372,9 @@ impl View {
             ("failed", "Action writes failed for good."),
             ("retried", "Action writes tried again."),
         ] {
+            if stats.is_empty() {
+                break;
+            }
             let _ = writeln!(
                 out,
                 "# HELP hermod_rule_action_{name}_total {help}\n# TYPE hermod_rule_action_{name}_total counter"
