@@ -161,6 +161,9 @@ async fn http_in_the_chain() {
         cache_ttl_secs: 0,
         cache_size: 10,
         cafile: None,
+        acl_url: None,
+        acl_cache_ttl_secs: 60,
+        acl_cache_size: 100,
     };
     let auth = Auth::from_parts(
         Some(pwfile()),
@@ -233,6 +236,9 @@ fn order_validation() {
         cache_ttl_secs: 1,
         cache_size: 1,
         cafile: None,
+        acl_url: None,
+        acl_cache_ttl_secs: 60,
+        acl_cache_size: 100,
     };
     assert!(Auth::from_parts(None, None, Some(ftp), None, vec![], None).is_err());
 }
