@@ -32,9 +32,9 @@
 //! pool, `cafile` and `timeout_ms` as authentication, and the same answer: a 2xx status and
 //! `{"result": "allow" | "deny" | "ignore"}`. `ignore` passes the decision to the rules that
 //! exist without it (`acl_file`, JWT rules; allowed when there are none: see
-//! [`Auth::authorize`](super::Auth::authorize)). Anything else is a deny; timeouts, transport
-//! errors and answers that are not HTTP are denies too, logged (at most one warning per
-//! [`ACL_WARN_EVERY`]) and never cached.
+//! [`Auth::authorize`](super::Auth::authorize)). Anything else — another status, another
+//! body —, a timeout or a transport error is a deny (fail closed), logged (at most one warning
+//! per [`ACL_WARN_EVERY`]) and never cached.
 //!
 //! Answers are cached for `acl_cache_ttl_secs` (default 60; 0: no cache), keyed by username,
 //! client id, action and topic, at most `acl_cache_size` of them (default 100 000): when full,
@@ -302,21 +302,21 @@ impl HttpAuth {
         };
         let acl_uri = config.acl_uri()?;
         // One client (one pool) for both endpoints, with TLS if either is https://.
-        let tls = if hermod_http::is_https(&uri) || acl_uri.as_ref().is_some_and(hermod_http::is_https)
-        {
-            Some(
-                hermod_http::tls_connector(config.cafile.as_deref()).map_err(|e| {
-                    let key = if config.cafile.is_some() {
-                        " cafile"
-                    } else {
-                        ""
-                    };
-                    AuthLoadError::Http(format!("[auth.http]{key}: {e}"))
-                })?,
-            )
-        } else {
-            None
-        };
+        let tls =
+            if hermod_http::is_https(&uri) || acl_uri.as_ref().is_some_and(hermod_http::is_https) {
+                Some(
+                    hermod_http::tls_connector(config.cafile.as_deref()).map_err(|e| {
+                        let key = if config.cafile.is_some() {
+                            " cafile"
+                        } else {
+                            ""
+                        };
+                        AuthLoadError::Http(format!("[auth.http]{key}: {e}"))
+                    })?,
+                )
+            } else {
+                None
+            };
         let client = Client::new(tls, &options);
         let json = HeaderValue::from_static("application/json");
         let headers = [
@@ -395,18 +395,18 @@ impl HttpAuth {
         }
         acl.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = Duration::from_millis(self.config.timeout_ms);
-        let failure = match tokio::time::timeout(deadline, self.acl_exchange(acl, req, deadline))
-            .await
-        {
-            Ok(Ok(v)) => {
-                self.acl_store(acl, req.key(), v);
-                return v;
-            }
-            Ok(Err(hermod_http::Error::Timeout(_))) | Err(_) => {
-                format!("timed out after {} ms", self.config.timeout_ms)
-            }
-            Ok(Err(e)) => e.to_string(),
-        };
+        let failure =
+            match tokio::time::timeout(deadline, self.acl_exchange(acl, req, deadline)).await {
+                Ok(Ok(v)) => {
+                    self.acl_store(acl, req.key(), v);
+                    return v;
+                }
+                Ok(Err(AclFailure::Answer(why))) => why,
+                Ok(Err(AclFailure::Http(hermod_http::Error::Timeout(_)))) | Err(_) => {
+                    format!("timed out after {} ms", self.config.timeout_ms)
+                }
+                Ok(Err(AclFailure::Http(e))) => e.to_string(),
+            };
         acl.errors.fetch_add(1, Ordering::Relaxed);
         let warn = acl.last_warn.lock().ok().and_then(|mut w| {
             let due = w.0.is_none_or(|at| at.elapsed() >= ACL_WARN_EVERY);
@@ -461,7 +461,7 @@ impl HttpAuth {
         acl: &AclEndpoint,
         req: &AclRequest<'_>,
         deadline: Duration,
-    ) -> Result<HttpVerdict, hermod_http::Error> {
+    ) -> Result<HttpVerdict, AclFailure> {
         let body = Bytes::from(
             serde_json::json!({
                 "clientid": req.client_id,
@@ -473,17 +473,22 @@ impl HttpAuth {
             .to_string(),
         );
         let send = || {
-            self.client
-                .request(Method::POST, &acl.uri, &self.headers, body.clone(), deadline)
+            self.client.request(
+                Method::POST,
+                &acl.uri,
+                &self.headers,
+                body.clone(),
+                deadline,
+            )
         };
         let response = match send().await {
             Err(hermod_http::Error::Closed(e)) => {
                 tracing::debug!(url = ?self.config.acl_url, "HTTP authorization: connection closed ({e}), asking again");
-                send().await?
+                send().await.map_err(AclFailure::Http)?
             }
-            other => other?,
+            other => other.map_err(AclFailure::Http)?,
         };
-        Ok(verdict(response.status.as_u16(), &response.body))
+        acl_verdict(response.status.as_u16(), &response.body).map_err(AclFailure::Answer)
     }
 
     /// Asks the service (or the cache). Never returns `Allow` on an error.
@@ -589,6 +594,34 @@ impl HttpAuth {
             other => other?,
         };
         Ok(verdict(response.status.as_u16(), &response.body))
+    }
+}
+
+/// Why the authorization service gave no usable answer.
+enum AclFailure {
+    Http(hermod_http::Error),
+    /// An answer, but not a 2xx with `{"result": "allow" | "deny" | "ignore"}`.
+    Answer(String),
+}
+
+/// The authorization service's answer: only a 2xx with a known `result` is one (anything else
+/// denies as a failure: logged, not cached).
+fn acl_verdict(status: u16, body: &[u8]) -> Result<HttpVerdict, String> {
+    if !(200..300).contains(&status) {
+        return Err(format!("status {status}"));
+    }
+    #[derive(Deserialize)]
+    struct Reply {
+        result: String,
+    }
+    match serde_json::from_slice::<Reply>(body) {
+        Ok(r) => match r.result.as_str() {
+            "allow" => Ok(HttpVerdict::Allow),
+            "deny" => Ok(HttpVerdict::Deny),
+            "ignore" => Ok(HttpVerdict::Ignore),
+            other => Err(format!("unknown result {other:?}")),
+        },
+        Err(e) => Err(format!("answer is not {{\"result\": ...}}: {e}")),
     }
 }
 
