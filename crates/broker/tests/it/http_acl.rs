@@ -42,8 +42,13 @@ fn decide(req: &serde_json::Value) -> Option<(u16, String)> {
 async fn broker_with(server: &AuthServer, acl_url: &str, extra: &str) -> TestBroker {
     let dir = tempdir();
     write(dir.path(), "acl", ACL_FILE);
+    let timeout = if extra.contains("timeout_ms") {
+        ""
+    } else {
+        "timeout_ms = 300\n"
+    };
     let config = format!(
-        "allow_anonymous = false\nacl_file = \"acl\"\n\n[auth.http]\nurl = \"{}\"\nacl_url = \"{acl_url}\"\ntimeout_ms = 300\ncache_ttl_secs = 0\n{extra}\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n",
+        "allow_anonymous = false\nacl_file = \"acl\"\n\n[auth.http]\nurl = \"{}\"\nacl_url = \"{acl_url}\"\n{timeout}cache_ttl_secs = 0\n{extra}\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n",
         server.url
     );
     TestBroker::start_in(dir, &config).await
@@ -336,4 +341,56 @@ async fn will_denied_at_connect() {
     }
     assert_eq!(asked(&server, "publish", "deny/will"), 1, "cached");
     b.stop().await;
+}
+
+// A connection waiting for a slow answer still obeys a kick (DISCONNECT 0x98 at once, not after
+// the timeout) and a takeover.
+#[tokio::test]
+async fn kick_and_takeover_while_waiting() {
+    let server = AuthServer::start(decide).await;
+    let b = broker_with(&server, &server.url, "timeout_ms = 10000").await;
+    let mut c = login(&b, V5, "waiter", "u").await;
+    let mut p = publish("slow/k", b"x", Q1, false);
+    p.packet_id = Some(pid(1));
+    c.send(&Packet::Publish(p.clone())).await;
+    while asked(&server, "publish", "slow/k") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    assert!(b.handle().kick("waiter"));
+    c.expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut c = login(&b, V5, "waiter", "u").await;
+    c.send(&Packet::Publish(p)).await;
+    while asked(&server, "publish", "slow/k") < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let mut new = login(&b, V5, "waiter", "u").await;
+    c.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // And a shutdown.
+    let mut p = publish("slow/s", b"x", Q1, false);
+    p.packet_id = Some(pid(2));
+    new.send(&Packet::Publish(p)).await;
+    while asked(&server, "publish", "slow/s") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    b.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
