@@ -213,6 +213,9 @@ async fn cached_answers() {
         c.publish("allow/cached", b"x", qos, false).await;
     }
     assert_eq!(asked(&server, "publish", "allow/cached"), 1);
+    let stats = b.handle().http_acl_stats().expect("acl_url");
+    assert_eq!((stats.requests, stats.errors), (1, 0), "{stats:?}");
+    assert!(stats.cache_hits >= 99, "{stats:?}");
     // Another client is another key.
     let mut d = login(&b, V5, "pub2", "u").await;
     d.publish("allow/cached", b"x", Q1, false).await;
@@ -277,6 +280,7 @@ async fn slow_or_failing_service_denies_without_stalling() {
         assert_eq!(c.publish("err/x", b"x", Q1, false).await, DENIED_PUBACK_V5);
     }
     assert_eq!(asked(&server, "publish", "err/x"), 2);
+    assert_eq!(b.handle().http_acl_stats().expect("acl_url").errors, 5);
     c.ping().await;
     assert_eq!(
         c.publish("allow/still", b"x", Q1, false).await,
