@@ -1,5 +1,5 @@
 //! Access control: who may connect (password file, HTTP service, JWT) and what they may do
-//! (Mosquitto `acl_file`, JWT claims).
+//! (an HTTP authorizer — `[auth.http] acl_url` —, Mosquitto `acl_file`, JWT claims).
 //!
 //! An [`Auth`] is immutable. The broker keeps it in an `ArcSwap` and, on SIGHUP, builds a new
 //! one with [`Auth::load`]; only if every file loads is it swapped in, so a broken file keeps

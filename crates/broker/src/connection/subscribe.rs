@@ -24,20 +24,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
         // A filter whose answer the HTTP authorizer has not cached: the packet is kept and
         // reading pauses until it answers (`Connection::resolve_parked`).
-        let unknown = {
+        // The answers found are kept for `subscribe_one` (looked up once).
+        let mut decided = HashMap::new();
+        {
             let auth = self.shared.auth.load();
-            s.filters.iter().any(|(f, _)| {
-                hermod_proto::topic::validate_topic_filter(f).is_ok()
-                    && auth
-                        .authorize_now(&self.identity, Action::Subscribe(f))
-                        .is_none()
-            })
-        };
-        if unknown {
-            self.parked = Some(super::Parked::Subscribe(s));
-            return Ok(());
+            for (f, _) in &s.filters {
+                if hermod_proto::topic::validate_topic_filter(f).is_err()
+                    || decided.contains_key(f.as_str())
+                {
+                    continue;
+                }
+                match auth.authorize_now(&self.identity, Action::Subscribe(f)) {
+                    Some(allowed) => {
+                        decided.insert(f.to_string(), allowed);
+                    }
+                    None => {
+                        self.parked = Some(super::Parked::Subscribe(s));
+                        return Ok(());
+                    }
+                }
+            }
         }
-        self.subscribe_decided(s, &HashMap::new())
+        self.subscribe_decided(s, &decided)
     }
 
     /// Handles a SUBSCRIBE; `decided` holds the HTTP authorizer's answers the caller waited for.
