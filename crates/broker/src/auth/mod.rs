@@ -466,10 +466,9 @@ impl Auth {
     /// `Subscribe` (after the `$` rule above; never for internal connections nor for `Receive`):
     /// its `allow` / `deny` decide, its `ignore` leaves the decision to the rules above, and a
     /// service that cannot answer denies. This function never waits: it uses the cached answer
-    /// and, when none is cached, the rules above (as for `ignore`). Connections use
-    /// [`Auth::authorize_now`] and [`Auth::authorize_async`] instead, which ask the service
-    /// when needed; this one is for a will being published (checked with the service at
-    /// CONNECT).
+    /// and, when none is cached, the rules above (as for `ignore`). Connections (and wills, at
+    /// CONNECT and when published) use [`Auth::authorize_now`] and [`Auth::authorize_async`]
+    /// instead, which ask the service when needed; this one is for callers that cannot wait.
     pub fn authorize(&self, who: &ClientIdentity, action: Action<'_>) -> bool {
         self.authorize_now(who, action)
             .unwrap_or_else(|| self.authorize_static(who, action))

@@ -398,3 +398,31 @@ async fn kick_and_takeover_while_waiting() {
         started.elapsed()
     );
 }
+
+// A will the service allows (though the acl_file would not) is published when its connection
+// drops, the service being asked again then (no cache here).
+#[tokio::test]
+async fn will_allowed_by_the_service_is_published() {
+    let server = AuthServer::start(decide).await;
+    let b = broker_with(&server, &server.url, "acl_cache_ttl_secs = 0").await;
+    let mut o = login(&b, V5, "observer", "obs").await;
+    assert_eq!(o.subscribe_one("#", Q0).await, ReasonCode::SUCCESS);
+    let mut c = connect_auth(V5, "willer", Some("u"), Some(b"pw"));
+    c.will = Some(LastWill {
+        topic: "allow/will".into(),
+        payload: Bytes::from_static(b"bye"),
+        qos: Q0,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (c, ack) = b.connect_with(c).await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    c.drop_connection();
+    assert_eq!(o.expect_publish().await.topic, "allow/will");
+    assert_eq!(
+        asked(&server, "publish", "allow/will"),
+        2,
+        "at CONNECT and at publication"
+    );
+    b.stop().await;
+}
