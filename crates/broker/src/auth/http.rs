@@ -39,9 +39,9 @@
 //! Answers are cached for `acl_cache_ttl_secs` (default 60; 0: no cache), keyed by username,
 //! client id, action and topic, at most `acl_cache_size` of them (default 100 000): when full,
 //! expired answers are dropped and, if it is still full, the whole cache is cleared. The
-//! cache is what keeps the publish path synchronous: [`HttpAuth::acl_cached`] never waits; a
-//! connection whose answer is not cached stops reading, asks with [`HttpAuth::acl_check`]
-//! (within `timeout_ms`), then goes on. Requests, cache hits and errors are counted
+//! cache is what keeps the publish path synchronous: [`HttpAuth::acl_cached`] never waits on
+//! the service (a read lock held for one lookup); a connection whose answer is not cached stops
+//! reading, asks with [`HttpAuth::acl_check`] (within `timeout_ms`), then goes on. Requests, cache hits and errors are counted
 //! ([`HttpAuth::acl_stats`]).
 
 use super::AuthLoadError;
@@ -53,8 +53,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Largest response body read from the service.
@@ -271,7 +271,8 @@ pub const ACL_WARN_EVERY: Duration = Duration::from_secs(10);
 
 struct AclEndpoint {
     uri: Uri,
-    cache: Mutex<HashMap<String, (Instant, HttpVerdict)>>,
+    /// Read-locked by every lookup (concurrent), write-locked to store an answer.
+    cache: RwLock<HashMap<String, (Instant, HttpVerdict)>>,
     requests: AtomicU64,
     cache_hits: AtomicU64,
     errors: AtomicU64,
@@ -335,7 +336,7 @@ impl HttpAuth {
             cache: Mutex::new(HashMap::new()),
             acl: acl_uri.map(|uri| AclEndpoint {
                 uri,
-                cache: Mutex::new(HashMap::new()),
+                cache: RwLock::new(HashMap::new()),
                 requests: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
@@ -361,7 +362,7 @@ impl HttpAuth {
             .unwrap_or_default()
     }
 
-    /// The cached answer to `req`, if any: never waits (a mutex held for one lookup). `None`
+    /// The cached answer to `req`, if any: never waits on the service (a read lock held for one lookup). `None`
     /// without `acl_url` too. Never [`HttpVerdict::Error`] (errors are not cached).
     pub fn acl_cached(&self, req: &AclRequest<'_>) -> Option<HttpVerdict> {
         let acl = self.acl.as_ref()?;
@@ -371,7 +372,7 @@ impl HttpAuth {
         let ttl = Duration::from_secs(self.config.acl_cache_ttl_secs);
         let key = req.key();
         let hit = {
-            let cache = acl.cache.lock().ok()?;
+            let cache = acl.cache.read().ok()?;
             cache
                 .get(&key)
                 .filter(|(at, _)| at.elapsed() < ttl)
@@ -443,7 +444,7 @@ impl HttpAuth {
             return;
         }
         let ttl = Duration::from_secs(ttl);
-        let Ok(mut cache) = acl.cache.lock() else {
+        let Ok(mut cache) = acl.cache.write() else {
             return;
         };
         if cache.len() >= size && !cache.contains_key(&key) {
