@@ -392,6 +392,13 @@ impl BrokerHandle {
         self.stats_with(&self.metrics())
     }
 
+    /// The HTTP authorizer's counters (`[auth.http] acl_url`: requests, cache hits, errors),
+    /// since the configuration was last loaded; `None` without `acl_url`.
+    #[must_use]
+    pub fn http_acl_stats(&self) -> Option<crate::auth::HttpAclStats> {
+        self.shared.auth.load().http_acl_stats()
+    }
+
     /// Every counter now, by label (summed over the counters' shards).
     #[must_use]
     pub fn metrics(&self) -> MetricsSnapshot {

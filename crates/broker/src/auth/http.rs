@@ -1,4 +1,5 @@
-//! `[auth.http]`: ask an HTTP service whether a client may connect.
+//! `[auth.http]`: ask an HTTP service whether a client may connect and, with `acl_url`, what
+//! it may publish and subscribe to (EMQX's HTTP authorizer).
 //!
 //! Request: `POST <url>` with JSON `{"clientid", "username", "password", "peer_address",
 //! "certificate_cn"}` (`null` for absent values; the password as UTF-8, lossily converted).
@@ -22,6 +23,26 @@
 //! Results are cached for `cache_ttl_secs`, keyed by client id, username, certificate CN and a
 //! keyed SHA-256 of the password (a per-process random key, so the cache never holds the
 //! password nor a plain, dictionary-attackable hash of it).
+//!
+//! # Authorization (`acl_url`)
+//!
+//! Request: `POST <acl_url>` with JSON `{"clientid", "username", "peerhost", "topic",
+//! "action"}`, `action` being `"publish"` or `"subscribe"` (a subscription's filter is the
+//! `topic`); there is no check for receiving (EMQX's HTTP authorizer has none). Same client,
+//! pool, `cafile` and `timeout_ms` as authentication, and the same answer: a 2xx status and
+//! `{"result": "allow" | "deny" | "ignore"}`. `ignore` passes the decision to the rules that
+//! exist without it (`acl_file`, JWT rules; allowed when there are none: see
+//! [`Auth::authorize`](super::Auth::authorize)). Anything else — another status, another
+//! body —, a timeout or a transport error is a deny (fail closed), logged (at most one warning
+//! per [`ACL_WARN_EVERY`]) and never cached.
+//!
+//! Answers are cached for `acl_cache_ttl_secs` (default 60; 0: no cache), keyed by username,
+//! client id, action and topic, at most `acl_cache_size` of them (default 100 000): when full,
+//! expired answers are dropped and, if it is still full, the whole cache is cleared. The
+//! cache is what keeps the publish path synchronous: [`HttpAuth::acl_cached`] never waits on
+//! the service (a read lock held for one lookup); a connection whose answer is not cached stops
+//! reading, asks with [`HttpAuth::acl_check`] (within `timeout_ms`), then goes on. Requests, cache hits and errors are counted
+//! ([`HttpAuth::acl_stats`]).
 
 use super::AuthLoadError;
 use bytes::Bytes;
@@ -32,7 +53,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Largest response body read from the service.
@@ -66,6 +88,16 @@ pub struct HttpAuthConfig {
     /// [`HttpAuth::new`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cafile: Option<PathBuf>,
+    /// `http://` or `https://` URL of the authorization service (publish and subscribe
+    /// checks); none: no HTTP authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_url: Option<String>,
+    /// How long an ACL answer is reused; 0 disables the ACL cache.
+    #[serde(default = "default_cache_ttl_secs")]
+    pub acl_cache_ttl_secs: u64,
+    /// Maximum cached ACL answers.
+    #[serde(default = "default_acl_cache_size")]
+    pub acl_cache_size: usize,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -76,6 +108,9 @@ fn default_cache_ttl_secs() -> u64 {
 }
 fn default_cache_size() -> usize {
     10_000
+}
+fn default_acl_cache_size() -> usize {
+    100_000
 }
 
 impl HttpAuthConfig {
@@ -92,19 +127,35 @@ impl HttpAuthConfig {
     }
 
     fn uri(&self) -> Result<Uri, AuthLoadError> {
-        let url = &self.url;
-        let bad = |why: &str| AuthLoadError::Http(format!("[auth.http] url {url}: {why}"));
-        let uri = hermod_http::parse_url(url).map_err(|e| bad(&e))?;
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        if self.cafile.is_some() && !hermod_http::is_https(&uri) {
-            return Err(bad(
-                "cafile is set but the URL is not https:// (cafile is only used for https)",
-            ));
+        let uri = parse_service_url("url", &self.url)?;
+        let acl = self.acl_uri()?;
+        if self.cafile.is_some()
+            && !hermod_http::is_https(&uri)
+            && !acl.as_ref().is_some_and(hermod_http::is_https)
+        {
+            let url = &self.url;
+            return Err(AuthLoadError::Http(format!(
+                "[auth.http] url {url}: cafile is set but the URL is not https:// (cafile is only used for https)"
+            )));
         }
         Ok(uri)
     }
+
+    fn acl_uri(&self) -> Result<Option<Uri>, AuthLoadError> {
+        self.acl_url
+            .as_deref()
+            .map(|u| parse_service_url("acl_url", u))
+            .transpose()
+    }
+}
+
+fn parse_service_url(key: &str, url: &str) -> Result<Uri, AuthLoadError> {
+    let bad = |why: &str| AuthLoadError::Http(format!("[auth.http] {key} {url}: {why}"));
+    let uri = hermod_http::parse_url(url).map_err(|e| bad(&e))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(bad("credentials in the URL are not supported"));
+    }
+    Ok(uri)
 }
 
 /// What the service answered.
@@ -150,6 +201,83 @@ pub struct HttpAuth {
     headers: [(HeaderName, HeaderValue); 3],
     cache_key: [u8; 16],
     cache: Mutex<HashMap<CacheKey, (Instant, HttpVerdict)>>,
+    /// The authorization endpoint, with `acl_url`.
+    acl: Option<AclEndpoint>,
+}
+
+/// What a client asks to do, for the HTTP authorizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclAction {
+    Publish,
+    Subscribe,
+}
+
+impl AclAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            AclAction::Publish => "publish",
+            AclAction::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// One authorization question.
+#[derive(Debug, Clone, Copy)]
+pub struct AclRequest<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub peer: Option<std::net::IpAddr>,
+    pub topic: &'a str,
+    pub action: AclAction,
+}
+
+impl AclRequest<'_> {
+    /// The cache key: username (absent and empty differ), client id, action, topic.
+    fn key(&self) -> String {
+        let user = self.username.unwrap_or_default();
+        let mut k = String::with_capacity(user.len() + self.client_id.len() + self.topic.len() + 8);
+        k.push(match (self.action, self.username.is_some()) {
+            (AclAction::Publish, true) => 'P',
+            (AclAction::Publish, false) => 'p',
+            (AclAction::Subscribe, true) => 'S',
+            (AclAction::Subscribe, false) => 's',
+        });
+        // Lengths first: no separator can be forged by a name holding it.
+        k.push_str(&user.len().to_string());
+        k.push(':');
+        k.push_str(user);
+        k.push_str(&self.client_id.len().to_string());
+        k.push(':');
+        k.push_str(self.client_id);
+        k.push_str(self.topic);
+        k
+    }
+}
+
+/// Counters of the HTTP authorizer (see [`HttpAuth::acl_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpAclStats {
+    /// Requests sent to `acl_url` (each question once, whatever its outcome).
+    pub requests: u64,
+    /// Answers taken from the cache.
+    pub cache_hits: u64,
+    /// Questions that got no usable answer (timeout, transport error): denied.
+    pub errors: u64,
+}
+
+/// At most one warning about the authorization service's failures per this period (the others
+/// are logged at debug level and counted).
+pub const ACL_WARN_EVERY: Duration = Duration::from_secs(10);
+
+struct AclEndpoint {
+    uri: Uri,
+    /// Read-locked by every lookup (concurrent), write-locked to store an answer.
+    cache: RwLock<HashMap<String, (Instant, HttpVerdict)>>,
+    requests: AtomicU64,
+    cache_hits: AtomicU64,
+    errors: AtomicU64,
+    /// When the last warning was logged, and how many failures were not warned about since.
+    last_warn: Mutex<(Option<Instant>, u64)>,
 }
 
 impl std::fmt::Debug for HttpAuth {
@@ -173,14 +301,24 @@ impl HttpAuth {
             max_body: MAX_RESPONSE,
             oversize: Oversize::Fail,
         };
-        let client = Client::for_uri(&uri, config.cafile.as_deref(), &options).map_err(|e| {
-            let key = if config.cafile.is_some() {
-                " cafile"
+        let acl_uri = config.acl_uri()?;
+        // One client (one pool) for both endpoints, with TLS if either is https://.
+        let tls =
+            if hermod_http::is_https(&uri) || acl_uri.as_ref().is_some_and(hermod_http::is_https) {
+                Some(
+                    hermod_http::tls_connector(config.cafile.as_deref()).map_err(|e| {
+                        let key = if config.cafile.is_some() {
+                            " cafile"
+                        } else {
+                            ""
+                        };
+                        AuthLoadError::Http(format!("[auth.http]{key}: {e}"))
+                    })?,
+                )
             } else {
-                ""
+                None
             };
-            AuthLoadError::Http(format!("[auth.http]{key}: {e}"))
-        })?;
+        let client = Client::new(tls, &options);
         let json = HeaderValue::from_static("application/json");
         let headers = [
             (CONTENT_TYPE, json.clone()),
@@ -196,7 +334,162 @@ impl HttpAuth {
             headers,
             cache_key,
             cache: Mutex::new(HashMap::new()),
+            acl: acl_uri.map(|uri| AclEndpoint {
+                uri,
+                cache: RwLock::new(HashMap::new()),
+                requests: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                last_warn: Mutex::new((None, 0)),
+            }),
         })
+    }
+
+    /// Whether `acl_url` is configured.
+    pub fn has_acl(&self) -> bool {
+        self.acl.is_some()
+    }
+
+    /// The HTTP authorizer's counters (zero without `acl_url`).
+    pub fn acl_stats(&self) -> HttpAclStats {
+        self.acl
+            .as_ref()
+            .map(|a| HttpAclStats {
+                requests: a.requests.load(Ordering::Relaxed),
+                cache_hits: a.cache_hits.load(Ordering::Relaxed),
+                errors: a.errors.load(Ordering::Relaxed),
+            })
+            .unwrap_or_default()
+    }
+
+    /// The cached answer to `req`, if any: never waits on the service (a read lock held for one lookup). `None`
+    /// without `acl_url` too. Never [`HttpVerdict::Error`] (errors are not cached).
+    pub fn acl_cached(&self, req: &AclRequest<'_>) -> Option<HttpVerdict> {
+        let acl = self.acl.as_ref()?;
+        if self.config.acl_cache_ttl_secs == 0 {
+            return None;
+        }
+        let ttl = Duration::from_secs(self.config.acl_cache_ttl_secs);
+        let key = req.key();
+        let hit = {
+            let cache = acl.cache.read().ok()?;
+            cache
+                .get(&key)
+                .filter(|(at, _)| at.elapsed() < ttl)
+                .map(|(_, v)| *v)
+        };
+        if hit.is_some() {
+            acl.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Asks the authorization service (the cache first), within `timeout_ms`; caches the
+    /// answer. [`HttpVerdict::Error`] (logged, not cached) when it could not answer;
+    /// [`HttpVerdict::Ignore`] without `acl_url`.
+    pub async fn acl_check(&self, req: &AclRequest<'_>) -> HttpVerdict {
+        let Some(acl) = &self.acl else {
+            return HttpVerdict::Ignore;
+        };
+        if let Some(v) = self.acl_cached(req) {
+            return v;
+        }
+        acl.requests.fetch_add(1, Ordering::Relaxed);
+        let deadline = Duration::from_millis(self.config.timeout_ms);
+        let failure =
+            match tokio::time::timeout(deadline, self.acl_exchange(acl, req, deadline)).await {
+                Ok(Ok(v)) => {
+                    self.acl_store(acl, req.key(), v);
+                    return v;
+                }
+                Ok(Err(AclFailure::Answer(why))) => why,
+                Ok(Err(AclFailure::Http(hermod_http::Error::Timeout(_)))) | Err(_) => {
+                    format!("timed out after {} ms", self.config.timeout_ms)
+                }
+                Ok(Err(AclFailure::Http(e))) => e.to_string(),
+            };
+        acl.errors.fetch_add(1, Ordering::Relaxed);
+        let warn = acl.last_warn.lock().ok().and_then(|mut w| {
+            let due = w.0.is_none_or(|at| at.elapsed() >= ACL_WARN_EVERY);
+            if due {
+                let skipped = w.1;
+                *w = (Some(Instant::now()), 0);
+                Some(skipped)
+            } else {
+                w.1 += 1;
+                None
+            }
+        });
+        let url = self.config.acl_url.as_deref().unwrap_or_default();
+        match warn {
+            Some(skipped) => tracing::warn!(
+                url,
+                client_id = req.client_id,
+                topic = req.topic,
+                "HTTP authorization failed, denying: {failure} ({skipped} more failures not logged since the last warning)"
+            ),
+            None => tracing::debug!(
+                url,
+                client_id = req.client_id,
+                topic = req.topic,
+                "HTTP authorization failed, denying: {failure}"
+            ),
+        }
+        HttpVerdict::Error
+    }
+
+    fn acl_store(&self, acl: &AclEndpoint, key: String, verdict: HttpVerdict) {
+        let (ttl, size) = (self.config.acl_cache_ttl_secs, self.config.acl_cache_size);
+        if ttl == 0 || size == 0 || verdict == HttpVerdict::Error {
+            return;
+        }
+        let ttl = Duration::from_secs(ttl);
+        let Ok(mut cache) = acl.cache.write() else {
+            return;
+        };
+        if cache.len() >= size && !cache.contains_key(&key) {
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            if cache.len() >= size {
+                // Still full of fresh answers: start over rather than track recency.
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), verdict));
+    }
+
+    async fn acl_exchange(
+        &self,
+        acl: &AclEndpoint,
+        req: &AclRequest<'_>,
+        deadline: Duration,
+    ) -> Result<HttpVerdict, AclFailure> {
+        let body = Bytes::from(
+            serde_json::json!({
+                "clientid": req.client_id,
+                "username": req.username,
+                "peerhost": req.peer.map(|ip| ip.to_string()),
+                "topic": req.topic,
+                "action": req.action.as_str(),
+            })
+            .to_string(),
+        );
+        let send = || {
+            self.client.request(
+                Method::POST,
+                &acl.uri,
+                &self.headers,
+                body.clone(),
+                deadline,
+            )
+        };
+        let response = match send().await {
+            Err(hermod_http::Error::Closed(e)) => {
+                tracing::debug!(url = ?self.config.acl_url, "HTTP authorization: connection closed ({e}), asking again");
+                send().await.map_err(AclFailure::Http)?
+            }
+            other => other.map_err(AclFailure::Http)?,
+        };
+        acl_verdict(response.status.as_u16(), &response.body).map_err(AclFailure::Answer)
     }
 
     /// Asks the service (or the cache). Never returns `Allow` on an error.
@@ -305,6 +598,34 @@ impl HttpAuth {
     }
 }
 
+/// Why the authorization service gave no usable answer.
+enum AclFailure {
+    Http(hermod_http::Error),
+    /// An answer, but not a 2xx with `{"result": "allow" | "deny" | "ignore"}`.
+    Answer(String),
+}
+
+/// The authorization service's answer: only a 2xx with a known `result` is one (anything else
+/// denies as a failure: logged, not cached).
+fn acl_verdict(status: u16, body: &[u8]) -> Result<HttpVerdict, String> {
+    if !(200..300).contains(&status) {
+        return Err(format!("status {status}"));
+    }
+    #[derive(Deserialize)]
+    struct Reply {
+        result: String,
+    }
+    match serde_json::from_slice::<Reply>(body) {
+        Ok(r) => match r.result.as_str() {
+            "allow" => Ok(HttpVerdict::Allow),
+            "deny" => Ok(HttpVerdict::Deny),
+            "ignore" => Ok(HttpVerdict::Ignore),
+            other => Err(format!("unknown result {other:?}")),
+        },
+        Err(e) => Err(format!("answer is not {{\"result\": ...}}: {e}")),
+    }
+}
+
 fn verdict(status: u16, body: &[u8]) -> HttpVerdict {
     if !(200..300).contains(&status) {
         return HttpVerdict::Deny;
@@ -346,6 +667,9 @@ pub(crate) mod tests {
             cache_ttl_secs: 60,
             cache_size: 100,
             cafile: None,
+            acl_url: None,
+            acl_cache_ttl_secs: 60,
+            acl_cache_size: 100,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Access control: who may connect (password file, HTTP service, JWT) and what they may do
-//! (Mosquitto `acl_file`, JWT claims).
+//! (an HTTP authorizer — `[auth.http] acl_url` —, Mosquitto `acl_file`, JWT claims).
 //!
 //! An [`Auth`] is immutable. The broker keeps it in an `ArcSwap` and, on SIGHUP, builds a new
 //! one with [`Auth::load`]; only if every file loads is it swapped in, so a broken file keeps
@@ -35,7 +35,7 @@ mod topic;
 
 pub use acl::AclFile;
 pub use hash_pool::HashPool;
-pub use http::{HttpAuth, HttpAuthConfig};
+pub use http::{AclAction, AclRequest, HttpAclStats, HttpAuth, HttpAuthConfig, HttpVerdict};
 pub use jwt::{JwtAcl, JwtConfig, JwtVerifier};
 pub use password_file::{PasswordFile, hash_argon2id, hash_mosquitto_pbkdf2};
 pub use throttle::{Throttle, ThrottleSettings};
@@ -461,7 +461,99 @@ impl Auth {
     /// [`acl`]); a filter overlapping allowed and denied topics is granted, so the broker checks
     /// `Receive` for every message it routes to a session and again when it sends one, retained
     /// messages included.
+    ///
+    /// With `[auth.http] acl_url`, the HTTP authorizer is asked first for `Publish` and
+    /// `Subscribe` (after the `$` rule above; never for internal connections nor for `Receive`):
+    /// its `allow` / `deny` decide, its `ignore` leaves the decision to the rules above, and a
+    /// service that cannot answer denies. This function never waits: it uses the cached answer
+    /// and, when none is cached, the rules above (as for `ignore`). Connections (and wills, at
+    /// CONNECT and when published) use [`Auth::authorize_now`] and [`Auth::authorize_async`]
+    /// instead, which ask the service when needed; this one is for callers that cannot wait.
     pub fn authorize(&self, who: &ClientIdentity, action: Action<'_>) -> bool {
+        self.authorize_now(who, action)
+            .unwrap_or_else(|| self.authorize_static(who, action))
+    }
+
+    /// The decision of [`Auth::authorize`] if it can be made without waiting; `None` when the
+    /// HTTP authorizer must be asked first ([`Auth::authorize_async`]). Never blocks.
+    pub fn authorize_now(&self, who: &ClientIdentity, action: Action<'_>) -> Option<bool> {
+        if who.internal {
+            return Some(true);
+        }
+        if let Action::Publish(t) = action
+            && !topic::publish_dollar_allowed(t)
+        {
+            return Some(false);
+        }
+        if let Some((http, req)) = self.http_acl_request(who, None, action) {
+            match http.acl_cached(&req)? {
+                HttpVerdict::Allow => return Some(true),
+                HttpVerdict::Deny | HttpVerdict::Error => return Some(false),
+                HttpVerdict::Ignore => {}
+            }
+        }
+        Some(self.authorize_static(who, action))
+    }
+
+    /// The whole decision, asking the HTTP authorizer (within its timeout) when its answer is
+    /// not cached. `peer` is the client's address (`peerhost`). Holds no lock while waiting.
+    pub async fn authorize_async(
+        &self,
+        who: &ClientIdentity,
+        peer: Option<std::net::IpAddr>,
+        action: Action<'_>,
+    ) -> bool {
+        if let Some(decided) = self.authorize_now(who, action) {
+            return decided;
+        }
+        let Some((http, req)) = self.http_acl_request(who, peer, action) else {
+            return self.authorize_static(who, action);
+        };
+        match http.acl_check(&req).await {
+            HttpVerdict::Allow => true,
+            HttpVerdict::Deny | HttpVerdict::Error => false,
+            HttpVerdict::Ignore => self.authorize_static(who, action),
+        }
+    }
+
+    /// The HTTP authorizer's counters, if `acl_url` is configured.
+    pub fn http_acl_stats(&self) -> Option<HttpAclStats> {
+        self.http
+            .as_ref()
+            .filter(|h| h.has_acl())
+            .map(HttpAuth::acl_stats)
+    }
+
+    /// The question for the HTTP authorizer, if it has one for `action`.
+    fn http_acl_request<'a>(
+        &'a self,
+        who: &'a ClientIdentity,
+        peer: Option<std::net::IpAddr>,
+        action: Action<'a>,
+    ) -> Option<(&'a HttpAuth, AclRequest<'a>)> {
+        let http = self.http.as_ref().filter(|h| h.has_acl())?;
+        if who.internal {
+            return None;
+        }
+        let (action, topic) = match action {
+            Action::Publish(t) => (AclAction::Publish, t),
+            Action::Subscribe(f) => (AclAction::Subscribe, f),
+            Action::Receive(_) => return None,
+        };
+        Some((
+            http,
+            AclRequest {
+                client_id: &who.client_id,
+                username: who.username.as_deref(),
+                peer,
+                topic,
+                action,
+            },
+        ))
+    }
+
+    /// The rules without the HTTP authorizer.
+    fn authorize_static(&self, who: &ClientIdentity, action: Action<'_>) -> bool {
         if who.internal {
             return true;
         }

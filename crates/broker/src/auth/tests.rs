@@ -161,6 +161,9 @@ async fn http_in_the_chain() {
         cache_ttl_secs: 0,
         cache_size: 10,
         cafile: None,
+        acl_url: None,
+        acl_cache_ttl_secs: 60,
+        acl_cache_size: 100,
     };
     let auth = Auth::from_parts(
         Some(pwfile()),
@@ -233,6 +236,9 @@ fn order_validation() {
         cache_ttl_secs: 1,
         cache_size: 1,
         cafile: None,
+        acl_url: None,
+        acl_cache_ttl_secs: 60,
+        acl_cache_size: 100,
     };
     assert!(Auth::from_parts(None, None, Some(ftp), None, vec![], None).is_err());
 }
@@ -354,4 +360,182 @@ async fn load_https_with_a_relative_cafile() {
     // A missing cafile: refused when loading, naming the file.
     let e = Auth::load(&settings("certs/nope.pem"), dir.path()).expect_err("missing cafile");
     assert!(e.to_string().contains("certs/nope.pem"), "{e}");
+}
+
+/// An `Auth` with `[auth.http] acl_url` on a fake service that answers by topic prefix
+/// (`allow/`, `deny/`, `ignore/`; `slow/` never answers), and an `acl_file` letting `u` write
+/// `ignore/open/#`.
+async fn http_acl_auth(ttl: u64, size: usize) -> (Auth, hermod_testkit::AuthServer) {
+    let (url, server) = server(|body| {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let result = match v["topic"].as_str()?.split('/').next()? {
+            "allow" => "allow",
+            "deny" => "deny",
+            "ignore" => "ignore",
+            "slow" => return None,
+            _ => "bogus",
+        };
+        Some(json_reply(200, &format!("{{\"result\":\"{result}\"}}")))
+    })
+    .await;
+    let cfg = HttpAuthConfig {
+        url: url.clone(),
+        timeout_ms: 300,
+        cache_ttl_secs: 0,
+        cache_size: 10,
+        cafile: None,
+        acl_url: Some(url),
+        acl_cache_ttl_secs: ttl,
+        acl_cache_size: size,
+    };
+    let acl = AclFile::parse("user u\ntopic write ignore/open/#\n", "acl").expect("acl");
+    let auth = Auth::from_parts(None, Some(acl), Some(cfg), None, vec![], None).expect("auth");
+    (auth, server)
+}
+
+#[tokio::test]
+async fn http_acl_lookup_then_ask() {
+    let (auth, server) = http_acl_auth(60, 100).await;
+    let u = identity(Some("u"), None);
+    let ip = Some("192.0.2.7".parse().expect("ip"));
+    // Not cached: unknown without waiting; then asked, then cached.
+    assert_eq!(auth.authorize_now(&u, Action::Publish("allow/a")), None);
+    assert!(
+        auth.authorize_async(&u, ip, Action::Publish("allow/a"))
+            .await
+    );
+    assert_eq!(
+        auth.authorize_now(&u, Action::Publish("allow/a")),
+        Some(true)
+    );
+    assert!(
+        !auth
+            .authorize_async(&u, ip, Action::Publish("deny/a"))
+            .await
+    );
+    assert_eq!(
+        auth.authorize_now(&u, Action::Publish("deny/a")),
+        Some(false)
+    );
+    assert!(
+        !auth
+            .authorize_async(&u, ip, Action::Subscribe("deny/#"))
+            .await
+    );
+    // `ignore`: the acl_file decides.
+    assert!(
+        auth.authorize_async(&u, ip, Action::Publish("ignore/open/x"))
+            .await
+    );
+    assert!(
+        !auth
+            .authorize_async(&u, ip, Action::Publish("ignore/closed/x"))
+            .await
+    );
+    // An unknown result, a timeout: denied, not cached.
+    assert!(
+        !auth
+            .authorize_async(&u, ip, Action::Publish("bogus/x"))
+            .await
+    );
+    assert_eq!(auth.authorize_now(&u, Action::Publish("bogus/x")), None);
+    assert!(
+        !auth
+            .authorize_async(&u, ip, Action::Publish("slow/x"))
+            .await
+    );
+    assert_eq!(auth.authorize_now(&u, Action::Publish("slow/x")), None);
+    // Never asked: receiving, internal connections, `$SYS` publishes (refused first).
+    assert!(
+        !auth
+            .authorize_async(&u, ip, Action::Receive("deny/a"))
+            .await
+    );
+    let internal = ClientIdentity {
+        internal: true,
+        ..identity(Some("u"), None)
+    };
+    assert!(
+        auth.authorize_async(&internal, ip, Action::Publish("deny/a"))
+            .await
+    );
+    assert_eq!(
+        auth.authorize_now(&u, Action::Publish("$SYS/x")),
+        Some(false)
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 7, "{requests:?}");
+    assert!(requests.iter().all(|r| r["action"] != "receive"));
+    assert!(requests.iter().all(|r| r["topic"] != "$SYS/x"));
+    let r = &requests[0];
+    assert_eq!(
+        (
+            &r["clientid"],
+            &r["username"],
+            &r["peerhost"],
+            &r["topic"],
+            &r["action"]
+        ),
+        (
+            &serde_json::json!("cid"),
+            &serde_json::json!("u"),
+            &serde_json::json!("192.0.2.7"),
+            &serde_json::json!("allow/a"),
+            &serde_json::json!("publish")
+        )
+    );
+    let stats = auth.http_acl_stats().expect("acl_url");
+    assert_eq!((stats.requests, stats.errors), (7, 2));
+    assert!(stats.cache_hits >= 2, "{stats:?}");
+    // `authorize` (never waits): the cached answer, else the other rules.
+    assert!(!auth.authorize(&u, Action::Publish("deny/a")));
+    assert!(!auth.authorize(&u, Action::Publish("allow/never-asked")));
+    assert!(auth.authorize(&u, Action::Publish("ignore/open/never-asked")));
+}
+
+#[tokio::test]
+async fn http_acl_cache_key_and_bound() {
+    let (auth, server) = http_acl_auth(60, 2).await;
+    let (u, v) = (identity(Some("u"), None), identity(Some("v"), None));
+    let anon = identity(None, None);
+    for who in [&u, &v, &anon, &u] {
+        assert!(
+            auth.authorize_async(who, None, Action::Publish("allow/a"))
+                .await
+        );
+    }
+    // Three keys in a cache of two: cleared when full, so the fourth (u again) was asked again.
+    assert_eq!(server.requests().len(), 4);
+    // Publish and subscribe are different keys.
+    assert!(
+        auth.authorize_async(&u, None, Action::Subscribe("allow/a"))
+            .await
+    );
+    assert_eq!(server.requests().len(), 5);
+    assert!(server.requests()[2]["username"].is_null());
+    assert!(server.requests()[2]["peerhost"].is_null());
+}
+
+#[test]
+fn http_acl_config() {
+    let c: HttpAuthConfig = toml::from_str("url = \"http://h/\"").expect("toml");
+    assert_eq!(
+        (c.acl_url, c.acl_cache_ttl_secs, c.acl_cache_size),
+        (None, 60, 100_000)
+    );
+    let c: HttpAuthConfig = toml::from_str(
+        "url = \"http://h/auth\"\nacl_url = \"https://h/acl\"\ncafile = \"ca.pem\"\nacl_cache_ttl_secs = 5\nacl_cache_size = 7",
+    )
+    .expect("toml");
+    assert_eq!(c.acl_url.as_deref(), Some("https://h/acl"));
+    assert_eq!((c.acl_cache_ttl_secs, c.acl_cache_size), (5, 7));
+    c.validate().expect("cafile goes with an https acl_url");
+    for bad in ["ftp://h/", "http://u:p@h/", "nope"] {
+        let c = HttpAuthConfig {
+            acl_url: Some(bad.into()),
+            ..toml::from_str("url = \"http://h/\"").expect("toml")
+        };
+        let e = c.validate().expect_err(bad).to_string();
+        assert!(e.contains("acl_url"), "{e}");
+    }
 }

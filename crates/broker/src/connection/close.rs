@@ -156,7 +156,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if let Some(will) = will {
             let will_delay = will.properties.will_delay_interval.unwrap_or(0);
             let publisher = Arc::new(self.identity.clone());
-            let will = will_to_publish(will, &self.client_id, publisher, owner);
+            let mut will = will_to_publish(will, &self.client_id, publisher, owner);
+            will.peer = Some(self.peer.ip());
             let delay = Duration::from_secs(u64::from(will_delay));
             let delay = expiry.map_or(delay, |e| delay.min(e));
             self.shared
@@ -237,6 +238,7 @@ fn will_to_publish(
         message,
         publisher,
         owner,
+        peer: None,
     }
 }
 

@@ -136,7 +136,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             self.check_bans()?;
         }
         let identity = self.authenticate(&connect).await?;
-        self.admit(&connect, &identity)?;
+        // The will ACL, asking the HTTP authorizer if it has one (holding an `Arc`, not a guard,
+        // nor `self`, while waiting for it).
+        let will_allowed = match &connect.will {
+            Some(will) => {
+                let (auth, ip) = (self.shared.auth.load_full(), self.info.addr.ip());
+                auth.authorize_async(&identity, Some(ip), Action::Publish(&will.topic))
+                    .await
+            }
+            None => true,
+        };
+        self.admit(&connect, will_allowed)?;
         let mut neg = Negotiated::new(&connect, &accepted, &self.shared.config);
         if self.info.internal.is_some() {
             // A service's own Receive Maximum, not `max_inflight_messages` (a limit for network
@@ -283,15 +293,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
     }
 
     /// The will ACL and the store: what an authenticated client may still be refused for.
-    fn admit(&self, connect: &Connect, identity: &ClientIdentity) -> Result<(), Refusal> {
+    fn admit(&self, connect: &Connect, will_allowed: bool) -> Result<(), Refusal> {
         // A will is a publish: its publisher must be allowed to publish on its topic, now and
-        // again when it is published.
+        // again when it is published (`will_allowed`, checked by the caller).
         if let Some(will) = &connect.will
-            && !self
-                .shared
-                .auth
-                .load()
-                .authorize(identity, Action::Publish(&will.topic))
+            && !will_allowed
         {
             return Err(Refusal::WillTopicDenied {
                 topic: will.topic.clone(),
@@ -450,6 +456,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             read_size: 256,
             last_read: 0,
             busy: Vec::new(),
+            parked: None,
             durable: a.durable,
             pending_commits: Vec::new(),
             deferred: Vec::new(),

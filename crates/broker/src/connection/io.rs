@@ -38,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Reads and handles what the socket has ready without waiting (a few times at most).
     pub(super) fn drain_readable(&mut self) -> Result<(), End> {
         for _ in 0..8 {
-            if !self.busy.is_empty() || !self.pending_commits.is_empty() {
+            if !self.busy.is_empty() || !self.pending_commits.is_empty() || self.parked.is_some() {
                 return Ok(());
             }
             self.prepare_read();

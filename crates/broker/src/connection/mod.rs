@@ -31,7 +31,7 @@ use hermod_proto::{Disconnect, LastWill, Packet, PublishAck, ReasonCode, decode_
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::ClientIdentity;
+use crate::auth::{Action, ClientIdentity};
 use crate::message::{ClientId, Delivery};
 use crate::session::Session;
 use crate::session::registry::ConnectionId;
@@ -74,6 +74,28 @@ enum End {
     Shutdown,
 }
 
+/// A packet kept until the HTTP authorizer answers (see `Connection::resolve_parked`).
+enum Parked {
+    /// With its topic (the alias resolved).
+    Publish(hermod_proto::Publish, Arc<str>),
+    Subscribe(hermod_proto::Subscribe),
+}
+
+/// Awaits `f` (an ACL answer, itself bounded by the auth timeout) unless the broker shuts down
+/// or the connection is kicked meanwhile.
+async fn acl_wait<F: std::future::Future>(
+    shutdown: CancellationToken,
+    kick: CancellationToken,
+    f: F,
+) -> Result<F::Output, End> {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Err(End::Shutdown),
+        () = kick.cancelled() => Err(End::TakenOver),
+        out = f => Ok(out),
+    }
+}
+
 /// Runs one connection to its end. Never panics on input; errors end this connection only.
 pub(crate) async fn run<S>(stream: S, info: PeerInfo, listener: usize, shared: Arc<Shared>)
 where
@@ -113,6 +135,9 @@ struct Connection<S> {
     /// Subscriber mailboxes that filled up while routing this client's messages: reading from
     /// this client pauses until they drain (bounded; see `session::mailbox`).
     busy: Vec<Arc<crate::session::mailbox::SessionHandle>>,
+    /// A PUBLISH or SUBSCRIBE waiting for the HTTP authorizer's answer (not cached): reading
+    /// from this client pauses until it is handled (within the auth timeout).
+    parked: Option<Parked>,
     /// The session is persistent and a store is open: its QoS 1/2 deliveries, inbound QoS 2
     /// ids and record are written.
     durable: bool,
@@ -159,6 +184,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if let Err(end) = self.flush().await {
                 return end;
             }
+            if self.parked.is_some() {
+                // A packet waits for the HTTP authorizer: ask it, handle the packet, then go on
+                // with the packets already buffered before reading more.
+                if let Err(end) = self.resolve_parked().await {
+                    return end;
+                }
+                if let Err(end) = self.handle_input() {
+                    return end;
+                }
+                continue;
+            }
             if !self.busy.is_empty() {
                 // Backpressure: wait for busy subscribers to drain, then go on with the packets
                 // already buffered before reading more.
@@ -196,7 +232,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 () = std::future::ready(()), if more => {}
                 () = live.commands.ready() => {
                     for command in live.commands.take() {
-                        self.on_command(command);
+                        if let Err(end) = self.on_command(command).await {
+                            return end;
+                        }
                     }
                 }
                 () = handle.notified(), if room => {}
@@ -206,11 +244,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Decodes and handles the whole packets in the read buffer; stops early when a subscriber
-    /// mailbox is busy (backpressure), leaving the rest buffered.
+    /// mailbox is busy (backpressure) or a packet waits for the HTTP authorizer, leaving the
+    /// rest buffered.
     fn handle_input(&mut self) -> Result<(), End> {
         let max = self.shared.config.max_packet_size as usize;
         loop {
-            if !self.busy.is_empty() {
+            if !self.busy.is_empty() || self.parked.is_some() {
                 return Ok(());
             }
             match decode_packet(&mut self.rbuf, self.neg.version, max) {
@@ -295,6 +334,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 ReasonCode::PROTOCOL_ERROR,
                 "server-to-client packet sent by a client",
             )),
+        }
+    }
+
+    /// Handles the packet kept for the HTTP authorizer: asks it (bounded by the auth timeout;
+    /// a failure denies), which fills its cache, then handles the packet with the answer.
+    /// Holds an `Arc` of the rules, no guard nor lock, while waiting.
+    async fn resolve_parked(&mut self) -> Result<(), End> {
+        let Some(parked) = self.parked.take() else {
+            return Ok(());
+        };
+        let auth = self.shared.auth.load_full();
+        let (identity, ip) = (self.identity.clone(), Some(self.peer.ip()));
+        let (shutdown, kick) = (self.shared.shutdown.clone(), self.kick.clone());
+        match parked {
+            Parked::Publish(p, topic) => {
+                let allowed = acl_wait(
+                    shutdown,
+                    kick,
+                    auth.authorize_async(&identity, ip, Action::Publish(&topic)),
+                )
+                .await?;
+                self.publish_decided(p, topic, allowed)
+            }
+            Parked::Subscribe(s) => {
+                let mut filters: Vec<&str> = s
+                    .filters
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .filter(|f| hermod_proto::topic::validate_topic_filter(f).is_ok())
+                    .collect();
+                filters.sort_unstable();
+                filters.dedup();
+                let answers = acl_wait(
+                    shutdown,
+                    kick,
+                    futures_util::future::join_all(
+                        filters
+                            .iter()
+                            .map(|f| auth.authorize_async(&identity, ip, Action::Subscribe(f))),
+                    ),
+                )
+                .await?;
+                let decided: HashMap<String, bool> = filters
+                    .into_iter()
+                    .map(str::to_owned)
+                    .zip(answers)
+                    .collect();
+                self.subscribe_decided(s, &decided)
+            }
         }
     }
 

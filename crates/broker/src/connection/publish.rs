@@ -83,11 +83,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         // `$SYS` (but a bridge's state topic) and `$share` are refused here whatever the ACL
         // says (`auth::topic::publish_dollar_allowed`, as Mosquitto).
+        // Not cached by the HTTP authorizer: the packet is kept and reading pauses until it
+        // answers (`Connection::resolve_parked`).
         let allowed = self
             .shared
             .auth
             .load()
-            .authorize(&self.identity, Action::Publish(&topic));
+            .authorize_now(&self.identity, Action::Publish(&topic));
+        match allowed {
+            Some(allowed) => self.publish_decided(p, topic, allowed),
+            None => {
+                self.parked = Some(super::Parked::Publish(p, topic));
+                Ok(())
+            }
+        }
+    }
+
+    /// The rest of an inbound PUBLISH, once the ACL decided.
+    pub(super) fn publish_decided(
+        &mut self,
+        p: Publish,
+        topic: Arc<str>,
+        allowed: bool,
+    ) -> Result<(), End> {
+        let cfg = &self.shared.config;
+        let v5 = self.neg.version.is_v5();
         self.stats.acl(AclKind::Publish, allowed);
         if !allowed {
             // Denied: dropped; QoS 1/2 acknowledged with 0x87 on v5 (as the spec allows) and

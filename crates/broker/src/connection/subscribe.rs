@@ -22,6 +22,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Answers with one reason code per filter (v5 values: 3.1.1 has one failure code, 0x80
     /// [MQTT-3.9.3-2], to which the encoder maps every failure).
     pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        // A filter whose answer the HTTP authorizer has not cached: the packet is kept and
+        // reading pauses until it answers (`Connection::resolve_parked`).
+        // The answers found are kept for `subscribe_one` (looked up once).
+        let mut decided = HashMap::new();
+        {
+            let auth = self.shared.auth.load();
+            for (f, _) in &s.filters {
+                if hermod_proto::topic::validate_topic_filter(f).is_err()
+                    || decided.contains_key(f.as_str())
+                {
+                    continue;
+                }
+                match auth.authorize_now(&self.identity, Action::Subscribe(f)) {
+                    Some(allowed) => {
+                        decided.insert(f.to_string(), allowed);
+                    }
+                    None => {
+                        self.parked = Some(super::Parked::Subscribe(s));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.subscribe_decided(s, &decided)
+    }
+
+    /// Handles a SUBSCRIBE; `decided` holds the HTTP authorizer's answers the caller waited for.
+    pub(super) fn subscribe_decided(
+        &mut self,
+        s: Subscribe,
+        decided: &HashMap<String, bool>,
+    ) -> Result<(), End> {
         // A filter repeated in one packet is handled once, at its last position (the last one
         // replaces the others anyway [MQTT-3.8.4-3]); every position still gets its reason code
         // [MQTT-3.8.4-6], the one of that last occurrence.
@@ -39,6 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 filter,
                 *options,
                 s.properties.subscription_identifier,
+                decided.get(filter.as_str()).copied(),
             )?);
         }
         for (i, (filter, _)) in s.filters.iter().enumerate() {
@@ -64,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         filter: &str,
         options: hermod_proto::SubscriptionOptions,
         id: Option<u32>,
+        decided: Option<bool>,
     ) -> Result<ReasonCode, End> {
         let cfg = &self.shared.config;
         let v5 = self.neg.version.is_v5();
@@ -83,7 +117,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let share = shared_parts.ok().flatten();
         let auth = self.shared.auth.load();
-        let allowed = auth.authorize(&self.identity, Action::Subscribe(filter));
+        // Fail closed if the HTTP authorizer's answer is neither given nor cached (it expired
+        // since it was asked: not expected).
+        let allowed = decided
+            .or_else(|| auth.authorize_now(&self.identity, Action::Subscribe(filter)))
+            .unwrap_or(false);
         self.stats.acl(AclKind::Subscribe, allowed);
         if !allowed {
             return Ok(ReasonCode::NOT_AUTHORIZED);
@@ -210,15 +248,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// The caller validated the filter, so subscribing cannot end the connection; if it would
     /// (a rule this code missed), the operator gets "unspecified error" and the client is left
     /// alone.
-    pub(super) fn on_command(&mut self, command: Command) {
+    /// The subscribe ACL applies, the HTTP authorizer asked if needed (ends the connection only
+    /// for a shutdown or a kick while waiting for it).
+    pub(super) async fn on_command(&mut self, command: Command) -> Result<(), End> {
         match command {
             Command::Subscribe {
                 filter,
                 options,
                 reply,
             } => {
+                let auth = self.shared.auth.load_full();
+                let (identity, ip) = (self.identity.clone(), Some(self.peer.ip()));
+                let decided = super::acl_wait(
+                    self.shared.shutdown.clone(),
+                    self.kick.clone(),
+                    auth.authorize_async(&identity, ip, Action::Subscribe(&filter)),
+                )
+                .await?;
                 let code = self
-                    .subscribe_one(&filter, options, None)
+                    .subscribe_one(&filter, options, None, Some(decided))
                     .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
                 let _ = reply.send(code);
             }
@@ -236,5 +284,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let _ = reply.send(subs);
             }
         }
+        Ok(())
     }
 }

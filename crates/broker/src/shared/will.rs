@@ -22,6 +22,9 @@ pub(crate) struct Will {
     pub(crate) publisher: Arc<ClientIdentity>,
     /// The owner of its session (a client of another identity cannot cancel it).
     pub(crate) owner: Owner,
+    /// The address of the connection that left it (for the HTTP authorizer's `peerhost`), if
+    /// known (not for a will restored from the store).
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 impl Will {
@@ -31,6 +34,7 @@ impl Will {
             message,
             publisher: Arc::new(identity_of(owner, client_id)),
             owner: owner.clone(),
+            peer: None,
         }
     }
 }
@@ -91,14 +95,37 @@ impl Shared {
     }
 
     /// Publishes a will, if its publisher may still publish on its topic under the rules in
-    /// force now (checked at CONNECT too; a reload may have changed them since).
-    pub(crate) fn publish_will(&self, will: Will) {
-        let topic = &will.message.topic;
-        if !self
-            .auth
-            .load()
-            .authorize(&will.publisher, Action::Publish(topic))
-        {
+    /// force now (checked at CONNECT too; a reload may have changed them since). When the HTTP
+    /// authorizer (`[auth.http] acl_url`) has no cached answer, it is asked from a task of its
+    /// own (within its timeout) and the will published then, if allowed.
+    pub(crate) fn publish_will(self: &Arc<Self>, will: Will) {
+        let auth = self.auth.load_full();
+        let topic = will.message.topic.clone();
+        let allowed = auth.authorize_now(&will.publisher, Action::Publish(&topic));
+        let allowed = match (allowed, tokio::runtime::Handle::try_current()) {
+            (Some(allowed), _) => allowed,
+            (None, Ok(runtime)) => {
+                let shared = Arc::clone(self);
+                runtime.spawn(async move {
+                    let ask =
+                        auth.authorize_async(&will.publisher, will.peer, Action::Publish(&topic));
+                    let allowed = tokio::select! {
+                        allowed = ask => allowed,
+                        () = shared.shutdown.cancelled() => return,
+                    };
+                    shared.publish_will_if(will, allowed);
+                });
+                return;
+            }
+            // No runtime to wait on (not expected): the rules without the HTTP authorizer.
+            (None, Err(_)) => auth.authorize(&will.publisher, Action::Publish(&topic)),
+        };
+        self.publish_will_if(will, allowed);
+    }
+
+    fn publish_will_if(&self, will: Will, allowed: bool) {
+        if !allowed {
+            let topic = &will.message.topic;
             info!(client_id = %will.publisher.client_id, %topic, "will not published: denied by the ACL now in force");
             return;
         }

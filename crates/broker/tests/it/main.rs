@@ -8,6 +8,7 @@ mod harness;
 
 mod api;
 mod connect;
+mod http_acl;
 mod internal;
 mod interop_rumqttc;
 mod keepalive;
