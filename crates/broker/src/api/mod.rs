@@ -470,6 +470,31 @@ impl BrokerHandle {
     pub fn prometheus_text(&self) -> String {
         let m = self.metrics();
         let mut text = prometheus::encode(self.stats_with(&m), m);
+        if let Some(acl) = self.http_acl_stats() {
+            // Since the configuration was last loaded: a reload is a counter reset, which
+            // Prometheus's rate() handles.
+            for (name, help, v) in [
+                (
+                    "requests",
+                    "Questions sent to the HTTP authorizer ([auth.http] acl_url).",
+                    acl.requests,
+                ),
+                (
+                    "cache_hits",
+                    "HTTP authorizer answers taken from its cache.",
+                    acl.cache_hits,
+                ),
+                (
+                    "errors",
+                    "HTTP authorizer questions without a usable answer (denied).",
+                    acl.errors,
+                ),
+            ] {
+                text.push_str(&format!(
+                    "# HELP hermod_auth_http_acl_{name}_total {help}\n# TYPE hermod_auth_http_acl_{name}_total counter\nhermod_auth_http_acl_{name}_total {v}\n"
+                ));
+            }
+        }
         if let Ok(sources) = self.shared.metrics_sources.0.read() {
             for source in sources.iter() {
                 text.push_str(&source());

@@ -216,6 +216,11 @@ async fn cached_answers() {
     let stats = b.handle().http_acl_stats().expect("acl_url");
     assert_eq!((stats.requests, stats.errors), (1, 0), "{stats:?}");
     assert!(stats.cache_hits >= 99, "{stats:?}");
+    let text = b.handle().prometheus_text();
+    assert!(
+        text.contains("hermod_auth_http_acl_requests_total 1\n"),
+        "{text}"
+    );
     // Another client is another key.
     let mut d = login(&b, V5, "pub2", "u").await;
     d.publish("allow/cached", b"x", Q1, false).await;
