@@ -27,31 +27,60 @@ const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
 ];
 
-/// Reads the CA certificates (the given file, else the system bundle) into a TLS connector
-/// (the `ring` provider, TLS 1.2 and 1.3, no client certificate). The error names the file.
-pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+/// Why [`root_store`] has no CA certificates to offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootsError {
+    /// No CA file was given and none of the system bundles exists.
+    NoSystemBundle,
+    /// The file cannot be read or holds a malformed PEM block.
+    File { path: PathBuf, reason: String },
+    /// The file holds no certificate rustls can use.
+    Empty { path: PathBuf },
+}
+
+/// The CA certificates that may sign a server's certificate: from `ca_file`, else from the
+/// system bundle (the first of the usual bundle paths that exists). Shared by every TLS client
+/// of Hermod (webhooks, `[auth.http]`, bridges).
+///
+/// # Errors
+/// [`RootsError`], naming the file.
+pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, RootsError> {
     let path: PathBuf = match ca_file {
         Some(path) => path.to_owned(),
         None => SYSTEM_CA_FILES
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
-            .ok_or_else(|| {
-                "https with no CA file given, and no system CA bundle found".to_owned()
-            })?,
+            .ok_or(RootsError::NoSystemBundle)?,
+    };
+    let file_error = |e: &dyn std::fmt::Display| RootsError::File {
+        path: path.clone(),
+        reason: e.to_string(),
     };
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_file_iter(&path).map_err(|e| file_error(&e))?;
     for cert in certs {
-        let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+        let cert = cert.map_err(|e| file_error(&e))?;
         // A system bundle may hold a certificate rustls cannot parse: skip it, as the
         // native-certs loaders do; an empty store is refused below.
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        return Err(format!("CA file {}: no usable certificate", path.display()));
+        return Err(RootsError::Empty { path });
     }
+    Ok(roots)
+}
+
+/// Reads the CA certificates (the given file, else the system bundle) into a TLS connector
+/// (the `ring` provider, TLS 1.2 and 1.3, no client certificate). The error names the file.
+pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+    let roots = root_store(ca_file).map_err(|e| match e {
+        RootsError::NoSystemBundle => {
+            "https with no CA file given, and no system CA bundle found".to_owned()
+        }
+        RootsError::File { path, reason } => format!("CA file {}: {reason}", path.display()),
+        RootsError::Empty { path } => format!("CA file {}: no usable certificate", path.display()),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 mod connect;
 
-pub use connect::tls_connector;
+pub use connect::{RootsError, root_store, tls_connector};
 pub use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub use hyper::{Method, StatusCode, Uri};
 pub use tokio_rustls::TlsConnector;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::RootCertStore;
+use hermod_http::RootsError;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -18,14 +18,6 @@ use tokio_rustls::client::TlsStream;
 
 use super::BridgeError;
 use super::config::{BridgeConfig, Transport, split_address};
-
-/// Where the system's CA bundle is looked for when no `cafile` is given.
-const SYSTEM_CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-    "/etc/ssl/ca-bundle.pem",
-];
 
 /// How long the TCP connect and the TLS handshake may take together.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,24 +85,14 @@ fn tls_error(config: &BridgeConfig, path: &Path, message: impl std::fmt::Display
 }
 
 fn connector(config: &BridgeConfig, base_dir: &Path) -> Result<TlsConnector, BridgeError> {
-    let ca: PathBuf = match &config.cafile {
-        Some(p) => base_dir.join(p),
-        None => SYSTEM_CA_FILES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| config.error("cafile", "no cafile and no system CA bundle found"))?,
-    };
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&ca).map_err(|e| tls_error(config, &ca, e))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| tls_error(config, &ca, e))?;
-        // A system bundle may hold a certificate rustls cannot parse: skip it.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(tls_error(config, &ca, "no usable CA certificate"));
-    }
+    let ca: Option<PathBuf> = config.cafile.as_ref().map(|p| base_dir.join(p));
+    let roots = hermod_http::root_store(ca.as_deref()).map_err(|e| match e {
+        RootsError::NoSystemBundle => {
+            config.error("cafile", "no cafile and no system CA bundle found")
+        }
+        RootsError::File { path, reason } => tls_error(config, &path, reason),
+        RootsError::Empty { path } => tls_error(config, &path, "no usable CA certificate"),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
