@@ -213,10 +213,7 @@ impl RuleTask {
             .then(|| self.handle.events())
     }
 
-    fn on_packet<W>(&self, p: Packet, state: &mut State, writer: &mut W) -> Result<(), String>
-    where
-        W: Writer,
-    {
+    fn on_packet(&self, p: Packet, state: &mut State, writer: &mut Writer) -> Result<(), String> {
         match p {
             Packet::Publish(p) => {
                 let input = input::from_publish(&p, &self.name);
@@ -247,12 +244,12 @@ impl RuleTask {
     }
 
     /// Runs the rule on one input and starts its actions (or acknowledges it at once).
-    fn on_input<W: Writer>(
+    fn on_input(
         &self,
         input: &Input,
         packet_id: Option<PacketId>,
         state: &mut State,
-        writer: &mut W,
+        writer: &mut Writer,
     ) {
         bump(&self.counters.matched);
         let row = match self.rule.apply(input) {
@@ -302,7 +299,7 @@ impl RuleTask {
         }
     }
 
-    fn submit<W: Writer>(&self, job: Job, state: &mut State, writer: &mut W) {
+    fn submit(&self, job: Job, state: &mut State, writer: &mut Writer) {
         if let Payload::Republish { .. } = job.payload {
             state.republish_waiting.push_back(job);
             self.send_waiting_republish(state, writer);
@@ -331,7 +328,7 @@ impl RuleTask {
         }
     }
 
-    fn send_waiting_republish<W: Writer>(&self, state: &mut State, writer: &mut W) {
+    fn send_waiting_republish(&self, state: &mut State, writer: &mut Writer) {
         while let Some(job) = state.republish_waiting.front() {
             let Payload::Republish {
                 topic,
@@ -388,7 +385,7 @@ impl RuleTask {
         }
     }
 
-    fn on_completion<W: Writer>(&self, c: Completion, state: &mut State, writer: &mut W) {
+    fn on_completion(&self, c: Completion, state: &mut State, writer: &mut Writer) {
         if c.generation != state.generation {
             // A write of an earlier connection: that message was re-sent to this one.
             return;
@@ -418,7 +415,7 @@ impl RuleTask {
         state.retries.insert(pos, (at, job));
     }
 
-    fn retry_due<W: Writer>(&self, state: &mut State, writer: &mut W) {
+    fn retry_due(&self, state: &mut State, writer: &mut Writer) {
         let now = Instant::now();
         while state.retries.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, job)) = state.retries.pop_front() {
@@ -429,13 +426,13 @@ impl RuleTask {
 
     /// One action of a message is done (or failed for good); the message is acknowledged
     /// when it was its last.
-    fn finish<W: Writer>(
+    fn finish(
         &self,
         job: u64,
         action: usize,
         outcome: Outcome,
         state: &mut State,
-        writer: &mut W,
+        writer: &mut Writer,
     ) {
         let counters = &self.counters.actions[action];
         counters
@@ -479,18 +476,10 @@ pub(crate) struct State {
     done_tx: mpsc::UnboundedSender<Completion>,
 }
 
-/// The write half of the connection (a trait so that the loop can be driven in tests).
-pub(crate) trait Writer {
-    fn queue(&mut self, p: &Packet) -> Result<(), hermod_client::ClientError>;
-}
+/// The write half of a rule's internal connection.
+type Writer = hermod_client::PacketWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>;
 
-impl<W: tokio::io::AsyncWrite + Unpin> Writer for hermod_client::PacketWriter<W> {
-    fn queue(&mut self, p: &Packet) -> Result<(), hermod_client::ClientError> {
-        hermod_client::PacketWriter::queue(self, p)
-    }
-}
-
-fn ack<W: Writer>(packet_id: Option<PacketId>, writer: &mut W, counters: &RuleCounters) {
+fn ack(packet_id: Option<PacketId>, writer: &mut Writer, counters: &RuleCounters) {
     bump(&counters.acked);
     if let Some(id) = packet_id {
         let _ = writer.queue(&Packet::PublishAck(PublishAck::new(id)));
