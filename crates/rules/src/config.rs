@@ -301,7 +301,8 @@ impl RulesConfig {
                 name: r.name,
                 rule,
                 actions,
-                max_buffered: r.max_buffered.unwrap_or(1_000_000).max(1),
+                max_buffered: positive("max_buffered", r.max_buffered, 1_000_000)
+                    .map_err(|m| fail(format!("{where_}: {m}")))?,
                 drop_oldest,
                 durable,
             });
@@ -364,16 +365,16 @@ fn connector(c: RawConnector, base: &Path) -> Result<ConnectorConfig, String> {
     Ok(ConnectorConfig {
         path: c.path.map(|p| base.join(p)),
         url: c.url,
-        pool_size: c.pool_size.unwrap_or(4).clamp(1, 64),
-        batch_size: c.batch_size.unwrap_or(500).max(1),
+        pool_size: positive("pool_size", c.pool_size, 4)?.min(64),
+        batch_size: positive("batch_size", c.batch_size, 500)?,
         batch_time: duration("batch_time", &c.batch_time, Duration::from_millis(10))?,
-        queue: c.queue.unwrap_or(10_000).max(1),
+        queue: positive("queue", c.queue, 10_000)?,
         init: c.init,
         method,
         headers: c.headers.into_iter().collect(),
         timeout: duration("timeout", &c.timeout, Duration::from_secs(5))?,
         cafile: c.cafile.map(|p| base.join(p)),
-        max_inflight: c.max_inflight.unwrap_or(16).clamp(1, 65_536),
+        max_inflight: positive("max_inflight", c.max_inflight, 16)?.min(65_536),
         name: c.name,
         kind: c.kind,
     })
@@ -444,6 +445,15 @@ fn action(a: RawAction, connectors: &[ConnectorConfig]) -> Result<ActionKind, St
                 body: a.body.as_deref().map(|b| template("body", b)).transpose()?,
             })
         }
+    }
+}
+
+/// A count that must be at least 1: `default` when absent.
+fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, String> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(format!("key `{key}`: must be at least 1")),
+        Some(n) => Ok(n),
     }
 }
 
@@ -520,6 +530,8 @@ mod tests {
             (rule("[[rule.action]]\nconnector = \"db\"\nstatment = \"x\"\n"), "unknown field `statment`"),
             (format!("{SQLITE}{SQLITE}"), "line 5: connector \"db\": key `name`: a connector with this name already exists"),
             ("[[connector]]\nname = \"h\"\nkind = \"http\"\n".to_owned(), "key `url` is required"),
+            (format!("{SQLITE}batch_size = 0\n"), "line 1: connector \"db\": key `batch_size`: must be at least 1"),
+            (rule("max_buffered = 0\n[[rule.action]]\nrepublish = \"a/b\"\n"), "key `max_buffered`: must be at least 1"),
             ("[[connector]]\nname = \"a b\"\nkind = \"http\"\nurl = \"http://x\"\n".to_owned(), "key `name`: use letters"),
             ("[[connector]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://x\"\ntimeout = \"5 minutes\"\n".to_owned(), "key `timeout`"),
             (rule("[[rule.action]]\nrepublish = \"a/b\"\n[[rule]]\nname = \"r\"\nsql = 'SELECT * FROM \"t\"'\n"), "a rule with this name already exists"),

@@ -46,6 +46,16 @@ async fn start(dir: tempfile::TempDir, rules: &str) -> (TestBroker, Rules) {
     (b, r)
 }
 
+/// A loopback port nothing listens on (yet): connections to it are refused.
+async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {
@@ -320,12 +330,7 @@ async fn webhook_that_fails_then_recovers_gets_everything() {
 /// message arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_messages_survive_a_broker_restart() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port().await;
     let dir = tempdir();
     let keep = dir.path().to_path_buf();
     let (mut b, rules) = start(dir, &hook_rules(port)).await;
@@ -436,12 +441,7 @@ statement = "INSERT INTO readings(id, i, clientid) VALUES (${{id}}, ${{i}}, ${{c
 /// drops (and counts) the rest: with `drop_oldest` the newest survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_drops_and_counts() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port().await;
     let rules = format!(
         r#"
 [[connector]]
@@ -552,4 +552,38 @@ fn promtool_accepts(text: &str) {
         out.status.success() || !said.to_lowercase().contains("error"),
         "promtool check metrics: {said}"
     );
+}
+
+/// A republish topic built from a message cannot put words in the broker's mouth: a `$` topic
+/// fails that message's action (counted), the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republish_refuses_dollar_topics_built_from_messages() {
+    let rules = r#"
+[[rule]]
+name = "echo"
+sql = 'SELECT payload.t AS t FROM "in/#"'
+[[rule.action]]
+republish = "${t}"
+payload = "spoofed"
+"#;
+    let (b, rules) = start(tempdir(), rules).await;
+    let mut sub = b.client(V5, "watcher").await;
+    sub.subscribe("$SYS/fake", QoS::AtMostOnce).await;
+    sub.subscribe("ok/#", QoS::AtMostOnce).await;
+    let mut p = b.client(V5, "attacker").await;
+    p.publish("in/1", br#"{"t": "$SYS/fake"}"#, QoS::AtLeastOnce, false)
+        .await;
+    p.publish("in/1", br#"{"t": "ok/1"}"#, QoS::AtLeastOnce, false)
+        .await;
+    let m = sub.expect_publish().await;
+    assert_eq!(m.topic, "ok/1", "only the plain topic is republished");
+    sub.expect_nothing(Duration::from_millis(300)).await;
+    let s = &rules.stats()[0];
+    assert_eq!(
+        (s.actions[0].succeeded, s.actions[0].failed),
+        (1, 1),
+        "{s:?}"
+    );
+    rules.shutdown().await;
+    b.stop().await;
 }

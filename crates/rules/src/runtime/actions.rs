@@ -131,6 +131,13 @@ impl Action {
                 {
                     return Err(format!("republish: `{topic}` is not a topic name"));
                 }
+                // A rule acts for the broker (no ACL): a topic built from a message must not
+                // let a client speak in the broker's name on `$SYS/...`.
+                if topic.starts_with('$') {
+                    return Err(format!(
+                        "republish: `{topic}` is a `$` topic, which only the broker publishes"
+                    ));
+                }
                 Ok(Payload::Republish {
                     topic,
                     payload: Bytes::from(render_or_row(payload.as_ref(), row, false)),
