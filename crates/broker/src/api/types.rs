@@ -114,7 +114,7 @@ pub struct RetainedInfo {
 }
 
 /// Counters and gauges at one moment (every counter of the broker, by label, is in
-/// [`MetricsSnapshot`], from [`BrokerHandle::metrics`]). Counters count since the broker
+/// [`crate::metrics::MetricsSnapshot`], from [`super::BrokerHandle::metrics`]). Counters count since the broker
 /// started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
