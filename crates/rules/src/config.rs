@@ -100,6 +100,10 @@ pub struct RuleConfig {
     /// away (in Hermod's store, on disk, when the store is on), beyond the ones under way
     /// (the rule's receive maximum, 2,000).
     pub max_buffered: usize,
+    /// Bytes the rule's session may hold (topic, properties and payload of each message, in
+    /// memory and on disk together; `max_buffer_bytes`, default 256 MiB as EMQX's). Whichever
+    /// of this and `max_buffered` is reached first makes the buffer full.
+    pub max_buffer_bytes: usize,
     /// When that is full: drop the oldest buffered message (true) or the new one.
     pub drop_oldest: bool,
     /// `buffer = "disk"` (the default): the rule's session is persistent, so what it has not
@@ -166,6 +170,7 @@ struct RawRule {
     #[serde(default = "yes")]
     enabled: bool,
     max_buffered: Option<usize>,
+    max_buffer_bytes: Option<ByteSize>,
     on_full: Option<String>,
     buffer: Option<String>,
     #[serde(default)]
@@ -303,6 +308,12 @@ impl RulesConfig {
                 actions,
                 max_buffered: positive("max_buffered", r.max_buffered, 1_000_000)
                     .map_err(|m| fail(format!("{where_}: {m}")))?,
+                max_buffer_bytes: byte_size(
+                    "max_buffer_bytes",
+                    r.max_buffer_bytes.as_ref(),
+                    DEFAULT_MAX_BUFFER_BYTES,
+                )
+                .map_err(|m| fail(format!("{where_}: {m}")))?,
                 drop_oldest,
                 durable,
             });
@@ -457,6 +468,47 @@ fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, St
     }
 }
 
+/// `max_buffer_bytes` when not given: EMQX's default buffer size.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+
+/// A size in the config: a number of bytes, or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Number(u64),
+    Text(String),
+}
+
+/// A positive byte size: `1048576`, `"512KB"`, `"256MB"`, `"1GiB"` (units are powers of 1024
+/// whether written `KB` or `KiB`, as EMQX reads them; case does not matter).
+fn byte_size(key: &str, value: Option<&ByteSize>, default: usize) -> Result<usize, String> {
+    let bad =
+        |s: &str| format!("key `{key}`: `{s}` is not a size like 1048576, \"512KB\" or \"256MB\"");
+    let n = match value {
+        None => return Ok(default),
+        Some(ByteSize::Number(n)) => *n,
+        Some(ByteSize::Text(s)) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: u64 = num.parse().map_err(|_| bad(s))?;
+            let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                _ => return Err(bad(s)),
+            };
+            n.checked_mul(scale).ok_or_else(|| bad(s))?
+        }
+    };
+    match usize::try_from(n) {
+        Ok(0) => Err(format!("key `{key}`: must be at least 1 byte")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("key `{key}`: {n} is too large")),
+    }
+}
+
 /// `"10ms"`, `"5s"`, `"2m"`; a bare number is milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -497,6 +549,7 @@ mod tests {
         );
         assert_eq!(c.rules[0].name, "c");
         assert_eq!(c.rules[0].max_buffered, 1_000_000);
+        assert_eq!(c.rules[0].max_buffer_bytes, 256 << 20);
         assert!(!c.rules[0].drop_oldest);
         assert!(c.rules[0].durable, "buffered on disk by default");
         assert_eq!(c.base_dir, Path::new("/etc/hermod"));
@@ -532,6 +585,8 @@ mod tests {
             ("[[connector]]\nname = \"h\"\nkind = \"http\"\n".to_owned(), "key `url` is required"),
             (format!("{SQLITE}batch_size = 0\n"), "line 1: connector \"db\": key `batch_size`: must be at least 1"),
             (rule("max_buffered = 0\n[[rule.action]]\nrepublish = \"a/b\"\n"), "key `max_buffered`: must be at least 1"),
+            (rule("max_buffer_bytes = 0\n[[rule.action]]\nrepublish = \"a/b\"\n"), "key `max_buffer_bytes`: must be at least 1 byte"),
+            (rule("max_buffer_bytes = \"12 parsecs\"\n[[rule.action]]\nrepublish = \"a/b\"\n"), "key `max_buffer_bytes`: `12 parsecs` is not a size"),
             ("[[connector]]\nname = \"a b\"\nkind = \"http\"\nurl = \"http://x\"\n".to_owned(), "key `name`: use letters"),
             ("[[connector]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://x\"\ntimeout = \"5 minutes\"\n".to_owned(), "key `timeout`"),
             (rule("[[rule.action]]\nrepublish = \"a/b\"\n[[rule]]\nname = \"r\"\nsql = 'SELECT * FROM \"t\"'\n"), "a rule with this name already exists"),
@@ -573,5 +628,19 @@ mod tests {
         assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn byte_sizes_with_and_without_units() {
+        let b = |t: &str| byte_size("k", Some(&ByteSize::Text(t.to_owned())), 7);
+        assert_eq!(b("512"), Ok(512));
+        assert_eq!(b("512KB"), Ok(512 << 10));
+        assert_eq!(b("256 MiB"), Ok(256 << 20));
+        assert_eq!(b("1gb"), Ok(1 << 30));
+        assert!(b("1TB").is_err());
+        assert!(b("").is_err());
+        assert!(b("99999999999999999999GB").is_err());
+        assert_eq!(byte_size("k", Some(&ByteSize::Number(42)), 7), Ok(42));
+        assert_eq!(byte_size("k", None, 7), Ok(7));
     }
 }

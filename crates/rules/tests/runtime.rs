@@ -495,6 +495,52 @@ connector = "hook"
     b.stop().await;
 }
 
+/// `max_buffer_bytes` bounds the buffer by size too (memory and disk together): with room for
+/// 20 messages of this size, the 21st is dropped and counted though `max_buffered` is far off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_full_by_bytes_drops_and_counts() {
+    let port = free_port().await;
+    let payload = |i: u64| {
+        format!(
+            r#"{{"i": {}, "pad": "{}"}}"#,
+            1_000_000 + i,
+            "x".repeat(1000)
+        )
+    };
+    // `Message::size`: 16 bytes of headers, the topic and the payload.
+    let size = 16 + "m/x".len() + payload(0).len();
+    let rules = format!(
+        r#"
+[[connector]]
+name = "hook"
+kind = "http"
+url = "http://127.0.0.1:{port}/ingest"
+
+[[rule]]
+name = "forward"
+sql = 'SELECT payload.i AS i FROM "m/#"'
+max_buffer_bytes = {limit}
+[[rule.action]]
+connector = "hook"
+"#,
+        limit = 20 * size
+    );
+    let (b, r) = start(tempdir(), &rules).await;
+    let mut p = b.client(V5, "pub").await;
+    let (under_way, n) = (2000_u64, 2100_u64);
+    for i in 0..n {
+        p.publish("m/x", payload(i).as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    wait_until("the overflow dropped", || {
+        r.stats()[0].dropped == n - under_way - 20
+    })
+    .await;
+    assert_eq!(r.stats()[0].buffered, under_way + 20);
+    r.shutdown().await;
+    b.stop().await;
+}
+
 /// A rule FROM an event (`$events/client_connected`) runs when a client connects; the rule's
 /// own connection is not an event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

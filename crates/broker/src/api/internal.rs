@@ -40,6 +40,9 @@ pub struct InternalOptions {
     /// Messages its session may hold (in memory and on disk together), as
     /// `max_queued_messages` for clients.
     pub max_queued_messages: usize,
+    /// Bytes its session may hold (memory and disk together; 0 = no byte limit), as
+    /// `max_queued_bytes` for clients.
+    pub max_queued_bytes: usize,
     /// When full: drop the oldest queued message (true) or the new one (false, as
     /// `queue_overflow = "drop_new"`).
     pub drop_oldest: bool,
@@ -49,6 +52,7 @@ impl Default for InternalOptions {
     fn default() -> Self {
         Self {
             max_queued_messages: 1_000_000,
+            max_queued_bytes: 0,
             drop_oldest: false,
         }
     }

@@ -67,9 +67,9 @@ pub struct Config {
     /// Messages queued per session beyond the inflight window (online or offline). When full, new
     /// messages for that session are dropped and counted, so a slow subscriber cannot grow memory.
     pub max_queued_messages: usize,
-    /// Bytes (topic, properties and payload) a session may hold in memory (Mosquitto's `max_queued_bytes`; 0 = no byte
-    /// limit, `max_queued_messages` still applies). Stored queues are bounded on disk by
-    /// `max_queued_messages` and `[store] max_disk_bytes`.
+    /// Bytes (topic, properties and payload) a session may hold queued, in memory and on disk
+    /// together (Mosquitto's `max_queued_bytes`; 0 = no byte limit, `max_queued_messages` still
+    /// applies). All stored queues together are also bounded by `[store] max_disk_bytes`.
     pub max_queued_bytes: usize,
     /// What to drop when a session's queue is full: `drop_new` (default, as Mosquitto) or
     /// `drop_oldest`. Either way the drop is counted (`messages_dropped`).

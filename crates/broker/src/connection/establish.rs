@@ -384,7 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         session.handle.set_reader(identity.clone());
         if let Some(o) = &self.info.internal {
             session.handle.set_queue_limit(o.max_queued_messages);
-            session.handle.set_limits(0, o.drop_oldest);
+            session.handle.set_limits(o.max_queued_bytes, o.drop_oldest);
         }
         // A stored session resumed with session expiry 0 stays durable for this connection (its
         // queue is on disk) and is deleted from the store when it ends.

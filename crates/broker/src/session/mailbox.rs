@@ -22,8 +22,10 @@
 //! (each gets a sequence number, `seq`) before any acknowledgement goes to the publisher. The
 //! mailbox then keeps only a bounded window of them in memory: while the session is offline, or
 //! its in-memory window is full, deliveries live on disk only ("spilled"), and the connection
-//! pages them back in order when the window drains (`needs_load` / `loaded`). The limit
-//! (`max_queued_messages`) counts memory and disk together.
+//! pages them back in order when the window drains (`needs_load` / `loaded`). The limits
+//! (`max_queued_messages`, `max_queued_bytes`) count memory and disk together: the mailbox keeps
+//! the size of every disk-only entry (4 bytes each) so that a byte bound holds for a queue that
+//! lives mostly on disk, as a rule's or a bridge's buffer does while its sink is away.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,9 +83,13 @@ struct Inner {
     /// A page is being loaded from disk.
     loading: bool,
     /// Bytes of the in-memory queue ([`crate::message::Message::size`]: topic, properties and
-    /// payload), and their limit (`max_queued_bytes`; 0 = none).
+    /// payload), and the limit of memory and disk together (`max_queued_bytes`; 0 = none).
     bytes: usize,
     max_bytes: usize,
+    /// Sizes of the disk-only entries, one per sequence number in `load_from..next_seq` (0 for
+    /// a number with no entry, e.g. one acknowledged before a restart), and their sum.
+    disk_sizes: VecDeque<u32>,
+    disk_bytes: usize,
     /// When full: drop the oldest queued message to make room (`queue_overflow = "drop_oldest"`)
     /// instead of the new one.
     drop_oldest: bool,
@@ -133,6 +139,32 @@ impl Inner {
     fn disk_only(&self) -> usize {
         usize::try_from(self.next_seq.saturating_sub(self.load_from)).unwrap_or(usize::MAX)
     }
+
+    /// Moves `load_from` forward to `to` (entries paged in, evicted or skipped), forgetting
+    /// their sizes.
+    fn advance_load_from(&mut self, to: u64) {
+        while self.load_from < to {
+            if let Some(size) = self.disk_sizes.pop_front() {
+                self.disk_bytes = self.disk_bytes.saturating_sub(size as usize);
+            }
+            self.load_from += 1;
+        }
+    }
+
+    /// Reserves the next sequence number for an entry that stays on disk only.
+    fn reserve_disk(&mut self, size: usize) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.disk_sizes.push_back(size);
+        self.disk_bytes += size as usize;
+        seq
+    }
+
+    /// Queued entries, in memory and on disk.
+    fn total_len(&self) -> usize {
+        self.queue.len() + self.disk_only()
+    }
 }
 
 /// What happened to a pushed delivery.
@@ -164,6 +196,8 @@ impl SessionHandle {
                 loading: false,
                 bytes: 0,
                 max_bytes: 0,
+                disk_sizes: VecDeque::new(),
+                disk_bytes: 0,
                 drop_oldest: false,
             }),
             notify: Notify::new(),
@@ -217,7 +251,8 @@ impl SessionHandle {
         self.lock().limit = limit.max(1);
     }
 
-    /// Sets the byte limit of the in-memory queue (0 = none) and the overflow policy.
+    /// Sets the byte limit of the queue, memory and disk together (0 = none), and the overflow
+    /// policy.
     pub fn set_limits(&self, max_bytes: usize, drop_oldest: bool) {
         let mut inner = self.lock();
         inner.max_bytes = max_bytes;
@@ -248,9 +283,13 @@ impl SessionHandle {
         let refused = inner.closed
             || no_store
             || (!inner.online && qos == QoS::AtMostOnce && !inner.queue_qos0_offline);
+        // One message larger than the byte limit is still taken into an empty queue (as
+        // Mosquitto does), so that such a message is not refused forever.
         let full = |i: &Inner| {
-            i.queue.len() + i.disk_only() >= i.limit
-                || (i.max_bytes > 0 && i.bytes + size > i.max_bytes && !i.queue.is_empty())
+            i.total_len() >= i.limit
+                || (i.max_bytes > 0
+                    && i.bytes + i.disk_bytes + size > i.max_bytes
+                    && i.total_len() > 0)
         };
         let mut evicted = None;
         if !refused && full(&inner) && inner.drop_oldest {
@@ -267,7 +306,8 @@ impl SessionHandle {
                     old_topic = Some(old.message.topic.clone());
                 } else if inner.disk_only() > 0 {
                     evicted = Some(inner.load_from);
-                    inner.load_from += 1;
+                    let next = inner.load_from + 1;
+                    inner.advance_load_from(next);
                 } else {
                     break;
                 }
@@ -301,9 +341,8 @@ impl SessionHandle {
             || inner.disk_only() > 0
             || inner.loading
             || inner.queue.len() >= inner.memory_window();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
         if spill {
+            let seq = inner.reserve_disk(size);
             let online = inner.online;
             drop_guard(inner);
             if online {
@@ -311,6 +350,9 @@ impl SessionHandle {
             }
             (Reserved::DiskOnly(seq), evicted)
         } else {
+            // Nothing waits on disk (`disk_only() == 0`): memory and disk positions move together.
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
             inner.load_from = inner.next_seq;
             (Reserved::MemoryDurable(seq), evicted)
         }
@@ -341,12 +383,26 @@ impl SessionHandle {
         self.lock().durable = durable;
     }
 
-    /// Restores the on-disk queue position after a restart.
-    pub fn restore_queue(&self, next_seq: u64, first_seq: u64) {
+    /// Restores the on-disk queue after a restart: its position and the stored size of each
+    /// entry (`(seq, bytes)`, in any order), so that the byte limit counts them.
+    pub fn restore_queue(&self, next_seq: u64, first_seq: u64, sizes: &[(u64, u32)]) {
         let mut inner = self.lock();
         inner.durable = true;
         inner.next_seq = next_seq.max(1);
         inner.load_from = first_seq.max(1).min(inner.next_seq);
+        let n = inner.disk_only();
+        let mut disk = VecDeque::from(vec![0u32; n]);
+        for &(seq, size) in sizes {
+            if let Some(i) = seq
+                .checked_sub(inner.load_from)
+                .and_then(|i| usize::try_from(i).ok())
+                && let Some(slot) = disk.get_mut(i)
+            {
+                *slot = size;
+            }
+        }
+        inner.disk_bytes = disk.iter().map(|&s| s as usize).sum();
+        inner.disk_sizes = disk;
     }
 
     /// Whether QoS 1/2 deliveries to this session are stored.
@@ -389,12 +445,13 @@ impl SessionHandle {
             if seq < inner.load_from {
                 continue;
             }
-            inner.load_from = seq + 1;
+            inner.advance_load_from(seq + 1);
             inner.bytes += d.message.size();
             inner.queue.push_back(d);
         }
         if let Some(upto) = complete_upto {
-            inner.load_from = inner.load_from.max(upto.min(inner.next_seq));
+            let to = upto.min(inner.next_seq);
+            inner.advance_load_from(to);
         }
         drop_guard(inner);
         self.notify.notify_one();
@@ -484,12 +541,27 @@ impl SessionHandle {
         if !online && inner.durable {
             // Stored deliveries leave memory: they are on disk, and will be paged back in order.
             let first = inner.queue.iter().filter_map(|d| d.seq).min();
-            if let Some(first) = first {
-                let before = inner.queue.len();
+            if let Some(first) = first.filter(|&f| f < inner.load_from) {
+                // Their sizes go back in front of the disk-only ones, one slot per sequence
+                // number (0 for numbers already acknowledged).
+                let span = usize::try_from(inner.load_from - first).unwrap_or(0);
+                let mut front = vec![0u32; span];
+                for d in &inner.queue {
+                    if let Some(seq) = d.seq
+                        && let Some(slot) = usize::try_from(seq - first)
+                            .ok()
+                            .and_then(|i| front.get_mut(i))
+                    {
+                        *slot = u32::try_from(d.message.size()).unwrap_or(u32::MAX);
+                    }
+                }
+                for &size in front.iter().rev() {
+                    inner.disk_sizes.push_front(size);
+                    inner.disk_bytes += size as usize;
+                }
                 inner.queue.retain(|d| d.seq.is_none());
                 inner.bytes = inner.queue.iter().map(|d| d.message.size()).sum();
-                let _moved = before - inner.queue.len();
-                inner.load_from = inner.load_from.min(first);
+                inner.load_from = first;
             }
         }
         drop_guard(inner);
@@ -542,6 +614,7 @@ fn drop_guard<T>(_g: T) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
 
     /// A durable session that is online and keeps up gets its deliveries from memory (they
     /// are stored too); only what arrives while something older waits on disk, the session is
@@ -561,5 +634,77 @@ mod tests {
         h.set_online(true);
         // Something older is on disk: the next one waits behind it, in order.
         assert_eq!(r(&h), Reserved::DiskOnly(4));
+    }
+
+    fn delivery(seq: u64, payload: usize) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: bytes::Bytes::from(vec![0u8; payload]),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: hermod_proto::PublishProperties::default(),
+                publisher: None,
+                expires_at: None,
+                received_at: None,
+                origin: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            shared: None,
+            seq: Some(seq),
+        }
+    }
+
+    /// The byte limit counts memory and disk together, through every move between them: a
+    /// delivery spilled to disk, the in-memory ones sent back to disk when the session goes
+    /// offline (with a hole for one acknowledged), a page loaded back, an eviction.
+    #[test]
+    fn byte_limit_counts_memory_and_disk_through_every_move() {
+        let m = Metrics::default();
+        let h = SessionHandle::new("c".into(), 100, false);
+        h.set_durable(true);
+        h.set_limits(300, false);
+        let t: Arc<str> = "t".into();
+        // Message::size of a 83-byte payload on topic "t": 100 bytes.
+        let size = delivery(0, 83).message.size();
+        assert_eq!(size, 100);
+        let r = |h: &SessionHandle| h.reserve(QoS::AtLeastOnce, &t, size, true, false, &m).0;
+        assert_eq!(r(&h), Reserved::MemoryDurable(1));
+        h.push_reserved(delivery(1, 83));
+        assert_eq!(r(&h), Reserved::MemoryDurable(2));
+        h.push_reserved(delivery(2, 83));
+        // 1 is sent and acknowledged: popped from memory.
+        let mut out = Vec::new();
+        h.pop_ready(1, 1, &mut out);
+        assert_eq!(out[0].seq, Some(1));
+        h.set_online(false);
+        assert_eq!(h.disk_len(), 1, "2 back on disk (1 was acknowledged)");
+        assert_eq!(r(&h), Reserved::DiskOnly(3));
+        assert_eq!(r(&h), Reserved::DiskOnly(4));
+        assert_eq!(r(&h), Reserved::Dropped, "300 bytes: 2, 3 and 4");
+        h.set_online(true);
+        let (from, n) = h.needs_load(10).expect("a page to load");
+        assert_eq!((from, n), (2, 10));
+        h.loaded(vec![delivery(2, 83), delivery(3, 83)], None);
+        assert_eq!((h.len(), h.disk_len()), (2, 1));
+        assert_eq!(
+            r(&h),
+            Reserved::Dropped,
+            "still 300 bytes, 200 of them in memory"
+        );
+        out.clear();
+        h.pop_ready(2, 2, &mut out);
+        assert_eq!(
+            r(&h),
+            Reserved::DiskOnly(5),
+            "4 waits on disk, so 5 goes there too"
+        );
+        // drop_oldest: evicting 4 from disk frees its 100 bytes.
+        h.set_limits(200, true);
+        let (r6, evicted) = h.reserve(QoS::AtLeastOnce, &t, size, true, false, &m);
+        assert_eq!((r6, evicted), (Reserved::DiskOnly(6), Some(4)));
+        assert_eq!(h.disk_len(), 2, "5 and 6");
     }
 }

@@ -76,7 +76,9 @@ impl Shared {
                 .set_reader(identity_of(&rec.owner, &client_id));
             session.handle.set_online(false);
             match r.queues.get(cid) {
-                Some(q) => session.handle.restore_queue(q.next_seq, q.first_seq),
+                Some(q) => session
+                    .handle
+                    .restore_queue(q.next_seq, q.first_seq, &q.sizes),
                 None => session.handle.set_durable(true),
             }
             for sub in &rec.subscriptions {

@@ -241,7 +241,7 @@ pub enum Op {
 }
 
 /// A session's queue as found at open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     /// Number of entries.
     pub len: usize,
@@ -249,6 +249,8 @@ pub struct QueueInfo {
     pub first_seq: u64,
     /// Highest seq + 1: where the next `Enqueue` should go.
     pub next_seq: u64,
+    /// `(seq, bytes of its stored message record)` of every entry, for byte limits.
+    pub sizes: Vec<(u64, u32)>,
 }
 
 /// Everything read back at open (queues are paged in with [`Store::load_queue`]).

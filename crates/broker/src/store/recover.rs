@@ -140,13 +140,15 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
         }
 
         // Message ids.
-        let mut message_ids: HashSet<u64> = HashSet::new();
+        // Message ids, with their stored sizes (for the queues' byte limits).
+        let mut message_ids: HashMap<u64, u32> = HashMap::new();
         for item in messages.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
             let id = k.value();
-            rec.message_bytes += v.value().len() as u64;
+            let len = v.value().len();
+            rec.message_bytes += len as u64;
             rec.next_message_id = rec.next_message_id.max(id.saturating_add(1));
-            message_ids.insert(id);
+            message_ids.insert(id, u32::try_from(len).unwrap_or(u32::MAX));
         }
 
         // Queue: lengths, true reference counts, orphans.
@@ -156,15 +158,19 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
             let (k, v) = item.map_err(|x| e(x.into()))?;
             let (client, seq) = k.value();
             let entry = QueueEntry::decode(v.value()).map_err(|x| decode_err(file, x))?;
-            if !known.contains(client) || !message_ids.contains(&entry.message_id) {
+            let Some(&size) = message_ids
+                .get(&entry.message_id)
+                .filter(|_| known.contains(client))
+            else {
                 drop_entries.push((client.to_owned(), seq));
                 continue;
-            }
+            };
             *counted.entry(entry.message_id).or_default() += 1;
             match rec.queues.get_mut(client) {
                 Some(q) => {
                     q.len += 1;
                     q.next_seq = seq.saturating_add(1);
+                    q.sizes.push((seq, size));
                 }
                 None => {
                     rec.queues.insert(
@@ -173,6 +179,7 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
                             len: 1,
                             first_seq: seq,
                             next_seq: seq.saturating_add(1),
+                            sizes: vec![(seq, size)],
                         },
                     );
                 }
@@ -191,7 +198,7 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
             let (k, v) = item.map_err(|x| e(x.into()))?;
             stored.insert(k.value(), v.value());
         }
-        for id in &message_ids {
+        for id in message_ids.keys() {
             let want = counted.get(id).copied().unwrap_or(0);
             let have = stored.remove(id);
             if want == 0 {

@@ -183,13 +183,16 @@ fn every_op_round_trips_across_restart() {
         rec.next_message_id, 12,
         "message 12 was deleted; 11 is the highest left"
     );
+    let c1 = &rec.queues["c1"];
+    assert_eq!((c1.len, c1.first_seq, c1.next_seq), (2, 5, 7));
     assert_eq!(
-        rec.queues["c1"],
-        QueueInfo {
-            len: 2,
-            first_seq: 5,
-            next_seq: 7
-        }
+        c1.sizes.iter().map(|&(seq, _)| seq).collect::<Vec<_>>(),
+        [5, 6],
+        "one size per entry, by sequence number"
+    );
+    assert!(
+        c1.sizes.iter().all(|&(_, size)| size > 3),
+        "sizes of the stored records"
     );
     assert_eq!(rec.queues["c2"].len, 1);
     assert_eq!(rec.repairs, 0);

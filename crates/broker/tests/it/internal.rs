@@ -144,6 +144,7 @@ async fn internal_session_limit_and_overflow_policy_are_its_own() {
     let b = TestBroker::with(|c| c.max_queued_messages = 1).await;
     let o = InternalOptions {
         max_queued_messages: 3,
+        max_queued_bytes: 0,
         drop_oldest: true,
     };
     let mut svc = internal(&b, "$hermod/bridge/x", o).await;

@@ -361,6 +361,88 @@ async fn max_queued_bytes_bounds_the_memory_queue() {
     assert_eq!(dropped, 2);
 }
 
+/// With a store, an offline persistent session's deliveries live on disk only; the byte limit
+/// counts them too (it used to count the in-memory queue only, so a queue on disk grew to
+/// `max_queued_messages` whatever `max_queued_bytes` said). Both overflow policies.
+#[tokio::test]
+async fn max_queued_bytes_counts_the_queue_on_disk() {
+    use hermod_broker::config::QueueOverflow;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (got, dropped) = overflow_run(Some(dir.path()), |c| c.max_queued_bytes = 80, 4).await;
+    assert_eq!(got, ["m0", "m1"], "drop_new: the first two fit in 80 bytes");
+    assert_eq!(dropped, 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (got, dropped) = overflow_run(
+        Some(dir.path()),
+        |c| {
+            c.max_queued_bytes = 80;
+            c.queue_overflow = QueueOverflow::DropOldest;
+        },
+        4,
+    )
+    .await;
+    assert_eq!(got, ["m2", "m3"], "drop_oldest: the newest two");
+    assert_eq!(dropped, 2);
+}
+
+/// The sizes of a queue on disk are read back at start-up: after a restart the messages already
+/// queued still count against `max_queued_bytes`.
+#[tokio::test]
+async fn max_queued_bytes_counts_a_queue_restored_from_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v = ProtocolVersion::V5;
+    let start = |dir: &Path| {
+        let path = dir.to_path_buf();
+        TestBroker::with(move |c| {
+            c.store = StoreSection {
+                path,
+                sync: SyncSetting::Os,
+                on_corrupt: CorruptSetting::Fail,
+                max_disk_bytes: 0,
+            };
+            // Five messages of 37 bytes (`Message::size`).
+            c.max_queued_bytes = 200;
+        })
+    };
+    let b = start(dir.path()).await;
+    let (mut sub, _) = b.connect_with(persistent(v, "bytes-sub")).await;
+    sub.subscribe("o/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut p = b.client(v, "bytes-pub").await;
+    for i in 0..3 {
+        let m = format!("m{i}:{}", "x".repeat(15));
+        p.publish("o/t", m.as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    p.disconnect().await;
+    b.stop().await;
+
+    let b = start(dir.path()).await;
+    let mut p = b.client(v, "bytes-pub").await;
+    for i in 3..13 {
+        let m = format!("m{i}:{}", "x".repeat(15));
+        p.publish("o/t", m.as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    p.disconnect().await;
+    let (mut sub, ack) = b.connect_with(persistent(v, "bytes-sub")).await;
+    assert!(ack.session_present);
+    let got = sub.drain(Duration::from_millis(500)).await;
+    let names: Vec<String> = payloads(&got)
+        .into_iter()
+        .map(|p| p.split(':').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names[..3], ["m0", "m1", "m2"], "the stored ones first");
+    // Without the restored sizes the limit would have let 5 more in (8 in all). The stored
+    // size of a message is its record's, a little more than `Message::size`.
+    assert!(
+        (3..=5).contains(&names.len()),
+        "at most 200 bytes queued: got {names:?}"
+    );
+    sub.disconnect().await;
+    b.stop().await;
+}
+
 // issue 9: `max_queued_bytes` counts the whole message. Messages made of user properties with
 // an empty payload used to count 0 bytes each, so the queue grew without bound (290 MB with a
 // 1 MB limit).

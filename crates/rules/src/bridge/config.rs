@@ -45,6 +45,11 @@ pub struct BridgeConfig {
     /// Messages kept for the remote while it is away (the local session's limit).
     #[serde(default = "default_max_queued")]
     pub max_queued_messages: usize,
+    /// Bytes kept for the remote while it is away (topic, properties and payload; memory and
+    /// disk together), as the global `max_queued_bytes`; 0 = no byte limit. With the store on,
+    /// this is the bridge's disk budget.
+    #[serde(default)]
+    pub max_queued_bytes: usize,
     #[serde(default)]
     pub on_full: OnFull,
 }

@@ -84,6 +84,7 @@ pub(crate) async fn run(
             .collect();
         let options = InternalOptions {
             max_queued_messages: config.max_queued_messages,
+            max_queued_bytes: config.max_queued_bytes,
             drop_oldest: config.on_full == OnFull::DropOldest,
         };
         let mut local = Connection::over(ctx.broker.connect_internal(options), ProtocolVersion::V5);

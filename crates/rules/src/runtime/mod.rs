@@ -105,6 +105,7 @@ impl Rules {
                 handle: handle.clone(),
                 options: InternalOptions {
                     max_queued_messages: r.max_buffered,
+                    max_queued_bytes: r.max_buffer_bytes,
                     drop_oldest: r.drop_oldest,
                 },
                 stop: stop_rx.clone(),
