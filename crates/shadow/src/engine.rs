@@ -326,3 +326,6 @@ fn reply(request: &Request, kind: ReplyKind, mut doc: Object, token: Option<&str
         payload: Value::Object(doc).to_string().into_bytes(),
     }
 }
+
+#[cfg(test)]
+mod tests;
