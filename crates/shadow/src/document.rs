@@ -428,3 +428,127 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values a few levels deep, with small key sets so patches hit existing keys.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-5i64..5).prop_map(Value::from),
+            "[ab]{0,2}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn object() -> impl Strategy<Value = Object> {
+        prop::collection::btree_map("[a-d]", value(), 0..4).prop_map(|m| m.into_iter().collect())
+    }
+
+    /// `meta` has `state`'s shape: an object of children for an object, an array of the
+    /// elements' metadata for an array, `{"timestamp": n}` for anything else.
+    fn mirrors(state: &Value, meta: &Value) -> bool {
+        match (state, meta) {
+            (Value::Object(s), Value::Object(m)) => {
+                s.len() == m.len()
+                    && s.iter()
+                        .all(|(k, v)| m.get(k).is_some_and(|mv| mirrors(v, mv)))
+            }
+            (Value::Array(s), Value::Array(m)) => {
+                s.len() == m.len() && s.iter().zip(m).all(|(v, mv)| mirrors(v, mv))
+            }
+            (Value::Object(_) | Value::Array(_), _) => false,
+            (_, Value::Object(m)) => m.len() == 1 && m.get("timestamp").is_some_and(Value::is_i64),
+            _ => false,
+        }
+    }
+
+    fn has_empty_object(value: &Value) -> bool {
+        match value {
+            Value::Object(m) => m.is_empty() || m.values().any(has_empty_object),
+            // Arrays are stored as given, `{}` elements included.
+            _ => false,
+        }
+    }
+
+    /// Applies `patch` the way a fresh state would be created from it.
+    fn from_scratch(patch: &Object) -> (Object, Object) {
+        let mut s = Object::new();
+        let mut m = Object::new();
+        merge(&mut s, &mut m, patch, 1);
+        (s, m)
+    }
+
+    proptest! {
+        #[test]
+        fn merged_metadata_mirrors_the_state(first in object(), patch in object()) {
+            let (mut s, mut m) = from_scratch(&first);
+            merge(&mut s, &mut m, &patch, 2);
+            let (s, m) = (Value::Object(s), Value::Object(m));
+            prop_assert!(mirrors(&s, &m), "state {s}\nmeta {m}");
+        }
+
+        #[test]
+        fn merged_state_has_no_empty_objects(first in object(), patch in object()) {
+            let (mut s, mut m) = from_scratch(&first);
+            merge(&mut s, &mut m, &patch, 2);
+            for v in s.values() {
+                prop_assert!(!has_empty_object(v), "{}", Value::Object(s.clone()));
+            }
+        }
+
+        #[test]
+        fn merged_keys_take_the_patch_value(first in object(), patch in object()) {
+            let (mut s, mut m) = from_scratch(&first);
+            merge(&mut s, &mut m, &patch, 2);
+            for (k, v) in &patch {
+                match v {
+                    Value::Null => prop_assert!(!s.contains_key(k)),
+                    // Scalars and arrays replace whole.
+                    Value::Array(_) | Value::Bool(_) | Value::Number(_) | Value::String(_) => {
+                        prop_assert_eq!(s.get(k), Some(v));
+                        prop_assert!(mirrors(v, &m[k]));
+                    }
+                    Value::Object(_) => {}
+                }
+            }
+        }
+
+        #[test]
+        fn delta_is_empty_exactly_when_desired_is_reported(state in object()) {
+            let (state, meta) = from_scratch(&state);
+            let shadow = Shadow {
+                desired: Some(state.clone()),
+                reported: Some(state.clone()),
+                metadata_desired: Some(meta),
+                ..Shadow::default()
+            };
+            prop_assert!(shadow.delta().0.is_empty());
+            let shadow = Shadow { reported: None, ..shadow };
+            prop_assert_eq!(shadow.delta().0, state);
+        }
+
+        #[test]
+        fn storage_round_trips(state in object(), version in any::<u64>(), ts in any::<i64>()) {
+            let (desired, metadata_desired) = from_scratch(&state);
+            let shadow = Shadow {
+                desired: Some(desired),
+                metadata_desired: Some(metadata_desired),
+                version,
+                timestamp: ts,
+                ..Shadow::default()
+            };
+            prop_assert_eq!(Shadow::from_bytes(&shadow.to_bytes()).ok(), Some(shadow));
+        }
+    }
+}
