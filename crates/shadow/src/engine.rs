@@ -27,8 +27,8 @@ use crate::topic::{Op, ReplyKind, Request};
 /// Size and shape limits, AWS's by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest request payload, and largest resulting state (`{"state": {...}}` without
-    /// metadata, as AWS counts it), in bytes. Default 8 KiB.
+    /// Largest request payload, and largest resulting state (`{"desired", "reported"}`
+    /// serialised, without metadata, as AWS counts it), in bytes. Default 8 KiB.
     pub max_document_bytes: usize,
     /// Deepest nesting of `desired` or `reported` (objects and arrays each count one level).
     /// Default 6.
@@ -228,7 +228,7 @@ impl Engine {
         next.deleted = false;
         next.timestamp = now;
 
-        let size = json!({ "state": next.state_json() }).to_string().len();
+        let size = next.state_json().to_string().len();
         if size > self.limits.max_document_bytes {
             return Err(reject(Rejection::payload_too_large()));
         }

@@ -8,6 +8,32 @@
 //! wires it to the broker (an internal MQTT session subscribed to
 //! [`topic::subscription_filters`]) loads, stores and publishes, storing before publishing.
 //!
+//! ```
+//! use hermod_shadow::{Engine, Limits, Models, Shadow, StoreChange, topic};
+//!
+//! let engine = Engine::new(Limits::default(), Models::none());
+//! let request = topic::parse("$hermod/things/lamp/shadow/update").ok_or("not a request")?;
+//! let stored: Option<Shadow> = None; // loaded by the caller
+//! let outcome = engine.handle(
+//!     &request,
+//!     br#"{"state": {"desired": {"on": true}}, "clientToken": "t1"}"#,
+//!     stored.as_ref(),
+//!     1_700_000_000,
+//! );
+//! // First persist ...
+//! if let Some(StoreChange::Put(shadow)) = &outcome.store {
+//!     let _bytes = shadow.to_bytes(); // write under ("lamp", None)
+//! }
+//! // ... then publish, in order: update/accepted, update/delta, update/documents.
+//! let topics: Vec<_> = outcome.replies.iter().map(|r| r.topic.as_str()).collect();
+//! assert_eq!(topics, [
+//!     "$hermod/things/lamp/shadow/update/accepted",
+//!     "$hermod/things/lamp/shadow/update/delta",
+//!     "$hermod/things/lamp/shadow/update/documents",
+//! ]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # AWS IoT semantics
 //!
 //! The topics, payloads and error documents are AWS IoT Device Shadow's, so an AWS IoT Device
