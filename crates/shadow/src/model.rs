@@ -14,10 +14,13 @@
 //! resolving) this crate's normal dependency tree has 64 distinct crates; with `boon` 0.6 it
 //! has 59 (though more of boon's are new to this workspace: 32, the ICU stack under `url`,
 //! against 26). `boon` is also the smaller build (no `fancy-regex`, `num`, `uuid-simd`) and
-//! has no networking code at all. Its default loader
+//! has no networking code at all. Its `pattern` keyword runs on the `regex` crate (linear
+//! time), where `jsonschema` uses the backtracking `fancy-regex`, which matters when schemas
+//! come from configuration and values from devices. Its default loader
 //! still reads `file://` references, so the compiler here gets a loader that refuses every
 //! URL: a schema can only refer to itself (and the standard metaschemas, which `boon` embeds).
-//! Schemas default to draft 2020-12 when they name no `$schema`. Each schema is compiled
+//! Schemas default to draft 2020-12 when they name no `$schema`, and so `format` is an
+//! annotation, not checked (2020-12's default). Each schema is compiled
 //! once, when [`Models`] is built; one that does not compile fails the construction with the
 //! type's name.
 
