@@ -186,6 +186,7 @@ impl Broker {
             next_connection: AtomicU64::new(0),
             events,
             metrics_sources: crate::api::MetricsSources::default(),
+            kv: Arc::default(),
             config,
         });
         let recovery = match recovered {

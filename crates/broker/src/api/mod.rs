@@ -18,6 +18,7 @@
 
 mod events;
 mod internal;
+mod kv;
 mod prometheus;
 mod types;
 
@@ -43,6 +44,8 @@ pub use internal::{
     ORIGIN_SEQ, ORIGIN_USERNAME,
 };
 pub(crate) use internal::{add_origin_properties, is_internal_session};
+pub(crate) use kv::Kv;
+pub use kv::{KvError, KvSpace, MAX_KV_VALUE};
 pub use types::{ClientInfo, CommandError, ConnectionInfo, RetainedInfo, Stats, SubscriptionInfo};
 
 /// A service's metrics as Prometheus text ([`BrokerHandle::add_metrics_source`]).

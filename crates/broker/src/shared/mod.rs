@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// More Prometheus text from the services around the broker (rules, bridges), appended
     /// to [`crate::api::BrokerHandle::prometheus_text`].
     pub(crate) metrics_sources: crate::api::MetricsSources,
+    /// Services' durable documents (`api::BrokerHandle::kv`).
+    pub(crate) kv: Arc<crate::api::Kv>,
 }
 impl Shared {
     /// A new, empty session with the configured queue limits.

@@ -29,10 +29,11 @@ impl Shared {
     /// sessions with their subscriptions and queue positions. Expiry keeps counting across the
     /// restart (wall-clock disconnect time + session expiry; a session that was online when the
     /// broker stopped counts from now). Returns the expiry timers to arm.
-    pub(crate) fn recover(self: &Arc<Self>, r: crate::store::Recovered) -> Recovery {
+    pub(crate) fn recover(self: &Arc<Self>, mut r: crate::store::Recovered) -> Recovery {
         let Some(p) = self.persistence.clone() else {
             return Recovery::default();
         };
+        self.kv.restore(std::mem::take(&mut r.kv));
         let now = Instant::now();
         let now_ms = crate::persist::unix_ms_now();
         let mut drop_ops = Vec::new();

@@ -7,6 +7,9 @@ use redb::{ReadableTable, WriteTransaction};
 use std::path::Path;
 
 struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    /// Opened at the first `PutKv`/`DeleteKv` only: most commits carry none.
+    kv: Option<redb::Table<'t, (&'static str, &'static str), &'static [u8]>>,
     sessions: redb::Table<'t, &'static str, &'static [u8]>,
     messages: redb::Table<'t, u64, &'static [u8]>,
     refs: redb::Table<'t, u64, u32>,
@@ -25,6 +28,8 @@ pub(super) fn apply_ops<'o>(
 ) -> Result<i64, StoreError> {
     let e = |err: redb::Error| db_err(file, err);
     let mut t = Tables {
+        txn,
+        kv: None,
         sessions: txn.open_table(SESSIONS).map_err(|x| e(x.into()))?,
         messages: txn.open_table(MESSAGES).map_err(|x| e(x.into()))?,
         refs: txn.open_table(MESSAGE_REFS).map_err(|x| e(x.into()))?,
@@ -196,8 +201,31 @@ fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> 
         Op::DeleteRetained(topic) => {
             t.retained.remove(topic.as_str()).map_err(e)?;
         }
+        Op::PutKv(ns, key, value) => {
+            kv_table(t, file)?
+                .insert((ns.as_str(), key.as_str()), value.as_slice())
+                .map_err(e)?;
+        }
+        Op::DeleteKv(ns, key) => {
+            kv_table(t, file)?
+                .remove((ns.as_str(), key.as_str()))
+                .map_err(e)?;
+        }
     }
     Ok(())
+}
+
+type KvTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+
+fn kv_table<'a, 't>(t: &'a mut Tables<'t>, file: &Path) -> Result<&'a mut KvTable<'t>, StoreError> {
+    let table = match t.kv.take() {
+        Some(table) => table,
+        None => t
+            .txn
+            .open_table(KV)
+            .map_err(|x| db_err(file, redb::Error::from(x)))?,
+    };
+    Ok(t.kv.insert(table))
 }
 
 /// Drops one reference to a message, deleting it at 0.

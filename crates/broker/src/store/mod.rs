@@ -64,6 +64,7 @@
 //! | `queue` | `(client id, seq u64)` | [`QueueEntry`] |
 //! | `inflight_in` | `(client id, packet id u16)` | `()` |
 //! | `retained` | topic | [`MessageRecord`] |
+//! | `kv` | `(namespace, key)` | bytes: documents of the broker's services (device shadows), opaque here |
 //!
 //! The reference count lives in its own table so a dequeue rewrites 4 bytes, not the payload.
 //! At open the counts are recomputed from the queue (the source of truth) and any damage a
@@ -153,6 +154,7 @@ const INFLIGHT_IN: TableDefinition<'_, (&str, u16), ()> = TableDefinition::new("
 const SUBSCRIPTIONS: TableDefinition<'_, (&str, &str), &[u8]> =
     TableDefinition::new("subscriptions");
 const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
+const KV: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("kv");
 const SCHEMA_KEY: &str = "schema_version";
 
 /// `[store] sync`, for the modes that open a store (`memory` opens none).
@@ -238,6 +240,10 @@ pub enum Op {
     PutRetained(String, MessageRecord),
     /// Clear the retained message of a topic.
     DeleteRetained(String),
+    /// Set a service's document: `(namespace, key, value)`.
+    PutKv(String, String, Vec<u8>),
+    /// Remove a service's document. A no-op if it is gone.
+    DeleteKv(String, String),
 }
 
 /// A session's queue as found at open.
@@ -264,6 +270,8 @@ pub struct Recovered {
     pub inflight_in: Vec<(String, u16)>,
     /// Retained messages by topic.
     pub retained: Vec<(String, MessageRecord)>,
+    /// Services' documents: `(namespace, key, value)`.
+    pub kv: Vec<(String, String, Vec<u8>)>,
     /// Higher than any stored message id.
     pub next_message_id: u64,
     /// Inconsistencies repaired at open (orphan entries removed, reference counts fixed).

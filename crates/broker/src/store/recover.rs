@@ -240,6 +240,15 @@ pub(super) fn recover(db: &Database, file: &Path) -> Result<Recovered, StoreErro
             let m = MessageRecord::decode(v.value()).map_err(|x| decode_err(file, x))?;
             rec.retained.push((k.value().to_owned(), m));
         }
+
+        // Services' documents (the table is created here on a store that has none yet).
+        let kv = txn.open_table(KV).map_err(|x| e(x.into()))?;
+        for item in kv.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            let (ns, key) = k.value();
+            rec.kv
+                .push((ns.to_owned(), key.to_owned(), v.value().to_vec()));
+        }
     }
     txn.commit().map_err(|x| e(x.into()))?;
     Ok(rec)

@@ -865,3 +865,56 @@ async fn shared_delivery_handed_over_gets_its_own_queue_place(v: ProtocolVersion
     b.stop().await;
 }
 both_versions!(shared_delivery_handed_over_gets_its_own_queue_place);
+
+/// A service's documents (`BrokerHandle::kv`) are in the store: written before `put` resolves,
+/// read back after a restart, deleted for good; namespaces are apart.
+#[tokio::test]
+async fn service_documents_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = start_on(dir.path(), SyncSetting::Batch).await;
+    let shadows = b.handle().kv("shadow");
+    assert!(shadows.is_durable());
+    shadows
+        .put("dev-1", bytes::Bytes::from_static(b"{\"v\":1}"))
+        .await
+        .expect("committed");
+    shadows
+        .put("dev-2", bytes::Bytes::from_static(b"two"))
+        .await
+        .expect("committed");
+    shadows.delete("dev-2").await.expect("committed");
+    b.handle()
+        .kv("other")
+        .put("dev-1", bytes::Bytes::from_static(b"elsewhere"))
+        .await
+        .expect("committed");
+    let too_large = bytes::Bytes::from(vec![0u8; hermod_broker::api::MAX_KV_VALUE + 1]);
+    assert!(shadows.put("big", too_large).await.is_err());
+    b.stop().await;
+
+    let b = start_on(dir.path(), SyncSetting::Batch).await;
+    let shadows = b.handle().kv("shadow");
+    assert_eq!(
+        shadows.entries(),
+        [("dev-1".to_owned(), bytes::Bytes::from_static(b"{\"v\":1}"))]
+    );
+    assert_eq!(
+        b.handle().kv("other").get("dev-1").as_deref(),
+        Some(&b"elsewhere"[..])
+    );
+    b.stop().await;
+}
+
+/// Without a store (`sync = "memory"`) documents live in memory and `put` resolves at once.
+#[tokio::test]
+async fn service_documents_without_a_store_are_in_memory() {
+    let b = TestBroker::start().await;
+    let kv = b.handle().kv("shadow");
+    assert!(!kv.is_durable());
+    kv.put("a", bytes::Bytes::from_static(b"1"))
+        .await
+        .expect("in memory");
+    assert_eq!(kv.get("a").as_deref(), Some(&b"1"[..]));
+    assert_eq!(kv.len(), 1);
+    b.stop().await;
+}
