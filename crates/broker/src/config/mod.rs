@@ -126,6 +126,14 @@ pub struct Config {
     pub rule: Option<ForeignSection>,
     #[serde(skip_serializing)]
     pub bridge: Option<ForeignSection>,
+    /// `[shadow]`, `[presence]` and `[[thing_type]]`: read by hermod-shadow
+    /// (`hermod_shadow::ShadowConfig`), which reports their errors.
+    #[serde(skip_serializing)]
+    pub shadow: Option<ForeignSection>,
+    #[serde(skip_serializing)]
+    pub presence: Option<ForeignSection>,
+    #[serde(skip_serializing)]
+    pub thing_type: Option<ForeignSection>,
     /// Folder of the config file: relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -189,6 +197,9 @@ impl Default for Config {
             connector: None,
             rule: None,
             bridge: None,
+            shadow: None,
+            presence: None,
+            thing_type: None,
             base_dir: None,
         }
     }
