@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Env;
-use hermod_testkit::{Client, V5};
 use hermod_proto::QoS;
+use hermod_testkit::{Client, V5};
 use serde_json::{Value, json};
 
 /// A rule that republishes the `v` of JSON payloads above 1, and a bridge to a loopback port
@@ -62,11 +62,12 @@ async fn rules_and_bridges_show_their_counters() {
     let env = Env::start_with_rules(&rules_toml(refused_port())).await;
     // The rule's session subscribes in the background: wait until it is there.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !env
-        .handle
-        .client("$hermod/rule/relay")
-        .is_some_and(|c| c.subscriptions > 0)
-    {
+    let subscribed = || {
+        env.handle
+            .client("$hermod/rule/relay")
+            .is_some_and(|c| c.subscriptions > 0)
+    };
+    while !subscribed() {
         assert!(Instant::now() < deadline, "the rule never subscribed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -149,8 +150,15 @@ async fn rules_and_bridges_show_their_counters() {
     assert_eq!(b["name"], "nowhere");
     assert_eq!(b["status"], "disconnected");
     assert_eq!(b["connected"], false);
-    assert!(b["server"].as_str().is_some_and(|s| s.starts_with("127.0.0.1:")));
-    assert_eq!(b["topics"], json!(["out/# out 1 local/ remote/", "cmd/# in 1"]));
+    assert!(
+        b["server"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:"))
+    );
+    assert_eq!(
+        b["topics"],
+        json!(["out/# out 1 local/ remote/", "cmd/# in 1"])
+    );
     assert_eq!(b["metrics"]["messages_out"], 0);
     assert_eq!(b["metrics"]["reconnects"], 0);
     env.stop().await;

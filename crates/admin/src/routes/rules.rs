@@ -100,7 +100,9 @@ pub(crate) async fn list(
 ) -> Result<Json<Paged<Value>>, ApiError> {
     let page = q.page()?;
     let rules = rule_infos(&state);
-    Ok(Json(page.apply(rules.iter(), |r| rule_json(r, &state.node))))
+    Ok(Json(
+        page.apply(rules.iter(), |r| rule_json(r, &state.node)),
+    ))
 }
 
 /// `GET /api/v5/rules/{id}`: one rule (its id is its name); 404 `NOT_FOUND` if there is none.

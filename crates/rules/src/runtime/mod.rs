@@ -31,8 +31,8 @@ use actions::{Action, Sink};
 use stats::{ActionCounters, RuleCounters};
 pub use stats::{ActionStats, RuleStats};
 use task::RuleTask;
-pub use view::{BridgeInfo, RuleInfo, RulesView};
 use view::{BridgeEntry, RuleEntry};
+pub use view::{BridgeInfo, RuleInfo, RulesView};
 
 /// Why the rules could not start: a connector that cannot be opened, or a bridge whose TLS
 /// files cannot be used; named.
