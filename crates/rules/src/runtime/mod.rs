@@ -7,6 +7,10 @@
 //! every action of the rule has written it (see `task.rs`). That is the "buffer on disk while
 //! a sink is away": the store's queue, bounded by the rule's `max_buffered` (`on_full`).
 //! Events (`$events/...`) come from the broker's event stream: best effort, not stored.
+//!
+//! What runs is seen, read-only, through a [`RulesView`] (`view.rs`: each rule's SQL, FROM and
+//! counters, each bridge's remote, topic lines and counters), which the admin API is given and
+//! from which `/metrics` is written (`prometheus.rs`).
 
 mod actions;
 mod input;
