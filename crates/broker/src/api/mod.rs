@@ -307,7 +307,8 @@ impl BrokerHandle {
     #[must_use]
     pub fn prometheus_text(&self) -> String {
         let m = self.metrics();
-        let mut text = prometheus::encode(self.stats_with(&m), m);
+        let store = self.shared.persistence.as_ref().map(|p| p.store.stats());
+        let mut text = prometheus::encode(self.stats_with(&m), m, store);
         if let Some(acl) = self.http_acl_stats() {
             // Since the configuration was last loaded: a reload is a counter reset, which
             // Prometheus's rate() handles.

@@ -21,6 +21,8 @@ use crate::metrics::{
 struct Scrape {
     stats: Stats,
     m: MetricsSnapshot,
+    /// The store's writer counters (no store: none of its series).
+    store: Option<crate::store::StoreStats>,
 }
 
 fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -303,14 +305,32 @@ impl Collector for Scrape {
             "Store commit time (one write transaction, fsync included).",
             &m.store_commit,
         )?;
+        if let Some(s) = &self.store {
+            counter(
+                e,
+                "store_commits",
+                "Store write transactions committed.",
+                s.commits,
+            )?;
+            counter(
+                e,
+                "store_ops",
+                "Store ops applied in committed transactions.",
+                s.ops,
+            )?;
+        }
         Ok(())
     }
 }
 
 /// The text exposition, in the Prometheus text format 0.0.4 (see [`classic_text`]).
-pub(super) fn encode(stats: Stats, m: MetricsSnapshot) -> String {
+pub(super) fn encode(
+    stats: Stats,
+    m: MetricsSnapshot,
+    store: Option<crate::store::StoreStats>,
+) -> String {
     let mut registry = Registry::with_prefix("hermod");
-    registry.register_collector(Box::new(Scrape { stats, m }));
+    registry.register_collector(Box::new(Scrape { stats, m, store }));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
