@@ -95,7 +95,7 @@ struct Committed {
 
 /// What goes out, in order: replies (QoS 1, need a packet id) and PUBACKs of requests.
 enum Out {
-    Publish(Publish),
+    Publish(Box<Publish>),
     Ack(PacketId),
 }
 
@@ -401,7 +401,7 @@ impl RequestTask {
                 Some((topic, data)) if reply.topic == answer_topic => (topic.clone(), data.clone()),
                 _ => (reply.topic, None),
             };
-            state.out.push_back(Out::Publish(Publish {
+            state.out.push_back(Out::Publish(Box::new(Publish {
                 dup: false,
                 qos: QoS::AtLeastOnce,
                 retain: false,
@@ -412,7 +412,7 @@ impl RequestTask {
                     correlation_data,
                     ..PublishProperties::default()
                 },
-            }));
+            })));
         }
         if let Some(id) = job.packet_id {
             state.out.push_back(Out::Ack(id));
@@ -444,27 +444,37 @@ fn ack(packet_id: Option<PacketId>, state: &mut State) {
 
 /// Writes what is waiting, in order, as far as the broker's receive maximum allows.
 fn drain(state: &mut State, writer: &mut Writer) {
-    while let Some(front) = state.out.front_mut() {
-        match front {
-            Out::Publish(p) => {
+    loop {
+        let id = match state.out.front() {
+            None => return,
+            Some(Out::Ack(_)) => None,
+            Some(Out::Publish(_)) => {
                 if state.inflight >= state.server_receive_max {
                     return;
                 }
                 let Some(id) = state.ids.allocate() else {
                     return;
                 };
-                p.packet_id = Some(id);
-                if let Err(e) = writer.queue(&Packet::Publish(p.clone())) {
-                    warn!(topic = %p.topic, error = %e, "shadow reply not sent");
-                    state.ids.release(id);
+                Some(id)
+            }
+        };
+        match state.out.pop_front() {
+            Some(Out::Publish(mut p)) => {
+                p.packet_id = id;
+                let topic = p.topic.clone();
+                if let Err(e) = writer.queue(&Packet::Publish(*p)) {
+                    warn!(%topic, error = %e, "shadow reply not sent");
+                    if let Some(id) = id {
+                        state.ids.release(id);
+                    }
                 } else {
                     state.inflight += 1;
                 }
             }
-            Out::Ack(id) => {
-                let _ = writer.queue(&Packet::PublishAck(PublishAck::new(*id)));
+            Some(Out::Ack(ack)) => {
+                let _ = writer.queue(&Packet::PublishAck(PublishAck::new(ack)));
             }
+            None => return,
         }
-        state.out.pop_front();
     }
 }

@@ -109,6 +109,17 @@ impl View {
             "# HELP hermod_shadow_documents Shadows stored (classic and named, deleted ones kept for their version included).\n# TYPE hermod_shadow_documents gauge\nhermod_shadow_documents {}",
             self.kv.len()
         );
+        let entries = self.kv.entries();
+        // `{thing}` and `{thing}/name/{shadow}`: the thing is the first level.
+        let things: std::collections::HashSet<&str> = entries
+            .iter()
+            .map(|(k, _)| k.split('/').next().unwrap_or(k))
+            .collect();
+        let _ = writeln!(
+            out,
+            "# HELP hermod_shadow_things Things with at least one stored shadow.\n# TYPE hermod_shadow_things gauge\nhermod_shadow_things {}",
+            things.len()
+        );
         let _ = writeln!(
             out,
             "# HELP hermod_shadow_presence_published_total Presence messages published.\n# TYPE hermod_shadow_presence_published_total counter\nhermod_shadow_presence_published_total {}",
