@@ -10,7 +10,9 @@
 //!
 //! **Durability.** An update's (or delete's) new document is committed with
 //! [`KvSpace::put`] before any of its replies is published, so `accepted` is never published
-//! for what `kill -9` would lose. If the commit fails, the request is answered 500 instead.
+//! for what `kill -9` would lose. If the commit fails, the request is answered 500 instead;
+//! the store keeps the write queued and commits it once the disk works (see `api::kv`), so
+//! a later `get` may show that update: a client that got 500 should `get` before retrying.
 //!
 //! **Session.** Clean (non-persistent): requests are not written to the store on their way in,
 //! which would double the disk writes of every update. A request the broker delivered but the
