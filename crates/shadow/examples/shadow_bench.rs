@@ -150,7 +150,8 @@ async fn run_updates(a: &Args, total: u64, phase: &str) -> Result<(u64, u64, Dur
         let (things, connections) = (a.things, a.connections);
         let write = tokio::spawn(async move {
             for i in 0..share {
-                let Ok(Ok(permit)) = tokio::time::timeout_at(deadline.into(), window.acquire()).await
+                let Ok(Ok(permit)) =
+                    tokio::time::timeout_at(deadline.into(), window.acquire()).await
                 else {
                     return;
                 };
