@@ -57,6 +57,31 @@ pub fn disconnect_reason(broker_reason: &str) -> &'static str {
     }
 }
 
+/// Open connections per client id (see the module docs: takeover).
+#[derive(Debug, Default)]
+struct Open(HashMap<Arc<str>, u32>);
+
+impl Open {
+    fn connected(&mut self, client_id: &Arc<str>) {
+        *self.0.entry(client_id.clone()).or_default() += 1;
+    }
+
+    /// One connection of `client_id` ended; true when it was its last (publish offline).
+    fn disconnected(&mut self, client_id: &str) -> bool {
+        let left = match self.0.get_mut(client_id) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.0.remove(client_id);
+        }
+        left == 0
+    }
+}
+
 pub(crate) struct PresenceTask {
     pub(crate) handle: BrokerHandle,
     pub(crate) counters: Arc<Counters>,
@@ -87,8 +112,7 @@ impl PresenceTask {
     }
 
     pub(crate) async fn run(mut self) {
-        // Open connections per client id (see the module docs: takeover).
-        let mut open: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut open = Open::default();
         self.mark_stale_offline();
         loop {
             let event = tokio::select! {
@@ -97,19 +121,11 @@ impl PresenceTask {
             };
             match event {
                 Ok(Event::ClientConnected { client_id, .. }) if tracked(&client_id) => {
-                    *open.entry(client_id.clone()).or_default() += 1;
+                    open.connected(&client_id);
                     self.publish(&client_id, true, "connected");
                 }
                 Ok(Event::ClientDisconnected { client_id, reason }) if tracked(&client_id) => {
-                    let left = match open.get_mut(&client_id) {
-                        Some(n) => {
-                            *n = n.saturating_sub(1);
-                            *n
-                        }
-                        None => 0,
-                    };
-                    if left == 0 {
-                        open.remove(&client_id);
+                    if open.disconnected(&client_id) {
                         self.publish(&client_id, false, disconnect_reason(&reason));
                     }
                 }
@@ -119,7 +135,7 @@ impl PresenceTask {
                         missed = n,
                         "presence fell behind the broker's events; resynchronising"
                     );
-                    self.resync(&mut open);
+                    self.resync(&mut open.0);
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -168,5 +184,44 @@ impl PresenceTask {
             }
         }
         *open = online.into_keys().map(|id| (id, 1)).collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takeover_in_either_order_ends_online() {
+        let id: Arc<str> = Arc::from("dev-1");
+        // The new connection is reported first: the old one's end publishes nothing.
+        let mut open = Open::default();
+        open.connected(&id);
+        open.connected(&id);
+        assert!(
+            !open.disconnected(&id),
+            "still connected through the new connection"
+        );
+        assert!(open.disconnected(&id), "then the last one goes");
+        // The old connection's end is reported first: offline, then the connect puts it back.
+        let mut open = Open::default();
+        open.connected(&id);
+        assert!(open.disconnected(&id));
+        open.connected(&id);
+        assert_eq!(open.0.get(&id), Some(&1));
+        // An end never seen connected (the task started later): offline.
+        assert!(Open::default().disconnected("other"));
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(disconnect_reason("normal"), "disconnected");
+        assert_eq!(disconnect_reason("keep alive timeout"), "keepalive_timeout");
+        assert_eq!(disconnect_reason("taken over"), "takeover");
+        assert_eq!(disconnect_reason("lost"), "connection_lost");
+        assert_eq!(disconnect_reason("something new"), "unknown");
+        assert!(!tracked("$hermod/shadow"));
+        assert!(!tracked("a/b"));
+        assert!(tracked("lamp-1"));
     }
 }
