@@ -511,3 +511,47 @@ fn promtool_accepts(text: &str) {
         "promtool check metrics: {said}"
     );
 }
+
+/// Tombstones of shadows deleted more than 48 hours ago are removed when the service starts;
+/// recent ones stay (they keep the version of a shadow re-created within 48 hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tombstones_are_purged_at_start() {
+    let (mut b, shadows) = start(tempdir(), "[shadow]\nenabled = false\n").await;
+    let kv = b.handle().kv("shadow");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let tomb = |age: i64| hermod_shadow::Shadow {
+        version: 4,
+        deleted: true,
+        timestamp: now - age,
+        ..hermod_shadow::Shadow::default()
+    };
+    let old = bytes::Bytes::from(tomb(49 * 3600).to_bytes());
+    let recent = bytes::Bytes::from(tomb(3600).to_bytes());
+    kv.put("old-1", old).await.expect("put");
+    kv.put("recent-1", recent).await.expect("put");
+    shadows.shutdown().await;
+    let dir = b.dir.take().expect("dir");
+    b.stop().await;
+
+    let (b, shadows) = start(dir, "").await;
+    let kv = b.handle().kv("shadow");
+    assert!(kv.get("old-1").is_none(), "expired tombstone purged");
+    assert!(kv.get("recent-1").is_some(), "recent tombstone kept");
+    let mut c = watcher(&b, "recent-1", "$hermod", "recent-1").await;
+    send(
+        &mut c,
+        "$hermod/things/recent-1/shadow/update",
+        r#"{"state":{"reported":{"x":1}}}"#,
+    )
+    .await;
+    let a = next_on(&mut c, "$hermod/things/recent-1/shadow/update/accepted").await;
+    assert_eq!(
+        a["version"], 5,
+        "the version continues after a recent delete"
+    );
+    shadows.shutdown().await;
+    b.stop().await;
+}

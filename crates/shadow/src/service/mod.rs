@@ -14,7 +14,8 @@
 //! its own thing's shadow topics (`[shadow] access`) is the broker's.
 //!
 //! Deleted shadows are kept as tombstones (a few dozen bytes each) so that a shadow re-created
-//! within 48 hours continues its version, as AWS's do; they are not purged yet.
+//! within 48 hours continues its version, as AWS's do; older ones are ignored by the engine and
+//! removed from the store when the service starts.
 
 mod config;
 mod presence;

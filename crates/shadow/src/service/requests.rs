@@ -19,6 +19,10 @@
 //! service had not answered when the broker stopped is lost, as AWS does not promise either:
 //! clients retry on a timeout (the AWS SDKs do), using `clientToken` and `version` to tell.
 //!
+//! The broker holds at most 100,000 requests for the service beyond the 1,000 it has in
+//! flight (its session's queue limit); past that, new requests are dropped (counted by the
+//! broker as drops for `$hermod/shadow`), which only a sustained overload reaches.
+//!
 //! **Replies** are published at QoS 1, not retained. A request (MQTT 5) with a Response Topic
 //! gets its `accepted`/`rejected` reply there, with its Correlation Data, instead of on the
 //! standard topic; `update/delta` and `update/documents` go to the standard topics always
@@ -128,6 +132,7 @@ fn now_secs() -> i64 {
 
 impl RequestTask {
     pub(crate) async fn run(mut self) {
+        purge_expired_tombstones(&self.kv, now_secs()).await;
         let mut generation = 0;
         loop {
             generation += 1;
@@ -420,6 +425,25 @@ impl RequestTask {
             state.out.push_back(Out::Ack(id));
         }
     }
+}
+
+/// Drops the tombstones of shadows deleted more than 48 hours ago (the engine already ignores
+/// them). Run before the service subscribes, so no request can race with a removal; so they go
+/// at a restart, not while the broker runs. Returns how many went.
+pub(crate) async fn purge_expired_tombstones(kv: &KvSpace, now: i64) -> usize {
+    let mut purged = 0;
+    for (key, value) in kv.entries() {
+        if Shadow::from_bytes(&value).is_ok_and(|s| s.is_expired_tombstone(now)) {
+            match kv.delete(&key).await {
+                Ok(()) => purged += 1,
+                Err(e) => warn!(key, error = %e, "expired shadow tombstone not removed"),
+            }
+        }
+    }
+    if purged > 0 {
+        info!(purged, "expired shadow tombstones removed");
+    }
+    purged
 }
 
 /// The error code of a rejection's payload (`{"code": 409, ...}`); 500 if unreadable.
