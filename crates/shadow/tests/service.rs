@@ -555,3 +555,67 @@ async fn expired_tombstones_are_purged_at_start() {
     shadows.shutdown().await;
     b.stop().await;
 }
+
+/// The disk fails: an update is answered 500 (never `accepted`, no delta), the service keeps
+/// going, and once the disk works updates are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failure_is_a_500_not_accepted() {
+    let dir = tempdir();
+    let fault = hermod_broker::store::fault_switch(&dir.path().join("data").join("hermod.redb"));
+    let (b, shadows) = start(dir, "").await;
+    let base = "$hermod/things/disk-1/shadow";
+    let mut c = watcher(&b, "disk-1", "$hermod", "disk-1").await;
+    send(
+        &mut c,
+        &format!("{base}/update"),
+        r#"{"state":{"desired":{"a":1}}}"#,
+    )
+    .await;
+    next_on(&mut c, &format!("{base}/update/accepted")).await;
+    drain(&mut c, QUIET).await;
+
+    fault.set_failing(true);
+    send(
+        &mut c,
+        &format!("{base}/update"),
+        r#"{"state":{"desired":{"a":2}},"clientToken":"f"}"#,
+    )
+    .await;
+    let r = next_on(&mut c, &format!("{base}/update/rejected")).await;
+    assert_eq!(r["code"], 500);
+    assert_eq!(r["clientToken"], "f");
+    let rest = drain(&mut c, QUIET).await;
+    assert!(rest.is_empty(), "nothing but the rejection: {rest:?}");
+    assert!(
+        shadows
+            .prometheus_text()
+            .contains("hermod_shadow_store_failures_total 1")
+    );
+
+    // The store retries with a backoff: 500s until it has written again, then accepted.
+    fault.set_failing(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        send(
+            &mut c,
+            &format!("{base}/update"),
+            r#"{"state":{"desired":{"a":3}}}"#,
+        )
+        .await;
+        let (topic, doc) = loop {
+            if let Some(first) = drain(&mut c, QUIET).await.into_iter().next() {
+                break first;
+            }
+            assert!(std::time::Instant::now() < deadline, "no answer");
+        };
+        if topic.ends_with("/accepted") {
+            assert!(doc["version"].as_u64().is_some_and(|v| v >= 2), "{doc}");
+            break;
+        }
+        assert_eq!(doc["code"], 500, "{doc}");
+        assert!(std::time::Instant::now() < deadline, "still 500 after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    shadows.shutdown().await;
+    b.stop().await;
+}
