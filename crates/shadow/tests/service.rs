@@ -325,7 +325,11 @@ async fn v5_response_topic_and_correlation_data() {
 /// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_pending_requests_get_429() {
-    let (b, shadows) = start(tempdir(), "[shadow]\nmax_pending_per_thing = 2\n").await;
+    let dir = tempdir();
+    // Slow commits, so that requests do pile up behind the first one whatever the disk.
+    hermod_broker::store::fault_switch(&dir.path().join("data").join("hermod.redb"))
+        .set_commit_delay(Some(std::time::Duration::from_millis(50)));
+    let (b, shadows) = start(dir, "[shadow]\nmax_pending_per_thing = 2\n").await;
     let base = "$hermod/things/busy-1/shadow";
     let mut w = watcher(&b, "busy-w", "$hermod", "busy-1").await;
     let mut c = b.client(V5, "busy-1").await;
