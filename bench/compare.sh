@@ -11,7 +11,9 @@
 # Environment (all optional):
 #   ROUNDS=3 DURATION=10        rounds per scenario and seconds per run (ROUNDS=1 DURATION=5: quick)
 #   SCENARIOS="pairs-q1 fanin-q0 fanin-q1 fanout-q0 lat-fanin-q0 lat-pairs-q1 conn"
-#   BROKERS="hermod mosquitto rumqttd"   (rumqttd is skipped when not found)
+#   BROKERS="hermod mosquitto rumqttd forwarder"   (rumqttd is skipped when not found;
+#                               forwarder is `hermod bench forwarder`, a bare single-threaded
+#                               forwarder: the ceiling, reported as Hermod/ceiling)
 #   CONNS=19000                 connections of the `conn` scenario
 #   BIND_ADDRS=127.0.0.2,...    source addresses for `conn` (spreads ephemeral ports)
 #   HERMOD_BIN=path             use this hermod binary instead of building one
@@ -32,7 +34,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-19000}
 SCENARIOS=${SCENARIOS:-"pairs-q1 fanin-q0 fanin-q1 fanout-q0 lat-fanin-q0 lat-pairs-q1 conn"}
-BROKERS=${BROKERS:-"hermod mosquitto rumqttd"}
+BROKERS=${BROKERS:-"hermod mosquitto rumqttd forwarder"}
 BIND_ADDRS=${BIND_ADDRS:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}
 HERMOD_ARGS=${HERMOD_ARGS:-}
 MOSQUITTO_EXTRA=${MOSQUITTO_EXTRA:-}
@@ -87,7 +89,7 @@ ACTIVE=()
 for b in $BROKERS; do
   case $b in
     rumqttd) if [[ -n "$RUMQTTD_BIN" && -x "$RUMQTTD_BIN" ]]; then ACTIVE+=(rumqttd); else log "rumqttd not installed (cargo install rumqttd): skipped"; fi ;;
-    hermod | mosquitto | hermod-base) ACTIVE+=("$b") ;;
+    hermod | mosquitto | hermod-base | forwarder) ACTIVE+=("$b") ;;
     *) echo "unknown broker $b" >&2; exit 2 ;;
   esac
 done
@@ -122,6 +124,9 @@ start_broker() {
       printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir" >"$dir/hermod.toml"
       # shellcheck disable=SC2086
       "$bin" serve -c "$dir/hermod.toml" $HERMOD_ARGS >"$dir/log" 2>&1 &
+      ;;
+    forwarder)
+      "$HERMOD_BIN" bench forwarder -h 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &
       ;;
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n' \
@@ -261,7 +266,7 @@ brokers = []
 for r in rows:
     if r["broker"] not in brokers:
         brokers.append(r["broker"])
-order = [b for b in ("hermod", "hermod-base", "mosquitto", "rumqttd") if b in brokers]
+order = [b for b in ("hermod", "hermod-base", "mosquitto", "rumqttd", "forwarder") if b in brokers]
 scen = []
 for r in rows:
     if r["scenario"] not in scen:
@@ -309,13 +314,15 @@ def rss(s, b):
     rs = runs(s, b)
     m = med([r["rss_peak_kb"] for r in rs])
     return "—" if m is None else f"{m/1024:.1f}"
-names = {"hermod": "Hermod", "hermod-base": "Hermod (base)", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
+names = {"hermod": "Hermod", "hermod-base": "Hermod (base)", "mosquitto": "Mosquitto", "rumqttd": "rumqttd", "forwarder": "ceiling (forwarder)"}
 print(f"Medians of {rounds} round(s) of {duration} s per scenario and broker, brokers run in turn.\n")
 head = "| scenario | " + " | ".join(names[b] for b in order)
 if "hermod" in order and "mosquitto" in order:
     head += " | Hermod/Mosquitto"
 if "hermod" in order and "hermod-base" in order:
     head += " | Hermod/base"
+if "hermod" in order and "forwarder" in order:
+    head += " | Hermod/ceiling"
 head += " | broker CPU s per M msgs (" + " / ".join(names[b] for b in order) + ")"
 head += " | peak RSS MiB (" + " / ".join(names[b] for b in order) + ") |"
 print(head)
@@ -335,6 +342,12 @@ for s in scen:
         if h and m:
             ratio = (m / h) if s.startswith("lat-") else (h / m)
             line += f" | {ratio:.2f}×" + (" (p99, base/Hermod)" if s.startswith("lat-") else "")
+        else:
+            line += " | —"
+    if "hermod" in order and "forwarder" in order:
+        h, m = vals["hermod"][0], vals["forwarder"][0]
+        if h and m and not s.startswith("lat-") and s != "conn":
+            line += f" | {h / m:.2f}"
         else:
             line += " | —"
     line += " | " + " / ".join(cpu_per_m(s, b) for b in order)

@@ -1,8 +1,9 @@
 // Browser test of the dashboard against a running hermod (started by run.sh): Debian's
 // chromium driven by playwright-core (no browser download). Logs in with the initial admin
 // password, changes it, watches the live message rate move while `hermod pub` publishes, finds
-// the `hermod sub` client, opens it, subscribes on its behalf, kicks it; screenshots every page
-// into $ARTIFACTS.
+// the `hermod sub` client, opens it, subscribes on its behalf, kicks it; checks the Rules page
+// (run.sh's rule counted what was published, its bridge is up and carries messages);
+// screenshots every page into $ARTIFACTS.
 //
 // Env: BASE_URL (admin listener), MQTT_PORT, HERMOD_BIN, INITIAL_PASSWORD, ARTIFACTS,
 // CHROMIUM (default /usr/bin/chromium).
@@ -200,6 +201,28 @@ test('dashboard', { timeout: 240_000 }, async (t) => {
       await page.click('dialog button:has-text("I have stored it")');
       await page.waitForSelector('tbody >> text=dash-test-key');
       await shot('10-users');
+    });
+
+    await t.test('rules: the rule counted what hermod pub sent, the bridge carries messages', async () => {
+      const pub = hermod(['pub', '-p', MQTT_PORT, '-h', '127.0.0.1', '-t', 'dash/bridge/hello', '-m', 'over the bridge', '-q', '1', '--repeat', '5', '--repeat-delay', '0.02'], 'hermod-pub-bridge');
+      assert.ok(await exited(pub, 15_000), 'hermod pub (bridge) finished');
+      assert.equal(pub.exitCode, 0, 'hermod pub (bridge) exit code');
+      await page.goto(BASE + '/#/rules');
+      await page.waitForSelector('a.active[data-page="rules"]');
+      await page.waitForSelector('tbody[data-rule="copy-t"]');
+      const num = (sel) => page.$eval(sel, (e) => +e.textContent.replace(/,/g, ''));
+      // The overview step published 200 messages to t; the rule republished every one.
+      assert.ok(await num('tbody[data-rule="copy-t"] [data-metric="matched"]') >= 200, 'matched >= 200');
+      assert.equal(await num('tbody[data-rule="copy-t"] [data-metric="failed"]'), 0);
+      assert.equal(await page.textContent('tbody[data-rule="copy-t"] .from code'), 't');
+      assert.ok(await num('tbody[data-rule="copy-t"] tr[data-action="republish"] [data-metric="succeeded"]') >= 200, 'republish succeeded >= 200');
+      const bridge = 'tr:has(b[data-bridge="mirror"])';
+      await page.waitForSelector(bridge + ' .pill.ok');
+      // The page refreshes every 5 s: wait for the 5 messages to show.
+      await page.waitForFunction((sel) => +(document.querySelector(sel)?.textContent || '0').replace(/,/g, '') >= 5,
+        bridge + ' [data-metric="messages_out"]', { timeout: 20_000 });
+      assert.equal(await page.textContent(bridge + ' td.mono'), `127.0.0.1:${MQTT_PORT}`);
+      await shot('13-rules');
     });
 
     await t.test('kick the client: it is gone', async () => {

@@ -4,6 +4,7 @@
 //
 //   node interop/dashboard/mock-server.mjs [port]     (default 18099, 127.0.0.1 only)
 //   login: admin / initial-pass (password_change_required), then whatever you set.
+//   MOCK_RULES=none: no rules and no bridges (the Rules page's empty state).
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -40,6 +41,33 @@ const retained = [
 const banned = [{ as: 'clientid', who: 'evil-bot', until: new Date(start + 86400e3).toISOString(), by: 'admin', reason: 'flooding' }];
 const users = [{ username: 'admin', role: 'administrator', description: 'initial administrator' }];
 const keys = [];
+// Rules and bridges (GET /rules, /bridges): counters move on every read.
+const ruleMetrics = (m) => {
+  const acts = m.actions;
+  const ok = acts.reduce((s, a) => s + a.succeeded, 0), bad = acts.reduce((s, a) => s + a.failed, 0);
+  return { ...m, 'failed.exception': m.failed, 'failed.no_result': m.no_result, 'actions.total': ok + bad, 'actions.success': ok, 'actions.failed': bad };
+};
+const rules = process.env.MOCK_RULES === 'none' ? [] : [
+  { name: 'collector', sql: 'SELECT id, clientid, topic, payload, timestamp FROM "dev/gw"', from: ['dev/gw'], m: { matched: 182344, passed: 182344, no_result: 0, failed: 0, acked: 182301, buffered: 43, dropped: 0, actions: [{ target: 'sqlite:local', succeeded: 182301, failed: 0, retried: 0, pending: 43 }] } },
+  { name: 'hot-alerts', sql: 'SELECT clientid, payload.temp AS t FROM "sensors/+/temp", "sensors/+/hum" WHERE payload.temp > 80', from: ['sensors/+/temp', 'sensors/+/hum'], m: { matched: 90211, passed: 312, no_result: 89893, failed: 6, acked: 90205, buffered: 0, dropped: 0, actions: [{ target: 'republish', succeeded: 312, failed: 0, retried: 0, pending: 0 }, { target: 'http:ops-hook', succeeded: 297, failed: 3, retried: 41, pending: 12 }] } },
+  { name: 'archive', sql: 'SELECT * FROM "fleet/#"', from: ['fleet/#'], m: { matched: 1204332, passed: 1204332, no_result: 0, failed: 0, acked: 1100000, buffered: 104332, dropped: 1750, actions: [{ target: 'postgres:warehouse', succeeded: 1100000, failed: 0, retried: 5310, pending: 2000 }] } },
+  { name: 'connects', sql: 'SELECT clientid, peerhost, timestamp FROM "$events/client_connected"', from: ['$events/client_connected'], m: { matched: 0, passed: 0, no_result: 0, failed: 0, acked: 0, buffered: 0, dropped: 0, actions: [{ target: 'sqlite:local', succeeded: 0, failed: 0, retried: 0, pending: 0 }] } },
+];
+const bridges = process.env.MOCK_RULES === 'none' ? [] : [
+  { name: 'cloud', server: 'central.example.net:8883', connected: true, topics: ['sensors/# out 1 local/ site1/', 'cmd/# in 1'], metrics: { messages_out: 53120, messages_in: 18, messages_dropped: 0, reconnects: 2, failed_connects: 5 } },
+  { name: 'backup', server: '10.20.0.7:1883', connected: false, topics: ['fleet/# out 0'], metrics: { messages_out: 0, messages_in: 0, messages_dropped: 12, reconnects: 0, failed_connects: 318 } },
+];
+const ruleJson = (r) => ({ id: r.name, name: r.name, sql: r.sql, from: r.from, enable: true, description: '', actions: r.m.actions.map((a) => a.target), node: 'hermod@127.0.0.1', metrics: ruleMetrics(r.m) });
+function tickRules() {
+  for (const r of rules) {
+    if (!r.m.matched) continue;
+    const n = 1 + Math.floor(Math.random() * 20);
+    r.m.matched += n; r.m.passed += r.m.no_result ? 1 : n; r.m.no_result += r.m.no_result ? n - 1 : 0; r.m.acked += n;
+    for (const a of r.m.actions) a.succeeded += r.m.no_result ? 1 : n;
+  }
+  for (const b of bridges) if (b.connected) b.metrics.messages_out += Math.floor(Math.random() * 30);
+}
+
 const history = [];
 for (let t = start - 3600e3; t < start; t += 10e3) {
   const k = (t - start + 3600e3) / 3600e3;
@@ -118,6 +146,9 @@ http.createServer(async (req, res) => {
     if (m === 'DELETE') { retained.splice(i, 1); return send(res, 204); }
     return send(res, 200, { ...retained[i], payload_size: Buffer.from(retained[i].payload, 'base64').length });
   }
+  if (r === '/rules') { tickRules(); return send(res, 200, page(rules.map(ruleJson), q)); }
+  if ((mm = /^\/rules\/([^/]+)$/.exec(r))) { const x = rules.find((y) => y.name === decodeURIComponent(mm[1])); return x ? send(res, 200, ruleJson(x)) : send(res, 404, { code: 'NOT_FOUND', message: 'no rule named ' + decodeURIComponent(mm[1]) }); }
+  if (r === '/bridges') return send(res, 200, bridges.map((b) => ({ id: 'mqtt:' + b.name, type: 'mqtt', name: b.name, enable: true, status: b.connected ? 'connected' : 'disconnected', ...b, node: 'hermod@127.0.0.1' })));
   if (r === '/banned' && m === 'GET') return send(res, 200, page(banned, q));
   if (r === '/banned' && m === 'POST') { const b = await body(req); const e = { until: null, reason: '', ...b, by: 'admin' }; banned.push(e); return send(res, 200, e); }
   if ((mm = /^\/banned\/([^/]+)\/(.+)$/.exec(r)) && m === 'DELETE') { const i = banned.findIndex((b) => b.as === decodeURIComponent(mm[1]) && b.who === decodeURIComponent(mm[2])); if (i < 0) return send(res, 404, { code: 'NOT_FOUND' }); banned.splice(i, 1); return send(res, 204); }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Browser test of the dashboard: starts `hermod serve` with an MQTT listener and the admin
-# listener on free loopback ports and a temporary store, reads the initial admin password and
-# runs dashboard.test.mjs (node's test runner, Debian's chromium via playwright-core). Stops
-# what it started, by PID.
+# listener on free loopback ports, a temporary store, a rule and a bridge (for the Rules page),
+# reads the initial admin password and runs dashboard.test.mjs (node's test runner, Debian's
+# chromium via playwright-core). Stops what it started, by PID.
 #
 #   interop/dashboard/run.sh                  # builds target/debug/hermod (cargo build -p hermod)
 #   HERMOD_BIN=target/release/hermod interop/dashboard/run.sh
@@ -67,6 +67,20 @@ path = "$TMP/store"
 
 [admin]
 bind = "127.0.0.1:$ADMIN_PORT"
+
+# For the Rules page: a rule on what the test publishes to t, and a bridge to this broker
+# itself (dash/bridge/... goes out as mirror/dash/bridge/..., which it does not carry back).
+[[rule]]
+name = "copy-t"
+buffer = "memory"
+sql = 'SELECT clientid, payload FROM "t"'
+[[rule.action]]
+republish = "dash/copied/\${clientid}"
+
+[[bridge]]
+name = "mirror"
+address = "127.0.0.1:$MQTT_PORT"
+topic = ["# out 1 dash/bridge/ mirror/dash/bridge/"]
 EOF
 
 "$HERMOD_BIN" serve -c "$TMP/hermod.toml" >"$TMP/hermod.log" 2>&1 &

@@ -58,6 +58,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/topics.js", JS),
     asset!("js/pages/retained.js", JS),
     asset!("js/pages/banned.js", JS),
+    asset!("js/pages/rules.js", JS),
     asset!("js/pages/users.js", JS),
     asset!("vendor/uplot/uPlot.iife.min.js", JS),
     asset!("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),

@@ -14,7 +14,7 @@ use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::{
-    banned, clients, login, publish, reload, retained, stats, subscriptions, users,
+    banned, clients, login, publish, reload, retained, rules, stats, subscriptions, users,
 };
 use crate::state::AppState;
 
@@ -85,6 +85,9 @@ pub(crate) fn router(state: AppState) -> Router {
                 .delete(users::delete_key),
         )
         .route("/api/v5/reload", post(reload::reload))
+        .route("/api/v5/rules", get(rules::list))
+        .route("/api/v5/rules/{id}", get(rules::get))
+        .route("/api/v5/bridges", get(rules::bridges))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,

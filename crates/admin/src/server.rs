@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use hermod_broker::Config;
 use hermod_broker::api::BrokerHandle;
+use hermod_rules::runtime::RulesView;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -140,12 +141,34 @@ impl Drop for AdminServer {
     }
 }
 
-/// Starts the admin API for `handle` as `config`'s `[admin]` and `[metrics]` say.
+/// What the admin API can show besides the broker, given by whoever started those parts (the
+/// broker crate does not know them). Each is optional: what is missing answers as empty.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The running rules and bridges (`GET /api/v5/rules`, `/api/v5/bridges`).
+    pub rules: Option<RulesView>,
+}
+
+/// Starts the admin API for `handle` as `config`'s `[admin]` and `[metrics]` say, with no
+/// [`Services`] (no rules, no bridges): [`start_with`] with the default.
+///
+/// # Errors
+/// As [`start_with`].
+pub async fn start(handle: BrokerHandle, config: &Config) -> Result<AdminServer, AdminError> {
+    start_with(handle, config, Services::default()).await
+}
+
+/// Starts the admin API for `handle` as `config`'s `[admin]` and `[metrics]` say, showing
+/// `services` too.
 ///
 /// # Errors
 /// A listener that cannot be bound (the error names `admin.bind` or `metrics.bind`), unusable
 /// TLS files, an unreadable admin users file, a socket that cannot be created.
-pub async fn start(handle: BrokerHandle, config: &Config) -> Result<AdminServer, AdminError> {
+pub async fn start_with(
+    handle: BrokerHandle,
+    config: &Config,
+    services: Services,
+) -> Result<AdminServer, AdminError> {
     let admin = &config.admin;
     let store_dir = config.store_config().map(|s| s.path);
     let accounts = if admin.enabled {
@@ -166,6 +189,7 @@ pub async fn start(handle: BrokerHandle, config: &Config) -> Result<AdminServer,
         max_topic_levels: config.max_topic_levels,
         max_packet_size: usize::try_from(config.max_packet_size).unwrap_or(usize::MAX),
         stopping: stop.clone(),
+        rules: services.rules,
     });
     let tasks = TaskTracker::new();
     let mut server = AdminServer {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use hermod_broker::api::BrokerHandle;
 use hermod_broker::banned::BanRule;
+use hermod_rules::runtime::RulesView;
 
 use crate::accounts::AccountStore;
 use crate::auth::{Throttle, Tokens};
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) max_packet_size: usize,
     /// Cancelled when the server shuts down (`/status` answers 503 from then on).
     pub(crate) stopping: tokio_util::sync::CancellationToken,
+    /// The running rules and bridges, when the caller gave them ([`crate::Services`]).
+    pub(crate) rules: Option<RulesView>,
     bans: Mutex<HashMap<BanRule, BanNote>>,
 }
 
@@ -61,6 +64,7 @@ pub(crate) struct Parts {
     pub(crate) max_topic_levels: usize,
     pub(crate) max_packet_size: usize,
     pub(crate) stopping: tokio_util::sync::CancellationToken,
+    pub(crate) rules: Option<RulesView>,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             max_topic_levels: p.max_topic_levels,
             max_packet_size: p.max_packet_size,
             stopping: p.stopping,
+            rules: p.rules,
             bans: Mutex::new(HashMap::new()),
         }))
     }

@@ -142,8 +142,12 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         }
     };
     broker.handle().add_metrics_source(shadows.metrics_source());
-    // The admin API (and the Prometheus and `hermod ctl` listeners) share the broker's life.
-    let admin = match hermod_admin::start(broker.handle(), &admin_config).await {
+    // The admin API (and the Prometheus and `hermod ctl` listeners) share the broker's life;
+    // it shows the rules and bridges through a read-only view.
+    let services = hermod_admin::Services {
+        rules: Some(rules.view()),
+    };
+    let admin = match hermod_admin::start_with(broker.handle(), &admin_config, services).await {
         Ok(a) => a,
         Err(e) => {
             fatal(&e);

@@ -22,7 +22,7 @@ pub mod sink;
 pub mod sql;
 
 pub use config::{RulesConfig, RulesConfigError};
-pub use runtime::{ActionStats, RuleStats, Rules, RulesError};
+pub use runtime::{ActionStats, BridgeInfo, RuleInfo, RuleStats, Rules, RulesError, RulesView};
 
 pub use sql::template::{Dialect, Template, TemplateError};
 pub use sql::{EvalError, Event, Input, Rule, Source, SqlError, Value};

@@ -12,6 +12,7 @@ import * as subscriptions from './pages/subscriptions.js';
 import * as topics from './pages/topics.js';
 import * as retained from './pages/retained.js';
 import * as banned from './pages/banned.js';
+import * as rules from './pages/rules.js';
 import * as users from './pages/users.js';
 
 const NAV = [
@@ -21,6 +22,7 @@ const NAV = [
   ['topics', 'Topics'],
   ['retained', 'Retained'],
   ['banned', 'Banned'],
+  ['rules', 'Rules'],
   null,
   ['users', 'Users & API keys'],
 ];
@@ -118,7 +120,7 @@ async function logout() {
   go('login');
 }
 
-const PAGES = { overview, clients, subscriptions, topics, retained, banned, users };
+const PAGES = { overview, clients, subscriptions, topics, retained, banned, rules, users };
 
 async function route() {
   runCleanups();

@@ -7,6 +7,7 @@ pub(crate) mod login;
 pub(crate) mod publish;
 pub(crate) mod reload;
 pub(crate) mod retained;
+pub(crate) mod rules;
 pub(crate) mod stats;
 pub(crate) mod subscriptions;
 pub(crate) mod users;

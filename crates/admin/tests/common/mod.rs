@@ -56,6 +56,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// A bearer token of `admin` (logged in with the generated password).
     pub token: String,
+    /// The rules started by [`Env::start_with_rules`].
+    pub rules: Option<hermod_rules::Rules>,
     store: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -74,6 +76,16 @@ impl Env {
     /// [`Config::for_tests`] with the admin listener on 127.0.0.1:0 and an on-disk store
     /// (`sync = "os"`) in a temporary folder, changed by `f`.
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(f, None).await
+    }
+
+    /// [`Env::start`] with the `[[connector]]`, `[[rule]]` and `[[bridge]]` tables of
+    /// `rules_toml` started on the broker and given to the admin API (`Services`).
+    pub async fn start_with_rules(rules_toml: &str) -> Self {
+        Self::start_full(|_| {}, Some(rules_toml)).await
+    }
+
+    async fn start_full(f: impl FnOnce(&mut Config), rules_toml: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hermod-admin-test-")
             .tempdir()
@@ -88,19 +100,34 @@ impl Env {
         let broker = Broker::bind(config.clone()).await.expect("broker binds");
         let mqtt = broker.local_addr();
         let handle = broker.handle();
-        let admin = hermod_admin::start(handle.clone(), &config)
-            .await
-            .expect("admin server starts");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(broker.run(async move {
             rx.await.ok();
         }));
+        let rules = match rules_toml {
+            Some(text) => {
+                let cfg = hermod_rules::RulesConfig::parse(text, &dir.path().join("hermod.toml"))
+                    .unwrap_or_else(|e| panic!("rules config: {e}"));
+                let rules = hermod_rules::Rules::start(handle.clone(), &cfg)
+                    .await
+                    .unwrap_or_else(|e| panic!("rules start: {e}"));
+                Some(rules)
+            }
+            None => None,
+        };
+        let services = hermod_admin::Services {
+            rules: rules.as_ref().map(hermod_rules::Rules::view),
+        };
+        let admin = hermod_admin::start_with(handle.clone(), &config, services)
+            .await
+            .expect("admin server starts");
         let mut env = Env {
             mqtt,
             admin: Some(admin),
             handle,
             dir,
             token: String::new(),
+            rules,
             store,
             stop: Some(tx),
             task: Some(task),
@@ -184,6 +211,11 @@ impl Env {
 
     /// Stops the admin server and the broker (bounded).
     pub async fn stop(mut self) {
+        if let Some(rules) = self.rules.take() {
+            tokio::time::timeout(Duration::from_secs(15), rules.shutdown())
+                .await
+                .expect("rules stop in time");
+        }
         if let Some(admin) = self.admin.take() {
             tokio::time::timeout(Duration::from_secs(15), admin.shutdown())
                 .await

@@ -30,6 +30,7 @@ pub mod hash_pool;
 pub mod http;
 pub mod jwt;
 pub mod password_file;
+pub mod things;
 pub mod throttle;
 mod topic;
 
@@ -38,6 +39,7 @@ pub use hash_pool::HashPool;
 pub use http::{AclAction, AclRequest, HttpAclStats, HttpAuth, HttpAuthConfig, HttpVerdict};
 pub use jwt::{JwtAcl, JwtConfig, JwtVerifier};
 pub use password_file::{PasswordFile, hash_argon2id, hash_mosquitto_pbkdf2};
+pub use things::ThingAccess;
 pub use throttle::{Throttle, ThrottleSettings};
 
 use bytes::Bytes;
@@ -119,6 +121,8 @@ pub struct AuthSettings {
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
     pub auth: AuthTable,
+    /// `[shadow] access`: whose name is a client's thing (`things`).
+    pub thing_access: ThingAccess,
 }
 
 /// What the broker knows about a connecting client.
@@ -208,6 +212,7 @@ pub struct Auth {
     jwt: Option<JwtVerifier>,
     order: Vec<AuthSource>,
     allow_anonymous: Option<bool>,
+    thing_access: ThingAccess,
 }
 
 impl fmt::Debug for Auth {
@@ -259,6 +264,14 @@ impl Auth {
             settings.auth.order.clone().unwrap_or_default(),
             settings.allow_anonymous,
         )
+        .map(|a| a.with_thing_access(settings.thing_access))
+    }
+
+    /// Sets whose name is a client's thing ([`things`]).
+    #[must_use]
+    pub fn with_thing_access(mut self, access: ThingAccess) -> Self {
+        self.thing_access = access;
+        self
     }
 
     /// Assembles already-loaded parts. An empty `order` means "the configured sources, as
@@ -308,6 +321,7 @@ impl Auth {
             jwt,
             order,
             allow_anonymous,
+            thing_access: ThingAccess::default(),
         })
     }
 
@@ -485,6 +499,11 @@ impl Auth {
         {
             return Some(false);
         }
+        match self.thing_scope(who, action) {
+            things::Scope::BrokerOnly => return Some(false),
+            things::Scope::Own => return Some(true),
+            things::Scope::Others | things::Scope::Unrelated => {}
+        }
         if let Some((http, req)) = self.http_acl_request(who, None, action) {
             match http.acl_cached(&req)? {
                 HttpVerdict::Allow => return Some(true),
@@ -562,6 +581,12 @@ impl Auth {
         {
             return false;
         }
+        let explicit_only = match self.thing_scope(who, action) {
+            things::Scope::BrokerOnly => return false,
+            things::Scope::Own => return true,
+            things::Scope::Others => true,
+            things::Scope::Unrelated => false,
+        };
         let user = who.username.as_deref();
         let cid = &*who.client_id;
         let file = self.acl.as_ref().map(|acl| match action {
@@ -575,7 +600,8 @@ impl Auth {
             Action::Receive(t) => j.check_receive(t),
         });
         match (file, token) {
-            (None, None) => true,
+            // Another thing's topics are never open by default.
+            (None, None) => !explicit_only,
             (Some(f), None) => f,
             (None, Some(t)) => t,
             (Some(f), Some(t)) => {
@@ -587,6 +613,15 @@ impl Auth {
                         _ => true,
                     })
             }
+        }
+    }
+
+    /// Where `action` falls under the things rule ([`things`]).
+    fn thing_scope(&self, who: &ClientIdentity, action: Action<'_>) -> things::Scope {
+        match action {
+            Action::Publish(t) => things::publish_scope(who, self.thing_access, t),
+            Action::Subscribe(f) => things::read_scope(who, self.thing_access, f),
+            Action::Receive(t) => things::read_scope(who, self.thing_access, t),
         }
     }
 

@@ -304,6 +304,7 @@ fn load_resolves_paths_and_reports_bad_files() {
         password_file: Some("pw".into()),
         acl_file: Some("acl".into()),
         auth: AuthTable::default(),
+        thing_access: ThingAccess::default(),
     };
     let auth = Auth::load(&settings, dir.path()).expect("load");
     assert!(auth.has_acl_file());
@@ -538,4 +539,80 @@ fn http_acl_config() {
         let e = c.validate().expect_err(bad).to_string();
         assert!(e.contains("acl_url"), "{e}");
     }
+}
+
+/// Things' topics (`things`): with no ACL file a client uses its own thing's shadow only; an
+/// ACL rule naming `$hermod/things/...` grants an application the others; nobody publishes a
+/// reply, whatever the file says.
+#[test]
+fn things_topics_own_by_default_others_by_grant_replies_never() {
+    let device = |id: &str| ClientIdentity {
+        username: Some(Arc::from("devices")),
+        client_id: Arc::from(id),
+        jwt_acl: None,
+        internal: false,
+    };
+    let open = Auth::from_parts(None, None, None, None, vec![], None).expect("auth");
+    let lamp = device("lamp-1");
+    assert!(open.authorize(
+        &lamp,
+        Action::Publish("$hermod/things/lamp-1/shadow/update")
+    ));
+    assert!(open.authorize(&lamp, Action::Subscribe("$hermod/things/lamp-1/shadow/#")));
+    assert!(
+        open.authorize(&lamp, Action::Publish("anything/else")),
+        "other topics stay open"
+    );
+    assert!(!open.authorize(
+        &lamp,
+        Action::Publish("$hermod/things/lamp-2/shadow/update")
+    ));
+    assert!(!open.authorize(&lamp, Action::Subscribe("$hermod/things/lamp-2/shadow/#")));
+    assert!(!open.authorize(&lamp, Action::Subscribe("$hermod/things/+/presence")));
+    assert!(!open.authorize(&lamp, Action::Subscribe("$hermod/#")));
+    assert!(!open.authorize(&lamp, Action::Receive("$hermod/things/lamp-2/presence")));
+    assert!(
+        !open.authorize(
+            &lamp,
+            Action::Publish("$hermod/things/lamp-1/shadow/update/accepted")
+        ),
+        "replies are the broker's alone"
+    );
+    assert!(!open.authorize(&lamp, Action::Publish("$hermod/things/lamp-1/presence")));
+
+    let acl = AclFile::parse(
+        "user app\ntopic readwrite $hermod/things/#\ntopic readwrite #\nuser devices\ntopic readwrite #\n",
+        "acl",
+    )
+    .expect("acl");
+    let with_file = Auth::from_parts(None, Some(acl), None, None, vec![], None).expect("auth");
+    let app = ClientIdentity {
+        username: Some(Arc::from("app")),
+        client_id: Arc::from("dashboard"),
+        jwt_acl: None,
+        internal: false,
+    };
+    assert!(with_file.authorize(&app, Action::Subscribe("$hermod/things/+/shadow/#")));
+    assert!(with_file.authorize(&app, Action::Publish("$hermod/things/lamp-2/shadow/update")));
+    assert!(with_file.authorize(&app, Action::Receive("$hermod/things/lamp-2/presence")));
+    assert!(!with_file.authorize(
+        &app,
+        Action::Publish("$hermod/things/lamp-2/shadow/update/delta")
+    ));
+    // `#` in the devices' rule does not reach `$` topics: their own thing only.
+    assert!(with_file.authorize(&lamp, Action::Publish("$hermod/things/lamp-1/shadow/get")));
+    assert!(!with_file.authorize(&lamp, Action::Subscribe("$hermod/things/lamp-2/shadow/#")));
+
+    // `[shadow] access = "username"`: the thing is the username.
+    let by_user = Auth::from_parts(None, None, None, None, vec![], None)
+        .expect("auth")
+        .with_thing_access(ThingAccess::Username);
+    assert!(by_user.authorize(
+        &lamp,
+        Action::Publish("$hermod/things/devices/shadow/update")
+    ));
+    assert!(!by_user.authorize(
+        &lamp,
+        Action::Publish("$hermod/things/lamp-1/shadow/update")
+    ));
 }

@@ -126,10 +126,11 @@ pub struct Config {
     pub rule: Option<ForeignSection>,
     #[serde(skip_serializing)]
     pub bridge: Option<ForeignSection>,
-    /// `[shadow]`, `[presence]` and `[[thing_type]]`: read by hermod-shadow
-    /// (`hermod_shadow::ShadowConfig`), which reports their errors.
+    /// `[shadow]`: the broker reads `access` (whose name is a client's thing, for the default
+    /// rule on things' topics: `auth::things`); hermod-shadow (`hermod_shadow::ShadowConfig`)
+    /// reads the rest and reports its errors. `[presence]` and `[[thing_type]]` are its alone.
     #[serde(skip_serializing)]
-    pub shadow: Option<ForeignSection>,
+    pub shadow: Option<ShadowSection>,
     #[serde(skip_serializing)]
     pub presence: Option<ForeignSection>,
     #[serde(skip_serializing)]
@@ -137,6 +138,36 @@ pub struct Config {
     /// Folder of the config file: relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+}
+
+/// The broker's part of `[shadow]`: `access = "clientid" | "username"`; other keys are
+/// hermod-shadow's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShadowSection {
+    pub access: crate::auth::ThingAccess,
+}
+
+impl<'de> Deserialize<'de> for ShadowSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            access: Option<String>,
+            #[serde(flatten)]
+            _rest: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let access = match raw.access.as_deref() {
+            None | Some("clientid") => crate::auth::ThingAccess::Clientid,
+            Some("username") => crate::auth::ThingAccess::Username,
+            Some(other) => {
+                return Err(serde::de::Error::custom(format!(
+                    "key `access`: `{other}` is not `clientid` or `username`"
+                )));
+            }
+        };
+        Ok(ShadowSection { access })
+    }
 }
 
 /// A section another crate reads from the same file: any TOML is accepted here, and nothing
@@ -314,6 +345,7 @@ impl Config {
             password_file: self.password_file.clone(),
             acl_file: self.acl_file.clone(),
             auth: self.auth.clone(),
+            thing_access: self.shadow.map(|s| s.access).unwrap_or_default(),
         }
     }
 

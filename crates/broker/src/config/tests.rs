@@ -139,3 +139,37 @@ fn admin_and_metrics_sections() {
         assert!(err.contains(key) && err.contains("h.toml"), "{err}");
     }
 }
+
+/// `[shadow] access` is the broker's (the default rule on things' topics); the section's other
+/// keys are hermod-shadow's and pass through.
+#[test]
+fn shadow_access_is_read_and_the_rest_let_through() {
+    let c = Config::parse(
+        "[shadow]\naccess = \"username\"\naws_compat = true\n[[listener]]\nbind = \"127.0.0.1:1\"\n",
+        Path::new("h.toml"),
+    )
+    .expect("parses");
+    assert_eq!(
+        c.auth_settings().thing_access,
+        crate::auth::ThingAccess::Username
+    );
+    let default = Config::parse(
+        "[[listener]]\nbind = \"127.0.0.1:1\"\n",
+        Path::new("h.toml"),
+    )
+    .expect("parses");
+    assert_eq!(
+        default.auth_settings().thing_access,
+        crate::auth::ThingAccess::Clientid
+    );
+    let err = Config::parse(
+        "[shadow]\naccess = \"serial\"\n[[listener]]\nbind = \"127.0.0.1:1\"\n",
+        Path::new("h.toml"),
+    )
+    .expect_err("bad access");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("h.toml") && msg.contains("access") && msg.contains("serial"),
+        "{msg}"
+    );
+}

@@ -4,6 +4,7 @@
 use super::error::{db_err, decode_err};
 use super::*;
 use redb::{ReadableTable, WriteTransaction};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 struct Tables<'t> {
@@ -21,11 +22,80 @@ struct Tables<'t> {
     bytes_delta: i64,
 }
 
+/// Queue entries that are created and removed within one batch (`PutMessage` + `Enqueue` of a
+/// delivery, then its `Dequeue` once acknowledged, all before the commit): neither is written,
+/// nor the message when no other entry of the batch or the file needs it. Under load a
+/// subscriber that keeps up (a rule, a bridge) acknowledges many deliveries before their batch
+/// commits, and each would otherwise cost a message insert, a queue insert, a queue remove, a
+/// reference-count update and a message delete in the same transaction.
+///
+/// Only a pair whose message is stored by a `PutMessage` earlier in the same batch is cancelled:
+/// the reference it counted is then taken off that `PutMessage` (so its count is right with no
+/// lookup), and a `PutMessage` left with no reference writes nothing. The plan depends on the
+/// batch alone, so a batch retried after a disk error is applied the same way.
+#[derive(Debug, Default)]
+struct Cancelled {
+    /// Indexes (in the batch's op order) of the ops not to apply.
+    skip: HashSet<usize>,
+    /// References to take off each message's `PutMessage`.
+    refs: HashMap<u64, u32>,
+}
+
+fn cancelled(ops: &[&Op]) -> Cancelled {
+    let mut stored: HashSet<u64> = HashSet::new();
+    // (client, seq) -> (index of its Enqueue, message id, indexes of UpdateQueueEntry ops)
+    let mut open: HashMap<(&str, u64), (usize, u64, Vec<usize>)> = HashMap::new();
+    let mut out = Cancelled::default();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::PutMessage(mid, _, refs) if *refs > 0 => {
+                stored.insert(*mid);
+            }
+            Op::Enqueue(c, seq, entry) => {
+                // A second Enqueue at the same place (not expected): both are applied as written.
+                let key = (c.as_str(), *seq);
+                if open.remove(&key).is_none() && stored.contains(&entry.message_id) {
+                    open.insert(key, (i, entry.message_id, Vec::new()));
+                }
+            }
+            Op::UpdateQueueEntry(c, seq, entry) => {
+                if let Some(o) = open.get_mut(&(c.as_str(), *seq)) {
+                    if o.1 == entry.message_id {
+                        o.2.push(i);
+                    } else {
+                        // Not expected; applied as written.
+                        open.remove(&(c.as_str(), *seq));
+                    }
+                }
+            }
+            Op::Dequeue(c, seq) => {
+                if let Some((enqueue, mid, updates)) = open.remove(&(c.as_str(), *seq)) {
+                    out.skip.insert(enqueue);
+                    out.skip.extend(updates);
+                    out.skip.insert(i);
+                    *out.refs.entry(mid).or_default() += 1;
+                }
+            }
+            // Anything else touching a session's queue as a whole ends the pairs open on it:
+            // they are applied as written.
+            Op::DeleteSession(c) | Op::PutSession(c, _) => {
+                open.retain(|(client, _), _| client != c);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Applies `ops` in one transaction; returns the change in stored message bytes and the number
+/// of ops cancelled out (not applied: see [`Cancelled`]).
 pub(super) fn apply_ops<'o>(
     txn: &WriteTransaction,
     file: &Path,
     ops: impl Iterator<Item = &'o Op>,
-) -> Result<i64, StoreError> {
+) -> Result<(i64, u64), StoreError> {
+    let ops: Vec<&Op> = ops.collect();
+    let plan = cancelled(&ops);
     let e = |err: redb::Error| db_err(file, err);
     let mut t = Tables {
         txn,
@@ -39,10 +109,48 @@ pub(super) fn apply_ops<'o>(
         subscriptions: txn.open_table(SUBSCRIPTIONS).map_err(|x| e(x.into()))?,
         bytes_delta: 0,
     };
-    for op in ops {
-        apply_op(&mut t, file, op)?;
+    let mut dropped_messages = 0u64;
+    for (i, op) in ops.into_iter().enumerate() {
+        if plan.skip.contains(&i) {
+            continue;
+        }
+        match op {
+            Op::PutMessage(mid, m, refs) => {
+                let less = plan.refs.get(mid).copied().unwrap_or(0);
+                if less > 0 && *refs <= less {
+                    dropped_messages += 1;
+                }
+                put_message(&mut t, file, *mid, m, refs.saturating_sub(less))?;
+            }
+            _ => apply_op(&mut t, file, op)?,
+        }
     }
-    Ok(t.bytes_delta)
+    Ok((t.bytes_delta, plan.skip.len() as u64 + dropped_messages))
+}
+
+/// Stores message `mid` with `refs` references (nothing with none).
+fn put_message(
+    t: &mut Tables<'_>,
+    file: &Path,
+    mid: u64,
+    m: &MessageRecord,
+    refs: u32,
+) -> Result<(), StoreError> {
+    let e = |err: redb::StorageError| db_err(file, err);
+    if refs == 0 {
+        tracing::trace!(
+            message_id = mid,
+            "store: PutMessage with no reference left: not written"
+        );
+        return Ok(());
+    }
+    let encoded = m.encode();
+    t.bytes_delta += encoded.len() as i64;
+    if let Some(old) = t.messages.insert(mid, encoded.as_slice()).map_err(e)? {
+        t.bytes_delta -= old.value().len() as i64;
+    }
+    t.refs.insert(mid, refs).map_err(e)?;
+    Ok(())
 }
 
 fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> {
@@ -103,18 +211,7 @@ fn apply_op(t: &mut Tables<'_>, file: &Path, op: &Op) -> Result<(), StoreError> 
                 .retain_in((id.as_str(), 0)..=(id.as_str(), u16::MAX), |_, _| false)
                 .map_err(e)?;
         }
-        Op::PutMessage(mid, m, refs) => {
-            if *refs == 0 {
-                tracing::debug!(message_id = mid, "store: PutMessage with 0 refs ignored");
-            } else {
-                let encoded = m.encode();
-                t.bytes_delta += encoded.len() as i64;
-                if let Some(old) = t.messages.insert(*mid, encoded.as_slice()).map_err(e)? {
-                    t.bytes_delta -= old.value().len() as i64;
-                }
-                t.refs.insert(*mid, *refs).map_err(e)?;
-            }
-        }
+        Op::PutMessage(mid, m, refs) => put_message(t, file, *mid, m, *refs)?,
         Op::Enqueue(id, seq, entry) => {
             if t.sessions.get(id.as_str()).map_err(e)?.is_none() {
                 tracing::debug!(client_id = %id, seq, "store: Enqueue for unknown session ignored");

@@ -216,6 +216,7 @@ impl Store {
             commits: s.commits.load(Ordering::Relaxed),
             submissions: s.submissions.load(Ordering::Relaxed),
             ops: s.ops.load(Ordering::Relaxed),
+            ops_cancelled: s.ops_cancelled.load(Ordering::Relaxed),
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             io_failures: s.io_failures.load(Ordering::Relaxed),
             reopens: s.reopens.load(Ordering::Relaxed),

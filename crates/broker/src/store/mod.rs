@@ -291,6 +291,9 @@ pub struct StoreStats {
     pub submissions: u64,
     /// Ops applied in successful commits.
     pub ops: u64,
+    /// Ops of successful commits that cancelled out instead: a queue entry (with its message,
+    /// when nothing else needed it) added and removed within one batch, so never written.
+    pub ops_cancelled: u64,
     /// fsyncs issued (always 0 with [`SyncMode::Os`]).
     pub fsyncs: u64,
     /// Commits that failed with an I/O error (each made the store unavailable or was a failed

@@ -106,6 +106,7 @@ fn open_db(file: &Path, sync: SyncMode) -> Result<(Store, Recovered), StoreError
         commits: AtomicU64::new(0),
         submissions: AtomicU64::new(0),
         ops: AtomicU64::new(0),
+        ops_cancelled: AtomicU64::new(0),
         fsyncs,
         message_bytes: AtomicU64::new(recovered.message_bytes),
         healthy: AtomicBool::new(true),

@@ -367,6 +367,64 @@ fn message_stored_once_and_refcounted() {
     assert_eq!(rec.repairs, 0);
 }
 
+/// A delivery stored and acknowledged within one batch is not written at all: neither its
+/// queue entry nor, when no other entry needs it, its message; the reference counts stay right
+/// and the file looks as if the pair had been applied one after the other.
+#[test]
+fn an_entry_queued_and_removed_in_one_batch_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncMode::Batch);
+    let (store, _) = open(&c);
+    commit(
+        &store,
+        vec![
+            Op::PutSession("a".into(), session(5)),
+            Op::PutSession("b".into(), session(5)),
+        ],
+    );
+    let before = store.message_bytes();
+    commit(
+        &store,
+        vec![
+            // Message 1 for a and b; a acknowledges (with a QoS 2 state change on the way).
+            Op::PutMessage(1, msg("t", b"one"), 2),
+            Op::Enqueue("a".into(), 1, entry(1)),
+            Op::Enqueue("b".into(), 1, entry(1)),
+            Op::UpdateQueueEntry("a".into(), 1, entry(1)),
+            Op::Dequeue("a".into(), 1),
+            // Message 2 for a alone, acknowledged: nothing of it is written.
+            Op::PutMessage(2, msg("t", b"two"), 1),
+            Op::Enqueue("a".into(), 2, entry(2)),
+            Op::Dequeue("a".into(), 2),
+            // Message 3 for a, queued but a's session is then deleted: applied as written.
+            Op::PutMessage(3, msg("t", b"three"), 1),
+            Op::Enqueue("a".into(), 3, entry(3)),
+            Op::DeleteSession("a".into()),
+            Op::Dequeue("a".into(), 3),
+        ],
+    );
+    assert_eq!(
+        raw_messages(&store),
+        (vec![1], vec![(1, 1)]),
+        "message 1 kept for b with one reference; 2 never written; 3 released"
+    );
+    assert_eq!(store.queue_len("a").unwrap(), 0);
+    assert_eq!(store.queue_len("b").unwrap(), 1);
+    assert_eq!(
+        store.message_bytes() - before,
+        msg("t", b"one").encode().len() as u64
+    );
+    assert_eq!(
+        store.stats().ops_cancelled,
+        6,
+        "a/1: enqueue, update, dequeue; a/2: put, enqueue, dequeue"
+    );
+    // The counts agree with the queue: a restart repairs nothing.
+    store.close();
+    let (_store, rec) = open(&c);
+    assert_eq!(rec.repairs, 0);
+}
+
 #[test]
 fn races_at_session_end_are_noops() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,6 +54,8 @@ pub(super) struct Shared {
     pub(super) commits: AtomicU64,
     pub(super) submissions: AtomicU64,
     pub(super) ops: AtomicU64,
+    /// Ops of committed batches that cancelled out (a queue entry added and removed in one batch).
+    pub(super) ops_cancelled: AtomicU64,
     pub(super) fsyncs: Arc<AtomicU64>,
     /// Bytes of stored queued messages (encoded records), kept up to date by the writer.
     pub(super) message_bytes: AtomicU64,
@@ -252,7 +254,13 @@ impl Writer {
     fn commit(&self, batch: &[Submission]) -> Result<i64, StoreError> {
         let slot = read_slot(&self.db);
         match slot.as_ref() {
-            Some(db) => commit_batch(db, &self.file, batch),
+            Some(db) => {
+                let (delta, cancelled) = commit_batch(db, &self.file, batch)?;
+                self.shared
+                    .ops_cancelled
+                    .fetch_add(cancelled, Ordering::Relaxed);
+                Ok(delta)
+            }
             None => Err(StoreError::Io {
                 file: self.file.clone(),
                 detail: "the database is closed after a disk error".into(),
@@ -405,12 +413,16 @@ impl Writer {
 }
 
 /// Applies and commits one batch; returns the change in stored message bytes.
-fn commit_batch(db: &Database, file: &Path, batch: &[Submission]) -> Result<i64, StoreError> {
+fn commit_batch(
+    db: &Database,
+    file: &Path,
+    batch: &[Submission],
+) -> Result<(i64, u64), StoreError> {
     let e = |err: redb::Error| db_err(file, err);
     let mut txn = db.begin_write().map_err(|x| e(x.into()))?;
     txn.set_durability(Durability::Immediate)
         .map_err(|x| e(x.into()))?;
-    let delta = apply_ops(&txn, file, batch.iter().flat_map(|s| s.ops.iter()))?;
+    let applied = apply_ops(&txn, file, batch.iter().flat_map(|s| s.ops.iter()))?;
     txn.commit().map_err(|x| e(x.into()))?;
-    Ok(delta)
+    Ok(applied)
 }

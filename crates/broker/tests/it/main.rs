@@ -22,5 +22,6 @@ mod retained;
 mod session;
 mod shared_subs;
 mod takeover;
+mod things;
 mod v5_properties;
 mod will;

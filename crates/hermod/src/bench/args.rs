@@ -18,6 +18,9 @@ pub(crate) enum Scenario {
     Shared,
     /// Open C idle connections (default 1000), at --rate connects/s if given, and hold them for --duration.
     Conn,
+    /// Not a load: serve a bare single-threaded MQTT forwarder on --host:--port until
+    /// interrupted, the ceiling any broker on this machine can be compared with.
+    Forwarder,
 }
 
 /// Flags of `hermod bench`.

@@ -3,7 +3,8 @@
 //! Scenarios: `pairs` (P publisher→subscriber pairs, one topic each), `fanin` (P publishers → S
 //! subscribers of one topic, S = 1 by default), `fanout` (P = 1 publisher → S subscribers),
 //! `shared` (P publishers → a `$share` group of S members) and `conn` (open C idle connections,
-//! optionally at a given rate, and hold them).
+//! optionally at a given rate, and hold them). `forwarder` is not a load but the other end: a
+//! bare single-threaded forwarder, the ceiling brokers are measured against.
 //!
 //! Every payload starts with the time (ns since the run's base instant) at which it was meant to
 //! be sent, so end-to-end latency is measured by the subscriber with no clock sync. Under
@@ -20,6 +21,7 @@
 mod args;
 mod conn;
 mod engine;
+mod forwarder;
 mod plan;
 mod run;
 mod stats;

@@ -45,7 +45,7 @@ pub(super) fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
         Scenario::Fanin => (args.pubs.unwrap_or(32), args.subs.unwrap_or(1)),
         Scenario::Fanout => (args.pubs.unwrap_or(1), args.subs.unwrap_or(64)),
         Scenario::Shared => (args.pubs.unwrap_or(32), args.subs.unwrap_or(4)),
-        Scenario::Conn => (0, 0),
+        Scenario::Conn | Scenario::Forwarder => (0, 0),
     };
     let mut clients = Vec::new();
     // (deliveries per message, subscription filter of subscriber i, topic of publisher i)
@@ -66,7 +66,9 @@ pub(super) fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
             |_, one, _| format!("$share/hermod-bench/{one}"),
             |_, one, _| one.to_owned(),
         ),
-        Scenario::Conn => (0, |_, _, _| String::new(), |_, _, _| String::new()),
+        Scenario::Conn | Scenario::Forwarder => {
+            (0, |_, _, _| String::new(), |_, _, _| String::new())
+        }
     };
     let sub_filter = |i| sub_filter(&topic, &one, i);
     let pub_topic = |i| pub_topic(&topic, &one, i);

@@ -38,6 +38,23 @@ pub(super) struct Ctx {
 
 /// Runs `hermod bench`; returns the exit code.
 pub(crate) async fn run(args: BenchArgs) -> u8 {
+    if args.scenario == super::args::Scenario::Forwarder {
+        // On a thread of its own, off this runtime: the forwarder is single-threaded.
+        let (host, port) = (args.host.clone(), args.port);
+        let served =
+            tokio::task::spawn_blocking(move || super::forwarder::serve(&host, port)).await;
+        return match served {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                eprintln!("Error: {e:#}");
+                1
+            }
+            Err(e) => {
+                eprintln!("Error: the forwarder stopped: {e}");
+                1
+            }
+        };
+    }
     match run_inner(args).await {
         Ok(code) => code,
         Err(e) => {

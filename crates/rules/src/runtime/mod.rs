@@ -7,11 +7,17 @@
 //! every action of the rule has written it (see `task.rs`). That is the "buffer on disk while
 //! a sink is away": the store's queue, bounded by the rule's `max_buffered` (`on_full`).
 //! Events (`$events/...`) come from the broker's event stream: best effort, not stored.
+//!
+//! What runs is seen, read-only, through a [`RulesView`] (`view.rs`: each rule's SQL, FROM and
+//! counters, each bridge's remote, topic lines and counters), which the admin API is given and
+//! from which `/metrics` is written (`prometheus.rs`).
 
 mod actions;
 mod input;
+mod prometheus;
 mod stats;
 mod task;
+mod view;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -29,6 +35,8 @@ use actions::{Action, Sink};
 use stats::{ActionCounters, RuleCounters};
 pub use stats::{ActionStats, RuleStats};
 use task::RuleTask;
+use view::{BridgeEntry, RuleEntry};
+pub use view::{BridgeInfo, RuleInfo, RulesView};
 
 /// Why the rules could not start: a connector that cannot be opened, or a bridge whose TLS
 /// files cannot be used; named.
@@ -41,7 +49,7 @@ pub struct RulesError {
 
 /// The running rules. Dropping it stops nothing: call [`Rules::shutdown`].
 pub struct Rules {
-    view: View,
+    view: RulesView,
     tasks: Vec<JoinHandle<()>>,
     bridges: Vec<crate::bridge::Bridge>,
     sinks: Vec<Sink>,
@@ -111,7 +119,7 @@ impl Rules {
                 stop: stop_rx.clone(),
                 durable: r.durable,
             };
-            rules.push((r.name.clone(), counters));
+            rules.push(RuleEntry::new(r, counters));
             tasks.push(tokio::spawn(t.run()));
         }
         if !rules.is_empty() {
@@ -137,12 +145,18 @@ impl Rules {
                 }
             }
         }
-        let bridge_handles = bridges.iter().map(crate::bridge::Bridge::handle).collect();
+        // `bridges` holds one bridge per `config.bridges`, in order (any failure returned above).
+        let bridge_entries = config
+            .bridges
+            .iter()
+            .zip(&bridges)
+            .map(|(c, b)| BridgeEntry::new(c, b.handle()))
+            .collect();
         Ok(Rules {
-            view: View {
+            view: RulesView {
                 handle: handle.downgrade(),
                 rules: Arc::new(rules),
-                bridges: Arc::new(bridge_handles),
+                bridges: Arc::new(bridge_entries),
             },
             tasks,
             bridges,
@@ -154,7 +168,14 @@ impl Rules {
     /// Every rule's counters, with what waits in its session.
     #[must_use]
     pub fn stats(&self) -> Vec<RuleStats> {
-        self.view.stats()
+        self.view.rules()
+    }
+
+    /// A read-only view of the rules and bridges (what each is, its counters), for the admin
+    /// API; it stays valid after [`Rules::shutdown`] (the counters stop moving).
+    #[must_use]
+    pub fn view(&self) -> RulesView {
+        self.view.clone()
     }
 
     /// The counters as Prometheus text (`hermod_rule_*`).
@@ -276,176 +297,5 @@ async fn open(c: &ConnectorConfig) -> Result<Sink, RulesError> {
                 .map_err(|e| err(e.to_string()))?;
             Ok(Sink::Http(Arc::new(sink)))
         }
-    }
-}
-
-/// What the counters are read from (shared with the metrics source).
-#[derive(Clone)]
-struct View {
-    /// Weak: the broker holds this view (as a metrics source).
-    handle: hermod_broker::api::WeakBrokerHandle,
-    rules: Arc<Vec<(String, Arc<RuleCounters>)>>,
-    bridges: Arc<Vec<crate::bridge::BridgeHandle>>,
-}
-
-impl View {
-    /// Every rule's counters, with what waits in its session.
-    #[must_use]
-    fn stats(&self) -> Vec<RuleStats> {
-        let broker = self.handle.upgrade();
-        self.rules
-            .iter()
-            .map(|(name, c)| {
-                let session = broker
-                    .as_ref()
-                    .and_then(|b| b.client(&RuleTask::client_id(name)));
-                let buffered = session
-                    .as_ref()
-                    .map_or(0, |i| (i.queued + i.inflight + i.stored) as u64);
-                let dropped = session.as_ref().map_or(0, |i| i.dropped);
-                c.snapshot(name, buffered, dropped)
-            })
-            .collect()
-    }
-
-    /// The counters as Prometheus text (`hermod_rule_*`), to add to `/metrics`.
-    #[must_use]
-    fn prometheus_text(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        if self.rules.is_empty() && self.bridges.is_empty() {
-            return out;
-        }
-        let stats = self.stats();
-        let rule_counter = |out: &mut String,
-                            name: &str,
-                            help: &str,
-                            get: &dyn Fn(&RuleStats) -> u64| {
-            if stats.is_empty() {
-                return;
-            }
-            let _ = writeln!(
-                out,
-                "# HELP hermod_rule_{name}_total {help}\n# TYPE hermod_rule_{name}_total counter"
-            );
-            for s in &stats {
-                let _ = writeln!(
-                    out,
-                    "hermod_rule_{name}_total{{rule=\"{}\"}} {}",
-                    s.name,
-                    get(s)
-                );
-            }
-        };
-        rule_counter(&mut out, "matched", "Inputs the rule ran on.", &|s| {
-            s.matched
-        });
-        rule_counter(&mut out, "passed", "Inputs for which WHERE held.", &|s| {
-            s.passed
-        });
-        rule_counter(
-            &mut out,
-            "failed",
-            "Inputs on which the rule SQL failed.",
-            &|s| s.failed,
-        );
-        rule_counter(
-            &mut out,
-            "dropped",
-            "Messages dropped from the rule's buffer (max_buffered, on_full).",
-            &|s| s.dropped,
-        );
-        if !stats.is_empty() {
-            let _ = writeln!(
-                out,
-                "# HELP hermod_rule_buffered Messages waiting in the rule's session.\n# TYPE hermod_rule_buffered gauge"
-            );
-        }
-        for s in &stats {
-            let _ = writeln!(
-                out,
-                "hermod_rule_buffered{{rule=\"{}\"}} {}",
-                s.name, s.buffered
-            );
-        }
-        for (name, help) in [
-            ("succeeded", "Action writes done."),
-            ("failed", "Action writes failed for good."),
-            ("retried", "Action writes tried again."),
-        ] {
-            if stats.is_empty() {
-                break;
-            }
-            let _ = writeln!(
-                out,
-                "# HELP hermod_rule_action_{name}_total {help}\n# TYPE hermod_rule_action_{name}_total counter"
-            );
-            for s in &stats {
-                for a in &s.actions {
-                    let v = match name {
-                        "succeeded" => a.succeeded,
-                        "failed" => a.failed,
-                        _ => a.retried,
-                    };
-                    let _ = writeln!(
-                        out,
-                        "hermod_rule_action_{name}_total{{rule=\"{}\",action=\"{}\"}} {v}",
-                        s.name, a.target
-                    );
-                }
-            }
-        }
-        for (name, help, kind) in [
-            (
-                "connected",
-                "1 while the bridge's link is up (both sides connected).",
-                "gauge",
-            ),
-            (
-                "messages_out",
-                "Messages the remote broker took.",
-                "counter",
-            ),
-            (
-                "messages_in",
-                "Messages taken from the remote broker.",
-                "counter",
-            ),
-            (
-                "messages_dropped",
-                "Messages the bridge dropped.",
-                "counter",
-            ),
-            (
-                "reconnects",
-                "Times the link came up again after being down.",
-                "counter",
-            ),
-        ] {
-            if self.bridges.is_empty() {
-                break;
-            }
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            let _ = writeln!(
-                out,
-                "# HELP hermod_bridge_{name}{suffix} {help}\n# TYPE hermod_bridge_{name}{suffix} {kind}"
-            );
-            for b in self.bridges.iter() {
-                let s = b.stats();
-                let v = match name {
-                    "connected" => u64::from(s.connected),
-                    "messages_out" => s.messages_out,
-                    "messages_in" => s.messages_in,
-                    "messages_dropped" => s.messages_dropped,
-                    _ => s.reconnects,
-                };
-                let _ = writeln!(
-                    out,
-                    "hermod_bridge_{name}{suffix}{{bridge=\"{}\"}} {v}",
-                    b.name()
-                );
-            }
-        }
-        out
     }
 }
