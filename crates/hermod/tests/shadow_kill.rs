@@ -121,10 +121,12 @@ async fn accepted_shadow_updates_survive_kill_9() {
         .expect("free port");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let config = dir.0.join("hermod.toml");
+    // The test's clients act for many things: the ACL grants them every thing's topics.
+    std::fs::write(dir.0.join("acl"), "topic readwrite $hermod/things/#\n").expect("acl");
     std::fs::write(
         &config,
         format!(
-            "allow_anonymous = true\n[[listener]]\nbind = \"{addr}\"\n\n[store]\npath = \"data\"\nsync = \"batch\"\n\n[admin]\nenabled = false\n\n[shadow]\nmax_pending_per_thing = 1000\n"
+            "allow_anonymous = true\nacl_file = \"acl\"\n[[listener]]\nbind = \"{addr}\"\n\n[store]\npath = \"data\"\nsync = \"batch\"\n\n[admin]\nenabled = false\n\n[shadow]\nmax_pending_per_thing = 1000\n"
         ),
     )
     .expect("config");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, wait_until};
+use common::{app, start, wait_until};
 use hermod_testkit::{Client, Packet, QoS, TestBroker, V5, V311, connect_packet, tempdir};
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ async fn next_presence(w: &mut Client, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_clean_disconnect() {
     let (b, shadows) = start(tempdir(), PRESENCE).await;
-    let mut w = b.client(V5, "watcher").await;
+    let mut w = app(&b, "watcher").await;
     w.subscribe("$hermod/things/+/presence", QoS::AtMostOnce)
         .await;
     let c = b.client(V311, "sensor-1").await;
@@ -66,7 +66,7 @@ async fn connect_and_clean_disconnect() {
     assert_eq!(v["reason"], "disconnected");
     wait_presence(&b, "sensor-1", false, "disconnected").await;
     // A late subscriber gets the retained state.
-    let mut late = b.client(V5, "late").await;
+    let mut late = app(&b, "late").await;
     late.subscribe("$hermod/things/sensor-1/presence", QoS::AtMostOnce)
         .await;
     let v = next_presence(&mut late, "sensor-1").await;

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{drain, next_on, next_publish_on, send, start, wait_until, watcher, with_response};
+use common::{
+    app, drain, next_on, next_publish_on, send, start, wait_until, watcher, with_response,
+};
 use hermod_testkit::{Packet, QUIET, QoS, V5, persistent, publish, tempdir};
 use serde_json::{Value, json};
 
@@ -17,7 +19,7 @@ async fn aws_classic_flow() {
     let (b, shadows) = start(tempdir(), AWS).await;
     let base = "$aws/things/lamp-1/shadow";
     let mut device = watcher(&b, "lamp-1", "$aws", "lamp-1").await;
-    let mut app = b.client(V5, "app").await;
+    let mut app = app(&b, "app").await;
 
     send(
         &mut app,
@@ -202,7 +204,7 @@ async fn offline_device_catches_up() {
         .await;
     device.disconnect().await;
 
-    let mut app = b.client(V5, "app").await;
+    let mut app = app(&b, "app").await;
     send(
         &mut app,
         &format!("{base}/update"),
@@ -262,7 +264,7 @@ async fn v5_response_topic_and_correlation_data() {
     let (b, shadows) = start(tempdir(), "").await;
     let base = "$hermod/things/fan-1/shadow";
     let mut device = watcher(&b, "fan-1", "$hermod", "fan-1").await;
-    let mut app = b.client(V5, "app").await;
+    let mut app = app(&b, "app").await;
     app.subscribe("app/replies/#", QoS::AtMostOnce).await;
     app.publish_packet(with_response(
         &format!("{base}/update"),

@@ -10,11 +10,19 @@ use hermod_shadow::{ShadowConfig, ShadowService};
 use hermod_testkit::{Client, Packet, Publish, PublishProperties, QoS, TestBroker, V5, opts};
 use serde_json::Value;
 
-/// A broker with a store on disk (`dir/data`), anonymous clients, no admin API.
-pub(crate) const STORE: &str = "allow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1:0\"\n[store]\npath = \"data\"\n[admin]\nenabled = false\n";
+/// A broker with a store on disk (`dir/data`), anonymous clients, the ACL below, no admin API.
+pub(crate) const STORE: &str = "allow_anonymous = true\nacl_file = \"acl\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[store]\npath = \"data\"\n[admin]\nenabled = false\n";
+
+/// Devices are anonymous clients named after their thing: the broker's default rule gives them
+/// their own thing's topics. Applications log in as `app`, which may use every thing's.
+pub(crate) const ACL: &str = "topic readwrite #\n\nuser app\ntopic readwrite #\ntopic readwrite $hermod/things/#\ntopic readwrite $aws/things/#\n";
+
+/// The username of applications (see [`ACL`]).
+pub(crate) const APP: &str = "app";
 
 /// A broker on `dir` with `extra` appended to its config, and the shadow service started on it.
 pub(crate) async fn start(dir: tempfile::TempDir, extra: &str) -> (TestBroker, ShadowService) {
+    hermod_testkit::write(dir.path(), "acl", ACL);
     let b = TestBroker::start_in(dir, &format!("{STORE}{extra}")).await;
     let path = b.config_path.clone().expect("config path");
     let cfg = ShadowConfig::load(&path).unwrap_or_else(|e| panic!("shadow config: {e}"));
@@ -41,10 +49,27 @@ pub(crate) async fn wait_until(what: &str, f: impl Fn() -> bool) {
     }
 }
 
+/// A v5 application client (username [`APP`]): may use every thing's topics.
+pub(crate) async fn app(b: &TestBroker, id: &str) -> Client {
+    let (c, ack) = b
+        .connect_with(hermod_testkit::connect_auth(V5, id, Some(APP), None))
+        .await;
+    assert_eq!(
+        ack.reason,
+        hermod_testkit::ReasonCode::SUCCESS,
+        "{id}: {ack:?}"
+    );
+    c
+}
+
 /// A v5 client subscribed (QoS 0) to every reply topic of `thing` under `prefix`, classic and
-/// named.
+/// named: the device itself when `id` is the thing's name, else an application.
 pub(crate) async fn watcher(b: &TestBroker, id: &str, prefix: &str, thing: &str) -> Client {
-    let mut c = b.client(V5, id).await;
+    let mut c = if id == thing {
+        b.client(V5, id).await
+    } else {
+        app(b, id).await
+    };
     c.subscribe(
         &format!("{prefix}/things/{thing}/shadow/+/+"),
         QoS::AtMostOnce,
