@@ -30,8 +30,11 @@ stop() {
 trap stop EXIT
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The load's clients act for many things: an ACL grant, as an application would have.
+printf 'topic readwrite #\ntopic readwrite $hermod/things/#\n' >"$WORK/acl"
 cat >"$WORK/hermod.toml" <<EOF
 allow_anonymous = true
+acl_file = "acl"
 [[listener]]
 bind = "127.0.0.1:$PORT"
 [store]
