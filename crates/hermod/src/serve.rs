@@ -75,6 +75,17 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         },
         None => hermod_rules::RulesConfig::default(),
     };
+    // `[shadow]`, `[[thing_type]]` (and their schemas) and `[presence]`, likewise.
+    let shadow_config = match &args.config {
+        Some(path) => match hermod_shadow::ShadowConfig::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                fatal(&e);
+                return 1;
+            }
+        },
+        None => hermod_shadow::ShadowConfig::default(),
+    };
     if args.memory {
         config.store.sync = hermod_broker::config::SyncSetting::Memory;
     }
@@ -123,6 +134,14 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         }
     };
     broker.handle().add_metrics_source(rules.metrics_source());
+    let shadows = match hermod_shadow::ShadowService::start(broker.handle(), &shadow_config) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal(&e);
+            return 1;
+        }
+    };
+    broker.handle().add_metrics_source(shadows.metrics_source());
     // The admin API (and the Prometheus and `hermod ctl` listeners) share the broker's life;
     // it shows the rules and bridges through a read-only view.
     let services = hermod_admin::Services {
@@ -152,6 +171,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         );
     }
     broker.run(shutdown).await;
+    shadows.shutdown().await;
     rules.shutdown().await;
     admin.shutdown().await;
     info!("hermod stopped");

@@ -52,9 +52,10 @@ impl Serve {
             dir.path(),
             "hermod.toml",
             &format!(
-                // No $SYS: its retained topics would count in `retained.count`.
+                // No $SYS: its retained topics would count in `retained.count`. No shadow
+                // service: its internal client `$hermod/shadow` would count among the clients.
                 "sys_interval = 0\n[[listener]]\nbind = \"{mqtt}\"\n\n[store]\nsync = \"os\"\n\n\
-                 [admin]\nbind = \"{admin}\"\n{extra}"
+                 [shadow]\nenabled = false\n\n[admin]\nbind = \"{admin}\"\n{extra}"
             ),
         );
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();

@@ -95,3 +95,32 @@ fn admin_bind_failure_is_one_line_naming_the_key() {
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broken `[shadow]` or `[[thing_type]]`: exit 1, one error naming the file, line and key.
+#[test]
+fn shadow_config_errors_name_the_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("hermod-serve-shadow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let listener = "[[listener]]\nbind = \"127.0.0.1:0\"\n";
+    for (config, needles) in [
+        (
+            // Read by the broker's config first (it names the table's line).
+            format!("{listener}[shadow]\naccess = \"all\"\n"),
+            ["line 3", "`access`"],
+        ),
+        (
+            format!(
+                "{listener}[[thing_type]]\nname = \"t\"\nschema = \"nope.json\"\nthings = [\"x\"]\n"
+            ),
+            ["line 5", "nope.json"],
+        ),
+    ] {
+        let (code, text) = serve(&dir, &config);
+        assert_eq!(code, Some(1), "exit code:\n{text}");
+        assert!(text.contains("h.toml"), "names the file:\n{text}");
+        for n in needles {
+            assert!(text.contains(n), "{n:?} in:\n{text}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,12 +1,12 @@
-//! Hermod's device shadows: the synchronous core.
+//! Hermod's device shadows: the synchronous core, and the service that runs it in the broker.
 //!
 //! A device shadow is a JSON document per thing (and per named shadow) holding the state an
 //! application wants (`desired`) and the state the device last reported (`reported`). This
 //! crate is the logic only: it parses a request topic ([`topic::parse`]), and given the
 //! payload, the stored shadow and the clock, [`Engine::handle`] returns the replies to
-//! publish and the shadow to store. No broker, no async runtime, no I/O: the service that
-//! wires it to the broker (an internal MQTT session subscribed to
-//! [`topic::subscription_filters`]) loads, stores and publishes, storing before publishing.
+//! publish and the shadow to store. No broker, no async runtime, no I/O in those modules: the
+//! [`service`] wires it to the broker (an internal MQTT session subscribed to
+//! [`topic::subscription_filters`]) and loads, stores and publishes, storing before publishing.
 //!
 //! ```
 //! use hermod_shadow::{Engine, Limits, Models, Shadow, StoreChange, topic};
@@ -77,6 +77,7 @@ pub mod engine;
 pub mod error;
 pub mod model;
 mod request;
+pub mod service;
 pub mod topic;
 
 pub use document::{DecodeError, Shadow};
@@ -84,4 +85,5 @@ pub use engine::{Engine, Limits, Outcome, Reply, StoreChange};
 pub use error::Rejection;
 pub use model::{Model, ModelError, ModelSpec, Models};
 pub use request::{MAX_CLIENT_TOKEN_BYTES, client_token_of};
+pub use service::{ShadowConfig, ShadowConfigError, ShadowError, ShadowService};
 pub use topic::{Op, Prefix, ReplyKind, Request};
