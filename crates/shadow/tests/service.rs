@@ -318,6 +318,22 @@ async fn v5_response_topic_and_correlation_data() {
     .await;
     let g = next_on(&mut device, &format!("{base}/get/accepted")).await;
     assert_eq!(g["version"], 1);
+
+    // A device may not publish to `secret/#`: its request's Response Topic there is not used
+    // (the service publishes past the ACL, so it checks the requester's right), and the reply
+    // goes to the standard topic.
+    app.subscribe("secret/#", QoS::AtMostOnce).await;
+    device
+        .publish_packet(with_response(
+            &format!("{base}/get"),
+            "{}",
+            "secret/x",
+            b"c",
+        ))
+        .await;
+    let g = next_on(&mut device, &format!("{base}/get/accepted")).await;
+    assert_eq!(g["version"], 1);
+    app.expect_nothing(QUIET).await;
     shadows.shutdown().await;
     b.stop().await;
 }

@@ -123,3 +123,25 @@ pub(crate) fn add_origin_properties(
             .push((ORIGIN_PEERHOST.to_owned(), o.peer.ip().to_string()));
     }
 }
+
+impl BrokerHandle {
+    /// Whether a network client with this client id and username may publish to `topic`, by
+    /// the rules in force now (ACL file, things' topics, `$SYS`; the HTTP authorizer's cached
+    /// answer, else the rules without it). For a service that publishes on a client's behalf,
+    /// e.g. to the Response Topic of a request: the service acts past the ACL, so it asks
+    /// first, or a client could have it write where the client may not. A client's JWT claims
+    /// are not known here, so what only its token grants is refused.
+    #[must_use]
+    pub fn may_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        let who = crate::auth::ClientIdentity {
+            username: username.map(std::sync::Arc::from),
+            client_id: std::sync::Arc::from(client_id),
+            jwt_acl: None,
+            internal: false,
+        };
+        self.shared
+            .auth
+            .load()
+            .authorize(&who, crate::auth::Action::Publish(topic))
+    }
+}

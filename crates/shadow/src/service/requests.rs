@@ -26,9 +26,10 @@
 //! **Replies** are published at QoS 1, not retained. A request (MQTT 5) with a Response Topic
 //! gets its `accepted`/`rejected` reply there, with its Correlation Data, instead of on the
 //! standard topic; `update/delta` and `update/documents` go to the standard topics always
-//! (other clients watch those). A Response Topic starting with `$` is ignored (the standard
-//! topic is used): the service publishes as the broker, past the ACL, and must not be made to
-//! write on `$hermod/...` or `$SYS/...` for a client. The request is acknowledged (PUBACK) after
+//! (other clients watch those). The service publishes as the broker, past the ACL, so a
+//! Response Topic is used only if the requester may publish there itself
+//! (`BrokerHandle::may_publish` with the requester's client id and username, which the broker
+//! stamps on the delivery); one starting with `$` never is. Otherwise the standard topic is used. The request is acknowledged (PUBACK) after
 //! its replies are written.
 
 use std::collections::{HashMap, VecDeque};
@@ -36,7 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hermod_broker::api::{BrokerHandle, INTERNAL_CLIENT_PREFIX, InternalOptions, KvSpace};
+use hermod_broker::api::{
+    BrokerHandle, INTERNAL_CLIENT_PREFIX, InternalOptions, KvSpace, ORIGIN_CLIENT_ID,
+    ORIGIN_USERNAME,
+};
 use hermod_client::{ConnectOptions, Connection, PacketIdAllocator};
 use hermod_proto::{
     Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, ReasonCode,
@@ -281,10 +285,31 @@ impl RequestTask {
             ack(p.packet_id, state);
             return;
         };
+        // The requester, as the broker stamped it on the delivery: the reply goes to its
+        // Response Topic only if it may publish there itself (the service publishes past the
+        // ACL, so it must not write where the requester could not).
+        let origin = |key: &str| {
+            p.properties
+                .user_properties
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let requester = origin(ORIGIN_CLIENT_ID).unwrap_or_default().to_owned();
+        let requester_user = origin(ORIGIN_USERNAME).map(str::to_owned);
         let response = p
             .properties
             .response_topic
             .filter(|t| usable_response_topic(t))
+            .filter(|t| {
+                let allowed = self
+                    .handle
+                    .may_publish(&requester, requester_user.as_deref(), t);
+                if !allowed {
+                    debug!(client_id = %requester, topic = %t, "Response Topic not writable by the requester: standard topic used");
+                }
+                allowed
+            })
             .map(|t| (t, p.properties.correlation_data));
         let job = Job {
             request,

@@ -14,8 +14,8 @@ use serde_json::Value;
 pub(crate) const STORE: &str = "allow_anonymous = true\nacl_file = \"acl\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[store]\npath = \"data\"\n[admin]\nenabled = false\n";
 
 /// Devices are anonymous clients named after their thing: the broker's default rule gives them
-/// their own thing's topics. Applications log in as `app`, which may use every thing's.
-pub(crate) const ACL: &str = "topic readwrite #\n\nuser app\ntopic readwrite #\ntopic readwrite $hermod/things/#\ntopic readwrite $aws/things/#\n";
+/// their own thing's topics; they may not write `secret/#`. Applications log in as `app`, which may use every thing's.
+pub(crate) const ACL: &str = "topic readwrite #\ntopic deny secret/#\n\nuser app\ntopic readwrite #\ntopic readwrite $hermod/things/#\ntopic readwrite $aws/things/#\n";
 
 /// The username of applications (see [`ACL`]).
 pub(crate) const APP: &str = "app";
