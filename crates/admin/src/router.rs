@@ -14,7 +14,7 @@ use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::{
-    banned, clients, login, publish, reload, retained, rules, stats, subscriptions, users,
+    banned, clients, login, publish, reload, retained, rules, stats, subscriptions, things, users,
 };
 use crate::state::AppState;
 
@@ -88,6 +88,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v5/rules", get(rules::list))
         .route("/api/v5/rules/{id}", get(rules::get))
         .route("/api/v5/bridges", get(rules::bridges))
+        .route("/api/v5/things", get(things::list))
+        .route("/api/v5/things/{thing}/shadow", get(things::get))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,

@@ -10,6 +10,7 @@ pub(crate) mod retained;
 pub(crate) mod rules;
 pub(crate) mod stats;
 pub(crate) mod subscriptions;
+pub(crate) mod things;
 pub(crate) mod users;
 
 use std::time::SystemTime;

@@ -68,10 +68,19 @@ pub(crate) fn client_id() -> String {
 
 /// Where a shadow is stored in the `"shadow"` namespace: `{thing}` for the classic shadow,
 /// `{thing}/name/{shadow}` for a named one (names never contain `/`).
-pub(crate) fn store_key(request: &Request) -> String {
+pub fn store_key(request: &Request) -> String {
     match &request.shadow {
         None => request.thing.clone(),
         Some(name) => format!("{}/name/{name}", request.thing),
+    }
+}
+
+/// The thing and the shadow name (`None`: the classic shadow) of a key from [`store_key`].
+#[must_use]
+pub fn split_store_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once("/name/") {
+        Some((thing, name)) => (thing, Some(name)),
+        None => (key, None),
     }
 }
 
