@@ -45,6 +45,11 @@ impl Serve {
     /// Starts a broker with `extra` appended to its config; returns once `ctl status` says it
     /// is running.
     fn start(extra: &str) -> Serve {
+        Serve::start_full(extra, false)
+    }
+
+    /// As [`Serve::start`], with the shadow service on when `shadows`.
+    fn start_full(extra: &str, shadows: bool) -> Serve {
         let dir = tempdir();
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -55,7 +60,7 @@ impl Serve {
                 // No $SYS: its retained topics would count in `retained.count`. No shadow
                 // service: its internal client `$hermod/shadow` would count among the clients.
                 "sys_interval = 0\n[[listener]]\nbind = \"{mqtt}\"\n\n[store]\nsync = \"os\"\n\n\
-                 [shadow]\nenabled = false\n\n[admin]\nbind = \"{admin}\"\n{extra}"
+                 [shadow]\nenabled = {shadows}\n\n[admin]\nbind = \"{admin}\"\n{extra}"
             ),
         );
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
@@ -533,4 +538,39 @@ fn no_socket_with_a_memory_store_or_the_api_off() {
             "{err}"
         );
     }
+}
+
+/// `ctl shadow list` and `ctl shadow get`: a device's update through the shadow service, read
+/// back from the admin API; a thing without a shadow exits 1 with one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_list_and_get() {
+    let serve = Serve::start_full("", true);
+    let mut device = Client::connect_id(serve.mqtt, V5, "lamp-1").await;
+    device
+        .publish(
+            "$hermod/things/lamp-1/shadow/update",
+            br#"{"state":{"reported":{"on":true}}}"#,
+            hermod_testkit::QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let list = serve.ok(&["shadow", "list"]);
+        if list.contains("lamp-1") || Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(list, "THING   SHADOWS\nlamp-1  classic v1\n");
+    let doc = json(&serve.ok(&["shadow", "get", "lamp-1"]));
+    assert_eq!(doc["state"]["reported"]["on"], true, "{doc}");
+    assert_eq!(doc["version"], 1, "{doc}");
+    let out = serve.ctl(&["shadow", "get", "lamp-2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("thing lamp-2 has no shadow"),
+        "{}",
+        text(&out)
+    );
 }

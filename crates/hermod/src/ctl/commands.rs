@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::http::Client;
 use super::query::{encode, with_query};
 use super::table::{Table, cell, human_duration, key_values};
-use super::{ClientsCmd, Paging, RetainedCmd, SubscriptionsCmd, TopicsCmd, print_json};
+use super::{ClientsCmd, Paging, RetainedCmd, ShadowCmd, SubscriptionsCmd, TopicsCmd, print_json};
 
 /// `status`: one line and exit 0 when the broker answers, an error (exit 1) when not.
 pub(super) async fn status(client: &Client, json: bool) -> Result<(), String> {
@@ -191,6 +191,53 @@ pub(super) async fn retained(client: &Client, json: bool, cmd: RetainedCmd) -> R
     }
     Ok(())
 }
+
+pub(super) async fn shadow(client: &Client, json: bool, cmd: ShadowCmd) -> Result<(), String> {
+    match cmd {
+        ShadowCmd::List { paging } => {
+            let v = client.get(&paged("/api/v5/things", &[], paging)).await?;
+            list(&v, json, "things with a shadow", &THING_COLUMNS);
+        }
+        ShadowCmd::Get { thing, name } => {
+            let path = with_query(
+                &format!("/api/v5/things/{}/shadow", encode(&thing)),
+                &[("name", name.clone())],
+            );
+            let v = client.get(&path).await.map_err(|e| {
+                if e.contains("NOT_FOUND") {
+                    match &name {
+                        Some(n) => format!("thing {thing} has no shadow named {n}"),
+                        None => format!("thing {thing} has no shadow"),
+                    }
+                } else {
+                    e
+                }
+            })?;
+            // The document is JSON whatever the format asked: print it readably.
+            print_json(&v);
+        }
+    }
+    Ok(())
+}
+
+/// Shadows of a thing as `classic v3, cfg v1`.
+fn shadow_names(row: &Value) -> String {
+    row.get("shadows")
+        .and_then(Value::as_array)
+        .map(|shadows| {
+            shadows
+                .iter()
+                .map(|s| {
+                    let name = s.get("name").and_then(Value::as_str).unwrap_or("classic");
+                    format!("{name} v{}", field(s, "version"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+const THING_COLUMNS: [Column; 2] = [("THING", |r| field(r, "thing")), ("SHADOWS", shadow_names)];
 
 /// A column: header and how to get the cell from a row.
 pub(super) type Column = (&'static str, fn(&Value) -> String);

@@ -99,6 +99,27 @@ enum CtlCommand {
     ApiKeys(ApiKeysCmd),
     /// Reload the configuration: password, ACL and TLS files, bans from the file (as SIGHUP).
     Reload,
+    /// Device shadows: list the things that have one, print one (read-only; updates go over
+    /// MQTT to $hermod/things/THING/shadow/update).
+    #[command(subcommand)]
+    Shadow(ShadowCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ShadowCmd {
+    /// List the things with a shadow, their shadows and versions.
+    List {
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Print a thing's shadow document (desired, reported, delta, metadata, version).
+    Get {
+        /// The thing's name.
+        thing: String,
+        /// A named shadow (default: the classic shadow).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 /// `--page` / `--limit` of list commands.
@@ -305,6 +326,7 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
         CtlCommand::Admins(c) => manage::admins(&client, json, c).await,
         CtlCommand::ApiKeys(c) => manage::api_keys(&client, json, c).await,
         CtlCommand::Reload => manage::reload(&client, json).await,
+        CtlCommand::Shadow(c) => commands::shadow(&client, json, c).await,
     }
 }
 
