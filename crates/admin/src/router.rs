@@ -89,7 +89,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v5/rules/{id}", get(rules::get))
         .route("/api/v5/bridges", get(rules::bridges))
         .route("/api/v5/things", get(things::list))
-        .route("/api/v5/things/{thing}/shadow", get(things::get))
+        .route(
+            "/api/v5/things/{thing}/shadow",
+            get(things::get).put(things::update).delete(things::delete),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_auth,

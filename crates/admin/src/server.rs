@@ -147,6 +147,8 @@ impl Drop for AdminServer {
 pub struct Services {
     /// The running rules and bridges (`GET /api/v5/rules`, `/api/v5/bridges`).
     pub rules: Option<RulesView>,
+    /// The shadow service, for `PUT`/`DELETE /api/v5/things/{thing}/shadow`.
+    pub shadows: Option<hermod_shadow::service::ShadowClient>,
 }
 
 /// Starts the admin API for `handle` as `config`'s `[admin]` and `[metrics]` say, with no
@@ -190,6 +192,7 @@ pub async fn start_with(
         max_packet_size: usize::try_from(config.max_packet_size).unwrap_or(usize::MAX),
         stopping: stop.clone(),
         rules: services.rules,
+        shadows: services.shadows,
     });
     let tasks = TaskTracker::new();
     let mut server = AdminServer {

@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) stopping: tokio_util::sync::CancellationToken,
     /// The running rules and bridges, when the caller gave them ([`crate::Services`]).
     pub(crate) rules: Option<RulesView>,
+    pub(crate) shadows: Option<hermod_shadow::service::ShadowClient>,
     bans: Mutex<HashMap<BanRule, BanNote>>,
 }
 
@@ -65,6 +66,7 @@ pub(crate) struct Parts {
     pub(crate) max_packet_size: usize,
     pub(crate) stopping: tokio_util::sync::CancellationToken,
     pub(crate) rules: Option<RulesView>,
+    pub(crate) shadows: Option<hermod_shadow::service::ShadowClient>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             max_packet_size: p.max_packet_size,
             stopping: p.stopping,
             rules: p.rules,
+            shadows: p.shadows,
             bans: Mutex::new(HashMap::new()),
         }))
     }

@@ -143,9 +143,11 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     };
     broker.handle().add_metrics_source(shadows.metrics_source());
     // The admin API (and the Prometheus and `hermod ctl` listeners) share the broker's life;
-    // it shows the rules and bridges through a read-only view.
+    // it shows the rules and bridges through a read-only view, and sends shadow updates and
+    // deletes through the shadow service's own queue.
     let services = hermod_admin::Services {
         rules: Some(rules.view()),
+        shadows: shadows.client(),
     };
     let admin = match hermod_admin::start_with(broker.handle(), &admin_config, services).await {
         Ok(a) => a,

@@ -540,8 +540,9 @@ fn no_socket_with_a_memory_store_or_the_api_off() {
     }
 }
 
-/// `ctl shadow list` and `ctl shadow get`: a device's update through the shadow service, read
-/// back from the admin API; a thing without a shadow exits 1 with one line.
+/// `ctl shadow list`, `get`, `update` and `delete`: a device's update through the shadow
+/// service, read back, changed and deleted through the admin API; a thing without a shadow and
+/// a document that is not JSON exit 1 with one line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_list_and_get() {
     let serve = Serve::start_full("", true);
@@ -566,6 +567,21 @@ async fn shadow_list_and_get() {
     let doc = json(&serve.ok(&["shadow", "get", "lamp-1"]));
     assert_eq!(doc["state"]["reported"]["on"], true, "{doc}");
     assert_eq!(doc["version"], 1, "{doc}");
+    let doc = json(&serve.ok(&[
+        "shadow",
+        "update",
+        "lamp-1",
+        r#"{"state":{"desired":{"on":false}}}"#,
+    ]));
+    assert_eq!(doc["version"], 2, "{doc}");
+    let doc = json(&serve.ok(&["shadow", "get", "lamp-1"]));
+    assert_eq!(doc["state"]["delta"]["on"], false, "{doc}");
+    assert_eq!(
+        serve.ok(&["shadow", "delete", "lamp-1"]),
+        "shadow of lamp-1 deleted (version 2)\n"
+    );
+    let out = serve.ctl(&["shadow", "update", "lamp-1", "not json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let out = serve.ctl(&["shadow", "get", "lamp-2"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(

@@ -58,6 +58,8 @@ pub struct Env {
     pub token: String,
     /// The rules started by [`Env::start_with_rules`].
     pub rules: Option<hermod_rules::Rules>,
+    /// The shadow service started by [`Env::start_with_shadows`].
+    pub shadows: Option<hermod_shadow::ShadowService>,
     store: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -76,16 +78,26 @@ impl Env {
     /// [`Config::for_tests`] with the admin listener on 127.0.0.1:0 and an on-disk store
     /// (`sync = "os"`) in a temporary folder, changed by `f`.
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(f, None).await
+        Self::start_full(f, None, false).await
+    }
+
+    /// [`Env::start`] with the shadow service (default `[shadow]`) started on the broker and
+    /// given to the admin API.
+    pub async fn start_with_shadows() -> Self {
+        Self::start_full(|_| {}, None, true).await
     }
 
     /// [`Env::start`] with the `[[connector]]`, `[[rule]]` and `[[bridge]]` tables of
     /// `rules_toml` started on the broker and given to the admin API (`Services`).
     pub async fn start_with_rules(rules_toml: &str) -> Self {
-        Self::start_full(|_| {}, Some(rules_toml)).await
+        Self::start_full(|_| {}, Some(rules_toml), false).await
     }
 
-    async fn start_full(f: impl FnOnce(&mut Config), rules_toml: Option<&str>) -> Self {
+    async fn start_full(
+        f: impl FnOnce(&mut Config),
+        rules_toml: Option<&str>,
+        with_shadows: bool,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hermod-admin-test-")
             .tempdir()
@@ -115,8 +127,18 @@ impl Env {
             }
             None => None,
         };
+        let shadows = with_shadows.then(|| {
+            hermod_shadow::ShadowService::start(
+                handle.clone(),
+                &hermod_shadow::ShadowConfig::default(),
+            )
+            .expect("shadow service starts")
+        });
         let services = hermod_admin::Services {
             rules: rules.as_ref().map(hermod_rules::Rules::view),
+            shadows: shadows
+                .as_ref()
+                .and_then(hermod_shadow::ShadowService::client),
         };
         let admin = hermod_admin::start_with(handle.clone(), &config, services)
             .await
@@ -128,6 +150,7 @@ impl Env {
             dir,
             token: String::new(),
             rules,
+            shadows,
             store,
             stop: Some(tx),
             task: Some(task),
@@ -197,6 +220,10 @@ impl Env {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.call("PUT", path, Some(body)).await
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.call("GET", path, None).await
     }
@@ -211,6 +238,11 @@ impl Env {
 
     /// Stops the admin server and the broker (bounded).
     pub async fn stop(mut self) {
+        if let Some(shadows) = self.shadows.take() {
+            tokio::time::timeout(Duration::from_secs(15), shadows.shutdown())
+                .await
+                .expect("shadow service stops in time");
+        }
         if let Some(rules) = self.rules.take() {
             tokio::time::timeout(Duration::from_secs(15), rules.shutdown())
                 .await

@@ -216,6 +216,44 @@ pub(super) async fn shadow(client: &Client, json: bool, cmd: ShadowCmd) -> Resul
             // The document is JSON whatever the format asked: print it readably.
             print_json(&v);
         }
+        ShadowCmd::Update {
+            thing,
+            document,
+            name,
+        } => {
+            let body: Value = serde_json::from_str(&document)
+                .map_err(|e| format!("the update document is not JSON: {e}"))?;
+            let path = with_query(
+                &format!("/api/v5/things/{}/shadow", encode(&thing)),
+                &[("name", name)],
+            );
+            let v = client.call(Method::PUT, &path, Some(&body)).await?;
+            print_json(&v);
+        }
+        ShadowCmd::Delete { thing, name } => {
+            let path = with_query(
+                &format!("/api/v5/things/{}/shadow", encode(&thing)),
+                &[("name", name.clone())],
+            );
+            let v = client
+                .call(Method::DELETE, &path, None)
+                .await
+                .map_err(|e| {
+                    if e.contains("NOT_FOUND") {
+                        format!("thing {thing} has no shadow to delete")
+                    } else {
+                        e
+                    }
+                })?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "shadow of {thing} deleted (version {})",
+                    field(&v, "version")
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -99,8 +99,7 @@ enum CtlCommand {
     ApiKeys(ApiKeysCmd),
     /// Reload the configuration: password, ACL and TLS files, bans from the file (as SIGHUP).
     Reload,
-    /// Device shadows: list the things that have one, print one (read-only; updates go over
-    /// MQTT to $hermod/things/THING/shadow/update).
+    /// Device shadows: list the things that have one, print, update or delete one.
     #[command(subcommand)]
     Shadow(ShadowCmd),
 }
@@ -114,6 +113,25 @@ enum ShadowCmd {
     },
     /// Print a thing's shadow document (desired, reported, delta, metadata, version).
     Get {
+        /// The thing's name.
+        thing: String,
+        /// A named shadow (default: the classic shadow).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Update a thing's shadow with an AWS update document, e.g.
+    /// '{"state":{"desired":{"on":true}}}'; prints the accepted document.
+    Update {
+        /// The thing's name.
+        thing: String,
+        /// The update document (JSON).
+        document: String,
+        /// A named shadow (default: the classic shadow).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Delete a thing's shadow (its version goes on from where it was if it is created again).
+    Delete {
         /// The thing's name.
         thing: String,
         /// A named shadow (default: the classic shadow).

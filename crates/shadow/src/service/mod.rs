@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{Access, MAX_DOCUMENT_BYTES_LIMIT, ShadowConfig, ShadowConfigError, ThingType};
 pub use presence::{disconnect_reason, presence_topic};
-pub use requests::{split_store_key, store_key};
+pub use requests::{Answer, ShadowClient, ShadowUnavailable, split_store_key, store_key};
 
 use crate::engine::Engine;
 use stats::{Counters, View};
@@ -51,6 +51,8 @@ pub enum ShadowError {
 #[derive(Debug)]
 pub struct ShadowService {
     view: View,
+    /// Requests in process; `None` when the request task is off.
+    client: Option<requests::ShadowClient>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
@@ -70,7 +72,11 @@ impl ShadowService {
         let kv = handle.kv(KV_NAMESPACE);
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut client = None;
         if config.enabled {
+            // Bounded: a caller waits (the admin API's request) rather than queueing without end.
+            let (tx, local) = tokio::sync::mpsc::channel(64);
+            client = Some(requests::ShadowClient { tx });
             let task = requests::RequestTask {
                 handle: handle.clone(),
                 engine,
@@ -79,6 +85,7 @@ impl ShadowService {
                 aws_compat: config.aws_compat,
                 max_pending_per_thing: config.max_pending_per_thing,
                 stop: stop_rx.clone(),
+                local,
             };
             tasks.push(tokio::spawn(task.run()));
         }
@@ -94,6 +101,7 @@ impl ShadowService {
         }
         Ok(ShadowService {
             view: View { counters, kv },
+            client,
             tasks,
             stop,
         })
@@ -103,6 +111,13 @@ impl ShadowService {
     #[must_use]
     pub fn client_id() -> String {
         requests::client_id()
+    }
+
+    /// A handle for requests made in process (the admin API); `None` when `[shadow] enabled`
+    /// is false.
+    #[must_use]
+    pub fn client(&self) -> Option<requests::ShadowClient> {
+        self.client.clone()
     }
 
     /// Requests answered since the start (accepted or rejected).

@@ -46,7 +46,7 @@ use hermod_proto::{
     Packet, PacketId, ProtocolVersion, Publish, PublishAck, PublishProperties, QoS, ReasonCode,
     Subscribe, SubscribeProperties, SubscriptionOptions,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::stats::Counters;
@@ -92,6 +92,8 @@ pub(crate) struct RequestTask {
     pub(crate) aws_compat: bool,
     pub(crate) max_pending_per_thing: usize,
     pub(crate) stop: watch::Receiver<bool>,
+    /// Requests from [`ShadowClient`]s.
+    pub(crate) local: mpsc::Receiver<LocalRequest>,
 }
 
 /// One request, from its PUBLISH to its PUBACK.
@@ -103,6 +105,61 @@ struct Job {
     response: Option<(String, Option<Bytes>)>,
     /// Set while its document is being committed: what to publish once it is.
     outcome: Option<Outcome>,
+    /// A request made in process ([`ShadowClient`]): its `accepted`/`rejected` answer goes here
+    /// instead of being published (delta and documents are published as for any request).
+    answer: Option<oneshot::Sender<Answer>>,
+}
+
+/// The answer to a request made through a [`ShadowClient`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// `accepted` (true) or `rejected`.
+    pub accepted: bool,
+    /// The reply document (AWS's error document when rejected).
+    pub payload: Vec<u8>,
+}
+
+/// A request made in process, e.g. by the admin API.
+pub(crate) struct LocalRequest {
+    pub(crate) request: Request,
+    pub(crate) payload: Bytes,
+    pub(crate) answer: oneshot::Sender<Answer>,
+}
+
+/// Makes shadow requests in process, through the service's own queue: the same order per
+/// thing, the same commit before the answer, the same delta and documents published. Cheap to
+/// clone. For the admin API and `hermod ctl`, which are not MQTT clients.
+#[derive(Debug, Clone)]
+pub struct ShadowClient {
+    pub(crate) tx: mpsc::Sender<LocalRequest>,
+}
+
+/// The shadow service is not running (disabled, stopping, or between two connections).
+#[derive(Debug, thiserror::Error)]
+#[error("the shadow service is not running")]
+pub struct ShadowUnavailable;
+
+impl ShadowClient {
+    /// Sends `payload` to the operation of `request` and waits for the answer.
+    ///
+    /// # Errors
+    /// [`ShadowUnavailable`] when the service does not take or answer it.
+    pub async fn request(
+        &self,
+        request: Request,
+        payload: Bytes,
+    ) -> Result<Answer, ShadowUnavailable> {
+        let (answer, rx) = oneshot::channel();
+        self.tx
+            .send(LocalRequest {
+                request,
+                payload,
+                answer,
+            })
+            .await
+            .map_err(|_| ShadowUnavailable)?;
+        rx.await.map_err(|_| ShadowUnavailable)
+    }
 }
 
 /// A commit finished: for the job at the front of `thing`'s queue.
@@ -246,6 +303,17 @@ impl RequestTask {
                 biased;
                 _ = self.stop.changed() => break End::Stop,
                 Some(c) = done_rx.recv() => self.on_committed(c, &mut state),
+                Some(l) = self.local.recv() => {
+                    let job = Job {
+                        request: l.request,
+                        payload: l.payload,
+                        packet_id: None,
+                        response: None,
+                        outcome: None,
+                        answer: Some(l.answer),
+                    };
+                    self.enqueue(job, &mut state);
+                }
                 p = pkt_rx.recv() => match p {
                     Some(p) => {
                         if let Err(why) = self.on_packet(p, &mut state) {
@@ -326,7 +394,13 @@ impl RequestTask {
             packet_id: p.packet_id,
             response,
             outcome: None,
+            answer: None,
         };
+        self.enqueue(job, state);
+    }
+
+    /// Queues `job` behind its thing's earlier requests (or refuses it with 429).
+    fn enqueue(&self, job: Job, state: &mut State) {
         let thing = job.request.thing.clone();
         let queue = state.queues.entry(thing.clone()).or_default();
         if queue.len() >= self.max_pending_per_thing {
@@ -437,7 +511,17 @@ impl RequestTask {
             "/rejected"
         };
         let answer_topic = format!("{}{answer_suffix}", job.request.topic());
+        let mut answer = job.answer;
         for reply in outcome.replies {
+            if reply.topic == answer_topic
+                && let Some(tx) = answer.take()
+            {
+                let _ = tx.send(Answer {
+                    accepted: answer_suffix == "/accepted",
+                    payload: reply.payload,
+                });
+                continue;
+            }
             let (topic, correlation_data) = match &job.response {
                 Some((topic, data)) if reply.topic == answer_topic => (topic.clone(), data.clone()),
                 _ => (reply.topic, None),
