@@ -163,7 +163,7 @@ async fn sqlite_collector_writes_each_message_once_with_its_fields() {
         text.contains("hermod_rule_passed_total{rule=\"collector\"} 201"),
         "{text}"
     );
-    promtool_accepts(&text);
+    hermod_testkit::promtool_accepts(&text);
     rules.shutdown().await;
     b.stop().await;
 }
@@ -568,36 +568,6 @@ qos = 1
     assert_eq!(rules.stats()[0].passed, 1);
     rules.shutdown().await;
     b.stop().await;
-}
-
-/// `promtool check metrics` (Debian's prometheus package, installed by CI) accepts the text;
-/// skipped where promtool is not installed.
-fn promtool_accepts(text: &str) {
-    use std::io::Write as _;
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("SKIP: promtool not installed");
-        return;
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).expect("write to promtool");
-    }
-    let out = child.wait_with_output().expect("promtool ran");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Lint advice (naming) is not a format error; an error is.
-    assert!(
-        out.status.success() || !said.to_lowercase().contains("error"),
-        "promtool check metrics: {said}"
-    );
 }
 
 /// A republish topic built from a message cannot put words in the broker's mouth: a `$` topic

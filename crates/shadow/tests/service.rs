@@ -127,7 +127,7 @@ async fn aws_classic_flow() {
             .prometheus_text()
             .contains("hermod_shadow_requests_total")
     );
-    promtool_accepts(&text);
+    hermod_testkit::promtool_accepts(&text);
     shadows.shutdown().await;
     b.stop().await;
 }
@@ -503,35 +503,6 @@ async fn disabled_service_answers_nothing() {
     );
     shadows.shutdown().await;
     b.stop().await;
-}
-
-/// `promtool check metrics` (Debian's prometheus package, installed by CI) accepts the text;
-/// skipped where promtool is not installed.
-fn promtool_accepts(text: &str) {
-    use std::io::Write as _;
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("SKIP: promtool not installed");
-        return;
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).expect("write to promtool");
-    }
-    let out = child.wait_with_output().expect("promtool ran");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() || !said.to_lowercase().contains("error"),
-        "promtool check metrics: {said}"
-    );
 }
 
 /// Tombstones of shadows deleted more than 48 hours ago are removed when the service starts;

@@ -19,6 +19,7 @@ mod broker;
 mod client;
 mod packets;
 mod pki;
+mod promtool;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub use packets::{
     connect_auth, connect_packet, encode, got, opts, payloads, persistent, pid, publish, sorted,
 };
 pub use pki::{Leaf, Pki, client_config, tls_client_config};
+pub use promtool::promtool_accepts;
 
 pub const V31: ProtocolVersion = ProtocolVersion::V31;
 pub const V311: ProtocolVersion = ProtocolVersion::V311;

@@ -13,19 +13,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use hermod_shadow::service::{KV_NAMESPACE, split_store_key};
+use hermod_shadow::service::{KV_NAMESPACE, now_secs, split_store_key};
 use hermod_shadow::{Engine, Limits, Models, Op, Prefix, Request, Shadow};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiPath};
 use crate::paging::{Paged, Query};
 use crate::state::AppState;
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 /// `GET /api/v5/things`: every thing with a shadow (deleted ones not listed), with its shadows'
 /// names, versions and last update; paged, in thing-name order.

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{Access, MAX_DOCUMENT_BYTES_LIMIT, ShadowConfig, ShadowConfigError, ThingType};
 pub use presence::{disconnect_reason, presence_topic};
-pub use requests::{Answer, ShadowClient, ShadowUnavailable, split_store_key, store_key};
+pub use requests::{Answer, ShadowClient, ShadowUnavailable, now_secs, split_store_key, store_key};
 
 use crate::engine::Engine;
 use stats::{Counters, View};

@@ -194,7 +194,9 @@ enum End {
     Lost(String),
 }
 
-fn now_secs() -> i64 {
+/// The clock the service stamps shadows with: Unix seconds.
+#[must_use]
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
