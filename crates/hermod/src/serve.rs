@@ -168,7 +168,8 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     // Only once the broker is up: a start-up that fails is not followed by this warning.
     if anonymous_open {
         warn!(
-            "anonymous clients are allowed and every topic is open to every client. To lock this down, \
+            "anonymous clients are allowed and every topic is open to every client (but things' shadow topics: \
+             each client its own). To lock this down, \
              run with a config file (-c) that sets `allow_anonymous = false` (password files and ACLs: see the README)"
         );
     }
