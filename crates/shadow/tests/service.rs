@@ -190,6 +190,62 @@ async fn named_shadows_and_limits() {
     b.stop().await;
 }
 
+/// Any client may create its own thing's shadows, so their number is bounded: a device that
+/// makes named shadow after named shadow is refused (400) past `max_shadows_per_thing`, and
+/// things past `max_shadows` in all; updating an existing shadow is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_counts_are_bounded() {
+    let (b, shadows) = start(
+        tempdir(),
+        "[shadow]\nmax_shadows_per_thing = 3\nmax_shadows = 4\n",
+    )
+    .await;
+    let base = "$hermod/things/greedy/shadow";
+    let mut c = watcher(&b, "greedy", "$hermod", "greedy").await;
+    let doc = r#"{"state":{"reported":{"x":1}}}"#;
+    // The classic shadow and two named ones: 3, the limit.
+    send(&mut c, &format!("{base}/update"), doc).await;
+    next_on(&mut c, &format!("{base}/update/accepted")).await;
+    for n in ["a", "b"] {
+        send(&mut c, &format!("{base}/name/{n}/update"), doc).await;
+        next_on(&mut c, &format!("{base}/name/{n}/update/accepted")).await;
+    }
+    send(&mut c, &format!("{base}/name/c/update"), doc).await;
+    let r = next_on(&mut c, &format!("{base}/name/c/update/rejected")).await;
+    assert_eq!(r["code"], 400, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit 3"),
+        "{r}"
+    );
+    assert!(b.handle().kv("shadow").get("greedy/name/c").is_none());
+    // An existing one still takes updates.
+    send(&mut c, &format!("{base}/name/a/update"), doc).await;
+    let a = next_on(&mut c, &format!("{base}/name/a/update/accepted")).await;
+    assert_eq!(a["version"], 2);
+
+    // In all: a fourth thing's shadow fits, a fifth does not.
+    let mut other = watcher(&b, "other", "$hermod", "other").await;
+    let obase = "$hermod/things/other/shadow";
+    send(&mut other, &format!("{obase}/update"), doc).await;
+    next_on(&mut other, &format!("{obase}/update/accepted")).await;
+    send(&mut other, &format!("{obase}/name/z/update"), doc).await;
+    let r = next_on(&mut other, &format!("{obase}/name/z/update/rejected")).await;
+    assert_eq!(r["code"], 400, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit 4"),
+        "{r}"
+    );
+    assert_eq!(b.handle().kv("shadow").len(), 4);
+    shadows.shutdown().await;
+    b.stop().await;
+}
+
 /// The device was away while the application changed `desired`: on its return it gets the
 /// shadow (with the delta), reports, and the delta is gone. A device with a persistent session
 /// also gets the delta queued while it was away.

@@ -120,6 +120,19 @@ impl KvSpace {
         self.kv.lock().get(&self.ns).map_or(0, BTreeMap::len)
     }
 
+    /// Number of keys starting with `prefix` (a range of the ordered map: no scan of the rest).
+    #[must_use]
+    pub fn count_prefix(&self, prefix: &str) -> usize {
+        self.kv.lock().get(&self.ns).map_or(0, |m| {
+            m.range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+        })
+    }
+
     /// True when the namespace holds nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {

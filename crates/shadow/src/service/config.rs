@@ -10,6 +10,9 @@
 //! max_document_bytes = 8192    # request and resulting state, AWS's limit
 //! max_depth = 6                # nesting of desired/reported, AWS's limit
 //! max_pending_per_thing = 10   # requests waiting for one thing before 429
+//! max_shadows_per_thing = 100  # classic and named shadows of one thing (deleted ones count
+//!                              # until their tombstone goes, 48 h later)
+//! max_shadows = 1000000        # shadows in all (each is held in memory and on disk)
 //! access = "clientid"          # read by the broker's ACL: "clientid" | "username"
 //!
 //! [[thing_type]]
@@ -65,6 +68,11 @@ pub struct ShadowConfig {
     pub limits: Limits,
     /// Requests for one thing waiting (or under way) before the next is refused with 429.
     pub max_pending_per_thing: usize,
+    /// Shadows (classic and named) one thing may have; creating one more is refused with 400.
+    pub max_shadows_per_thing: usize,
+    /// Shadows in all; creating one more is refused with 400. Every shadow is held in memory
+    /// and on disk, and any client may create its own thing's: this bounds both.
+    pub max_shadows: usize,
     pub access: Access,
     pub thing_types: Vec<ThingType>,
     /// Publish retained presence messages (`[presence] enabled`, default false).
@@ -78,6 +86,8 @@ impl Default for ShadowConfig {
             aws_compat: false,
             limits: Limits::default(),
             max_pending_per_thing: 10,
+            max_shadows_per_thing: 100,
+            max_shadows: 1_000_000,
             access: Access::default(),
             thing_types: Vec::new(),
             presence: false,
@@ -109,6 +119,8 @@ struct RawShadow {
     max_document_bytes: Option<Spanned<i64>>,
     max_depth: Option<Spanned<i64>>,
     max_pending_per_thing: Option<Spanned<i64>>,
+    max_shadows_per_thing: Option<Spanned<i64>>,
+    max_shadows: Option<Spanned<i64>>,
     access: Option<Spanned<String>>,
 }
 
@@ -200,6 +212,12 @@ impl ShadowConfig {
             }
             if let Some(n) = number("max_pending_per_thing", s.max_pending_per_thing, 1, 10_000)? {
                 config.max_pending_per_thing = n;
+            }
+            if let Some(n) = number("max_shadows_per_thing", s.max_shadows_per_thing, 1, 10_000)? {
+                config.max_shadows_per_thing = n;
+            }
+            if let Some(n) = number("max_shadows", s.max_shadows, 1, 100_000_000)? {
+                config.max_shadows = n;
             }
             if let Some(a) = s.access {
                 config.access = match a.get_ref().as_str() {
@@ -317,6 +335,7 @@ mod tests {
         assert!(c.enabled && !c.aws_compat && !c.presence);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.max_pending_per_thing, 10);
+        assert_eq!((c.max_shadows_per_thing, c.max_shadows), (100, 1_000_000));
     }
 
     #[test]
@@ -375,6 +394,13 @@ enabled = true
             e.contains("line 2") && e.contains("`max_pending_per_thing`"),
             "{e}"
         );
+        let e = err(d.path(), "[shadow]\nmax_shadows_per_thing = 0\n");
+        assert!(
+            e.contains("line 2") && e.contains("`max_shadows_per_thing`"),
+            "{e}"
+        );
+        let e = err(d.path(), "[shadow]\nmax_shadows = 0\n");
+        assert!(e.contains("line 2") && e.contains("`max_shadows`"), "{e}");
         let e = err(d.path(), "[shadow]\naccess = \"everyone\"\n");
         assert!(e.contains("line 2") && e.contains("`access`") && e.contains("everyone"));
         let e = err(d.path(), "[shadow]\nenabeld = true\n");

@@ -84,6 +84,8 @@ impl ShadowService {
                 counters: counters.clone(),
                 aws_compat: config.aws_compat,
                 max_pending_per_thing: config.max_pending_per_thing,
+                max_shadows_per_thing: config.max_shadows_per_thing,
+                max_shadows: config.max_shadows,
                 stop: stop_rx.clone(),
                 local,
             };

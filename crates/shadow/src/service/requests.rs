@@ -91,6 +91,9 @@ pub(crate) struct RequestTask {
     pub(crate) counters: Arc<Counters>,
     pub(crate) aws_compat: bool,
     pub(crate) max_pending_per_thing: usize,
+    /// Shadows one thing may have, and shadows in all ([`super::ShadowConfig`]).
+    pub(crate) max_shadows_per_thing: usize,
+    pub(crate) max_shadows: usize,
     pub(crate) stop: watch::Receiver<bool>,
     /// Requests from [`ShadowClient`]s.
     pub(crate) local: mpsc::Receiver<LocalRequest>,
@@ -439,10 +442,24 @@ impl RequestTask {
                 Some(Ok(s)) => Ok(Some(s)),
                 Some(Err(e)) => Err(e),
             };
+            let new_key = matches!(current, Ok(None));
             let outcome = match current {
                 Ok(current) => {
-                    self.engine
-                        .handle(&job.request, &job.payload, current.as_ref(), now)
+                    let outcome =
+                        self.engine
+                            .handle(&job.request, &job.payload, current.as_ref(), now);
+                    match outcome.store {
+                        Some(_) if new_key => match self.over_shadow_limits(&job.request) {
+                            Some(why) => Engine::reject_payload(
+                                &job.request,
+                                Rejection::bad_request(why),
+                                &job.payload,
+                                now,
+                            ),
+                            None => outcome,
+                        },
+                        _ => outcome,
+                    }
                 }
                 Err(e) => {
                     warn!(key, error = %e, "stored shadow cannot be read; answering 500");
@@ -471,6 +488,24 @@ impl RequestTask {
             };
             self.finish(job, outcome, state);
         }
+    }
+
+    /// Why one more shadow may not be created for `request`'s thing, if it may not: any client
+    /// may create its own thing's shadows, so their number is bounded, per thing and in all.
+    fn over_shadow_limits(&self, request: &Request) -> Option<String> {
+        let thing = &request.thing;
+        let of_thing = self.kv.count_prefix(&format!("{thing}/name/"))
+            + usize::from(self.kv.get(thing).is_some());
+        if of_thing >= self.max_shadows_per_thing {
+            return Some(format!(
+                "Too many shadows for this thing (limit {})",
+                self.max_shadows_per_thing
+            ));
+        }
+        if self.kv.len() >= self.max_shadows {
+            return Some(format!("Too many shadows (limit {})", self.max_shadows));
+        }
+        None
     }
 
     fn on_committed(&self, c: Committed, state: &mut State) {
