@@ -1,0 +1,1 @@
+//! Topic <-> NATS subject mapping.
