@@ -149,6 +149,8 @@ pub struct Services {
     pub rules: Option<RulesView>,
     /// The shadow service, for `PUT`/`DELETE /api/v5/things/{thing}/shadow`.
     pub shadows: Option<hermod_shadow::service::ShadowClient>,
+    /// This node's view of the cluster (`GET /api/v5/cluster`), when `[cluster]` is set.
+    pub cluster: Option<hermod_cluster::ClusterView>,
 }
 
 /// Starts the admin API for `handle` as `config`'s `[admin]` and `[metrics]` say, with no
@@ -193,6 +195,7 @@ pub async fn start_with(
         stopping: stop.clone(),
         rules: services.rules,
         shadows: services.shadows,
+        cluster: services.cluster,
     });
     let tasks = TaskTracker::new();
     let mut server = AdminServer {

@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     /// The running rules and bridges, when the caller gave them ([`crate::Services`]).
     pub(crate) rules: Option<RulesView>,
     pub(crate) shadows: Option<hermod_shadow::service::ShadowClient>,
+    /// This node's view of the cluster (`GET /api/v5/cluster`), when clustered.
+    pub(crate) cluster: Option<hermod_cluster::ClusterView>,
     bans: Mutex<HashMap<BanRule, BanNote>>,
 }
 
@@ -67,6 +69,7 @@ pub(crate) struct Parts {
     pub(crate) stopping: tokio_util::sync::CancellationToken,
     pub(crate) rules: Option<RulesView>,
     pub(crate) shadows: Option<hermod_shadow::service::ShadowClient>,
+    pub(crate) cluster: Option<hermod_cluster::ClusterView>,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ impl AppState {
             stopping: p.stopping,
             rules: p.rules,
             shadows: p.shadows,
+            cluster: p.cluster,
             bans: Mutex::new(HashMap::new()),
         }))
     }

@@ -29,6 +29,8 @@ pub(crate) struct PublishSink {
     pub(crate) commit: Option<Commit>,
     /// Number of sessions the message was queued for.
     pub(crate) delivered: usize,
+    /// The cluster backbone's copy of a QoS 1/2 message; the publisher's ack waits for it too.
+    pub(crate) forwarded: Option<Commit>,
     /// Copies to be stored were dropped because the store is over `[store] max_disk_bytes`:
     /// a v5 publisher is told 0x97 (quota exceeded).
     pub(crate) quota_exceeded: bool,
@@ -44,19 +46,29 @@ pub(crate) struct PublishSink {
 /// over `max_disk_bytes` (`sink.quota_exceeded`), or unavailable after a disk error (then
 /// `sink.commit` is a failed commit, so the publisher's ack reports the error).
 /// Adds to `sink.busy` the mailboxes that are filling up (see `session::mailbox`).
+///
+/// With a cluster backbone attached, a message published on this node (not `remote`) is also
+/// handed to it first (`sink.forwarded`: the publisher's ack waits for that too); a `remote`
+/// one, which came from another node, is delivered here only.
 pub(crate) fn publish(
     router: &Router,
     store: Option<&Persistence>,
     message: Arc<Message>,
     retain_enabled: bool,
     auth: Option<&Auth>,
+    remote: bool,
     sink: &mut PublishSink,
 ) {
+    // 0. The other nodes (before the local subscribers see it, so that a local subscriber
+    //    that answers cannot overtake it on the backbone).
+    if !remote && let Some(b) = router.backbone() {
+        sink.forwarded = b.forward(&message);
+    }
     // 1. Match.
     let Routed {
         deliveries,
         retained_change,
-    } = router.route(&message, retain_enabled, auth);
+    } = router.route(&message, retain_enabled, auth, remote);
     // 2. Reserve every delivery's place (and durable sequence number)...
     let mut placed = Vec::with_capacity(deliveries.len());
     let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();
@@ -67,7 +79,11 @@ pub(crate) fn publish(
     let size = message.size();
     // A client's message nobody receives (a retained one is kept, not dropped; the broker's
     // own, such as `$SYS`, are not counted).
-    if deliveries.is_empty() && message.publisher.is_some() && !retained_change {
+    if deliveries.is_empty()
+        && message.publisher.is_some()
+        && !retained_change
+        && router.backbone().is_none()
+    {
         router
             .metrics
             .dropped(DropReason::NoSubscribers, None, &message.topic);

@@ -4,4 +4,12 @@
 //! nodes and JetStream keeps what must outlive a node. The design, as built, is in
 //! `docs/cluster.md`.
 
+pub mod config;
+pub mod node;
+pub mod status;
 pub mod subject;
+pub mod wire;
+
+pub use config::{ClusterConfig, ClusterConfigError};
+pub use node::{Cluster, ClusterError, ClusterView};
+pub use status::{ClusterStatus, NodeRecord};

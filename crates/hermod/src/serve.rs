@@ -86,6 +86,17 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         },
         None => hermod_shadow::ShadowConfig::default(),
     };
+    // `[cluster]`, likewise: absent, this node is alone, exactly as without it.
+    let cluster_config = match &args.config {
+        Some(path) => match hermod_cluster::ClusterConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                fatal(&e);
+                return 1;
+            }
+        },
+        None => None,
+    };
     if args.memory {
         config.store.sync = hermod_broker::config::SyncSetting::Memory;
     }
@@ -126,6 +137,20 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
             return 1;
         }
     };
+    // The cluster first: it must see every subscription and publish from the start.
+    let cluster = match &cluster_config {
+        Some(c) => match hermod_cluster::Cluster::start(broker.handle(), c).await {
+            Ok(cluster) => {
+                broker.handle().add_metrics_source(cluster.metrics_source());
+                Some(cluster)
+            }
+            Err(e) => {
+                fatal(&e);
+                return 1;
+            }
+        },
+        None => None,
+    };
     let rules = match hermod_rules::Rules::start(broker.handle(), &rules_config).await {
         Ok(r) => r,
         Err(e) => {
@@ -148,6 +173,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     let services = hermod_admin::Services {
         rules: Some(rules.view()),
         shadows: shadows.client(),
+        cluster: cluster.as_ref().map(hermod_cluster::Cluster::view),
     };
     let admin = match hermod_admin::start_with(broker.handle(), &admin_config, services).await {
         Ok(a) => a,
@@ -176,6 +202,9 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     broker.run(shutdown).await;
     shadows.shutdown().await;
     rules.shutdown().await;
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
     admin.shutdown().await;
     info!("hermod stopped");
     0

@@ -16,6 +16,7 @@
 //!   [`BrokerHandle::unsubscribe`] on behalf of a connected client, [`BrokerHandle::publish`],
 //!   [`BrokerHandle::delete_retained`], [`BrokerHandle::ban`] / [`BrokerHandle::unban`].
 
+mod backbone;
 mod events;
 mod internal;
 mod kv;
@@ -37,6 +38,7 @@ use crate::session::live::{Command, Live};
 use crate::session::registry::SessionView;
 use crate::shared::Shared;
 
+pub use backbone::Backbone;
 pub(crate) use events::EventBus;
 pub use events::{DropReason, Event};
 pub use internal::{
@@ -394,6 +396,53 @@ impl BrokerHandle {
     /// PUBLISH would reach current subscribers). True if there was one.
     pub fn delete_retained(&self, topic: &str) -> bool {
         self.shared.delete_retained(topic)
+    }
+
+    /// Joins this broker to a cluster: `backbone` is told of every subscription (those that
+    /// exist now first) and handed every message published here. Once per broker; false if a
+    /// backbone was already attached.
+    pub fn attach_backbone(&self, backbone: Arc<dyn Backbone>) -> bool {
+        self.shared.router.attach_backbone(backbone)
+    }
+
+    /// Delivers a message that another node received to this node's subscribers (their read
+    /// ACLs apply; the broker's own `$hermod/` sessions are left out), without forwarding it
+    /// again or applying its retain flag: see [`BrokerHandle::set_retained`].
+    pub fn publish_remote(&self, message: Message) {
+        self.shared.publish_remote(message);
+    }
+
+    /// Sets (or, with an empty payload, clears) the retained message of `message.topic`
+    /// without delivering it, in memory and in the local store: how a cluster node applies the
+    /// cluster's retained messages, in the backbone's one order.
+    pub fn set_retained(&self, message: Message) {
+        let message = Arc::new(message);
+        self.shared.router.restore_retained(message.clone());
+        if let Some(p) = &self.shared.persistence {
+            let op = if message.payload.is_empty() {
+                crate::store::Op::DeleteRetained(message.topic.to_string())
+            } else {
+                crate::store::Op::PutRetained(
+                    message.topic.to_string(),
+                    crate::persist::message_record(
+                        &message,
+                        std::time::Instant::now(),
+                        crate::persist::unix_ms_now(),
+                    ),
+                )
+            };
+            p.submit_detached(vec![op]);
+        }
+    }
+
+    /// The topics of every retained message (`$` topics included), unsorted.
+    #[must_use]
+    pub fn retained_topics(&self) -> Vec<Arc<str>> {
+        let mut v = Vec::new();
+        self.shared
+            .router
+            .for_each_retained_topic(&mut |t| v.push(t.clone()));
+        v
     }
 
     /// Adds a ban (refused at CONNECT from now on; connected clients are not kicked: call

@@ -135,6 +135,10 @@ pub struct Config {
     pub presence: Option<ForeignSection>,
     #[serde(skip_serializing)]
     pub thing_type: Option<ForeignSection>,
+    /// `[cluster]`: read from the same file by hermod-cluster (`hermod_cluster::ClusterConfig`),
+    /// which reports its errors; the broker lets it through.
+    #[serde(skip_serializing)]
+    pub cluster: Option<ForeignSection>,
     /// Folder of the config file: relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -231,6 +235,7 @@ impl Default for Config {
             shadow: None,
             presence: None,
             thing_type: None,
+            cluster: None,
             base_dir: None,
         }
     }

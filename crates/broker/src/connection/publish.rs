@@ -168,6 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             message.clone(),
             cfg.retain_available,
             auth.filters_receive().then_some(&**auth),
+            false,
             &mut sink,
         );
         self.shared
@@ -187,12 +188,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // The ack waits for the durable copies [issue: nothing acknowledged is lost].
             self.pending_commits.push(commit);
         }
+        if let Some(forwarded) = sink.forwarded
+            && p.qos != QoS::AtMostOnce
+        {
+            // ...and for the cluster's replicated copy.
+            self.pending_commits.push(forwarded);
+        }
         let delivered = sink.delivered;
         // v5: 0x97 when copies to be stored were refused for `max_disk_bytes`; 3.1.1 cannot say no.
+        // In a cluster, subscribers on other nodes are not known here: 0x10 is not said.
+        let clustered = self.shared.router.backbone().is_some();
         let reason = match (v5, sink.quota_exceeded, delivered) {
             (false, _, _) => ReasonCode::SUCCESS,
             (true, true, _) => ReasonCode::QUOTA_EXCEEDED,
-            (true, false, 0) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            (true, false, 0) if !clustered => ReasonCode::NO_MATCHING_SUBSCRIBERS,
             (true, false, _) => ReasonCode::SUCCESS,
         };
         match (p.qos, p.packet_id) {

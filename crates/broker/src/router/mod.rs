@@ -5,11 +5,12 @@
 pub mod retained;
 pub mod topic_tree;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use hermod_proto::{QoS, SubscriptionOptions};
 
+use crate::api::{Backbone, INTERNAL_CLIENT_PREFIX};
 use crate::auth::{Action, Auth};
 use crate::message::{ClientId, Delivery, Message};
 use crate::metrics::Metrics;
@@ -33,6 +34,9 @@ pub type SubscriptionRow = (
 pub struct Router {
     tree: RwLock<SubscriptionTree>,
     retained: RwLock<RetainedStore>,
+    /// The scale-out backbone, once attached: told of every subscription added or removed
+    /// (under the tree's write lock, so in order) and of every local publish.
+    backbone: OnceLock<Arc<dyn Backbone>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -71,7 +75,8 @@ impl Router {
             .tree
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tree.insert(
+        let client_id = handle.client_id.clone();
+        let new = tree.insert(
             inner,
             share,
             Subscriber {
@@ -79,7 +84,52 @@ impl Router {
                 options,
                 id,
             },
-        )
+        );
+        if new {
+            self.tell_backbone(&client_id, filter, true);
+        }
+        new
+    }
+
+    /// Attaches the scale-out backbone (once; false if one already was) and reports to it every
+    /// subscription that exists now, under the tree's write lock, so that it misses none and
+    /// sees later changes after these.
+    pub fn attach_backbone(&self, backbone: Arc<dyn Backbone>) -> bool {
+        let tree = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.backbone.set(backbone.clone()).is_err() {
+            return false;
+        }
+        tree.for_each(|filter, group, s| {
+            if !s.handle.client_id.starts_with(INTERNAL_CLIENT_PREFIX) {
+                match group {
+                    Some(g) => backbone.subscribed(&format!("$share/{g}/{filter}")),
+                    None => backbone.subscribed(filter),
+                }
+            }
+        });
+        true
+    }
+
+    /// The attached backbone, if any.
+    #[must_use]
+    pub fn backbone(&self) -> Option<&Arc<dyn Backbone>> {
+        self.backbone.get()
+    }
+
+    /// Called under the tree's write lock: the broker's own sessions are not reported.
+    fn tell_backbone(&self, client_id: &str, filter: &str, added: bool) {
+        if let Some(b) = self.backbone.get()
+            && !client_id.starts_with(INTERNAL_CLIENT_PREFIX)
+        {
+            if added {
+                b.subscribed(filter);
+            } else {
+                b.unsubscribed(filter);
+            }
+        }
     }
 
     /// Removes a subscription; true if it existed.
@@ -89,7 +139,11 @@ impl Router {
             .tree
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tree.remove(inner, share, client_id)
+        let gone = tree.remove(inner, share, client_id);
+        if gone {
+            self.tell_backbone(client_id, filter, false);
+        }
+        gone
     }
 
     /// Removes a subscription of one incarnation of a session (its mailbox `handle`): a later
@@ -100,7 +154,11 @@ impl Router {
             .tree
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tree.remove_owned(inner, share, &handle.client_id, Some(handle))
+        let gone = tree.remove_owned(inner, share, &handle.client_id, Some(handle));
+        if gone {
+            self.tell_backbone(&handle.client_id, filter, false);
+        }
+        gone
     }
 
     /// Number of subscriptions.
@@ -166,6 +224,16 @@ impl Router {
         });
     }
 
+    /// Calls `f` with the topic of every retained message (`$` topics included), under the
+    /// retained store's read lock.
+    pub fn for_each_retained_topic(&self, f: &mut dyn FnMut(&Arc<str>)) {
+        let store = self
+            .retained
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.for_each(&mut |m| f(&m.topic));
+    }
+
     /// Retained messages matching `filter` that have not expired.
     #[must_use]
     pub fn retained_matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
@@ -186,14 +254,20 @@ impl Router {
     /// With `auth`, a session whose reader may not receive the message is left out (a shared
     /// group picks a member that may); the connection checks again when it sends, with the
     /// rules then in force.
+    ///
+    /// A message from another node (`remote`) does not reach the broker's own sessions
+    /// (`$hermod/...`): each node's rules, bridges and shadows serve that node's publishers, so
+    /// that a cluster runs each rule once per message, not once per node.
     pub fn route(
         &self,
         message: &Arc<Message>,
         retain_enabled: bool,
         auth: Option<&Auth>,
+        remote: bool,
     ) -> Routed {
         let may_receive = |h: &SessionHandle| {
-            auth.is_none_or(|a| a.authorize(&h.reader(), Action::Receive(&message.topic)))
+            !(remote && h.client_id.starts_with(INTERNAL_CLIENT_PREFIX))
+                && auth.is_none_or(|a| a.authorize(&h.reader(), Action::Receive(&message.topic)))
         };
         let retained_change = message.retain && retain_enabled;
         if retained_change {
@@ -256,7 +330,7 @@ impl Router {
                 }
             });
         }
-        if auth.is_some() {
+        if auth.is_some() || remote {
             deliveries.retain(|(h, _)| may_receive(h));
         }
         deliveries.append(&mut shared);

@@ -57,6 +57,11 @@ impl RetainedStore {
         }
     }
 
+    /// Calls `f` with every retained message (`$` topics included), expired or not.
+    pub fn for_each(&self, f: &mut dyn FnMut(&Arc<Message>)) {
+        self.root.visit_all(f);
+    }
+
     /// Removes the retained message of `topic`; true if there was one.
     pub fn remove_topic(&mut self, topic: &str) -> bool {
         let levels: Vec<&str> = topic.split('/').collect();

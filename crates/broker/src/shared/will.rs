@@ -136,6 +136,18 @@ impl Shared {
     /// API's `publish`, which has no ACL and no publisher): busy mailboxes and the store commit
     /// are not waited for.
     pub(crate) fn publish_unacknowledged(&self, message: Message) {
+        self.publish_from(message, false);
+    }
+
+    /// Routes a message that another node of the cluster received (through the backbone): to
+    /// this node's subscribers only, never forwarded again, and without applying its retain
+    /// flag (the backbone keeps the cluster's retained messages and applies them itself, in
+    /// one order on every node).
+    pub(crate) fn publish_remote(&self, message: Message) {
+        self.publish_from(message, true);
+    }
+
+    fn publish_from(&self, message: Message, remote: bool) {
         if message.publisher.is_some() {
             // A will counts as received; the broker's own messages ($SYS, the API) do not.
             self.metrics
@@ -148,8 +160,9 @@ impl Shared {
             &self.router,
             self.persistence.as_deref(),
             message.clone(),
-            self.config.retain_available,
+            self.config.retain_available && !remote,
             auth.filters_receive().then_some(&**auth),
+            remote,
             &mut sink,
         );
         self.events.emit(|| crate::api::Event::MessagePublished {

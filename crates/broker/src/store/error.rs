@@ -62,6 +62,13 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// The cluster backbone (NATS JetStream) did not take a copy of the message: the publisher
+    /// is not told it was stored. Reported by `hermod-cluster` through `Commit::pending`.
+    #[error("cluster backbone: {detail}")]
+    Backbone {
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 impl StoreError {

@@ -38,6 +38,21 @@ impl Commit {
         Self::ready(Err(e))
     }
 
+    /// A commit that something other than the store completes, through the returned sender:
+    /// the scale-out backbone (`api::Backbone`) hands one back for each QoS 1/2 message it
+    /// forwards, so that the publisher's acknowledgement waits for the replicated copy exactly
+    /// as it waits for the local one. Dropping the sender fails the commit (`Closed`).
+    #[must_use]
+    pub fn pending() -> (oneshot::Sender<Result<(), StoreError>>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (
+            tx,
+            Commit {
+                inner: CommitInner::Waiting(rx),
+            },
+        )
+    }
+
     /// Blocks the calling thread until the commit completes. Must not be called from inside an
     /// async runtime thread (await the `Commit` there).
     pub fn wait(self) -> Result<(), StoreError> {

@@ -1,0 +1,776 @@
+//! One node's membership of the cluster: the NATS connection, the JetStream assets, and the
+//! tasks that carry messages both ways.
+//!
+//! Out (this node's publishes, through [`Backbone::forward`]): one queue, bounded in bytes, and
+//! one task that empties it in order, so messages leave in the order they were published:
+//! - QoS 0: core NATS `mq.0.<topic>`, at once;
+//! - QoS 1/2: JetStream `mqs.<topic>` (stream `MQ_MSGS`, replicated); once JetStream has
+//!   acknowledged it, core `mq.1.<topic>` for the live subscribers of other nodes, and only
+//!   then the publisher's PUBACK/PUBREC (its ack waits on the commit `forward` returned).
+//!   Acknowledgements are awaited in order, up to [`MAX_ACKS_IN_FLIGHT`] at a time;
+//! - retained: also into the bucket `MQ_RET` (in the same ordered pipeline), which every node
+//!   watches into its own retained store, so all nodes apply retained messages in one order.
+//!
+//! In: this node subscribes per distinct first topic level of its subscriptions (see
+//! `subject`), and hands what arrives to `BrokerHandle::publish_remote`.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, message::PublishMessage as JsPublish};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use hermod_broker::api::{Backbone, BrokerHandle};
+use hermod_broker::message::Message;
+use hermod_broker::store::{Commit, StoreError};
+use hermod_proto::QoS;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::ClusterConfig;
+use crate::subject::{self, Interest};
+use crate::wire;
+
+/// Stream of QoS 1/2 copies.
+pub const STREAM: &str = "MQ_MSGS";
+/// Bucket of retained messages, keyed by topic.
+pub const RETAINED_BUCKET: &str = "MQ_RET";
+/// Bucket of live nodes, keyed by node name, expiring after [`NODE_TTL`].
+pub const NODES_BUCKET: &str = "MQ_NODES";
+/// JetStream acknowledgements awaited at once by the out task.
+pub const MAX_ACKS_IN_FLIGHT: usize = 4096;
+/// How often a node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a node that stopped saying so stays listed.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The NATS connection could not even be set up (bad URL, unreadable TLS files).
+    #[error("cluster: cannot connect to NATS {urls}: {detail}")]
+    Connect {
+        /// The configured URLs.
+        urls: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A backbone was already attached to this broker.
+    #[error("cluster: this broker already has a backbone")]
+    AlreadyAttached,
+}
+
+/// Counters for `/metrics` and `hermod ctl cluster status`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages sent to other nodes, by QoS.
+    pub forwarded: [AtomicU64; 3],
+    /// Messages received from other nodes.
+    pub received: AtomicU64,
+    /// QoS 1/2 messages JetStream did not take (the publisher was not acknowledged).
+    pub forward_failures: AtomicU64,
+    /// Messages not forwarded because the out queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// QoS 0 messages NATS refused (disconnected, too large).
+    pub dropped_nats_error: AtomicU64,
+    /// Messages from the backbone that could not be decoded.
+    pub malformed: AtomicU64,
+    /// Retained messages applied from the bucket.
+    pub retained_applied: AtomicU64,
+}
+
+/// What the tasks share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ClusterConfig,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) counters: Counters,
+    pub(crate) queued_bytes: AtomicUsize,
+    out: mpsc::UnboundedSender<Out>,
+    interest: Mutex<HashMap<Interest, usize>>,
+    interest_changed: mpsc::UnboundedSender<()>,
+    pub(crate) ready: AtomicBool,
+    /// Interests subscribed on NATS now.
+    pub(crate) interests: AtomicUsize,
+    pub(crate) started_ms: u64,
+    pub(crate) assets: watch::Receiver<Option<Assets>>,
+}
+
+/// The JetStream assets, once created (or found).
+#[derive(Debug, Clone)]
+pub(crate) struct Assets {
+    pub(crate) retained: jetstream::kv::Store,
+    pub(crate) nodes: jetstream::kv::Store,
+    pub(crate) replicas: usize,
+}
+
+/// One message on its way out.
+#[derive(Debug)]
+struct Out {
+    message: Arc<Message>,
+    size: usize,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// The broker's side of the backbone: cheap, synchronous, never blocks.
+#[derive(Debug)]
+struct Hook(Arc<Inner>);
+
+/// Topics that stay on their node: `$SYS` (each node reports itself) and the broker's own
+/// services (`$hermod/...`: shadows and presence run per node).
+fn node_local(topic: &str) -> bool {
+    topic.starts_with("$SYS/") || topic == "$SYS" || topic.starts_with("$hermod/")
+}
+
+impl Backbone for Hook {
+    fn forward(&self, message: &Arc<Message>) -> Option<Commit> {
+        if node_local(&message.topic) {
+            return None;
+        }
+        let inner = &self.0;
+        let size = message.size();
+        let queued = inner.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > inner.config.max_queued_bytes {
+            inner.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            inner
+                .counters
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            return (message.qos != QoS::AtMostOnce).then(|| {
+                Commit::failed(StoreError::Backbone {
+                    detail: "the queue to NATS is full".into(),
+                })
+            });
+        }
+        let (done, commit) = if message.qos == QoS::AtMostOnce {
+            (None, None)
+        } else {
+            let (tx, commit) = Commit::pending();
+            (Some(tx), Some(commit))
+        };
+        let out = Out {
+            message: message.clone(),
+            size,
+            done,
+        };
+        if inner.out.send(out).is_err() {
+            // The cluster has stopped.
+            inner.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            return (message.qos != QoS::AtMostOnce).then(|| {
+                Commit::failed(StoreError::Backbone {
+                    detail: "the cluster service has stopped".into(),
+                })
+            });
+        }
+        commit
+    }
+
+    fn subscribed(&self, filter: &str) {
+        self.0.change_interest(filter, true);
+    }
+
+    fn unsubscribed(&self, filter: &str) {
+        self.0.change_interest(filter, false);
+    }
+}
+
+impl Inner {
+    fn change_interest(&self, filter: &str, added: bool) {
+        let inner = match hermod_proto::topic::parse_shared(filter) {
+            Ok(Some((_, inner))) => inner,
+            _ => filter,
+        };
+        let key = subject::first_level_interest(inner);
+        let mut map = self
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = if added {
+            let n = map.entry(key).or_insert(0);
+            *n += 1;
+            *n == 1
+        } else {
+            match map.get_mut(&key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    map.remove(&key);
+                    true
+                }
+                None => false,
+            }
+        };
+        drop(map);
+        if changed {
+            let _ = self.interest_changed.send(());
+        }
+    }
+
+    /// The interests to subscribe to now: `All` alone when any filter starts with a wildcard
+    /// (it covers the others, which would otherwise deliver twice).
+    fn wanted(&self) -> HashSet<Interest> {
+        let map = self
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.contains_key(&Interest::All) {
+            return HashSet::from([Interest::All]);
+        }
+        map.keys().cloned().collect()
+    }
+}
+
+/// A running cluster membership. Stop it with [`Cluster::shutdown`].
+#[derive(Debug)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A cheap handle for status queries (the admin API, `hermod ctl cluster status`).
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// Connects to NATS (in the background: a NATS that is down at start is retried, and the
+    /// node serves its local clients meanwhile), creates or finds the JetStream assets, and
+    /// attaches the backbone to `broker`.
+    ///
+    /// # Errors
+    /// The connection cannot be set up at all, or `broker` already has a backbone.
+    pub async fn start(broker: BrokerHandle, config: &ClusterConfig) -> Result<Self, ClusterError> {
+        let client = connect(config).await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.ack_timeout);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+        let (assets_tx, assets_rx) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            client,
+            js,
+            counters: Counters::default(),
+            queued_bytes: AtomicUsize::new(0),
+            out: out_tx,
+            interest: Mutex::new(HashMap::new()),
+            interest_changed: interest_tx,
+            ready: AtomicBool::new(false),
+            interests: AtomicUsize::new(0),
+            started_ms: unix_ms(),
+            assets: assets_rx,
+        });
+        if !broker.attach_backbone(Arc::new(Hook(inner.clone()))) {
+            return Err(ClusterError::AlreadyAttached);
+        }
+        let tasks = vec![
+            tokio::spawn(setup(inner.clone(), assets_tx)),
+            tokio::spawn(out_task(inner.clone(), out_rx)),
+            tokio::spawn(interest_task(inner.clone(), broker.clone(), interest_rx)),
+            tokio::spawn(retained_task(inner.clone(), broker.clone())),
+            tokio::spawn(heartbeat_task(inner.clone())),
+        ];
+        info!(node = %config.node, nats = ?config.nats, "cluster: joining");
+        Ok(Self { inner, tasks })
+    }
+
+    /// A handle for status queries.
+    #[must_use]
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Prometheus text of the cluster's metrics, for `BrokerHandle::add_metrics_source`.
+    #[must_use]
+    pub fn metrics_source(&self) -> hermod_broker::api::MetricsSource {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move || {
+            inner
+                .upgrade()
+                .map(|i| crate::status::prometheus_text(&i))
+                .unwrap_or_default()
+        })
+    }
+
+    /// Leaves the cluster: the node's liveness entry is removed, pending messages are flushed
+    /// to NATS (bounded by 2 s), and the tasks end.
+    pub async fn shutdown(self) {
+        if let Some(a) = self.inner.assets.borrow().clone() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), a.nodes.delete(&self.inner.config.node)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.client.flush()).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        info!(node = %self.inner.config.node, "cluster: left");
+    }
+}
+
+async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("hermod {}", config.node))
+        .no_echo()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5));
+    if let (Some(u), Some(p)) = (&config.user, &config.password) {
+        options = options.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &config.token {
+        options = options.token(t.clone());
+    }
+    if let Some(ca) = &config.cafile {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(c), Some(k)) = (&config.certfile, &config.keyfile) {
+        options = options.add_client_certificate(c.clone(), k.clone());
+    }
+    let node = config.node.clone();
+    options = options.event_callback(move |event| {
+        let node = node.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => info!(%node, "cluster: connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    warn!(%node, "cluster: disconnected from NATS; local clients are still served, QoS 1/2 publishes are refused until it is back");
+                }
+                other => debug!(%node, event = %other, "cluster: NATS event"),
+            }
+        }
+    });
+    let urls = config.nats.join(",");
+    options
+        .connect(config.nats.as_slice())
+        .await
+        .map_err(|e| ClusterError::Connect {
+            urls,
+            detail: e.to_string(),
+        })
+}
+
+/// Creates (or finds) the stream and buckets, retrying until NATS answers.
+async fn setup(inner: Arc<Inner>, assets: watch::Sender<Option<Assets>>) {
+    let mut delay = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        match create_assets(&inner).await {
+            Ok(a) => {
+                info!(node = %inner.config.node, replicas = a.replicas, "cluster: JetStream ready");
+                inner.ready.store(true, Ordering::SeqCst);
+                let _ = assets.send(Some(a));
+                return;
+            }
+            Err(e) => {
+                if logged {
+                    debug!(error = %e, "cluster: JetStream not ready yet");
+                } else {
+                    warn!(error = %e, "cluster: JetStream not ready yet (retrying); QoS 1/2 publishes are refused meanwhile");
+                    logged = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn create_assets(inner: &Inner) -> Result<Assets, String> {
+    let c = &inner.config;
+    let mut replicas = c.replicas.unwrap_or(3);
+    loop {
+        match try_create(inner, replicas).await {
+            Ok(a) => return Ok(a),
+            // A single NATS server (no cluster) cannot replicate: one copy, unless the
+            // operator asked for more.
+            Err(e)
+                if c.replicas.is_none()
+                    && replicas > 1
+                    && (e.contains("non-clustered") || e.contains("10074")) =>
+            {
+                replicas = 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_create(inner: &Inner, replicas: usize) -> Result<Assets, String> {
+    let c = &inner.config;
+    let js = &inner.js;
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["mqs.>".into()],
+        num_replicas: replicas,
+        max_age: c.max_age,
+        max_bytes: i64::try_from(c.max_bytes).unwrap_or(i64::MAX),
+        storage: jetstream::stream::StorageType::File,
+        discard: jetstream::stream::DiscardPolicy::Old,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("stream {STREAM}: {e}"))?;
+    let retained = js
+        .create_or_update_key_value(jetstream::kv::Config {
+            bucket: RETAINED_BUCKET.into(),
+            history: 1,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("bucket {RETAINED_BUCKET}: {e}"))?;
+    let nodes = js
+        .create_or_update_key_value(jetstream::kv::Config {
+            bucket: NODES_BUCKET.into(),
+            history: 1,
+            max_age: NODE_TTL,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("bucket {NODES_BUCKET}: {e}"))?;
+    Ok(Assets {
+        retained,
+        nodes,
+        replicas,
+    })
+}
+
+type Acked = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Empties the out queue in order (see the module docs).
+async fn out_task(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Out>) {
+    let mut acks: FuturesOrdered<Acked> = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = acks.next(), if !acks.is_empty() => {}
+            out = rx.recv(), if acks.len() < MAX_ACKS_IN_FLIGHT => {
+                let Some(out) = out else { break };
+                inner.queued_bytes.fetch_sub(out.size, Ordering::Relaxed);
+                if let Some(pending) = send(&inner, out).await {
+                    acks.push_back(pending);
+                }
+            }
+        }
+    }
+    while acks.next().await.is_some() {}
+}
+
+fn failed(inner: &Inner, done: Option<oneshot::Sender<Result<(), StoreError>>>, detail: String) {
+    inner
+        .counters
+        .forward_failures
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(done) = done {
+        let _ = done.send(Err(StoreError::Backbone { detail }));
+    }
+}
+
+/// Sends one message; for QoS 1/2 and retained messages returns what completes it once
+/// JetStream has acknowledged.
+async fn send(inner: &Arc<Inner>, out: Out) -> Option<Acked> {
+    let m = &out.message;
+    let bytes = wire::encode(m, &inner.config.node, Instant::now(), unix_ms());
+    let has_assets = inner.assets.borrow().is_some();
+    let retained_ack = if m.retain {
+        match has_assets {
+            true => {
+                let subject = format!("$KV.{RETAINED_BUCKET}.{}", retained_key(&m.topic));
+                match inner.js.send_publish(subject, JsPublish::build().payload(bytes.clone())).await {
+                    Ok(ack) => Some(ack),
+                    Err(e) => {
+                        warn!(topic = %m.topic, error = %e, "cluster: retained message not stored in NATS");
+                        None
+                    }
+                }
+            }
+            false => None,
+        }
+    } else {
+        None
+    };
+    if m.qos == QoS::AtMostOnce {
+        let subject = subject::topic_to_subject("mq.0", &m.topic);
+        match inner.client.publish(subject, bytes).await {
+            Ok(()) => {
+                inner.counters.forwarded[0].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                inner
+                    .counters
+                    .dropped_nats_error
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(topic = %m.topic, error = %e, "cluster: QoS 0 message not forwarded");
+            }
+        }
+        return retained_ack.map(|ack| -> Acked {
+            Box::pin(async move {
+                let _ = ack.await;
+            })
+        });
+    }
+    if !inner.ready.load(Ordering::Relaxed) {
+        failed(inner, out.done, "JetStream is not ready".into());
+        return None;
+    }
+    let stored = subject::topic_to_subject("mqs", &m.topic);
+    let ack = match inner
+        .js
+        .send_publish(stored, JsPublish::build().payload(bytes.clone()))
+        .await
+    {
+        Ok(ack) => ack,
+        Err(e) => {
+            failed(inner, out.done, format!("JetStream publish: {e}"));
+            return None;
+        }
+    };
+    let inner = inner.clone();
+    let qos = m.qos as usize;
+    let live = subject::topic_to_subject("mq.1", &m.topic);
+    Some(Box::pin(async move {
+        let mut result = ack.await.map(|_| ()).map_err(|e| e.to_string());
+        if let Some(r) = retained_ack {
+            let r = r.await.map(|_| ()).map_err(|e| format!("retained: {e}"));
+            result = result.and(r);
+        }
+        match result {
+            Ok(()) => {
+                // Live copies for the other nodes' online subscribers, after the stored one.
+                if let Err(e) = inner.client.publish(live, bytes).await {
+                    debug!(error = %e, "cluster: live copy not sent");
+                }
+                inner.counters.forwarded[qos.min(2)].fetch_add(1, Ordering::Relaxed);
+                if let Some(done) = out.done {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) => failed(&inner, out.done, format!("JetStream ack: {e}")),
+        }
+    }))
+}
+
+/// The `MQ_RET` key of a topic: base64url of the topic (KV keys allow `[-/_=.A-Za-z0-9]`),
+/// or `h` + SHA-256 hex for topics too long for a NATS subject.
+#[must_use]
+pub fn retained_key(topic: &str) -> String {
+    use base64::Engine as _;
+    if topic.len() <= 1024 {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic)
+    } else {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(topic.as_bytes());
+        let mut s = String::from("h");
+        for b in digest {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+/// Keeps one NATS subscription set per wanted interest, and hands what arrives to the broker.
+async fn interest_task(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut changed: mpsc::UnboundedReceiver<()>,
+) {
+    let mut active: HashMap<Interest, JoinHandle<()>> = HashMap::new();
+    // `mq.*.%T` (topics whose first level alone is too long for a subject): once, while any
+    // level is wanted and `All` (which covers it) is not.
+    let mut always: Option<JoinHandle<()>> = None;
+    loop {
+        let wanted = inner.wanted();
+        // Unsubscribe first: an overlap would deliver twice (QoS 0 is at most once).
+        active.retain(|i, task| {
+            let keep = wanted.contains(i);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let want_always = !wanted.is_empty() && !wanted.contains(&Interest::All);
+        if !want_always && let Some(t) = always.take() {
+            t.abort();
+        }
+        for i in wanted {
+            if active.contains_key(&i) {
+                continue;
+            }
+            let subs = subscribe(&inner, subject::interest_subjects("mq.*", &i)).await;
+            active.insert(i, tokio::spawn(receive(inner.clone(), broker.clone(), subs)));
+        }
+        if want_always && always.is_none() {
+            let subs = subscribe(&inner, subject::always_subjects("mq.*")).await;
+            always = Some(tokio::spawn(receive(inner.clone(), broker.clone(), subs)));
+        }
+        inner
+            .interests
+            .store(active.len(), Ordering::Relaxed);
+        if changed.recv().await.is_none() {
+            break;
+        }
+        while changed.try_recv().is_ok() {}
+    }
+    for (_, t) in active {
+        t.abort();
+    }
+    if let Some(t) = always {
+        t.abort();
+    }
+}
+
+async fn subscribe(inner: &Inner, subjects: Vec<String>) -> Vec<async_nats::Subscriber> {
+    let mut subs = Vec::new();
+    for s in subjects {
+        match inner.client.subscribe(s.clone()).await {
+            Ok(sub) => subs.push(sub),
+            Err(e) => warn!(subject = %s, error = %e, "cluster: cannot subscribe"),
+        }
+    }
+    subs
+}
+
+async fn receive(inner: Arc<Inner>, broker: BrokerHandle, subs: Vec<async_nats::Subscriber>) {
+    let mut all = futures_util::stream::select_all(subs);
+    while let Some(msg) = all.next().await {
+        match wire::decode(msg.payload, Instant::now(), unix_ms()) {
+            Ok(r) if r.node == inner.config.node => {}
+            Ok(r) => {
+                inner.counters.received.fetch_add(1, Ordering::Relaxed);
+                broker.publish_remote(r.message);
+            }
+            Err(e) => {
+                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(subject = %msg.subject, error = %e, "cluster: malformed message ignored");
+            }
+        }
+    }
+}
+
+/// Applies the cluster's retained messages to this node, in the bucket's order; at start (and
+/// after each reconnect of the watch) removes the local ones the cluster no longer has.
+async fn retained_task(inner: Arc<Inner>, broker: BrokerHandle) {
+    let mut assets = inner.assets.clone();
+    let Ok(a) = assets.wait_for(Option::is_some).await.map(|a| a.clone()) else {
+        return;
+    };
+    let Some(a) = a else { return };
+    loop {
+        if let Err(e) = watch_retained(&inner, &broker, &a.retained).await {
+            debug!(error = %e, "cluster: retained watch ended; restarting");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn watch_retained(
+    inner: &Inner,
+    broker: &BrokerHandle,
+    kv: &jetstream::kv::Store,
+) -> Result<(), String> {
+    let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+    let mut initial = kv
+        .status()
+        .await
+        .map_err(|e| e.to_string())?
+        .values();
+    let mut present: Option<HashSet<Arc<str>>> = Some(HashSet::new());
+    if initial == 0 {
+        reconcile(broker, present.take().unwrap_or_default());
+    }
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.operation == jetstream::kv::Operation::Put {
+            match wire::decode(entry.value, Instant::now(), unix_ms()) {
+                Ok(r) => {
+                    if let Some(p) = present.as_mut()
+                        && !r.message.payload.is_empty()
+                    {
+                        p.insert(r.message.topic.clone());
+                    }
+                    inner
+                        .counters
+                        .retained_applied
+                        .fetch_add(1, Ordering::Relaxed);
+                    broker.set_retained(r.message);
+                }
+                Err(e) => {
+                    inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    debug!(key = %entry.key, error = %e, "cluster: malformed retained message ignored");
+                }
+            }
+        }
+        if present.is_some() {
+            initial = initial.saturating_sub(1);
+            if initial == 0 {
+                reconcile(broker, present.take().unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the local retained messages (of topics the cluster carries) that the cluster's
+/// bucket does not have: set or cleared elsewhere while this node was away.
+fn reconcile(broker: &BrokerHandle, present: HashSet<Arc<str>>) {
+    let mut removed = 0;
+    for topic in broker.retained_topics() {
+        if !node_local(&topic) && !present.contains(&topic) && broker.delete_retained(&topic) {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        info!(removed, "cluster: removed retained messages the cluster no longer has");
+    }
+}
+
+/// Says every [`HEARTBEAT`] that this node is alive (the bucket forgets it after [`NODE_TTL`]).
+async fn heartbeat_task(inner: Arc<Inner>) {
+    let mut assets = inner.assets.clone();
+    let Ok(a) = assets.wait_for(Option::is_some).await.map(|a| a.clone()) else {
+        return;
+    };
+    let Some(a) = a else { return };
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let record = crate::status::NodeRecord {
+            node: inner.config.node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_ms: inner.started_ms,
+            heartbeat_ms: unix_ms(),
+        };
+        let Ok(value) = serde_json::to_vec(&record) else {
+            continue;
+        };
+        if let Err(e) = a.nodes.put(&inner.config.node, Bytes::from(value)).await {
+            debug!(error = %e, "cluster: heartbeat not written");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
