@@ -139,6 +139,7 @@ impl Env {
             shadows: shadows
                 .as_ref()
                 .and_then(hermod_shadow::ShadowService::client),
+            cluster: None,
         };
         let admin = hermod_admin::start_with(handle.clone(), &config, services)
             .await
