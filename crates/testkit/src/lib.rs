@@ -8,6 +8,7 @@
 //!   so relative paths resolve as with `hermod serve -c`).
 //! - [`Pki`]: certificates made with rcgen at run time (nothing secret is committed).
 //! - [`AuthServer`]: a fake HTTP(S) service for `[auth.http]`.
+//! - [`nats::NatsCluster`]: real nats-server processes (JetStream, clustered) for the cluster tests.
 //! - packet builders ([`connect_packet`], [`publish`], ...) and the usual constants.
 //!
 //! [`Config`]: hermod_broker::Config
@@ -17,6 +18,7 @@
 mod auth_server;
 mod broker;
 mod client;
+pub mod nats;
 mod packets;
 mod pki;
 mod promtool;
