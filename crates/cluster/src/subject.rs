@@ -27,6 +27,9 @@
 //! decode a truncated subject, they match the payload's topic against their local
 //! subscriptions. Truncation is why routing uses first-level interest (below) rather than the
 //! exact subjects of [`filter_to_subjects`]: those never match a truncated subject.
+//! Subjects are therefore not unique for long topics: two long topics with the same first level
+//! share `<prefix>.<first>.%T`, so a stream keeping one message per subject (retained messages)
+//! must not key long topics by subject alone.
 //!
 //! # First-level interest
 //!

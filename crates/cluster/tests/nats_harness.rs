@@ -52,10 +52,8 @@ async fn publish_acked(
         }
         assert!(
             start.elapsed() < within,
-            "no ack for {payload} within {within:?}\n{}\n{}\n{}",
-            cluster.log(0),
-            cluster.log(1),
-            cluster.log(2)
+            "no ack for {payload} within {within:?}\n{}",
+            cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -137,7 +135,7 @@ async fn r3_stream_survives_a_killed_node() {
         assert!(
             start.elapsed() < SETTLE,
             "stream not created within {SETTLE:?}\n{}",
-            cluster.log(0)
+            cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -186,4 +184,31 @@ async fn r3_stream_survives_a_killed_node() {
         3
     );
     eprintln!("whole test {:?}", t0.elapsed());
+}
+
+/// A single node (no `cluster` block) keeps its file store across a kill and restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_keeps_its_store_across_a_restart() {
+    let Some(bin) = require_nats("single_node_keeps_its_store_across_a_restart") else {
+        return;
+    };
+    let mut cluster = NatsCluster::start(&bin, 1);
+    assert_eq!(cluster.urls(), [cluster.url(0)]);
+    let js = jetstream::new(connect(&cluster.url(0)).await);
+    tokio::time::timeout(
+        SETTLE,
+        js.get_or_create_stream(stream::Config {
+            name: "ONE".into(),
+            subjects: vec!["one.>".into()],
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("stream created in time")
+    .expect("stream created");
+    assert_eq!(publish_acked(SETTLE, &js, "one.a", "a", &cluster).await, 1);
+    drop(js);
+    cluster.restart(0);
+    let js = jetstream::new(connect(&cluster.url(0)).await);
+    assert_eq!(publish_acked(SETTLE, &js, "one.b", "b", &cluster).await, 2);
 }

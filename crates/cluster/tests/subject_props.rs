@@ -136,31 +136,6 @@ proptest! {
     }
 
     #[test]
-    fn long_topics(t in long_topic()) {
-        let s = topic_to_subject(STORED, &t);
-        check_subject_shape(&s);
-        if full(&s) {
-            prop_assert_eq!(subject_to_topic(STORED, &s), Some(t.clone()));
-        } else {
-            prop_assert_eq!(subject_to_topic(STORED, &s), None);
-            // Truncated only when the full subject would be too long.
-            let tokens: usize = t.split('/').map(|l| if l.is_empty() { 1 } else {
-                l.bytes().map(|b| if matches!(b, b'%' | b'.' | b'*' | b'>' | 0..=0x20 | 0x7f) { 3 } else { 1 }).sum()
-            } + 1).sum();
-            prop_assert!(STORED.len() + tokens > MAX_SUBJECT_LEN);
-        }
-        // Every filter matching the topic has interests whose subjects reach it, exactly once.
-        let first = t.split('/').next().unwrap();
-        for f in ["#", "+/#", &format!("{first}/#")] {
-            prop_assert!(mqtt_matches(f, &t));
-            let i = first_level_interest(f);
-            let subs = node_subjects(STORED, [&i]);
-            let n = subs.iter().filter(|sub| nats_matches(sub, &s)).count();
-            prop_assert_eq!(n, 1, "{:?} {:?} {:?}", f, subs, s);
-        }
-    }
-
-    #[test]
     fn injective(a in topic(), b in topic()) {
         let (sa, sb) = (topic_to_subject(LIVE_QOS0, &a), topic_to_subject(LIVE_QOS0, &b));
         prop_assert_eq!(a == b, sa == sb, "{:?} {:?} -> {:?} {:?}", a, b, sa, sb);
@@ -187,6 +162,36 @@ proptest! {
                 prop_assert!(interest_subjects(LIVE_QOS0, &i).iter().any(|sub| nats_matches(sub, &s)));
                 prop_assert_eq!(node_subjects(LIVE_QOS0, [&i]).iter().filter(|sub| nats_matches(sub, &s)).count(), 1);
             }
+        }
+    }
+}
+
+// Long topics (up to 200 levels, levels up to 3600 bytes) cost more per case.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn long_topics(t in long_topic()) {
+        let s = topic_to_subject(STORED, &t);
+        check_subject_shape(&s);
+        if full(&s) {
+            prop_assert_eq!(subject_to_topic(STORED, &s), Some(t.clone()));
+        } else {
+            prop_assert_eq!(subject_to_topic(STORED, &s), None);
+            // Truncated only when the full subject would be too long.
+            let tokens: usize = t.split('/').map(|l| if l.is_empty() { 1 } else {
+                l.bytes().map(|b| if matches!(b, b'%' | b'.' | b'*' | b'>' | 0..=0x20 | 0x7f) { 3 } else { 1 }).sum()
+            } + 1).sum();
+            prop_assert!(STORED.len() + tokens > MAX_SUBJECT_LEN);
+        }
+        // Every filter matching the topic has interests whose subjects reach it, exactly once.
+        let first = t.split('/').next().unwrap();
+        for f in ["#", "+/#", &format!("{first}/#")] {
+            prop_assert!(mqtt_matches(f, &t));
+            let i = first_level_interest(f);
+            let subs = node_subjects(STORED, [&i]);
+            let n = subs.iter().filter(|sub| nats_matches(sub, &s)).count();
+            prop_assert_eq!(n, 1, "{:?} {:?} {:?}", f, subs, s);
         }
     }
 

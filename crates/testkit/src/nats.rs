@@ -208,8 +208,8 @@ impl NatsCluster {
         }
     }
 
-    /// Every node's log, headed by its name.
-    fn logs(&self) -> String {
+    /// Every node's log, headed by its name, for a failure that may involve any node.
+    pub fn logs(&self) -> String {
         (0..self.nodes.len())
             .map(|i| format!("----- n{i} -----\n{}", self.log(i)))
             .collect::<Vec<_>>()
