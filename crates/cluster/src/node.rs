@@ -379,7 +379,12 @@ async fn setup(inner: Arc<Inner>, assets: watch::Sender<Option<Assets>>) {
                 if logged {
                     debug!(error = %e, "cluster: JetStream not ready yet");
                 } else {
-                    warn!(error = %e, "cluster: JetStream not ready yet (retrying); QoS 1/2 publishes are refused meanwhile");
+                    let hint = if e.contains("10047") {
+                        " (JetStream has no room for the stream: lower [cluster] max_bytes or raise the NATS servers' max_file_store)"
+                    } else {
+                        ""
+                    };
+                    warn!(error = %e, "cluster: JetStream not ready yet (retrying){hint}; QoS 1/2 publishes are refused meanwhile");
                     logged = true;
                 }
                 tokio::time::sleep(delay).await;
@@ -390,23 +395,21 @@ async fn setup(inner: Arc<Inner>, assets: watch::Sender<Option<Assets>>) {
 }
 
 async fn create_assets(inner: &Inner) -> Result<Assets, String> {
-    let c = &inner.config;
-    let mut replicas = c.replicas.unwrap_or(3);
-    loop {
-        match try_create(inner, replicas).await {
-            Ok(a) => return Ok(a),
-            // A single NATS server (no cluster) cannot replicate: one copy, unless the
-            // operator asked for more.
-            Err(e)
-                if c.replicas.is_none()
-                    && replicas > 1
-                    && (e.contains("non-clustered") || e.contains("10074")) =>
-            {
-                replicas = 1;
-            }
-            Err(e) => return Err(e),
-        }
+    if !matches!(
+        inner.client.connection_state(),
+        async_nats::connection::State::Connected
+    ) {
+        return Err("not connected to NATS".into());
     }
+    // Auto: 3 copies on a NATS cluster, 1 on a single server (which cannot replicate).
+    let replicas = inner.config.replicas.unwrap_or_else(|| {
+        if inner.client.server_info().cluster.is_some() {
+            3
+        } else {
+            1
+        }
+    });
+    try_create(inner, replicas).await
 }
 
 async fn try_create(inner: &Inner, replicas: usize) -> Result<Assets, String> {
@@ -687,7 +690,8 @@ async fn watch_retained(
     broker: &BrokerHandle,
     kv: &jetstream::kv::Store,
 ) -> Result<(), String> {
-    let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+    // The last value of every key first (the bucket keeps one per key), then the changes.
+    let mut watch = kv.watch_with_history(">").await.map_err(|e| e.to_string())?;
     let mut initial = kv
         .status()
         .await

@@ -42,7 +42,6 @@ impl Commit {
     /// the scale-out backbone (`api::Backbone`) hands one back for each QoS 1/2 message it
     /// forwards, so that the publisher's acknowledgement waits for the replicated copy exactly
     /// as it waits for the local one. Dropping the sender fails the commit (`Closed`).
-    #[must_use]
     pub fn pending() -> (oneshot::Sender<Result<(), StoreError>>, Self) {
         let (tx, rx) = oneshot::channel();
         (

@@ -1,0 +1,317 @@
+//! Three Hermod nodes (in-process brokers) over a real 3-node NATS JetStream cluster (R3):
+//! cross-node pub/sub at every QoS and both protocol versions, v5 properties, per-publisher
+//! order, retained messages from any node, a node that loses NATS, and one NATS node of three
+//! killed. Skipped without nats-server unless `HERMOD_REQUIRE_PEERS` is set (CI sets it).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hermod_cluster::{Cluster, ClusterConfig};
+use hermod_proto::{ProtocolVersion, PublishProperties, QoS, ReasonCode};
+use hermod_testkit::nats::{NatsCluster, require_nats};
+use hermod_testkit::{Client, TestBroker, publish};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V311: ProtocolVersion = ProtocolVersion::V311;
+
+struct Node {
+    broker: TestBroker,
+    cluster: Option<Cluster>,
+}
+
+impl Node {
+    async fn start(name: &str, nats: Vec<String>, f: impl FnOnce(&mut ClusterConfig)) -> Self {
+        let broker = TestBroker::start().await;
+        let mut config = ClusterConfig::new(name, nats);
+        config.ack_timeout = Duration::from_secs(3);
+        // The test servers have 1 GB of file store: the stream must leave room for the buckets.
+        config.max_bytes = 64 << 20;
+        f(&mut config);
+        let cluster = Cluster::start(broker.handle().clone(), &config)
+            .await
+            .expect("cluster starts");
+        Node {
+            broker,
+            cluster: Some(cluster),
+        }
+    }
+
+    async fn status(&self) -> hermod_cluster::ClusterStatus {
+        self.cluster.as_ref().unwrap().view().status().await
+    }
+
+    async fn client(&self, v: ProtocolVersion, id: &str) -> Client {
+        self.broker.client(v, id).await
+    }
+
+    async fn stop(mut self) {
+        if let Some(c) = self.cluster.take() {
+            c.shutdown().await;
+        }
+        self.broker.stop().await;
+    }
+}
+
+/// Three NATS servers and one Hermod node on each (each lists its own server first).
+async fn three_nodes(nats: &NatsCluster) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut urls = vec![nats.url(i)];
+        urls.extend((0..3).filter(|j| *j != i).map(|j| nats.url(j)));
+        nodes.push(Node::start(&format!("b{i}"), urls, |_| {}).await);
+    }
+    wait_until("JetStream ready and 3 nodes listed on each node", Duration::from_secs(40), async || {
+        for n in &nodes {
+            let s = n.status().await;
+            if !s.jetstream_ready || s.nodes.len() != 3 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    nodes
+}
+
+async fn wait_until(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes probes on `from` until `sub` receives one: NATS interest for a new subscription
+/// reaches the other servers asynchronously (the QoS 0 window of docs/cluster.md). Leaves
+/// `sub` with nothing pending.
+async fn await_route(from: &mut Client, sub: &mut Client, topic: &str) {
+    let start = Instant::now();
+    loop {
+        from.publish(topic, b"probe", QoS::AtMostOnce, false).await;
+        if let Some(hermod_proto::Packet::Publish(_)) = sub.recv(Duration::from_millis(200)).await {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no route for {topic} across nodes"
+        );
+    }
+    // Probes still in flight.
+    sub.drain(Duration::from_millis(300)).await;
+}
+
+macro_rules! nats_or_skip {
+    ($name:literal) => {
+        match require_nats($name) {
+            Some(bin) => NatsCluster::start(&bin, 3),
+            None => return,
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_pub_sub_at_every_qos_with_properties_and_order() {
+    let nats = nats_or_skip!("cross_node_pub_sub_at_every_qos_with_properties_and_order");
+    let nodes = three_nodes(&nats).await;
+    let mut sub5 = nodes[1].client(V5, "sub5").await;
+    sub5.subscribe_one("a/+/c", QoS::ExactlyOnce).await;
+    let mut sub3 = nodes[2].client(V311, "sub3").await;
+    sub3.subscribe_one("a/#", QoS::ExactlyOnce).await;
+    let mut publisher = nodes[0].client(V5, "pub").await;
+    await_route(&mut publisher, &mut sub5, "a/probe/c").await;
+    await_route(&mut publisher, &mut sub3, "a/probe").await;
+    sub5.drain(Duration::from_millis(200)).await;
+
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut p = publish("a/b/c", format!("q{}", qos as u8).as_bytes(), qos, false);
+        p.properties = PublishProperties {
+            content_type: Some("text/plain".into()),
+            response_topic: Some("reply/here".into()),
+            correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+            user_properties: vec![("k".into(), "v".into())],
+            message_expiry_interval: Some(3600),
+            payload_format_indicator: Some(1),
+            ..PublishProperties::default()
+        };
+        // The ack of QoS 1/2 comes once JetStream (R3) has the message.
+        assert_eq!(publisher.publish_packet(p).await, ReasonCode::SUCCESS);
+        let got = sub5.expect_publish_acked().await;
+        assert_eq!(got.topic, "a/b/c");
+        assert_eq!(got.payload, format!("q{}", qos as u8).as_bytes());
+        assert_eq!(got.qos, qos, "granted QoS 2 keeps the published QoS");
+        let pr = &got.properties;
+        assert_eq!(pr.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(pr.response_topic.as_deref(), Some("reply/here"));
+        assert_eq!(pr.correlation_data.as_deref(), Some(&b"\x01\x02"[..]));
+        assert_eq!(pr.user_properties, vec![("k".to_owned(), "v".to_owned())]);
+        assert_eq!(pr.payload_format_indicator, Some(1));
+        // [MQTT-3.3.2-6] what is left of the interval, not more.
+        assert!(pr.message_expiry_interval.is_some_and(|s| (3590..=3600).contains(&s)));
+        let got3 = sub3.expect_publish_acked().await;
+        assert_eq!(got3.topic, "a/b/c");
+        assert_eq!(got3.qos, qos);
+    }
+
+    // Per-publisher order, QoS 1 and QoS 0 each (a v3.1.1 publisher on another node).
+    let mut p3 = nodes[2].client(V311, "pub3").await;
+    for qos in [QoS::AtLeastOnce, QoS::AtMostOnce] {
+        for i in 0..200 {
+            p3.publish("a/x/c", format!("{i}").as_bytes(), qos, false).await;
+        }
+        let got: Vec<String> = sub5
+            .collect(200)
+            .await
+            .iter()
+            .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+            .collect();
+        let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+        assert_eq!(got, want, "order of one publisher at {qos:?}");
+    }
+    // Each message once: nothing more on either subscriber.
+    sub5.expect_nothing(Duration::from_millis(500)).await;
+    let extra = sub3.drain(Duration::from_millis(500)).await;
+    assert_eq!(extra.len(), 400, "sub3 (a/#) got pub3's 400 messages, once each");
+
+    let s = nodes[0].status().await;
+    assert_eq!(s.forward_failures, 0);
+    assert!(s.forwarded >= 3);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_global_and_a_late_node_gets_them() {
+    let nats = nats_or_skip!("retained_messages_are_global_and_a_late_node_gets_them");
+    let nodes = three_nodes(&nats).await;
+    let mut p0 = nodes[0].client(V5, "p0").await;
+    assert_eq!(
+        p0.publish("cfg/site1", b"v1", QoS::AtLeastOnce, true).await,
+        ReasonCode::SUCCESS
+    );
+    // A new subscriber on another node gets it [MQTT-3.3.1-6].
+    wait_until("retained on b2", Duration::from_secs(10), async || {
+        nodes[2].broker.handle().retained("cfg/#").len() == 1
+    })
+    .await;
+    let mut s2 = nodes[2].client(V5, "s2").await;
+    s2.subscribe_one("cfg/#", QoS::AtLeastOnce).await;
+    let got = s2.expect_publish_acked().await;
+    assert_eq!((got.topic.as_str(), &got.payload[..], got.retain), ("cfg/site1", &b"v1"[..], true));
+
+    // Replaced from another node, then another topic set and cleared from a third.
+    let mut p1 = nodes[1].client(V311, "p1").await;
+    p1.publish("cfg/site1", b"v2", QoS::AtLeastOnce, true).await;
+    p1.publish("cfg/site2", b"x", QoS::AtMostOnce, true).await;
+    let mut p2 = nodes[2].client(V5, "p2").await;
+    p2.publish("cfg/site2", b"", QoS::AtLeastOnce, true).await;
+    for n in &nodes {
+        wait_until("the same retained set on every node", Duration::from_secs(10), async || {
+            let r = n.broker.handle().retained("cfg/#");
+            r.len() == 1 && r[0].payload == Bytes::from_static(b"v2")
+        })
+        .await;
+    }
+
+    // A node that joins later starts with the cluster's retained messages.
+    let late = Node::start("late", nats.urls(), |_| {}).await;
+    wait_until("retained on the late node", Duration::from_secs(20), async || {
+        let r = late.broker.handle().retained("cfg/#");
+        r.len() == 1 && r[0].payload == Bytes::from_static(b"v2")
+    })
+    .await;
+    late.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nats_server_of_three_killed_traffic_continues() {
+    let mut nats = nats_or_skip!("one_nats_server_of_three_killed_traffic_continues");
+    let nodes = three_nodes(&nats).await;
+    let mut sub = nodes[1].client(V5, "sub").await;
+    sub.subscribe_one("t/#", QoS::AtLeastOnce).await;
+    let mut publisher = nodes[0].client(V5, "pub").await;
+    await_route(&mut publisher, &mut sub, "t/probe").await;
+    // b0's own NATS server dies: b0 reconnects to another, R3 keeps a quorum.
+    nats.kill(0);
+    let start = Instant::now();
+    let mut acked = 0;
+    let mut refused = 0;
+    while acked < 100 {
+        assert!(start.elapsed() < Duration::from_secs(60), "QoS 1 never resumed");
+        match publisher
+            .publish("t/x", format!("{acked}").as_bytes(), QoS::AtLeastOnce, false)
+            .await
+        {
+            ReasonCode::SUCCESS => acked += 1,
+            // Refused while the connection moves or a leader is elected: not acknowledged,
+            // so not a loss; the publisher retries (as a client would).
+            _ => refused += 1,
+        }
+    }
+    // Every acknowledged message reaches the subscriber on the other node, once.
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 100 && Instant::now() < deadline {
+        if let Some(hermod_proto::Packet::Publish(p)) = sub.recv(Duration::from_secs(1)).await {
+            sub.ack(&p).await;
+            if p.topic == "t/x" {
+                got.insert(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+        }
+    }
+    assert_eq!(got.len(), 100, "acked messages delivered (refused on the way: {refused})");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_nats_serves_its_clients_and_refuses_unreplicated_acks() {
+    // One NATS server (R1): stopping and starting it is the whole of NATS going away.
+    let Some(bin) = require_nats("a_node_without_nats_serves_its_clients_and_refuses_unreplicated_acks") else {
+        return;
+    };
+    let mut nats = NatsCluster::start(&bin, 1);
+    let node = Node::start("alone", vec![nats.url(0)], |c| {
+        c.ack_timeout = Duration::from_secs(1);
+    })
+    .await;
+    wait_until("JetStream ready", Duration::from_secs(40), async || {
+        node.status().await.jetstream_ready
+    })
+    .await;
+    let mut local = node.client(V5, "local").await;
+    local.subscribe_one("l/#", QoS::AtLeastOnce).await;
+    let mut publisher = node.client(V5, "pub").await;
+    nats.kill(0);
+    wait_until("NATS disconnected", Duration::from_secs(20), async || {
+        node.status().await.nats_state != "connected"
+    })
+    .await;
+    // QoS 0 keeps flowing to local subscribers.
+    publisher.publish("l/0", b"q0", QoS::AtMostOnce, false).await;
+    assert_eq!(local.expect_publish_acked().await.payload, &b"q0"[..]);
+    // QoS 1: delivered locally, but the publisher is not told it is safe: JetStream does not
+    // have it (v5: 0x80), so it will publish again.
+    let rc = publisher.publish("l/1", b"q1", QoS::AtLeastOnce, false).await;
+    assert_eq!(rc, ReasonCode::UNSPECIFIED_ERROR);
+    assert!(node.status().await.forward_failures >= 1);
+    // The status says so.
+    let text = node.status().await.render();
+    assert!(text.contains("NATS: disconnected") || text.contains("NATS: pending"), "{text}");
+    // NATS back: QoS 1 is acknowledged again.
+    nats.restart(0);
+    let start = Instant::now();
+    loop {
+        if publisher.publish("l/1", b"again", QoS::AtLeastOnce, false).await == ReasonCode::SUCCESS {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "QoS 1 not acknowledged after NATS came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.stop().await;
+}
