@@ -146,7 +146,10 @@ impl ClusterConfig {
         let s = section.into_inner();
         let base = path.parent().unwrap_or(Path::new("."));
         let key_err = |span: std::ops::Range<usize>, key: &str, what: String| {
-            fail(format!("line {}: [cluster] key `{key}`: {what}", line(span.start)))
+            fail(format!(
+                "line {}: [cluster] key `{key}`: {what}",
+                line(span.start)
+            ))
         };
         let node = s.node.ok_or_else(|| {
             fail(format!(
@@ -328,11 +331,26 @@ mod tests {
     #[test]
     fn errors_name_the_file_line_and_key() {
         let cases = [
-            ("[cluster]\nnats = [\"nats://a:1\"]\n", "line 1: [cluster] needs `node`"),
-            ("[cluster]\nnode = \"a\"\n", "line 1: [cluster] needs `nats`"),
-            ("[cluster]\nnode = \"a.b\"\nnats = [\"nats://a:1\"]\n", "line 2: [cluster] key `node`"),
-            ("[cluster]\nnode = \"a\"\nnats = [\"http://a:1\"]\n", "line 3: [cluster] key `nats`"),
-            ("[cluster]\nnode = \"a\"\nnats = []\n", "key `nats`: lists no server"),
+            (
+                "[cluster]\nnats = [\"nats://a:1\"]\n",
+                "line 1: [cluster] needs `node`",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\n",
+                "line 1: [cluster] needs `nats`",
+            ),
+            (
+                "[cluster]\nnode = \"a.b\"\nnats = [\"nats://a:1\"]\n",
+                "line 2: [cluster] key `node`",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\nnats = [\"http://a:1\"]\n",
+                "line 3: [cluster] key `nats`",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\nnats = []\n",
+                "key `nats`: lists no server",
+            ),
             (
                 "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\n\nreplicas = 9\n",
                 "line 5: [cluster] key `replicas`",
@@ -345,8 +363,14 @@ mod tests {
                 "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nmax_bytes = \"1TB\"\n",
                 "line 4: [cluster] key `max_bytes`",
             ),
-            ("[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nuser = \"u\"\n", "go together"),
-            ("[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nnodes = 3\n", "unknown field `nodes`"),
+            (
+                "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nuser = \"u\"\n",
+                "go together",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nnodes = 3\n",
+                "unknown field `nodes`",
+            ),
             (
                 "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\ncafile = \"nope.pem\"\n",
                 "/etc/hermod/nope.pem does not exist",

@@ -5,14 +5,17 @@
 //! one task that empties it in order, so messages leave in the order they were published:
 //! - QoS 0: core NATS `mq.0.<topic>`, at once;
 //! - QoS 1/2: JetStream `mqs.<topic>` (stream `MQ_MSGS`, replicated); once JetStream has
-//!   acknowledged it, core `mq.1.<topic>` for the live subscribers of other nodes, and only
-//!   then the publisher's PUBACK/PUBREC (its ack waits on the commit `forward` returned).
-//!   Acknowledgements are awaited in order, up to [`MAX_ACKS_IN_FLIGHT`] at a time;
+//!   acknowledged it, the publisher's PUBACK/PUBREC (its ack waits on the commit `forward`
+//!   returned). Acknowledgements are awaited in order, up to [`MAX_ACKS_IN_FLIGHT`] at a time;
 //! - retained: also into the bucket `MQ_RET` (in the same ordered pipeline), which every node
 //!   watches into its own retained store, so all nodes apply retained messages in one order.
 //!
-//! In: this node subscribes per distinct first topic level of its subscriptions (see
-//! `subject`), and hands what arrives to `BrokerHandle::publish_remote`.
+//! In: QoS 0 from core NATS, through subscriptions per distinct first topic level of this
+//! node's subscriptions (see `subject`); QoS 1/2 from the stream itself, through one ordered
+//! consumer filtered on the same levels, so that a QoS 1/2 message JetStream acknowledged
+//! reaches every interested node even if the publisher's node or a NATS server dies right
+//! after (a core copy would be lost with the connection that carried it: seen in the test
+//! that kills a NATS server). Both go to `BrokerHandle::publish_remote`.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -43,6 +46,8 @@ pub const STREAM: &str = "MQ_MSGS";
 pub const RETAINED_BUCKET: &str = "MQ_RET";
 /// Bucket of live nodes, keyed by node name, expiring after [`NODE_TTL`].
 pub const NODES_BUCKET: &str = "MQ_NODES";
+/// Distinct first levels a node subscribes to one by one before it takes everything.
+pub const MAX_LEVELS: usize = 256;
 /// JetStream acknowledgements awaited at once by the out task.
 pub const MAX_ACKS_IN_FLIGHT: usize = 4096;
 /// How often a node says it is alive.
@@ -83,6 +88,8 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Retained messages applied from the bucket.
     pub retained_applied: AtomicU64,
+    /// Local connections disconnected because their client id connected to another node.
+    pub takeovers: AtomicU64,
 }
 
 /// What the tasks share.
@@ -95,7 +102,14 @@ pub(crate) struct Inner {
     pub(crate) queued_bytes: AtomicUsize,
     out: mpsc::UnboundedSender<Out>,
     interest: Mutex<HashMap<Interest, usize>>,
-    interest_changed: mpsc::UnboundedSender<()>,
+    /// Bumped at every change of `interest`: the core (QoS 0) subscriptions and the stream
+    /// consumer (QoS 1/2) follow it.
+    interest_changed: watch::Sender<u64>,
+    /// Client ids admitted here, to announce on `mqc.connected`.
+    connects: mpsc::UnboundedSender<(String, u64)>,
+    /// When each client id was admitted here, for the last [`RECENT_CONNECT`]: decides which of
+    /// two near-simultaneous connections on two nodes stays.
+    recent_connects: Mutex<HashMap<String, u64>>,
     pub(crate) ready: AtomicBool,
     /// Interests subscribed on NATS now.
     pub(crate) interests: AtomicUsize,
@@ -179,6 +193,16 @@ impl Backbone for Hook {
     fn unsubscribed(&self, filter: &str) {
         self.0.change_interest(filter, false);
     }
+
+    fn connected(&self, client_id: &str) {
+        let at = unix_ms();
+        self.0
+            .recent_connects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(client_id.to_owned(), at);
+        let _ = self.0.connects.send((client_id.to_owned(), at));
+    }
 }
 
 impl Inner {
@@ -211,7 +235,7 @@ impl Inner {
         };
         drop(map);
         if changed {
-            let _ = self.interest_changed.send(());
+            self.interest_changed.send_modify(|g| *g += 1);
         }
     }
 
@@ -222,7 +246,9 @@ impl Inner {
             .interest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.contains_key(&Interest::All) {
+        // Past MAX_LEVELS distinct first levels, one subscription to everything is cheaper
+        // (and a consumer's filter list stays small).
+        if map.contains_key(&Interest::All) || map.len() > MAX_LEVELS {
             return HashSet::from([Interest::All]);
         }
         map.keys().cloned().collect()
@@ -254,7 +280,8 @@ impl Cluster {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.ack_timeout);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+        let (interest_tx, _) = watch::channel(0u64);
+        let (connects_tx, connects_rx) = mpsc::unbounded_channel();
         let (assets_tx, assets_rx) = watch::channel(None);
         let inner = Arc::new(Inner {
             config: config.clone(),
@@ -265,6 +292,8 @@ impl Cluster {
             out: out_tx,
             interest: Mutex::new(HashMap::new()),
             interest_changed: interest_tx,
+            connects: connects_tx,
+            recent_connects: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             interests: AtomicUsize::new(0),
             started_ms: unix_ms(),
@@ -276,9 +305,11 @@ impl Cluster {
         let tasks = vec![
             tokio::spawn(setup(inner.clone(), assets_tx)),
             tokio::spawn(out_task(inner.clone(), out_rx)),
-            tokio::spawn(interest_task(inner.clone(), broker.clone(), interest_rx)),
+            tokio::spawn(interest_task(inner.clone(), broker.clone())),
+            tokio::spawn(stored_task(inner.clone(), broker.clone())),
             tokio::spawn(retained_task(inner.clone(), broker.clone())),
             tokio::spawn(heartbeat_task(inner.clone())),
+            tokio::spawn(takeover_task(inner.clone(), broker.clone(), connects_rx)),
         ];
         info!(node = %config.node, nats = ?config.nats, "cluster: joining");
         Ok(Self { inner, tasks })
@@ -308,7 +339,11 @@ impl Cluster {
     /// to NATS (bounded by 2 s), and the tasks end.
     pub async fn shutdown(self) {
         if let Some(a) = self.inner.assets.borrow().clone() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), a.nodes.delete(&self.inner.config.node)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                a.nodes.delete(&self.inner.config.node),
+            )
+            .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.client.flush()).await;
         for t in &self.tasks {
@@ -414,7 +449,12 @@ async fn create_assets(inner: &Inner) -> Result<Assets, String> {
 
 async fn try_create(inner: &Inner, replicas: usize) -> Result<Assets, String> {
     let c = &inner.config;
-    let js = &inner.js;
+    // Requests of their own, 5 s: when nodes start together, the node that loses the race to
+    // create an asset can wait for an answer that never comes (seen: 30 s with a 30 s
+    // timeout); the retry then finds the asset.
+    let mut js = jetstream::new(inner.client.clone());
+    js.set_timeout(Duration::from_secs(5));
+    let js = &js;
     js.get_or_create_stream(jetstream::stream::Config {
         name: STREAM.into(),
         subjects: vec!["mqs.>".into()],
@@ -429,32 +469,54 @@ async fn try_create(inner: &Inner, replicas: usize) -> Result<Assets, String> {
     })
     .await
     .map_err(|e| format!("stream {STREAM}: {e}"))?;
-    let retained = js
-        .create_or_update_key_value(jetstream::kv::Config {
+    let retained = ensure_kv(
+        js,
+        jetstream::kv::Config {
             bucket: RETAINED_BUCKET.into(),
             history: 1,
             num_replicas: replicas,
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("bucket {RETAINED_BUCKET}: {e}"))?;
-    let nodes = js
-        .create_or_update_key_value(jetstream::kv::Config {
+        },
+    )
+    .await?;
+    let nodes = ensure_kv(
+        js,
+        jetstream::kv::Config {
             bucket: NODES_BUCKET.into(),
             history: 1,
             max_age: NODE_TTL,
             num_replicas: replicas,
             storage: jetstream::stream::StorageType::Memory,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("bucket {NODES_BUCKET}: {e}"))?;
+        },
+    )
+    .await?;
     Ok(Assets {
         retained,
         nodes,
         replicas,
     })
+}
+
+/// The bucket if it exists, else created. Every node does this at start, often at the same
+/// moment: looking first keeps them from queueing behind each other's creation (seen: 30 s).
+async fn ensure_kv(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, String> {
+    let bucket = config.bucket.clone();
+    if let Ok(kv) = js.get_key_value(&bucket).await {
+        return Ok(kv);
+    }
+    match js.create_key_value(config).await {
+        Ok(kv) => Ok(kv),
+        // Created by another node in between.
+        Err(e) => js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|_| format!("bucket {bucket}: {e}")),
+    }
 }
 
 type Acked = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -498,7 +560,11 @@ async fn send(inner: &Arc<Inner>, out: Out) -> Option<Acked> {
         match has_assets {
             true => {
                 let subject = format!("$KV.{RETAINED_BUCKET}.{}", retained_key(&m.topic));
-                match inner.js.send_publish(subject, JsPublish::build().payload(bytes.clone())).await {
+                match inner
+                    .js
+                    .send_publish(subject, JsPublish::build().payload(bytes.clone()))
+                    .await
+                {
                     Ok(ack) => Some(ack),
                     Err(e) => {
                         warn!(topic = %m.topic, error = %e, "cluster: retained message not stored in NATS");
@@ -549,7 +615,6 @@ async fn send(inner: &Arc<Inner>, out: Out) -> Option<Acked> {
     };
     let inner = inner.clone();
     let qos = m.qos as usize;
-    let live = subject::topic_to_subject("mq.1", &m.topic);
     Some(Box::pin(async move {
         let mut result = ack.await.map(|_| ()).map_err(|e| e.to_string());
         if let Some(r) = retained_ack {
@@ -558,10 +623,6 @@ async fn send(inner: &Arc<Inner>, out: Out) -> Option<Acked> {
         }
         match result {
             Ok(()) => {
-                // Live copies for the other nodes' online subscribers, after the stored one.
-                if let Err(e) = inner.client.publish(live, bytes).await {
-                    debug!(error = %e, "cluster: live copy not sent");
-                }
                 inner.counters.forwarded[qos.min(2)].fetch_add(1, Ordering::Relaxed);
                 if let Some(done) = out.done {
                     let _ = done.send(Ok(()));
@@ -591,11 +652,8 @@ pub fn retained_key(topic: &str) -> String {
 }
 
 /// Keeps one NATS subscription set per wanted interest, and hands what arrives to the broker.
-async fn interest_task(
-    inner: Arc<Inner>,
-    broker: BrokerHandle,
-    mut changed: mpsc::UnboundedReceiver<()>,
-) {
+async fn interest_task(inner: Arc<Inner>, broker: BrokerHandle) {
+    let mut changed = inner.interest_changed.subscribe();
     let mut active: HashMap<Interest, JoinHandle<()>> = HashMap::new();
     // `mq.*.%T` (topics whose first level alone is too long for a subject): once, while any
     // level is wanted and `All` (which covers it) is not.
@@ -618,20 +676,20 @@ async fn interest_task(
             if active.contains_key(&i) {
                 continue;
             }
-            let subs = subscribe(&inner, subject::interest_subjects("mq.*", &i)).await;
-            active.insert(i, tokio::spawn(receive(inner.clone(), broker.clone(), subs)));
+            let subs = subscribe(&inner, subject::interest_subjects(subject::LIVE_QOS0, &i)).await;
+            active.insert(
+                i,
+                tokio::spawn(receive(inner.clone(), broker.clone(), subs)),
+            );
         }
         if want_always && always.is_none() {
-            let subs = subscribe(&inner, subject::always_subjects("mq.*")).await;
+            let subs = subscribe(&inner, subject::always_subjects(subject::LIVE_QOS0)).await;
             always = Some(tokio::spawn(receive(inner.clone(), broker.clone(), subs)));
         }
-        inner
-            .interests
-            .store(active.len(), Ordering::Relaxed);
-        if changed.recv().await.is_none() {
+        inner.interests.store(active.len(), Ordering::Relaxed);
+        if changed.changed().await.is_err() {
             break;
         }
-        while changed.try_recv().is_ok() {}
     }
     for (_, t) in active {
         t.abort();
@@ -669,6 +727,129 @@ async fn receive(inner: Arc<Inner>, broker: BrokerHandle, subs: Vec<async_nats::
     }
 }
 
+/// Receives the QoS 1/2 messages of the other nodes from the stream: one ordered consumer (an
+/// ephemeral, single-replica consumer that the client recreates after a gap), filtered on this
+/// node's interests, starting after the last message it handed on. When the interests change
+/// the consumer is recreated from there with the new filters, so a message stored while a
+/// subscription was being added is not missed once the interest is in place. It starts at the
+/// stream's end: a node that starts does not replay history (offline sessions on other nodes'
+/// behalf are the planned session replay's job).
+async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
+    let mut assets = inner.assets.clone();
+    if assets.wait_for(Option::is_some).await.is_err() {
+        return;
+    }
+    let mut changed = inner.interest_changed.subscribe();
+    let mut last: Option<u64> = None;
+    loop {
+        let stream = match inner.js.get_stream(STREAM).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream not reachable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let start = match last {
+            Some(seq) => seq + 1,
+            None => {
+                let mut stream = stream;
+                match stream.info().await {
+                    Ok(info) => {
+                        let end = info.state.last_sequence;
+                        last = Some(end);
+                        end + 1
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "cluster: stream info failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        changed.borrow_and_update();
+        let wanted = inner.wanted();
+        let mut filters: Vec<String> = Vec::new();
+        for i in &wanted {
+            filters.extend(subject::interest_subjects(subject::STORED, i));
+        }
+        if !wanted.is_empty() && !wanted.contains(&Interest::All) {
+            filters.extend(subject::always_subjects(subject::STORED));
+        }
+        if filters.is_empty() {
+            // Nothing wanted: wait for a subscription (and start after what is there now).
+            last = None;
+            if changed.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(stream) = inner.js.get_stream(STREAM).await else {
+            continue;
+        };
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subjects: filters,
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        };
+        debug!(start, filters = ?config.filter_subjects, "cluster: stream consumer");
+        let messages = match stream.create_consumer(config).await {
+            Ok(c) => c.messages().await,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream consumer not created; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    break; // new filters, from `last`
+                }
+                m = messages.next() => {
+                    match m {
+                        Some(Ok(m)) => {
+                            if let Ok(info) = m.info() {
+                                last = Some(info.stream_sequence);
+                            }
+                            match wire::decode(m.message.payload.clone(), Instant::now(), unix_ms()) {
+                                Ok(r) if r.node == inner.config.node => {}
+                                Ok(r) => {
+                                    inner.counters.received.fetch_add(1, Ordering::Relaxed);
+                                    broker.publish_remote(r.message);
+                                }
+                                Err(e) => {
+                                    inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                                    debug!(error = %e, "cluster: malformed stored message ignored");
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            debug!(error = %e, "cluster: stream consumer error; recreating");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Applies the cluster's retained messages to this node, in the bucket's order; at start (and
 /// after each reconnect of the watch) removes the local ones the cluster no longer has.
 async fn retained_task(inner: Arc<Inner>, broker: BrokerHandle) {
@@ -691,12 +872,11 @@ async fn watch_retained(
     kv: &jetstream::kv::Store,
 ) -> Result<(), String> {
     // The last value of every key first (the bucket keeps one per key), then the changes.
-    let mut watch = kv.watch_with_history(">").await.map_err(|e| e.to_string())?;
-    let mut initial = kv
-        .status()
+    let mut watch = kv
+        .watch_with_history(">")
         .await
-        .map_err(|e| e.to_string())?
-        .values();
+        .map_err(|e| e.to_string())?;
+    let mut initial = kv.status().await.map_err(|e| e.to_string())?.values();
     let mut present: Option<HashSet<Arc<str>>> = Some(HashSet::new());
     if initial == 0 {
         reconcile(broker, present.take().unwrap_or_default());
@@ -743,7 +923,10 @@ fn reconcile(broker: &BrokerHandle, present: HashSet<Arc<str>>) {
         }
     }
     if removed > 0 {
-        info!(removed, "cluster: removed retained messages the cluster no longer has");
+        info!(
+            removed,
+            "cluster: removed retained messages the cluster no longer has"
+        );
     }
 }
 
@@ -768,6 +951,86 @@ async fn heartbeat_task(inner: Arc<Inner>) {
         };
         if let Err(e) = a.nodes.put(&inner.config.node, Bytes::from(value)).await {
             debug!(error = %e, "cluster: heartbeat not written");
+        }
+    }
+}
+
+/// Subject on which nodes announce the client ids they admit.
+pub const CONNECTED_SUBJECT: &str = "mqc.connected";
+/// How long a node remembers when it admitted a client id (for simultaneous connects).
+pub const RECENT_CONNECT: Duration = Duration::from_secs(30);
+
+/// An announcement on [`CONNECTED_SUBJECT`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Connected {
+    /// Client id.
+    c: String,
+    /// The node that admitted it.
+    n: String,
+    /// When (Unix ms, the admitting node's clock).
+    t: u64,
+}
+
+/// One connection per client id in the whole cluster [MQTT-3.1.4-2]: announces the client ids
+/// admitted here, and disconnects (as a takeover, v5 0x8E) a local connection whose client id
+/// was admitted on another node later. Of two near-simultaneous connects, the one admitted
+/// later (by the nodes' clocks; ties by node name) stays, and both nodes agree on which.
+async fn takeover_task(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut connects: mpsc::UnboundedReceiver<(String, u64)>,
+) {
+    let mut sub = loop {
+        match inner.client.subscribe(CONNECTED_SUBJECT).await {
+            Ok(s) => break s,
+            Err(e) => {
+                debug!(error = %e, "cluster: cannot subscribe to connect announcements yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let mut prune = tokio::time::interval(RECENT_CONNECT);
+    loop {
+        tokio::select! {
+            c = connects.recv() => {
+                let Some((client_id, at)) = c else { break };
+                let m = Connected { c: client_id, n: inner.config.node.clone(), t: at };
+                if let Ok(b) = serde_json::to_vec(&m)
+                    && let Err(e) = inner.client.publish(CONNECTED_SUBJECT, Bytes::from(b)).await
+                {
+                    debug!(error = %e, "cluster: connect not announced");
+                }
+            }
+            msg = sub.next() => {
+                let Some(msg) = msg else { break };
+                let Ok(m) = serde_json::from_slice::<Connected>(&msg.payload) else {
+                    inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if m.n == inner.config.node {
+                    continue;
+                }
+                let local = inner
+                    .recent_connects
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&m.c)
+                    .copied();
+                // Admitted here earlier than there (or long ago): this one goes.
+                let older = local.is_none_or(|t| (t, inner.config.node.as_str()) < (m.t, m.n.as_str()));
+                if older && broker.take_over(&m.c) {
+                    inner.counters.takeovers.fetch_add(1, Ordering::Relaxed);
+                    info!(client_id = %m.c, node = %m.n, "cluster: client connected to another node; taken over");
+                }
+            }
+            _ = prune.tick() => {
+                let cutoff = unix_ms().saturating_sub(RECENT_CONNECT.as_millis() as u64);
+                inner
+                    .recent_connects
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|_, t| *t >= cutoff);
+            }
         }
     }
 }

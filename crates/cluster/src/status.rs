@@ -56,7 +56,7 @@ impl ClusterView {
         let info = i.client.server_info();
         let assets = i.assets.borrow().clone();
         let mut nodes = Vec::new();
-        if let Some(a) = &assets {
+        if let Some(a) = assets.as_ref().filter(|_| connected) {
             let read = async {
                 let mut out = Vec::new();
                 if let Ok(mut keys) = a.nodes.keys().await {
@@ -112,11 +112,18 @@ impl ClusterStatus {
             s,
             "JetStream: {}",
             match (self.jetstream_ready, self.replicas) {
+                _ if self.nats_state != "connected" => {
+                    "unreachable while NATS is (QoS 1/2 publishes are refused)".into()
+                }
                 (true, Some(r)) => format!("ready, {r} replica{}", if r == 1 { "" } else { "s" }),
                 _ => "not ready (QoS 1/2 publishes are refused)".into(),
             }
         );
-        let _ = writeln!(s, "nodes ({}):", self.nodes.len());
+        if self.nats_state == "connected" {
+            let _ = writeln!(s, "nodes ({}):", self.nodes.len());
+        } else {
+            let _ = writeln!(s, "nodes: unknown while NATS is unreachable");
+        }
         for n in &self.nodes {
             let _ = writeln!(
                 s,
@@ -125,7 +132,11 @@ impl ClusterStatus {
                 n.version,
                 now.saturating_sub(n.started_ms) / 1000,
                 now.saturating_sub(n.heartbeat_ms) as f64 / 1000.0,
-                if n.node == self.node { "  (this node)" } else { "" }
+                if n.node == self.node {
+                    "  (this node)"
+                } else {
+                    ""
+                }
             );
         }
         let _ = writeln!(
@@ -155,13 +166,13 @@ pub(crate) fn prometheus_text(i: &Inner) -> String {
     one(
         "hermod_cluster_nats_connected",
         "gauge",
-        "1 while this node is connected to NATS.",
+        "Whether this node is connected to NATS (1) or not (0).",
         &[("", u64::from(connected))],
     );
     one(
         "hermod_cluster_jetstream_ready",
         "gauge",
-        "1 once the JetStream stream and buckets exist.",
+        "Whether the JetStream stream and buckets exist (1) or not yet (0).",
         &[("", u64::from(i.ready.load(Ordering::Relaxed)))],
     );
     let f = |q: usize| c.forwarded[q].load(Ordering::Relaxed);
@@ -192,8 +203,14 @@ pub(crate) fn prometheus_text(i: &Inner) -> String {
         "counter",
         "Messages not sent to the other nodes.",
         &[
-            ("{reason=\"queue_full\"}", c.dropped_queue_full.load(Ordering::Relaxed)),
-            ("{reason=\"nats_error\"}", c.dropped_nats_error.load(Ordering::Relaxed)),
+            (
+                "{reason=\"queue_full\"}",
+                c.dropped_queue_full.load(Ordering::Relaxed),
+            ),
+            (
+                "{reason=\"nats_error\"}",
+                c.dropped_nats_error.load(Ordering::Relaxed),
+            ),
         ],
     );
     one(
@@ -207,6 +224,12 @@ pub(crate) fn prometheus_text(i: &Inner) -> String {
         "counter",
         "Retained messages applied from the cluster's bucket.",
         &[("", c.retained_applied.load(Ordering::Relaxed))],
+    );
+    one(
+        "hermod_cluster_takeovers_total",
+        "counter",
+        "Connections closed here because their client id connected to another node.",
+        &[("", c.takeovers.load(Ordering::Relaxed))],
     );
     one(
         "hermod_cluster_queued_bytes",

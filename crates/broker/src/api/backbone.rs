@@ -31,4 +31,9 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
 
     /// A subscription reported by [`Backbone::subscribed`] was removed.
     fn unsubscribed(&self, filter: &str);
+
+    /// A network client with this client id has just been admitted on this node (before its
+    /// CONNACK): the other nodes must disconnect their connection with the same client id
+    /// [MQTT-3.1.4-2] (see [`super::BrokerHandle::take_over`]).
+    fn connected(&self, client_id: &str);
 }

@@ -375,6 +375,23 @@ impl BrokerHandle {
         self.shared.registry.kick(client_id)
     }
 
+    /// Disconnects the client because the same client id connected to another node of the
+    /// cluster: as a local takeover does (v5 DISCONNECT 0x8E "Session taken over"; a v5
+    /// client's will is published). Its session stays here (a persistent one goes offline).
+    /// False when the client is not connected here.
+    pub fn take_over(&self, client_id: &str) -> bool {
+        self.shared.registry.take_over_remote(client_id)
+    }
+
+    /// When the client connected here, if it is connected.
+    #[must_use]
+    pub fn connected_at(&self, client_id: &str) -> Option<std::time::SystemTime> {
+        self.shared
+            .registry
+            .live(client_id)
+            .map(|l| l.connected_at)
+    }
+
     /// Publishes a message as the broker (no publisher, no ACL: the caller is the operator;
     /// receivers' read ACLs apply).
     pub fn publish(&self, topic: &str, payload: Bytes, qos: QoS, retain: bool) {

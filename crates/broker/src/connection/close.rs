@@ -25,7 +25,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let v5 = self.neg.version.is_v5();
         // The kick token also serves operators: if no other connection holds the client id, it
         // was not a takeover.
+        // (A takeover by another node of the cluster leaves this connection the holder here.)
+        let remote = self.shared.registry.taken_over_remotely(self.conn_id);
         let end = if matches!(end, End::TakenOver)
+            && !remote
             && self.shared.registry.holder(&self.client_id) == Some(self.conn_id)
         {
             End::Kicked

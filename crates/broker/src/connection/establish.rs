@@ -356,6 +356,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
                 }
             }
         };
+        // In a cluster, the other nodes disconnect this client id [MQTT-3.1.4-2].
+        if self.info.internal.is_none()
+            && let Some(b) = shared.router.backbone()
+        {
+            b.connected(&client_id);
+        }
         Ok((conn_id, kick, previous))
     }
 

@@ -80,6 +80,9 @@ struct Inner {
     /// Wills waiting for their delay, by client id, with the connection that left them and
     /// the owner of its (possibly ended) session.
     pending_wills: HashMap<ClientId, (ConnectionId, tokio::task::AbortHandle, Owner)>,
+    /// Connections cancelled because the client id connected to another node of the cluster:
+    /// they end as taken over (v5 DISCONNECT 0x8E), not as kicked by an operator.
+    remote_takeovers: std::collections::HashSet<ConnectionId>,
 }
 
 /// What `attach` found.
@@ -494,6 +497,28 @@ impl Registry {
             }
             _ => false,
         }
+    }
+
+    /// Disconnects `client_id`'s connection because the same client id connected to another
+    /// node of the cluster: it ends as a takeover (v5 DISCONNECT 0x8E, will as for a local
+    /// takeover). False when it is not connected here.
+    pub fn take_over_remote(&self, client_id: &str) -> bool {
+        let mut inner = self.lock();
+        let conn = match inner.slots.get(client_id) {
+            Some(Slot::Online { kick, conn, .. }) => {
+                kick.cancel();
+                *conn
+            }
+            _ => return false,
+        };
+        inner.remote_takeovers.insert(conn);
+        true
+    }
+
+    /// Whether connection `conn` was cancelled by [`Registry::take_over_remote`] (asked once,
+    /// when it closes).
+    pub fn taken_over_remotely(&self, conn: ConnectionId) -> bool {
+        self.lock().remote_takeovers.remove(&conn)
     }
 
     /// Whether `client_id` has a session, and whether it is online.

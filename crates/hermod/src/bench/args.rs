@@ -40,6 +40,13 @@ pub(crate) struct BenchArgs {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     pub(super) port: u16,
+    /// Subscribers' broker host, when they are to connect elsewhere than the publishers (a
+    /// cluster's other node) [default: --host].
+    #[arg(long)]
+    pub(super) sub_host: Option<String>,
+    /// Subscribers' broker port [default: --port].
+    #[arg(long)]
+    pub(super) sub_port: Option<u16>,
     /// QoS of publishes and subscriptions.
     #[arg(short = 'q', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub(super) qos: u8,

