@@ -14,7 +14,8 @@ use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::{
-    banned, clients, login, publish, reload, retained, rules, stats, subscriptions, things, users,
+    banned, clients, cluster, login, publish, reload, retained, rules, stats, subscriptions,
+    things, users,
 };
 use crate::state::AppState;
 
@@ -88,6 +89,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v5/rules", get(rules::list))
         .route("/api/v5/rules/{id}", get(rules::get))
         .route("/api/v5/bridges", get(rules::bridges))
+        .route("/api/v5/cluster", get(cluster::status))
         .route("/api/v5/things", get(things::list))
         .route(
             "/api/v5/things/{thing}/shadow",

@@ -468,3 +468,42 @@ async fn stats_metrics_and_monitor() {
     assert_eq!(env.get("/api/v5/monitor?latest=abc").await.status, 400);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn cluster_without_a_cluster_is_a_single_node() {
+    let env = Env::start().await;
+    let r = env.get("/api/v5/cluster").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stats = env.get("/api/v5/stats").await.json();
+    let node = stats[0]["node"].clone();
+    assert!(
+        node.as_str().is_some_and(|n| n.starts_with("hermod@")),
+        "{stats}"
+    );
+    assert_eq!(
+        r.json(),
+        json!({"enabled": false, "node": node, "nodes": []})
+    );
+    // Read-only: a viewer may read it, nobody without credentials.
+    let r = env
+        .post(
+            "/api/v5/users",
+            json!({"username": "watcher", "password": "watcher pass", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = env.login("watcher", "watcher pass").await;
+    let r = env
+        .request(
+            "GET",
+            "/api/v5/cluster",
+            Some(&format!("Bearer {token}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "viewer: {}", r.body);
+    assert_eq!(r.json()["enabled"], false);
+    let r = env.request("GET", "/api/v5/cluster", None, None).await;
+    assert_eq!(r.status, 401, "anonymous: {}", r.body);
+    env.stop().await;
+}

@@ -23,7 +23,7 @@ pub struct NodeRecord {
 }
 
 /// The cluster as one node sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// This node's name.
     pub node: String,

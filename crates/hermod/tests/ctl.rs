@@ -590,3 +590,43 @@ async fn shadow_list_and_get() {
         text(&out)
     );
 }
+
+#[test]
+fn cluster_status_of_a_single_node() {
+    let serve = Serve::start("");
+    assert_eq!(
+        serve.ok(&["cluster", "status"]),
+        "this broker is not clustered (no [cluster] section in its config): a single node\n"
+    );
+    let v = json(&serve.ok(&["cluster", "status", "--json"]));
+    assert_eq!(v["enabled"], false, "{v}");
+    assert!(
+        v["node"].as_str().is_some_and(|n| n.starts_with("hermod@")),
+        "{v}"
+    );
+    assert_eq!(v["nodes"], serde_json::json!([]), "{v}");
+    // The same over HTTP with a viewer's API key (read only is enough).
+    let v = json(&serve.ok(&["api-keys", "add", "ops", "--role", "viewer", "--json"]));
+    let key = format!(
+        "{}:{}",
+        v["api_key"].as_str().unwrap(),
+        v["api_secret"].as_str().unwrap()
+    );
+    let out = ctl_in(
+        serve.dir.path(),
+        &[
+            "--url",
+            &serve.url(),
+            "--api-key",
+            &key,
+            "cluster",
+            "status",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("this broker is not clustered"),
+        "{}",
+        text(&out)
+    );
+}

@@ -3,6 +3,7 @@
 
 pub(crate) mod banned;
 pub(crate) mod clients;
+pub(crate) mod cluster;
 pub(crate) mod login;
 pub(crate) mod publish;
 pub(crate) mod reload;

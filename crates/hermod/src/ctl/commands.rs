@@ -1,4 +1,5 @@
-//! Read-mostly commands: status, stats, metrics, clients, subscriptions, topics, retained.
+//! Read-mostly commands: status, stats, metrics, clients, subscriptions, topics, retained,
+//! shadows, cluster status.
 
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -6,7 +7,9 @@ use serde_json::Value;
 use super::http::Client;
 use super::query::{encode, with_query};
 use super::table::{Table, cell, human_duration, key_values};
-use super::{ClientsCmd, Paging, RetainedCmd, ShadowCmd, SubscriptionsCmd, TopicsCmd, print_json};
+use super::{
+    ClientsCmd, ClusterCmd, Paging, RetainedCmd, ShadowCmd, SubscriptionsCmd, TopicsCmd, print_json,
+};
 
 /// `status`: one line and exit 0 when the broker answers, an error (exit 1) when not.
 pub(super) async fn status(client: &Client, json: bool) -> Result<(), String> {
@@ -252,6 +255,30 @@ pub(super) async fn shadow(client: &Client, json: bool, cmd: ShadowCmd) -> Resul
                     "shadow of {thing} deleted (version {})",
                     field(&v, "version")
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `cluster status` prints for a broker without a `[cluster]` section.
+const NOT_CLUSTERED: &str =
+    "this broker is not clustered (no [cluster] section in its config): a single node";
+
+/// `cluster status`: hermod-cluster's own rendering of `GET /api/v5/cluster`, or one line
+/// when the broker is not clustered (exit 0: a single node is a valid state).
+pub(super) async fn cluster(client: &Client, json: bool, cmd: ClusterCmd) -> Result<(), String> {
+    match cmd {
+        ClusterCmd::Status => {
+            let v = client.get("/api/v5/cluster").await?;
+            if json {
+                print_json(&v);
+            } else if v.get("enabled").and_then(Value::as_bool) == Some(true) {
+                let status: hermod_cluster::ClusterStatus = serde_json::from_value(v)
+                    .map_err(|e| format!("unexpected answer to /api/v5/cluster: {e}"))?;
+                print!("{}", status.render());
+            } else {
+                println!("{NOT_CLUSTERED}");
             }
         }
     }

@@ -8,7 +8,8 @@
 //! - `http` — the HTTP/1.1 client (Unix socket, TCP, TLS) and its one-line errors; `tls` (an
 //!   https `--url`), `query` (percent-encoding);
 //! - `table` — aligned tables and key/value lists for people (`--json` prints the API's JSON);
-//! - `commands` — status, stats, metrics, clients, subscriptions, topics, retained messages;
+//! - `commands` — status, stats, metrics, clients, subscriptions, topics, retained messages,
+//!   shadows, cluster status;
 //! - `manage` — bans, admin users, API keys, reload.
 //!
 //! Exit code 0 on success, 1 on any error (printed as one line on stderr).
@@ -102,6 +103,16 @@ enum CtlCommand {
     /// Device shadows: list the things that have one, print, update or delete one.
     #[command(subcommand)]
     Shadow(ShadowCmd),
+    /// The cluster as this node sees it: NATS, JetStream, live nodes, forwarded messages.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// This node, its NATS connection, JetStream, the live nodes and the message counters
+    /// (a single node when the broker has no [cluster] section).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +356,7 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
         CtlCommand::ApiKeys(c) => manage::api_keys(&client, json, c).await,
         CtlCommand::Reload => manage::reload(&client, json).await,
         CtlCommand::Shadow(c) => commands::shadow(&client, json, c).await,
+        CtlCommand::Cluster(c) => commands::cluster(&client, json, c).await,
     }
 }
 
