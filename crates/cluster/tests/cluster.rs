@@ -386,7 +386,9 @@ async fn one_connection_per_client_id_across_nodes() {
     // [MQTT-3.1.4-2] with DISCONNECT 0x8E (v5).
     let mut first = nodes[0].client(V5, "dev-1").await;
     let mut second = nodes[1].client(V5, "dev-1").await;
-    first.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    first
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER)
+        .await;
     second.ping().await;
     // A client that bounces between the nodes quickly: every connection but the last is closed,
     // the last stays.

@@ -386,10 +386,7 @@ impl BrokerHandle {
     /// When the client connected here, if it is connected.
     #[must_use]
     pub fn connected_at(&self, client_id: &str) -> Option<std::time::SystemTime> {
-        self.shared
-            .registry
-            .live(client_id)
-            .map(|l| l.connected_at)
+        self.shared.registry.live(client_id).map(|l| l.connected_at)
     }
 
     /// Publishes a message as the broker (no publisher, no ACL: the caller is the operator;
