@@ -16,7 +16,7 @@ use crate::api::DropReason;
 use crate::auth::Auth;
 use crate::message::{Delivery, Message};
 use crate::persist::{Persistence, message_record, queue_entry, unix_ms_now};
-use crate::router::{Routed, Router};
+use crate::router::{Routed, Router, Source};
 use crate::session::mailbox::{PushOutcome, Reserved, SessionHandle};
 use crate::store::{Commit, Op, StoreError};
 
@@ -47,28 +47,33 @@ pub(crate) struct PublishSink {
 /// `sink.commit` is a failed commit, so the publisher's ack reports the error).
 /// Adds to `sink.busy` the mailboxes that are filling up (see `session::mailbox`).
 ///
-/// With a cluster backbone attached, a message published on this node (not `remote`) is also
-/// handed to it first (`sink.forwarded`: the publisher's ack waits for that too); a `remote`
-/// one, which came from another node, is delivered here only.
+/// With a cluster backbone attached, a message published on this node ([`Source::Local`]) is
+/// also handed to it first (`sink.forwarded`: the publisher's ack waits for that too), and its
+/// shared groups are left to the cluster, which picks one member cluster-wide; a message from
+/// another node ([`Source::Remote`]) or for one shared group ([`Source::Shared`]) is delivered
+/// here only.
 pub(crate) fn publish(
     router: &Router,
     store: Option<&Persistence>,
     message: Arc<Message>,
     retain_enabled: bool,
     auth: Option<&Auth>,
-    remote: bool,
+    mut source: Source<'_>,
     sink: &mut PublishSink,
 ) {
     // 0. The other nodes (before the local subscribers see it, so that a local subscriber
     //    that answers cannot overtake it on the backbone).
-    if !remote && let Some(b) = router.backbone() {
+    if let Source::Local { shared_elsewhere } = &mut source
+        && let Some(b) = router.backbone()
+    {
+        *shared_elsewhere = b.carries(&message.topic);
         sink.forwarded = b.forward(&message);
     }
     // 1. Match.
     let Routed {
         deliveries,
         retained_change,
-    } = router.route(&message, retain_enabled, auth, remote);
+    } = router.route(&message, retain_enabled, auth, source);
     // 2. Reserve every delivery's place (and durable sequence number)...
     let mut placed = Vec::with_capacity(deliveries.len());
     let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();

@@ -102,6 +102,11 @@ pub(crate) struct Inner {
     pub(crate) queued_bytes: AtomicUsize,
     out: mpsc::UnboundedSender<Out>,
     interest: Mutex<HashMap<Interest, usize>>,
+    /// Local members per shared group `(group, filter)`.
+    shared: Mutex<HashMap<(String, String), usize>>,
+    /// A second connection, with echo: the shared groups' queue subscriptions must receive this
+    /// node's own QoS 0 messages too (the main connection has `no_echo`).
+    shared_client: async_nats::Client,
     /// Bumped at every change of `interest`: the core (QoS 0) subscriptions and the stream
     /// consumer (QoS 1/2) follow it.
     interest_changed: watch::Sender<u64>,
@@ -186,6 +191,10 @@ impl Backbone for Hook {
         commit
     }
 
+    fn carries(&self, topic: &str) -> bool {
+        !node_local(topic)
+    }
+
     fn subscribed(&self, filter: &str) {
         self.0.change_interest(filter, true);
     }
@@ -207,36 +216,39 @@ impl Backbone for Hook {
 
 impl Inner {
     fn change_interest(&self, filter: &str, added: bool) {
-        let inner = match hermod_proto::topic::parse_shared(filter) {
-            Ok(Some((_, inner))) => inner,
-            _ => filter,
+        let changed = match hermod_proto::topic::parse_shared(filter) {
+            // A shared group is served through the cluster's queue group and durable consumer
+            // (`group_task`), not through this node's interest.
+            Ok(Some((group, inner))) => count(
+                &mut self
+                    .shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                (group.to_owned(), inner.to_owned()),
+                added,
+            ),
+            _ => count(
+                &mut self
+                    .interest
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                subject::first_level_interest(filter),
+                added,
+            ),
         };
-        let key = subject::first_level_interest(inner);
-        let mut map = self
-            .interest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changed = if added {
-            let n = map.entry(key).or_insert(0);
-            *n += 1;
-            *n == 1
-        } else {
-            match map.get_mut(&key) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    map.remove(&key);
-                    true
-                }
-                None => false,
-            }
-        };
-        drop(map);
         if changed {
             self.interest_changed.send_modify(|g| *g += 1);
         }
+    }
+
+    /// The shared groups with members here now.
+    fn groups(&self) -> HashSet<(String, String)> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The interests to subscribe to now: `All` alone when any filter starts with a wildcard
@@ -252,6 +264,27 @@ impl Inner {
             return HashSet::from([Interest::All]);
         }
         map.keys().cloned().collect()
+    }
+}
+
+/// Counts one more (or one less) of `key`; true when it appeared or disappeared.
+fn count<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K, added: bool) -> bool {
+    if added {
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        *n == 1
+    } else {
+        match map.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                map.remove(&key);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -276,7 +309,8 @@ impl Cluster {
     /// # Errors
     /// The connection cannot be set up at all, or `broker` already has a backbone.
     pub async fn start(broker: BrokerHandle, config: &ClusterConfig) -> Result<Self, ClusterError> {
-        let client = connect(config).await?;
+        let client = connect(config, false).await?;
+        let shared_client = connect(config, true).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.ack_timeout);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -291,6 +325,8 @@ impl Cluster {
             queued_bytes: AtomicUsize::new(0),
             out: out_tx,
             interest: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
+            shared_client,
             interest_changed: interest_tx,
             connects: connects_tx,
             recent_connects: Mutex::new(HashMap::new()),
@@ -307,6 +343,7 @@ impl Cluster {
             tokio::spawn(out_task(inner.clone(), out_rx)),
             tokio::spawn(interest_task(inner.clone(), broker.clone())),
             tokio::spawn(stored_task(inner.clone(), broker.clone())),
+            tokio::spawn(shared_task(inner.clone(), broker.clone())),
             tokio::spawn(retained_task(inner.clone(), broker.clone())),
             tokio::spawn(heartbeat_task(inner.clone())),
             tokio::spawn(takeover_task(inner.clone(), broker.clone(), connects_rx)),
@@ -356,13 +393,21 @@ impl Cluster {
     }
 }
 
-async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+/// The main connection (`echo` false: this node does not receive what it publishes), or the
+/// shared groups' one (`echo` true).
+async fn connect(config: &ClusterConfig, echo: bool) -> Result<async_nats::Client, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
-        .name(format!("hermod {}", config.node))
-        .no_echo()
+        .name(format!(
+            "hermod {}{}",
+            config.node,
+            if echo { " shared" } else { "" }
+        ))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5));
+    if !echo {
+        options = options.no_echo();
+    }
     if let (Some(u), Some(p)) = (&config.user, &config.password) {
         options = options.user_and_password(u.clone(), p.clone());
     }
@@ -377,11 +422,12 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
     }
     let node = config.node.clone();
     options = options.event_callback(move |event| {
+        let echo = echo;
         let node = node.clone();
         async move {
             match event {
-                async_nats::Event::Connected => info!(%node, "cluster: connected to NATS"),
-                async_nats::Event::Disconnected => {
+                async_nats::Event::Connected if !echo => info!(%node, "cluster: connected to NATS"),
+                async_nats::Event::Disconnected if !echo => {
                     warn!(%node, "cluster: disconnected from NATS; local clients are still served, QoS 1/2 publishes are refused until it is back");
                 }
                 other => debug!(%node, event = %other, "cluster: NATS event"),
@@ -725,6 +771,164 @@ async fn receive(inner: Arc<Inner>, broker: BrokerHandle, subs: Vec<async_nats::
             }
         }
     }
+}
+
+/// Serves this node's shared groups (`$share/{group}/{filter}`) cluster-wide: one task per
+/// group with members here, started and stopped as members come and go.
+async fn shared_task(inner: Arc<Inner>, broker: BrokerHandle) {
+    let mut changed = inner.interest_changed.subscribe();
+    let mut active: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
+    loop {
+        let wanted = inner.groups();
+        active.retain(|g, task| {
+            let keep = wanted.contains(g);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for g in wanted {
+            if let std::collections::hash_map::Entry::Vacant(e) = active.entry(g) {
+                let (group, filter) = e.key().clone();
+                e.insert(tokio::spawn(group_task(
+                    inner.clone(),
+                    broker.clone(),
+                    group,
+                    filter,
+                )));
+            }
+        }
+        if changed.changed().await.is_err() {
+            break;
+        }
+    }
+    for (_, t) in active {
+        t.abort();
+    }
+}
+
+/// The NATS queue group and JetStream consumer name of a shared group: `hs_` and 16 hex
+/// digits of SHA-256(group, filter), the same on every node.
+#[must_use]
+pub fn group_name(group: &str, filter: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(group.as_bytes());
+    h.update([0]);
+    h.update(filter.as_bytes());
+    let mut s = String::from("hs_");
+    for b in &h.finalize()[..8] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// One shared group, cluster-wide: each message to one member among all nodes [MQTT-4.8.2].
+/// - QoS 0: every node with members queue-subscribes (NATS queue group `hs_...`) to the
+///   group's subjects on the shared connection; NATS gives each message to one of them.
+/// - QoS 1/2: one durable JetStream consumer per group (`hs_...`, filtered on the group's
+///   subjects, starting with the messages stored after its creation); every node with
+///   members pulls from it. A message is acknowledged to JetStream once a member here has it
+///   queued, and refused (redelivered, to any node) when the group has no member here now.
+///   Unused consumers are removed by JetStream after an hour without pulls.
+async fn group_task(inner: Arc<Inner>, broker: BrokerHandle, group: String, filter: String) {
+    let name = group_name(&group, &filter);
+    let mut subs = Vec::new();
+    for s in subject::filter_to_subjects(subject::LIVE_QOS0, &filter) {
+        match inner
+            .shared_client
+            .queue_subscribe(s.clone(), name.clone())
+            .await
+        {
+            Ok(sub) => subs.push(sub),
+            Err(e) => {
+                warn!(subject = %s, error = %e, "cluster: cannot subscribe for a shared group")
+            }
+        }
+    }
+    let mut qos0 = futures_util::stream::select_all(subs);
+    let deliver = |payload: Bytes| -> Option<bool> {
+        match wire::decode(payload, Instant::now(), unix_ms()) {
+            Ok(r) => {
+                inner.counters.received.fetch_add(1, Ordering::Relaxed);
+                Some(broker.publish_shared(&group, &filter, r.message))
+            }
+            Err(e) => {
+                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(error = %e, "cluster: malformed shared message ignored");
+                None
+            }
+        }
+    };
+    let mut assets = inner.assets.clone();
+    let mut stored: Option<jetstream::consumer::pull::Stream> = None;
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            m = qos0.next(), if !qos0.is_empty() => {
+                if let Some(m) = m {
+                    let _ = deliver(m.payload);
+                }
+            }
+            m = async { stored.as_mut()?.next().await }, if stored.is_some() => {
+                match m {
+                    Some(Ok(m)) => {
+                        let ack = match deliver(m.message.payload.clone()) {
+                            Some(false) => jetstream::AckKind::Nak(Some(Duration::from_millis(200))),
+                            // Delivered, or malformed (never deliverable): done.
+                            _ => jetstream::AckKind::Ack,
+                        };
+                        if let Err(e) = m.ack_with(ack).await {
+                            debug!(error = %e, "cluster: shared message ack not sent");
+                        }
+                    }
+                    Some(Err(e)) => {
+                        debug!(error = %e, group = %group, "cluster: shared consumer error; recreating");
+                        stored = None;
+                    }
+                    None => stored = None,
+                }
+            }
+            _ = retry.tick(), if stored.is_none() => {
+                if assets.borrow_and_update().is_none() {
+                    continue;
+                }
+                match group_consumer(&inner, &name, &filter).await {
+                    Ok(s) => stored = Some(s),
+                    Err(e) => debug!(error = %e, group = %group, "cluster: shared consumer not ready"),
+                }
+            }
+        }
+    }
+}
+
+async fn group_consumer(
+    inner: &Inner,
+    name: &str,
+    filter: &str,
+) -> Result<jetstream::consumer::pull::Stream, String> {
+    let stream = inner
+        .js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .get_or_create_consumer(
+            name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subjects: subject::filter_to_subjects(subject::STORED, filter),
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
+                inactive_threshold: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer.messages().await.map_err(|e| e.to_string())
 }
 
 /// Receives the QoS 1/2 messages of the other nodes from the stream: one ordered consumer (an

@@ -411,3 +411,87 @@ async fn one_connection_per_client_id_across_nodes() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_give_each_message_to_one_member_cluster_wide() {
+    let nats = nats_or_skip!("shared_subscriptions_give_each_message_to_one_member_cluster_wide");
+    let nodes = three_nodes(&nats).await;
+    // One member of the group on each node, and a plain subscriber that gets everything.
+    let mut members = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut m = n.client(V5, &format!("worker-{i}")).await;
+        m.subscribe_one("$share/workers/jobs/#", QoS::AtLeastOnce)
+            .await;
+        members.push(m);
+    }
+    let mut all = nodes[1].client(V5, "all").await;
+    all.subscribe_one("jobs/#", QoS::AtLeastOnce).await;
+    let mut publisher = nodes[0].client(V5, "boss").await;
+    await_route(&mut publisher, &mut all, "jobs/probe").await;
+    // The probes may have reached a member (QoS 0, at most once each): drop them.
+    for m in &mut members {
+        m.drain(Duration::from_millis(300)).await;
+    }
+    // The group's durable consumer exists once a node has pulled: publish QoS 1 until the
+    // first one reaches a member, then the real batch.
+    let start = Instant::now();
+    'ready: loop {
+        publisher
+            .publish("jobs/ready", b"?", QoS::AtLeastOnce, false)
+            .await;
+        for m in &mut members {
+            if m.recv(Duration::from_millis(100)).await.is_some() {
+                break 'ready;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "shared group never served"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for m in &mut members {
+        m.drain(Duration::from_millis(300)).await;
+    }
+    all.drain(Duration::from_millis(300)).await;
+
+    for qos in [QoS::AtLeastOnce, QoS::AtMostOnce] {
+        for i in 0..300 {
+            publisher
+                .publish(
+                    &format!("jobs/{}", i % 7),
+                    format!("{i}").as_bytes(),
+                    qos,
+                    false,
+                )
+                .await;
+        }
+        // [MQTT-4.8.2] each message to one member of the group, whatever node it is on.
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let mut per_member = Vec::new();
+        for m in &mut members {
+            let got = m.drain(Duration::from_millis(1500)).await;
+            per_member.push(got.len());
+            for p in got {
+                *seen
+                    .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                    .or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{qos:?}: delivered to two members: {twice:?}"
+        );
+        assert_eq!(seen.len(), 300, "{qos:?}: per member {per_member:?}");
+        assert!(
+            per_member.iter().filter(|n| **n > 0).count() >= 2,
+            "{qos:?}: spread over the nodes' members: {per_member:?}"
+        );
+        // The plain subscription is not affected.
+        assert_eq!(all.drain(Duration::from_millis(500)).await.len(), 300);
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -23,6 +23,11 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// for (QoS 0, or a topic the backbone does not carry).
     fn forward(&self, message: &Arc<Message>) -> Option<Commit>;
 
+    /// Whether [`Backbone::forward`] carries messages of `topic` to the other nodes. For those,
+    /// this node's shared groups are served by the backbone (one member cluster-wide, handed
+    /// back through [`super::BrokerHandle::publish_shared`]), not by local routing.
+    fn carries(&self, topic: &str) -> bool;
+
     /// A subscription was added on this node (`filter` may be `$share/{group}/{filter}`).
     /// Called once per new (client, filter), not for replaced options; the broker's own
     /// internal sessions (`$hermod/...`: rules, bridges, shadows) are not reported, as they

@@ -426,6 +426,13 @@ impl BrokerHandle {
         self.shared.publish_remote(message);
     }
 
+    /// Delivers a message to one member (on this node) of the shared group `group` of `filter`
+    /// (without `$share/`), which the cluster chose for it among all nodes' members. False when
+    /// the group has no member here (that may receive it): the cluster offers it elsewhere.
+    pub fn publish_shared(&self, group: &str, filter: &str, message: Message) -> bool {
+        self.shared.publish_shared(group, filter, message)
+    }
+
     /// Sets (or, with an empty payload, clears) the retained message of `message.topic`
     /// without delivering it, in memory and in the local store: how a cluster node applies the
     /// cluster's retained messages, in the backbone's one order.

@@ -168,7 +168,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             message.clone(),
             cfg.retain_available,
             auth.filters_receive().then_some(&**auth),
-            false,
+            crate::router::Source::Local {
+                shared_elsewhere: false,
+            },
             &mut sink,
         );
         self.shared

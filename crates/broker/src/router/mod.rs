@@ -41,6 +41,23 @@ pub struct Router {
     pub metrics: Arc<Metrics>,
 }
 
+/// Where a message comes from, which decides whom [`Router::route`] gives it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// Published on this node (a client, a will, the broker): every matching subscription
+    /// and shared group here; but with `shared_elsewhere` (a cluster carries the message to
+    /// every node) shared groups are left out: the cluster picks one member cluster-wide and
+    /// hands it back with [`Source::Shared`].
+    Local {
+        /// Shared groups are served through the cluster.
+        shared_elsewhere: bool,
+    },
+    /// From another node: direct subscriptions only, and not the broker's own sessions.
+    Remote,
+    /// For one shared group, `(group, filter)`, chosen cluster-wide: one of its members here.
+    Shared(&'a str, &'a str),
+}
+
 /// What routing one message produced: the deliveries to make, before any is reserved or stored.
 #[derive(Debug, Default)]
 pub struct Routed {
@@ -263,8 +280,9 @@ impl Router {
         message: &Arc<Message>,
         retain_enabled: bool,
         auth: Option<&Auth>,
-        remote: bool,
+        source: Source<'_>,
     ) -> Routed {
+        let remote = source == Source::Remote;
         let may_receive = |h: &SessionHandle| {
             !(remote && h.client_id.starts_with(INTERNAL_CLIENT_PREFIX))
                 && auth.is_none_or(|a| a.authorize(&h.reader(), Action::Receive(&message.topic)))
@@ -278,12 +296,45 @@ impl Router {
         }
         let mut deliveries: Vec<(Arc<SessionHandle>, Delivery)> = Vec::new();
         let mut shared: Vec<(Arc<SessionHandle>, Delivery)> = Vec::new();
+        if let Source::Shared(group, filter) = source {
+            let tree = self
+                .tree
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(g) = tree.shared_group(group, filter)
+                && let Some(member) = g.pick(|m| may_receive(&m.handle))
+            {
+                shared.push((
+                    member.handle.clone(),
+                    Delivery {
+                        message: message.clone(),
+                        qos: message.qos.min(member.options.qos),
+                        retain: false,
+                        subscription_ids: member.id.into_iter().collect(),
+                        shared: Some(g.key.clone()),
+                        seq: None,
+                    },
+                ));
+            }
+            return Routed {
+                deliveries: shared,
+                retained_change,
+            };
+        }
+        let skip_shared = matches!(
+            source,
+            Source::Remote
+                | Source::Local {
+                    shared_elsewhere: true
+                }
+        );
         {
             let tree = self
                 .tree
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             tree.matches(&message.topic, |m| match m {
+                Matched::Shared(_) if skip_shared => {}
                 Matched::Direct(s) => {
                     if s.options.no_local
                         && message.publisher.as_deref() == Some(&*s.handle.client_id)

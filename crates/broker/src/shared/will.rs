@@ -136,7 +136,12 @@ impl Shared {
     /// API's `publish`, which has no ACL and no publisher): busy mailboxes and the store commit
     /// are not waited for.
     pub(crate) fn publish_unacknowledged(&self, message: Message) {
-        self.publish_from(message, false);
+        self.publish_from(
+            message,
+            crate::router::Source::Local {
+                shared_elsewhere: false,
+            },
+        );
     }
 
     /// Routes a message that another node of the cluster received (through the backbone): to
@@ -144,10 +149,21 @@ impl Shared {
     /// flag (the backbone keeps the cluster's retained messages and applies them itself, in
     /// one order on every node).
     pub(crate) fn publish_remote(&self, message: Message) {
-        self.publish_from(message, true);
+        self.publish_from(message, crate::router::Source::Remote);
     }
 
-    fn publish_from(&self, message: Message, remote: bool) {
+    /// Delivers a message to one member of the shared group `(group, filter)` here, chosen for
+    /// it by the cluster; false when the group has no member here that may receive it.
+    pub(crate) fn publish_shared(&self, group: &str, filter: &str, message: Message) -> bool {
+        self.publish_from(message, crate::router::Source::Shared(group, filter)) > 0
+    }
+
+    /// Routes and delivers; the number of sessions the message was queued for.
+    fn publish_from(&self, message: Message, source: crate::router::Source<'_>) -> usize {
+        let remote = source
+            != crate::router::Source::Local {
+                shared_elsewhere: false,
+            };
         if message.publisher.is_some() {
             // A will counts as received; the broker's own messages ($SYS, the API) do not.
             self.metrics
@@ -162,7 +178,7 @@ impl Shared {
             message.clone(),
             self.config.retain_available && !remote,
             auth.filters_receive().then_some(&**auth),
-            remote,
+            source,
             &mut sink,
         );
         self.events.emit(|| crate::api::Event::MessagePublished {
@@ -173,5 +189,6 @@ impl Shared {
             publisher: message.publisher.clone(),
             delivered: sink.delivered,
         });
+        sink.delivered
     }
 }
