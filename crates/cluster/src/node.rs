@@ -944,9 +944,11 @@ async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
         return;
     }
     let mut changed = inner.interest_changed.subscribe();
+    // The last message handed on, and the interests the consumer that delivered it served.
     let mut last: Option<u64> = None;
+    let mut served: HashSet<Interest> = HashSet::new();
     loop {
-        let stream = match inner.js.get_stream(STREAM).await {
+        let mut stream = match inner.js.get_stream(STREAM).await {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "cluster: stream not reachable; retrying");
@@ -954,24 +956,18 @@ async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                 continue;
             }
         };
-        let start = match last {
-            Some(seq) => seq + 1,
-            None => {
-                let mut stream = stream;
-                match stream.info().await {
-                    Ok(info) => {
-                        let end = info.state.last_sequence;
-                        last = Some(end);
-                        end + 1
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "cluster: stream info failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
+        // Where the stream ends now: a new interest starts after it (a new subscription does
+        // not get what was published before it), the interests already served go on from
+        // `last`, so messages up to `end` are handed on only for those.
+        let end = match stream.info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream info failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
+        let start = last.map_or(end + 1, |seq| seq + 1);
         changed.borrow_and_update();
         let wanted = inner.wanted();
         let mut filters: Vec<String> = Vec::new();
@@ -982,13 +978,19 @@ async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
             filters.extend(subject::always_subjects(subject::STORED));
         }
         if filters.is_empty() {
-            // Nothing wanted: wait for a subscription (and start after what is there now).
+            // Nothing wanted: wait for a subscription (and start after what is there then).
             last = None;
+            served.clear();
             if changed.changed().await.is_err() {
                 return;
             }
             continue;
         }
+        let earlier = std::mem::replace(&mut served, wanted.clone());
+        let old_only = move |topic: &str| {
+            earlier.contains(&Interest::All)
+                || earlier.contains(&subject::first_level_interest(topic))
+        };
         let Ok(stream) = inner.js.get_stream(STREAM).await else {
             continue;
         };
@@ -1027,11 +1029,14 @@ async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                 m = messages.next() => {
                     match m {
                         Some(Ok(m)) => {
-                            if let Ok(info) = m.info() {
-                                last = Some(info.stream_sequence);
+                            let seq = m.info().map(|i| i.stream_sequence).ok();
+                            if let Some(seq) = seq {
+                                last = Some(seq);
                             }
                             match wire::decode(m.message.payload.clone(), Instant::now(), unix_ms()) {
                                 Ok(r) if r.node == inner.config.node => {}
+                                // Stored before a new interest appeared: only for the old ones.
+                                Ok(r) if seq.is_some_and(|q| q <= end) && !old_only(&r.message.topic) => {}
                                 Ok(r) => {
                                     inner.counters.received.fetch_add(1, Ordering::Relaxed);
                                     broker.publish_remote(r.message);

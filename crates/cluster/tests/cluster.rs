@@ -495,3 +495,71 @@ async fn shared_subscriptions_give_each_message_to_one_member_cluster_wide() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_gets_nothing_published_before_it() {
+    let nats = nats_or_skip!("a_new_subscription_gets_nothing_published_before_it");
+    let nodes = three_nodes(&nats).await;
+    // b1 serves an interest (first level `a`) and has handed a QoS 1 message on.
+    let mut a = nodes[1].client(V5, "a-sub").await;
+    a.subscribe_one("a/#", QoS::AtLeastOnce).await;
+    let mut publisher = nodes[0].client(V5, "pub").await;
+    let start = Instant::now();
+    loop {
+        publisher
+            .publish("a/1", b"x", QoS::AtLeastOnce, false)
+            .await;
+        if a.recv(Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no QoS 1 route");
+    }
+    // Messages on `b/...` stored while no one on b1 wants them...
+    for i in 0..50 {
+        publisher
+            .publish("b/old", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    // ...are not handed to a subscription made afterwards [MQTT-3.8.4]: it gets only what
+    // is published once it exists.
+    let mut b = nodes[1].client(V5, "b-sub").await;
+    b.subscribe_one("b/#", QoS::AtLeastOnce).await;
+    let start = Instant::now();
+    loop {
+        publisher
+            .publish("b/new", b"n", QoS::AtLeastOnce, false)
+            .await;
+        if let Some(hermod_proto::Packet::Publish(p)) = b.recv(Duration::from_millis(200)).await {
+            assert_eq!(
+                p.topic, "b/new",
+                "an earlier message reached a later subscription"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no QoS 1 route for b/#"
+        );
+    }
+    for p in b.drain(Duration::from_millis(500)).await {
+        assert_eq!(p.topic, "b/new");
+    }
+    // And `a/...` goes on, nothing lost or repeated across the consumer's change.
+    a.drain(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        publisher
+            .publish("a/2", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let got: Vec<String> = a
+        .collect(20)
+        .await
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect();
+    assert_eq!(got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    a.expect_nothing(Duration::from_millis(300)).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
