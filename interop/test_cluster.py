@@ -130,6 +130,10 @@ def nodes():
                     f"nats://127.0.0.1:{client[j]}" for j in range(3) if j != i]
                 (d / "hermod.toml").write_text(
                     "allow_anonymous = true\n"
+                    # The kill test's subscriber (Python, sharing its process with the
+                    # publishers) falls behind: room for all 10,000 of its messages, so that
+                    # the test is about the kill, not about the queue limit.
+                    "max_queued_messages = 20000\n"
                     f'[[listener]]\nbind = "127.0.0.1:{mqtt_ports[i]}"\n'
                     '[store]\npath = "data"\n'
                     "[admin]\nenabled = false\n"
@@ -144,7 +148,7 @@ def nodes():
                 _wait(f"hermod b{i} JetStream ready",
                       lambda i=i: "hermod_cluster_jetstream_ready 1" in _get(
                           f"http://127.0.0.1:{metrics_ports[i]}/metrics").splitlines(), within=60)
-            yield {"mqtt": mqtt_ports, "metrics": metrics_ports}
+            yield {"mqtt": mqtt_ports, "metrics": metrics_ports, "hermod": procs[3:]}
         finally:
             _stop(procs)
 
@@ -285,3 +289,75 @@ def test_cluster_metrics_pass_promtool(nodes):
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     said = (r.stdout + r.stderr).lower()
     assert r.returncode == 0 or "error" not in said, said
+
+
+def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
+    """Runs last (it kills node 2). 10,000 QoS 1 messages from a publisher on node 2 to a
+    subscriber on node 1; node 2 is killed with SIGKILL in the middle; the publisher connects to
+    node 0 and sends again what node 2 had not acknowledged. Every message arrives (QoS 1:
+    duplicates allowed): those node 2 acknowledged come from the stream, not from node 2."""
+    run = uuid.uuid4().hex[:8]
+    total = 10_000
+    received: set[int] = set()
+    sub = Peer(nodes["mqtt"][1], V311, f"ksub-{run}")
+    sub.c.on_message = lambda c, u, msg: received.add(int(msg.payload))
+    sub.subscribe(f"kill/{run}/#", 1)
+    probe = Peer(nodes["mqtt"][2], V311, f"kprobe-{run}")
+    # QoS 1 travels through the stream: wait until node 1 gets node 2's messages.
+    deadline = time.monotonic() + 20
+    while not received:
+        probe.publish(f"kill/{run}/x", b"-1", 1)
+        time.sleep(0.1)
+        assert time.monotonic() < deadline, "no QoS 1 route from node 2 to node 1"
+    probe.c.loop_stop()
+    received.clear()
+
+    acked: set[int] = set()
+    mids: dict[int, int] = {}
+
+    def publisher(port: int, cid: str) -> mqtt.Client:
+        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                        client_id=cid, protocol=V311, reconnect_on_failure=False)
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(0)
+        c.on_publish = lambda c, u, mid, rc, pr: acked.add(mids[mid]) if mid in mids else None
+        c.connect("127.0.0.1", port, keepalive=30)
+        c.loop_start()
+        return c
+
+    first = publisher(nodes["mqtt"][2], f"kpub-{run}")
+    for i in range(total // 2):
+        info = first.publish(f"kill/{run}/{i % 10}", str(i).encode(), qos=1)
+        mids[info.mid] = i
+    deadline = time.monotonic() + 60
+    while len(acked) < total // 4:
+        assert time.monotonic() < deadline, f"only {len(acked)} acknowledged"
+        time.sleep(0.01)
+    nodes["hermod"][2].send_signal(signal.SIGKILL)
+    nodes["hermod"][2].wait(timeout=10)
+    first.loop_stop()
+    acked_by_the_dead = set(acked)
+    assert acked_by_the_dead, "nothing was acknowledged before the kill"
+
+    # The publisher goes to node 0 and sends what was not acknowledged, then the rest.
+    mids.clear()
+    second = publisher(nodes["mqtt"][0], f"kpub-{run}")
+    for i in [i for i in range(total // 2) if i not in acked_by_the_dead] + list(range(total // 2, total)):
+        info = second.publish(f"kill/{run}/{i % 10}", str(i).encode(), qos=1)
+        mids[info.mid] = i
+    deadline = time.monotonic() + 120
+    while len(acked) < total:
+        assert time.monotonic() < deadline, f"only {len(acked)} of {total} acknowledged"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while len(received) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    missing = sorted(set(range(total)) - received)
+    lost_acked = [i for i in missing if i in acked_by_the_dead]
+    assert not lost_acked, f"{len(lost_acked)} messages node 2 acknowledged were lost: {lost_acked[:20]}"
+    dropped = [l for l in _get(f"http://127.0.0.1:{nodes['metrics'][1]}/metrics").splitlines()
+               if "dropped" in l and not l.startswith("#")]
+    assert not missing, f"{len(missing)} messages missing: {missing[:20]}; node 1: {dropped}"
+    second.disconnect()
+    second.loop_stop()
+    sub.close()

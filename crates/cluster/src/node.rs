@@ -763,7 +763,7 @@ async fn receive(inner: Arc<Inner>, broker: BrokerHandle, subs: Vec<async_nats::
             Ok(r) if r.node == inner.config.node => {}
             Ok(r) => {
                 inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                broker.publish_remote(r.message);
+                broker.publish_remote(r.message).await;
             }
             Err(e) => {
                 inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -847,11 +847,11 @@ async fn group_task(inner: Arc<Inner>, broker: BrokerHandle, group: String, filt
         }
     }
     let mut qos0 = futures_util::stream::select_all(subs);
-    let deliver = |payload: Bytes| -> Option<bool> {
+    let deliver = async |payload: Bytes| -> Option<bool> {
         match wire::decode(payload, Instant::now(), unix_ms()) {
             Ok(r) => {
                 inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                Some(broker.publish_shared(&group, &filter, r.message))
+                Some(broker.publish_shared(&group, &filter, r.message).await)
             }
             Err(e) => {
                 inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -867,13 +867,13 @@ async fn group_task(inner: Arc<Inner>, broker: BrokerHandle, group: String, filt
         tokio::select! {
             m = qos0.next(), if !qos0.is_empty() => {
                 if let Some(m) = m {
-                    let _ = deliver(m.payload);
+                    let _ = deliver(m.payload).await;
                 }
             }
             m = async { stored.as_mut()?.next().await }, if stored.is_some() => {
                 match m {
                     Some(Ok(m)) => {
-                        let ack = match deliver(m.message.payload.clone()) {
+                        let ack = match deliver(m.message.payload.clone()).await {
                             Some(false) => jetstream::AckKind::Nak(Some(Duration::from_millis(200))),
                             // Delivered, or malformed (never deliverable): done.
                             _ => jetstream::AckKind::Ack,
@@ -1039,7 +1039,7 @@ async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                                 Ok(r) if seq.is_some_and(|q| q <= end) && !old_only(&r.message.topic) => {}
                                 Ok(r) => {
                                     inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                                    broker.publish_remote(r.message);
+                                    broker.publish_remote(r.message).await;
                                 }
                                 Err(e) => {
                                     inner.counters.malformed.fetch_add(1, Ordering::Relaxed);

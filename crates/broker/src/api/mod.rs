@@ -422,15 +422,26 @@ impl BrokerHandle {
     /// Delivers a message that another node received to this node's subscribers (their read
     /// ACLs apply; the broker's own `$hermod/` sessions are left out), without forwarding it
     /// again or applying its retain flag: see [`BrokerHandle::set_retained`].
-    pub fn publish_remote(&self, message: Message) {
-        self.shared.publish_remote(message);
+    ///
+    /// Resolves once the receivers' mailboxes have room again (at most 100 ms per call, as a
+    /// local publisher waits; a subscriber that does not drain is then marked stalled and its
+    /// overflow dropped and counted): the caller reads its next message only then, so a slow
+    /// subscriber slows the node's intake from the backbone, which keeps QoS 1/2 messages in
+    /// the stream meanwhile, instead of the broker dropping them.
+    pub async fn publish_remote(&self, message: Message) {
+        let busy = self.shared.publish_remote(message);
+        wait_for_space(busy).await;
     }
 
     /// Delivers a message to one member (on this node) of the shared group `group` of `filter`
     /// (without `$share/`), which the cluster chose for it among all nodes' members. False when
     /// the group has no member here (that may receive it): the cluster offers it elsewhere.
-    pub fn publish_shared(&self, group: &str, filter: &str, message: Message) -> bool {
-        self.shared.publish_shared(group, filter, message)
+    ///
+    /// Waits for the member's mailbox as [`BrokerHandle::publish_remote`] does.
+    pub async fn publish_shared(&self, group: &str, filter: &str, message: Message) -> bool {
+        let (delivered, busy) = self.shared.publish_shared(group, filter, message);
+        wait_for_space(busy).await;
+        delivered
     }
 
     /// Sets (or, with an empty payload, clears) the retained message of `message.topic`
@@ -493,6 +504,24 @@ const COMMAND_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends a command to a connection task and waits (at most [`COMMAND_WAIT`]) for its answer.
 /// A full queue, a connection that closed before answering, or no answer in time: `Busy`.
+/// Waits (once, together, at most [`REMOTE_BACKPRESSURE_WAIT`]) for mailboxes that are filling
+/// up.
+async fn wait_for_space(mut busy: Vec<Arc<crate::session::mailbox::SessionHandle>>) {
+    if busy.is_empty() {
+        return;
+    }
+    busy.sort_by_key(|h| Arc::as_ptr(h) as usize);
+    busy.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    futures_util::future::join_all(
+        busy.iter()
+            .map(|h| h.wait_for_space(REMOTE_BACKPRESSURE_WAIT)),
+    )
+    .await;
+}
+
+/// How long a message from another node waits for busy mailboxes: a local publisher's wait.
+const REMOTE_BACKPRESSURE_WAIT: Duration = Duration::from_millis(100);
+
 async fn ask<T>(
     live: &Live,
     command: impl FnOnce(oneshot::Sender<T>) -> Command,

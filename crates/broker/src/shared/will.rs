@@ -136,7 +136,7 @@ impl Shared {
     /// API's `publish`, which has no ACL and no publisher): busy mailboxes and the store commit
     /// are not waited for.
     pub(crate) fn publish_unacknowledged(&self, message: Message) {
-        self.publish_from(
+        let _ = self.publish_from(
             message,
             crate::router::Source::Local {
                 shared_elsewhere: false,
@@ -148,18 +148,34 @@ impl Shared {
     /// this node's subscribers only, never forwarded again, and without applying its retain
     /// flag (the backbone keeps the cluster's retained messages and applies them itself, in
     /// one order on every node).
-    pub(crate) fn publish_remote(&self, message: Message) {
-        self.publish_from(message, crate::router::Source::Remote);
+    /// Returns the mailboxes that are filling up, for the caller to wait on (as a local
+    /// publisher waits).
+    pub(crate) fn publish_remote(
+        &self,
+        message: Message,
+    ) -> Vec<Arc<crate::session::mailbox::SessionHandle>> {
+        self.publish_from(message, crate::router::Source::Remote).1
     }
 
     /// Delivers a message to one member of the shared group `(group, filter)` here, chosen for
     /// it by the cluster; false when the group has no member here that may receive it.
-    pub(crate) fn publish_shared(&self, group: &str, filter: &str, message: Message) -> bool {
-        self.publish_from(message, crate::router::Source::Shared(group, filter)) > 0
+    pub(crate) fn publish_shared(
+        &self,
+        group: &str,
+        filter: &str,
+        message: Message,
+    ) -> (bool, Vec<Arc<crate::session::mailbox::SessionHandle>>) {
+        let (n, busy) = self.publish_from(message, crate::router::Source::Shared(group, filter));
+        (n > 0, busy)
     }
 
-    /// Routes and delivers; the number of sessions the message was queued for.
-    fn publish_from(&self, message: Message, source: crate::router::Source<'_>) -> usize {
+    /// Routes and delivers; the number of sessions the message was queued for, and the
+    /// mailboxes that are filling up.
+    fn publish_from(
+        &self,
+        message: Message,
+        source: crate::router::Source<'_>,
+    ) -> (usize, Vec<Arc<crate::session::mailbox::SessionHandle>>) {
         let remote = source
             != crate::router::Source::Local {
                 shared_elsewhere: false,
@@ -189,6 +205,6 @@ impl Shared {
             publisher: message.publisher.clone(),
             delivered: sink.delivered,
         });
-        sink.delivered
+        (sink.delivered, sink.busy)
     }
 }
