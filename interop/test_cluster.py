@@ -311,6 +311,16 @@ def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
         assert time.monotonic() < deadline, "no QoS 1 route from node 2 to node 1"
     probe.c.loop_stop()
     received.clear()
+    # A device on node 2 with a will, and a watcher on node 0.
+    wills: list = []
+    watcher = Peer(nodes["mqtt"][0], V5, f"kwatch-{run}")
+    watcher.c.on_message = lambda c, u, msg: wills.append((msg.topic, msg.payload))
+    watcher.subscribe(f"kstatus/{run}/#", 1)
+    device = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"kdev-{run}", protocol=V311, reconnect_on_failure=False)
+    device.will_set(f"kstatus/{run}/dev", b"offline", qos=1)
+    device.connect("127.0.0.1", nodes["mqtt"][2], keepalive=60)
+    device.loop_start()
 
     acked: set[int] = set()
     mids: dict[int, int] = {}
@@ -358,6 +368,15 @@ def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
     dropped = [l for l in _get(f"http://127.0.0.1:{nodes['metrics'][1]}/metrics").splitlines()
                if "dropped" in l and not l.startswith("#")]
     assert not missing, f"{len(missing)} messages missing: {missing[:20]}; node 1: {dropped}"
+    # The device's will, published by a surviving node once node 2's heartbeats stopped
+    # (10 s), once [MQTT-3.1.2-8].
+    deadline = time.monotonic() + 30
+    while not wills and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(4)
+    assert wills == [(f"kstatus/{run}/dev", b"offline")], wills
+    device.loop_stop()
+    watcher.close()
     second.disconnect()
     second.loop_stop()
     sub.close()

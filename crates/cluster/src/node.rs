@@ -44,6 +44,9 @@ use crate::wire;
 pub const STREAM: &str = "MQ_MSGS";
 /// Bucket of retained messages, keyed by topic.
 pub const RETAINED_BUCKET: &str = "MQ_RET";
+/// Bucket of the wills of connected clients, keyed `<node>.<base64url(client id)>`: what the
+/// other nodes publish when that node dies.
+pub const WILLS_BUCKET: &str = "MQ_WILLS";
 /// Bucket of live nodes, keyed by node name, expiring after [`NODE_TTL`].
 pub const NODES_BUCKET: &str = "MQ_NODES";
 /// Distinct first levels a node subscribes to one by one before it takes everything.
@@ -90,6 +93,8 @@ pub struct Counters {
     pub retained_applied: AtomicU64,
     /// Local connections disconnected because their client id connected to another node.
     pub takeovers: AtomicU64,
+    /// Wills of clients of dead nodes published here.
+    pub wills_reaped: AtomicU64,
 }
 
 /// What the tasks share.
@@ -110,6 +115,8 @@ pub(crate) struct Inner {
     /// Bumped at every change of `interest`: the core (QoS 0) subscriptions and the stream
     /// consumer (QoS 1/2) follow it.
     interest_changed: watch::Sender<u64>,
+    /// Wills to keep in (or remove from) `MQ_WILLS`, in order.
+    will_ops: mpsc::UnboundedSender<WillOp>,
     /// Client ids admitted here, to announce on `mqc.connected`.
     connects: mpsc::UnboundedSender<(String, u64)>,
     /// When each client id was admitted here, for the last [`RECENT_CONNECT`]: decides which of
@@ -127,6 +134,7 @@ pub(crate) struct Inner {
 pub(crate) struct Assets {
     pub(crate) retained: jetstream::kv::Store,
     pub(crate) nodes: jetstream::kv::Store,
+    pub(crate) wills: jetstream::kv::Store,
     pub(crate) replicas: usize,
 }
 
@@ -201,6 +209,17 @@ impl Backbone for Hook {
 
     fn unsubscribed(&self, filter: &str) {
         self.0.change_interest(filter, false);
+    }
+
+    fn will(&self, client_id: &str, will: Option<&Message>) {
+        let op = match will {
+            Some(m) => WillOp::Put(
+                client_id.to_owned(),
+                wire::encode(m, &self.0.config.node, Instant::now(), unix_ms()),
+            ),
+            None => WillOp::Delete(client_id.to_owned()),
+        };
+        let _ = self.0.will_ops.send(op);
     }
 
     fn connected(&self, client_id: &str) {
@@ -316,6 +335,7 @@ impl Cluster {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (interest_tx, _) = watch::channel(0u64);
         let (connects_tx, connects_rx) = mpsc::unbounded_channel();
+        let (wills_tx, wills_rx) = mpsc::unbounded_channel();
         let (assets_tx, assets_rx) = watch::channel(None);
         let inner = Arc::new(Inner {
             config: config.clone(),
@@ -329,6 +349,7 @@ impl Cluster {
             shared_client,
             interest_changed: interest_tx,
             connects: connects_tx,
+            will_ops: wills_tx,
             recent_connects: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             interests: AtomicUsize::new(0),
@@ -347,6 +368,7 @@ impl Cluster {
             tokio::spawn(retained_task(inner.clone(), broker.clone())),
             tokio::spawn(heartbeat_task(inner.clone())),
             tokio::spawn(takeover_task(inner.clone(), broker.clone(), connects_rx)),
+            tokio::spawn(wills_task(inner.clone(), broker.clone(), wills_rx)),
         ];
         info!(node = %config.node, nats = ?config.nats, "cluster: joining");
         Ok(Self { inner, tasks })
@@ -372,9 +394,27 @@ impl Cluster {
         })
     }
 
-    /// Leaves the cluster: the node's liveness entry is removed, pending messages are flushed
-    /// to NATS (bounded by 2 s), and the tasks end.
+    /// Stops as if the process had died: no liveness entry removed, no will withdrawn, no
+    /// flush. For tests of what the other nodes do then.
+    pub async fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.inner.client.drain().await;
+        let _ = self.inner.shared_client.drain().await;
+    }
+
+    /// Leaves the cluster: the wills withdrawn by closing connections are removed, the node's
+    /// liveness entry too, pending messages are flushed to NATS (bounded by 2 s each), and the
+    /// tasks end.
     pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.will_ops.send(WillOp::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
         if let Some(a) = self.inner.assets.borrow().clone() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -538,9 +578,21 @@ async fn try_create(inner: &Inner, replicas: usize) -> Result<Assets, String> {
         },
     )
     .await?;
+    let wills = ensure_kv(
+        js,
+        jetstream::kv::Config {
+            bucket: WILLS_BUCKET.into(),
+            history: 1,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(Assets {
         retained,
         nodes,
+        wills,
         replicas,
     })
 }
@@ -1160,6 +1212,138 @@ async fn heartbeat_task(inner: Arc<Inner>) {
         };
         if let Err(e) = a.nodes.put(&inner.config.node, Bytes::from(value)).await {
             debug!(error = %e, "cluster: heartbeat not written");
+        }
+    }
+}
+
+/// A change to this node's wills in `MQ_WILLS`.
+#[derive(Debug)]
+enum WillOp {
+    Put(String, Bytes),
+    Delete(String),
+    /// Answered once every op before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
+fn will_key(node: &str, client_id: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "{node}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id)
+    )
+}
+
+/// How often a node looks for the wills of nodes that died.
+pub const REAP_EVERY: Duration = Duration::from_secs(3);
+
+/// Keeps this node's wills in `MQ_WILLS` and publishes those of nodes that died.
+///
+/// At start, the wills this node's name left from an earlier run are published first (their
+/// connections died with that run). Then, every [`REAP_EVERY`], when a node has left the
+/// liveness bucket (heartbeats stopped for [`NODE_TTL`]), each survivor tries to take each of
+/// its wills with a compare-and-set delete; the one that wins publishes it, so a will is
+/// published once. A node that comes back after being taken for dead (a long pause, a
+/// partition) may publish a will again when its client then disconnects.
+async fn wills_task(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut ops: mpsc::UnboundedReceiver<WillOp>,
+) {
+    let mut assets = inner.assets.clone();
+    let Ok(a) = assets.wait_for(Option::is_some).await.map(|a| a.clone()) else {
+        return;
+    };
+    let Some(a) = a else { return };
+    let node = inner.config.node.clone();
+    // Leftovers of this node's previous run: reaped by us (no one else would before our
+    // heartbeat lapses, and we are back).
+    let mut live: HashSet<String> = HashSet::new();
+    reap(&inner, &broker, &a.wills, &|n: &str| n == node).await;
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tokio::select! {
+            op = ops.recv() => {
+                let Some(op) = op else { break };
+                match op {
+                    WillOp::Put(cid, bytes) => {
+                        if let Err(e) = a.wills.put(will_key(&node, &cid), bytes).await {
+                            debug!(error = %e, "cluster: will not kept in NATS");
+                        }
+                    }
+                    WillOp::Delete(cid) => {
+                        if let Err(e) = a.wills.delete(will_key(&node, &cid)).await {
+                            debug!(error = %e, "cluster: will not removed from NATS");
+                        }
+                    }
+                    WillOp::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let Ok(now) = live_nodes(&a.nodes).await else { continue };
+                // Only when a node has gone (or at the first look): listing every will is
+                // not free.
+                let gone = live.is_empty() || live.iter().any(|n| !now.contains(n));
+                if gone && now.contains(&node) {
+                    reap(&inner, &broker, &a.wills, &|n: &str| n != node && !now.contains(n)).await;
+                }
+                live = now;
+            }
+        }
+    }
+}
+
+async fn live_nodes(nodes: &jetstream::kv::Store) -> Result<HashSet<String>, String> {
+    let mut keys = nodes.keys().await.map_err(|e| e.to_string())?;
+    let mut out = HashSet::new();
+    while let Some(k) = keys.next().await {
+        out.insert(k.map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// Publishes (once, cluster-wide) the wills whose node `dead` says is gone.
+async fn reap(
+    inner: &Inner,
+    broker: &BrokerHandle,
+    wills: &jetstream::kv::Store,
+    dead: &(dyn Fn(&str) -> bool + Sync),
+) {
+    let Ok(mut keys) = wills.keys().await else {
+        return;
+    };
+    let mut mine = Vec::new();
+    while let Some(Ok(k)) = keys.next().await {
+        if k.split_once('.').is_some_and(|(n, _)| dead(n)) {
+            mine.push(k);
+        }
+    }
+    for key in mine {
+        let Ok(Some(entry)) = wills.entry(&key).await else {
+            continue;
+        };
+        if entry.operation != jetstream::kv::Operation::Put {
+            continue;
+        }
+        // Whoever deletes this revision first publishes it.
+        if wills
+            .delete_expect_revision(&key, Some(entry.revision))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        match wire::decode(entry.value, Instant::now(), unix_ms()) {
+            Ok(r) => {
+                inner.counters.wills_reaped.fetch_add(1, Ordering::Relaxed);
+                info!(node = %r.node, topic = %r.message.topic, "cluster: publishing the will of a client whose node died");
+                broker.publish_will(r.message);
+            }
+            Err(e) => {
+                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(key = %key, error = %e, "cluster: malformed will ignored");
+            }
         }
     }
 }

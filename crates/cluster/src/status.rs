@@ -232,6 +232,12 @@ pub(crate) fn prometheus_text(i: &Inner) -> String {
         &[("", c.takeovers.load(Ordering::Relaxed))],
     );
     one(
+        "hermod_cluster_wills_reaped_total",
+        "counter",
+        "Wills of clients whose node died, published by this node.",
+        &[("", c.wills_reaped.load(Ordering::Relaxed))],
+    );
+    one(
         "hermod_cluster_queued_bytes",
         "gauge",
         "Bytes of messages waiting to be sent to NATS.",

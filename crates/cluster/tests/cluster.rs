@@ -114,6 +114,17 @@ async fn await_route(from: &mut Client, sub: &mut Client, topic: &str) {
     sub.drain(Duration::from_millis(300)).await;
 }
 
+/// The next packet, a PUBLISH within `d`, acknowledged.
+async fn publish_within(c: &mut Client, d: Duration) -> hermod_proto::Publish {
+    match c.recv(d).await {
+        Some(hermod_proto::Packet::Publish(p)) => {
+            c.ack(&p).await;
+            p
+        }
+        other => panic!("expected a PUBLISH within {d:?}, got {other:?}"),
+    }
+}
+
 macro_rules! nats_or_skip {
     ($name:literal) => {
         match require_nats($name) {
@@ -559,6 +570,48 @@ async fn a_new_subscription_gets_nothing_published_before_it() {
         .collect();
     assert_eq!(got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
     a.expect_nothing(Duration::from_millis(300)).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_is_published_once_when_its_node_dies() {
+    let nats = nats_or_skip!("a_will_is_published_once_when_its_node_dies");
+    let mut nodes = three_nodes(&nats).await;
+    let mut watcher = nodes[0].client(V5, "watcher").await;
+    watcher.subscribe_one("status/#", QoS::AtLeastOnce).await;
+    let mut watcher2 = nodes[1].client(V311, "watcher2").await;
+    watcher2.subscribe_one("status/#", QoS::AtLeastOnce).await;
+    // A device on b2 with a will, and one that disconnects cleanly (its will is discarded).
+    let mut connect = hermod_testkit::connect_packet(V5, "dev-w");
+    connect.will = Some(hermod_proto::LastWill {
+        topic: "status/dev-w".into(),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (_device, _) = nodes[2].broker.connect_with(connect.clone()).await;
+    connect.client_id = "dev-clean".into();
+    connect.will.as_mut().unwrap().topic = "status/dev-clean".into();
+    let (clean, _) = nodes[2].broker.connect_with(connect).await;
+    clean.disconnect().await;
+    // Let the will reach the bucket, then b2's process "dies": no goodbye to NATS.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b2 = nodes.pop().unwrap();
+    if let Some(c) = b2.cluster {
+        c.abort().await;
+    }
+    // [MQTT-3.1.2-8] the will of a connection that ended without DISCONNECT, published by a
+    // surviving node once b2's heartbeats have stopped for 10 s, once in the whole cluster.
+    let got = publish_within(&mut watcher, Duration::from_secs(30)).await;
+    assert_eq!((got.topic.as_str(), &got.payload[..]), ("status/dev-w", &b"offline"[..]));
+    let got2 = publish_within(&mut watcher2, Duration::from_secs(5)).await;
+    assert_eq!(got2.topic, "status/dev-w");
+    watcher.expect_nothing(Duration::from_secs(4)).await;
+    watcher2.expect_nothing(Duration::from_millis(500)).await;
+    b2.broker.stop().await;
     for n in nodes {
         n.stop().await;
     }

@@ -41,4 +41,10 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// CONNACK): the other nodes must disconnect their connection with the same client id
     /// [MQTT-3.1.4-2] (see [`super::BrokerHandle::take_over`]).
     fn connected(&self, client_id: &str);
+
+    /// The will of a network client connected here (`Some`, at CONNACK), or no longer
+    /// (`None`, when its connection ends, whatever becomes of the will: this node then
+    /// publishes, delays or discards it itself). The backbone keeps it where the other nodes
+    /// can publish it if this node dies with the connection open.
+    fn will(&self, client_id: &str, will: Option<&Message>);
 }

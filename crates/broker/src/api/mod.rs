@@ -433,6 +433,13 @@ impl BrokerHandle {
         wait_for_space(busy).await;
     }
 
+    /// Publishes a will that another node of the cluster held for a client whose node died:
+    /// as this node's own publish (local subscribers, the other nodes), with no ACL check
+    /// (its publisher was allowed at CONNECT, on the node that died).
+    pub fn publish_will(&self, message: Message) {
+        self.shared.publish_unacknowledged(message);
+    }
+
     /// Delivers a message to one member (on this node) of the shared group `group` of `filter`
     /// (without `$share/`), which the cluster chose for it among all nodes' members. False when
     /// the group has no member here (that may receive it): the cluster offers it elsewhere.

@@ -92,6 +92,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             | End::Kicked
             | End::KeepAliveTimeout => true,
         };
+        if self.will.is_some()
+            && let Some(b) = self.shared.router.backbone()
+        {
+            b.will(&self.client_id, None);
+        }
         let mut will = self.will.take().filter(|_| publish_will);
         if matches!(end, End::TakenOver)
             && will
