@@ -606,7 +606,10 @@ async fn a_will_is_published_once_when_its_node_dies() {
     // [MQTT-3.1.2-8] the will of a connection that ended without DISCONNECT, published by a
     // surviving node once b2's heartbeats have stopped for 10 s, once in the whole cluster.
     let got = publish_within(&mut watcher, Duration::from_secs(30)).await;
-    assert_eq!((got.topic.as_str(), &got.payload[..]), ("status/dev-w", &b"offline"[..]));
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("status/dev-w", &b"offline"[..])
+    );
     let got2 = publish_within(&mut watcher2, Duration::from_secs(5)).await;
     assert_eq!(got2.topic, "status/dev-w");
     watcher.expect_nothing(Duration::from_secs(4)).await;
