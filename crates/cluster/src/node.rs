@@ -488,6 +488,8 @@ async fn connect(config: &ClusterConfig, echo: bool) -> Result<async_nats::Clien
 async fn setup(inner: Arc<Inner>, assets: watch::Sender<Option<Assets>>) {
     let mut delay = Duration::from_millis(100);
     let mut logged = false;
+    // Connecting and creating the assets take a moment at every start: said only if it lasts.
+    let started = Instant::now();
     loop {
         match create_assets(&inner).await {
             Ok(a) => {
@@ -497,7 +499,7 @@ async fn setup(inner: Arc<Inner>, assets: watch::Sender<Option<Assets>>) {
                 return;
             }
             Err(e) => {
-                if logged {
+                if logged || started.elapsed() < Duration::from_secs(5) {
                     debug!(error = %e, "cluster: JetStream not ready yet");
                 } else {
                     let hint = if e.contains("10047") {

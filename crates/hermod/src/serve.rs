@@ -237,7 +237,13 @@ fn spawn_reload_on_sighup(reloader: hermod_broker::broker::Reloader) {
 /// coloured only when stderr is a terminal and `NO_COLOR` is unset or empty, so a log redirected
 /// to a file or a pipe has no escape codes.
 fn init_logging(verbose: bool, format: LogFormat) {
-    let default = if verbose { "debug" } else { "info" };
+    // The NATS client's own lines ("connected successfully", "event: connected") repeat the
+    // cluster's ("cluster: connected to NATS"): its warnings and errors only, unless asked.
+    let default = if verbose {
+        "debug,async_nats=info"
+    } else {
+        "info,async_nats=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
