@@ -301,20 +301,8 @@ impl Router {
                 .tree
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(g) = tree.shared_group(group, filter)
-                && let Some(member) = g.pick(|m| may_receive(&m.handle))
-            {
-                shared.push((
-                    member.handle.clone(),
-                    Delivery {
-                        message: message.clone(),
-                        qos: message.qos.min(member.options.qos),
-                        retain: false,
-                        subscription_ids: member.id.into_iter().collect(),
-                        shared: Some(g.key.clone()),
-                        seq: None,
-                    },
-                ));
+            if let Some(g) = tree.shared_group(group, filter) {
+                shared.extend(pick_shared(g, message, &may_receive));
             }
             return Routed {
                 deliveries: shared,
@@ -365,19 +353,7 @@ impl Router {
                     }
                 }
                 Matched::Shared(g) => {
-                    if let Some(member) = g.pick(|m| may_receive(&m.handle)) {
-                        shared.push((
-                            member.handle.clone(),
-                            Delivery {
-                                message: message.clone(),
-                                qos: message.qos.min(member.options.qos),
-                                retain: false,
-                                subscription_ids: member.id.into_iter().collect(),
-                                shared: Some(g.key.clone()),
-                                seq: None,
-                            },
-                        ));
-                    }
+                    shared.extend(pick_shared(g, message, &may_receive));
                 }
             });
         }
@@ -429,6 +405,27 @@ impl Router {
             .and_then(|g| g.pick_other(leaving, may_receive))
             .map(|m| (m.handle.clone(), m.options.qos, m.id))
     }
+}
+
+/// One member of shared group `g` that `may_receive` the message (online first, in turn), with
+/// its delivery: the group's one copy.
+fn pick_shared(
+    g: &topic_tree::SharedGroup,
+    message: &Arc<Message>,
+    may_receive: &impl Fn(&SessionHandle) -> bool,
+) -> Option<(Arc<SessionHandle>, Delivery)> {
+    let member = g.pick(|m| may_receive(&m.handle))?;
+    Some((
+        member.handle.clone(),
+        Delivery {
+            message: message.clone(),
+            qos: message.qos.min(member.options.qos),
+            retain: false,
+            subscription_ids: member.id.into_iter().collect(),
+            shared: Some(g.key.clone()),
+            seq: None,
+        },
+    ))
 }
 
 fn split_share(filter: &str) -> (Option<&str>, &str) {
