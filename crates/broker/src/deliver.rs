@@ -74,6 +74,81 @@ pub(crate) fn publish(
         deliveries,
         retained_change,
     } = router.route(&message, retain_enabled, auth, source);
+    place(router, store, &message, deliveries, retained_change, sink);
+}
+
+/// Delivers a message that a session moved from another node missed (see
+/// `api::Backbone::replay`) to that session alone: matched against its own subscriptions
+/// (shared ones apart: those groups got it cluster-wide), with its reader's ACL, and placed as
+/// a publish places it. Returns whether it was queued.
+pub(crate) fn replay_into(
+    router: &Router,
+    store: Option<&Persistence>,
+    handle: &Arc<SessionHandle>,
+    subscriptions: &std::collections::HashMap<String, crate::session::SubscriptionEntry>,
+    message: Arc<Message>,
+    auth: Option<&Auth>,
+) -> bool {
+    if auth.is_some_and(|a| {
+        !a.authorize(
+            &handle.reader(),
+            crate::auth::Action::Receive(&message.topic),
+        )
+    }) {
+        return false;
+    }
+    let mut delivery: Option<Delivery> = None;
+    for (filter, entry) in subscriptions {
+        if filter.starts_with("$share/") || !hermod_proto::topic::matches(filter, &message.topic) {
+            continue;
+        }
+        if entry.options.no_local && message.publisher.as_deref() == Some(&*handle.client_id) {
+            continue; // [MQTT-3.8.3-3] no local
+        }
+        let qos = message.qos.min(entry.options.qos);
+        let retain = entry.options.retain_as_published && message.retain;
+        match &mut delivery {
+            Some(d) => {
+                d.qos = d.qos.max(qos);
+                d.retain |= retain;
+                d.subscription_ids.extend(entry.id);
+            }
+            None => {
+                delivery = Some(Delivery {
+                    message: message.clone(),
+                    qos,
+                    retain,
+                    subscription_ids: entry.id.into_iter().collect(),
+                    shared: None,
+                    seq: None,
+                });
+            }
+        }
+    }
+    let Some(d) = delivery else {
+        return false;
+    };
+    let mut sink = PublishSink::default();
+    place(
+        router,
+        store,
+        &message,
+        vec![(handle.clone(), d)],
+        false,
+        &mut sink,
+    );
+    sink.delivered > 0
+}
+
+/// Steps 2 to 4 of [`publish`] for the deliveries matched: reserve, store, push.
+fn place(
+    router: &Router,
+    store: Option<&Persistence>,
+    message: &Arc<Message>,
+    deliveries: Vec<(Arc<SessionHandle>, Delivery)>,
+    retained_change: bool,
+    sink: &mut PublishSink,
+) {
     // 2. Reserve every delivery's place (and durable sequence number)...
     let mut placed = Vec::with_capacity(deliveries.len());
     let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();
@@ -128,7 +203,7 @@ pub(crate) fn publish(
             } else {
                 ops.push(Op::PutRetained(
                     message.topic.to_string(),
-                    message_record(&message, now, now_ms),
+                    message_record(message, now, now_ms),
                 ));
             }
         }
@@ -137,7 +212,7 @@ pub(crate) fn publish(
         }
         if durable > 0 {
             let id = p.next_message_id();
-            let record = message_record(&message, now, now_ms);
+            let record = message_record(message, now, now_ms);
             ops.push(Op::PutMessage(
                 id,
                 record,

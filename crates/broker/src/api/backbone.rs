@@ -2,10 +2,56 @@
 //! (`hermod-cluster`, over NATS JetStream), and nothing more. With no backbone attached the
 //! broker is a single node and pays one `OnceLock` load per publish and per subscription change.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use hermod_proto::SubscriptionOptions;
 
 use crate::message::Message;
 use crate::store::Commit;
+
+/// A persistent session that lived on another node, handed to this one by
+/// [`Backbone::claim`]: what the broker rebuilds it from.
+#[derive(Debug, Clone, Default)]
+pub struct MovedSession {
+    /// The username of the identity that created it (`None`: anonymous). A client of another
+    /// identity is refused, as for a local session.
+    pub owner: Option<Arc<str>>,
+    /// The session expiry interval it had (`None`: never expires).
+    pub expiry: Option<Duration>,
+    /// Its subscriptions: full filter (`$share/...` included), options, v5 identifier.
+    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    /// The backbone's position for [`Backbone::replay`]: opaque to the broker.
+    pub position: u64,
+}
+
+/// What a node knows of one of its sessions, for the backbone's record of it
+/// ([`super::BrokerHandle::session_state`]).
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    /// The username of its owner (`None`: anonymous or unknown).
+    pub owner: Option<Arc<str>>,
+    /// Its expiry interval (`None`: never); `Some(0)` for a session that ends with its
+    /// connection.
+    pub expiry: Option<Duration>,
+    /// Its subscriptions.
+    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    /// Whether a connection holds it.
+    pub online: bool,
+    /// Nothing queued and nothing in flight: every message routed to it so far was
+    /// acknowledged (or dropped).
+    pub drained: bool,
+}
+
+/// The answer of [`Backbone::claim`]: `Ok(None)` when the session is this node's (or there is
+/// none elsewhere); `Err` when the cluster cannot say (the CONNECT is refused as "server
+/// unavailable" rather than given a second copy of a session).
+pub type Claim = Pin<Box<dyn Future<Output = Result<Option<MovedSession>, String>> + Send>>;
+
+/// The messages a moved session missed, oldest first (see [`Backbone::replay`]).
+pub type Replay = Pin<Box<dyn Future<Output = Result<Vec<Message>, String>> + Send>>;
 
 /// A backbone that carries this node's messages to the other nodes and learns which topics this
 /// node wants. Attached once, with [`super::BrokerHandle::attach_backbone`].
@@ -47,4 +93,23 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// publishes, delays or discards it itself). The backbone keeps it where the other nodes
     /// can publish it if this node dies with the connection open.
     fn will(&self, client_id: &str, will: Option<&Message>);
+
+    /// A network client asks for a session (`clean_start` false, or a persistent one) before
+    /// this node looks at its own: the backbone finds where the client id's session lives and,
+    /// when it is on another node, has that node give it up (disconnecting its connection,
+    /// v5 0x8E) and returns it. With `clean_start` the other node discards it and `Ok(None)`
+    /// comes back.
+    fn claim(&self, client_id: &str, clean_start: bool) -> Claim {
+        let _ = (client_id, clean_start);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Once a moved session's subscriptions are in place on this node (so that anything newer
+    /// reaches it live): the messages of its filters it may have missed since
+    /// `moved.position`, oldest first, at most `limit`. Duplicates of messages it already
+    /// had are possible (at least once across a move); none it had not acknowledged is missed.
+    fn replay(&self, client_id: &str, moved: &MovedSession, limit: usize) -> Replay {
+        let _ = (client_id, moved, limit);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

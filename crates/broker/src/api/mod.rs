@@ -38,7 +38,7 @@ use crate::session::live::{Command, Live};
 use crate::session::registry::SessionView;
 use crate::shared::Shared;
 
-pub use backbone::Backbone;
+pub use backbone::{Backbone, Claim, MovedSession, Replay, SessionState};
 pub(crate) use events::EventBus;
 pub use events::{DropReason, Event};
 pub use internal::{
@@ -381,6 +381,76 @@ impl BrokerHandle {
     /// False when the client is not connected here.
     pub fn take_over(&self, client_id: &str) -> bool {
         self.shared.registry.take_over_remote(client_id)
+    }
+
+    /// What this node knows of `client_id`'s session, for the cluster's record of it: `None`
+    /// when there is none here (or its connection did not answer in time). For a connected
+    /// client its connection task answers, between two packets.
+    pub async fn session_state(&self, client_id: &str) -> Option<SessionState> {
+        let to_state = |subs: Vec<(String, crate::session::SubscriptionEntry)>| {
+            subs.into_iter()
+                .map(|(f, e)| (f, e.options, e.id))
+                .collect::<Vec<_>>()
+        };
+        if let Some(live) = self.shared.registry.live(client_id) {
+            let (subs, drained) = ask(&live, |reply| Command::State { reply }).await.ok()?;
+            return Some(SessionState {
+                owner: live.username.clone(),
+                expiry: live.expiry_interval.map(std::time::Duration::from_secs),
+                subscriptions: to_state(subs),
+                online: true,
+                drained,
+            });
+        }
+        let (owner, expiry, subs, drained) = self.shared.registry.offline_state(client_id)?;
+        Some(SessionState {
+            owner: match owner {
+                Owner::User(u) => Some(u),
+                Owner::Anonymous | Owner::Unknown => None,
+            },
+            expiry,
+            subscriptions: to_state(subs),
+            online: false,
+            drained,
+        })
+    }
+
+    /// Gives up `client_id`'s session because the client connected to another node of the
+    /// cluster, which takes it over: its connection here is disconnected as taken over (v5
+    /// DISCONNECT 0x8E), a will waiting for its delay is cancelled (the session lives on), and
+    /// the session is ended here (subscriptions, queue, stored record). Returns its state as
+    /// it was at the end; `None` when there was no session to give up (or the connection did
+    /// not close within 5 s).
+    pub async fn release_session(&self, client_id: &str) -> Option<SessionState> {
+        let registry = &self.shared.registry;
+        if registry.take_over_remote(client_id) {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while registry.status(client_id) == Some(true) {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        registry.cancel_pending_will(client_id);
+        let session = registry.take_offline(client_id)?;
+        let state = SessionState {
+            owner: match &session.owner {
+                Owner::User(u) => Some(u.clone()),
+                Owner::Anonymous | Owner::Unknown => None,
+            },
+            expiry: session.expiry,
+            subscriptions: session
+                .subscriptions
+                .iter()
+                .map(|(f, e)| (f.clone(), e.options, e.id))
+                .collect(),
+            online: false,
+            drained: session.is_drained(),
+        };
+        tracing::info!(%client_id, "session moved to another node");
+        self.shared.end_session_with(session, true);
+        Some(state)
     }
 
     /// When the client connected here, if it is connected.

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::api::{INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME};
+use crate::api::{INTERNAL_CLIENT_PREFIX, INTERNAL_USERNAME, MovedSession};
 use crate::auth::{Action, AuthDecision, ClientIdentity, ConnectInfo, DenyReason};
 use crate::message::ClientId;
 use crate::metrics::ConnectResult;
@@ -28,6 +28,10 @@ use super::handshake::{Accepted, HandshakeError, check_connect, read_connect};
 use super::negotiated::Negotiated;
 use super::refusal::Refusal;
 use super::{Connection, TAKEOVER_WAIT, durable, io};
+
+/// How long a CONNECT waits for the cluster to hand over a session that lived on another node
+/// (and again for the messages it missed) before it is refused as "server unavailable".
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// Why establishing stopped before CONNACK.
 enum Stop {
@@ -153,9 +157,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             // clients): it is how many writes a rule can batch.
             neg.receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
         }
+        let moved = self.claim(&connect, &identity).await?;
         let (conn_id, kick, previous) = self.attach(&identity).await?;
         let (session, session_present, durable) =
-            self.take_session(&connect, &neg, &identity, previous);
+            self.take_session(&connect, &neg, &identity, previous, moved.as_ref());
+        if let Some(m) = &moved {
+            self.replay(&session, m).await;
+        }
         Ok(Admitted {
             connect,
             accepted,
@@ -310,6 +318,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         Ok(())
     }
 
+    /// In a cluster: the session of this client id that lived on another node, handed over
+    /// (see [`crate::api::Backbone::claim`]); refused when the cluster cannot say where it is,
+    /// or when it belongs to another identity.
+    async fn claim(
+        &mut self,
+        connect: &Connect,
+        identity: &ClientIdentity,
+    ) -> Result<Option<MovedSession>, Refusal> {
+        let Some(b) = self.shared.router.backbone() else {
+            return Ok(None);
+        };
+        if self.info.internal.is_some() {
+            return Ok(None);
+        }
+        let claim = b.claim(&self.client_id, connect.clean_start);
+        let moved = match tokio::time::timeout(CLAIM_WAIT, claim).await {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(detail)) => return Err(Refusal::ClusterUnavailable { detail }),
+            Err(_) => {
+                return Err(Refusal::ClusterUnavailable {
+                    detail: format!("no answer within {} s", CLAIM_WAIT.as_secs()),
+                });
+            }
+        };
+        if let Some(m) = &moved {
+            let (holder, who) = (
+                Owner::of(m.owner.as_ref()),
+                Owner::of(identity.username.as_ref()),
+            );
+            if holder != who {
+                // As for a local session: nothing of another user's session is handed over.
+                return Err(Refusal::OtherIdentitySession {
+                    identity: who.to_string(),
+                    owner: holder.to_string(),
+                });
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Queues the messages a session moved from another node missed (at most the session's
+    /// queue limit), before CONNACK, so that they come before anything newer.
+    async fn replay(&mut self, session: &Session, moved: &MovedSession) {
+        let Some(b) = self.shared.router.backbone() else {
+            return;
+        };
+        let client_id = &self.client_id;
+        let limit = self.shared.config.max_queued_messages;
+        let messages = match tokio::time::timeout(CLAIM_WAIT, b.replay(client_id, moved, limit))
+            .await
+        {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::error!(%client_id, error = %e, "moved session: cannot replay the messages it missed");
+                return;
+            }
+            Err(_) => {
+                tracing::error!(%client_id, "moved session: replay of the messages it missed timed out");
+                return;
+            }
+        };
+        let auth = self.shared.auth.load();
+        let gate = auth.filters_receive().then_some(&**auth);
+        let mut queued = 0usize;
+        for m in messages {
+            queued += usize::from(crate::deliver::replay_into(
+                &self.shared.router,
+                self.shared.persistence.as_deref(),
+                &session.handle,
+                &session.subscriptions,
+                Arc::new(m),
+                gate,
+            ));
+        }
+        info!(%client_id, queued, "moved session: messages replayed from the cluster");
+    }
+
     /// Claims the client id for this connection: the previous session, if any, once its holder
     /// handed it over.
     async fn attach(
@@ -373,10 +458,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         neg: &Negotiated,
         identity: &ClientIdentity,
         previous: Option<Session>,
+        moved: Option<&MovedSession>,
     ) -> (Session, bool, bool) {
         let shared = &self.shared;
         let client_id: ClientId = self.client_id.clone().into();
         let (mut session, session_present) = match previous {
+            // The cluster says the session lives elsewhere now: a copy left here is stale.
+            Some(old) if moved.is_some() => {
+                shared.end_session_with(old, true);
+                (self.moved_session(moved), true)
+            }
+            None if moved.is_some() && !connect.clean_start => (self.moved_session(moved), true),
             Some(old) if !connect.clean_start => (old, true),
             Some(old) => {
                 // Clean start: the old session (and its stored record) is this client's to end.
@@ -399,6 +491,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         session.handle.set_durable(durable);
         session.handle.set_online(true);
         (session, session_present, durable)
+    }
+
+    /// A session rebuilt from what another node of the cluster handed over: its subscriptions
+    /// in place (no retained messages are sent: the session is resumed, not subscribing).
+    fn moved_session(&self, moved: Option<&MovedSession>) -> Session {
+        let shared = &self.shared;
+        let mut session = shared.new_session(self.client_id.clone().into());
+        for (filter, options, id) in moved
+            .map(|m| m.subscriptions.as_slice())
+            .unwrap_or_default()
+        {
+            shared
+                .router
+                .subscribe(filter, session.handle.clone(), *options, *id);
+            session.subscriptions.insert(
+                filter.clone(),
+                crate::session::SubscriptionEntry {
+                    options: *options,
+                    id: *id,
+                },
+            );
+        }
+        session
     }
 
     /// The connection, with CONNACK and the re-sends of a resumed session written.

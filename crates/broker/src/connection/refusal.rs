@@ -47,6 +47,9 @@ pub(crate) enum Refusal {
     OtherIdentitySession { identity: String, owner: String },
     /// The connection holding the session did not hand it over in time.
     TakeoverTimedOut,
+    /// In a cluster: where the client id's session lives could not be settled (NATS away,
+    /// or the node holding it did not answer), so it is not served here as a second copy.
+    ClusterUnavailable { detail: String },
 }
 
 impl Refusal {
@@ -66,7 +69,9 @@ impl Refusal {
             Self::Banned { .. } => R::Banned,
             Self::AddressBlocked { .. } | Self::BlockedWhileQueued => R::Blocked,
             Self::ServerBusy => R::ServerBusy,
-            Self::StoreUnavailable | Self::TakeoverTimedOut => R::ServerUnavailable,
+            Self::StoreUnavailable | Self::TakeoverTimedOut | Self::ClusterUnavailable { .. } => {
+                R::ServerUnavailable
+            }
         }
     }
 
@@ -98,7 +103,9 @@ impl Refusal {
                 ReasonCode::NOT_AUTHORIZED
             }
             Self::ServerBusy => ReasonCode::SERVER_BUSY,
-            Self::StoreUnavailable | Self::TakeoverTimedOut => ReasonCode::SERVER_UNAVAILABLE,
+            Self::StoreUnavailable | Self::TakeoverTimedOut | Self::ClusterUnavailable { .. } => {
+                ReasonCode::SERVER_UNAVAILABLE
+            }
         }
     }
 
@@ -116,7 +123,10 @@ impl Refusal {
     pub(crate) fn log(&self, peer: SocketAddr, client_id: &str, username: Option<&str>) {
         let code = self.connack_code(ProtocolVersion::V5);
         match self {
-            Self::OtherIdentitySession { .. } | Self::TakeoverTimedOut | Self::StoreUnavailable => {
+            Self::OtherIdentitySession { .. }
+            | Self::TakeoverTimedOut
+            | Self::StoreUnavailable
+            | Self::ClusterUnavailable { .. } => {
                 warn!(%peer, client_id, ?username, reason = %code, "connection refused: {self}");
             }
             _ => info!(%peer, client_id, ?username, reason = %code, "connection refused: {self}"),
@@ -167,6 +177,9 @@ impl std::fmt::Display for Refusal {
             ),
             Self::TakeoverTimedOut => {
                 f.write_str("session hand-off timed out (server unavailable)")
+            }
+            Self::ClusterUnavailable { detail } => {
+                write!(f, "the cluster could not hand this session over: {detail}")
             }
         }
     }
@@ -225,6 +238,13 @@ mod tests {
                 5,
             ),
             (Refusal::TakeoverTimedOut, 0x88, 3),
+            (
+                Refusal::ClusterUnavailable {
+                    detail: "NATS away".into(),
+                },
+                0x88,
+                3,
+            ),
         ];
         for (r, v5, v311) in table {
             // v5: fixed header, length, flags, reason, empty properties.

@@ -283,6 +283,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     .collect();
                 let _ = reply.send(subs);
             }
+            Command::State { reply } => {
+                let subs = self
+                    .session
+                    .subscriptions
+                    .iter()
+                    .map(|(f, e)| (f.clone(), *e))
+                    .collect();
+                let _ = reply.send((subs, self.session.is_drained()));
+            }
         }
         Ok(())
     }

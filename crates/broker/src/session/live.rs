@@ -46,6 +46,11 @@ pub(crate) enum Command {
     Subscriptions {
         reply: oneshot::Sender<Vec<(String, SubscriptionEntry)>>,
     },
+    /// The session's subscriptions, and whether nothing is queued or in flight (as one
+    /// consistent answer from the connection task, between two packets).
+    State {
+        reply: oneshot::Sender<(Vec<(String, SubscriptionEntry)>, bool)>,
+    },
 }
 
 /// One connected client, as the registry shows it to the admin side.

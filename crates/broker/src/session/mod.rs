@@ -137,6 +137,16 @@ impl Session {
         self.expiry != Some(Duration::ZERO)
     }
 
+    /// Nothing queued for it (in memory or on disk) and nothing in flight: every delivery made
+    /// to it so far was acknowledged (or dropped).
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        self.inflight_out.is_empty()
+            && self.resend.is_empty()
+            && self.handle.is_empty()
+            && self.handle.disk_len() == 0
+    }
+
     /// A packet id not used by any outbound inflight message. `None` when all 65,535 are in
     /// use (cannot happen while inflight is bounded below that).
     pub fn next_packet_id(&mut self) -> Option<PacketId> {

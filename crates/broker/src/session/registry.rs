@@ -390,6 +390,14 @@ impl Registry {
         }
     }
 
+    /// Cancels the will waiting for its delay of `client_id`, if any (its session moved to
+    /// another node, where it lives on [MQTT-3.1.3-9]).
+    pub fn cancel_pending_will(&self, client_id: &str) {
+        if let Some((_, task, _)) = self.lock().pending_wills.remove(client_id) {
+            task.abort();
+        }
+    }
+
     /// Sessions known (online and offline).
     #[must_use]
     pub fn len(&self) -> usize {
@@ -474,6 +482,46 @@ impl Registry {
                     .map(|(f, e)| (f.clone(), *e))
                     .collect(),
             ),
+            _ => None,
+        }
+    }
+
+    /// An offline session's state for the cluster's record: (owner, expiry, subscriptions,
+    /// drained). `None` when `client_id` has no offline session.
+    #[must_use]
+    pub fn offline_state(
+        &self,
+        client_id: &str,
+    ) -> Option<(
+        Owner,
+        Option<Duration>,
+        Vec<(String, SubscriptionEntry)>,
+        bool,
+    )> {
+        match self.lock().slots.get(client_id) {
+            Some(Slot::Offline { session, .. }) => Some((
+                session.owner.clone(),
+                session.expiry,
+                session
+                    .subscriptions
+                    .iter()
+                    .map(|(f, e)| (f.clone(), *e))
+                    .collect(),
+                session.is_drained(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Takes an offline session out of the registry (it moved to another node of the
+    /// cluster): the caller ends it. `None` when `client_id` has no offline session.
+    pub fn take_offline(&self, client_id: &str) -> Option<Session> {
+        let mut inner = self.lock();
+        if !matches!(inner.slots.get(client_id), Some(Slot::Offline { .. })) {
+            return None;
+        }
+        match inner.slots.remove(client_id) {
+            Some(Slot::Offline { session, .. }) => Some(session),
             _ => None,
         }
     }
