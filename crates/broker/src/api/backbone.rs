@@ -94,13 +94,14 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// can publish it if this node dies with the connection open.
     fn will(&self, client_id: &str, will: Option<&Message>);
 
-    /// A network client asks for a session (`clean_start` false, or a persistent one) before
-    /// this node looks at its own: the backbone finds where the client id's session lives and,
-    /// when it is on another node, has that node give it up (disconnecting its connection,
-    /// v5 0x8E) and returns it. With `clean_start` the other node discards it and `Ok(None)`
-    /// comes back.
-    fn claim(&self, client_id: &str, clean_start: bool) -> Claim {
-        let _ = (client_id, clean_start);
+    /// A network client connects (after authentication, before this node looks at its own
+    /// session for it): the backbone finds where the client id's session lives and, when it
+    /// is on another node, has that node give it up (disconnecting its connection there, v5
+    /// 0x8E) and returns it. With `clean_start` the other node discards it and `Ok(None)`
+    /// comes back. `persistent`: the session outlives this connection (the backbone records
+    /// that it lives here).
+    fn claim(&self, client_id: &str, clean_start: bool, persistent: bool) -> Claim {
+        let _ = (client_id, clean_start, persistent);
         Box::pin(async { Ok(None) })
     }
 

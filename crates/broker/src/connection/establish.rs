@@ -157,7 +157,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             // clients): it is how many writes a rule can batch.
             neg.receive_max = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX));
         }
-        let moved = self.claim(&connect, &identity).await?;
+        let persistent = neg.expiry(&self.shared.config) != Some(Duration::ZERO);
+        let moved = self.claim(&connect, &identity, persistent).await?;
         let (conn_id, kick, previous) = self.attach(&identity).await?;
         let (session, session_present, durable) =
             self.take_session(&connect, &neg, &identity, previous, moved.as_ref());
@@ -325,6 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         &mut self,
         connect: &Connect,
         identity: &ClientIdentity,
+        persistent: bool,
     ) -> Result<Option<MovedSession>, Refusal> {
         let Some(b) = self.shared.router.backbone() else {
             return Ok(None);
@@ -332,7 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         if self.info.internal.is_some() {
             return Ok(None);
         }
-        let claim = b.claim(&self.client_id, connect.clean_start);
+        let claim = b.claim(&self.client_id, connect.clean_start, persistent);
         let moved = match tokio::time::timeout(CLAIM_WAIT, claim).await {
             Ok(Ok(moved)) => moved,
             Ok(Err(detail)) => return Err(Refusal::ClusterUnavailable { detail }),
