@@ -99,9 +99,17 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// is on another node, has that node give it up (disconnecting its connection there, v5
     /// 0x8E) and returns it. With `clean_start` the other node discards it and `Ok(None)`
     /// comes back. `persistent`: the session outlives this connection (the backbone records
-    /// that it lives here).
-    fn claim(&self, client_id: &str, clean_start: bool, persistent: bool) -> Claim {
-        let _ = (client_id, clean_start, persistent);
+    /// that it lives here). `username`: the client's verified identity (`None`: anonymous);
+    /// a session of another identity is returned as it is, without being taken from its
+    /// node, and the broker refuses the client.
+    fn claim(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        clean_start: bool,
+        persistent: bool,
+    ) -> Claim {
+        let _ = (client_id, username, clean_start, persistent);
         Box::pin(async { Ok(None) })
     }
 

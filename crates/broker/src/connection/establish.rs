@@ -334,7 +334,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         if self.info.internal.is_some() {
             return Ok(None);
         }
-        let claim = b.claim(&self.client_id, connect.clean_start, persistent);
+        let claim = b.claim(
+            &self.client_id,
+            identity.username.as_deref(),
+            connect.clean_start,
+            persistent,
+        );
         let moved = match tokio::time::timeout(CLAIM_WAIT, claim).await {
             Ok(Ok(moved)) => moved,
             Ok(Err(detail)) => return Err(Refusal::ClusterUnavailable { detail }),
