@@ -1,0 +1,104 @@
+//! The broker's side of the backbone ([`Backbone`]): what the broker calls, synchronously, on
+//! every publish, subscribe, will and connect. It only queues work for the tasks, so that the
+//! broker never waits on NATS.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use hermod_broker::api::Backbone;
+use hermod_broker::message::Message;
+use hermod_broker::store::{Commit, StoreError};
+use hermod_proto::QoS;
+
+use super::out::Out;
+use super::wills::WillOp;
+use super::{Inner, unix_ms};
+use crate::wire;
+
+/// The broker's side of the backbone: cheap, synchronous, never blocks.
+#[derive(Debug)]
+pub(super) struct Hook(pub(super) Arc<Inner>);
+
+/// Topics that stay on their node: `$SYS` (each node reports itself) and the broker's own
+/// services (`$hermod/...`: shadows and presence run per node).
+pub(super) fn node_local(topic: &str) -> bool {
+    topic.starts_with("$SYS/") || topic == "$SYS" || topic.starts_with("$hermod/")
+}
+
+impl Backbone for Hook {
+    fn forward(&self, message: &Arc<Message>) -> Option<Commit> {
+        if node_local(&message.topic) {
+            return None;
+        }
+        let inner = &self.0;
+        let size = message.size();
+        let queued = inner.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if queued + size > inner.config.max_queued_bytes {
+            inner.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            inner
+                .counters
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            return (message.qos != QoS::AtMostOnce).then(|| {
+                Commit::failed(StoreError::Backbone {
+                    detail: "the queue to NATS is full".into(),
+                })
+            });
+        }
+        let (done, commit) = if message.qos == QoS::AtMostOnce {
+            (None, None)
+        } else {
+            let (tx, commit) = Commit::pending();
+            (Some(tx), Some(commit))
+        };
+        let out = Out {
+            message: message.clone(),
+            size,
+            done,
+        };
+        if inner.out.send(out).is_err() {
+            // The cluster has stopped.
+            inner.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            return (message.qos != QoS::AtMostOnce).then(|| {
+                Commit::failed(StoreError::Backbone {
+                    detail: "the cluster service has stopped".into(),
+                })
+            });
+        }
+        commit
+    }
+
+    fn carries(&self, topic: &str) -> bool {
+        !node_local(topic)
+    }
+
+    fn subscribed(&self, filter: &str) {
+        self.0.change_interest(filter, true);
+    }
+
+    fn unsubscribed(&self, filter: &str) {
+        self.0.change_interest(filter, false);
+    }
+
+    fn will(&self, client_id: &str, will: Option<&Message>) {
+        let op = match will {
+            Some(m) => WillOp::Put(
+                client_id.to_owned(),
+                wire::encode(m, &self.0.config.node, Instant::now(), unix_ms()),
+            ),
+            None => WillOp::Delete(client_id.to_owned()),
+        };
+        let _ = self.0.will_ops.send(op);
+    }
+
+    fn connected(&self, client_id: &str) {
+        let at = unix_ms();
+        self.0
+            .recent_connects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(client_id.to_owned(), at);
+        let _ = self.0.connects.send((client_id.to_owned(), at));
+    }
+}

@@ -1,0 +1,145 @@
+//! QoS 1/2 in: the other nodes' messages read back from the JetStream stream, so that one
+//! JetStream acknowledged reaches every interested node even if its publisher's node (or a NATS
+//! server) dies right after.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use hermod_broker::api::BrokerHandle;
+use tracing::debug;
+
+use super::{Inner, STREAM, unix_ms};
+use crate::subject::{self, Interest};
+use crate::wire;
+
+/// Receives the QoS 1/2 messages of the other nodes from the stream: one ordered consumer (an
+/// ephemeral, single-replica consumer that the client recreates after a gap), filtered on this
+/// node's interests, starting after the last message it handed on. When the interests change
+/// the consumer is recreated from there with the new filters, so a message stored while a
+/// subscription was being added is not missed once the interest is in place. It starts at the
+/// stream's end: a node that starts does not replay history (offline sessions on other nodes'
+/// behalf are the planned session replay's job).
+pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
+    let mut assets = inner.assets.clone();
+    if assets.wait_for(Option::is_some).await.is_err() {
+        return;
+    }
+    let mut changed = inner.interest_changed.subscribe();
+    // The last message handed on, and the interests the consumer that delivered it served.
+    let mut last: Option<u64> = None;
+    let mut served: HashSet<Interest> = HashSet::new();
+    loop {
+        let mut stream = match inner.js.get_stream(STREAM).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream not reachable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Where the stream ends now: a new interest starts after it (a new subscription does
+        // not get what was published before it), the interests already served go on from
+        // `last`, so messages up to `end` are handed on only for those.
+        let end = match stream.info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream info failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let start = last.map_or(end + 1, |seq| seq + 1);
+        changed.borrow_and_update();
+        let wanted = inner.wanted();
+        let mut filters: Vec<String> = Vec::new();
+        for i in &wanted {
+            filters.extend(subject::interest_subjects(subject::STORED, i));
+        }
+        if !wanted.is_empty() && !wanted.contains(&Interest::All) {
+            filters.extend(subject::always_subjects(subject::STORED));
+        }
+        if filters.is_empty() {
+            // Nothing wanted: wait for a subscription (and start after what is there then).
+            last = None;
+            served.clear();
+            if changed.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let earlier = std::mem::replace(&mut served, wanted.clone());
+        let old_only = move |topic: &str| {
+            earlier.contains(&Interest::All)
+                || earlier.contains(&subject::first_level_interest(topic))
+        };
+        let Ok(stream) = inner.js.get_stream(STREAM).await else {
+            continue;
+        };
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subjects: filters,
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        };
+        debug!(start, filters = ?config.filter_subjects, "cluster: stream consumer");
+        let messages = match stream.create_consumer(config).await {
+            Ok(c) => c.messages().await,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream consumer not created; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(error = %e, "cluster: stream consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    break; // new filters, from `last`
+                }
+                m = messages.next() => {
+                    match m {
+                        Some(Ok(m)) => {
+                            let seq = m.info().map(|i| i.stream_sequence).ok();
+                            if let Some(seq) = seq {
+                                last = Some(seq);
+                            }
+                            match wire::decode(m.message.payload.clone(), Instant::now(), unix_ms()) {
+                                Ok(r) if r.node == inner.config.node => {}
+                                // Stored before a new interest appeared: only for the old ones.
+                                Ok(r) if seq.is_some_and(|q| q <= end) && !old_only(&r.message.topic) => {}
+                                Ok(r) => {
+                                    inner.counters.received.fetch_add(1, Ordering::Relaxed);
+                                    broker.publish_remote(r.message).await;
+                                }
+                                Err(e) => {
+                                    inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                                    debug!(error = %e, "cluster: malformed stored message ignored");
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            debug!(error = %e, "cluster: stream consumer error; recreating");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
