@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod node;
+pub mod sessions;
 pub mod status;
 pub mod subject;
 pub mod wire;

@@ -237,6 +237,34 @@ pub(crate) fn prometheus_text(i: &Inner) -> String {
         "Wills of clients whose node died, published by this node.",
         &[("", c.wills_reaped.load(Ordering::Relaxed))],
     );
+    let ss = &i.sessions;
+    one(
+        "hermod_cluster_sessions_owned",
+        "gauge",
+        "Sessions this node holds for the cluster.",
+        &[("", ss.count() as u64)],
+    );
+    one(
+        "hermod_cluster_sessions_moved_total",
+        "counter",
+        "Persistent sessions moved between this node and others.",
+        &[
+            ("{direction=\"in\"}", ss.moved_in.load(Ordering::Relaxed)),
+            ("{direction=\"out\"}", ss.moved_out.load(Ordering::Relaxed)),
+        ],
+    );
+    one(
+        "hermod_cluster_sessions_replayed_messages_total",
+        "counter",
+        "Messages read back from the stream for sessions that moved here.",
+        &[("", ss.replayed.load(Ordering::Relaxed))],
+    );
+    one(
+        "hermod_cluster_session_conflicts_total",
+        "counter",
+        "Local session copies dropped because another node owns the session.",
+        &[("", ss.conflicts.load(Ordering::Relaxed))],
+    );
     one(
         "hermod_cluster_queued_bytes",
         "gauge",

@@ -619,3 +619,268 @@ async fn a_will_is_published_once_when_its_node_dies() {
         n.stop().await;
     }
 }
+
+/// Waits until `node` holds `n` messages queued for the offline session `client_id`.
+async fn wait_queued(node: &Node, client_id: &str, n: usize) {
+    wait_until(
+        &format!("{n} messages queued for {client_id}"),
+        Duration::from_secs(20),
+        async || {
+            node.broker
+                .handle()
+                .client(client_id)
+                .is_some_and(|c| c.queued + c.stored >= n)
+        },
+    )
+    .await;
+}
+
+/// The next `n` PUBLISH packets, acknowledged; their payloads.
+async fn payloads_of(c: &mut Client, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let p = publish_within(c, Duration::from_secs(10)).await;
+        out.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    out
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_moves_between_nodes_with_what_it_missed() {
+    let nats = nats_or_skip!("a_persistent_session_moves_between_nodes_with_what_it_missed");
+    let nodes = three_nodes(&nats).await;
+    let mut publisher = nodes[2].client(V5, "pub-m").await;
+    // A persistent session on b0 with a QoS 1 subscription, then offline.
+    let (mut dev, ack) = nodes[0]
+        .broker
+        .connect_with(hermod_testkit::persistent(V5, "mover"))
+        .await;
+    assert!(!ack.session_present);
+    dev.subscribe_one("mv/#", QoS::AtLeastOnce).await;
+    await_route(&mut publisher, &mut dev, "mv/probe").await;
+    // b0 records the session (drained: its checkpoint moves past the probes).
+    tokio::time::sleep(hermod_cluster::sessions::SYNC + Duration::from_millis(500)).await;
+    dev.disconnect().await;
+    for m in numbered("m", 20) {
+        publisher
+            .publish("mv/a", m.as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    wait_queued(&nodes[0], "mover", 20).await;
+    // [MQTT-3.2.2-3] The client comes back on b1: its session, with session present, and
+    // every message it missed, in order [MQTT-4.6.0-6].
+    let (mut dev, ack) = nodes[1]
+        .broker
+        .connect_with(hermod_testkit::persistent(V5, "mover"))
+        .await;
+    assert!(ack.session_present, "the session moved from b0 to b1");
+    assert_eq!(payloads_of(&mut dev, 20).await, numbered("m", 20));
+    dev.expect_nothing(Duration::from_millis(500)).await;
+    assert!(
+        nodes[0].broker.handle().client("mover").is_none(),
+        "b0 gave the session up"
+    );
+    // New messages reach it live on b1.
+    publisher
+        .publish("mv/b", b"live1", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(payloads_of(&mut dev, 1).await, ["live1"]);
+    // Connected on b1, it connects to b0 again: b1's connection is taken over (v5 0x8E) and
+    // the session follows it back, drained, so nothing comes twice.
+    let (mut back, ack) = nodes[0]
+        .broker
+        .connect_with(hermod_testkit::persistent(V5, "mover"))
+        .await;
+    assert!(ack.session_present, "the session moved back to b0");
+    dev.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    publisher
+        .publish("mv/c", b"live2", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(payloads_of(&mut back, 1).await, ["live2"]);
+    back.expect_nothing(Duration::from_millis(500)).await;
+    drop(back);
+    // v3.1.1, clean session 0: the same on another node.
+    let (mut old, _) = nodes[1]
+        .broker
+        .connect_with(hermod_testkit::persistent(V311, "mover-3"))
+        .await;
+    old.subscribe_one("mv3/#", QoS::ExactlyOnce).await;
+    await_route(&mut publisher, &mut old, "mv3/probe").await;
+    old.disconnect().await;
+    for m in numbered("q", 5) {
+        publisher
+            .publish("mv3/x", m.as_bytes(), QoS::ExactlyOnce, false)
+            .await;
+    }
+    wait_queued(&nodes[1], "mover-3", 5).await;
+    let (mut old, ack) = nodes[2]
+        .broker
+        .connect_with(hermod_testkit::persistent(V311, "mover-3"))
+        .await;
+    assert!(ack.session_present);
+    let got = payloads_of(&mut old, 5).await;
+    assert_eq!(got, numbered("q", 5));
+    // [MQTT-3.1.2-4] A clean start on another node discards the session cluster-wide.
+    let (clean, ack) = nodes[0]
+        .broker
+        .connect_with(hermod_testkit::connect_packet(V311, "mover-3"))
+        .await;
+    assert!(!ack.session_present);
+    clean.disconnect().await;
+    let (_again, ack) = nodes[1]
+        .broker
+        .connect_with(hermod_testkit::persistent(V311, "mover-3"))
+        .await;
+    assert!(!ack.session_present, "the clean start ended the session");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_node_died_resumes_elsewhere_with_every_unacknowledged_message() {
+    let nats = nats_or_skip!(
+        "a_session_whose_node_died_resumes_elsewhere_with_every_unacknowledged_message"
+    );
+    let mut nodes = three_nodes(&nats).await;
+    let mut publisher = nodes[0].client(V5, "pub-d").await;
+    let (mut dev, _) = nodes[2]
+        .broker
+        .connect_with(hermod_testkit::persistent(V311, "dev-dead"))
+        .await;
+    dev.subscribe_one("dd/#", QoS::AtLeastOnce).await;
+    await_route(&mut publisher, &mut dev, "dd/probe").await;
+    // Two messages received but the second never acknowledged; then 30 more while offline.
+    publisher
+        .publish("dd/x", b"a0", QoS::AtLeastOnce, false)
+        .await;
+    assert_eq!(payloads_of(&mut dev, 1).await, ["a0"]);
+    tokio::time::sleep(hermod_cluster::sessions::SYNC + Duration::from_millis(500)).await;
+    publisher
+        .publish("dd/x", b"a1", QoS::AtLeastOnce, false)
+        .await;
+    match dev.recv(Duration::from_secs(10)).await {
+        Some(hermod_proto::Packet::Publish(p)) => assert_eq!(&p.payload[..], b"a1"),
+        other => panic!("expected a1, got {other:?}"),
+    }
+    dev.drop_connection();
+    for m in numbered("d", 30) {
+        publisher
+            .publish("dd/x", m.as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    wait_queued(&nodes[2], "dev-dead", 30).await;
+    // b2's process dies.
+    let b2 = nodes.pop().unwrap();
+    if let Some(c) = b2.cluster {
+        c.abort().await;
+    }
+    b2.broker.stop().await;
+    // On b1: refused as "server unavailable" while b2 still counts as alive (its record says
+    // it holds the session), then resumed once b2's heartbeats have expired.
+    let start = Instant::now();
+    let (mut dev, ack) = loop {
+        let mut c = hermod_testkit::persistent(V5, "dev-dead");
+        c.properties.session_expiry_interval = Some(300);
+        match Client::try_connect(nodes[1].broker.addr(0), &hermod_testkit::Via::Tcp, c).await {
+            Ok((client, ack)) if ack.reason == ReasonCode::SUCCESS => break (client, ack),
+            Ok((_, ack)) => assert_eq!(ack.reason, ReasonCode::SERVER_UNAVAILABLE),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the session of the dead node was not taken over"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(ack.session_present);
+    // Every message not acknowledged comes, in order: a1 again, then the 30.
+    let mut want = vec!["a1".to_owned()];
+    want.extend(numbered("d", 30));
+    assert_eq!(payloads_of(&mut dev, 31).await, want);
+    dev.expect_nothing(Duration::from_millis(500)).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_identity_cannot_take_or_end_a_session_on_another_node() {
+    let nats = nats_or_skip!("another_identity_cannot_take_or_end_a_session_on_another_node");
+    log();
+    // Two nodes with the same password file (alice, bob: the mosquitto_passwd fixture).
+    let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../broker/src/auth/testdata/mosquitto_passwd.txt");
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let dir = hermod_testkit::tempdir();
+        std::fs::copy(&fixture, dir.path().join("passwd")).unwrap();
+        let broker = TestBroker::start_in(
+            dir,
+            "allow_anonymous = false\npassword_file = \"passwd\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n",
+        )
+        .await;
+        let mut config = ClusterConfig::new(&format!("p{i}"), vec![nats.url(i)]);
+        config.max_bytes = 64 << 20;
+        let cluster = Cluster::start(broker.handle().clone(), &config)
+            .await
+            .unwrap();
+        nodes.push(Node {
+            broker,
+            cluster: Some(cluster),
+        });
+    }
+    wait_until("JetStream ready", Duration::from_secs(40), async || {
+        for n in &nodes {
+            if !n.status().await.jetstream_ready {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let creds = |user: &str, pass: &[u8]| {
+        let mut c = hermod_testkit::connect_auth(V5, "meter-7", Some(user), Some(pass));
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(300);
+        c
+    };
+    let (mut alice, ack) = nodes[0]
+        .broker
+        .connect_with(creds("alice", b"correct horse"))
+        .await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    alice.subscribe_one("meter/#", QoS::AtLeastOnce).await;
+    // bob, with alice's client id, on the other node, with and without clean start: refused
+    // (0x87), and alice's connection and session stay where they are.
+    for clean in [false, true] {
+        let mut c = creds("bob", b"hunter2");
+        c.clean_start = clean;
+        let (_bob, ack) = nodes[1].broker.connect_with(c).await;
+        assert_eq!(
+            ack.reason,
+            ReasonCode::NOT_AUTHORIZED,
+            "clean start {clean}"
+        );
+    }
+    alice.ping().await;
+    let info = nodes[0].broker.handle().client("meter-7").unwrap();
+    assert!(info.online && info.subscriptions == 1);
+    // alice herself moves it.
+    let (_alice2, ack) = nodes[1]
+        .broker
+        .connect_with(creds("alice", b"correct horse"))
+        .await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert!(ack.session_present);
+    alice
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER)
+        .await;
+    for n in nodes.drain(..) {
+        n.stop().await;
+    }
+}

@@ -402,17 +402,7 @@ impl BrokerHandle {
                 drained,
             });
         }
-        let (owner, expiry, subs, drained) = self.shared.registry.offline_state(client_id)?;
-        Some(SessionState {
-            owner: match owner {
-                Owner::User(u) => Some(u),
-                Owner::Anonymous | Owner::Unknown => None,
-            },
-            expiry,
-            subscriptions: to_state(subs),
-            online: false,
-            drained,
-        })
+        self.shared.registry.with_offline(client_id, offline_state)
     }
 
     /// Gives up `client_id`'s session because the client connected to another node of the
@@ -434,20 +424,7 @@ impl BrokerHandle {
         }
         registry.cancel_pending_will(client_id);
         let session = registry.take_offline(client_id)?;
-        let state = SessionState {
-            owner: match &session.owner {
-                Owner::User(u) => Some(u.clone()),
-                Owner::Anonymous | Owner::Unknown => None,
-            },
-            expiry: session.expiry,
-            subscriptions: session
-                .subscriptions
-                .iter()
-                .map(|(f, e)| (f.clone(), e.options, e.id))
-                .collect(),
-            online: false,
-            drained: session.is_drained(),
-        };
+        let state = offline_state(&session);
         tracing::info!(%client_id, "session moved to another node");
         self.shared.end_session_with(session, true);
         Some(state)
@@ -610,6 +587,24 @@ async fn ask<T>(
     match tokio::time::timeout(COMMAND_WAIT, rx).await {
         Ok(Ok(answer)) => Ok(answer),
         _ => Err(CommandError::Busy),
+    }
+}
+
+/// An offline session's [`SessionState`].
+fn offline_state(session: &crate::session::Session) -> SessionState {
+    SessionState {
+        owner: match &session.owner {
+            Owner::User(u) => Some(u.clone()),
+            Owner::Anonymous | Owner::Unknown => None,
+        },
+        expiry: session.expiry,
+        subscriptions: session
+            .subscriptions
+            .iter()
+            .map(|(f, e)| (f.clone(), e.options, e.id))
+            .collect(),
+        online: false,
+        drained: session.is_drained(),
     }
 }
 

@@ -486,29 +486,11 @@ impl Registry {
         }
     }
 
-    /// An offline session's state for the cluster's record: (owner, expiry, subscriptions,
-    /// drained). `None` when `client_id` has no offline session.
-    #[must_use]
-    pub fn offline_state(
-        &self,
-        client_id: &str,
-    ) -> Option<(
-        Owner,
-        Option<Duration>,
-        Vec<(String, SubscriptionEntry)>,
-        bool,
-    )> {
+    /// `f` of the offline session of `client_id` (under the registry's lock: keep it short).
+    /// `None` when `client_id` has no offline session.
+    pub fn with_offline<T>(&self, client_id: &str, f: impl FnOnce(&Session) -> T) -> Option<T> {
         match self.lock().slots.get(client_id) {
-            Some(Slot::Offline { session, .. }) => Some((
-                session.owner.clone(),
-                session.expiry,
-                session
-                    .subscriptions
-                    .iter()
-                    .map(|(f, e)| (f.clone(), *e))
-                    .collect(),
-                session.is_drained(),
-            )),
+            Some(Slot::Offline { session, .. }) => Some(f(session)),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use hermod_broker::api::Backbone;
+use hermod_broker::api::{Backbone, Claim, MovedSession, Replay};
 use hermod_broker::message::Message;
 use hermod_broker::store::{Commit, StoreError};
 use hermod_proto::QoS;
@@ -100,5 +100,31 @@ impl Backbone for Hook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(client_id.to_owned(), at);
         let _ = self.0.connects.send((client_id.to_owned(), at));
+        self.0.sessions.connected(client_id);
+    }
+
+    fn claim(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        clean_start: bool,
+        persistent: bool,
+    ) -> Claim {
+        Box::pin(crate::sessions::claim(
+            self.0.clone(),
+            client_id.to_owned(),
+            username.map(str::to_owned),
+            clean_start,
+            persistent,
+        ))
+    }
+
+    fn replay(&self, client_id: &str, moved: &MovedSession, limit: usize) -> Replay {
+        Box::pin(crate::sessions::replay(
+            self.0.clone(),
+            client_id.to_owned(),
+            moved.clone(),
+            limit,
+        ))
     }
 }

@@ -136,7 +136,9 @@ pub(crate) struct Inner {
     shared_client: async_nats::Client,
     /// Bumped at every change of `interest`: the core (QoS 0) subscriptions and the stream
     /// consumer (QoS 1/2) follow it.
-    interest_changed: watch::Sender<u64>,
+    pub(crate) interest_changed: watch::Sender<u64>,
+    /// Sessions that move between nodes: the ones owned here, and the stream position.
+    pub(crate) sessions: crate::sessions::Sessions,
     /// Wills to keep in (or remove from) `MQ_WILLS`, in order.
     will_ops: mpsc::UnboundedSender<WillOp>,
     /// Client ids admitted here, to announce on `mqc.connected`.
@@ -157,6 +159,7 @@ pub(crate) struct Assets {
     pub(crate) retained: jetstream::kv::Store,
     pub(crate) nodes: jetstream::kv::Store,
     pub(crate) wills: jetstream::kv::Store,
+    pub(crate) sessions: jetstream::kv::Store,
     pub(crate) replicas: usize,
 }
 
@@ -201,6 +204,7 @@ impl Cluster {
             shared: Mutex::new(HashMap::new()),
             shared_client,
             interest_changed: interest_tx,
+            sessions: crate::sessions::Sessions::default(),
             connects: connects_tx,
             will_ops: wills_tx,
             recent_connects: Mutex::new(HashMap::new()),
@@ -222,6 +226,10 @@ impl Cluster {
             tokio::spawn(heartbeat_task(inner.clone())),
             tokio::spawn(takeover_task(inner.clone(), broker.clone(), connects_rx)),
             tokio::spawn(wills_task(inner.clone(), broker.clone(), wills_rx)),
+            tokio::spawn(crate::sessions::sessions_task(
+                inner.clone(),
+                broker.clone(),
+            )),
         ];
         info!(node = %config.node, nats = ?config.nats, "cluster: joining");
         Ok(Self { inner, tasks })

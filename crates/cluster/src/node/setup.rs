@@ -175,10 +175,22 @@ async fn try_create(inner: &Inner, replicas: usize) -> Result<Assets, String> {
         },
     )
     .await?;
+    let sessions = ensure_kv(
+        js,
+        jetstream::kv::Config {
+            bucket: crate::sessions::SESSIONS_BUCKET.into(),
+            history: 1,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(Assets {
         retained,
         nodes,
         wills,
+        sessions,
         replicas,
     })
 }

@@ -53,7 +53,7 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
             }
         };
         let start = last.map_or(end + 1, |seq| seq + 1);
-        changed.borrow_and_update();
+        let generation = *changed.borrow_and_update();
         let wanted = inner.wanted();
         let mut filters: Vec<String> = Vec::new();
         for i in &wanted {
@@ -66,6 +66,7 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
             // Nothing wanted: wait for a subscription (and start after what is there then).
             last = None;
             served.clear();
+            inner.sessions.served.send_replace((generation, end));
             if changed.changed().await.is_err() {
                 return;
             }
@@ -103,6 +104,12 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                 continue;
             }
         };
+        // For sessions that move (`crate::sessions`): from a fresh start everything up to
+        // `end` is behind this node; the interests of `generation` are served from here on.
+        if start == end + 1 {
+            inner.sessions.position.fetch_max(end, Ordering::SeqCst);
+        }
+        inner.sessions.served.send_replace((generation, end));
         loop {
             tokio::select! {
                 r = changed.changed() => {
@@ -117,6 +124,8 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                             let seq = m.info().map(|i| i.stream_sequence).ok();
                             if let Some(seq) = seq {
                                 last = Some(seq);
+                                // Before it is routed: see `crate::sessions`.
+                                inner.sessions.position.fetch_max(seq, Ordering::SeqCst);
                             }
                             match wire::decode(m.message.payload.clone(), Instant::now(), unix_ms()) {
                                 Ok(r) if r.node == inner.config.node => {}
