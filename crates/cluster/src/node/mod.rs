@@ -25,6 +25,7 @@
 
 mod hook;
 mod interest;
+mod keys;
 mod out;
 mod retained;
 mod setup;

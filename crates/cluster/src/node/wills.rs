@@ -25,7 +25,7 @@ pub(super) enum WillOp {
     Flush(oneshot::Sender<()>),
 }
 
-fn will_key(node: &str, client_id: &str) -> String {
+pub(super) fn will_key(node: &str, client_id: &str) -> String {
     use base64::Engine as _;
     format!(
         "{node}.{}",

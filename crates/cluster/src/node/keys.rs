@@ -1,0 +1,37 @@
+//! The encodings behind the names things get in NATS (bucket keys, consumer and queue group
+//! names): one of each, so that every node, and every version, derives the same names.
+
+#[cfg(test)]
+mod tests {
+    use super::super::wills::will_key;
+    use super::super::{group_name, retained_key};
+
+    // Outputs of the functions as they were before they shared these helpers: a change here
+    // renames keys and consumers that live on in NATS (retained messages, wills, groups).
+
+    #[test]
+    fn retained_keys_are_pinned() {
+        assert_eq!(retained_key("a/b"), "YS9i");
+        assert_eq!(retained_key("sensors/kitchen/temp"), "c2Vuc29ycy9raXRjaGVuL3RlbXA");
+        // URL-safe alphabet (`-`, `_`), no padding.
+        assert_eq!(retained_key("~~~?>>>/é"), "fn5-Pz4-Pi_DqQ");
+        // Up to 1024 bytes: base64url; beyond: `h` + SHA-256 hex.
+        assert_eq!(retained_key(&"y".repeat(1024)).len(), 1366);
+        assert_eq!(
+            retained_key(&"x".repeat(1025)),
+            "hc6d8e9905300876046729949cc95c2385221270d389176f7234fe7ac00c4e430"
+        );
+    }
+
+    #[test]
+    fn will_keys_are_pinned() {
+        assert_eq!(will_key("b1", "client-1"), "b1.Y2xpZW50LTE");
+        assert_eq!(will_key("n-2", "~?>é"), "n-2.fj8-w6k");
+    }
+
+    #[test]
+    fn group_names_are_pinned() {
+        assert_eq!(group_name("g", "a/+"), "hs_d66bb1808b03ea10");
+        assert_eq!(group_name("workers", "jobs/#"), "hs_9b1e43f6ad818d1c");
+    }
+}
