@@ -13,6 +13,7 @@ use hermod_broker::api::BrokerHandle;
 use tracing::{debug, info};
 
 use super::hook::node_local;
+use super::keys::{base64url, sha256_hex};
 use super::{Inner, unix_ms};
 use crate::wire;
 
@@ -20,17 +21,10 @@ use crate::wire;
 /// or `h` + SHA-256 hex for topics too long for a NATS subject.
 #[must_use]
 pub fn retained_key(topic: &str) -> String {
-    use base64::Engine as _;
     if topic.len() <= 1024 {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic)
+        base64url(topic)
     } else {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(topic.as_bytes());
-        let mut s = String::from("h");
-        for b in digest {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        format!("h{}", sha256_hex(&[topic.as_bytes()], 32))
     }
 }
 

@@ -14,6 +14,7 @@ use hermod_broker::api::BrokerHandle;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::keys::sha256_hex;
 use super::{Inner, STREAM, unix_ms};
 use crate::{subject, wire};
 
@@ -55,16 +56,10 @@ pub(super) async fn shared_task(inner: Arc<Inner>, broker: BrokerHandle) {
 /// digits of SHA-256(group, filter), the same on every node.
 #[must_use]
 pub fn group_name(group: &str, filter: &str) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(group.as_bytes());
-    h.update([0]);
-    h.update(filter.as_bytes());
-    let mut s = String::from("hs_");
-    for b in &h.finalize()[..8] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!(
+        "hs_{}",
+        sha256_hex(&[group.as_bytes(), &[0], filter.as_bytes()], 8)
+    )
 }
 
 /// One shared group, cluster-wide: each message to one member among all nodes [MQTT-4.8.2].

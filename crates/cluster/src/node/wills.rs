@@ -13,6 +13,7 @@ use hermod_broker::api::BrokerHandle;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
+use super::keys::base64url;
 use super::{Inner, unix_ms};
 use crate::wire;
 
@@ -26,11 +27,7 @@ pub(super) enum WillOp {
 }
 
 pub(super) fn will_key(node: &str, client_id: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "{node}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id)
-    )
+    format!("{node}.{}", base64url(client_id))
 }
 
 /// How often a node looks for the wills of nodes that died.
