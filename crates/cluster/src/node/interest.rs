@@ -4,16 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use futures_util::StreamExt;
 use hermod_broker::api::BrokerHandle;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Inner, MAX_LEVELS, unix_ms};
+use super::{Inner, MAX_LEVELS, inbound};
 use crate::subject::{self, Interest};
-use crate::wire;
 
 impl Inner {
     pub(super) fn change_interest(&self, filter: &str, added: bool) {
@@ -151,16 +149,8 @@ async fn subscribe(inner: &Inner, subjects: Vec<String>) -> Vec<async_nats::Subs
 async fn receive(inner: Arc<Inner>, broker: BrokerHandle, subs: Vec<async_nats::Subscriber>) {
     let mut all = futures_util::stream::select_all(subs);
     while let Some(msg) = all.next().await {
-        match wire::decode(msg.payload, Instant::now(), unix_ms()) {
-            Ok(r) if r.node == inner.config.node => {}
-            Ok(r) => {
-                inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                broker.publish_remote(r.message).await;
-            }
-            Err(e) => {
-                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                debug!(subject = %msg.subject, error = %e, "cluster: malformed message ignored");
-            }
+        if let Err(e) = inbound::publish_remote(&inner, &broker, msg.payload, |_| true).await {
+            debug!(subject = %msg.subject, error = %e, "cluster: malformed message ignored");
         }
     }
 }

@@ -24,6 +24,7 @@
 //! `retained`, `wills`, `takeover` (liveness and one connection per client id).
 
 mod hook;
+mod inbound;
 mod interest;
 mod keys;
 mod out;

@@ -5,16 +5,16 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use hermod_broker::api::BrokerHandle;
+use hermod_broker::message::Message;
 use tracing::debug;
 
-use super::{Inner, STREAM, unix_ms};
+use super::{Inner, STREAM, inbound};
 use crate::subject::{self, Interest};
-use crate::wire;
 
 /// Receives the QoS 1/2 messages of the other nodes from the stream: one ordered consumer (an
 /// ephemeral, single-replica consumer that the client recreates after a gap), filtered on this
@@ -127,18 +127,14 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                                 // Before it is routed: see `crate::sessions`.
                                 inner.sessions.position.fetch_max(seq, Ordering::SeqCst);
                             }
-                            match wire::decode(m.message.payload.clone(), Instant::now(), unix_ms()) {
-                                Ok(r) if r.node == inner.config.node => {}
-                                // Stored before a new interest appeared: only for the old ones.
-                                Ok(r) if seq.is_some_and(|q| q <= end) && !old_only(&r.message.topic) => {}
-                                Ok(r) => {
-                                    inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                                    broker.publish_remote(r.message).await;
-                                }
-                                Err(e) => {
-                                    inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                                    debug!(error = %e, "cluster: malformed stored message ignored");
-                                }
+                            // Stored before a new interest appeared: only for the old ones.
+                            let wanted = |r: &Message| {
+                                seq.is_none_or(|q| q > end) || old_only(&r.topic)
+                            };
+                            let payload = m.message.payload.clone();
+                            let handed = inbound::publish_remote(&inner, &broker, payload, wanted);
+                            if let Err(e) = handed.await {
+                                debug!(error = %e, "cluster: malformed stored message ignored");
                             }
                         }
                         Some(Err(e)) => {
