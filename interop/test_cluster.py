@@ -295,7 +295,10 @@ def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
     """Runs last (it kills node 2). 10,000 QoS 1 messages from a publisher on node 2 to a
     subscriber on node 1; node 2 is killed with SIGKILL in the middle; the publisher connects to
     node 0 and sends again what node 2 had not acknowledged. Every message arrives (QoS 1:
-    duplicates allowed): those node 2 acknowledged come from the stream, not from node 2."""
+    duplicates allowed): those node 2 acknowledged come from the stream, not from node 2.
+    A subscriber with a persistent session on node 2 reconnects to node 1 after the kill and
+    gets every message too: its session moves, with what it had not acknowledged replayed from
+    the stream."""
     run = uuid.uuid4().hex[:8]
     total = 10_000
     received: set[int] = set()
@@ -311,6 +314,30 @@ def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
         assert time.monotonic() < deadline, "no QoS 1 route from node 2 to node 1"
     probe.c.loop_stop()
     received.clear()
+    # A persistent session on node 2 (the node that will be killed), subscribed to the same.
+    moved: set[int] = set()
+
+    def persistent_sub(port: int) -> tuple[mqtt.Client, queue.Queue]:
+        c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                        client_id=f"kpers-{run}", protocol=V311, clean_session=False,
+                        reconnect_on_failure=False)
+        acks: queue.Queue = queue.Queue()
+        c.on_message = lambda c, u, msg: moved.add(int(msg.payload))
+        c.on_connect = lambda c, u, flags, rc, pr: acks.put((rc, flags.session_present))
+        c.connect("127.0.0.1", port, keepalive=30)
+        c.loop_start()
+        return c, acks
+
+    pers, packs = persistent_sub(nodes["mqtt"][2])
+    rc, _ = packs.get(timeout=TIMEOUT)
+    assert not rc.is_failure, rc
+    pers.subscribe(f"kill/{run}/#", 1)
+    deadline = time.monotonic() + 20
+    while -1 not in moved:
+        pers.publish(f"kill/{run}/x", b"-1", 1)
+        time.sleep(0.1)
+        assert time.monotonic() < deadline, "the persistent subscriber gets nothing"
+    moved.discard(-1)
     # A device on node 2 with a will, and a watcher on node 0.
     wills: list = []
     watcher = Peer(nodes["mqtt"][0], V5, f"kwatch-{run}")
@@ -346,6 +373,7 @@ def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
     nodes["hermod"][2].send_signal(signal.SIGKILL)
     nodes["hermod"][2].wait(timeout=10)
     first.loop_stop()
+    pers.loop_stop()
     acked_by_the_dead = set(acked)
     assert acked_by_the_dead, "nothing was acknowledged before the kill"
 
@@ -368,6 +396,26 @@ def test_kill_9_of_the_publishers_node_loses_nothing_acknowledged(nodes):
     dropped = [l for l in _get(f"http://127.0.0.1:{nodes['metrics'][1]}/metrics").splitlines()
                if "dropped" in l and not l.startswith("#")]
     assert not missing, f"{len(missing)} messages missing: {missing[:20]}; node 1: {dropped}"
+    # The persistent subscriber of the killed node, on node 1: refused (server unavailable)
+    # while node 2 still counts as alive (its heartbeats expire after 10 s), then its session,
+    # with every message [MQTT-3.2.2-3].
+    deadline = time.monotonic() + 60
+    while True:
+        pers, packs = persistent_sub(nodes["mqtt"][1])
+        rc, present = packs.get(timeout=TIMEOUT)
+        if not rc.is_failure:
+            break
+        pers.loop_stop()
+        assert time.monotonic() < deadline, f"the session of the killed node never resumed: {rc}"
+        time.sleep(1)
+    assert present, "session present after the move"
+    deadline = time.monotonic() + 60
+    while len(moved) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    missing = sorted(set(range(total)) - moved)
+    assert not missing, f"the moved session missed {len(missing)}: {missing[:20]}"
+    pers.disconnect()
+    pers.loop_stop()
     # The device's will, published by a surviving node once node 2's heartbeats stopped
     # (10 s), once [MQTT-3.1.2-8].
     deadline = time.monotonic() + 30

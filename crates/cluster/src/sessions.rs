@@ -492,6 +492,10 @@ pub(crate) async fn replay(
         })
         .await
         .map_err(|e| format!("replay consumer: {e}"))?;
+    if consumer.cached_info().num_pending == 0 {
+        // Nothing of its first levels since the checkpoint.
+        return Ok(Vec::new());
+    }
     let mut messages = consumer
         .messages()
         .await
@@ -652,13 +656,17 @@ async fn sync(inner: &Inner, broker: &BrokerHandle, a: &Assets) {
             continue;
         };
         if state.expiry == Some(Duration::ZERO) {
-            // Ends with its connection: no record (a stale one goes).
-            if let Some(rev) = o.revision
-                && a.sessions
+            // Ends with its connection (and cannot become persistent [MQTT-3.14.2-2]): no
+            // record (a stale one goes), and no more looking at it.
+            let gone = match o.revision {
+                Some(rev) => a
+                    .sessions
                     .delete_expect_revision(&key, Some(rev))
                     .await
-                    .is_ok()
-            {
+                    .is_ok(),
+                None => true,
+            };
+            if gone {
                 forget(inner, &client_id, o.revision);
             }
             continue;
