@@ -29,7 +29,7 @@
 //! QoS 0 messages queued for an offline session do not move (they are at most once), nor do
 //! delayed wills (a will of a node that dies is published by the wills' reaper).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +41,7 @@ use hermod_broker::api::{BrokerHandle, MovedSession, SessionState};
 use hermod_broker::message::Message;
 use hermod_proto::{QoS, RetainHandling, SubscriptionOptions};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::node::{Assets, Inner, STREAM, unix_ms};
@@ -189,6 +189,10 @@ pub(crate) struct Sessions {
     pub(crate) replayed: AtomicU64,
     /// Local copies dropped because another node owns the session.
     pub(crate) conflicts: AtomicU64,
+    /// Sessions whose record is to be written now (a subscription changed, the connection
+    /// ended), and the wake-up of the task that writes them.
+    dirty: Mutex<HashSet<String>>,
+    dirty_notify: Notify,
 }
 
 impl Default for Sessions {
@@ -201,6 +205,8 @@ impl Default for Sessions {
             moved_out: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
+            dirty: Mutex::new(HashSet::new()),
+            dirty_notify: Notify::new(),
         }
     }
 }
@@ -222,6 +228,27 @@ impl Sessions {
                 checkpoint,
                 ..Owned::default()
             });
+    }
+
+    /// [`hermod_broker::api::Backbone::session_changed`]: its record is written at once, not
+    /// at the next [`SYNC`] (a subscription not yet recorded would not move).
+    pub(crate) fn changed(&self, client_id: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(client_id.to_owned());
+        self.dirty_notify.notify_one();
+    }
+
+    fn take_dirty(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_iter()
+        .collect()
     }
 
     fn adopt(&self, client_id: &str, revision: u64, record: SessionRecord) {
@@ -587,7 +614,11 @@ pub(crate) async fn sessions_task(inner: Arc<Inner>, broker: BrokerHandle) {
                 // Giving a session up waits for its connection to close: not in this loop.
                 tokio::spawn(release(inner.clone(), broker.clone(), r));
             }
-            _ = tick.tick() => sync(&inner, &broker, &a).await,
+            _ = tick.tick() => sync(&inner, &broker, &a, None).await,
+            () = inner.sessions.dirty_notify.notified() => {
+                let ids = inner.sessions.take_dirty();
+                sync(&inner, &broker, &a, Some(ids)).await;
+            }
         }
     }
 }
@@ -635,13 +666,17 @@ async fn release(inner: Arc<Inner>, broker: BrokerHandle, request: async_nats::M
 
 /// Writes the records of this node's sessions that changed; drops the local copy of a
 /// session whose record another node took.
-async fn sync(inner: &Inner, broker: &BrokerHandle, a: &Assets) {
-    let owned: Vec<(String, Owned)> = inner
-        .sessions
-        .owned()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+async fn sync(inner: &Inner, broker: &BrokerHandle, a: &Assets, only: Option<Vec<String>>) {
+    let owned: Vec<(String, Owned)> = {
+        let all = inner.sessions.owned();
+        match only {
+            Some(ids) => ids
+                .into_iter()
+                .filter_map(|k| all.get(&k).cloned().map(|v| (k, v)))
+                .collect(),
+            None => all.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    };
     for (client_id, o) in owned {
         let key = session_key(&client_id);
         let position = inner.sessions.position.load(Ordering::SeqCst);

@@ -18,11 +18,19 @@ const V311: ProtocolVersion = ProtocolVersion::V311;
 struct Node {
     broker: TestBroker,
     cluster: Option<Cluster>,
+    /// Its store's folder (every node has durable storage on, as `hermod serve` by default).
+    _store: tempfile::TempDir,
 }
 
 impl Node {
     async fn start(name: &str, nats: Vec<String>, f: impl FnOnce(&mut ClusterConfig)) -> Self {
-        let broker = TestBroker::start().await;
+        let store = hermod_testkit::tempdir();
+        let path = store.path().to_path_buf();
+        let broker = TestBroker::with(move |c| {
+            c.store.path = path;
+            c.store.sync = hermod_broker::config::SyncSetting::Os;
+        })
+        .await;
         let mut config = ClusterConfig::new(name, nats);
         config.ack_timeout = Duration::from_secs(3);
         // The test servers have 1 GB of file store: the stream must leave room for the buckets.
@@ -34,6 +42,7 @@ impl Node {
         Node {
             broker,
             cluster: Some(cluster),
+            _store: store,
         }
     }
 
@@ -754,7 +763,9 @@ async fn a_session_whose_node_died_resumes_elsewhere_with_every_unacknowledged_m
         .await;
     dev.subscribe_one("dd/#", QoS::AtLeastOnce).await;
     await_route(&mut publisher, &mut dev, "dd/probe").await;
-    // Two messages received but the second never acknowledged; then 30 more while offline.
+    // Two messages received but the second never acknowledged; then 600 more while offline
+    // (past the mailbox's in-memory window of 500: most wait in the store, on b2 and then on
+    // b1).
     publisher
         .publish("dd/x", b"a0", QoS::AtLeastOnce, false)
         .await;
@@ -768,12 +779,12 @@ async fn a_session_whose_node_died_resumes_elsewhere_with_every_unacknowledged_m
         other => panic!("expected a1, got {other:?}"),
     }
     dev.drop_connection();
-    for m in numbered("d", 30) {
+    for m in numbered("d", 600) {
         publisher
             .publish("dd/x", m.as_bytes(), QoS::AtLeastOnce, false)
             .await;
     }
-    wait_queued(&nodes[2], "dev-dead", 30).await;
+    wait_queued(&nodes[2], "dev-dead", 600).await;
     // b2's process dies.
     let b2 = nodes.pop().unwrap();
     if let Some(c) = b2.cluster {
@@ -798,10 +809,10 @@ async fn a_session_whose_node_died_resumes_elsewhere_with_every_unacknowledged_m
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert!(ack.session_present);
-    // Every message not acknowledged comes, in order: a1 again, then the 30.
+    // Every message not acknowledged comes, in order: a1 again, then the 600.
     let mut want = vec!["a1".to_owned()];
-    want.extend(numbered("d", 30));
-    assert_eq!(payloads_of(&mut dev, 31).await, want);
+    want.extend(numbered("d", 600));
+    assert_eq!(payloads_of(&mut dev, 601).await, want);
     dev.expect_nothing(Duration::from_millis(500)).await;
     for n in nodes {
         n.stop().await;
@@ -832,6 +843,7 @@ async fn another_identity_cannot_take_or_end_a_session_on_another_node() {
         nodes.push(Node {
             broker,
             cluster: Some(cluster),
+            _store: hermod_testkit::tempdir(),
         });
     }
     wait_until("JetStream ready", Duration::from_secs(40), async || {

@@ -94,6 +94,14 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// can publish it if this node dies with the connection open.
     fn will(&self, client_id: &str, will: Option<&Message>);
 
+    /// A persistent session of a network client changed in a way the backbone records: a
+    /// subscription added or removed, or its connection ended (it is offline now). Called
+    /// without locks; the backbone reads the session back with
+    /// [`super::BrokerHandle::session_state`].
+    fn session_changed(&self, client_id: &str) {
+        let _ = client_id;
+    }
+
     /// A network client connects (after authentication, before this node looks at its own
     /// session for it): the backbone finds where the client id's session lives and, when it
     /// is on another node, has that node give it up (disconnecting its connection there, v5

@@ -125,6 +125,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             (rec, _) => (rec, None),
         };
+        let persistent_in_cluster = !self.internal
+            && self.session.is_persistent()
+            && self.shared.router.backbone().is_some();
         let session = self.session;
         session.handle.set_online(false);
         let expiry = session.expiry;
@@ -160,6 +163,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             Detached::HandedOver => {}
             Detached::Ended(s) => self.shared.end_session(s),
+        }
+        if persistent_in_cluster && let Some(b) = self.shared.router.backbone() {
+            b.session_changed(&self.client_id);
         }
         if let Some(will) = will {
             let will_delay = will.properties.will_delay_interval.unwrap_or(0);

@@ -23,6 +23,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
+    /// In a cluster, a persistent session's record follows its subscriptions and whether it
+    /// is online (see [`crate::api::Backbone::session_changed`]).
+    pub(super) fn session_changed(&self) {
+        if !self.internal
+            && self.session.is_persistent()
+            && let Some(b) = self.shared.router.backbone()
+        {
+            b.session_changed(&self.client_id);
+        }
+    }
+
     /// Submits store ops without waiting for them.
     pub(super) fn store_detached(&self, ops: Vec<Op>) {
         if let Some(p) = &self.shared.persistence {

@@ -163,6 +163,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         let (session, session_present, durable) =
             self.take_session(&connect, &neg, &identity, previous, moved.as_ref());
         if let Some(m) = &moved {
+            if durable && let Some(p) = &self.shared.persistence {
+                // The store takes queue entries only for a session it knows: its record goes
+                // first (the writer keeps submission order).
+                let record = crate::persist::session_record(&session, neg.version.level(), true);
+                p.submit_detached(vec![crate::store::Op::PutSession(
+                    self.client_id.clone(),
+                    record,
+                )]);
+            }
             self.replay(&session, m).await;
         }
         Ok(Admitted {

@@ -156,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.session.subscriptions.insert(filter.to_owned(), entry);
         self.live
             .set_subscriptions(self.session.subscriptions.len());
+        self.session_changed();
         self.shared
             .events
             .emit(|| crate::api::Event::SubscriptionAdded {
@@ -232,6 +233,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.client_id.to_string(),
                 f.to_owned(),
             )]);
+        }
+        if in_session {
+            self.session_changed();
         }
         if in_session || in_tree {
             self.shared

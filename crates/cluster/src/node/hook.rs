@@ -103,6 +103,10 @@ impl Backbone for Hook {
         self.0.sessions.connected(client_id);
     }
 
+    fn session_changed(&self, client_id: &str) {
+        self.0.sessions.changed(client_id);
+    }
+
     fn claim(
         &self,
         client_id: &str,
