@@ -13,6 +13,7 @@
 //! max_age = "1d"                               # how long QoS 1/2 copies stay in the stream
 //! max_bytes = "1GB"                            # and how much of them
 //! max_queued_bytes = "64MB"                    # messages waiting to be sent to NATS
+//! max_shared_groups = 1000                     # distinct $share groups with members here
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,11 @@ pub struct ClusterConfig {
     /// Bound on messages waiting to go to NATS: past it QoS 0 messages are not forwarded
     /// (counted) and QoS 1/2 publishers get a failed acknowledgement.
     pub max_queued_bytes: usize,
+    /// Distinct shared groups (`$share/{group}/{filter}`) this node serves at once: each is a
+    /// durable JetStream consumer and a NATS queue subscription, so clients must not be able
+    /// to create them without bound. Past it a SUBSCRIBE to a new group is refused (v5 0x97
+    /// quota exceeded, v3.1.1 0x80).
+    pub max_shared_groups: usize,
 }
 
 impl ClusterConfig {
@@ -71,6 +77,7 @@ impl ClusterConfig {
             max_age: Duration::from_secs(86_400),
             max_bytes: 1 << 30,
             max_queued_bytes: 64 << 20,
+            max_shared_groups: 1000,
         }
     }
 }
@@ -106,6 +113,7 @@ struct Section {
     max_age: Option<Spanned<String>>,
     max_bytes: Option<Spanned<Size>>,
     max_queued_bytes: Option<Spanned<Size>>,
+    max_shared_groups: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +254,18 @@ impl ClusterConfig {
             let n = size(v.get_ref()).map_err(|e| key_err(v.span(), "max_queued_bytes", e))?;
             c.max_queued_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        if let Some(v) = s.max_shared_groups {
+            match usize::try_from(*v.get_ref()) {
+                Ok(n) if n >= 1 => c.max_shared_groups = n,
+                _ => {
+                    return Err(key_err(
+                        v.span(),
+                        "max_shared_groups",
+                        format!("must be at least 1, not {}", v.get_ref()),
+                    ));
+                }
+            }
+        }
         Ok(Some(c))
     }
 }
@@ -350,6 +370,10 @@ mod tests {
             (
                 "[cluster]\nnode = \"a\"\nnats = []\n",
                 "key `nats`: lists no server",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nmax_shared_groups = 0\n",
+                "line 4: [cluster] key `max_shared_groups`: must be at least 1, not 0",
             ),
             (
                 "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\n\nreplicas = 9\n",

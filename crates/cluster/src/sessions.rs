@@ -37,7 +37,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hermod_broker::api::{BrokerHandle, MovedSession, SessionState};
+use hermod_broker::api::{BrokerHandle, MovedSession, SessionState, WeakBrokerHandle};
 use hermod_broker::message::Message;
 use hermod_proto::{QoS, RetainHandling, SubscriptionOptions};
 use serde::{Deserialize, Serialize};
@@ -193,6 +193,8 @@ pub(crate) struct Sessions {
     /// ended), and the wake-up of the task that writes them.
     dirty: Mutex<HashSet<String>>,
     dirty_notify: Notify,
+    /// The broker, for `claim` when the cluster cannot be asked.
+    broker: std::sync::OnceLock<WeakBrokerHandle>,
 }
 
 impl Default for Sessions {
@@ -207,6 +209,7 @@ impl Default for Sessions {
             conflicts: AtomicU64::new(0),
             dirty: Mutex::new(HashSet::new()),
             dirty_notify: Notify::new(),
+            broker: std::sync::OnceLock::new(),
         }
     }
 }
@@ -260,6 +263,10 @@ impl Sessions {
                 written: Some(record),
             },
         );
+    }
+
+    pub(crate) fn set_broker(&self, broker: WeakBrokerHandle) {
+        let _ = self.broker.set(broker);
     }
 
     /// Sessions owned here now.
@@ -334,11 +341,59 @@ pub(crate) async fn claim(
     clean_start: bool,
     persistent: bool,
 ) -> Result<Option<MovedSession>, String> {
-    let a = assets(&inner)?;
+    match claim_in_cluster(&inner, &client_id, username, clean_start, persistent).await {
+        Ok(m) => Ok(m),
+        Err(Unsettled::Refused(e)) => Err(e),
+        Err(Unsettled::Unreachable(e)) => {
+            // The cluster cannot be asked (NATS away, JetStream not ready yet): a session that
+            // ends with its connection needs nothing from it, and a session this node holds
+            // is served as it is (another node can take it only from its last record, once
+            // this node has been cut off past the liveness TTL; see docs/cluster.md).
+            let here = inner
+                .sessions
+                .broker
+                .get()
+                .and_then(WeakBrokerHandle::upgrade)
+                .is_some_and(|b| b.client(&client_id).is_some());
+            if (clean_start && !persistent) || (here && !clean_start) {
+                debug!(%client_id, error = %e, "cluster: not asked (unreachable); served here");
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Why `claim_in_cluster` did not settle where a session lives.
+enum Unsettled {
+    /// The cluster could not be asked at all (NATS, JetStream).
+    Unreachable(String),
+    /// It was asked, and the session cannot be had now (its node did not give it up, the
+    /// record kept changing).
+    Refused(String),
+}
+
+async fn claim_in_cluster(
+    inner: &Arc<Inner>,
+    client_id: &str,
+    username: Option<String>,
+    clean_start: bool,
+    persistent: bool,
+) -> Result<Option<MovedSession>, Unsettled> {
+    use Unsettled::{Refused, Unreachable};
+    let (inner, client_id) = (inner.clone(), client_id.to_owned());
+    if !matches!(
+        inner.client.connection_state(),
+        async_nats::connection::State::Connected
+    ) {
+        return Err(Unreachable("not connected to NATS".into()));
+    }
+    let a = assets(&inner).map_err(Unreachable)?;
     let key = session_key(&client_id);
     let node = &inner.config.node;
     for _ in 0..4 {
-        let (record, revision) = read(&a.sessions, &key).await?;
+        let (record, revision) = read(&a.sessions, &key).await.map_err(Unreachable)?;
         let Some(record) = record else {
             if !persistent {
                 return Ok(None);
@@ -378,7 +433,10 @@ pub(crate) async fn claim(
         }
         let alive = matches!(a.nodes.get(&record.node).await, Ok(Some(_)));
         let moved = if alive {
-            match ask_release(&inner, &record.node, &client_id).await? {
+            match ask_release(&inner, &record.node, &client_id)
+                .await
+                .map_err(Refused)?
+            {
                 None => None,
                 Some(s) => Some(SessionRecord {
                     user: s.user,
@@ -427,7 +485,9 @@ pub(crate) async fn claim(
             }
         }
     }
-    Err("the session's record kept changing under concurrent connects".into())
+    Err(Refused(
+        "the session's record kept changing under concurrent connects".into(),
+    ))
 }
 
 /// Asks `owner` to give `client_id`'s session up: `Ok(None)` when it had none.

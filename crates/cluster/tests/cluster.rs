@@ -355,11 +355,31 @@ async fn a_node_without_nats_serves_its_clients_and_refuses_unreplicated_acks() 
     let mut local = node.client(V5, "local").await;
     local.subscribe_one("l/#", QoS::AtLeastOnce).await;
     let mut publisher = node.client(V5, "pub").await;
+    let (keeper, _) = node
+        .broker
+        .connect_with(hermod_testkit::persistent(V5, "keeper"))
+        .await;
+    keeper.disconnect().await;
     nats.kill(0);
     wait_until("NATS disconnected", Duration::from_secs(20), async || {
         node.status().await.nats_state != "connected"
     })
     .await;
+    // New connections: a clean session needs nothing of the cluster; a persistent session
+    // this node holds is served as it is; one the cluster would have to find is refused
+    // (0x88 server unavailable) rather than started as a second copy.
+    let _fresh = node.client(V311, "fresh").await;
+    let (_keeper, ack) = node
+        .broker
+        .connect_with(hermod_testkit::persistent(V5, "keeper"))
+        .await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert!(ack.session_present);
+    let (_, ack) = node
+        .broker
+        .connect_with(hermod_testkit::persistent(V5, "elsewhere"))
+        .await;
+    assert_eq!(ack.reason, ReasonCode::SERVER_UNAVAILABLE);
     // QoS 0 keeps flowing to local subscribers.
     publisher
         .publish("l/0", b"q0", QoS::AtMostOnce, false)
@@ -978,4 +998,42 @@ async fn a_persistent_session_bouncing_between_nodes_keeps_every_message() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_groups_per_node_are_bounded() {
+    let nats = nats_or_skip!("shared_groups_per_node_are_bounded");
+    log();
+    // Each shared group is a durable consumer and a queue subscription in NATS: a client must
+    // not be able to make a node create them without bound.
+    let node = Node::start("s0", vec![nats.url(0)], |c| c.max_shared_groups = 2).await;
+    let mut a = node.client(V5, "grp-a").await;
+    assert_eq!(
+        a.subscribe_one("$share/g1/t/#", QoS::AtLeastOnce).await.0,
+        1
+    );
+    assert_eq!(
+        a.subscribe_one("$share/g2/t/#", QoS::AtLeastOnce).await.0,
+        1
+    );
+    // A third group: refused, v5 0x97 quota exceeded, 3.1.1 0x80 failure.
+    assert_eq!(
+        a.subscribe_one("$share/g3/t/#", QoS::AtLeastOnce).await,
+        ReasonCode::QUOTA_EXCEEDED
+    );
+    let mut b = node.client(V311, "grp-b").await;
+    assert_eq!(
+        b.subscribe_one("$share/g4/t/#", QoS::AtMostOnce).await.0,
+        0x80
+    );
+    // Joining a group that exists, and plain subscriptions, are not bounded by it.
+    assert_eq!(b.subscribe_one("$share/g1/t/#", QoS::AtMostOnce).await.0, 0);
+    assert_eq!(b.subscribe_one("t/#", QoS::AtMostOnce).await.0, 0);
+    // Once a group has no member left here, another may come.
+    a.unsubscribe(&["$share/g2/t/#"]).await;
+    assert_eq!(
+        a.subscribe_one("$share/g3/t/#", QoS::AtLeastOnce).await.0,
+        1
+    );
+    node.stop().await;
 }

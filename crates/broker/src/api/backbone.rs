@@ -80,6 +80,14 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// serve this node's publishers only.
     fn subscribed(&self, filter: &str);
 
+    /// Whether a network client's SUBSCRIBE to `filter` is refused for a bound of the
+    /// backbone's (v5 0x97 quota exceeded; 3.1.1 0x80): asked before the subscription is
+    /// added. The cluster bounds the shared groups a node serves (each is a consumer in NATS).
+    fn refuses(&self, filter: &str) -> bool {
+        let _ = filter;
+        false
+    }
+
     /// A subscription reported by [`Backbone::subscribed`] was removed.
     fn unsubscribed(&self, filter: &str);
 

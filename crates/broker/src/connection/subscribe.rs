@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use hermod_proto::{Packet, ReasonCode, Subscribe, SubscribeAck, Unsubscribe, UnsubscribeAck};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::api::DropReason;
 use crate::auth::Action;
@@ -139,6 +139,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             && !self.session.subscriptions.contains_key(filter)
         {
             debug!(client_id = %self.client_id, filter, "max_subscriptions reached: refused");
+            return Ok(ReasonCode::QUOTA_EXCEEDED);
+        }
+        if !self.internal
+            && !self.session.subscriptions.contains_key(filter)
+            && self
+                .shared
+                .router
+                .backbone()
+                .is_some_and(|b| b.refuses(filter))
+        {
+            info!(client_id = %self.client_id, filter, "refused by the cluster's bound (max_shared_groups)");
             return Ok(ReasonCode::QUOTA_EXCEEDED);
         }
         let is_new = self

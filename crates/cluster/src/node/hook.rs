@@ -103,6 +103,10 @@ impl Backbone for Hook {
         self.0.sessions.connected(client_id);
     }
 
+    fn refuses(&self, filter: &str) -> bool {
+        self.0.refuses_group(filter)
+    }
+
     fn session_changed(&self, client_id: &str) {
         self.0.sessions.changed(client_id);
     }

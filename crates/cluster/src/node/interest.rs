@@ -40,6 +40,19 @@ impl Inner {
         }
     }
 
+    /// Whether subscribing to `filter` would add a shared group past `max_shared_groups`.
+    pub(super) fn refuses_group(&self, filter: &str) -> bool {
+        let Ok(Some((group, inner))) = hermod_proto::topic::parse_shared(filter) else {
+            return false;
+        };
+        let groups = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (group.to_owned(), inner.to_owned());
+        !groups.contains_key(&key) && groups.len() >= self.config.max_shared_groups
+    }
+
     /// The shared groups with members here now.
     pub(super) fn groups(&self) -> HashSet<(String, String)> {
         self.shared

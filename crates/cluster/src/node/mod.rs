@@ -215,6 +215,7 @@ impl Cluster {
             started_ms: unix_ms(),
             assets: assets_rx,
         });
+        inner.sessions.set_broker(broker.downgrade());
         if !broker.attach_backbone(Arc::new(Hook(inner.clone()))) {
             return Err(ClusterError::AlreadyAttached);
         }
