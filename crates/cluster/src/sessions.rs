@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::node::{Assets, Inner, STREAM, unix_ms};
+use crate::node::{Assets, Inner, STREAM, unix_ms, will_key};
 use crate::subject::{self, Interest};
 use crate::wire;
 
@@ -454,11 +454,16 @@ async fn claim_in_cluster(
         };
         match moved {
             Some(mut r) if !clean_start => {
-                r.node.clone_from(node);
+                let from = std::mem::replace(&mut r.node, node.clone());
                 r.online = true;
                 r.disconnected_ms = None;
                 match write(&a.sessions, &key, &r, revision).await {
                     Ok(rev) => {
+                        // A will of the session waiting for its delay on its old node is
+                        // cancelled by this connection [MQTT-3.1.3-9].
+                        if let Err(e) = a.wills.delete(will_key(&from, &client_id)).await {
+                            debug!(%client_id, error = %e, "cluster: delayed will not removed");
+                        }
                         inner.sessions.adopt(&client_id, rev, r.clone());
                         inner.sessions.moved_in.fetch_add(1, Ordering::Relaxed);
                         info!(%client_id, subscriptions = r.subs.len(), checkpoint = r.checkpoint, "cluster: session moved here");

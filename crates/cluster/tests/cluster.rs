@@ -1035,3 +1035,64 @@ async fn shared_groups_per_node_are_bounded() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_of_a_dead_node_is_published_when_due_unless_its_session_resumes() {
+    let nats = nats_or_skip!(
+        "a_delayed_will_of_a_dead_node_is_published_when_due_unless_its_session_resumes"
+    );
+    let mut nodes = three_nodes(&nats).await;
+    let mut watcher = nodes[0].client(V5, "dw-watcher").await;
+    watcher.subscribe_one("dw/#", QoS::AtLeastOnce).await;
+    // Two devices on b2 with persistent sessions and delayed wills: 3 s and 20 s.
+    let device = |id: &str, delay: u32| {
+        let mut c = hermod_testkit::persistent(V5, id);
+        let mut will = hermod_proto::LastWill {
+            topic: format!("dw/{id}"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        will.properties.will_delay_interval = Some(delay);
+        c.will = Some(will);
+        c
+    };
+    let (a, _) = nodes[2].broker.connect_with(device("dev-a", 3)).await;
+    let (b, _) = nodes[2].broker.connect_with(device("dev-b", 20)).await;
+    // Their connections drop: both wills now wait for their delay on b2; then b2 dies.
+    a.drop_connection();
+    b.drop_connection();
+    let dropped = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b2 = nodes.pop().unwrap();
+    if let Some(c) = b2.cluster {
+        c.abort().await;
+    }
+    b2.broker.stop().await;
+    // dev-b comes back on b1 before its 20 s: refused while b2 still counts as alive, then
+    // its session resumes there, which cancels its will [MQTT-3.1.3-9].
+    let (_dev_b, ack) = loop {
+        let (client, ack) = nodes[1].broker.connect_with(device("dev-b", 20)).await;
+        if ack.reason == ReasonCode::SUCCESS {
+            break (client, ack);
+        }
+        assert_eq!(ack.reason, ReasonCode::SERVER_UNAVAILABLE);
+        assert!(
+            dropped.elapsed() < Duration::from_secs(18),
+            "dev-b not resumed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(ack.session_present);
+    // dev-a's will: published once by a survivor, once b2 is taken for dead and the will due.
+    let got = publish_within(&mut watcher, Duration::from_secs(20)).await;
+    assert_eq!(got.topic, "dw/dev-a");
+    assert!(dropped.elapsed() >= Duration::from_secs(3));
+    // dev-b's never, not even after its 20 s.
+    let until = Duration::from_secs(26).saturating_sub(dropped.elapsed());
+    watcher.expect_nothing(until).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -102,6 +102,16 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
     /// can publish it if this node dies with the connection open.
     fn will(&self, client_id: &str, will: Option<&Message>);
 
+    /// The connection of a client with a will ended and the will waits for its Will Delay
+    /// Interval (`delay`) on this node: the backbone keeps it so that another node publishes
+    /// it when it is due if this node dies meanwhile. [`Backbone::will`] with `None` follows
+    /// once this node has published or cancelled it (a new connection for the session
+    /// [MQTT-3.1.3-9]).
+    fn will_delayed(&self, client_id: &str, will: &Message, delay: Duration) {
+        let _ = (will, delay);
+        self.will(client_id, None);
+    }
+
     /// A persistent session of a network client changed in a way the backbone records: a
     /// subscription added or removed, or its connection ended (it is offline now). Called
     /// without locks; the backbone reads the session back with

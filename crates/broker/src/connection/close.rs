@@ -92,11 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             | End::Kicked
             | End::KeepAliveTimeout => true,
         };
-        if self.will.is_some()
-            && let Some(b) = self.shared.router.backbone()
-        {
-            b.will(&self.client_id, None);
-        }
+        let had_will = self.will.is_some();
         let mut will = self.will.take().filter(|_| publish_will);
         if matches!(end, End::TakenOver)
             && will
@@ -117,6 +113,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let d = Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0)));
             !self.session.expiry.map_or(d, |e| d.min(e)).is_zero()
         });
+        // In a cluster, the other nodes keep a delayed will (to publish when it is due if this
+        // node dies meanwhile) and forget any other: this node publishes it now, or never.
+        if had_will && let Some(b) = self.shared.router.backbone() {
+            match delayed {
+                Some(w) => {
+                    let d = u64::from(w.properties.will_delay_interval.unwrap_or(0));
+                    let d = self
+                        .session
+                        .expiry
+                        .map_or(Duration::from_secs(d), |e| Duration::from_secs(d).min(e));
+                    let message = crate::persist::will_message(
+                        &crate::persist::will_record(w),
+                        &self.client_id,
+                        std::time::Instant::now(),
+                    );
+                    b.will_delayed(&self.client_id, &message, d);
+                }
+                None => b.will(&self.client_id, None),
+            }
+        }
         let (offline_record, will_clear) = match (offline_record, delayed) {
             (Some(rec), Some(w)) => {
                 let mut with_will = rec.clone();

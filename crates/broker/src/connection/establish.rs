@@ -575,17 +575,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         self.shared
             .registry
             .set_live(&client_id, a.conn_id, live.clone());
-        // In a cluster, the other nodes publish the will if this node dies meanwhile.
-        if let Some(w) = &a.connect.will
-            && self.info.internal.is_none()
+        // In a cluster, the other nodes publish the will if this node dies meanwhile; a
+        // resumed session's delayed will, cancelled by this connection [MQTT-3.1.3-9], goes.
+        if self.info.internal.is_none()
             && let Some(b) = self.shared.router.backbone()
         {
-            let message = crate::persist::will_message(
-                &crate::persist::will_record(w),
-                &client_id,
-                std::time::Instant::now(),
-            );
-            b.will(&client_id, Some(&message));
+            match &a.connect.will {
+                Some(w) => {
+                    let message = crate::persist::will_message(
+                        &crate::persist::will_record(w),
+                        &client_id,
+                        std::time::Instant::now(),
+                    );
+                    b.will(&client_id, Some(&message));
+                }
+                None if a.session_present => b.will(&client_id, None),
+                None => {}
+            }
         }
         let mut conn = Connection {
             stream: self.stream,

@@ -83,6 +83,9 @@ impl Shared {
             if shared.registry.take_pending_will(&id, conn) {
                 debug!(client_id = %id, "will delay passed; publishing will");
                 shared.publish_will(will);
+                if let Some(b) = shared.router.backbone() {
+                    b.will(&id, None);
+                }
                 if let (Some(rec), Some(p)) = (clear, &shared.persistence)
                     && shared.registry.status(&id) == Some(false)
                 {

@@ -92,6 +92,16 @@ impl Backbone for Hook {
         let _ = self.0.will_ops.send(op);
     }
 
+    fn will_delayed(&self, client_id: &str, will: &Message, delay: std::time::Duration) {
+        let due = unix_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        let bytes = wire::encode(will, &self.0.config.node, Instant::now(), unix_ms());
+        let op = WillOp::Put(
+            client_id.to_owned(),
+            super::wills::delayed_value(due, &bytes),
+        );
+        let _ = self.0.will_ops.send(op);
+    }
+
     fn connected(&self, client_id: &str) {
         let at = unix_ms();
         self.0

@@ -39,6 +39,7 @@ pub use retained::retained_key;
 pub use shared::group_name;
 pub use takeover::{CONNECTED_SUBJECT, RECENT_CONNECT};
 pub use wills::REAP_EVERY;
+pub(crate) use wills::will_key;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};

@@ -26,7 +26,31 @@ pub(super) enum WillOp {
     Flush(oneshot::Sender<()>),
 }
 
-pub(super) fn will_key(node: &str, client_id: &str) -> String {
+/// First byte of a will that waits for its Will Delay Interval: then the Unix ms it is due,
+/// then the will as `wire` encodes it (whose own first byte is its format, 1).
+const DELAYED: u8 = 0xD1;
+
+/// The bucket value of a will due at `due_ms`.
+pub(super) fn delayed_value(due_ms: u64, wire: &Bytes) -> Bytes {
+    let mut v = Vec::with_capacity(9 + wire.len());
+    v.push(DELAYED);
+    v.extend_from_slice(&due_ms.to_be_bytes());
+    v.extend_from_slice(wire);
+    v.into()
+}
+
+/// A bucket value: when it is due (`None`: at once) and the will.
+fn split_due(v: Bytes) -> (Option<u64>, Bytes) {
+    if v.first() == Some(&DELAYED) && v.len() >= 9 {
+        let mut due = [0u8; 8];
+        due.copy_from_slice(&v[1..9]);
+        (Some(u64::from_be_bytes(due)), v.slice(9..))
+    } else {
+        (None, v)
+    }
+}
+
+pub(crate) fn will_key(node: &str, client_id: &str) -> String {
     format!("{node}.{}", base64url(client_id))
 }
 
@@ -55,7 +79,9 @@ pub(super) async fn wills_task(
     // Leftovers of this node's previous run: reaped by us (no one else would before our
     // heartbeat lapses, and we are back).
     let mut live: HashSet<String> = HashSet::new();
-    reap(&inner, &broker, &a.wills, &|n: &str| n == node).await;
+    reap(&inner, &broker, &a.wills, &|n: &str| n == node, true).await;
+    // Wills of dead nodes still waiting for their delay: looked at again every tick.
+    let mut waiting = false;
     let mut tick = tokio::time::interval(REAP_EVERY);
     loop {
         tokio::select! {
@@ -82,8 +108,9 @@ pub(super) async fn wills_task(
                 // Only when a node has gone (or at the first look): listing every will is
                 // not free.
                 let gone = live.is_empty() || live.iter().any(|n| !now.contains(n));
-                if gone && now.contains(&node) {
-                    reap(&inner, &broker, &a.wills, &|n: &str| n != node && !now.contains(n)).await;
+                if (gone || waiting) && now.contains(&node) {
+                    let dead = |n: &str| n != node && !now.contains(n);
+                    waiting = reap(&inner, &broker, &a.wills, &dead, false).await;
                 }
                 live = now;
             }
@@ -100,16 +127,22 @@ async fn live_nodes(nodes: &jetstream::kv::Store) -> Result<HashSet<String>, Str
     Ok(out)
 }
 
-/// Publishes (once, cluster-wide) the wills whose node `dead` says is gone.
+/// Publishes (once, cluster-wide) the wills whose node `dead` says is gone; a delayed will
+/// only once it is due. Returns whether delayed ones wait. `restart`: the wills are this
+/// node's own from its previous run; its delayed ones are dropped, not published: its store
+/// restored them with their sessions and publishes them when due (a node with `sync =
+/// "memory"` has lost them).
 async fn reap(
     inner: &Inner,
     broker: &BrokerHandle,
     wills: &jetstream::kv::Store,
     dead: &(dyn Fn(&str) -> bool + Sync),
-) {
+    restart: bool,
+) -> bool {
     let Ok(mut keys) = wills.keys().await else {
-        return;
+        return true;
     };
+    let mut waiting = false;
     let mut mine = Vec::new();
     while let Some(Ok(k)) = keys.next().await {
         if k.split_once('.').is_some_and(|(n, _)| dead(n)) {
@@ -123,15 +156,21 @@ async fn reap(
         if entry.operation != jetstream::kv::Operation::Put {
             continue;
         }
+        let (due, value) = split_due(entry.value);
+        if due.is_some_and(|d| d > unix_ms()) && !restart {
+            waiting = true;
+            continue;
+        }
         // Whoever deletes this revision first publishes it.
         if wills
             .delete_expect_revision(&key, Some(entry.revision))
             .await
             .is_err()
+            || (restart && due.is_some())
         {
             continue;
         }
-        match wire::decode(entry.value, Instant::now(), unix_ms()) {
+        match wire::decode(value, Instant::now(), unix_ms()) {
             Ok(r) => {
                 inner.counters.wills_reaped.fetch_add(1, Ordering::Relaxed);
                 info!(node = %r.node, topic = %r.message.topic, "cluster: publishing the will of a client whose node died");
@@ -143,4 +182,5 @@ async fn reap(
             }
         }
     }
+    waiting
 }
