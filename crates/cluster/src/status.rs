@@ -45,6 +45,15 @@ pub struct ClusterStatus {
     pub forward_failures: u64,
     /// Messages dropped before NATS (queue full or NATS refused).
     pub dropped: u64,
+    /// Sessions this node holds for the cluster (persistent ones have a record in `MQ_SESS`).
+    #[serde(default)]
+    pub sessions: u64,
+    /// Persistent sessions moved here from other nodes.
+    #[serde(default)]
+    pub sessions_moved_in: u64,
+    /// Persistent sessions given up to other nodes.
+    #[serde(default)]
+    pub sessions_moved_out: u64,
 }
 
 impl ClusterView {
@@ -88,6 +97,9 @@ impl ClusterView {
             forward_failures: c.forward_failures.load(Ordering::Relaxed),
             dropped: c.dropped_queue_full.load(Ordering::Relaxed)
                 + c.dropped_nats_error.load(Ordering::Relaxed),
+            sessions: i.sessions.count() as u64,
+            sessions_moved_in: i.sessions.moved_in.load(Ordering::Relaxed),
+            sessions_moved_out: i.sessions.moved_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -143,6 +155,11 @@ impl ClusterStatus {
             s,
             "messages: {} forwarded, {} received, {} refused by JetStream, {} dropped",
             self.forwarded, self.received, self.forward_failures, self.dropped
+        );
+        let _ = writeln!(
+            s,
+            "sessions: {} held here, {} moved here, {} moved away",
+            self.sessions, self.sessions_moved_in, self.sessions_moved_out
         );
         s
     }

@@ -2,8 +2,8 @@
 //!
 //! Clustered (a `[cluster]` section, [`crate::Services::cluster`] given): hermod-cluster's
 //! `ClusterStatus` as JSON (`node`, `nats_state`, `nats_server`, `jetstream_ready`,
-//! `replicas`, `nodes`, `forwarded`, `received`, `forward_failures`, `dropped`) plus
-//! `"enabled": true`. Not clustered: `{"enabled": false, "node": <this node>, "nodes": []}`,
+//! `replicas`, `nodes`, `forwarded`, `received`, `forward_failures`, `dropped`, `sessions`,
+//! `sessions_moved_in`, `sessions_moved_out`) plus `"enabled": true`. Not clustered: `{"enabled": false, "node": <this node>, "nodes": []}`,
 //! 200 as well: a single node is a valid state, not an error.
 
 use axum::Json;
