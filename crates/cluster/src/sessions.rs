@@ -275,11 +275,10 @@ impl Sessions {
     }
 }
 
-/// The record's key: client ids may hold any character, keys may not.
+/// The record's key: client ids may hold any character (and be long), keys may not.
 #[must_use]
 pub fn session_key(client_id: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id)
+    crate::node::client_key(client_id)
 }
 
 fn release_subject(node: &str) -> String {

@@ -26,6 +26,16 @@ pub(super) fn sha256_hex(parts: &[&[u8]], len: usize) -> String {
     s
 }
 
+/// A client id as a key or subject token: base64url, or for a long one (a client id may be
+/// 65,535 bytes; NATS keeps a subject within its 4 KB control line) `h` and its SHA-256.
+pub(crate) fn client_key(client_id: &str) -> String {
+    if client_id.len() <= 512 {
+        base64url(client_id)
+    } else {
+        format!("h{}", sha256_hex(&[client_id.as_bytes()], 32))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::wills::will_key;
@@ -34,6 +44,15 @@ mod tests {
 
     // Outputs of the functions as they were before they shared these helpers: a change here
     // renames keys and consumers that live on in NATS (retained messages, wills, groups).
+
+    #[test]
+    fn long_client_ids_are_hashed() {
+        assert_eq!(super::client_key("dev-1"), base64url("dev-1"));
+        let long = "x".repeat(60_000);
+        let k = super::client_key(&long);
+        assert!(k.starts_with('h') && k.len() == 65, "{k}");
+        assert_ne!(k, super::client_key(&"x".repeat(60_001)));
+    }
 
     #[test]
     fn retained_keys_are_pinned() {

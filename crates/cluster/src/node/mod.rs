@@ -35,6 +35,7 @@ mod stored;
 mod takeover;
 mod wills;
 
+pub(crate) use keys::client_key;
 pub use retained::retained_key;
 pub use shared::group_name;
 pub use takeover::{CONNECTED_SUBJECT, RECENT_CONNECT};

@@ -13,7 +13,6 @@ use hermod_broker::api::BrokerHandle;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
-use super::keys::base64url;
 use super::{Inner, unix_ms};
 use crate::wire;
 
@@ -51,7 +50,7 @@ fn split_due(v: Bytes) -> (Option<u64>, Bytes) {
 }
 
 pub(crate) fn will_key(node: &str, client_id: &str) -> String {
-    format!("{node}.{}", base64url(client_id))
+    format!("{node}.{}", super::keys::client_key(client_id))
 }
 
 /// How often a node looks for the wills of nodes that died.
