@@ -273,6 +273,21 @@ async fn retained_messages_are_global_and_a_late_node_gets_them() {
         },
     )
     .await;
+    // An operator's delete (`hermod ctl retained delete`, the API) on one node deletes it on
+    // every node, late one included, without delivering anything.
+    let mut watcher = nodes[2].client(V5, "ret-watch").await;
+    watcher.subscribe_one("cfg/#", QoS::AtLeastOnce).await;
+    let _retained = watcher.drain(Duration::from_millis(500)).await;
+    assert!(nodes[1].broker.handle().delete_retained("cfg/site1"));
+    for n in nodes.iter().chain(std::iter::once(&late)) {
+        wait_until(
+            "retained deleted everywhere",
+            Duration::from_secs(20),
+            async || n.broker.handle().retained("cfg/#").is_empty(),
+        )
+        .await;
+    }
+    watcher.expect_nothing(Duration::from_millis(500)).await;
     late.stop().await;
     for n in nodes {
         n.stop().await;

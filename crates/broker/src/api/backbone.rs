@@ -88,6 +88,12 @@ pub trait Backbone: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// An operator deleted the retained message of `topic` on this node (without delivering
+    /// anything): the other nodes delete theirs too.
+    fn retained_deleted(&self, topic: &str) {
+        let _ = topic;
+    }
+
     /// A subscription reported by [`Backbone::subscribed`] was removed.
     fn unsubscribed(&self, filter: &str);
 

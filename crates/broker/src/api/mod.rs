@@ -454,8 +454,18 @@ impl BrokerHandle {
     }
 
     /// Deletes the retained message of `topic` without delivering anything (an empty retained
-    /// PUBLISH would reach current subscribers). True if there was one.
+    /// PUBLISH would reach current subscribers). True if there was one here. In a cluster,
+    /// every node deletes it.
     pub fn delete_retained(&self, topic: &str) -> bool {
+        if let Some(b) = self.shared.router.backbone() {
+            b.retained_deleted(topic);
+        }
+        self.shared.delete_retained(topic)
+    }
+
+    /// [`BrokerHandle::delete_retained`] on this node only, the backbone not told: for a backbone
+    /// applying the cluster's state (a clear it already has must not be sent back to it).
+    pub fn delete_retained_here(&self, topic: &str) -> bool {
         self.shared.delete_retained(topic)
     }
 

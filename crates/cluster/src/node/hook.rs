@@ -56,6 +56,7 @@ impl Backbone for Hook {
             message: message.clone(),
             size,
             done,
+            retained_only: false,
         };
         if inner.out.send(out).is_err() {
             // The cluster has stopped.
@@ -115,6 +116,34 @@ impl Backbone for Hook {
 
     fn refuses(&self, filter: &str) -> bool {
         self.0.refuses_group(filter)
+    }
+
+    fn retained_deleted(&self, topic: &str) {
+        if node_local(topic) {
+            return;
+        }
+        let message = Arc::new(Message {
+            topic: topic.into(),
+            payload: bytes::Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: hermod_proto::PublishProperties::default(),
+            publisher: None,
+            received_at: None,
+            origin: None,
+            expires_at: None,
+        });
+        // In the same ordered pipeline as retained messages published here.
+        self.0
+            .queued_bytes
+            .fetch_add(message.size(), Ordering::Relaxed);
+        let out = Out {
+            size: message.size(),
+            message,
+            done: None,
+            retained_only: true,
+        };
+        let _ = self.0.out.send(out);
     }
 
     fn session_changed(&self, client_id: &str) {

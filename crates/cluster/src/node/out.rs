@@ -26,6 +26,9 @@ pub(super) struct Out {
     pub(super) message: Arc<Message>,
     pub(super) size: usize,
     pub(super) done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// Only the retained bucket, not the subscribers: an operator's delete (an empty retained
+    /// message), which every node applies as a clear.
+    pub(super) retained_only: bool,
 }
 
 type Acked = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -86,6 +89,13 @@ async fn send(inner: &Arc<Inner>, out: Out) -> Option<Acked> {
     } else {
         None
     };
+    if out.retained_only {
+        return retained_ack.map(|ack| -> Acked {
+            Box::pin(async move {
+                let _ = ack.await;
+            })
+        });
+    }
     if m.qos == QoS::AtMostOnce {
         let subject = subject::topic_to_subject("mq.0", &m.topic);
         match inner.client.publish(subject, bytes).await {

@@ -96,7 +96,7 @@ async fn watch_retained(
 fn reconcile(broker: &BrokerHandle, present: HashSet<Arc<str>>) {
     let mut removed = 0;
     for topic in broker.retained_topics() {
-        if !node_local(&topic) && !present.contains(&topic) && broker.delete_retained(&topic) {
+        if !node_local(&topic) && !present.contains(&topic) && broker.delete_retained_here(&topic) {
             removed += 1;
         }
     }
