@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::api::DropReason;
 use crate::auth::Auth;
-use crate::message::{Delivery, Message};
+use crate::message::{Delivery, Message, Settled};
 use crate::persist::{Persistence, message_record, queue_entry, unix_ms_now};
 use crate::router::{Routed, Router, Source};
 use crate::session::mailbox::{PushOutcome, Reserved, SessionHandle};
@@ -281,9 +281,14 @@ pub(crate) fn reroute_shared(
         .take()
         .map(|seq| Op::Dequeue(leaving.to_owned(), seq));
     let Some((handle, sub_qos, id)) = target else {
-        router
-            .metrics
-            .dropped(DropReason::NoSubscribers, None, &delivery.message.topic);
+        if let Some(settle) = &delivery.message.settle {
+            // The cluster gave it to this node's members; another node's may take it.
+            settle.settle(Settled::Returned);
+        } else {
+            router
+                .metrics
+                .dropped(DropReason::NoSubscribers, None, &delivery.message.topic);
+        }
         if let (Some(p), Some(op)) = (store, release) {
             p.submit_detached(vec![op]);
         }

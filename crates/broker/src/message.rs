@@ -36,6 +36,71 @@ pub struct Message {
     /// `username` and `peerhost`). Shared by every message of a connection; not stored, so
     /// `None` for messages read back from the store, wills and the broker's own.
     pub origin: Option<Arc<Origin>>,
+    /// Who handed the broker this message wants to know when the broker is done with it: set
+    /// by a cluster backbone on a message it gave one shared-group member here, so that the
+    /// cluster's copy is released only once the member has acknowledged it. `None` otherwise.
+    pub settle: Option<Settle>,
+}
+
+/// How the broker finished with a message that carries a [`Settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// No part of the broker holds it any more: acknowledged by its receiver, or dropped by
+    /// policy (a full queue, expiry), which is counted as usual.
+    Done,
+    /// Nobody here took it (the shared group has no member here that may receive it, or the
+    /// last one left before acknowledging): the giver should offer it elsewhere.
+    Returned,
+}
+
+/// A callback run exactly once, when the broker is done with a message: [`Settled::Returned`]
+/// where the broker says so, [`Settled::Done`] when the message is dropped otherwise. Messages
+/// are shared by `Arc`, so "dropped" means the last delivery of it was acknowledged or
+/// discarded.
+pub struct Settle {
+    callback: std::sync::Mutex<Option<SettleFn>>,
+}
+
+type SettleFn = Box<dyn FnOnce(Settled) + Send>;
+
+impl Settle {
+    /// A settle that runs `callback` once.
+    pub fn new(callback: impl FnOnce(Settled) + Send + 'static) -> Self {
+        Self {
+            callback: std::sync::Mutex::new(Some(Box::new(callback))),
+        }
+    }
+
+    /// Runs the callback with `outcome` unless it already ran.
+    pub(crate) fn settle(&self, outcome: Settled) {
+        let callback = self
+            .callback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(callback) = callback {
+            callback(outcome);
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let callback = self
+            .callback
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(callback) = callback {
+            callback(Settled::Done);
+        }
+    }
+}
+
+impl std::fmt::Debug for Settle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Settle")
+    }
 }
 
 /// The publisher of a message as the rules see it: one per connection.

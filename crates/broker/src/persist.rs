@@ -157,6 +157,7 @@ pub fn message_from_record(r: &MessageRecord, now: Instant, now_ms: u64) -> Mess
         expires_at: r
             .expiry_at_unix_ms
             .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
+        settle: None,
     }
 }
 
@@ -279,6 +280,7 @@ pub fn will_message(r: &WillRecord, client_id: &ClientId, now: Instant) -> Messa
             .map(|s| now + Duration::from_secs(u64::from(s))),
         properties,
         publisher: Some(client_id.clone()),
+        settle: None,
     }
 }
 
@@ -329,6 +331,7 @@ mod tests {
             received_at: None,
             origin: None,
             expires_at: Some(now + Duration::from_secs(10)),
+            settle: None,
         };
         let r = message_record(&m, now, 1_000_000);
         assert_eq!(r.expiry_at_unix_ms, Some(1_010_000));

@@ -14,6 +14,8 @@
 //! max_bytes = "1GB"                            # and how much of them
 //! max_queued_bytes = "64MB"                    # messages waiting to be sent to NATS
 //! max_shared_groups = 1000                     # distinct $share groups with members here
+//! shared_redelivery = "30s"                    # a shared-group message held by a dead node
+//!                                              # goes to another member after this
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -57,6 +59,11 @@ pub struct ClusterConfig {
     /// to create them without bound. Past it a SUBSCRIBE to a new group is refused (v5 0x97
     /// quota exceeded, v3.1.1 0x80).
     pub max_shared_groups: usize,
+    /// How long a QoS 1/2 message of a shared group, given to a member on a node that then
+    /// died before the member acknowledged it, waits before JetStream gives it to another
+    /// member (the group consumer's `ack_wait`; live nodes mark what they hold in progress).
+    /// The same on every node.
+    pub shared_redelivery: Duration,
 }
 
 impl ClusterConfig {
@@ -78,6 +85,7 @@ impl ClusterConfig {
             max_bytes: 1 << 30,
             max_queued_bytes: 64 << 20,
             max_shared_groups: 1000,
+            shared_redelivery: Duration::from_secs(30),
         }
     }
 }
@@ -114,6 +122,7 @@ struct Section {
     max_bytes: Option<Spanned<Size>>,
     max_queued_bytes: Option<Spanned<Size>>,
     max_shared_groups: Option<Spanned<i64>>,
+    shared_redelivery: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +256,18 @@ impl ClusterConfig {
         };
         c.ack_timeout = duration("ack_timeout", s.ack_timeout, c.ack_timeout)?;
         c.max_age = duration("max_age", s.max_age, c.max_age)?;
+        if let Some(v) = s.shared_redelivery {
+            let span = v.span();
+            let d = duration("shared_redelivery", Some(v), c.shared_redelivery)?;
+            if d < Duration::from_secs(1) {
+                return Err(key_err(
+                    span,
+                    "shared_redelivery",
+                    "must be at least 1s".into(),
+                ));
+            }
+            c.shared_redelivery = d;
+        }
         if let Some(v) = s.max_bytes {
             c.max_bytes = size(v.get_ref()).map_err(|e| key_err(v.span(), "max_bytes", e))?;
         }
@@ -334,7 +355,7 @@ mod tests {
         let c = parse(
             "[cluster]\nnode = \"b-1\"\nnats = [\"nats://127.0.0.1:4222\", \"tls://n2:4222\"]\n\
              user = \"u\"\npassword = \"p\"\nreplicas = 3\nack_timeout = \"500ms\"\nmax_age = \"2h\"\n\
-             max_bytes = \"2GB\"\nmax_queued_bytes = 1048576\n",
+             max_bytes = \"2GB\"\nmax_queued_bytes = 1048576\nshared_redelivery = \"2m\"\n",
         )
         .unwrap()
         .unwrap();
@@ -345,6 +366,7 @@ mod tests {
         assert_eq!(c.max_age, Duration::from_secs(7200));
         assert_eq!(c.max_bytes, 2 << 30);
         assert_eq!(c.max_queued_bytes, 1 << 20);
+        assert_eq!(c.shared_redelivery, Duration::from_secs(120));
         assert_eq!(c.user.as_deref(), Some("u"));
     }
 
@@ -382,6 +404,10 @@ mod tests {
             (
                 "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nack_timeout = \"soon\"\n",
                 "line 4: [cluster] key `ack_timeout`",
+            ),
+            (
+                "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nshared_redelivery = \"200ms\"\n",
+                "line 4: [cluster] key `shared_redelivery`: must be at least 1s",
             ),
             (
                 "[cluster]\nnode = \"a\"\nnats = [\"nats://a:1\"]\nmax_bytes = \"1TB\"\n",

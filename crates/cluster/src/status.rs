@@ -283,6 +283,12 @@ pub(crate) fn prometheus_text(i: &Inner) -> String {
         &[("", ss.conflicts.load(Ordering::Relaxed))],
     );
     one(
+        "hermod_cluster_shared_held",
+        "gauge",
+        "Shared-group QoS 1/2 messages given to members here and not yet acknowledged by them.",
+        &[("", i.shared_acks.held.load(Ordering::Relaxed))],
+    );
+    one(
         "hermod_cluster_queued_bytes",
         "gauge",
         "Bytes of messages waiting to be sent to NATS.",

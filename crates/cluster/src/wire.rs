@@ -108,6 +108,7 @@ pub fn decode(mut bytes: Bytes, now: Instant, now_ms: u64) -> Result<Received, W
             expires_at,
             received_at: Some(now),
             origin: None,
+            settle: None,
         },
     })
 }
@@ -136,6 +137,7 @@ mod tests {
             expires_at: expiry.map(|d| now + d),
             received_at: None,
             origin: None,
+            settle: None,
         }
     }
 

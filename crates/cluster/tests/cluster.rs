@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hermod_cluster::{Cluster, ClusterConfig};
-use hermod_proto::{ProtocolVersion, PublishProperties, QoS, ReasonCode};
+use hermod_proto::{ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode};
 use hermod_testkit::nats::{NatsCluster, require_nats};
 use hermod_testkit::{Client, TestBroker, publish};
 
@@ -1110,4 +1110,95 @@ async fn a_delayed_will_of_a_dead_node_is_published_when_due_unless_its_session_
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// Makes `member` (the only member of `share` so far, on its node) served by the group's
+/// durable consumer: QoS 1 probes until one arrives (the consumer starts with the messages
+/// stored after its creation), then nothing left over.
+async fn group_serves(publisher: &mut Client, member: &mut Client, topic: &str) {
+    let start = Instant::now();
+    loop {
+        publisher
+            .publish(topic, b"?", QoS::AtLeastOnce, false)
+            .await;
+        if member.recv(Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "shared group never served"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    member.drain(Duration::from_millis(300)).await;
+}
+
+/// A QoS 1 message of a shared group until a member gets `payload`; other payloads (late
+/// probes) are acknowledged and skipped.
+async fn shared_receives(member: &mut Client, payload: &str, within: Duration) -> Publish {
+    let until = Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match member.recv(left).await {
+            Some(hermod_proto::Packet::Publish(p)) if &p.payload[..] == payload.as_bytes() => {
+                return p;
+            }
+            Some(hermod_proto::Packet::Publish(p)) => member.ack(&p).await,
+            Some(_) => {}
+            None => panic!("{payload:?} not received within {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_message_a_member_did_not_acknowledge_goes_to_a_member_on_another_node() {
+    let nats = nats_or_skip!(
+        "a_shared_message_a_member_did_not_acknowledge_goes_to_a_member_on_another_node"
+    );
+    log();
+    let quick = |c: &mut ClusterConfig| c.shared_redelivery = Duration::from_secs(2);
+    let mut n0 = Node::start("h0", vec![nats.url(0)], quick).await;
+    let n1 = Node::start("h1", vec![nats.url(1)], quick).await;
+    let mut publisher = n1.client(V5, "boss").await;
+
+    // 1. The member leaves (its session ends) without acknowledging: no other member on its
+    // node, so the message goes back to the cluster and to the member on the other node
+    // (MQTT 5.0 §4.8.2: a QoS 1 message unacknowledged when its member's session ends SHOULD
+    // go to another member of the group).
+    let mut a = n0.client(V5, "leaver").await;
+    a.subscribe_one("$share/g1/jobs/#", QoS::AtLeastOnce).await;
+    group_serves(&mut publisher, &mut a, "jobs/probe").await;
+    publisher
+        .publish("jobs/1", b"left", QoS::AtLeastOnce, false)
+        .await;
+    let held = shared_receives(&mut a, "left", Duration::from_secs(10)).await;
+    assert_eq!(held.qos, QoS::AtLeastOnce);
+    let mut b = n1.client(V5, "taker").await;
+    b.subscribe_one("$share/g1/jobs/#", QoS::AtLeastOnce).await;
+    a.drop_connection();
+    let got = shared_receives(&mut b, "left", Duration::from_secs(20)).await;
+    b.ack(&got).await;
+
+    // 2. The member's node dies while the member holds the message unacknowledged: JetStream
+    // gives it to the member on the other node after `shared_redelivery`.
+    let mut c = n0.client(V5, "holder").await;
+    c.subscribe_one("$share/g2/work/#", QoS::AtLeastOnce).await;
+    group_serves(&mut publisher, &mut c, "work/probe").await;
+    publisher
+        .publish("work/1", b"died", QoS::AtLeastOnce, false)
+        .await;
+    let _held = shared_receives(&mut c, "died", Duration::from_secs(10)).await;
+    // Held past two progress marks: a live node keeps what its member holds.
+    let mut d = n1.client(V5, "survivor").await;
+    d.subscribe_one("$share/g2/work/#", QoS::AtLeastOnce).await;
+    d.expect_nothing(Duration::from_secs(4)).await;
+    if let Some(cluster) = n0.cluster.take() {
+        cluster.abort().await;
+    }
+    let got = shared_receives(&mut d, "died", Duration::from_secs(20)).await;
+    d.ack(&got).await;
+    // And once acknowledged, nothing comes again.
+    d.expect_nothing(Duration::from_secs(3)).await;
+    n0.broker.stop().await;
+    n1.stop().await;
 }

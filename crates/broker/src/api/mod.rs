@@ -449,6 +449,7 @@ impl BrokerHandle {
             received_at: None,
             origin: None,
             expires_at: None,
+            settle: None,
         };
         self.shared.publish_unacknowledged(message);
     }

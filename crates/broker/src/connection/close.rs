@@ -263,6 +263,7 @@ fn will_to_publish(
         expires_at: props
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),
+        settle: None,
     };
     Will {
         message,

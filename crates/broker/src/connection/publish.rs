@@ -158,6 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             expires_at,
             received_at: Some(self.read_at),
             origin: Some(self.origin.clone()),
+            settle: None,
         };
         let mut sink = PublishSink::default();
         let auth = self.shared.auth.load();

@@ -166,6 +166,7 @@ mod tests {
             received_at: None,
             origin: None,
             expires_at: None,
+            settle: None,
         })
     }
 

@@ -648,6 +648,7 @@ mod tests {
                 expires_at: None,
                 received_at: None,
                 origin: None,
+                settle: None,
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

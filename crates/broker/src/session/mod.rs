@@ -304,6 +304,7 @@ mod tests {
                 received_at: None,
                 origin: None,
                 expires_at: None,
+                settle: None,
             }),
             qos,
             retain: false,

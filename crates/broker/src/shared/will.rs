@@ -208,6 +208,19 @@ impl Shared {
             publisher: message.publisher.clone(),
             delivered: sink.delivered,
         });
+        if let Some(settle) = &message.settle {
+            if sink.delivered == 0 {
+                settle.settle(crate::message::Settled::Returned);
+            } else if let Some(commit) = sink.commit.take() {
+                // Its giver hears of it no sooner than its stored copies are durable: a
+                // delivery queued on disk only (the member offline) drops its memory copy now.
+                let held = message.clone();
+                tokio::spawn(async move {
+                    let _ = commit.await;
+                    drop(held);
+                });
+            }
+        }
         (sink.delivered, sink.busy)
     }
 }

@@ -132,6 +132,7 @@ impl Backbone for Hook {
             received_at: None,
             origin: None,
             expires_at: None,
+            settle: None,
         });
         // In the same ordered pipeline as retained messages published here.
         self.0

@@ -31,6 +31,7 @@ mod out;
 mod retained;
 mod setup;
 mod shared;
+pub(crate) mod shared_acks;
 mod stored;
 mod takeover;
 mod wills;
@@ -138,6 +139,8 @@ pub(crate) struct Inner {
     /// A second connection, with echo: the shared groups' queue subscriptions must receive this
     /// node's own QoS 0 messages too (the main connection has `no_echo`).
     shared_client: async_nats::Client,
+    /// Shared-group messages handed to the broker, acknowledged to JetStream when settled.
+    pub(crate) shared_acks: shared_acks::SharedAcks,
     /// Bumped at every change of `interest`: the core (QoS 0) subscriptions and the stream
     /// consumer (QoS 1/2) follow it.
     pub(crate) interest_changed: watch::Sender<u64>,
@@ -197,6 +200,8 @@ impl Cluster {
         let (connects_tx, connects_rx) = mpsc::unbounded_channel();
         let (wills_tx, wills_rx) = mpsc::unbounded_channel();
         let (assets_tx, assets_rx) = watch::channel(None);
+        let (shared_acks, shared_acks_rx) = shared_acks::SharedAcks::new();
+        let shared_held = shared_acks.held.clone();
         let inner = Arc::new(Inner {
             config: config.clone(),
             client,
@@ -207,6 +212,7 @@ impl Cluster {
             interest: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
             shared_client,
+            shared_acks,
             interest_changed: interest_tx,
             sessions: crate::sessions::Sessions::default(),
             connects: connects_tx,
@@ -227,6 +233,11 @@ impl Cluster {
             tokio::spawn(interest_task(inner.clone(), broker.clone())),
             tokio::spawn(stored_task(inner.clone(), broker.clone())),
             tokio::spawn(shared_task(inner.clone(), broker.clone())),
+            tokio::spawn(shared_acks::shared_acks_task(
+                config.shared_redelivery,
+                shared_held,
+                shared_acks_rx,
+            )),
             tokio::spawn(retained_task(inner.clone(), broker.clone())),
             tokio::spawn(heartbeat_task(inner.clone())),
             tokio::spawn(takeover_task(inner.clone(), broker.clone(), connects_rx)),

@@ -67,9 +67,10 @@ pub fn group_name(group: &str, filter: &str) -> String {
 ///   group's subjects on the shared connection; NATS gives each message to one of them.
 /// - QoS 1/2: one durable JetStream consumer per group (`hs_...`, filtered on the group's
 ///   subjects, starting with the messages stored after its creation); every node with
-///   members pulls from it. A message is acknowledged to JetStream once a member here has it
-///   queued, and refused (redelivered, to any node) when the group has no member here now.
-///   Unused consumers are removed by JetStream after an hour without pulls.
+///   members pulls from it. A message is acknowledged to JetStream once the member here
+///   that got it has acknowledged it (see [`super::shared_acks`]), and refused (redelivered,
+///   to any node) when the group has no member here that takes it. Unused consumers are
+///   removed by JetStream after an hour without pulls.
 async fn group_task(inner: Arc<Inner>, broker: BrokerHandle, group: String, filter: String) {
     let name = group_name(&group, &filter);
     let mut subs = Vec::new();
@@ -86,17 +87,15 @@ async fn group_task(inner: Arc<Inner>, broker: BrokerHandle, group: String, filt
         }
     }
     let mut qos0 = futures_util::stream::select_all(subs);
-    let deliver = async |payload: Bytes| -> Option<bool> {
-        match wire::decode(payload, Instant::now(), unix_ms()) {
-            Ok(r) => {
-                inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                Some(broker.publish_shared(&group, &filter, r.message).await)
-            }
-            Err(e) => {
-                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                debug!(error = %e, "cluster: malformed shared message ignored");
-                None
-            }
+    let decode = |payload: Bytes| match wire::decode(payload, Instant::now(), unix_ms()) {
+        Ok(r) => {
+            inner.counters.received.fetch_add(1, Ordering::Relaxed);
+            Some(r.message)
+        }
+        Err(e) => {
+            inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            debug!(error = %e, "cluster: malformed shared message ignored");
+            None
         }
     };
     let mut assets = inner.assets.clone();
@@ -105,22 +104,26 @@ async fn group_task(inner: Arc<Inner>, broker: BrokerHandle, group: String, filt
     loop {
         tokio::select! {
             m = qos0.next(), if !qos0.is_empty() => {
-                if let Some(m) = m {
-                    let _ = deliver(m.payload).await;
+                if let Some(message) = m.and_then(|m| decode(m.payload)) {
+                    let _ = broker.publish_shared(&group, &filter, message).await;
                 }
             }
             m = async { stored.as_mut()?.next().await }, if stored.is_some() => {
                 match m {
-                    Some(Ok(m)) => {
-                        let ack = match deliver(m.message.payload.clone()).await {
-                            Some(false) => jetstream::AckKind::Nak(Some(Duration::from_millis(200))),
-                            // Delivered, or malformed (never deliverable): done.
-                            _ => jetstream::AckKind::Ack,
-                        };
-                        if let Err(e) = m.ack_with(ack).await {
-                            debug!(error = %e, "cluster: shared message ack not sent");
+                    Some(Ok(m)) => match decode(m.message.payload.clone()) {
+                        Some(mut message) => {
+                            // Acknowledged to JetStream when the broker is done with it (the
+                            // member acknowledged it), or refused when no member here took it.
+                            message.settle = Some(inner.shared_acks.track(m));
+                            let _ = broker.publish_shared(&group, &filter, message).await;
                         }
-                    }
+                        // Malformed: never deliverable.
+                        None => {
+                            if let Err(e) = m.ack().await {
+                                debug!(error = %e, "cluster: shared message ack not sent");
+                            }
+                        }
+                    },
                     Some(Err(e)) => {
                         debug!(error = %e, group = %group, "cluster: shared consumer error; recreating");
                         stored = None;
@@ -159,7 +162,7 @@ async fn group_consumer(
                 filter_subjects: subject::filter_to_subjects(subject::STORED, filter),
                 deliver_policy: jetstream::consumer::DeliverPolicy::New,
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: inner.config.shared_redelivery,
                 max_ack_pending: 10_000,
                 inactive_threshold: Duration::from_secs(3600),
                 ..Default::default()
