@@ -122,8 +122,9 @@ start_broker() {
       local bin=$HERMOD_BIN
       [[ $b == hermod-base ]] && bin=$HERMOD_BASE_BIN
       printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir" >"$dir/hermod.toml"
+      # Each on its own admin port: two Hermods (hermod, hermod-base) run side by side.
       # shellcheck disable=SC2086
-      "$bin" serve -c "$dir/hermod.toml" $HERMOD_ARGS >"$dir/log" 2>&1 &
+      "$bin" serve -c "$dir/hermod.toml" --admin-bind 127.0.0.1:0 $HERMOD_ARGS >"$dir/log" 2>&1 &
       ;;
     forwarder)
       "$HERMOD_BIN" bench forwarder -h 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &

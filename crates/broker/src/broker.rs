@@ -368,7 +368,9 @@ async fn accept_loop(
                 tracker.spawn(async move {
                     let _counted = crate::metrics::CountedConnection::new(shared.metrics.clone());
                     let _slot = slot;
-                    match acceptor.accept(stream, peer).await {
+                    // Boxed: the handshake's state (TLS, WebSocket) is freed once it is done instead
+                    // of sizing every connection's task for the rest of its life.
+                    match Box::pin(acceptor.accept(stream, peer)).await {
                         Ok((stream, info)) => {
                             crate::connection::run(stream, info, index, shared).await
                         }

@@ -171,3 +171,51 @@ pub struct Delivery {
     /// persistent session with a store): acknowledging it removes that queue entry.
     pub seq: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn recorder() -> (Arc<Mutex<Vec<Settled>>>, Settle) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let settle = Settle::new(move |o| s.lock().unwrap_or_else(|e| e.into_inner()).push(o));
+        (seen, settle)
+    }
+
+    fn seen(v: &Arc<Mutex<Vec<Settled>>>) -> Vec<Settled> {
+        v.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[test]
+    fn a_settle_runs_once_done_when_dropped() {
+        let (v, settle) = recorder();
+        let message = Arc::new(Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            publisher: None,
+            expires_at: None,
+            received_at: None,
+            origin: None,
+            settle: Some(settle),
+        });
+        let held = message.clone();
+        drop(message);
+        assert!(seen(&v).is_empty(), "a delivery still holds it");
+        drop(held);
+        assert_eq!(seen(&v), vec![Settled::Done]);
+    }
+
+    #[test]
+    fn a_returned_settle_does_not_also_run_done() {
+        let (v, settle) = recorder();
+        settle.settle(Settled::Returned);
+        settle.settle(Settled::Done);
+        drop(settle);
+        assert_eq!(seen(&v), vec![Settled::Returned]);
+    }
+}

@@ -101,11 +101,16 @@ pub(crate) async fn run<S>(stream: S, info: PeerInfo, listener: usize, shared: A
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Some(mut conn) = establish::establish(stream, info, listener, shared).await else {
+    // The task of an idle connection should hold little more than the connection itself: the
+    // states it passes through once (CONNECT, the end) or rarely (below) are boxed, so the
+    // task's future is sized by `serve`'s idle loop, not by its largest await (20 KiB → 3.4 KiB,
+    // most of it the `Connection` itself).
+    let Some(mut conn) = Box::pin(establish::establish(stream, info, listener, shared)).await
+    else {
         return;
     };
     let end = conn.serve().await;
-    conn.finish(end).await;
+    Box::pin(conn.finish(end)).await;
 }
 
 struct Connection<S> {
@@ -187,7 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if self.parked.is_some() {
                 // A packet waits for the HTTP authorizer: ask it, handle the packet, then go on
                 // with the packets already buffered before reading more.
-                if let Err(end) = self.resolve_parked().await {
+                if let Err(end) = Box::pin(self.resolve_parked()).await {
                     return end;
                 }
                 if let Err(end) = self.handle_input() {
@@ -198,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if !self.busy.is_empty() {
                 // Backpressure: wait for busy subscribers to drain, then go on with the packets
                 // already buffered before reading more.
-                if let Err(end) = self.wait_for_subscribers().await {
+                if let Err(end) = Box::pin(self.wait_for_subscribers()).await {
                     return end;
                 }
                 if let Err(end) = self.handle_input() {
@@ -232,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 () = std::future::ready(()), if more => {}
                 () = live.commands.ready() => {
                     for command in live.commands.take() {
-                        if let Err(end) = self.on_command(command).await {
+                        if let Err(end) = Box::pin(self.on_command(command)).await {
                             return end;
                         }
                     }

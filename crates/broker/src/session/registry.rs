@@ -74,6 +74,15 @@ struct Handoff {
     to: oneshot::Sender<Session>,
 }
 
+/// Gives back most of a map's room once it is three-quarters empty: a wave of connections
+/// that has ended should not keep its table (amortized O(1): the map must have lost three
+/// quarters of its entries since it last grew or shrank).
+fn shrink_when_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     slots: HashMap<ClientId, Slot>,
@@ -302,6 +311,7 @@ impl Registry {
             Detached::Offline(expiry)
         } else {
             inner.slots.remove(client_id);
+            shrink_when_sparse(&mut inner.slots);
             Detached::Ended(session)
         }
     }
@@ -350,7 +360,9 @@ impl Registry {
         let mut inner = self.lock();
         match inner.slots.get(client_id) {
             Some(Slot::Offline { generation: g, .. }) if *g == generation => {
-                match inner.slots.remove(client_id) {
+                let removed = inner.slots.remove(client_id);
+                shrink_when_sparse(&mut inner.slots);
+                match removed {
                     Some(Slot::Offline { session, .. }) => Some(session),
                     _ => None,
                 }
@@ -502,7 +514,9 @@ impl Registry {
         if !matches!(inner.slots.get(client_id), Some(Slot::Offline { .. })) {
             return None;
         }
-        match inner.slots.remove(client_id) {
+        let removed = inner.slots.remove(client_id);
+        shrink_when_sparse(&mut inner.slots);
+        match removed {
             Some(Slot::Offline { session, .. }) => Some(session),
             _ => None,
         }
