@@ -2,8 +2,8 @@
 //
 // For MQTT 3.1.1 and 5.0, over ws and (with --wss-port) wss trusting --cafile: connect with a
 // username/password, subscribe, publish QoS 1, receive it back; then a wrong password must be
-// refused (CONNACK 5 on 3.1.1, 0x86 on 5.0). Exits non-zero on any failure; every wait is
-// bounded.
+// refused (CONNACK 5 on 3.1.1, 0x86 on 5.0); on 5.0, topic aliases from the broker resolved.
+// Exits non-zero on any failure; every wait is bounded.
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
@@ -74,6 +74,44 @@ async function roundTrip(args, scheme, port, version) {
   }
 }
 
+// MQTT 5 with a Topic Alias Maximum: Hermod sends a repeated topic as its alias alone, and
+// MQTT.js must resolve it to the topic every time.
+async function topicAliases(args, scheme, port, version) {
+  if (version !== 5) return;
+  const name = `${scheme} v5 topic aliases`;
+  const url = `${scheme}://${args.host}:${port}${args.path}`;
+  const o = options(args, scheme, version, args.password);
+  o.properties = { topicAliasMaximum: 4 };
+  const client = mqtt.connect(url, o);
+  try {
+    await withTimeout(new Promise((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    }), `${name} connect`);
+    await withTimeout(client.subscribeAsync(args.topic, { qos: 1 }), `${name} subscribe`);
+    const tag = randomBytes(6).toString('hex');
+    const seen = [];
+    const all = new Promise((resolve) => {
+      client.on('message', (topic, body, packet) => {
+        if (!body.toString().startsWith(tag)) return;
+        seen.push({ topic, alias: packet.properties?.topicAlias ?? null });
+        if (seen.length === 3) resolve();
+      });
+    });
+    for (let i = 0; i < 3; i += 1) {
+      await withTimeout(client.publishAsync(args.topic, `${tag} ${i}`, { qos: 1 }), `${name} publish`);
+    }
+    await withTimeout(all, `${name} receive`);
+    if (seen.some((m) => m.topic !== args.topic)) throw new Error(`${name}: got ${JSON.stringify(seen)}`);
+    if (args.topic.length >= 8 && seen.every((m) => m.alias === null)) {
+      throw new Error(`${name}: no alias used: ${JSON.stringify(seen)}`);
+    }
+    console.log(`PASS ${name}: 3 messages, topics resolved (${JSON.stringify(seen.map((m) => m.alias))})`);
+  } finally {
+    await client.endAsync(true).catch(() => {});
+  }
+}
+
 async function wrongPassword(args, scheme, port, version) {
   const name = `${scheme} v${version === 5 ? '5' : '311'} wrong password`;
   const url = `${scheme}://${args.host}:${port}${args.path}`;
@@ -101,7 +139,7 @@ if (args.wssPort) {
 let failures = 0;
 for (const [scheme, port] of targets) {
   for (const version of [4, 5]) {
-    for (const check of [roundTrip, wrongPassword]) {
+    for (const check of [roundTrip, topicAliases, wrongPassword]) {
       try {
         await check(args, scheme, port, version);
       } catch (e) {

@@ -83,7 +83,8 @@ pub struct Config {
     /// e.g. "2h", "14d", "1w" (Mosquitto's key). Unset: never.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistent_client_expiration: Option<String>,
-    /// Largest topic alias a v5 client may use inbound (Mosquitto's `max_topic_alias`, default 10).
+    /// Largest topic alias a v5 client may use inbound (Mosquitto's `max_topic_alias`, default 10);
+    /// also the most aliases Hermod sends a client that announced a Topic Alias Maximum.
     pub max_topic_alias: u16,
     /// Most levels (`/`-separated) in a topic name or filter.
     pub max_topic_levels: usize,

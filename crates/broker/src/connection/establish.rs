@@ -605,6 +605,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             session: a.session,
             will: a.connect.will.clone(),
             topic_aliases: HashMap::new(),
+            out_aliases: None,
             kick: a.kick,
             batch: Vec::new(),
             identity: a.identity.clone(),

@@ -10,6 +10,7 @@
 //! store side of a session), `io` (socket reads and writes), `close` (the end: DISCONNECT, will,
 //! session hand-back). This file holds the connection's state, its loop and the dispatch.
 
+mod aliases;
 mod close;
 mod durable;
 mod establish;
@@ -127,6 +128,8 @@ struct Connection<S> {
     will: Option<LastWill>,
     /// Inbound topic aliases (v5), per connection [MQTT-3.3.2-7].
     topic_aliases: HashMap<u16, Arc<str>>,
+    /// Outbound topic aliases, created at the first delivery to a client that allows them.
+    out_aliases: Option<Box<aliases::OutAliases>>,
     /// Cancelled when another connection takes the client id over.
     kick: CancellationToken,
     /// Reused buffer for deliveries taken from the mailbox.

@@ -20,6 +20,9 @@ pub(super) struct Negotiated {
     pub(super) client_max_packet: usize,
     /// Inbound topic aliases allowed (the Topic Alias Maximum announced in CONNACK; 0 before v5).
     pub(super) topic_alias_max: u16,
+    /// Outbound topic aliases to use: the client's Topic Alias Maximum, at most
+    /// `max_topic_alias`; 0 (none) before v5 or when the client announced none.
+    pub(super) client_alias_max: u16,
     /// 1.5 × the keep alive in force; `None` when keep alive is 0.
     pub(super) keep_alive: Option<Duration>,
     /// Session expiry asked for, seconds (3.1.1: clean session 0, else never = `u32::MAX`).
@@ -52,6 +55,14 @@ impl Negotiated {
             client_max_packet: props.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             topic_alias_max: if version.is_v5() {
                 cfg.max_topic_alias
+            } else {
+                0
+            },
+            client_alias_max: if version.is_v5() {
+                props
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(cfg.max_topic_alias)
             } else {
                 0
             },

@@ -75,7 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 None => return,
             }
         };
-        let publish = self.to_publish(&d, packet_id, false, now);
+        let mut publish = self.to_publish(&d, packet_id, false, now);
         // Sized only for clients that set a Maximum Packet Size (the encoder sizes it again).
         if self.neg.client_max_packet != usize::MAX
             && encoded_len(&publish, self.neg.version) > self.neg.client_max_packet
@@ -85,6 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.dequeue(d.seq);
             return;
         }
+        self.alias_topic(&mut publish, &d.message.topic);
         self.write(&publish);
         self.stats.publish_sent(d.qos, d.message.payload.len());
         if !d.retain
@@ -134,6 +135,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         })
     }
 
+    /// Sends `topic` as an outbound topic alias where the client allows them and it helps (see
+    /// `super::aliases`). Call just before the packet is written: a new alias is recorded as
+    /// known to the client.
+    fn alias_topic(&mut self, packet: &mut Packet, topic: &std::sync::Arc<str>) {
+        let max = self.neg.client_alias_max;
+        if max == 0 {
+            return;
+        }
+        // A new alias adds 3 bytes of properties: never past the client's Maximum Packet Size.
+        if self.neg.client_max_packet != usize::MAX
+            && encoded_len(packet, self.neg.version) + 3 > self.neg.client_max_packet
+        {
+            return;
+        }
+        let Packet::Publish(p) = packet else { return };
+        let aliases = self
+            .out_aliases
+            .get_or_insert_with(|| Box::new(super::aliases::OutAliases::new(max)));
+        if let Some((alias, known)) = aliases.assign(topic) {
+            super::aliases::apply(p, alias, known);
+        }
+    }
+
     /// Re-sends unacknowledged deliveries after a session resumes: PUBLISH with DUP set, or
     /// PUBREL for those already received [MQTT-4.4.0-1]; never more than the client's Receive
     /// Maximum at once [MQTT-3.3.4-9] — `pump` sends the rest as acknowledgements make room.
@@ -163,7 +187,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if o.state == OutboundState::AwaitingComplete {
             self.write(&Packet::PublishRelease(PublishAck::new(o.packet_id)));
         } else {
-            let p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
+            let mut p = self.to_publish(&o.delivery, Some(o.packet_id), true, now);
+            self.alias_topic(&mut p, &o.delivery.message.topic);
             self.write(&p);
         }
     }

@@ -166,6 +166,83 @@ async fn topic_alias_invalid() {
     b.stop().await;
 }
 
+// 5.0 3.3.2.3.4, outbound: to a client that announced a Topic Alias Maximum, a topic sent before
+// goes as its alias alone; aliases are never 0 [MQTT-3.3.2-8] nor above the client's maximum
+// [MQTT-3.3.2-11], and are reassigned once all are taken; short topics go by name; a client that
+// announced none gets none; a new connection starts without mappings [MQTT-3.3.2-7].
+#[tokio::test]
+async fn topic_alias_outbound() {
+    let b = TestBroker::start().await;
+    let mut connect = hermod_testkit::connect_packet(V5, "aliased");
+    connect.properties.topic_alias_maximum = Some(2);
+    let (mut s, _) = b.connect_with(connect.clone()).await;
+    s.subscribe("tao/#", Q1).await;
+    let mut plain = b.client(V5, "plain").await;
+    plain.subscribe("tao/#", Q1).await;
+    let mut p = b.client(V5, "pub").await;
+    let topics = [
+        "tao/sensor/a",
+        "tao/sensor/a",
+        "tao/sensor/b",
+        "tao/sensor/c",
+        "tao/sensor/a",
+        "tao/x",
+        "tao/sensor/c",
+    ];
+    for (i, t) in topics.iter().enumerate() {
+        p.publish(t, i.to_string().as_bytes(), Q1, false).await;
+    }
+    // Resolved as a receiver does [MQTT-3.3.2-10].
+    let mut map = std::collections::HashMap::<u16, String>::new();
+    let mut resolved = Vec::new();
+    let mut by_alias_only = 0;
+    let mut wire = Vec::new();
+    for _ in &topics {
+        let m = s.expect_publish_acked().await;
+        wire.push((m.topic.clone(), m.properties.topic_alias));
+        let topic = match m.properties.topic_alias {
+            Some(a) => {
+                assert!((1..=2).contains(&a), "alias {a} out of 1..=2");
+                if m.topic.is_empty() {
+                    by_alias_only += 1;
+                } else {
+                    map.insert(a, m.topic.clone());
+                }
+                map.get(&a)
+                    .cloned()
+                    .expect("an alias is mapped before it is used alone")
+            }
+            None => m.topic.clone(),
+        };
+        resolved.push((topic, String::from_utf8_lossy(&m.payload).into_owned()));
+    }
+    let expected: Vec<(String, String)> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i.to_string()))
+        .collect();
+    assert_eq!(resolved, expected, "on the wire: {wire:?}");
+    assert_eq!(by_alias_only, 2, "the repeats of a and c: {wire:?}");
+    assert_eq!(
+        wire[5],
+        ("tao/x".to_string(), None),
+        "a short topic goes by name"
+    );
+    // A client that announced no Topic Alias Maximum gets full topics only.
+    for t in &topics {
+        let m = plain.expect_publish_acked().await;
+        assert_eq!((m.topic.as_str(), m.properties.topic_alias), (*t, None));
+    }
+    // A new connection of the same session starts without mappings.
+    drop(s);
+    let (mut s, _) = b.connect_with(connect).await;
+    s.subscribe("tao/#", Q1).await;
+    p.publish("tao/sensor/a", b"again", Q1, false).await;
+    let m = s.expect_publish_acked().await;
+    assert_eq!(m.topic, "tao/sensor/a");
+    b.stop().await;
+}
+
 // 5.0 [MQTT-3.3.4-9]: the server never has more unacknowledged QoS 1/2 PUBLISH packets in flight
 // to a client than the client's Receive Maximum.
 #[tokio::test]
