@@ -176,19 +176,17 @@ impl Metrics {
     /// Adds a connection task's counters to this thread's shard and clears them.
     #[inline]
     pub(crate) fn flush(&self, local: &mut Local) {
-        let mut dirty = local.dirty;
-        if dirty == 0 {
+        let mut dirty = std::mem::take(&mut local.dirty);
+        let Some(v) = local.v.take() else {
             return;
-        }
+        };
         let base = PAD + shard_id() * self.stride;
         let shard = &self.cells[base..base + slot::FIXED];
         while dirty != 0 {
             let i = dirty.trailing_zeros() as usize;
             dirty &= dirty - 1;
-            shard[i].fetch_add(local.v[i], Ordering::Relaxed);
-            local.v[i] = 0;
+            shard[i].fetch_add(v[i], Ordering::Relaxed);
         }
-        local.dirty = 0;
     }
 
     /// A PUBLISH received from a client, or published by the broker itself (wills).
