@@ -86,14 +86,7 @@ impl Settle {
 
 impl Drop for Settle {
     fn drop(&mut self) {
-        let callback = self
-            .callback
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(callback) = callback {
-            callback(Settled::Done);
-        }
+        self.settle(Settled::Done);
     }
 }
 
