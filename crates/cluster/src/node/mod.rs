@@ -76,6 +76,11 @@ pub const RETAINED_BUCKET: &str = "MQ_RET";
 pub const WILLS_BUCKET: &str = "MQ_WILLS";
 /// Bucket of live nodes, keyed by node name, expiring after [`NODE_TTL`].
 pub const NODES_BUCKET: &str = "MQ_NODES";
+/// How long a pull request to a stream consumer waits for messages. The idle heartbeat the
+/// server sends is half of it, and a consumer that misses two in a row is recreated: a consumer
+/// lost with its NATS server (the nodes' stream consumers have one replica) is noticed within
+/// seconds, where the client's default (30 s pulls, 15 s heartbeats) took over a minute.
+pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(4);
 /// Distinct first levels a node subscribes to one by one before it takes everything.
 pub const MAX_LEVELS: usize = 256;
 /// JetStream acknowledgements awaited at once by the out task.
@@ -144,6 +149,9 @@ pub(crate) struct Inner {
     /// Bumped at every change of `interest`: the core (QoS 0) subscriptions and the stream
     /// consumer (QoS 1/2) follow it.
     pub(crate) interest_changed: watch::Sender<u64>,
+    /// Bumped at every (re)connection of `client` to a NATS server: the stream consumer, which
+    /// may have lived on the server that was lost, is recreated from where it was.
+    pub(crate) connected: watch::Sender<u64>,
     /// Sessions that move between nodes: the ones owned here, and the stream position.
     pub(crate) sessions: crate::sessions::Sessions,
     /// Wills to keep in (or remove from) `MQ_WILLS`, in order.
@@ -191,8 +199,9 @@ impl Cluster {
     /// # Errors
     /// The connection cannot be set up at all, or `broker` already has a backbone.
     pub async fn start(broker: BrokerHandle, config: &ClusterConfig) -> Result<Self, ClusterError> {
-        let client = connect(config, false).await?;
-        let shared_client = connect(config, true).await?;
+        let (connected_tx, _) = watch::channel(0u64);
+        let client = connect(config, false, connected_tx.clone()).await?;
+        let shared_client = connect(config, true, watch::channel(0u64).0).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.ack_timeout);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -214,6 +223,7 @@ impl Cluster {
             shared_client,
             shared_acks,
             interest_changed: interest_tx,
+            connected: connected_tx,
             sessions: crate::sessions::Sessions::default(),
             connects: connects_tx,
             will_ops: wills_tx,

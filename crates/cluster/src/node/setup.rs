@@ -15,10 +15,11 @@ use super::{
 use crate::config::ClusterConfig;
 
 /// The main connection (`echo` false: this node does not receive what it publishes), or the
-/// shared groups' one (`echo` true).
+/// shared groups' one (`echo` true). `connected` is bumped at every (re)connection.
 pub(super) async fn connect(
     config: &ClusterConfig,
     echo: bool,
+    connected: watch::Sender<u64>,
 ) -> Result<async_nats::Client, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!(
@@ -48,6 +49,9 @@ pub(super) async fn connect(
     options = options.event_callback(move |event| {
         let echo = echo;
         let node = node.clone();
+        if matches!(event, async_nats::Event::Connected) {
+            connected.send_modify(|n| *n += 1);
+        }
         async move {
             match event {
                 async_nats::Event::Connected if !echo => info!(%node, "cluster: connected to NATS"),

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::keys::sha256_hex;
-use super::{Inner, STREAM, unix_ms};
+use super::{Inner, PULL_EXPIRES, STREAM, unix_ms};
 use crate::{subject, wire};
 
 /// Serves this node's shared groups (`$share/{group}/{filter}`) cluster-wide: one task per
@@ -170,5 +170,11 @@ async fn group_consumer(
         )
         .await
         .map_err(|e| e.to_string())?;
-    consumer.messages().await.map_err(|e| e.to_string())
+    consumer
+        .stream()
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_EXPIRES / 2)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
 }

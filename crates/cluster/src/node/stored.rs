@@ -13,12 +13,14 @@ use hermod_broker::api::BrokerHandle;
 use hermod_broker::message::Message;
 use tracing::debug;
 
-use super::{Inner, STREAM, inbound};
+use super::{Inner, PULL_EXPIRES, STREAM, inbound};
 use crate::subject::{self, Interest};
 
 /// Receives the QoS 1/2 messages of the other nodes from the stream: one ordered consumer (an
 /// ephemeral, single-replica consumer that the client recreates after a gap), filtered on this
-/// node's interests, starting after the last message it handed on. When the interests change
+/// node's interests, starting after the last message it handed on. It lives on one NATS
+/// server: when that server dies the consumer is recreated elsewhere, at once when this node's
+/// connection was the one lost, after two missed heartbeats ([`PULL_EXPIRES`]) otherwise. When the interests change
 /// the consumer is recreated from there with the new filters, so a message stored while a
 /// subscription was being added is not missed once the interest is in place. It starts at the
 /// stream's end: a node that starts does not replay history (offline sessions on other nodes'
@@ -29,6 +31,7 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
         return;
     }
     let mut changed = inner.interest_changed.subscribe();
+    let mut reconnected = inner.connected.subscribe();
     // The last message handed on, and the interests the consumer that delivered it served.
     let mut last: Option<u64> = None;
     let mut served: HashSet<Interest> = HashSet::new();
@@ -53,6 +56,7 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
             }
         };
         let start = last.map_or(end + 1, |seq| seq + 1);
+        reconnected.mark_unchanged();
         let generation = *changed.borrow_and_update();
         let wanted = inner.wanted();
         let mut filters: Vec<String> = Vec::new();
@@ -85,6 +89,7 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            max_expires: PULL_EXPIRES,
             ..Default::default()
         };
         debug!(start, filters = ?config.filter_subjects, "cluster: stream consumer");
@@ -104,6 +109,10 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                 continue;
             }
         };
+        // Everything before `start` is behind this node: a consumer recreated before it handed
+        // anything on starts here again, not at the stream's end then (which would skip what
+        // was stored meanwhile).
+        last = Some(start - 1);
         // For sessions that move (`crate::sessions`): from a fresh start everything up to
         // `end` is behind this node; the interests of `generation` are served from here on.
         if start == end + 1 {
@@ -117,6 +126,15 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                         return;
                     }
                     break; // new filters, from `last`
+                }
+                r = reconnected.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    // The consumer (one replica) may have been on the server that was lost,
+                    // and the client would take half a minute to find out.
+                    debug!(?last, "cluster: reconnected to NATS; recreating the stream consumer");
+                    break;
                 }
                 m = messages.next() => {
                     match m {
