@@ -11,6 +11,13 @@
 # Environment (all optional):
 #   ROUNDS=3 DURATION=10        rounds per scenario and seconds per run (ROUNDS=1 DURATION=5: quick)
 #   SCENARIOS="pairs-q1 fanin-q0 fanin-q1 fanout-q0 lat-fanin-q0 lat-pairs-q1 conn"
+#                               also available, not in the default set (they add ~3 min):
+#                               shared-q1, and the TLS rows tls-conn (TLS + MQTT handshakes/s)
+#                               and tls-pairs-q1 (pairs over TLS), run against Hermod and
+#                               Mosquitto only, each given a TLS listener with a throwaway CA and
+#                               server certificate made by openssl in $OUT/certs
+#   TLS_CONNS=2000              connections of `tls-conn`
+#   TLS_KEY=ec                  server key: ec (P-256) or rsa (2048 bits)
 #   BROKERS="hermod mosquitto rumqttd forwarder"   (rumqttd is skipped when not found;
 #                               forwarder is `hermod bench forwarder`, a bare single-threaded
 #                               forwarder: the ceiling, reported as Hermod/ceiling)
@@ -33,6 +40,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-19000}
+TLS_CONNS=${TLS_CONNS:-2000}
+TLS_KEY=${TLS_KEY:-ec}
 SCENARIOS=${SCENARIOS:-"pairs-q1 fanin-q0 fanin-q1 fanout-q0 lat-fanin-q0 lat-pairs-q1 conn"}
 BROKERS=${BROKERS:-"hermod mosquitto rumqttd forwarder"}
 BIND_ADDRS=${BIND_ADDRS:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}
@@ -57,10 +66,43 @@ bench_args() {
     lat-fanin-q0) echo "fanin --pubs 32 --subs 1 --qos 0 --rate 20000" ;;
     lat-pairs-q1) echo "pairs --pubs 64 --qos 1 --rate 10000" ;;
     conn) echo "conn --conns $CONNS --bind $BIND_ADDRS" ;;
+    tls-conn) echo "conn --conns $TLS_CONNS --bind $BIND_ADDRS --cafile $OUT/certs/ca.pem" ;;
+    tls-pairs-q1) echo "pairs --pubs 64 --qos 1 --cafile $OUT/certs/ca.pem" ;;
     *) return 1 ;;
   esac
 }
 for s in $SCENARIOS; do bench_args "$s" >/dev/null || { echo "unknown scenario $s" >&2; exit 2; }; done
+is_tls() { [[ $1 == tls-* ]]; }
+is_conn() { [[ $1 == conn || $1 == tls-conn ]]; }
+WANT_TLS=
+for s in $SCENARIOS; do is_tls "$s" && WANT_TLS=1; done
+
+# --- TLS material (only when a TLS scenario runs) -----------------------------------------------
+# A throwaway CA and a server certificate for 127.0.0.1 / localhost, in this run's directory.
+make_certs() {
+  local d=$OUT/certs key
+  mkdir -p "$d"
+  case $TLS_KEY in
+    ec) key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) key=(-newkey rsa:2048) ;;
+    *) echo "TLS_KEY must be ec or rsa" >&2; exit 2 ;;
+  esac
+  openssl req -x509 "${key[@]}" -nodes -days 2 -subj "/CN=hermod-compare CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  openssl req "${key[@]}" -nodes -subj "/CN=localhost" \
+    -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n' >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null
+  # Mosquitto started as root reads them after dropping to its own user: a throwaway key, readable.
+  chmod 755 "$OUT" "$d"
+  chmod 644 "$d/server.key"
+}
+if [[ -n $WANT_TLS ]]; then
+  command -v openssl >/dev/null 2>&1 || { echo "the TLS scenarios need openssl" >&2; exit 1; }
+  make_certs
+fi
+has_tls() { [[ $1 == hermod || $1 == hermod-base || $1 == mosquitto ]]; }
 
 # --- brokers ------------------------------------------------------------------------------------
 if ! command -v mosquitto >/dev/null 2>&1 && [[ " $BROKERS " == *" mosquitto "* ]]; then
@@ -98,7 +140,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-declare -A PID PORT
+declare -A PID PORT TLS_PORT
 STARTED=()
 cleanup() {
   local p
@@ -113,8 +155,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 start_broker() {
-  local b=$1 port dir
+  local b=$1 port dir tls_port=
   port=$(free_port)
+  [[ -n $WANT_TLS ]] && has_tls "$b" && tls_port=$(free_port)
   dir=$OUT/$b
   mkdir -p "$dir"
   case $b in
@@ -122,6 +165,8 @@ start_broker() {
       local bin=$HERMOD_BIN
       [[ $b == hermod-base ]] && bin=$HERMOD_BASE_BIN
       printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir" >"$dir/hermod.toml"
+      [[ -n $tls_port ]] && printf '\n[[listener]]\nbind = "127.0.0.1:%s"\ntransport = "tls"\ncertfile = "%s"\nkeyfile = "%s"\n' \
+        "$tls_port" "$OUT/certs/server.pem" "$OUT/certs/server.key" >>"$dir/hermod.toml"
       # Each on its own admin port: two Hermods (hermod, hermod-base) run side by side.
       # shellcheck disable=SC2086
       "$bin" serve -c "$dir/hermod.toml" --admin-bind 127.0.0.1:0 $HERMOD_ARGS >"$dir/log" 2>&1 &
@@ -132,6 +177,8 @@ start_broker() {
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n' \
         "$port" >"$dir/mosquitto.conf"
+      [[ -n $tls_port ]] && printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
+        "$tls_port" "$OUT/certs/server.pem" "$OUT/certs/server.key" >>"$dir/mosquitto.conf"
       [[ -n "$MOSQUITTO_EXTRA" ]] && printf '%b\n' "$MOSQUITTO_EXTRA" >>"$dir/mosquitto.conf"
       "$MOSQUITTO_BIN" -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
       ;;
@@ -160,6 +207,7 @@ EOF
   esac
   PID[$b]=$!
   PORT[$b]=$port
+  TLS_PORT[$b]=$tls_port
   STARTED+=("$!")
   local i
   for i in $(seq 1 100); do
@@ -202,7 +250,7 @@ run_one() {
     log "$b died: restarting it"
     start_broker "$b"
     pid=${PID[$b]}
-  elif [[ $s == conn ]]; then
+  elif is_conn "$s"; then
     # A fresh process, so that RSS per connection is not hidden by memory the allocator kept
     # from earlier runs.
     restart_broker "$b"
@@ -210,6 +258,7 @@ run_one() {
     sleep 0.5
   fi
   port=${PORT[$b]}
+  is_tls "$s" && port=${TLS_PORT[$b]}
   args=$(bench_args "$s")
   file=$OUT/runs/$s-$b-$r
   c0=$(cpu_ticks "$pid")
@@ -253,6 +302,8 @@ log "results in $OUT; ${#ACTIVE[@]} broker(s): ${ACTIVE[*]}; scenarios: $SCENARI
 for s in $SCENARIOS; do
   for r in $(seq 1 "$ROUNDS"); do
     for b in "${ACTIVE[@]}"; do
+      # The TLS rows compare the brokers that have a TLS listener here.
+      is_tls "$s" && ! has_tls "$b" && continue
       run_one "$b" "$s" "$r"
     done
   done
@@ -281,7 +332,10 @@ label = {
     "lat-fanin-q0": "latency at 20k msg/s fan-in, QoS 0: p50 / p99 (ms)",
     "lat-pairs-q1": "latency at 10k msg/s pairs, QoS 1: p50 / p99 (ms)",
     "conn": "connections: connects/s; RSS per held connection",
+    "tls-conn": "TLS connections: TLS + MQTT handshakes/s; RSS per held connection",
+    "tls-pairs-q1": "pairs over TLS: 64 pub→sub pairs, QoS 1 (msg/s)",
 }
+CONN = ("conn", "tls-conn")
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -293,7 +347,7 @@ def fmt_rate(x):
 def cell(s, b):
     rs = runs(s, b)
     if not rs: return None, "—"
-    if s == "conn":
+    if s in CONN:
         cs = [r["bench"].get("connect") or {} for r in rs]
         rate = med([c.get("per_sec") for c in cs])
         per = med([(r["rss_peak_kb"] - r["rss_before_kb"]) * 1024 / max(1, (r["bench"].get("connect") or {}).get("held", 0) or 1) for r in rs])
@@ -347,7 +401,7 @@ for s in scen:
             line += " | —"
     if "hermod" in order and "forwarder" in order:
         h, m = vals["hermod"][0], vals["forwarder"][0]
-        if h and m and not s.startswith("lat-") and s != "conn":
+        if h and m and not s.startswith("lat-") and s not in CONN:
             line += f" | {h / m:.2f}"
         else:
             line += " | —"

@@ -9,6 +9,7 @@ mod passwd_cmd;
 mod pub_cmd;
 mod serve;
 mod sub_cmd;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

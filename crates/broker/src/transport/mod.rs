@@ -25,7 +25,8 @@
 //! - `tls` — certificate / key / CA / CRL files, rustls server configurations, the TLS
 //!   handshake and the client certificate's identity; `client_verifier` — client certificate
 //!   verification (X.509 v1 certificates included);
-//! - `ws` — the WebSocket upgrade, and binary messages as a byte stream.
+//! - `ws` — the WebSocket upgrade, and binary messages as a byte stream ([`WsStream`], which
+//!   `hermod bench` uses on the client side too).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -52,6 +53,7 @@ pub use settings::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_WS_PATH, Transport, TransportSettings,
     ws_max_message_size_for,
 };
+pub use ws::WsStream;
 
 /// Entry point of the coverage-guided fuzz target `proxy` (fuzz/, feature `fuzzing`; not API):
 /// reads a PROXY v1/v2 header from the front of `input` as a listener with `proxy_protocol`

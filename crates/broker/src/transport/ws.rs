@@ -95,11 +95,7 @@ where
     let inner = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
         .await
         .map_err(|e| TransportError::WebSocket(e.to_string()))?;
-    Ok(WsStream {
-        inner,
-        read_buf: Bytes::new(),
-        read_state: ReadState::Open,
-    })
+    Ok(WsStream::new(inner))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,11 +112,25 @@ enum ReadState {
 /// [MQTT-6.0.0-1]; pings are answered by tungstenite; a close message is EOF. Each `poll_write`
 /// becomes one binary message, sent on `poll_flush` (or once 8 KiB are buffered); `poll_shutdown`
 /// sends a close frame.
-pub(crate) struct WsStream<S> {
+///
+/// Either side of a WebSocket: `hermod bench` wraps its client connections in it too.
+pub struct WsStream<S> {
     inner: WebSocketStream<S>,
     /// The unread rest of the current binary message (a cheap slice of tungstenite's buffer).
     read_buf: Bytes,
     read_state: ReadState,
+}
+
+impl<S> WsStream<S> {
+    /// The byte stream of an established WebSocket (after the server's upgrade, or a client's
+    /// `tokio_tungstenite::client_async`).
+    pub fn new(inner: WebSocketStream<S>) -> Self {
+        Self {
+            inner,
+            read_buf: Bytes::new(),
+            read_state: ReadState::Open,
+        }
+    }
 }
 
 impl<S> std::fmt::Debug for WsStream<S> {

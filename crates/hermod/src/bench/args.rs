@@ -1,8 +1,11 @@
 //! The flags of `hermod bench` (clap) and the scenario names.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use anyhow::bail;
+
+use super::transport;
 use hermod_proto::ProtocolVersion;
 
 /// Which load to generate.
@@ -28,7 +31,10 @@ pub(crate) enum Scenario {
 #[command(
     disable_help_flag = true,
     after_help = "Examples:\n  hermod bench pairs --qos 1\n  hermod bench fanin --pubs 32 --rate 20000\n  \
-                  hermod bench fanout --subs 64 --json\n  hermod bench conn -c 19000 --bind 127.0.0.2,127.0.0.3"
+                  hermod bench fanout --subs 64 --json\n  hermod bench conn -c 19000 --bind 127.0.0.2,127.0.0.3\n  \
+                  hermod bench conn -c 2000 -p 8883 --cafile ca.pem        (TLS handshakes/s)\n  \
+                  hermod bench pairs --qos 1 -p 8883 --cafile ca.pem --cert me.pem --key me.key\n  \
+                  hermod bench pairs -p 8080 --ws --ws-path /mqtt          (wss: add --cafile)"
 )]
 pub(crate) struct BenchArgs {
     /// Scenario to run.
@@ -105,12 +111,65 @@ pub(crate) struct BenchArgs {
     /// No progress lines.
     #[arg(long)]
     pub(super) quiet: bool,
-    /// CA file for TLS: not supported yet (the hermod crate has no TLS stack of its own).
-    #[arg(long, value_name = "FILE")]
-    pub(super) cafile: Option<std::path::PathBuf>,
+    /// Connect over TLS, trusting the CA certificate(s) in FILE (PEM), as mosquitto_pub does.
+    #[arg(long, value_name = "FILE", help_heading = "TLS and WebSocket")]
+    pub(super) cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for TLS, with --key.
+    #[arg(long, value_name = "FILE", help_heading = "TLS and WebSocket")]
+    pub(super) cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", help_heading = "TLS and WebSocket")]
+    pub(super) key: Option<PathBuf>,
+    /// Do not check that the server certificate names the host (its chain is still verified).
+    #[arg(long, help_heading = "TLS and WebSocket")]
+    pub(super) insecure: bool,
+    /// MQTT over WebSocket (binary frames, subprotocol "mqtt"); over TLS (wss) with --cafile.
+    #[arg(long, help_heading = "TLS and WebSocket")]
+    pub(super) ws: bool,
+    /// WebSocket path, with --ws [default: /mqtt].
+    #[arg(long, value_name = "PATH", help_heading = "TLS and WebSocket")]
+    pub(super) ws_path: Option<String>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub(super) help: Option<bool>,
+}
+
+impl BenchArgs {
+    /// Flag checks that clap does not do.
+    pub(super) fn check(&self) -> anyhow::Result<()> {
+        let args = self;
+        if args.cafile.is_none() {
+            for (given, flag) in [
+                (args.cert.is_some(), "--cert"),
+                (args.key.is_some(), "--key"),
+                (args.insecure, "--insecure"),
+            ] {
+                if given {
+                    bail!("{flag} needs --cafile (TLS is on when --cafile is given)");
+                }
+            }
+        }
+        match (&args.cert, &args.key) {
+            (Some(_), None) => bail!("--cert needs --key (the client certificate's private key)"),
+            (None, Some(_)) => bail!("--key needs --cert"),
+            _ => {}
+        }
+        if let Some(path) = &args.ws_path {
+            if !args.ws {
+                bail!("--ws-path needs --ws");
+            }
+            transport::check_ws_path(path)?;
+        }
+        if !(args.duration > 0.0 && args.duration.is_finite()) {
+            bail!("--duration must be a positive number of seconds");
+        }
+        if let Some(r) = args.rate
+            && !(r > 0.0 && r.is_finite())
+        {
+            bail!("--rate must be positive");
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn version_of(s: &str) -> anyhow::Result<ProtocolVersion> {
@@ -120,4 +179,64 @@ pub(super) fn version_of(s: &str) -> anyhow::Result<ProtocolVersion> {
         "31" | "mqttv31" | "3" => ProtocolVersion::V31,
         _ => bail!("unknown protocol version {s:?}: use 311 or 5"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &str) -> BenchArgs {
+        let argv = std::iter::once("bench").chain(args.split_whitespace());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.bench,
+            Err(e) => panic!("{args}: {e}"),
+        }
+    }
+
+    fn refused(args: &str) -> String {
+        match parse(args).check() {
+            Ok(()) => panic!("{args}: accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn tls_and_websocket_flags() {
+        let a = parse("pairs --cafile ca.pem --cert c.pem --key c.key --insecure");
+        assert!(a.check().is_ok());
+        assert_eq!(a.cafile.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(a.cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(a.key.as_deref(), Some(std::path::Path::new("c.key")));
+        assert!(a.insecure && !a.ws);
+        let a = parse("conn --ws --ws-path /ws");
+        assert!(a.check().is_ok());
+        assert!(a.ws);
+        assert_eq!(a.ws_path.as_deref(), Some("/ws"));
+        assert!(parse("pairs --ws --cafile ca.pem").check().is_ok());
+        assert!(parse("pairs").check().is_ok());
+    }
+
+    #[test]
+    fn tls_and_websocket_flags_refused() {
+        for (args, want) in [
+            ("pairs --cert c.pem --key c.key", "--cert needs --cafile"),
+            ("pairs --key c.key", "--key needs --cafile"),
+            ("pairs --insecure", "--insecure needs --cafile"),
+            ("pairs --cafile ca.pem --cert c.pem", "--cert needs --key"),
+            ("pairs --cafile ca.pem --key c.key", "--key needs --cert"),
+            ("pairs --ws-path /mqtt", "--ws-path needs --ws"),
+            ("pairs --ws --ws-path mqtt", "expected an absolute path"),
+        ] {
+            let e = refused(args);
+            assert!(e.contains(want), "{args}: {e}");
+        }
+    }
 }

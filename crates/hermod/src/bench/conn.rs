@@ -140,8 +140,9 @@ fn spawn_one(
     permit: OwnedSemaphorePermit,
     records: &Records,
 ) -> JoinHandle<Outcome> {
-    let (addr, opts, shared, rx, keep_alive, records) = (
-        ctx.addr,
+    let (connector, target, opts, shared, rx, keep_alive, records) = (
+        ctx.connector.clone(),
+        ctx.target.clone(),
         ctx.opts.clone(),
         ctx.shared.clone(),
         ctx.phase_rx.clone(),
@@ -151,7 +152,7 @@ fn spawn_one(
     let v5 = opts.version.is_v5();
     tokio::spawn(async move {
         let t0 = Instant::now();
-        let r = establish(addr, bind, &opts, &spec, QoS::AtMostOnce, CONNECT_TIMEOUT).await;
+        let r = establish(&connector, &target, bind, &opts, &spec, QoS::AtMostOnce).await;
         match r {
             Ok(conn) => {
                 let now = Instant::now();
@@ -206,7 +207,8 @@ async fn hold(args: &BenchArgs, c: &Counters, start: Instant) {
 fn conn_summary(args: &BenchArgs, ctx: &Ctx, connect: ConnectStats) -> Summary {
     Summary {
         scenario: "conn".into(),
-        broker: ctx.addr.to_string(),
+        broker: ctx.target.addr.to_string(),
+        transport: ctx.connector.name().into(),
         protocol: if ctx.opts.version.is_v5() {
             "5".into()
         } else {

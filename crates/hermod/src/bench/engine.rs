@@ -13,6 +13,8 @@
 //! - the window (`--window`): a semaphore of `window × fanout` delivery units shared by all
 //!   publishers; a message takes `fanout` units, each delivery gives one back;
 //! - the socket: at most [`MAX_PENDING`] bytes wait in the write buffer.
+//!
+//! The stream is a [`Transport`]: plain TCP, or TLS / WebSocket layers polled the same way.
 
 use std::io;
 use std::sync::Arc;
@@ -22,9 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
+use super::transport::Transport;
 use super::wire::{self, PublishTemplate, Scanned};
 
 /// Messages encoded per loop turn at most.
@@ -117,7 +119,7 @@ pub(crate) struct Outcome {
 /// An established connection: the stream, bytes read past the handshake, the broker's receive maximum.
 #[derive(Debug)]
 pub(crate) struct Established {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Transport,
     pub(crate) leftover: BytesMut,
     pub(crate) receive_maximum: u16,
 }
@@ -215,7 +217,7 @@ async fn drive_inner(
     outcome: &mut Outcome,
 ) -> io::Result<()> {
     let Established {
-        stream,
+        mut stream,
         leftover,
         receive_maximum,
     } = conn;
@@ -377,6 +379,7 @@ async fn drive_inner(
                 Err(e) => return Err(e),
             }
         }
+        stream.try_flush()?;
         if wpos == wbuf.len() {
             wbuf.clear();
             wpos = 0;
@@ -386,7 +389,7 @@ async fn drive_inner(
         }
 
         // 4. Wait for something to do.
-        if more && wpos == 0 {
+        if more && wpos == 0 && !stream.wants_write() {
             turns = turns.wrapping_add(1);
             if turns.is_multiple_of(8) {
                 tokio::task::yield_now().await;
@@ -399,7 +402,7 @@ async fn drive_inner(
             }
             continue;
         }
-        let interest = if wpos < wbuf.len() {
+        let interest = if wpos < wbuf.len() || stream.wants_write() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -437,6 +440,7 @@ async fn drive_inner(
     }
     // Best effort: say goodbye.
     let _ = stream.try_write(&[0xE0, 0x00]);
+    let _ = stream.try_flush();
     Ok(())
 }
 

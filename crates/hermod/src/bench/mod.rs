@@ -15,7 +15,8 @@
 //!
 //! Layout: [`args`] (flags), [`plan`] (scenario → clients), [`run`] (connecting; the traffic
 //! scenarios' run, drain and report), [`conn`] (the connection scenario), [`wire`] (handshakes,
-//! PUBLISH template, in-place scanner), [`engine`] (the per-connection loop, flow control,
+//! PUBLISH template, in-place scanner), [`transport`] (TCP, TLS, WebSocket, WebSocket over TLS
+//! under the engine's readiness loop), [`engine`] (the per-connection loop, flow control,
 //! counters), [`stats`] (summary, JSON).
 
 mod args;
@@ -25,6 +26,7 @@ mod forwarder;
 mod plan;
 mod run;
 mod stats;
+mod transport;
 mod wire;
 
 pub(crate) use args::BenchArgs;

@@ -1,12 +1,12 @@
 //! Driving a run: checking the flags, connecting, and the traffic scenarios' run, drain and report.
 
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use hermod_client::ConnectOptions;
@@ -19,6 +19,7 @@ use super::conn::run_conn;
 use super::engine::{self, Established, Outcome, Phase, PublishRole, Role, Shared};
 use super::plan::{ClientSpec, Plan, plan};
 use super::stats::{Latency, Summary, si};
+use super::transport::{Connector, Target};
 use super::wire;
 
 /// Time allowed for a TCP connect, and for each of CONNACK and SUBACK.
@@ -27,9 +28,12 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every connection of a run shares, once the flags are checked.
 #[derive(Debug)]
 pub(super) struct Ctx {
-    pub(super) addr: SocketAddr,
-    /// Where subscribers connect (`--sub-host`/`--sub-port`; `addr` by default).
-    pub(super) sub_addr: SocketAddr,
+    /// Where publishers (and `conn`'s connections) connect.
+    pub(super) target: Target,
+    /// Where subscribers connect (`--sub-host`/`--sub-port`; `target` by default).
+    pub(super) sub_target: Target,
+    /// TCP, TLS, WebSocket or WebSocket over TLS.
+    pub(super) connector: Connector,
     /// CONNECT options; the client id is set per connection.
     pub(super) opts: ConnectOptions,
     pub(super) shared: Arc<Shared>,
@@ -41,6 +45,10 @@ pub(super) struct Ctx {
 /// Runs `hermod bench`; returns the exit code.
 pub(crate) async fn run(args: BenchArgs) -> u8 {
     if args.scenario == super::args::Scenario::Forwarder {
+        if args.cafile.is_some() || args.ws {
+            eprintln!("Error: the forwarder serves plain TCP only (no --cafile, no --ws)");
+            return 1;
+        }
         // On a thread of its own, off this runtime: the forwarder is single-threaded.
         let (host, port) = (args.host.clone(), args.port);
         let served =
@@ -66,26 +74,30 @@ pub(crate) async fn run(args: BenchArgs) -> u8 {
     }
 }
 
-/// Flag checks that clap does not do.
-fn check(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.cafile.is_some() {
-        bail!(
-            "--cafile: TLS is not supported by hermod bench yet (the hermod crate links no TLS stack); use a plain TCP listener"
-        );
-    }
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        bail!("--duration must be a positive number of seconds");
-    }
-    if let Some(r) = args.rate
-        && !(r > 0.0 && r.is_finite())
-    {
-        bail!("--rate must be positive");
-    }
-    Ok(())
+/// The transport the flags ask for; the TLS files are read here, once.
+fn connector(args: &BenchArgs) -> anyhow::Result<Connector> {
+    let tls = match &args.cafile {
+        None => None,
+        Some(cafile) => Some(
+            crate::tls::client_config(&crate::tls::ClientTls {
+                cafile: Some(cafile),
+                ca_flag: "--cafile",
+                identity: args.cert.as_deref().zip(args.key.as_deref()),
+                insecure: args.insecure,
+            })
+            .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    let ws_path = args.ws.then(|| {
+        args.ws_path
+            .clone()
+            .unwrap_or_else(|| hermod_broker::transport::DEFAULT_WS_PATH.to_owned())
+    });
+    Ok(Connector::new(tls, ws_path))
 }
 
 async fn run_inner(args: BenchArgs) -> anyhow::Result<u8> {
-    check(&args)?;
+    args.check()?;
     let version = version_of(&args.protocol_version)?;
     let qos = QoS::from_u8(args.qos).context("QoS must be 0, 1 or 2")?;
     let addr = tokio::net::lookup_host((args.host.as_str(), args.port))
@@ -101,6 +113,7 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<u8> {
         .next()
         .with_context(|| format!("{sub_host} has no address"))?;
     let plan = plan(&args)?;
+    let connector = connector(&args)?;
     let mut opts = ConnectOptions::new("")
         .version(version)
         .keep_alive(args.keepalive);
@@ -124,8 +137,15 @@ async fn run_inner(args: BenchArgs) -> anyhow::Result<u8> {
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
     let ctx = Ctx {
-        addr,
-        sub_addr,
+        target: Target {
+            addr,
+            host: args.host.clone(),
+        },
+        sub_target: Target {
+            addr: sub_addr,
+            host: sub_host.to_owned(),
+        },
+        connector,
         opts,
         shared,
         phase_tx,
@@ -165,14 +185,15 @@ async fn connect_all(
             spec.clone(),
             pick_bind(&args.bind, idx),
         );
-        let addr = if spec.subscribe.is_some() {
-            ctx.sub_addr
+        let target = if spec.subscribe.is_some() {
+            ctx.sub_target.clone()
         } else {
-            ctx.addr
+            ctx.target.clone()
         };
+        let connector = ctx.connector.clone();
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = establish(addr, bind, &opts, &spec, qos, CONNECT_TIMEOUT).await;
+            let r = establish(&connector, &target, bind, &opts, &spec, qos).await;
             (idx, r)
         });
     }
@@ -184,11 +205,12 @@ async fn connect_all(
     }
     if !args.quiet {
         eprintln!(
-            "{} subscriber(s) connected to {} and {} publisher(s) to {} in {:.2} s",
+            "{} subscriber(s) connected to {} and {} publisher(s) to {} over {} in {:.2} s",
             plan.subscribers,
-            ctx.sub_addr,
+            ctx.sub_target.addr,
             plan.publishers,
-            ctx.addr,
+            ctx.target.addr,
+            ctx.connector.name(),
             setup_start.elapsed().as_secs_f64()
         );
     }
@@ -385,7 +407,8 @@ fn traffic_summary(
     let expected = sent * u64::from(plan.fanout);
     Summary {
         scenario: format!("{:?}", args.scenario).to_lowercase(),
-        broker: ctx.addr.to_string(),
+        broker: ctx.target.addr.to_string(),
+        transport: ctx.connector.name().into(),
         protocol: if ctx.opts.version.is_v5() {
             "5".into()
         } else {
@@ -436,22 +459,18 @@ pub(super) fn pick_bind(binds: &[IpAddr], i: usize) -> Option<IpAddr> {
     (!binds.is_empty()).then(|| binds[i % binds.len()])
 }
 
-/// Opens one connection: TCP connect, CONNECT/CONNACK and, for a subscriber, SUBSCRIBE/SUBACK.
+/// Opens one connection: TCP connect (TLS, WebSocket), CONNECT/CONNACK and, for a subscriber,
+/// SUBSCRIBE/SUBACK; each step within [`CONNECT_TIMEOUT`].
 pub(super) async fn establish(
-    addr: SocketAddr,
+    connector: &Connector,
+    target: &Target,
     bind: Option<IpAddr>,
     opts: &ConnectOptions,
     spec: &ClientSpec,
     qos: QoS,
-    timeout: Duration,
 ) -> anyhow::Result<Established> {
-    let mut stream = tokio::time::timeout(timeout, wire::open(addr, bind))
-        .await
-        .map_err(|_| anyhow::anyhow!("TCP connect timed out"))?
-        .with_context(|| match bind {
-            Some(b) => format!("connecting to {addr} from {b}"),
-            None => format!("connecting to {addr}"),
-        })?;
+    let timeout = CONNECT_TIMEOUT;
+    let mut stream = connector.connect(target, bind, timeout).await?;
     let mut opts = opts.clone();
     opts.client_id.clone_from(&spec.id);
     let mut leftover = BytesMut::with_capacity(256);

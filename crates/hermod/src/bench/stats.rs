@@ -56,7 +56,7 @@ pub(crate) struct ConnectStats {
     /// From the first connect to the last CONNACK.
     pub(crate) seconds: f64,
     pub(crate) per_sec: f64,
-    /// CONNECT sent (TCP connect started) to CONNACK received.
+    /// TCP connect started to CONNACK received (TLS and WebSocket handshakes included).
     pub(crate) latency_ms: Option<Latency>,
     /// Connections still up at the end of the hold.
     pub(crate) held: u64,
@@ -69,6 +69,8 @@ pub(crate) struct ConnectStats {
 pub(crate) struct Summary {
     pub(crate) scenario: String,
     pub(crate) broker: String,
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub(crate) transport: String,
     pub(crate) protocol: String,
     pub(crate) qos: u8,
     pub(crate) size: usize,
@@ -115,8 +117,8 @@ impl Summary {
                 .map_or_else(|| "as fast as possible".to_owned(), |r| format!("at {r}/s"));
             let _ = writeln!(
                 s,
-                "conn against {}: MQTT {}, {} connections {rate}, held {:.1} s",
-                self.broker, self.protocol, c.attempted, self.duration_s
+                "conn against {} over {}: MQTT {}, {} connections {rate}, held {:.1} s",
+                self.broker, self.transport, self.protocol, c.attempted, self.duration_s
             );
         }
         let rate = self
@@ -125,9 +127,10 @@ impl Summary {
         if self.connect.is_none() {
             let _ = writeln!(
                 s,
-                "{} against {}: MQTT {}, QoS {}, {}-byte payloads, {} publisher(s), {} subscriber(s), window {}, rate {}, {:.1} s",
+                "{} against {} over {}: MQTT {}, QoS {}, {}-byte payloads, {} publisher(s), {} subscriber(s), window {}, rate {}, {:.1} s",
                 self.scenario,
                 self.broker,
+                self.transport,
                 self.protocol,
                 self.qos,
                 self.size,
@@ -141,8 +144,14 @@ impl Summary {
         if let Some(c) = &self.connect {
             let _ = writeln!(
                 s,
-                "connections  {} of {} established in {:.2} s ({:.0}/s), {} failed, {} held at the end",
-                c.established, c.attempted, c.seconds, c.per_sec, c.failed, c.held
+                "connections  {} of {} established in {:.2} s ({:.0} handshakes/s: {}), {} failed, {} held at the end",
+                c.established,
+                c.attempted,
+                c.seconds,
+                c.per_sec,
+                handshakes(&self.transport),
+                c.failed,
+                c.held
             );
             if let Some(l) = &c.latency_ms {
                 let _ = writeln!(s, "connect time {}", l.line());
@@ -189,6 +198,16 @@ impl Summary {
             }
         }
         s
+    }
+}
+
+/// What one connection's handshake is made of, per transport.
+fn handshakes(transport: &str) -> &'static str {
+    match transport {
+        "tls" => "TCP + TLS + MQTT CONNECT",
+        "ws" => "TCP + WebSocket upgrade + MQTT CONNECT",
+        "wss" => "TCP + TLS + WebSocket upgrade + MQTT CONNECT",
+        _ => "TCP + MQTT CONNECT",
     }
 }
 

@@ -17,7 +17,7 @@ use hermod_proto::{
     ConnectAck, Packet, ProtocolVersion, QoS, Subscribe, SubscribeProperties, SubscriptionOptions,
     decode_packet, encode_packet,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Largest packet accepted during the handshakes.
@@ -74,8 +74,8 @@ fn bind_address_no_port(sock: &TcpSocket) {
 }
 
 /// Sends CONNECT and waits for a successful CONNACK. Bytes that arrive after the CONNACK stay in `rbuf`.
-pub(crate) async fn handshake(
-    stream: &mut TcpStream,
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     opts: &ConnectOptions,
     rbuf: &mut BytesMut,
     timeout: Duration,
@@ -83,6 +83,7 @@ pub(crate) async fn handshake(
     let mut w = BytesMut::with_capacity(128);
     encode_packet(&opts.connect_packet(), opts.version, &mut w).context("encoding CONNECT")?;
     stream.write_all(&w).await.context("sending CONNECT")?;
+    stream.flush().await.context("sending CONNECT")?;
     match read_packet(stream, rbuf, opts.version, timeout)
         .await
         .context("waiting for CONNACK")?
@@ -99,8 +100,8 @@ pub(crate) async fn handshake(
 }
 
 /// Subscribes to `filter` and waits for the SUBACK (packets that arrive before it are dropped).
-pub(crate) async fn subscribe(
-    stream: &mut TcpStream,
+pub(crate) async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     version: ProtocolVersion,
     filter: &str,
@@ -121,6 +122,7 @@ pub(crate) async fn subscribe(
     let mut w = BytesMut::with_capacity(64);
     encode_packet(&sub, version, &mut w).context("encoding SUBSCRIBE")?;
     stream.write_all(&w).await.context("sending SUBSCRIBE")?;
+    stream.flush().await.context("sending SUBSCRIBE")?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -140,8 +142,8 @@ pub(crate) async fn subscribe(
     }
 }
 
-async fn read_packet(
-    stream: &mut TcpStream,
+async fn read_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     version: ProtocolVersion,
     timeout: Duration,

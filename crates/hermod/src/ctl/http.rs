@@ -106,7 +106,9 @@ impl Client {
             None => 80,
         };
         let tls = if tls {
-            Some(Arc::new(super::tls::client_config(cafile)?))
+            Some(Arc::new(crate::tls::client_config(
+                &crate::tls::ClientTls::trusting(cafile, "--cacert"),
+            )?))
         } else {
             None
         };

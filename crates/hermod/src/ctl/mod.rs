@@ -5,8 +5,8 @@
 //! Unix socket `<store path>/hermod.sock`, where no credentials are needed. With `--url` and an
 //! API key it talks HTTP(S) to `[admin] bind` instead, from anywhere.
 //!
-//! - `http` — the HTTP/1.1 client (Unix socket, TCP, TLS) and its one-line errors; `tls` (an
-//!   https `--url`), `query` (percent-encoding);
+//! - `http` — the HTTP/1.1 client (Unix socket, TCP, TLS) and its one-line errors (TLS from the crate's
+//!   `tls`), `query` (percent-encoding);
 //! - `table` — aligned tables and key/value lists for people (`--json` prints the API's JSON);
 //! - `commands` — status, stats, metrics, clients, subscriptions, topics, retained messages,
 //!   shadows, cluster status;
@@ -19,7 +19,6 @@ mod http;
 mod manage;
 mod query;
 mod table;
-mod tls;
 
 use std::path::{Path, PathBuf};
 
