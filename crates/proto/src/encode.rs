@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use crate::MAX_REMAINING_LENGTH;
 use crate::codec::{connect, control, publish, subscribe};
 use crate::error::EncodeError;
-use crate::packet::Packet;
+use crate::packet::{Packet, PublishRef};
 use crate::types::ProtocolVersion;
 use crate::wire::{Sink, measure, put_varint, varint_len};
 
@@ -45,6 +45,42 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
     }
 }
 
+/// Encodes a PUBLISH from borrowed parts into `buf`: the same bytes as [`encode_packet`] with
+/// the equivalent [`Publish`](crate::Publish), without building one.
+///
+/// # Errors
+/// As [`encode_packet`]: [`EncodeError::MissingPacketId`] for QoS > 0 without a packet id,
+/// [`EncodeError::TooLarge`] past the largest remaining length, or a topic or property over
+/// its limit.
+pub fn encode_publish(
+    p: &PublishRef<'_>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let body = publish_body_len(p, version)?;
+    buf.reserve(1 + varint_len(body) + body);
+    buf.put_u8(publish::first_byte(p));
+    put_varint(buf, body)?;
+    publish::write(p, version, buf)
+}
+
+/// The size [`encode_publish`] would write, or `usize::MAX` when it would fail.
+#[must_use]
+pub fn encoded_publish_len(p: &PublishRef<'_>, version: ProtocolVersion) -> usize {
+    match publish_body_len(p, version) {
+        Ok(body) => 1 + varint_len(body) + body,
+        Err(_) => usize::MAX,
+    }
+}
+
+fn publish_body_len(p: &PublishRef<'_>, version: ProtocolVersion) -> Result<usize, EncodeError> {
+    let body = measure(|c| publish::write(p, version, c))?;
+    if body > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::TooLarge);
+    }
+    Ok(body)
+}
+
 fn body_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeError> {
     let body = measure(|c| write_body(packet, version, c))?;
     if body > MAX_REMAINING_LENGTH {
@@ -58,7 +94,7 @@ fn first_byte(packet: &Packet, version: ProtocolVersion) -> Result<u8, EncodeErr
     Ok(match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnectAck(_) => 0x20,
-        Packet::Publish(p) => publish::first_byte(p),
+        Packet::Publish(p) => publish::first_byte(&p.view()),
         Packet::PublishAck(_) => 0x40,
         Packet::PublishReceived(_) => 0x50,
         Packet::PublishRelease(_) => 0x62,
@@ -83,7 +119,7 @@ fn write_body<S: Sink>(
     match packet {
         Packet::Connect(c) => connect::write(c, s),
         Packet::ConnectAck(a) => connect::write_ack(a, version, s),
-        Packet::Publish(p) => publish::write(p, version, s),
+        Packet::Publish(p) => publish::write(&p.view(), version, s),
         Packet::PublishAck(a)
         | Packet::PublishReceived(a)
         | Packet::PublishRelease(a)

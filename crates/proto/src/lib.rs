@@ -26,7 +26,7 @@ pub mod types;
 mod wire;
 
 pub use decode::decode_packet;
-pub use encode::{encode_packet, encoded_len};
+pub use encode::{encode_packet, encode_publish, encoded_len, encoded_publish_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use types::{PacketId, ProtocolVersion, QoS, ReasonCode, RetainHandling};

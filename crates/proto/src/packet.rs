@@ -149,6 +149,37 @@ pub struct Publish {
     pub properties: PublishProperties,
 }
 
+/// A PUBLISH made of borrowed parts, to encode without building a [`Publish`]: a broker sends
+/// one message to many subscribers, each copy differing only in packet id and flags, and
+/// copying the topic into a `String` per delivery was a measurable share of fan-out.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    pub packet_id: Option<PacketId>,
+    /// Written for MQTT 5 only.
+    pub properties: &'a PublishProperties,
+    pub payload: &'a [u8],
+}
+
+impl Publish {
+    /// This packet as borrowed parts.
+    #[must_use]
+    pub fn view(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
 impl fmt::Debug for Publish {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publish")

@@ -3,8 +3,12 @@
 
 use std::time::Instant;
 
-use hermod_proto::{Packet, Publish, PublishAck, PublishProperties, QoS, encoded_len};
+use hermod_proto::{
+    Packet, Publish, PublishAck, PublishProperties, PublishRef, QoS, encode_publish, encoded_len,
+    encoded_publish_len,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::warn;
 
 use super::{Connection, WRITE_HIGH_WATER};
 use crate::api::DropReason;
@@ -75,18 +79,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 None => return,
             }
         };
-        let mut publish = self.to_publish(&d, packet_id, false, now);
-        // Sized only for clients that set a Maximum Packet Size (the encoder sizes it again).
-        if self.neg.client_max_packet != usize::MAX
-            && encoded_len(&publish, self.neg.version) > self.neg.client_max_packet
-        {
-            // [MQTT-3.1.2-25]: discard, as if sent.
+        if !self.encode_delivery(&d, packet_id, now) {
+            // [MQTT-3.1.2-25]: larger than the client's Maximum Packet Size: discard, as if sent.
             self.drop_delivery(DropReason::TooLarge, &d.message.topic);
             self.dequeue(d.seq);
             return;
         }
-        self.alias_topic(&mut publish, &d.message.topic);
-        self.write(&publish);
         self.stats.publish_sent(d.qos, d.message.payload.len());
         if !d.retain
             && let Some(at) = d.message.received_at
@@ -105,6 +103,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
+    /// Writes the PUBLISH of a first delivery. Returns false, writing nothing, when it is
+    /// larger than the client's Maximum Packet Size.
+    ///
+    /// Most deliveries are encoded straight from the shared message (topic, payload and, when
+    /// no per-delivery property changes them, its properties): no `Publish` is built, so a
+    /// fan-out to many subscribers copies no topic per copy. A client that takes topic aliases
+    /// gets a `Publish`, since the alias rewrites the topic and the properties.
+    fn encode_delivery(
+        &mut self,
+        d: &Delivery,
+        packet_id: Option<hermod_proto::PacketId>,
+        now: Instant,
+    ) -> bool {
+        let version = self.neg.version;
+        let max = self.neg.client_max_packet;
+        let m = &d.message;
+        if self.neg.client_alias_max > 0 {
+            let mut publish = self.to_publish(d, packet_id, false, now);
+            // Sized only for clients that set a Maximum Packet Size (the encoder sizes it again).
+            if max != usize::MAX && encoded_len(&publish, version) > max {
+                return false;
+            }
+            self.alias_topic(&mut publish, &m.topic);
+            self.write(&publish);
+            return true;
+        }
+        let own;
+        let properties = if version.is_v5() && !self.properties_as_stored(d) {
+            own = self.delivery_properties(d, now);
+            &own
+        } else {
+            &m.properties
+        };
+        let view = PublishRef {
+            dup: false,
+            qos: d.qos,
+            retain: d.retain,
+            topic: &m.topic,
+            packet_id,
+            properties,
+            payload: &m.payload,
+        };
+        if max != usize::MAX && encoded_publish_len(&view, version) > max {
+            return false;
+        }
+        self.stats.packet_sent(crate::metrics::PUBLISH_TYPE);
+        if let Err(e) = encode_publish(&view, version, &mut self.wbuf) {
+            warn!(client_id = %self.client_id, error = %e, "packet could not be encoded; skipped");
+        }
+        true
+    }
+
+    /// Whether a delivery's PUBLISH carries the message's properties unchanged: no expiry to
+    /// count down, no subscription identifiers (neither this subscriber's nor any a message
+    /// from elsewhere might carry), not an internal service's connection.
+    fn properties_as_stored(&self, d: &Delivery) -> bool {
+        let p = &d.message.properties;
+        d.message.expires_at.is_none()
+            && p.message_expiry_interval.is_none()
+            && p.subscription_identifiers.is_empty()
+            && p.topic_alias.is_none()
+            && d.subscription_ids.is_empty()
+            && !self.internal
+    }
+
+    /// The v5 properties of one delivery: the message's, with the expiry left [MQTT-3.3.2-6],
+    /// the matching subscriptions' identifiers [MQTT-3.3.4-3], and for an internal service
+    /// where the message came from.
+    fn delivery_properties(&self, d: &Delivery, now: Instant) -> PublishProperties {
+        let m = &d.message;
+        let mut p = m.properties.clone();
+        p.topic_alias = None; // the publisher's, if any; ours is set by `alias_topic`
+        p.message_expiry_interval = m.remaining_expiry(now);
+        p.subscription_identifiers.clone_from(&d.subscription_ids);
+        if self.internal {
+            crate::api::add_origin_properties(&mut p, m, d.seq);
+        }
+        p
+    }
+
     pub(super) fn to_publish(
         &self,
         d: &Delivery,
@@ -114,13 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     ) -> Packet {
         let m = &d.message;
         let properties = if self.neg.version.is_v5() {
-            let mut p = m.properties.clone();
-            p.message_expiry_interval = m.remaining_expiry(now);
-            p.subscription_identifiers.clone_from(&d.subscription_ids);
-            if self.internal {
-                crate::api::add_origin_properties(&mut p, m, d.seq);
-            }
-            p
+            self.delivery_properties(d, now)
         } else {
             PublishProperties::default()
         };

@@ -185,13 +185,16 @@ pub const PACKET_TYPES: [&str; 16] = [
     "auth",
 ];
 
+/// The MQTT packet type number of PUBLISH, for a PUBLISH encoded without a [`Packet`].
+pub(crate) const PUBLISH_TYPE: usize = 3;
+
 /// The MQTT packet type number of `p`.
 #[must_use]
 pub(crate) fn packet_type(p: &Packet) -> usize {
     match p {
         Packet::Connect(_) => 1,
         Packet::ConnectAck(_) => 2,
-        Packet::Publish(_) => 3,
+        Packet::Publish(_) => PUBLISH_TYPE,
         Packet::PublishAck(_) => 4,
         Packet::PublishReceived(_) => 5,
         Packet::PublishRelease(_) => 6,

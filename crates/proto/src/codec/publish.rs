@@ -1,7 +1,7 @@
 //! PUBLISH (3.3) and its acknowledgements PUBACK, PUBREC, PUBREL, PUBCOMP (3.4-3.7).
 
 use crate::error::{DecodeError, EncodeError};
-use crate::packet::{Publish, PublishAck, PublishProperties};
+use crate::packet::{Publish, PublishAck, PublishProperties, PublishRef};
 use crate::properties::{self, Properties};
 use crate::reason;
 use crate::topic::validate_topic_name;
@@ -60,7 +60,7 @@ pub(crate) fn decode(
 
 /// The PUBLISH fixed-header byte. DUP is written only with QoS > 0: on QoS 0 it must be 0
 /// [MQTT-3.3.1-2], so a stray `dup: true` is dropped rather than producing a malformed packet.
-pub(crate) fn first_byte(p: &Publish) -> u8 {
+pub(crate) fn first_byte(p: &PublishRef<'_>) -> u8 {
     let mut b = 0x30 | ((p.qos as u8) << 1);
     if p.dup && p.qos != QoS::AtMostOnce {
         b |= DUP;
@@ -76,18 +76,18 @@ pub(crate) fn first_byte(p: &Publish) -> u8 {
 /// # Errors
 /// [`EncodeError::MissingPacketId`] for QoS > 0 without a packet id (a QoS 0 packet id is ignored).
 pub(crate) fn write<S: Sink>(
-    p: &Publish,
+    p: &PublishRef<'_>,
     version: ProtocolVersion,
     s: &mut S,
 ) -> Result<(), EncodeError> {
-    put_string(s, &p.topic)?;
+    put_string(s, p.topic)?;
     if p.qos != QoS::AtMostOnce {
         s.put_u16(p.packet_id.ok_or(EncodeError::MissingPacketId)?.get());
     }
     if version.is_v5() {
-        properties::encode(s, &p.properties)?;
+        properties::encode(s, p.properties)?;
     }
-    s.put_slice(&p.payload);
+    s.put_slice(p.payload);
     Ok(())
 }
 

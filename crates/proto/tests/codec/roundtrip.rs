@@ -20,8 +20,37 @@ fn roundtrip(p: &Packet, version: ProtocolVersion) -> Result<(), TestCaseError> 
     Ok(())
 }
 
+/// A PUBLISH encoded from borrowed parts (`encode_publish`) is byte for byte the packet's
+/// encoding, and `encoded_publish_len` its length.
+fn publish_view_matches(p: &Packet, version: ProtocolVersion) -> Result<(), TestCaseError> {
+    let Packet::Publish(publish) = p else {
+        return Ok(());
+    };
+    let mut whole = BytesMut::new();
+    let mut parts = BytesMut::new();
+    let a = encode_packet(p, version, &mut whole);
+    let b = encode_publish(&publish.view(), version, &mut parts);
+    prop_assert_eq!(a.is_ok(), b.is_ok());
+    prop_assert_eq!(&whole[..], &parts[..]);
+    prop_assert_eq!(
+        encoded_len(p, version),
+        encoded_publish_len(&publish.view(), version)
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(crate::fuzz_config(1000, 0x4845_524D_4F44_0001))]
+
+    #[test]
+    fn publish_from_parts_v311(p in packet(ProtocolVersion::V311)) {
+        publish_view_matches(&p, ProtocolVersion::V311)?;
+    }
+
+    #[test]
+    fn publish_from_parts_v5(p in packet(ProtocolVersion::V5)) {
+        publish_view_matches(&p, ProtocolVersion::V5)?;
+    }
 
     #[test]
     fn roundtrip_v311(p in packet(ProtocolVersion::V311)) {
