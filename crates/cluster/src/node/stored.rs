@@ -20,7 +20,8 @@ use crate::subject::{self, Interest};
 /// ephemeral, single-replica consumer that the client recreates after a gap), filtered on this
 /// node's interests, starting after the last message it handed on. It lives on one NATS
 /// server: when that server dies the consumer is recreated elsewhere, at once when this node's
-/// connection was the one lost, after two missed heartbeats ([`PULL_EXPIRES`]) otherwise. When the interests change
+/// connection was the one lost, after two missed heartbeats ([`PULL_EXPIRES`]) otherwise.
+/// When the interests change
 /// the consumer is recreated from there with the new filters, so a message stored while a
 /// subscription was being added is not missed once the interest is in place. It starts at the
 /// stream's end: a node that starts does not replay history (offline sessions on other nodes'
@@ -132,7 +133,7 @@ pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
                         return;
                     }
                     // The consumer (one replica) may have been on the server that was lost,
-                    // and the client would take half a minute to find out.
+                    // and the client alone would take over half a minute to find out.
                     debug!(?last, "cluster: reconnected to NATS; recreating the stream consumer");
                     break;
                 }
