@@ -21,11 +21,10 @@ use crate::subject::{self, Interest};
 /// node's interests, starting after the last message it handed on. It lives on one NATS
 /// server: when that server dies the consumer is recreated elsewhere, at once when this node's
 /// connection was the one lost, after two missed heartbeats ([`PULL_EXPIRES`]) otherwise.
-/// When the interests change
-/// the consumer is recreated from there with the new filters, so a message stored while a
-/// subscription was being added is not missed once the interest is in place. It starts at the
-/// stream's end: a node that starts does not replay history (offline sessions on other nodes'
-/// behalf are the planned session replay's job).
+/// When the interests change the consumer is recreated from there with the new filters, so a
+/// message stored while a subscription was being added is not missed once the interest is in
+/// place. It starts at the stream's end: a node that starts does not replay history (offline
+/// sessions on other nodes' behalf are the planned session replay's job).
 pub(super) async fn stored_task(inner: Arc<Inner>, broker: BrokerHandle) {
     let mut assets = inner.assets.clone();
     if assets.wait_for(Option::is_some).await.is_err() {
