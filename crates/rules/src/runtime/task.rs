@@ -34,6 +34,9 @@ pub(crate) const RECEIVE_MAX: u16 = 2000;
 const SHUTTING_DOWN: &str = "the broker is shutting down";
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Packets or completions handled in one turn of a rule's loop before its writes are flushed
+/// (bounded, so that a flood of one kind cannot starve the other).
+const TURN: usize = 256;
 
 /// An action's result, sent back from a sink's callback.
 pub(crate) struct Completion {
@@ -179,10 +182,31 @@ impl RuleTask {
                         if let Err(why) = self.on_packet(p, &mut state, &mut writer) {
                             break End::Lost(why);
                         }
+                        // And what else has arrived, so that the writes of a burst reach the
+                        // sinks together and its answers go out in one write.
+                        let mut lost = None;
+                        for _ in 1..TURN {
+                            let Ok(p) = pkt_rx.try_recv() else { break };
+                            if let Err(why) = self.on_packet(p, &mut state, &mut writer) {
+                                lost = Some(why);
+                                break;
+                            }
+                        }
+                        if let Some(why) = lost {
+                            break End::Lost(why);
+                        }
                     }
                     None => break End::Lost("the broker closed the connection".into()),
                 },
-                Some(c) = done_rx.recv() => self.on_completion(c, &mut state, &mut writer),
+                Some(c) = done_rx.recv() => {
+                    // A sink reports a whole batch at once: its acknowledgements go out in one
+                    // write instead of one per message (each waking the broker's side).
+                    self.on_completion(c, &mut state, &mut writer);
+                    for _ in 1..TURN {
+                        let Ok(c) = done_rx.try_recv() else { break };
+                        self.on_completion(c, &mut state, &mut writer);
+                    }
+                }
                 () = sleep_until(next_retry), if next_retry.is_some() => self.retry_due(&mut state, &mut writer),
                 Some(e) = recv_event(&mut events), if events.is_some() => {
                     if let Some(i) = input::from_event(&e) {
