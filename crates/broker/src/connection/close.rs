@@ -47,15 +47,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         match &end {
             End::Violation(code, why) => {
                 self.shared.metrics.protocol_error();
-                info!(client_id = %self.client_id, peer = %self.peer, reason = %code, "{why}; connection closed");
+                info!(client_id = %self.client_id, peer = %self.peer(), reason = %code, "{why}; connection closed");
             }
             End::StoreFailed => {
                 let reason = ReasonCode::UNSPECIFIED_ERROR;
-                info!(client_id = %self.client_id, peer = %self.peer, %reason, "store commit failed; connection closed");
+                info!(client_id = %self.client_id, peer = %self.peer(), %reason, "store commit failed; connection closed");
             }
             End::Lost(e) => debug!(client_id = %self.client_id, error = ?e, "connection lost"),
             End::Kicked => {
-                info!(client_id = %self.client_id, peer = %self.peer, "disconnected by an operator")
+                info!(client_id = %self.client_id, peer = %self.peer(), "disconnected by an operator")
             }
             other => debug!(client_id = %self.client_id, end = ?other, "connection closed"),
         }
@@ -185,9 +185,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         if let Some(will) = will {
             let will_delay = will.properties.will_delay_interval.unwrap_or(0);
-            let publisher = Arc::new(self.identity.clone());
-            let mut will = will_to_publish(will, &self.client_id, publisher, owner);
-            will.peer = Some(self.peer.ip());
+            let publisher = self.identity.clone();
+            let mut will = will_to_publish(*will, &self.client_id, publisher, owner);
+            will.peer = Some(self.origin.peer.ip());
             let delay = Duration::from_secs(u64::from(will_delay));
             let delay = expiry.map_or(delay, |e| delay.min(e));
             self.shared

@@ -2,7 +2,6 @@
 //! session ownership and takeover, and the CONNACK itself. Each step either goes on or stops
 //! with a [`Refusal`], which `establish` alone answers (CONNACK) and logs.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +66,7 @@ struct Admitted {
     connect: Box<Connect>,
     accepted: Accepted,
     neg: Negotiated,
-    identity: ClientIdentity,
+    identity: Arc<ClientIdentity>,
     conn_id: ConnectionId,
     kick: CancellationToken,
     session: Session,
@@ -139,7 +138,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         } else {
             self.check_bans()?;
         }
-        let identity = self.authenticate(&connect).await?;
+        let mut identity = self.authenticate(&connect).await?;
+        // One allocation of the client id for the registry's key, the session, its mailbox,
+        // the identity and the connection (an idle connection held five).
+        let client_id: ClientId = self.client_id.as_str().into();
+        identity.client_id = client_id.clone();
+        let identity = Arc::new(identity);
         // The will ACL, asking the HTTP authorizer if it has one (holding an `Arc`, not a guard,
         // nor `self`, while waiting for it).
         let will_allowed = match &connect.will {
@@ -159,9 +163,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         }
         let persistent = neg.expiry(&self.shared.config) != Some(Duration::ZERO);
         let moved = self.claim(&connect, &identity, persistent).await?;
-        let (conn_id, kick, previous) = self.attach(&identity).await?;
-        let (session, session_present, durable) =
-            self.take_session(&connect, &neg, &identity, previous, moved.as_ref());
+        let (conn_id, kick, previous) = self.attach(&client_id, &identity).await?;
+        let (session, session_present, durable) = self.take_session(
+            &connect,
+            &neg,
+            &identity,
+            &client_id,
+            previous,
+            moved.as_ref(),
+        );
         if let Some(m) = &moved {
             if durable && let Some(p) = &self.shared.persistence {
                 // The store takes queue entries only for a session it knows: its record goes
@@ -415,16 +425,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
     /// handed it over.
     async fn attach(
         &mut self,
+        client_id: &ClientId,
         identity: &ClientIdentity,
     ) -> Result<(ConnectionId, CancellationToken, Option<Session>), Stop> {
         let (shared, peer) = (&self.shared, self.info.addr);
         let conn_id = shared.next_connection_id();
-        let client_id: ClientId = self.client_id.clone().into();
         let kick = CancellationToken::new();
         let owner = Owner::of(identity.username.as_ref());
         let previous = match shared
             .registry
-            .attach(&client_id, conn_id, kick.clone(), &owner)
+            .attach(client_id, conn_id, kick.clone(), &owner)
         {
             // Sessions belong to an identity: nothing of another user's session is sent,
             // consumed, taken over or ended.
@@ -451,7 +461,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
                     Err(_) => {
                         // The holder did not hand the session over in time: it keeps it (and
                         // stores it offline when it closes); this client is told to come back.
-                        shared.registry.abandon(&client_id, conn_id);
+                        shared.registry.abandon(client_id, conn_id);
                         return Err(Refusal::TakeoverTimedOut.into());
                     }
                 }
@@ -461,7 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         if self.info.internal.is_none()
             && let Some(b) = shared.router.backbone()
         {
-            b.connected(&client_id);
+            b.connected(client_id);
         }
         Ok((conn_id, kick, previous))
     }
@@ -472,19 +482,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
         &self,
         connect: &Connect,
         neg: &Negotiated,
-        identity: &ClientIdentity,
+        identity: &Arc<ClientIdentity>,
+        client_id: &ClientId,
         previous: Option<Session>,
         moved: Option<&MovedSession>,
     ) -> (Session, bool, bool) {
         let shared = &self.shared;
-        let client_id: ClientId = self.client_id.clone().into();
+        let client_id = client_id.clone();
         let (mut session, session_present) = match previous {
             // The cluster says the session lives elsewhere now: a copy left here is stale.
             Some(old) if moved.is_some() => {
                 shared.end_session_with(old, true);
-                (self.moved_session(moved), true)
+                (self.moved_session(&client_id, moved), true)
             }
-            None if moved.is_some() && !connect.clean_start => (self.moved_session(moved), true),
+            None if moved.is_some() && !connect.clean_start => {
+                (self.moved_session(&client_id, moved), true)
+            }
             Some(old) if !connect.clean_start => (old, true),
             Some(old) => {
                 // Clean start: the old session (and its stored record) is this client's to end.
@@ -511,9 +524,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
 
     /// A session rebuilt from what another node of the cluster handed over: its subscriptions
     /// in place (no retained messages are sent: the session is resumed, not subscribing).
-    fn moved_session(&self, moved: Option<&MovedSession>) -> Session {
+    fn moved_session(&self, client_id: &ClientId, moved: Option<&MovedSession>) -> Session {
         let shared = &self.shared;
-        let mut session = shared.new_session(self.client_id.clone().into());
+        let mut session = shared.new_session(client_id.clone());
         for (filter, options, id) in moved
             .map(|m| m.subscriptions.as_slice())
             .unwrap_or_default()
@@ -556,7 +569,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             reason: ReasonCode::SUCCESS,
             properties: props,
         };
-        let client_id: ClientId = a.accepted.client_id.into();
+        let client_id = a.session.client_id.clone();
         let peer: SocketAddr = self.info.addr;
         let live = Arc::new(crate::session::live::Live {
             peer,
@@ -593,6 +606,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
                 None => {}
             }
         }
+        let origin = Arc::new(crate::message::Origin {
+            username: a.identity.username.clone(),
+            peer,
+        });
         let mut conn = Connection {
             stream: self.stream,
             rbuf: self.rbuf,
@@ -601,14 +618,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             shared: self.shared,
             conn_id: a.conn_id,
             client_id: client_id.clone(),
-            peer,
             session: a.session,
-            will: a.connect.will.clone(),
-            topic_aliases: HashMap::new(),
+            will: a.connect.will.clone().map(Box::new),
+            topic_aliases: None,
             out_aliases: None,
             kick: a.kick,
             batch: Vec::new(),
-            identity: a.identity.clone(),
+            identity: a.identity,
             read_size: 256,
             last_read: 0,
             busy: Vec::new(),
@@ -618,10 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
             deferred: Vec::new(),
             live,
             stats: crate::metrics::Local::default(),
-            origin: Arc::new(crate::message::Origin {
-                username: a.identity.username.clone(),
-                peer,
-            }),
+            origin,
             internal: self.info.internal.is_some(),
             read_at: Instant::now(),
         };

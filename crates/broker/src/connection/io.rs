@@ -3,24 +3,29 @@
 
 use bytes::BytesMut;
 use hermod_proto::{ConnectAck, Packet, ProtocolVersion, ReasonCode, encode_packet};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::warn;
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use super::{Connection, End, WRITE_HIGH_WATER, close};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Makes room for the next read. Idle connections are most of a broker's connections, so an
     /// empty read buffer that grew for a burst is given back, and reads start small (256 bytes)
-    /// and grow with the traffic (the spare room doubles while reads fill it, up to 64 KiB).
+    /// and grow with the traffic (the spare room doubles while reads fill it, up to 64 KiB). A
+    /// buffer already given back (see [`read_releasing`]) stays so: the next read goes through
+    /// the worker's scratch buffer.
     pub(super) fn prepare_read(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 8 * 1024 && self.last_read < 1024 {
             self.rbuf = BytesMut::new();
             self.read_size = 256;
         }
-        self.rbuf.reserve(self.read_size);
+        if self.rbuf.capacity() > 0 {
+            self.rbuf.reserve(self.read_size);
+        }
     }
 
     /// Records how much a read returned, to size the next one.
@@ -42,13 +47,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Ok(());
             }
             self.prepare_read();
-            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
-            let mut read = std::pin::pin!(stream.read_buf(rbuf));
-            let waker = std::task::Waker::noop();
-            match read
-                .as_mut()
-                .poll(&mut std::task::Context::from_waker(waker))
-            {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match poll_fill(&mut self.stream, &mut self.rbuf, self.read_size, &mut cx) {
                 Poll::Ready(Ok(0)) => return Err(End::Lost(None)),
                 Poll::Ready(Ok(n)) => {
                     self.note_read(n);
@@ -97,6 +97,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         r.map_err(|e| End::Lost(Some(e)))
     }
+}
+
+thread_local! {
+    /// Where a read lands when the connection holds no read buffer (one per worker thread, as
+    /// large as the largest read asked of it, at most 64 KiB): what arrives is copied into the
+    /// connection's buffer, so a connection waiting for its next packet holds none.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A write buffer at most this large is given back while the connection waits.
+const KEEP_WBUF_ABOVE: usize = 4096;
+
+/// The connection loop's read: resolves with the bytes read into `rbuf` (0 at end of stream).
+///
+/// An idle connection holds no buffers while it waits: when the read would wait with nothing
+/// buffered, `rbuf` and `wbuf` (empty after every flush) are given back, and the read that
+/// wakes it goes through the worker's scratch buffer and is copied into a new `rbuf`. A busy
+/// connection keeps its buffer and reads straight into it (no copy) until its socket runs dry;
+/// a partial packet is never copied. Works for any transport (TCP, TLS, WebSocket, in-process).
+pub(super) fn read_releasing<'a, S: AsyncRead + Unpin + ?Sized>(
+    stream: &'a mut S,
+    rbuf: &'a mut BytesMut,
+    wbuf: &'a mut BytesMut,
+    read_size: usize,
+) -> impl Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let r = poll_fill(stream, rbuf, read_size, cx);
+        // A large write buffer is a busy connection's (a fan-out subscriber's, say), which
+        // would only grow it again, doubling by doubling, at its next turn: it keeps it.
+        if r.is_pending() && wbuf.is_empty() && (1..=KEEP_WBUF_ABOVE).contains(&wbuf.capacity()) {
+            *wbuf = BytesMut::new();
+        }
+        r
+    })
+}
+
+/// One read into `rbuf`: through the scratch buffer when `rbuf` holds no allocation, straight
+/// into it otherwise; an empty `rbuf` is given back when the read would wait.
+fn poll_fill<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    read_size: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if rbuf.capacity() == 0 {
+        let scratch = SCRATCH.with(|scratch| {
+            // Never borrowed across an await, nor by the stream's own poll_read: the fallback
+            // below only guards against a transport that would read through a connection.
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                return None;
+            };
+            if scratch.len() < read_size {
+                scratch.resize(read_size, 0);
+            }
+            let mut buf = ReadBuf::new(&mut scratch[..read_size]);
+            Some(
+                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = buf.filled().len();
+                        if n > 0 {
+                            rbuf.reserve(read_size.max(n));
+                            rbuf.extend_from_slice(buf.filled());
+                        }
+                        Poll::Ready(Ok(n))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                },
+            )
+        });
+        if let Some(r) = scratch {
+            return r;
+        }
+        rbuf.reserve(read_size);
+    }
+    let r = std::pin::pin!(stream.read_buf(rbuf)).poll(cx);
+    if r.is_pending() && rbuf.is_empty() {
+        *rbuf = BytesMut::new();
+    }
+    r
 }
 
 /// Sends a refusing CONNACK and closes.

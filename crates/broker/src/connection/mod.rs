@@ -20,6 +20,8 @@ mod negotiated;
 mod outbound;
 mod publish;
 mod refusal;
+#[cfg(test)]
+mod size_tests;
 mod subscribe;
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hermod_proto::{Disconnect, LastWill, Packet, PublishAck, ReasonCode, decode_packet};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Action, ClientIdentity};
@@ -122,20 +124,22 @@ struct Connection<S> {
     neg: negotiated::Negotiated,
     shared: Arc<Shared>,
     conn_id: ConnectionId,
+    /// The same `Arc` as the session's, the registry's key and the identity's.
     client_id: ClientId,
-    peer: SocketAddr,
     session: Session,
-    will: Option<LastWill>,
-    /// Inbound topic aliases (v5), per connection [MQTT-3.3.2-7].
-    topic_aliases: HashMap<u16, Arc<str>>,
+    /// Boxed, as the other fields an idle connection seldom has (aliases, a parked packet): a
+    /// will is a few hundred bytes inline, which every connection's task would carry.
+    will: Option<Box<LastWill>>,
+    /// Inbound topic aliases (v5), per connection [MQTT-3.3.2-7]; created at the first alias.
+    topic_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     /// Outbound topic aliases, created at the first delivery to a client that allows them.
     out_aliases: Option<Box<aliases::OutAliases>>,
     /// Cancelled when another connection takes the client id over.
     kick: CancellationToken,
     /// Reused buffer for deliveries taken from the mailbox.
     batch: Vec<Delivery>,
-    /// Who the client authenticated as, for ACL checks.
-    identity: ClientIdentity,
+    /// Who the client authenticated as, for ACL checks; the same `Arc` as the mailbox's reader.
+    identity: Arc<ClientIdentity>,
     /// Bytes to make room for before the next read (adapts to the traffic; see `prepare_read`).
     read_size: usize,
     /// Bytes the last read returned.
@@ -145,7 +149,7 @@ struct Connection<S> {
     busy: Vec<Arc<crate::session::mailbox::SessionHandle>>,
     /// A PUBLISH or SUBSCRIBE waiting for the HTTP authorizer's answer (not cached): reading
     /// from this client pauses until it is handled (within the auth timeout).
-    parked: Option<Parked>,
+    parked: Option<Box<Parked>>,
     /// The session is persistent and a store is open: its QoS 1/2 deliveries, inbound QoS 2
     /// ids and record are written.
     durable: bool,
@@ -158,7 +162,8 @@ struct Connection<S> {
     live: Arc<crate::session::live::Live>,
     /// This connection's counters, added to the broker's at each `flush`.
     stats: crate::metrics::Local,
-    /// This client as the publisher of its messages (username, address).
+    /// This client as the publisher of its messages (username, address); also where the
+    /// connection finds its peer's address.
     origin: Arc<crate::message::Origin>,
     /// An internal connection (a rule, a bridge): deliveries carry their publisher's identity
     /// (see `api::internal`).
@@ -221,7 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 () = kick.cancelled() => return End::TakenOver,
-                r = self.stream.read_buf(&mut self.rbuf) => match r {
+                r = io::read_releasing(&mut self.stream, &mut self.rbuf, &mut self.wbuf, self.read_size) => match r {
                     Ok(0) => return End::Lost(None),
                     Ok(n) => {
                         self.note_read(n);
@@ -349,11 +354,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// a failure denies), which fills its cache, then handles the packet with the answer.
     /// Holds an `Arc` of the rules, no guard nor lock, while waiting.
     async fn resolve_parked(&mut self) -> Result<(), End> {
-        let Some(parked) = self.parked.take() else {
+        let Some(parked) = self.parked.take().map(|p| *p) else {
             return Ok(());
         };
         let auth = self.shared.auth.load_full();
-        let (identity, ip) = (self.identity.clone(), Some(self.peer.ip()));
+        let (identity, ip) = (self.identity.clone(), Some(self.peer().ip()));
         let (shutdown, kick) = (self.shared.shutdown.clone(), self.kick.clone());
         match parked {
             Parked::Publish(p, topic) => {
@@ -413,6 +418,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 }
 
 impl<S> Connection<S> {
+    /// The client's address (from the PROXY header when there is one).
+    fn peer(&self) -> SocketAddr {
+        self.origin.peer
+    }
+
     /// Counts a delivery to this client that is dropped, and reports it.
     fn drop_delivery(&mut self, reason: crate::api::DropReason, topic: &Arc<str>) {
         self.stats.dropped(reason);

@@ -31,7 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     ));
                 }
                 if p.topic.is_empty() {
-                    match self.topic_aliases.get(&alias) {
+                    match self.topic_aliases.as_ref().and_then(|m| m.get(&alias)) {
                         Some(t) => t.clone(),
                         None => {
                             return Err(violation(
@@ -42,7 +42,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 } else {
                     let t: Arc<str> = p.topic.as_str().into();
-                    self.topic_aliases.insert(alias, t.clone());
+                    self.topic_aliases
+                        .get_or_insert_default()
+                        .insert(alias, t.clone());
                     t
                 }
             }
@@ -93,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         match allowed {
             Some(allowed) => self.publish_decided(p, topic, allowed),
             None => {
-                self.parked = Some(super::Parked::Publish(p, topic));
+                self.parked = Some(Box::new(super::Parked::Publish(p, topic)));
                 Ok(())
             }
         }

@@ -39,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         decided.insert(f.to_string(), allowed);
                     }
                     None => {
-                        self.parked = Some(super::Parked::Subscribe(s));
+                        self.parked = Some(Box::new(super::Parked::Subscribe(s)));
                         return Ok(());
                     }
                 }
@@ -273,7 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 reply,
             } => {
                 let auth = self.shared.auth.load_full();
-                let (identity, ip) = (self.identity.clone(), Some(self.peer.ip()));
+                let (identity, ip) = (self.identity.clone(), Some(self.peer().ip()));
                 let decided = super::acl_wait(
                     self.shared.shutdown.clone(),
                     self.kick.clone(),

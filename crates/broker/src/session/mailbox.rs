@@ -205,7 +205,7 @@ impl SessionHandle {
             dropped: AtomicU64::new(0),
             reader: ArcSwap::from_pointee(ClientIdentity {
                 username: None,
-                client_id: Arc::from(&*client_id),
+                client_id: client_id.clone(),
                 jwt_acl: None,
                 internal: false,
             }),
@@ -219,8 +219,8 @@ impl SessionHandle {
     }
 
     /// Sets the identity whose receive ACL applies (at CONNECT, and when restored from the store).
-    pub fn set_reader(&self, identity: ClientIdentity) {
-        self.reader.store(Arc::new(identity));
+    pub fn set_reader(&self, identity: impl Into<Arc<ClientIdentity>>) {
+        self.reader.store(identity.into());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

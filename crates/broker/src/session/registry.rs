@@ -49,13 +49,15 @@ enum Slot {
         owner: Owner,
         kick: CancellationToken,
         /// Set while waiting for a displaced connection to hand its session over: the holder,
-        /// its (cancelled) token, and where the session goes.
-        handoff: Option<Handoff>,
+        /// its (cancelled) token, and where the session goes. Boxed, as the offline session
+        /// below: a slot is mostly an idle connection's, and the table's every bucket is as
+        /// large as its largest variant.
+        handoff: Option<Box<Handoff>>,
         /// What the admin side sees of the connection, once its CONNACK is sent.
         live: Option<Arc<Live>>,
     },
     Offline {
-        session: Session,
+        session: Box<Session>,
         /// Connection that left it; identifies the expiry timer that may remove it.
         generation: ConnectionId,
     },
@@ -224,7 +226,7 @@ impl Registry {
                     handoff: None,
                     live: None,
                 },
-                Attached::Resumed(session),
+                Attached::Resumed(*session),
             ),
             Some(Slot::Online {
                 conn: old,
@@ -236,7 +238,7 @@ impl Registry {
                 old_kick.cancel();
                 // A connection still waiting for the session is superseded (dropping its sender
                 // tells it); the session comes from whoever holds it, to the newest connection.
-                let (from, from_kick, from_owner, from_live) = match handoff {
+                let (from, from_kick, from_owner, from_live) = match handoff.map(|h| *h) {
                     Some(h) => (h.from, h.from_kick, h.from_owner, h.from_live),
                     None => (old, old_kick, old_owner, old_live),
                 };
@@ -246,13 +248,13 @@ impl Registry {
                         conn,
                         owner,
                         kick,
-                        handoff: Some(Handoff {
+                        handoff: Some(Box::new(Handoff {
                             from,
                             from_kick,
                             from_owner,
                             from_live,
                             to: tx,
-                        }),
+                        })),
                         live: None,
                     },
                     Attached::TakingOver(rx),
@@ -304,7 +306,7 @@ impl Registry {
             inner.slots.insert(
                 client_id.clone(),
                 Slot::Offline {
-                    session,
+                    session: Box::new(session),
                     generation: conn,
                 },
             );
@@ -327,7 +329,7 @@ impl Registry {
             ..
         }) = inner.slots.get_mut(client_id)
             && *c == conn
-            && let Some(h) = handoff.take()
+            && let Some(h) = handoff.take().map(|h| *h)
         {
             inner.slots.insert(
                 client_id.clone(),
@@ -348,7 +350,7 @@ impl Registry {
         self.lock().slots.insert(
             client_id,
             Slot::Offline {
-                session,
+                session: Box::new(session),
                 generation,
             },
         );
@@ -363,7 +365,7 @@ impl Registry {
                 let removed = inner.slots.remove(client_id);
                 shrink_when_sparse(&mut inner.slots);
                 match removed {
-                    Some(Slot::Offline { session, .. }) => Some(session),
+                    Some(Slot::Offline { session, .. }) => Some(*session),
                     _ => None,
                 }
             }
@@ -517,7 +519,7 @@ impl Registry {
         let removed = inner.slots.remove(client_id);
         shrink_when_sparse(&mut inner.slots);
         match removed {
-            Some(Slot::Offline { session, .. }) => Some(session),
+            Some(Slot::Offline { session, .. }) => Some(*session),
             _ => None,
         }
     }
