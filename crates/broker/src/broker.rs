@@ -364,16 +364,13 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let acceptor = acceptor.clone();
                 // TLS / WebSocket / PROXY handshakes run in the connection's own task, with a
-                // timeout, never in the accept loop.
-                tracker.spawn(async move {
-                    let _counted = crate::metrics::CountedConnection::new(shared.metrics.clone());
-                    let _slot = slot;
-                    // Boxed: the handshake's state (TLS, WebSocket) is freed once it is done instead
-                    // of sizing every connection's task for the rest of its life.
-                    match Box::pin(acceptor.accept(stream, peer)).await {
-                        Ok((stream, info)) => {
-                            crate::connection::run(stream, info, index, shared).await
-                        }
+                // timeout, never in the accept loop. Boxed: the handshake's state (TLS,
+                // WebSocket) and what only it needs (the addresses for its log line) are freed
+                // once it is done instead of sizing every connection's task for the rest of its
+                // life.
+                let handshake = Box::pin(async move {
+                    match acceptor.accept(stream, peer).await {
+                        Ok(accepted) => Some(accepted),
                         // A refused TLS handshake (bad client certificate...) is a warning,
                         // at most one line a second per listener (`suppressed`: how many
                         // were not logged since the previous line); `listener_addr` is the
@@ -386,9 +383,23 @@ async fn accept_loop(
                                 ),
                                 None => debug!(%peer, error = %e, "TLS handshake refused"),
                             }
+                            None
                         }
-                        Err(e) => debug!(%peer, error = %e, "transport handshake failed"),
+                        Err(e) => {
+                            debug!(%peer, error = %e, "transport handshake failed");
+                            None
+                        }
                     }
+                });
+                tracker.spawn(async move {
+                    let _counted = crate::metrics::CountedConnection::new(shared.metrics.clone());
+                    let _slot = slot;
+                    // Not `if let`: its scrutinee (the stream and `PeerInfo`, 128 bytes) would
+                    // live in the task for as long as the connection.
+                    let Some((stream, info)) = handshake.await else {
+                        return;
+                    };
+                    crate::connection::run(stream, info, index, shared).await;
                 });
             }
             Err(e) => {

@@ -430,7 +430,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Establishing<S> {
     ) -> Result<(ConnectionId, CancellationToken, Option<Session>), Stop> {
         let (shared, peer) = (&self.shared, self.info.addr);
         let conn_id = shared.next_connection_id();
-        let kick = CancellationToken::new();
+        // A child of the shutdown token: the connection waits on this one alone (see `kicked`).
+        let kick = shared.shutdown.child_token();
         let owner = Owner::of(identity.username.as_ref());
         let previous = match shared
             .registry

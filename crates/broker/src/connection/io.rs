@@ -87,8 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Poll::Ready(r) => r,
             Poll::Pending => tokio::select! {
                 r = &mut write => r,
-                () = self.shared.shutdown.cancelled() => return Err(End::Shutdown),
-                () = self.kick.cancelled() => return Err(End::TakenOver),
+                () = self.kick.cancelled() => return Err(super::kicked(&self.shared.shutdown)),
             },
         };
         self.wbuf.clear();

@@ -93,27 +93,48 @@ async fn acl_wait<F: std::future::Future>(
 ) -> Result<F::Output, End> {
     tokio::select! {
         biased;
-        () = shutdown.cancelled() => Err(End::Shutdown),
-        () = kick.cancelled() => Err(End::TakenOver),
+        () = kick.cancelled() => Err(kicked(&shutdown)),
         out = f => Ok(out),
     }
 }
 
+/// Why a connection's `kick` token fired. It is a child of the broker's shutdown token, so one
+/// wait covers both (a future less in each of the connection's waits, the idle one included):
+/// the broker shutting down, else another connection (or an operator) taking the client id.
+fn kicked(shutdown: &CancellationToken) -> End {
+    if shutdown.is_cancelled() {
+        End::Shutdown
+    } else {
+        End::TakenOver
+    }
+}
+
 /// Runs one connection to its end. Never panics on input; errors end this connection only.
-pub(crate) async fn run<S>(stream: S, info: PeerInfo, listener: usize, shared: Arc<Shared>)
+///
+/// Not an `async fn`: an async fn's arguments stay in its future for its whole life (the
+/// stream and `PeerInfo`, ~140 bytes), though CONNECT is the only step that needs them; here
+/// they move into the boxed `establish` future at once and the future holds only its box.
+pub(crate) fn run<S>(
+    stream: S,
+    info: PeerInfo,
+    listener: usize,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     // The task of an idle connection should hold little more than the connection itself: the
     // states it passes through once (CONNECT, the end) or rarely (below) are boxed, so the
-    // task's future is sized by `serve`'s idle loop, not by its largest await (20 KiB → 3.4 KiB,
+    // task's future is sized by `serve`'s idle loop, not by its largest await (20 KiB → 1.3 KiB,
     // most of it the `Connection` itself).
-    let Some(mut conn) = Box::pin(establish::establish(stream, info, listener, shared)).await
-    else {
-        return;
-    };
-    let end = conn.serve().await;
-    Box::pin(conn.finish(end)).await;
+    let establishing = Box::pin(establish::establish(stream, info, listener, shared));
+    async move {
+        let Some(mut conn) = establishing.await else {
+            return;
+        };
+        let end = conn.serve().await;
+        Box::pin(conn.finish(end)).await;
+    }
 }
 
 struct Connection<S> {
@@ -224,8 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return End::Shutdown,
-                () = kick.cancelled() => return End::TakenOver,
+                () = kick.cancelled() => return kicked(&shutdown),
                 r = io::read_releasing(&mut self.stream, &mut self.rbuf, &mut self.wbuf, self.read_size) => match r {
                     Ok(0) => return End::Lost(None),
                     Ok(n) => {

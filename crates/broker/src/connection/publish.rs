@@ -250,8 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         );
         tokio::select! {
             _ = all => {}
-            () = shutdown.cancelled() => return Err(End::Shutdown),
-            () = kick.cancelled() => return Err(End::TakenOver),
+            () = kick.cancelled() => return Err(super::kicked(&shutdown)),
         }
         Ok(())
     }

@@ -598,8 +598,10 @@ impl SessionHandle {
     }
 
     /// Resolves when a delivery may be waiting. Cancel-safe.
-    pub async fn notified(&self) {
-        self.notify.notified().await;
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        // The future itself rather than an `async fn` around it: it waits in every idle
+        // connection's task.
+        self.notify.notified()
     }
 
     /// Whether the session is online.
