@@ -152,6 +152,8 @@ struct Connection<S> {
     /// will is a few hundred bytes inline, which every connection's task would carry.
     will: Option<Box<LastWill>>,
     /// Inbound topic aliases (v5), per connection [MQTT-3.3.2-7]; created at the first alias.
+    /// Boxed: 8 bytes in every task instead of an empty map's 48.
+    #[allow(clippy::box_collection)]
     topic_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     /// Outbound topic aliases, created at the first delivery to a client that allows them.
     out_aliases: Option<Box<aliases::OutAliases>>,
