@@ -33,8 +33,8 @@ pub struct Message {
     /// store.
     pub received_at: Option<Instant>,
     /// Who sent it, beyond the client id: for the broker's own services (rules read
-    /// `username` and `peerhost`). Shared by every message of a connection; not stored, so
-    /// `None` for messages read back from the store, wills and the broker's own.
+    /// `username` and `peerhost`). Shared by every message of a connection; stored with the
+    /// message (its own copy when read back); `None` for wills and the broker's own.
     pub origin: Option<Arc<Origin>>,
     /// Who handed the broker this message wants to know when the broker is done with it: set
     /// by a cluster backbone on a message it gave one shared-group member here, so that the

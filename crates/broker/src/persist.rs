@@ -138,6 +138,14 @@ pub fn message_record(m: &Message, now: Instant, now_ms: u64) -> MessageRecord {
                 u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
             )
         }),
+        publisher: m.publisher.as_ref().map(|c| crate::store::PublisherRecord {
+            client_id: c.to_string(),
+            username: m
+                .origin
+                .as_ref()
+                .and_then(|o| o.username.as_deref().map(str::to_owned)),
+            peer: m.origin.as_ref().map(|o| o.peer.to_string()),
+        }),
     }
 }
 
@@ -151,9 +159,20 @@ pub fn message_from_record(r: &MessageRecord, now: Instant, now_ms: u64) -> Mess
         qos: QoS::from_u8(r.qos).unwrap_or(QoS::AtLeastOnce),
         retain: r.retain,
         properties: decode_properties(&r.properties),
-        publisher: None,
+        publisher: r
+            .publisher
+            .as_ref()
+            .map(|p| ClientId::from(p.client_id.as_str())),
         received_at: None,
-        origin: None,
+        // The username and address come back together (one `Origin` per message read back,
+        // where a connection's messages share one).
+        origin: r.publisher.as_ref().and_then(|p| {
+            let peer = p.peer.as_deref()?.parse().ok()?;
+            Some(Arc::new(crate::message::Origin {
+                username: p.username.as_deref().map(Arc::from),
+                peer,
+            }))
+        }),
         expires_at: r
             .expiry_at_unix_ms
             .map(|t| now + Duration::from_millis(t.saturating_sub(now_ms))),
@@ -316,6 +335,52 @@ mod tests {
             decode_properties(&Bytes::from_static(b"garbage")),
             PublishProperties::default()
         );
+    }
+
+    /// A message read back from the store still says who published it: a rule's
+    /// `clientid`, `username` and `peerhost` of a message that waited on disk.
+    #[test]
+    fn the_publisher_comes_back_from_the_record() {
+        let now = Instant::now();
+        let origin = Arc::new(crate::message::Origin {
+            username: Some("alice".into()),
+            peer: "192.0.2.7:51234".parse().expect("addr"),
+        });
+        let message =
+            |publisher: Option<&str>, origin: Option<Arc<crate::message::Origin>>| Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(b"x"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: PublishProperties::default(),
+                publisher: publisher.map(ClientId::from),
+                received_at: Some(now),
+                origin,
+                expires_at: None,
+                settle: None,
+            };
+        let m = message(Some("dev-7"), Some(origin.clone()));
+        let r = message_record(&m, now, 1_000_000);
+        let back = message_from_record(
+            &crate::store::MessageRecord::decode(&r.encode()).expect("decode"),
+            now,
+            1_000_000,
+        );
+        assert_eq!(back.publisher.as_deref(), Some("dev-7"));
+        assert_eq!(back.origin.as_deref(), Some(&*origin));
+        // Without a username; and without a publisher at all (the broker's own message).
+        let anonymous = message(
+            Some("dev-8"),
+            Some(Arc::new(crate::message::Origin {
+                username: None,
+                peer: origin.peer,
+            })),
+        );
+        let back = message_from_record(&message_record(&anonymous, now, 0), now, 0);
+        assert_eq!(back.origin, anonymous.origin);
+        let own = message(None, None);
+        let back = message_from_record(&message_record(&own, now, 0), now, 0);
+        assert_eq!((back.publisher, back.origin), (None, None));
     }
 
     #[test]

@@ -363,6 +363,17 @@ async fn buffered_messages_survive_a_broker_restart() {
     })
     .await;
     assert_eq!(hook.received(), (0..n as i64).collect());
+    // Read back from the store, each still says who published it (the store keeps the
+    // publisher; it once came back empty).
+    let from: BTreeSet<String> = hook
+        .bodies
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter_map(|v| v["from"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(from, BTreeSet::from(["pub".to_owned()]));
     rules.shutdown().await;
     b.stop().await;
 }

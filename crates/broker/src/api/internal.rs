@@ -90,7 +90,8 @@ pub(crate) fn is_internal_session(owner: &Owner, client_id: &ClientId) -> bool {
 /// User properties added to each PUBLISH an internal connection receives, after the
 /// message's own: who published it, which a rule's `clientid`, `username` and `peerhost`
 /// fields need and MQTT does not carry. Absent when not known (a will, the broker's own
-/// message, a message read back from the store has no username or address).
+/// message; a message read back from the store keeps them, but those stored by builds before
+/// the store kept publishers).
 pub const ORIGIN_CLIENT_ID: &str = "$hermod.clientid";
 /// See [`ORIGIN_CLIENT_ID`].
 pub const ORIGIN_USERNAME: &str = "$hermod.username";

@@ -103,8 +103,8 @@ mod writer;
 pub use error::StoreError;
 pub use handle::Commit;
 pub use records::{
-    DecodeError, MessageRecord, QueueEntry, QueueState, SessionRecord, SubscriptionRecord,
-    WillRecord,
+    DecodeError, MessageRecord, PublisherRecord, QueueEntry, QueueState, SessionRecord,
+    SubscriptionRecord, WillRecord,
 };
 
 use redb::TableDefinition;

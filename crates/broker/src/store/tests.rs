@@ -58,6 +58,7 @@ fn msg(topic: &str, payload: &[u8]) -> MessageRecord {
         properties: Bytes::from_static(&[0x01, 0x01]),
         received_at_unix_ms: 1000,
         expiry_at_unix_ms: Some(2000),
+        publisher: None,
     }
 }
 

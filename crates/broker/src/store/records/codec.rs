@@ -48,6 +48,15 @@ impl W {
             }
         }
     }
+    pub(super) fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                self.str(x);
+            }
+        }
+    }
     pub(super) fn opt_u64(&mut self, v: Option<u64>) {
         match v {
             None => self.u8(0),
@@ -151,6 +160,13 @@ impl<'a> R<'a> {
     }
     pub(super) fn opt_u32(&mut self) -> Result<Option<u32>, DecodeError> {
         Ok(if self.tag()? { Some(self.u32()?) } else { None })
+    }
+    pub(super) fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+        Ok(if self.tag()? {
+            Some(self.string()?)
+        } else {
+            None
+        })
     }
     pub(super) fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
         Ok(if self.tag()? { Some(self.u64()?) } else { None })

@@ -1,7 +1,12 @@
 //! Encoding of [`MessageRecord`] (queued and retained messages) and [`QueueEntry`].
 
 use super::codec::{R, W};
-use super::{DecodeError, MessageRecord, QueueEntry, QueueState};
+use super::{DecodeError, MessageRecord, PublisherRecord, QueueEntry, QueueState};
+
+/// A message record with its publisher: version 1 plus the publisher at the end. Written only
+/// for messages that have one, so the others stay readable by builds before it; version 1
+/// records decode without a publisher.
+pub(super) const MESSAGE_V2: u8 = 2;
 
 impl MessageRecord {
     /// Encodes the record.
@@ -15,13 +20,20 @@ impl MessageRecord {
         w.bytes(&self.properties);
         w.u64(self.received_at_unix_ms);
         w.opt_u64(self.expiry_at_unix_ms);
+        // Without a publisher the record stays version 1, which every version reads.
+        if let Some(p) = &self.publisher {
+            w.0[0] = MESSAGE_V2;
+            w.str(&p.client_id);
+            w.opt_str(p.username.as_deref());
+            w.opt_str(p.peer.as_deref());
+        }
         w.0
     }
 
     /// Decodes a record written by [`MessageRecord::encode`].
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = R::new(buf, "message")?;
-        let m = MessageRecord {
+        let (mut r, version) = R::versioned(buf, "message", MESSAGE_V2)?;
+        let mut m = MessageRecord {
             topic: r.string()?,
             payload: r.bytes()?,
             qos: r.u8()?,
@@ -29,7 +41,16 @@ impl MessageRecord {
             properties: r.bytes()?,
             received_at_unix_ms: r.u64()?,
             expiry_at_unix_ms: r.opt_u64()?,
+            publisher: None,
         };
+        // Version 1 ends here; version 2 adds the publisher.
+        if version >= MESSAGE_V2 {
+            m.publisher = Some(PublisherRecord {
+                client_id: r.string()?,
+                username: r.opt_string()?,
+                peer: r.opt_string()?,
+            });
+        }
         r.finish()?;
         Ok(m)
     }

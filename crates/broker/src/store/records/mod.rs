@@ -88,6 +88,21 @@ pub struct MessageRecord {
     pub received_at_unix_ms: u64,
     /// Wall-clock expiry time (v5 Message Expiry Interval), ms since the Unix epoch.
     pub expiry_at_unix_ms: Option<u64>,
+    /// Who published it, so that a message read back from the store still says (a rule's
+    /// `clientid`, `username` and `peerhost` columns). `None` for the broker's own messages,
+    /// wills published after their session ended, and records of version 1.
+    pub publisher: Option<PublisherRecord>,
+}
+
+/// The publisher of a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherRecord {
+    /// Its client id.
+    pub client_id: String,
+    /// The username it authenticated with.
+    pub username: Option<String>,
+    /// Its address (`ip:port`), when known.
+    pub peer: Option<String>,
 }
 
 /// Delivery state of a queue entry.

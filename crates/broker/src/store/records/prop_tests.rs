@@ -10,7 +10,10 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use super::{MessageRecord, QueueEntry, QueueState, SessionRecord, SubscriptionRecord, WillRecord};
+use super::{
+    MessageRecord, PublisherRecord, QueueEntry, QueueState, SessionRecord, SubscriptionRecord,
+    WillRecord,
+};
 use crate::fuzz_support::{fuzz_config, mutated};
 use crate::session::Owner;
 
@@ -83,9 +86,14 @@ fn message() -> impl Strategy<Value = MessageRecord> {
         blob(),
         any::<u64>(),
         proptest::option::of(any::<u64>()),
+        proptest::option::of((
+            ".{0,30}",
+            proptest::option::of(".{0,20}"),
+            proptest::option::of("[0-9.:]{0,21}"),
+        )),
     )
         .prop_map(
-            |(topic, payload, qos, retain, properties, at, expiry)| MessageRecord {
+            |(topic, payload, qos, retain, properties, at, expiry, publisher)| MessageRecord {
                 topic,
                 payload,
                 qos,
@@ -93,6 +101,11 @@ fn message() -> impl Strategy<Value = MessageRecord> {
                 properties,
                 received_at_unix_ms: at,
                 expiry_at_unix_ms: expiry,
+                publisher: publisher.map(|(client_id, username, peer)| PublisherRecord {
+                    client_id,
+                    username,
+                    peer,
+                }),
             },
         )
 }

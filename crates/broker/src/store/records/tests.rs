@@ -47,6 +47,7 @@ fn message() -> MessageRecord {
         properties: Bytes::from_static(&[0x02, 0, 0, 0, 60]),
         received_at_unix_ms: 42,
         expiry_at_unix_ms: Some(60_042),
+        publisher: None,
     }
 }
 
@@ -122,12 +123,38 @@ fn round_trips() {
     assert_eq!(MessageRecord::decode(&m.encode()), Ok(m.clone()));
     let m2 = MessageRecord {
         expiry_at_unix_ms: None,
+        publisher: None,
         payload: Bytes::new(),
         properties: Bytes::new(),
         retain: true,
-        ..m
+        ..m.clone()
     };
     assert_eq!(MessageRecord::decode(&m2.encode()), Ok(m2));
+    // Without a publisher a message stays a version 1 record (builds before version 2 read
+    // it); with one, version 2, and a version 1 reader's end of record is not version 2's.
+    assert_eq!(m.encode()[0], RECORD_V1);
+    let m3 = MessageRecord {
+        publisher: Some(PublisherRecord {
+            client_id: "dev-7".into(),
+            username: Some("alice".into()),
+            peer: Some("192.0.2.7:51234".into()),
+        }),
+        ..m.clone()
+    };
+    let v2 = m3.encode();
+    assert_eq!(v2[0], message::MESSAGE_V2);
+    assert_eq!(MessageRecord::decode(&v2), Ok(m3.clone()));
+    let mut as_v1 = v2.clone();
+    as_v1[0] = RECORD_V1;
+    assert!(
+        MessageRecord::decode(&as_v1).is_err(),
+        "v1 records end after the expiry"
+    );
+    assert_eq!(
+        MessageRecord::decode(&m.encode()).map(|r| r.publisher),
+        Ok(None),
+        "a version 1 record has no publisher"
+    );
     for e in entries() {
         assert_eq!(QueueEntry::decode(&e.encode()), Ok(e));
     }
