@@ -150,6 +150,7 @@ fn place(
     sink: &mut PublishSink,
 ) {
     // 2. Reserve every delivery's place (and durable sequence number)...
+    let reserving = store.map(Persistence::reserving);
     let mut placed = Vec::with_capacity(deliveries.len());
     let mut evicted: Vec<(Arc<SessionHandle>, u64)> = Vec::new();
     let unavailable = store.is_some_and(|p| !p.healthy());
@@ -245,6 +246,7 @@ fn place(
             sink.quota_exceeded = true;
         }
     }
+    drop(reserving);
     // 4. ...and only then let the subscribers see them.
     for (handle, d, r) in placed {
         if matches!(r, Reserved::DiskOnly(_)) {
@@ -297,6 +299,7 @@ pub(crate) fn reroute_shared(
     delivery.qos = delivery.message.qos.min(sub_qos);
     delivery.subscription_ids = id.into_iter().collect();
     // 2. Reserve: the receiver gets a place of its own and, when stored, a stored copy it owns.
+    let reserving = store.map(Persistence::reserving);
     let disk_full = store.is_some_and(|p| !p.healthy() || p.over_budget());
     let size = delivery.message.size();
     let (r, gone) = handle.reserve(
@@ -337,6 +340,7 @@ pub(crate) fn reroute_shared(
         // Not waited for: the publisher was acknowledged long ago.
         p.submit_detached(ops);
     }
+    drop(reserving);
     // 4. Push.
     if matches!(r, Reserved::Memory | Reserved::MemoryDurable(_)) {
         handle.push_reserved(delivery);

@@ -141,8 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         tokio::spawn(async move {
             let upto = handle.reserved_upto();
-            // A barrier: every reservation below `upto` is committed once this resolves (the
-            // writer commits in submission order), so a short page means "nothing more".
+            // A barrier: every reservation below `upto` is committed once this resolves (its
+            // write was submitted before the barrier, and the writer commits in submission
+            // order), so a short page means "nothing more".
+            p.wait_for_reservations();
             if let Err(e) = p.store.submit(Vec::new()).await {
                 if matches!(e, StoreError::Unavailable { .. }) {
                     // A disk error: try again once the store is back (or in a while), waking
