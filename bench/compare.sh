@@ -16,13 +16,20 @@
 #                               and tls-pairs-q1 (pairs over TLS), run against Hermod and
 #                               Mosquitto only, each given a TLS listener with a throwaway CA and
 #                               server certificate made by openssl in $OUT/certs
-#   TLS_CONNS=2000              connections of `tls-conn`
+#                               and the WebSocket rows ws-conn (WebSocket + MQTT handshakes/s)
+#                               and ws-pairs-q1 (pairs over WebSocket, path /mqtt), run against
+#                               Hermod and Mosquitto only (rumqttd's shipped build has none)
+#   TLS_CONNS=2000              connections of `tls-conn` and `ws-conn`
 #   TLS_KEY=ec                  server key: ec (P-256) or rsa (2048 bits)
 #   BROKERS="hermod mosquitto rumqttd forwarder"   (rumqttd is skipped when not found;
 #                               forwarder is `hermod bench forwarder`, a bare single-threaded
 #                               forwarder: the ceiling, reported as Hermod/ceiling)
 #   CONNS=19000                 connections of the `conn` scenario
 #   BIND_ADDRS=127.0.0.2,...    source addresses for `conn` (spreads ephemeral ports)
+#   CONN_PROCS=1                load-generator processes of the connection rows (conn, tls-conn,
+#                               ws-conn): each opens its share of the connections from its own
+#                               source addresses; the rate is all established over the slowest
+#                               process's connect time, so the generator is less of a limit
 #   HERMOD_BIN=path             use this hermod binary instead of building one
 #   HERMOD_BASE_BIN=path        a second hermod (e.g. built from an older commit): adds the broker
 #                               "hermod-base" to BROKERS, run in turn with the others, for a
@@ -45,6 +52,7 @@ TLS_KEY=${TLS_KEY:-ec}
 SCENARIOS=${SCENARIOS:-"pairs-q1 fanin-q0 fanin-q1 fanout-q0 lat-fanin-q0 lat-pairs-q1 conn"}
 BROKERS=${BROKERS:-"hermod mosquitto rumqttd forwarder"}
 BIND_ADDRS=${BIND_ADDRS:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}
+CONN_PROCS=${CONN_PROCS:-1}
 HERMOD_ARGS=${HERMOD_ARGS:-}
 MOSQUITTO_EXTRA=${MOSQUITTO_EXTRA:-}
 OUT=${OUT:-$(mktemp -d /tmp/hermod-compare.XXXXXX)}
@@ -65,17 +73,24 @@ bench_args() {
     shared-q1) echo "shared --pubs 32 --subs 4 --qos 1" ;;
     lat-fanin-q0) echo "fanin --pubs 32 --subs 1 --qos 0 --rate 20000" ;;
     lat-pairs-q1) echo "pairs --pubs 64 --qos 1 --rate 10000" ;;
-    conn) echo "conn --conns $CONNS --bind $BIND_ADDRS" ;;
-    tls-conn) echo "conn --conns $TLS_CONNS --bind $BIND_ADDRS --cafile $OUT/certs/ca.pem" ;;
+    conn) echo "conn --conns ${CONN_N:-$CONNS} --bind ${CONN_BIND:-$BIND_ADDRS}" ;;
+    tls-conn) echo "conn --conns ${CONN_N:-$TLS_CONNS} --bind ${CONN_BIND:-$BIND_ADDRS} --cafile $OUT/certs/ca.pem" ;;
     tls-pairs-q1) echo "pairs --pubs 64 --qos 1 --cafile $OUT/certs/ca.pem" ;;
+    ws-conn) echo "conn --conns ${CONN_N:-$TLS_CONNS} --bind ${CONN_BIND:-$BIND_ADDRS} --ws" ;;
+    ws-pairs-q1) echo "pairs --pubs 64 --qos 1 --ws" ;;
     *) return 1 ;;
   esac
 }
 for s in $SCENARIOS; do bench_args "$s" >/dev/null || { echo "unknown scenario $s" >&2; exit 2; }; done
 is_tls() { [[ $1 == tls-* ]]; }
-is_conn() { [[ $1 == conn || $1 == tls-conn ]]; }
+is_ws() { [[ $1 == ws-* ]]; }
+is_conn() { [[ $1 == conn || $1 == tls-conn || $1 == ws-conn ]]; }
 WANT_TLS=
-for s in $SCENARIOS; do is_tls "$s" && WANT_TLS=1; done
+WANT_WS=
+for s in $SCENARIOS; do
+  is_tls "$s" && WANT_TLS=1
+  is_ws "$s" && WANT_WS=1
+done
 
 # --- TLS material (only when a TLS scenario runs) -----------------------------------------------
 # A throwaway CA and a server certificate for 127.0.0.1 / localhost, in this run's directory.
@@ -103,6 +118,7 @@ if [[ -n $WANT_TLS ]]; then
   make_certs
 fi
 has_tls() { [[ $1 == hermod || $1 == hermod-base || $1 == mosquitto ]]; }
+has_ws() { has_tls "$1"; }
 
 # --- brokers ------------------------------------------------------------------------------------
 if ! command -v mosquitto >/dev/null 2>&1 && [[ " $BROKERS " == *" mosquitto "* ]]; then
@@ -140,7 +156,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-declare -A PID PORT TLS_PORT
+declare -A PID PORT TLS_PORT WS_PORT
 STARTED=()
 cleanup() {
   local p
@@ -155,9 +171,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 start_broker() {
-  local b=$1 port dir tls_port=
+  local b=$1 port dir tls_port= ws_port=
   port=$(free_port)
   [[ -n $WANT_TLS ]] && has_tls "$b" && tls_port=$(free_port)
+  [[ -n $WANT_WS ]] && has_ws "$b" && ws_port=$(free_port)
   dir=$OUT/$b
   mkdir -p "$dir"
   case $b in
@@ -167,6 +184,7 @@ start_broker() {
       printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir" >"$dir/hermod.toml"
       [[ -n $tls_port ]] && printf '\n[[listener]]\nbind = "127.0.0.1:%s"\ntransport = "tls"\ncertfile = "%s"\nkeyfile = "%s"\n' \
         "$tls_port" "$OUT/certs/server.pem" "$OUT/certs/server.key" >>"$dir/hermod.toml"
+      [[ -n $ws_port ]] && printf '\n[[listener]]\nbind = "127.0.0.1:%s"\ntransport = "ws"\n' "$ws_port" >>"$dir/hermod.toml"
       # Each on its own admin port: two Hermods (hermod, hermod-base) run side by side.
       # shellcheck disable=SC2086
       "$bin" serve -c "$dir/hermod.toml" --admin-bind 127.0.0.1:0 $HERMOD_ARGS >"$dir/log" 2>&1 &
@@ -179,6 +197,7 @@ start_broker() {
         "$port" >"$dir/mosquitto.conf"
       [[ -n $tls_port ]] && printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
         "$tls_port" "$OUT/certs/server.pem" "$OUT/certs/server.key" >>"$dir/mosquitto.conf"
+      [[ -n $ws_port ]] && printf 'listener %s 127.0.0.1\nprotocol websockets\n' "$ws_port" >>"$dir/mosquitto.conf"
       [[ -n "$MOSQUITTO_EXTRA" ]] && printf '%b\n' "$MOSQUITTO_EXTRA" >>"$dir/mosquitto.conf"
       "$MOSQUITTO_BIN" -c "$dir/mosquitto.conf" >"$dir/log" 2>&1 &
       ;;
@@ -208,6 +227,7 @@ EOF
   PID[$b]=$!
   PORT[$b]=$port
   TLS_PORT[$b]=$tls_port
+  WS_PORT[$b]=$ws_port
   STARTED+=("$!")
   local i
   for i in $(seq 1 100); do
@@ -244,7 +264,7 @@ for b in "${ACTIVE[@]}"; do start_broker "$b"; done
 
 # --- runs ---------------------------------------------------------------------------------------
 run_one() {
-  local b=$1 s=$2 r=$3 pid port args file c0 c1 rss0 rss1 peak=0 rss bpid i rc=0
+  local b=$1 s=$2 r=$3 pid port args file c0 c1 rss0 rss1 peak=0 rss bpid i rc=0 alive
   pid=${PID[$b]}
   if ! kill -0 "$pid" 2>/dev/null; then
     log "$b died: restarting it"
@@ -259,21 +279,67 @@ run_one() {
   fi
   port=${PORT[$b]}
   is_tls "$s" && port=${TLS_PORT[$b]}
-  args=$(bench_args "$s")
+  is_ws "$s" && port=${WS_PORT[$b]}
   file=$OUT/runs/$s-$b-$r
+  local procs=1 k bpids=() n total
+  is_conn "$s" && procs=$CONN_PROCS
   c0=$(cpu_ticks "$pid")
   rss0=$(rss_kb "$pid")
-  # shellcheck disable=SC2086
-  timeout $((${DURATION%.*} + 90)) "$BENCH" bench $args -p "$port" -d "$DURATION" --json --quiet >"$file.json" 2>"$file.err" &
-  bpid=$!
+  if ((procs == 1)); then
+    args=$(bench_args "$s")
+    # shellcheck disable=SC2086
+    timeout $((${DURATION%.*} + 90)) "$BENCH" bench $args -p "$port" -d "$DURATION" --json --quiet >"$file.json" 2>"$file.err" &
+    bpids=("$!")
+  else
+    # Several generator processes, each with its share of the connections and its own four
+    # source addresses (127.0.1k.2-5), started together.
+    total=$CONNS
+    [[ $s != conn ]] && total=$TLS_CONNS
+    for k in $(seq 0 $((procs - 1))); do
+      n=$((total / procs))
+      ((k < total % procs)) && n=$((n + 1))
+      args=$(CONN_N=$n CONN_BIND=127.0.1$k.2,127.0.1$k.3,127.0.1$k.4,127.0.1$k.5 bench_args "$s")
+      # shellcheck disable=SC2086
+      timeout $((${DURATION%.*} + 90)) "$BENCH" bench $args -p "$port" -d "$DURATION" --json --quiet >"$file.$k.json" 2>"$file.$k.err" &
+      bpids+=("$!")
+    done
+  fi
   # Peak broker RSS while the bench runs (sampled every 0.25 s; bounded by the bench's timeout).
   for i in $(seq 1 $(((${DURATION%.*} + 95) * 4))); do
-    kill -0 "$bpid" 2>/dev/null || break
+    alive=
+    for bpid in "${bpids[@]}"; do kill -0 "$bpid" 2>/dev/null && alive=1; done
+    [[ -z $alive ]] && break
     rss=$(rss_kb "$pid")
     ((rss > peak)) && peak=$rss
     sleep 0.25
   done
-  wait "$bpid" || rc=$?
+  for bpid in "${bpids[@]}"; do wait "$bpid" || rc=$?; done
+  if ((procs > 1)); then
+    cat "$file".*.err >"$file.err" 2>/dev/null || true
+    # One summary for the run: counts summed, the rate over the slowest process's connect time.
+    python3 - "$file" "$procs" >"$file.json" <<'EOF'
+import json, sys
+base, n = sys.argv[1], int(sys.argv[2])
+parts = []
+for k in range(n):
+    try:
+        parts.append(json.loads(open(f"{base}.{k}.json").readline()))
+    except (OSError, ValueError):
+        pass
+if len(parts) == n:
+    cs = [p["connect"] for p in parts]
+    d = parts[0]
+    est = sum(c["established"] for c in cs)
+    secs = max(c["seconds"] for c in cs)
+    d["connect"] = {
+        "attempted": sum(c["attempted"] for c in cs), "established": est,
+        "failed": sum(c["failed"] for c in cs), "held": sum(c["held"] for c in cs),
+        "seconds": secs, "per_sec": round(est / secs) if secs > 0 else 0,
+        "processes": n, "latency_ms": [c.get("latency_ms") for c in cs],
+    }
+    print(json.dumps(d))
+EOF
+  fi
   c1=$(cpu_ticks "$pid")
   rss1=$(rss_kb "$pid")
   if [[ ! -s "$file.json" ]]; then
@@ -302,8 +368,9 @@ log "results in $OUT; ${#ACTIVE[@]} broker(s): ${ACTIVE[*]}; scenarios: $SCENARI
 for s in $SCENARIOS; do
   for r in $(seq 1 "$ROUNDS"); do
     for b in "${ACTIVE[@]}"; do
-      # The TLS rows compare the brokers that have a TLS listener here.
+      # The TLS and WebSocket rows compare the brokers that have such a listener here.
       is_tls "$s" && ! has_tls "$b" && continue
+      is_ws "$s" && ! has_ws "$b" && continue
       run_one "$b" "$s" "$r"
     done
   done
@@ -334,8 +401,10 @@ label = {
     "conn": "connections: connects/s; RSS per held connection",
     "tls-conn": "TLS connections: TLS + MQTT handshakes/s; RSS per held connection",
     "tls-pairs-q1": "pairs over TLS: 64 pub→sub pairs, QoS 1 (msg/s)",
+    "ws-conn": "WebSocket connections: WebSocket + MQTT handshakes/s; RSS per held connection",
+    "ws-pairs-q1": "pairs over WebSocket: 64 pub→sub pairs, QoS 1 (msg/s)",
 }
-CONN = ("conn", "tls-conn")
+CONN = ("conn", "tls-conn", "ws-conn")
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -374,6 +443,8 @@ print(f"Medians of {rounds} round(s) of {duration} s per scenario and broker, br
 head = "| scenario | " + " | ".join(names[b] for b in order)
 if "hermod" in order and "mosquitto" in order:
     head += " | Hermod/Mosquitto"
+if "hermod" in order and "rumqttd" in order:
+    head += " | Hermod/rumqttd"
 if "hermod" in order and "hermod-base" in order:
     head += " | Hermod/base"
 if "hermod" in order and "forwarder" in order:
@@ -390,6 +461,13 @@ for s in scen:
         if h and m:
             ratio = (m / h) if s.startswith("lat-") else (h / m)
             line += f" | {ratio:.2f}×" + (" (p99, Mosquitto/Hermod)" if s.startswith("lat-") else "")
+        else:
+            line += " | —"
+    if "hermod" in order and "rumqttd" in order:
+        h, m = vals["hermod"][0], vals["rumqttd"][0]
+        if h and m:
+            ratio = (m / h) if s.startswith("lat-") else (h / m)
+            line += f" | {ratio:.2f}×" + (" (p99, rumqttd/Hermod)" if s.startswith("lat-") else "")
         else:
             line += " | —"
     if "hermod" in order and "hermod-base" in order:
