@@ -325,6 +325,14 @@ impl Drop for ListenerSlot {
     }
 }
 
+/// Options of an accepted TCP socket that come from the configuration (`set_tcp_nodelay`).
+/// Failing to set one is harmless (the socket keeps the kernel's default), so it is not an error.
+fn set_socket_options(stream: &tokio::net::TcpStream, config: &Config) {
+    if let Err(e) = stream.set_nodelay(config.set_tcp_nodelay) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     index: usize,
@@ -360,7 +368,7 @@ async fn accept_loop(
                 }
                 open.fetch_add(1, Ordering::Relaxed);
                 let slot = ListenerSlot(open.clone());
-                let _ = stream.set_nodelay(true);
+                set_socket_options(&stream, &shared.config);
                 let shared = shared.clone();
                 let acceptor = acceptor.clone();
                 // TLS / WebSocket / PROXY handshakes run in the connection's own task, with a
@@ -412,6 +420,31 @@ async fn accept_loop(
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    /// `set_tcp_nodelay` reaches the accepted socket, both ways (Mosquitto's option; Hermod's
+    /// default is on).
+    #[tokio::test]
+    async fn set_tcp_nodelay_is_applied_to_accepted_sockets() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert!(Config::default().set_tcp_nodelay);
+        for nodelay in [false, true, false] {
+            let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (stream, _) = listener.accept().await.expect("accept");
+            stream.set_nodelay(!nodelay).expect("preset");
+            let config = Config {
+                set_tcp_nodelay: nodelay,
+                ..Config::default()
+            };
+            set_socket_options(&stream, &config);
+            assert_eq!(stream.nodelay().expect("get"), nodelay);
         }
     }
 }

@@ -95,6 +95,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds a new connection has to send CONNECT before it is closed.
     pub connect_timeout: u64,
+    /// TCP_NODELAY on accepted TCP connections (all transports over TCP), Mosquitto's
+    /// `set_tcp_nodelay`. Hermod's default is `true` (Mosquitto's is `false`): each write goes out
+    /// at once, for ~1 ms latencies. `false` lets the kernel's Nagle algorithm coalesce small
+    /// writes while an earlier segment is unacknowledged: fewer segments and wake-ups per message
+    /// at low rates (less CPU), at the price of tens of milliseconds of latency.
+    pub set_tcp_nodelay: bool,
     /// Whether retained messages are supported (Mosquitto's `retain_available`).
     pub retain_available: bool,
     /// Listeners. With no config file: one TCP listener on 0.0.0.0:1883. Once a config file is
@@ -219,6 +225,7 @@ impl Default for Config {
             max_client_id_length: 256,
             max_connections: 100_000,
             connect_timeout: 10,
+            set_tcp_nodelay: true,
             retain_available: true,
             listeners: vec![ListenerConfig::tcp("0.0.0.0:1883")],
             password_file: None,

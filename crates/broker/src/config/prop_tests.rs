@@ -312,6 +312,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max_client_id_length",
     "max_connections",
     "connect_timeout",
+    "set_tcp_nodelay",
     "retain_available",
     "listener",
     "store",
