@@ -5,8 +5,8 @@
 # It installs Debian's mosquitto if missing (apt-get), builds `hermod` in release mode, starts
 # every broker on a free loopback port, and runs each scenario against each broker in turn
 # (A B C A B C ...), ROUNDS times, DURATION seconds each. For every run it records the bench's
-# JSON summary, the broker's CPU seconds (utime+stime from /proc/<pid>/stat, before/after) and
-# its RSS (VmRSS). It prints a Markdown table of medians at the end (also in $OUT/report.md).
+# JSON summary, the broker's CPU seconds (utime+stime from /proc/<pid>/stat, before/after), the
+# load generator's (this shell's children's, cutime+cstime) and the broker's RSS (VmRSS). It prints a Markdown table of medians at the end (also in $OUT/report.md).
 #
 # Environment (all optional):
 #   ROUNDS=3 DURATION=10        rounds per scenario and seconds per run (ROUNDS=1 DURATION=5: quick)
@@ -36,6 +36,7 @@
 #                               before/after comparison in one run (the report adds Hermod/base)
 #   RUMQTTD_BIN=path            rumqttd binary (default: rumqttd in PATH or ~/.cargo/bin)
 #   HERMOD_ARGS="--memory"      extra `hermod serve` flags
+#   HERMOD_EXTRA="max_inflight_messages = 100"   extra top-level hermod.toml lines (\n-separated)
 #   MOSQUITTO_EXTRA="set_tcp_nodelay true"   extra mosquitto.conf lines (\n-separated)
 #   OUT=dir                     where results go (default: a new /tmp/hermod-compare.XXXXXX)
 #
@@ -54,6 +55,7 @@ BROKERS=${BROKERS:-"hermod mosquitto rumqttd forwarder"}
 BIND_ADDRS=${BIND_ADDRS:-127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5}
 CONN_PROCS=${CONN_PROCS:-1}
 HERMOD_ARGS=${HERMOD_ARGS:-}
+HERMOD_EXTRA=${HERMOD_EXTRA:-}
 MOSQUITTO_EXTRA=${MOSQUITTO_EXTRA:-}
 OUT=${OUT:-$(mktemp -d /tmp/hermod-compare.XXXXXX)}
 mkdir -p "$OUT/runs"
@@ -181,7 +183,9 @@ start_broker() {
     hermod | hermod-base)
       local bin=$HERMOD_BIN
       [[ $b == hermod-base ]] && bin=$HERMOD_BASE_BIN
-      printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir" >"$dir/hermod.toml"
+      # HERMOD_EXTRA's top-level keys come first: TOML puts a key after a table into the table.
+      { [[ -n "$HERMOD_EXTRA" ]] && printf '%b\n\n' "$HERMOD_EXTRA"
+        printf '[[listener]]\nbind = "127.0.0.1:%s"\n\n[store]\npath = "%s/data"\n' "$port" "$dir"; } >"$dir/hermod.toml"
       [[ -n $tls_port ]] && printf '\n[[listener]]\nbind = "127.0.0.1:%s"\ntransport = "tls"\ncertfile = "%s"\nkeyfile = "%s"\n' \
         "$tls_port" "$OUT/certs/server.pem" "$OUT/certs/server.key" >>"$dir/hermod.toml"
       [[ -n $ws_port ]] && printf '\n[[listener]]\nbind = "127.0.0.1:%s"\ntransport = "ws"\n' "$ws_port" >>"$dir/hermod.toml"
@@ -258,13 +262,16 @@ restart_broker() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU of this shell's waited-for children (the load generators, via `timeout`), for the
+# generator's CPU per message.
+child_ticks() { awk '{print $16 + $17}' "/proc/$$/stat" 2>/dev/null || echo 0; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 for b in "${ACTIVE[@]}"; do start_broker "$b"; done
 
 # --- runs ---------------------------------------------------------------------------------------
 run_one() {
-  local b=$1 s=$2 r=$3 pid port args file c0 c1 rss0 rss1 peak=0 rss bpid i rc=0 alive
+  local b=$1 s=$2 r=$3 pid port args file c0 c1 g0 g1 rss0 rss1 peak=0 rss bpid i rc=0 alive
   pid=${PID[$b]}
   if ! kill -0 "$pid" 2>/dev/null; then
     log "$b died: restarting it"
@@ -284,6 +291,7 @@ run_one() {
   local procs=1 k bpids=() n total
   is_conn "$s" && procs=$CONN_PROCS
   c0=$(cpu_ticks "$pid")
+  g0=$(child_ticks)
   rss0=$(rss_kb "$pid")
   if ((procs == 1)); then
     args=$(bench_args "$s")
@@ -314,6 +322,7 @@ run_one() {
     sleep 0.25
   done
   for bpid in "${bpids[@]}"; do wait "$bpid" || rc=$?; done
+  g1=$(child_ticks)
   if ((procs > 1)); then
     cat "$file".*.err >"$file.err" 2>/dev/null || true
     # One summary for the run: counts summed, the rate over the slowest process's connect time.
@@ -346,8 +355,9 @@ EOF
     log "$s on $b round $r: no result (exit $rc): $(tail -1 "$file.err")"
     echo '{}' >"$file.json"
   fi
-  printf '{"broker":"%s","scenario":"%s","round":%s,"exit":%s,"cpu_s":%s,"rss_before_kb":%s,"rss_after_kb":%s,"rss_peak_kb":%s,"bench":%s}\n' \
+  printf '{"broker":"%s","scenario":"%s","round":%s,"exit":%s,"cpu_s":%s,"gen_cpu_s":%s,"rss_before_kb":%s,"rss_after_kb":%s,"rss_peak_kb":%s,"bench":%s}\n' \
     "$b" "$s" "$r" "$rc" "$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')" \
+    "$(awk -v a="$g0" -v b="$g1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')" \
     "$rss0" "$rss1" "$peak" "$(head -1 "$file.json")" >>"$RESULTS"
   python3 - "$file.json" "$b" "$s" "$r" >&2 <<'EOF'
 import json, sys
@@ -429,9 +439,9 @@ def cell(s, b):
     v = med([r["bench"].get("received_per_sec") for r in rs])
     lost = sum(r["bench"].get("lost", 0) for r in rs)
     return v, fmt_rate(v) + (f" (lost {lost})" if lost else "")
-def cpu_per_m(s, b):
+def cpu_per_m(s, b, key="cpu_s"):
     rs = runs(s, b)
-    xs = [r["cpu_s"] / (r["bench"]["received"] / 1e6) for r in rs if r["bench"].get("received")]
+    xs = [r[key] / (r["bench"]["received"] / 1e6) for r in rs if r["bench"].get("received") and key in r]
     m = med(xs)
     return "—" if m is None else f"{m:.2f}"
 def rss(s, b):
@@ -450,6 +460,7 @@ if "hermod" in order and "hermod-base" in order:
 if "hermod" in order and "forwarder" in order:
     head += " | Hermod/ceiling"
 head += " | broker CPU s per M msgs (" + " / ".join(names[b] for b in order) + ")"
+head += " | load generator CPU s per M (" + " / ".join(names[b] for b in order) + ")"
 head += " | peak RSS MiB (" + " / ".join(names[b] for b in order) + ") |"
 print(head)
 print("|" + "---|" * (head.count("|") - 1))
@@ -484,6 +495,7 @@ for s in scen:
         else:
             line += " | —"
     line += " | " + " / ".join(cpu_per_m(s, b) for b in order)
+    line += " | " + " / ".join(cpu_per_m(s, b, "gen_cpu_s") for b in order)
     line += " | " + " / ".join(rss(s, b) for b in order) + " |"
     print(line)
 EOF
