@@ -450,13 +450,12 @@ def rss(s, b):
     return "—" if m is None else f"{m/1024:.1f}"
 names = {"hermod": "Hermod", "hermod-base": "Hermod (base)", "mosquitto": "Mosquitto", "rumqttd": "rumqttd", "forwarder": "ceiling (forwarder)"}
 print(f"Medians of {rounds} round(s) of {duration} s per scenario and broker, brokers run in turn.\n")
+# Hermod against each peer present: throughput Hermod/peer, latency rows p99 peer/Hermod.
+peers = [(b, short) for b, short in (("mosquitto", "Mosquitto"), ("rumqttd", "rumqttd"), ("hermod-base", "base"))
+         if "hermod" in order and b in order]
 head = "| scenario | " + " | ".join(names[b] for b in order)
-if "hermod" in order and "mosquitto" in order:
-    head += " | Hermod/Mosquitto"
-if "hermod" in order and "rumqttd" in order:
-    head += " | Hermod/rumqttd"
-if "hermod" in order and "hermod-base" in order:
-    head += " | Hermod/base"
+for _, short in peers:
+    head += f" | Hermod/{short}"
 if "hermod" in order and "forwarder" in order:
     head += " | Hermod/ceiling"
 head += " | broker CPU s per M msgs (" + " / ".join(names[b] for b in order) + ")"
@@ -467,25 +466,11 @@ print("|" + "---|" * (head.count("|") - 1))
 for s in scen:
     vals = {b: cell(s, b) for b in order}
     line = f"| {label.get(s, s)} | " + " | ".join(vals[b][1] for b in order)
-    if "hermod" in order and "mosquitto" in order:
-        h, m = vals["hermod"][0], vals["mosquitto"][0]
+    for peer, short in peers:
+        h, m = vals["hermod"][0], vals[peer][0]
         if h and m:
             ratio = (m / h) if s.startswith("lat-") else (h / m)
-            line += f" | {ratio:.2f}×" + (" (p99, Mosquitto/Hermod)" if s.startswith("lat-") else "")
-        else:
-            line += " | —"
-    if "hermod" in order and "rumqttd" in order:
-        h, m = vals["hermod"][0], vals["rumqttd"][0]
-        if h and m:
-            ratio = (m / h) if s.startswith("lat-") else (h / m)
-            line += f" | {ratio:.2f}×" + (" (p99, rumqttd/Hermod)" if s.startswith("lat-") else "")
-        else:
-            line += " | —"
-    if "hermod" in order and "hermod-base" in order:
-        h, m = vals["hermod"][0], vals["hermod-base"][0]
-        if h and m:
-            ratio = (m / h) if s.startswith("lat-") else (h / m)
-            line += f" | {ratio:.2f}×" + (" (p99, base/Hermod)" if s.startswith("lat-") else "")
+            line += f" | {ratio:.2f}×" + (f" (p99, {short}/Hermod)" if s.startswith("lat-") else "")
         else:
             line += " | —"
     if "hermod" in order and "forwarder" in order:
